@@ -1,0 +1,280 @@
+//! Small, specific error types.
+//!
+//! Each error that stands for work that was not delivered hands that work back
+//! (`LoopStopped<F>(pub F)`, `AlreadyQuit<T>(pub T)`), as crossbeam's
+//! `SendError<T>` does, so nothing is dropped behind the caller's back.
+
+use std::error::Error;
+use std::fmt;
+
+/// A worker, team or pool has been told to quit; it takes no more work.
+///
+/// `T` is what was refused: the task for `do_work`, `()` for `quit`.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{memory_worker, Worker};
+///
+/// let (worker, _perform) = memory_worker();
+/// worker.quit().unwrap();
+/// let refused = worker.do_work(Box::new(|| ())).unwrap_err();
+/// (refused.0)(); // the task is handed back
+/// assert!(worker.quit().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlreadyQuit<T = ()>(pub T);
+
+impl<T> AlreadyQuit<T> {
+    /// Returns what was refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = weft::AlreadyQuit(7);
+    /// assert_eq!(err.into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for AlreadyQuit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AlreadyQuit(..)")
+    }
+}
+
+impl<T> fmt::Display for AlreadyQuit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("already quit")
+    }
+}
+
+impl<T> Error for AlreadyQuit<T> {}
+
+/// The reactor's loop has ended; the closure was not queued and is handed back.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let remote = reactor.remote();
+/// remote.stop();
+/// reactor.run().unwrap();
+/// let err = remote.call_from_thread(|| 42).unwrap_err();
+/// assert_eq!((err.0)(), 42);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LoopStopped<F>(pub F);
+
+impl<F> LoopStopped<F> {
+    /// Returns the closure that was not queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = weft::LoopStopped(5);
+    /// assert_eq!(err.into_inner(), 5);
+    /// ```
+    pub fn into_inner(self) -> F {
+        self.0
+    }
+}
+
+impl<F> fmt::Debug for LoopStopped<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoopStopped(..)")
+    }
+}
+
+impl<F> fmt::Display for LoopStopped<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("reactor loop has stopped")
+    }
+}
+
+impl<F> Error for LoopStopped<F> {}
+
+/// Why a job (pool work, a local task) produced no value.
+///
+/// # Examples
+///
+/// ```
+/// use weft::ThreadError;
+///
+/// let err = ThreadError::Panicked { message: "boom".into() };
+/// assert_eq!(err.to_string(), "job panicked: boom");
+/// assert_eq!(ThreadError::from(weft::Cancelled), ThreadError::Cancelled);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ThreadError {
+    /// The job panicked; `message` is the panic payload when it was a string.
+    Panicked {
+        /// The panic message, or a placeholder when the payload was not a string.
+        message: String,
+    },
+    /// The job was cancelled before it produced a value.
+    Cancelled,
+    /// The pool or loop that would have run the job had stopped.
+    Stopped,
+}
+
+impl fmt::Display for ThreadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThreadError::Panicked { message } => write!(f, "job panicked: {message}"),
+            ThreadError::Cancelled => f.write_str("job cancelled"),
+            ThreadError::Stopped => f.write_str("job refused: stopped"),
+        }
+    }
+}
+
+impl Error for ThreadError {}
+
+impl From<Cancelled> for ThreadError {
+    fn from(_: Cancelled) -> Self {
+        ThreadError::Cancelled
+    }
+}
+
+impl ThreadError {
+    /// Builds a `Panicked` error from a payload caught by `catch_unwind`.
+    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        ThreadError::Panicked {
+            message: panic_message(payload),
+        }
+    }
+}
+
+/// Extracts the message from a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// A `Deferred` or job was cancelled.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::Cancelled.to_string(), "cancelled");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cancelled")
+    }
+}
+
+impl Error for Cancelled {}
+
+/// Misuse of a [`DelayedCall`](crate::DelayedCall) that already ran or was cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::{DelayedCallError, Reactor};
+///
+/// let reactor = Reactor::new().unwrap();
+/// let call = reactor.call_later(Duration::from_secs(5), || ());
+/// call.cancel().unwrap();
+/// assert_eq!(call.cancel(), Err(DelayedCallError::AlreadyCancelled));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelayedCallError {
+    /// The call has already run (or is running).
+    AlreadyCalled,
+    /// The call was cancelled.
+    AlreadyCancelled,
+}
+
+impl fmt::Display for DelayedCallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DelayedCallError::AlreadyCalled => f.write_str("delayed call already called"),
+            DelayedCallError::AlreadyCancelled => f.write_str("delayed call already cancelled"),
+        }
+    }
+}
+
+impl Error for DelayedCallError {}
+
+/// A [`Deferred`](crate::Deferred) was resolved a second time; the value is handed back.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+/// d.callback(1).unwrap();
+/// let again = d.callback(2).unwrap_err();
+/// assert_eq!(again.0, Ok(2));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AlreadyResolved<T>(pub T);
+
+impl<T> fmt::Debug for AlreadyResolved<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AlreadyResolved(..)")
+    }
+}
+
+impl<T> fmt::Display for AlreadyResolved<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deferred already resolved")
+    }
+}
+
+impl<T> Error for AlreadyResolved<T> {}
+
+/// Why [`Reactor::run`](crate::Reactor::run) or
+/// [`Reactor::run_until_complete`](crate::Reactor::run_until_complete) could not run.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// reactor.stop();
+/// reactor.run().unwrap();
+/// assert_eq!(reactor.run(), Err(weft::RunError::Stopped));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The loop is already running on this thread (a re-entrant call).
+    AlreadyRunning,
+    /// The loop has shut down; a reactor cannot be restarted.
+    Stopped,
+    /// The loop was stopped before the future completed.
+    StoppedBeforeCompletion,
+    /// The future panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::AlreadyRunning => f.write_str("reactor is already running"),
+            RunError::Stopped => f.write_str("reactor has stopped and cannot be restarted"),
+            RunError::StoppedBeforeCompletion => {
+                f.write_str("reactor stopped before the future completed")
+            }
+            RunError::Panicked { message } => write!(f, "future panicked: {message}"),
+        }
+    }
+}
+
+impl Error for RunError {}

@@ -1,0 +1,48 @@
+//! weft: a Twisted-style reactor with first-class thread integration.
+//!
+//! Application state lives on one loop thread and needs no locks. Blocking
+//! work runs on worker threads. A small set of bridges moves work and results
+//! between the two:
+//!
+//! - [`Remote::call_from_thread`]: the one thread-safe way onto the loop;
+//! - the [`threads`] layer: Twisted's `Worker`, `Team` and a [`ThreadPool`]
+//!   built on them, usable without a reactor;
+//! - [`Deferred`]: a one-shot result resolved on the loop thread, which is a
+//!   `Future` and also takes callbacks.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use weft::Reactor;
+//!
+//! let reactor = Reactor::new().unwrap();
+//! let remote = reactor.remote();
+//! std::thread::spawn(move || {
+//!     // Any thread may queue work onto the loop.
+//!     remote.call_from_thread(|| println!("on the loop")).unwrap();
+//! });
+//! reactor.call_later(Duration::from_millis(10), || weft::reactor::current().unwrap().stop());
+//! reactor.run().unwrap();
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod error;
+mod loom;
+
+pub mod threads;
+
+mod pool;
+
+// --- reactor layer (time, deferred, reactor) ---
+mod deferred;
+pub mod reactor;
+mod time;
+
+pub use error::{
+    AlreadyQuit, AlreadyResolved, Cancelled, DelayedCallError, LoopStopped, RunError, ThreadError,
+};
+
+pub use pool::*;

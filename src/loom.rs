@@ -1,0 +1,95 @@
+//! The concurrency seam: std primitives normally, loom's under `--cfg loom`.
+//!
+//! Contract: every cross-thread primitive the crate uses comes from here, so a
+//! loom model exercises the same code that ships. The `Mutex` never poisons:
+//! one panicking job must not poison the pool or the loop, so `lock()` takes
+//! the guard back from a `PoisonError` (the data it guards is kept consistent
+//! by never unwinding while a guard is held in library code).
+
+#![allow(unreachable_pub, dead_code, unused_imports)]
+
+#[cfg(loom)]
+pub(crate) use ::loom::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+use ::loom::sync as imp;
+#[cfg(not(loom))]
+use std::sync as imp;
+
+use std::sync::PoisonError;
+use std::time::Duration;
+
+/// Atomics (std or loom).
+pub(crate) mod atomic {
+    #[cfg(loom)]
+    pub(crate) use ::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::Ordering;
+}
+
+/// Threads (std or loom).
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use ::loom::thread::{Builder, JoinHandle, current, spawn, yield_now};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{Builder, JoinHandle, current, spawn, yield_now};
+}
+
+/// A mutex whose `lock` never fails.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(imp::Mutex<T>);
+
+/// The guard of [`Mutex`].
+pub(crate) type MutexGuard<'a, T> = imp::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(imp::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A condition variable paired with [`Mutex`].
+#[derive(Debug, Default)]
+pub(crate) struct Condvar(imp::Condvar);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(imp::Condvar::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits at most `timeout`; the flag is true when the wait timed out.
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let (guard, res) = self
+            .0
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+        (guard, res.timed_out())
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
