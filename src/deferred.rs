@@ -1,1 +1,515 @@
-//! placeholder
+//! `Deferred<T, E>`: a one-shot result cell resolved on the loop thread.
+//!
+//! Design:
+//! - One cell, shared by `Rc`: the [`Deferred`] is the single consumer (it is
+//!   not `Clone`: the value moves to exactly one place, a callback or an
+//!   awaiter), and any number of [`Resolver`]s may resolve or cancel it.
+//! - Resolving runs a registered callback at once, on the loop, as Twisted's
+//!   `callback()` does; an awaiting task is woken instead.
+//! - Resolving twice is an error that hands the second result back.
+//! - Dropping a `Deferred` does not cancel it (as in Twisted); call
+//!   [`Deferred::cancel`]. The result of a dropped, unconsumed `Deferred` is
+//!   dropped when it arrives.
+//! - No borrow of the cell is held while user code (callbacks, cancellers)
+//!   runs, so they may freely touch the same `Deferred`.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{AlreadyResolved, Cancelled, ThreadError};
+
+type Callback<T, E> = Box<dyn FnOnce(Result<T, E>)>;
+
+enum State<T, E> {
+    Pending {
+        waker: Option<Waker>,
+        callback: Option<Callback<T, E>>,
+    },
+    Ready(Result<T, E>),
+    Consumed,
+}
+
+struct Cell<T, E> {
+    state: RefCell<State<T, E>>,
+    canceller: RefCell<Option<Box<dyn FnOnce()>>>,
+    resolved: std::cell::Cell<bool>,
+}
+
+impl<T, E> Cell<T, E> {
+    fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        if self.resolved.replace(true) {
+            return Err(AlreadyResolved(result));
+        }
+        self.canceller.borrow_mut().take();
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, State::Consumed) {
+            State::Pending {
+                callback: Some(cb), ..
+            } => {
+                drop(state);
+                cb(result);
+            }
+            State::Pending { waker, .. } => {
+                *state = State::Ready(result);
+                drop(state);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            // `resolved` guards against both; keep the cell consistent anyway.
+            other => *state = other,
+        }
+        Ok(())
+    }
+
+    fn cancel(&self)
+    where
+        E: From<Cancelled>,
+    {
+        if self.resolved.get() {
+            return;
+        }
+        let canceller = self.canceller.borrow_mut().take();
+        if let Some(c) = canceller {
+            c();
+        }
+        // The canceller may have resolved it (e.g. with a more precise error).
+        let _ = self.resolve(Err(E::from(Cancelled)));
+    }
+}
+
+/// A result that will arrive later on the loop thread: Twisted's `Deferred`.
+///
+/// It is a [`Future`] (`.await` gives `Result<T, E>`) and also takes a
+/// callback ([`add_both`](Deferred::add_both)) that runs on the loop when it
+/// resolves. Work handed to threads comes back as a `Deferred<T>` whose error
+/// is [`ThreadError`].
+///
+/// Loop-thread only (`!Send`). To resolve it from another thread, go through
+/// [`Remote::call_from_thread`](crate::Remote::call_from_thread).
+///
+/// # Examples
+///
+/// ```
+/// use weft::{Cancelled, Deferred, Reactor};
+///
+/// let reactor = Reactor::new().unwrap();
+/// let d: Deferred<u32, Cancelled> = Deferred::new();
+/// let r = d.resolver();
+/// reactor.call_soon(move || { r.callback(42).unwrap(); });
+/// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(42));
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping a `Deferred` (or a future awaiting it) does not cancel the work
+/// behind it; use [`cancel`](Deferred::cancel).
+#[must_use = "a Deferred does nothing unless awaited, given a callback, or detached"]
+pub struct Deferred<T, E = ThreadError> {
+    cell: Rc<Cell<T, E>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// A handle that resolves or cancels a [`Deferred`]; cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// let d: weft::Deferred<&str, weft::Cancelled> = weft::Deferred::new();
+/// let r = d.resolver();
+/// r.callback("done").unwrap();
+/// assert!(d.is_resolved());
+/// ```
+pub struct Resolver<T, E = ThreadError> {
+    cell: Rc<Cell<T, E>>,
+}
+
+impl<T, E> Clone for Resolver<T, E> {
+    fn clone(&self) -> Self {
+        Resolver {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl<T: 'static, E: 'static> Deferred<T, E> {
+    /// Creates an unresolved `Deferred`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<(), weft::Cancelled> = weft::Deferred::new();
+    /// assert!(!d.is_resolved());
+    /// ```
+    pub fn new() -> Self {
+        Deferred {
+            cell: Rc::new(Cell {
+                state: RefCell::new(State::Pending {
+                    waker: None,
+                    callback: None,
+                }),
+                canceller: RefCell::new(None),
+                resolved: std::cell::Cell::new(false),
+            }),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Creates an unresolved `Deferred` whose [`cancel`](Deferred::cancel)
+    /// first runs `canceller` (which may resolve it itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// let stopped = Rc::new(Cell::new(false));
+    /// let s = stopped.clone();
+    /// let d: weft::Deferred<(), weft::Cancelled> = weft::Deferred::with_canceller(move || s.set(true));
+    /// d.cancel();
+    /// assert!(stopped.get());
+    /// ```
+    pub fn with_canceller(canceller: impl FnOnce() + 'static) -> Self {
+        let d = Self::new();
+        *d.cell.canceller.borrow_mut() = Some(Box::new(canceller));
+        d
+    }
+
+    /// A `Deferred` that already holds `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::succeed(3);
+    /// assert!(d.is_resolved());
+    /// ```
+    pub fn succeed(value: T) -> Self {
+        let d = Self::new();
+        let _ = d.cell.resolve(Ok(value));
+        d
+    }
+
+    /// A `Deferred` that already holds the error `error`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::fail(weft::Cancelled);
+    /// assert!(d.is_resolved());
+    /// ```
+    pub fn fail(error: E) -> Self {
+        let d = Self::new();
+        let _ = d.cell.resolve(Err(error));
+        d
+    }
+
+    /// A handle that can resolve or cancel this `Deferred`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().callback(1).unwrap();
+    /// ```
+    pub fn resolver(&self) -> Resolver<T, E> {
+        Resolver {
+            cell: self.cell.clone(),
+        }
+    }
+
+    /// Resolves with `result`.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] with `result` handed back if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
+    /// d.resolve(Err("no")).unwrap();
+    /// assert!(d.resolve(Ok(1)).is_err());
+    /// ```
+    pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(result)
+    }
+
+    /// Resolves with a value (Twisted's `callback`).
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.callback(9).unwrap();
+    /// ```
+    pub fn callback(&self, value: T) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(Ok(value))
+    }
+
+    /// Resolves with an error (Twisted's `errback`).
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
+    /// d.errback("bad").unwrap();
+    /// ```
+    pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(Err(error))
+    }
+
+    /// Cancels: runs the canceller, then resolves with `Cancelled` unless the
+    /// canceller resolved it. Does nothing once resolved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::{Deferred, ThreadError};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d: Deferred<u8> = Deferred::new();
+    /// d.cancel();
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Err(ThreadError::Cancelled));
+    /// ```
+    pub fn cancel(&self)
+    where
+        E: From<Cancelled>,
+    {
+        self.cell.cancel();
+    }
+
+    /// Whether a result has arrived (or been consumed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<(), weft::Cancelled> = weft::Deferred::succeed(());
+    /// assert!(d.is_resolved());
+    /// ```
+    pub fn is_resolved(&self) -> bool {
+        self.cell.resolved.get()
+    }
+
+    /// Consumes the `Deferred`, calling `f` with the result on the loop: at
+    /// once if it has arrived, otherwise when it does (Twisted's `addBoth`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    ///
+    /// let seen = Rc::new(Cell::new(0));
+    /// let s = seen.clone();
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// let r = d.resolver();
+    /// d.add_both(move |res| s.set(res.unwrap()));
+    /// r.callback(5).unwrap();
+    /// assert_eq!(seen.get(), 5);
+    /// ```
+    pub fn add_both(self, f: impl FnOnce(Result<T, E>) + 'static) {
+        let mut state = self.cell.state.borrow_mut();
+        match std::mem::replace(&mut *state, State::Consumed) {
+            State::Ready(result) => {
+                drop(state);
+                f(result);
+            }
+            State::Pending { .. } => {
+                *state = State::Pending {
+                    waker: None,
+                    callback: Some(Box::new(f)),
+                };
+            }
+            State::Consumed => {}
+        }
+    }
+
+    /// A new `Deferred` holding `f` applied to this one's value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// let r = d.resolver();
+    /// let doubled = d.map(|v| u16::from(v) * 2);
+    /// r.callback(21).unwrap();
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert_eq!(reactor.run_until_complete(doubled).unwrap(), Ok(42));
+    /// ```
+    pub fn map<U: 'static>(self, f: impl FnOnce(T) -> U + 'static) -> Deferred<U, E> {
+        let out = Deferred::new();
+        let r = out.resolver();
+        let upstream = self.resolver();
+        *out.cell.canceller.borrow_mut() = Some(Box::new(move || upstream.cancel_erased()));
+        self.add_both(move |res| {
+            let _ = r.resolve(res.map(f));
+        });
+        out
+    }
+
+    /// Lets the result arrive unobserved (it is dropped when it does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().callback(1).unwrap();
+    /// # let d2: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d2.detach();
+    /// ```
+    pub fn detach(self) {
+        self.add_both(drop);
+    }
+}
+
+impl<T: 'static, E: 'static> Default for Deferred<T, E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: 'static, E: 'static> Resolver<T, E> {
+    /// Resolves with `result`; see [`Deferred::resolve`].
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().resolve(Ok(1)).unwrap();
+    /// ```
+    pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(result)
+    }
+
+    /// Resolves with a value.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().callback(1).unwrap();
+    /// ```
+    pub fn callback(&self, value: T) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(Ok(value))
+    }
+
+    /// Resolves with an error.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyResolved`] if it was resolved before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().errback(weft::Cancelled).unwrap();
+    /// ```
+    pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        self.cell.resolve(Err(error))
+    }
+
+    /// Cancels the `Deferred`; see [`Deferred::cancel`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// d.resolver().cancel();
+    /// assert!(d.is_resolved());
+    /// ```
+    pub fn cancel(&self)
+    where
+        E: From<Cancelled>,
+    {
+        self.cell.cancel();
+    }
+
+    /// Cancels without knowing how to build `E` from `Cancelled`: runs the
+    /// canceller only (used to propagate cancellation upstream).
+    fn cancel_erased(&self) {
+        if self.cell.resolved.get() {
+            return;
+        }
+        let canceller = self.cell.canceller.borrow_mut().take();
+        if let Some(c) = canceller {
+            c();
+        }
+    }
+
+    /// Whether a result has arrived.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+    /// assert!(!d.resolver().is_resolved());
+    /// ```
+    pub fn is_resolved(&self) -> bool {
+        self.cell.resolved.get()
+    }
+
+    /// Replaces the canceller run by [`cancel`](Resolver::cancel).
+    pub(crate) fn set_canceller(&self, canceller: impl FnOnce() + 'static) {
+        if !self.cell.resolved.get() {
+            *self.cell.canceller.borrow_mut() = Some(Box::new(canceller));
+        }
+    }
+}
+
+impl<T, E> Future for Deferred<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.cell.state.borrow_mut();
+        match std::mem::replace(&mut *state, State::Consumed) {
+            State::Ready(result) => Poll::Ready(result),
+            State::Pending { callback, .. } => {
+                *state = State::Pending {
+                    waker: Some(cx.waker().clone()),
+                    callback,
+                };
+                Poll::Pending
+            }
+            State::Consumed => panic!("Deferred polled after it returned its result"),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Deferred<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred")
+            .field("resolved", &self.cell.resolved.get())
+            .finish()
+    }
+}
+
+impl<T, E> fmt::Debug for Resolver<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("resolved", &self.cell.resolved.get())
+            .finish()
+    }
+}

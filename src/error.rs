@@ -62,8 +62,10 @@ impl<T> Error for AlreadyQuit<T> {}
 /// let remote = reactor.remote();
 /// remote.stop();
 /// reactor.run().unwrap();
-/// let err = remote.call_from_thread(|| 42).unwrap_err();
-/// assert_eq!((err.0)(), 42);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let err = remote.call_from_thread(move || tx.send(42).unwrap()).unwrap_err();
+/// (err.0)(); // the closure is handed back, unrun
+/// assert_eq!(rx.recv().unwrap(), 42);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LoopStopped<F>(pub F);

@@ -39,10 +39,15 @@ mod pool;
 // --- reactor layer (time, deferred, reactor) ---
 mod deferred;
 pub mod reactor;
+pub mod testing;
 mod time;
 
 pub use error::{
     AlreadyQuit, AlreadyResolved, Cancelled, DelayedCallError, LoopStopped, RunError, ThreadError,
 };
+
+pub use deferred::{Deferred, Resolver};
+pub use reactor::{Reactor, Remote};
+pub use time::{Clock, DelayedCall, SystemClock};
 
 pub use pool::*;
