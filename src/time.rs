@@ -232,7 +232,8 @@ struct Entry {
 
 impl Entry {
     fn is_live(&self) -> bool {
-        self.call.state.get() == CallState::Scheduled && self.call.generation.get() == self.generation
+        self.call.state.get() == CallState::Scheduled
+            && self.call.generation.get() == self.generation
     }
 }
 
@@ -249,7 +250,11 @@ impl PartialOrd for Entry {
 }
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> CmpOrdering {
-        (self.deadline, self.seq, self.generation).cmp(&(other.deadline, other.seq, other.generation))
+        (self.deadline, self.seq, self.generation).cmp(&(
+            other.deadline,
+            other.seq,
+            other.generation,
+        ))
     }
 }
 
@@ -654,7 +659,11 @@ mod tests {
         let log = Rc::new(RefCell::new(Vec::new()));
         for i in 0..10 {
             let l = log.clone();
-            t.schedule(Duration::ZERO, Box::new(move || l.borrow_mut().push(i)), Location::caller());
+            t.schedule(
+                Duration::ZERO,
+                Box::new(move || l.borrow_mut().push(i)),
+                Location::caller(),
+            );
         }
         run_all(&t);
         assert_eq!(*log.borrow(), (0..10).collect::<Vec<_>>());
@@ -667,7 +676,11 @@ mod tests {
             let c = t.schedule(Duration::from_secs(5), Box::new(|| ()), Location::caller());
             c.cancel().unwrap();
         }
-        assert!(t.heap_len() <= 2 * COMPACT_MIN + 2, "heap kept {}", t.heap_len());
+        assert!(
+            t.heap_len() <= 2 * COMPACT_MIN + 2,
+            "heap kept {}",
+            t.heap_len()
+        );
         assert_eq!(t.live_count(), 0);
     }
 
@@ -676,7 +689,11 @@ mod tests {
         let (clock, t) = timers();
         let hits = Rc::new(Cell::new(0));
         let h = hits.clone();
-        let c = t.schedule(Duration::from_secs(1), Box::new(move || h.set(h.get() + 1)), Location::caller());
+        let c = t.schedule(
+            Duration::from_secs(1),
+            Box::new(move || h.set(h.get() + 1)),
+            Location::caller(),
+        );
         for _ in 0..500 {
             c.reset(Duration::from_secs(2)).unwrap();
         }
@@ -696,7 +713,11 @@ mod tests {
             Duration::ZERO,
             Box::new(move || {
                 let h = h.clone();
-                t2.schedule(Duration::ZERO, Box::new(move || h.set(h.get() + 1)), Location::caller());
+                t2.schedule(
+                    Duration::ZERO,
+                    Box::new(move || h.set(h.get() + 1)),
+                    Location::caller(),
+                );
             }),
             Location::caller(),
         );

@@ -141,7 +141,9 @@ fn a_call_from_thread_queued_inside_one_runs_in_a_later_pass_after_call_later_ze
                 .unwrap();
             weft::reactor::current()
                 .unwrap()
-                .call_later(Duration::ZERO, || LOG.with(|l| l.borrow_mut().push("call_later(0)")));
+                .call_later(Duration::ZERO, || {
+                    LOG.with(|l| l.borrow_mut().push("call_later(0)"))
+                });
         })
         .unwrap();
     reactor.iterate(Some(Duration::ZERO));
@@ -270,9 +272,11 @@ fn stress_four_producers_each_calls_run_exactly_once_and_in_producer_order() {
         })
         .collect();
     let hung = common::watchdog(&reactor);
-    reactor
-        .handle()
-        .add_system_event_trigger(weft::reactor::Phase::Before, weft::reactor::SystemEvent::Shutdown, || ());
+    reactor.handle().add_system_event_trigger(
+        weft::reactor::Phase::Before,
+        weft::reactor::SystemEvent::Shutdown,
+        || (),
+    );
     reactor.run().unwrap();
     for p in producers {
         p.join().unwrap();
@@ -299,7 +303,11 @@ fn call_from_thread_after_the_loop_ended_hands_the_closure_back() {
         .unwrap_err();
     assert_eq!(ran.load(Ordering::SeqCst), 0, "the closure did not run");
     (err.into_inner())();
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "and it was handed back intact");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "and it was handed back intact"
+    );
 }
 
 #[test]

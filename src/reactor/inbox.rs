@@ -86,7 +86,11 @@ impl<W: Wake> Inbox<W> {
 
     /// Wakes the loop unless a wake is already pending or the loop is awake.
     pub(crate) fn notify(&self) {
-        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+        // Read first: while the loop is awake the flag stays true and the
+        // cache line stays shared, so a burst costs no read-modify-write.
+        if !self.wake_pending.load(Ordering::SeqCst)
+            && !self.wake_pending.swap(true, Ordering::SeqCst)
+        {
             self.wakes.fetch_add(1, Ordering::Relaxed);
             self.waker.wake();
         }
@@ -107,7 +111,13 @@ impl<W: Wake> Inbox<W> {
     /// awake and producers need not write the waker).
     pub(crate) fn prepare_to_sleep(&self, other_work: impl FnOnce() -> bool) -> bool {
         self.wake_pending.store(false, Ordering::SeqCst);
-        let has_work = self.queue.lock().jobs.as_ref().is_some_and(|q| !q.is_empty()) || other_work();
+        let has_work = self
+            .queue
+            .lock()
+            .jobs
+            .as_ref()
+            .is_some_and(|q| !q.is_empty())
+            || other_work();
         if has_work {
             self.wake_pending.store(true, Ordering::SeqCst);
         }
@@ -119,18 +129,9 @@ impl<W: Wake> Inbox<W> {
         self.wake_pending.store(true, Ordering::SeqCst);
     }
 
-    /// Whether jobs are queued.
-    pub(crate) fn has_work(&self) -> bool {
-        self.queue.lock().jobs.as_ref().is_some_and(|q| !q.is_empty())
-    }
-
     /// Closes the inbox; later pushes fail. Returns the jobs still queued.
     pub(crate) fn close(&self) -> VecDeque<Job> {
         self.queue.lock().jobs.take().unwrap_or_default()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.queue.lock().jobs.is_none()
     }
 
     pub(crate) fn pushes(&self) -> u64 {
@@ -141,6 +142,7 @@ impl<W: Wake> Inbox<W> {
         self.wakes.load(Ordering::Relaxed)
     }
 
+    #[cfg(all(test, loom))]
     pub(crate) fn waker(&self) -> &W {
         &self.waker
     }

@@ -35,13 +35,11 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::Poll;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -94,6 +92,10 @@ struct SharedStats {
     timers_fired: AtomicU64,
     tasks_polled: AtomicU64,
     panics: AtomicU64,
+    /// Loop-local gauges, published at the end of each turn.
+    timers_live: AtomicU64,
+    timer_heap_entries: AtomicU64,
+    tasks_alive: AtomicU64,
 }
 
 impl Shared {
@@ -289,6 +291,13 @@ pub struct ReactorStatistics {
     pub tasks_polled: u64,
     /// Panics caught in callbacks, timers and tasks.
     pub panics: u64,
+    /// Timed calls scheduled and not yet run or cancelled.
+    pub timers_live: u64,
+    /// Entries in the timer heap, including cancelled ones awaiting
+    /// compaction (stays within a constant factor of `timers_live`).
+    pub timer_heap_entries: u64,
+    /// Local tasks alive.
+    pub tasks_alive: u64,
 }
 
 fn statistics_of(shared: &Shared) -> ReactorStatistics {
@@ -301,6 +310,9 @@ fn statistics_of(shared: &Shared) -> ReactorStatistics {
         timers_fired: s.timers_fired.load(Ordering::Relaxed),
         tasks_polled: s.tasks_polled.load(Ordering::Relaxed),
         panics: s.panics.load(Ordering::Relaxed),
+        timers_live: s.timers_live.load(Ordering::Relaxed),
+        timer_heap_entries: s.timer_heap_entries.load(Ordering::Relaxed),
+        tasks_alive: s.tasks_alive.load(Ordering::Relaxed),
     }
 }
 
@@ -456,6 +468,7 @@ impl Builder {
             started: Cell::new(false),
             running: Cell::new(false),
             in_turn: Cell::new(false),
+            busy: Cell::new(false),
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
             signals: RefCell::new(signals),
@@ -480,6 +493,8 @@ pub(crate) struct Inner {
     started: Cell<bool>,
     running: Cell<bool>,
     in_turn: Cell<bool>,
+    /// The last task pass polled something (so the next poll won't block).
+    busy: Cell<bool>,
     panic_policy: PanicPolicy,
     shutdown_timeout: Duration,
     signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
@@ -833,12 +848,8 @@ impl Inner {
                     wait.await;
                     p.set(p.get() - 1);
                 });
-                self.tasks.spawn(
-                    &self.shared,
-                    fut,
-                    Box::new(|_| ()),
-                    Location::caller(),
-                );
+                self.tasks
+                    .spawn(&self.shared, fut, Box::new(|_| ()), Location::caller());
             }
         }
         if pending.get() > 0 {
@@ -919,7 +930,12 @@ impl Inner {
         }
     }
 
-    fn on_panic(&self, kind: &str, location: &'static Location<'static>, payload: Box<dyn Any + Send>) -> String {
+    fn on_panic(
+        &self,
+        kind: &str,
+        location: &'static Location<'static>,
+        payload: Box<dyn Any + Send>,
+    ) -> String {
         self.shared.stats.panics.fetch_add(1, Ordering::Relaxed);
         let message = panic_message(&*payload);
         tracing::error!(kind, %location, panic = %message, "weft: panic in loop callback; the loop goes on");
@@ -937,6 +953,7 @@ impl Inner {
         // 1. Calls from other threads: the snapshot present now.
         let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
         self.shared.inbox.drain_into(&mut batch);
+        let mut worked = !batch.is_empty();
         while let Some(job) = batch.pop_front() {
             self.run_job(job);
         }
@@ -951,8 +968,15 @@ impl Inner {
             .timers_fired
             .fetch_add(fired as u64, Ordering::Relaxed);
 
-        // 3. I/O.
-        let timeout = self.poll_timeout(max_wait);
+        // 3. I/O. A turn that did work is followed by one that does not
+        // block, so a producer mid-burst is drained without a wake syscall;
+        // the loop sleeps only after a turn that found nothing to do.
+        worked |= fired > 0 || self.busy.replace(false);
+        let timeout = if worked {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout(max_wait)
+        };
         self.poll_io(timeout);
 
         // 4. Local tasks ready now.
@@ -966,6 +990,18 @@ impl Inner {
             .stats
             .tasks_polled
             .fetch_add(polled as u64, Ordering::Relaxed);
+        self.busy.set(polled > 0);
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let s = &self.shared.stats;
+        s.timers_live
+            .store(self.timers.live_count() as u64, Ordering::Relaxed);
+        s.timer_heap_entries
+            .store(self.timers.heap_len() as u64, Ordering::Relaxed);
+        s.tasks_alive
+            .store(self.tasks.len() as u64, Ordering::Relaxed);
     }
 
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
@@ -1299,16 +1335,13 @@ impl Handle {
     /// assert_eq!(reactor.statistics().turns, 0);
     /// ```
     pub fn statistics(&self) -> ReactorStatistics {
+        self.inner.publish_gauges();
         statistics_of(&self.inner.shared)
-    }
-
-    /// Number of local tasks alive.
-    pub(crate) fn task_count(&self) -> usize {
-        self.inner.tasks.len()
     }
 
     /// Loop-local state owned by a layer above the reactor (the bridge),
     /// created on first use. Dropped when the reactor is.
+    #[allow(dead_code)] // used by the bridge layer
     pub(crate) fn extension<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
         let key = TypeId::of::<T>();
         if let Some(ext) = self.inner.extensions.borrow().get(&key) {
@@ -1325,6 +1358,7 @@ impl Handle {
     }
 
     /// The shutdown deadline configured for this reactor.
+    #[allow(dead_code)] // used by the bridge layer
     pub(crate) fn shutdown_timeout(&self) -> Duration {
         self.inner.shutdown_timeout
     }
@@ -1420,7 +1454,8 @@ impl Remote {
         self.shared.state.load(Ordering::SeqCst) == STATE_RUNNING
     }
 
-    /// A snapshot of the reactor's counters, readable from any thread.
+    /// A snapshot of the reactor's counters, readable from any thread (the
+    /// timer and task gauges are as of the end of the last turn).
     ///
     /// # Examples
     ///
@@ -1430,10 +1465,5 @@ impl Remote {
     /// ```
     pub fn statistics(&self) -> ReactorStatistics {
         statistics_of(&self.shared)
-    }
-
-    /// Wakes the loop (coalesced with every other wake).
-    pub(crate) fn wake(&self) {
-        self.shared.inbox.notify();
     }
 }

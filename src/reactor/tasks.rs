@@ -131,7 +131,10 @@ impl Tasks {
     pub(crate) fn run_ready(
         &self,
         shared: &Shared,
-        mut guard: impl FnMut(&mut dyn FnMut() -> Poll<()>, &'static Location<'static>) -> Result<Poll<()>, String>,
+        mut guard: impl FnMut(
+            &mut dyn FnMut() -> Poll<()>,
+            &'static Location<'static>,
+        ) -> Result<Poll<()>, String>,
     ) -> usize {
         let mut ids = std::mem::take(&mut *self.ready_buf.borrow_mut());
         std::mem::swap(&mut *shared.ready.lock(), &mut ids);

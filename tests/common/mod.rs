@@ -10,7 +10,7 @@ use weft::Reactor;
 /// Installs a watchdog that stops the reactor if a test would otherwise hang;
 /// returns a flag that is true if it fired. It bounds a failure, it does not
 /// decide a pass: a correct run never reaches it.
-pub fn watchdog(reactor: &Reactor) -> Rc<Cell<bool>> {
+pub(crate) fn watchdog(reactor: &Reactor) -> Rc<Cell<bool>> {
     let fired = Rc::new(Cell::new(false));
     let f = fired.clone();
     let call = reactor.call_later(Duration::from_secs(60), move || {
@@ -29,7 +29,7 @@ pub fn watchdog(reactor: &Reactor) -> Rc<Cell<bool>> {
 }
 
 /// Routes `tracing` output to the test's captured output.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("weft=debug")
