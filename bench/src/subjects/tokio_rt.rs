@@ -146,7 +146,7 @@ impl Subject for TokioLocal {
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
         match sc {
             Scenario::DeferSeq | Scenario::DeferInFlight => {
-                return Err("same spawn_blocking pool as tokio");
+                return Err("same blocking pool as tokio");
             }
             Scenario::PoolThroughput | Scenario::ThreadsAfterBurst => {
                 return Err("same blocking pool as tokio");
