@@ -281,3 +281,57 @@ impl fmt::Display for RunError {
 }
 
 impl Error for RunError {}
+
+/// Why a call onto the loop from another thread
+/// ([`blocking_call_from_thread`](crate::blocking_call_from_thread),
+/// [`CrossThreadFuture`](crate::CrossThreadFuture)) produced no value.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// // On the loop thread it would deadlock, so it fails at once.
+/// let err = weft::blocking_call_from_thread(&reactor.remote(), || 1).unwrap_err();
+/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// Called on the loop thread, where waiting would deadlock.
+    OnLoopThread,
+    /// The loop had stopped, is stopping, or shut down before the call
+    /// produced a value.
+    LoopStopped,
+    /// The closure or the future it returned panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The wait timed out (the call itself is not cancelled).
+    TimedOut,
+    /// The call was cancelled.
+    Cancelled,
+    /// The outcome was already taken by an earlier wait or poll.
+    AlreadyTaken,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::OnLoopThread => f.write_str("called on the loop thread; waiting would deadlock"),
+            CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
+            CallError::Panicked { message } => write!(f, "call panicked: {message}"),
+            CallError::TimedOut => f.write_str("timed out waiting for the loop"),
+            CallError::Cancelled => f.write_str("call cancelled"),
+            CallError::AlreadyTaken => f.write_str("outcome already taken"),
+        }
+    }
+}
+
+impl Error for CallError {}
+
+impl From<Cancelled> for CallError {
+    fn from(_: Cancelled) -> Self {
+        CallError::Cancelled
+    }
+}

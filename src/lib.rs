@@ -36,14 +36,20 @@ pub mod threads;
 
 mod pool;
 
-// --- reactor layer (time, deferred, reactor) ---
+// --- reactor layer (time, deferred, reactor), then the bridges ---
+mod bridge;
 mod deferred;
 pub mod reactor;
 pub mod testing;
 mod time;
 
+pub use bridge::{
+    CrossThreadFuture, blocking_call_from_thread, blocking_call_from_thread_future,
+    blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
+};
 pub use error::{
-    AlreadyQuit, AlreadyResolved, Cancelled, DelayedCallError, LoopStopped, RunError, ThreadError,
+    AlreadyQuit, AlreadyResolved, CallError, Cancelled, DelayedCallError, LoopStopped, RunError,
+    ThreadError,
 };
 
 pub use deferred::{Deferred, Resolver};

@@ -125,6 +125,28 @@ pub enum PanicPolicy {
     Propagate,
 }
 
+/// What shutdown does with thread-pool work that was queued but not started.
+///
+/// # Examples
+///
+/// ```
+/// use weft::reactor::QueuedWork;
+///
+/// let reactor = weft::Reactor::builder()
+///     .queued_work_at_shutdown(QueuedWork::Cancel)
+///     .build()
+///     .unwrap();
+/// # drop(reactor);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueuedWork {
+    /// Run it, and deliver its results before the loop exits (default).
+    #[default]
+    Run,
+    /// Drop it unrun; its `Deferred`s get `ThreadError::Cancelled`.
+    Cancel,
+}
+
 /// A phase of a system event, as in Twisted's `addSystemEventTrigger`.
 ///
 /// # Examples
@@ -336,6 +358,7 @@ pub struct Builder {
     panic_policy: PanicPolicy,
     handle_signals: bool,
     shutdown_timeout: Duration,
+    queued_work: QueuedWork,
     events_capacity: usize,
 }
 
@@ -356,6 +379,7 @@ impl Default for Builder {
             panic_policy: PanicPolicy::Log,
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(30),
+            queued_work: QueuedWork::Run,
             events_capacity: 256,
         }
     }
@@ -417,6 +441,21 @@ impl Builder {
         self
     }
 
+    /// Sets what shutdown does with pool work queued but not started
+    /// (default: run it and deliver its results).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    /// let r = weft::Reactor::builder().queued_work_at_shutdown(QueuedWork::Run).build().unwrap();
+    /// # drop(r);
+    /// ```
+    pub fn queued_work_at_shutdown(mut self, policy: QueuedWork) -> Self {
+        self.queued_work = policy;
+        self
+    }
+
     /// Creates the reactor on this thread, which becomes its loop thread.
     ///
     /// # Errors
@@ -471,6 +510,7 @@ impl Builder {
             busy: Cell::new(false),
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
+            queued_work: self.queued_work,
             signals: RefCell::new(signals),
             extensions: RefCell::new(HashMap::new()),
         });
@@ -497,6 +537,7 @@ pub(crate) struct Inner {
     busy: Cell<bool>,
     panic_policy: PanicPolicy,
     shutdown_timeout: Duration,
+    queued_work: QueuedWork,
     signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
@@ -1341,7 +1382,6 @@ impl Handle {
 
     /// Loop-local state owned by a layer above the reactor (the bridge),
     /// created on first use. Dropped when the reactor is.
-    #[allow(dead_code)] // used by the bridge layer
     pub(crate) fn extension<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
         let key = TypeId::of::<T>();
         if let Some(ext) = self.inner.extensions.borrow().get(&key) {
@@ -1358,9 +1398,13 @@ impl Handle {
     }
 
     /// The shutdown deadline configured for this reactor.
-    #[allow(dead_code)] // used by the bridge layer
     pub(crate) fn shutdown_timeout(&self) -> Duration {
         self.inner.shutdown_timeout
+    }
+
+    /// The configured policy for queued pool work at shutdown.
+    pub(crate) fn queued_work_at_shutdown(&self) -> QueuedWork {
+        self.inner.queued_work
     }
 }
 

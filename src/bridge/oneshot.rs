@@ -1,0 +1,193 @@
+//! A one-shot cross-thread reply cell: the hand-off under
+//! `blocking_call_from_thread` and `CrossThreadFuture`.
+//!
+//! The loop holds the [`Sender`]; the waiting thread (or a foreign runtime's
+//! task) holds the [`Receiver`]. Invariants:
+//! - exactly one outcome is stored: the sender's value, or `LoopStopped` if
+//!   the sender is dropped unsent (the loop shut down or the closure was
+//!   discarded), so a waiter can never hang on a reply that will not come;
+//! - the waiter blocks on a condvar (never spins), and a registered `Waker`
+//!   is woken after the value is stored, outside the lock.
+
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::CallError;
+use crate::loom::{Arc, Condvar, Mutex};
+
+struct Slot<T> {
+    value: Option<Result<T, CallError>>,
+    waker: Option<Waker>,
+    sent: bool,
+}
+
+struct Shared<T> {
+    slot: Mutex<Slot<T>>,
+    cv: Condvar,
+}
+
+pub(crate) struct Sender<T> {
+    shared: Option<Arc<Shared<T>>>,
+}
+
+pub(crate) struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(Slot {
+            value: None,
+            waker: None,
+            sent: false,
+        }),
+        cv: Condvar::new(),
+    });
+    (
+        Sender {
+            shared: Some(shared.clone()),
+        },
+        Receiver { shared },
+    )
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn send(mut self, value: Result<T, CallError>) {
+        if let Some(shared) = self.shared.take() {
+            deliver(&shared, value);
+        }
+    }
+
+    /// Whether the receiver has given up (dropped), so the work is moot.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+    }
+}
+
+fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) {
+    let waker = {
+        let mut slot = shared.slot.lock();
+        if slot.sent {
+            return;
+        }
+        slot.sent = true;
+        slot.value = Some(value);
+        slot.waker.take()
+    };
+    shared.cv.notify_all();
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            deliver(&shared, Err(CallError::LoopStopped));
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Blocks until the outcome arrives.
+    pub(crate) fn wait(&self) -> Result<T, CallError> {
+        let mut slot = self.shared.slot.lock();
+        loop {
+            if let Some(v) = slot.value.take() {
+                return v;
+            }
+            if slot.sent {
+                return Err(CallError::AlreadyTaken);
+            }
+            slot = self.shared.cv.wait(slot);
+        }
+    }
+
+    /// Blocks at most `timeout`; `TimedOut` leaves the outcome to a later wait.
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> Result<T, CallError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut slot = self.shared.slot.lock();
+        loop {
+            if let Some(v) = slot.value.take() {
+                return v;
+            }
+            if slot.sent {
+                return Err(CallError::AlreadyTaken);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return Err(CallError::TimedOut);
+            }
+            slot = self.shared.cv.wait_timeout(slot, left).0;
+        }
+    }
+
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<T, CallError>> {
+        let mut slot = self.shared.slot.lock();
+        if let Some(v) = slot.value.take() {
+            return Poll::Ready(v);
+        }
+        if slot.sent {
+            return Poll::Ready(Err(CallError::AlreadyTaken));
+        }
+        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            slot.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.shared.slot.lock().sent
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The `blocking_call_from_thread` hand-off under loom: the waiter always
+    //! gets exactly one outcome, whether the loop side sends or is dropped
+    //! (shutdown), and never sleeps through it.
+
+    use super::*;
+    use crate::loom::thread;
+
+    #[test]
+    fn loom_blocking_hand_off_delivers_the_value() {
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || tx.send(Ok(7)));
+            assert_eq!(rx.wait(), Ok(7));
+            t.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_blocking_hand_off_reports_a_dropped_sender() {
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || drop(tx));
+            assert_eq!(rx.wait(), Err(CallError::LoopStopped));
+            t.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_blocking_hand_off_send_races_drop_of_a_clone_path() {
+        // The loop may send while the waiter is between checks; the value
+        // is never lost and never delivered twice.
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || {
+                tx.send(Ok(1));
+            });
+            let first = rx.wait();
+            t.join().unwrap();
+            assert_eq!(first, Ok(1));
+            assert!(rx.is_ready());
+        });
+    }
+}
