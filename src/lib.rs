@@ -45,4 +45,7 @@ pub use error::{
     AlreadyQuit, AlreadyResolved, Cancelled, DelayedCallError, LoopStopped, RunError, ThreadError,
 };
 
-pub use pool::*;
+pub use pool::{
+    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolConfigError, PoolStatistics,
+    StopReport, ThreadPool, ThreadPoolBuilder,
+};

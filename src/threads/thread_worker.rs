@@ -10,7 +10,8 @@
 //! [`Team`](super::Team) this never happens: the team catches panics first.
 //!
 //! The optional idle hook (used by the thread pool's keep-alive) runs on the
-//! worker thread whenever the queue stays empty for the idle timeout.
+//! worker thread whenever the queue stays empty for the idle timeout; it may
+//! ask to wait without a timeout until the next job arrives.
 
 use std::collections::VecDeque;
 use std::io;
@@ -184,8 +185,10 @@ impl WorkQueue for BlockingQueue {
     }
 }
 
-/// Runs on the worker thread when the queue stays empty for the timeout.
-pub(crate) type IdleHook = (Duration, Box<dyn FnMut() + Send>);
+/// Runs on the worker thread when the queue stays empty for the timeout; it
+/// returns whether to keep timing out during this idle spell (false: wait for
+/// work without a timeout until the next job).
+pub(crate) type IdleHook = (Duration, Box<dyn FnMut() -> bool + Send>);
 
 /// The body a thread starter runs on its new thread.
 type ThreadBody = Box<dyn FnOnce() + Send + 'static>;
@@ -323,17 +326,19 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
 }
 
 fn work_loop<Q: WorkQueue>(queue: &Q, mut idle: Option<IdleHook>) {
+    let mut timed = true;
     loop {
         let job = match &mut idle {
-            Some((timeout, hook)) => match queue.get_timeout(*timeout) {
+            Some((timeout, hook)) if timed => match queue.get_timeout(*timeout) {
                 Some(job) => job,
                 None => {
-                    hook();
+                    timed = hook();
                     continue;
                 }
             },
-            None => queue.get(),
+            _ => queue.get(),
         };
+        timed = true;
         match job {
             Job::Run(task) => {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(task)) {
