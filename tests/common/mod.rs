@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests: bounded condition waits and a
+//! global capture of `tracing` output.
+
+#![allow(dead_code)]
+
+use std::io::{self, Write};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// A generous bound for conditions that hold within milliseconds normally.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits until `cond` holds, checking every millisecond, for at most
+/// [`PATIENCE`]. Returns whether it held. Used only where no event exists to
+/// wait on (a worker going idle after its task returned).
+pub fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static INIT: Once = Once::new();
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the global capturing subscriber (once per test binary).
+pub fn capture_logs() {
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .init();
+    });
+}
+
+/// Captured log lines containing every one of `needles`.
+pub fn log_lines(needles: &[&str]) -> Vec<String> {
+    let logs = LOGS.lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .map(str::to_owned)
+        .collect()
+}
