@@ -25,9 +25,9 @@ use std::time::Duration;
 pub(crate) mod atomic {
     #[cfg(loom)]
     pub(crate) use ::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::Ordering;
     #[cfg(not(loom))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
-    pub(crate) use std::sync::atomic::Ordering;
 }
 
 /// Threads (std or loom).

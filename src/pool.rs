@@ -558,8 +558,7 @@ impl ThreadPool {
     /// ```
     pub fn start(&self) {
         let config = self.core.config.lock();
-        if self.core.stopped.load(Ordering::Acquire) || self.core.started.load(Ordering::Acquire)
-        {
+        if self.core.stopped.load(Ordering::Acquire) || self.core.started.load(Ordering::Acquire) {
             return;
         }
         self.core.started.store(true, Ordering::Release);
@@ -794,8 +793,7 @@ impl ThreadPool {
             return;
         }
         let stats = self.team.statistics();
-        if stats.idle_worker_count + stats.busy_worker_count == 0
-            && stats.backlogged_work_count > 0
+        if stats.idle_worker_count + stats.busy_worker_count == 0 && stats.backlogged_work_count > 0
         {
             let dropped = self.team.discard_backlog();
             if started {
@@ -863,8 +861,7 @@ impl ThreadPool {
         let _config = self.core.config.lock();
         self.core.min.store(min, Ordering::Release);
         self.core.max.store(max, Ordering::Release);
-        if self.core.started.load(Ordering::Acquire) && !self.core.stopped.load(Ordering::Acquire)
-        {
+        if self.core.started.load(Ordering::Acquire) && !self.core.stopped.load(Ordering::Acquire) {
             self.apply_size();
         }
         Ok(())

@@ -166,7 +166,8 @@ fn idle_threads_above_min_exit_after_the_keep_alive() {
     }));
     // The survivor still works.
     let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(()).unwrap()).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || tx.send(()).unwrap())
+        .unwrap_or_else(|_| panic!("refused"));
     recv(&rx);
     pool.stop();
 }
@@ -183,7 +184,10 @@ fn switchable_factory(
         if !allow.load(Ordering::SeqCst) {
             return Err(io::Error::other("thread limit reached"));
         }
-        std::thread::Builder::new().name(name.to_owned()).spawn(body).map(drop)
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(body)
+            .map(drop)
     }
 }
 
@@ -203,11 +207,16 @@ fn a_failed_thread_creation_keeps_the_task_in_the_backlog_and_is_logged() {
     let release = occupy(&pool, 1);
     allow.store(false, Ordering::SeqCst);
     let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(()).unwrap()).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || tx.send(()).unwrap())
+        .unwrap_or_else(|_| panic!("refused"));
     assert_eq!(pool.statistics().backlog, 1);
     assert_eq!(
-        log_lines(&["pool=failspawn", "could not start a pool thread", "thread limit reached"])
-            .len(),
+        log_lines(&[
+            "pool=failspawn",
+            "could not start a pool thread",
+            "thread limit reached"
+        ])
+        .len(),
         1
     );
     drop(release); // the existing worker drains the backlog
@@ -240,7 +249,8 @@ fn with_no_worker_and_no_thread_possible_the_submission_is_refused_with_the_clos
     assert!(!log_lines(&["pool=nothread", "cannot start one"]).is_empty());
     allow.store(true, Ordering::SeqCst); // the OS recovers: work is accepted again
     let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(()).unwrap()).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || tx.send(()).unwrap())
+        .unwrap_or_else(|_| panic!("refused"));
     recv(&rx);
     pool.stop();
 }
@@ -250,7 +260,8 @@ fn stopping_a_pool_that_never_started_drops_its_backlog_and_runs_the_destructors
     let pool = ThreadPool::new(0, 1).unwrap();
     let dropped = Arc::new(AtomicBool::new(false));
     let guard = DropFlag(dropped.clone());
-    pool.call_in_thread(move || drop(guard)).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || drop(guard))
+        .unwrap_or_else(|_| panic!("refused"));
     pool.stop();
     assert!(dropped.load(Ordering::SeqCst));
     assert_eq!(pool.statistics().backlog, 0);
@@ -303,11 +314,19 @@ fn thread_names_are_the_pool_name_and_a_number_never_reused() {
 
 #[test]
 fn default_threads_carry_their_name() {
-    let pool = ThreadPool::builder().name("named").min(1).max(1).build().unwrap();
+    let pool = ThreadPool::builder()
+        .name("named")
+        .min(1)
+        .max(1)
+        .build()
+        .unwrap();
     pool.start();
     let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(std::thread::current().name().map(str::to_owned)).unwrap())
-        .unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || {
+        tx.send(std::thread::current().name().map(str::to_owned))
+            .unwrap()
+    })
+    .unwrap_or_else(|_| panic!("refused"));
     assert_eq!(recv(&rx).as_deref(), Some("named-0"));
     pool.stop();
 }
@@ -326,7 +345,10 @@ fn stop_timeout_reports_what_had_not_finished_and_the_work_still_completes() {
         .unwrap_or_else(|_| panic!("refused"));
     }
     let report = pool.stop_timeout(Duration::from_millis(10));
-    assert_eq!((report.running, report.backlog, report.threads_alive), (1, 2, 1));
+    assert_eq!(
+        (report.running, report.backlog, report.threads_alive),
+        (1, 2, 1)
+    );
     assert!(!report.is_complete());
     drop(release);
     pool.stop(); // waits for the backlog too
@@ -354,12 +376,21 @@ fn stop_called_from_a_pool_thread_returns_instead_of_waiting_for_itself() {
 #[test]
 fn a_fire_and_forget_panic_is_logged_once_and_the_thread_is_reused() {
     capture_logs();
-    let pool = ThreadPool::builder().name("panicky").min(1).max(1).build().unwrap();
+    let pool = ThreadPool::builder()
+        .name("panicky")
+        .min(1)
+        .max(1)
+        .build()
+        .unwrap();
     pool.start();
-    pool.call_in_thread(|| panic!("kaboom-ff")).unwrap_or_else(|_| panic!("refused"));
-    let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(std::thread::current().name().map(str::to_owned)).unwrap())
+    pool.call_in_thread(|| panic!("kaboom-ff"))
         .unwrap_or_else(|_| panic!("refused"));
+    let (tx, rx) = mpsc::channel();
+    pool.call_in_thread(move || {
+        tx.send(std::thread::current().name().map(str::to_owned))
+            .unwrap()
+    })
+    .unwrap_or_else(|_| panic!("refused"));
     assert_eq!(recv(&rx).as_deref(), Some("panicky-0"));
     pool.stop();
     let s = pool.statistics();
@@ -374,7 +405,8 @@ fn dropping_a_running_pool_lets_its_work_finish() {
     let (tx, rx) = mpsc::channel();
     for i in 0..3 {
         let tx = tx.clone();
-        pool.call_in_thread(move || tx.send(i).unwrap()).unwrap_or_else(|_| panic!("refused"));
+        pool.call_in_thread(move || tx.send(i).unwrap())
+            .unwrap_or_else(|_| panic!("refused"));
     }
     drop(pool);
     let got: Vec<i32> = (0..3).map(|_| recv(&rx)).collect();

@@ -62,7 +62,8 @@ fn after_a_task_completes_the_pool_holds_no_reference_to_the_callable() {
     pool.start();
     let captured = Arc::new(());
     let weak = Arc::downgrade(&captured);
-    pool.call_in_thread(move || drop(captured)).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || drop(captured))
+        .unwrap_or_else(|_| panic!("refused"));
     assert!(wait_until(|| pool.statistics().completed == 1));
     assert!(weak.upgrade().is_none());
     pool.stop();
@@ -92,10 +93,21 @@ fn the_callable_is_gone_while_on_result_runs_and_on_result_and_the_result_are_go
         },
     )
     .unwrap_or_else(|_| panic!("refused"));
-    assert!(recv(&rx), "the callable was still reachable while on_result ran");
+    assert!(
+        recv(&rx),
+        "the callable was still reachable while on_result ran"
+    );
     assert!(wait_until(|| pool.statistics().completed == 1));
     assert!(callback_weak.upgrade().is_none());
-    assert!(result_weak.lock().unwrap().as_ref().unwrap().upgrade().is_none());
+    assert!(
+        result_weak
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .upgrade()
+            .is_none()
+    );
     pool.stop();
 }
 
@@ -108,7 +120,8 @@ fn ten_calls_on_a_default_pool_all_run() {
     let (tx, rx) = mpsc::channel();
     for i in 0..10 {
         let tx = tx.clone();
-        pool.call_in_thread(move || tx.send(i).unwrap()).unwrap_or_else(|_| panic!("refused"));
+        pool.call_in_thread(move || tx.send(i).unwrap())
+            .unwrap_or_else(|_| panic!("refused"));
     }
     let mut got: Vec<i32> = (0..10).map(|_| recv(&rx)).collect();
     got.sort_unstable();
@@ -119,12 +132,21 @@ fn ten_calls_on_a_default_pool_all_run() {
 #[test]
 fn a_panicking_callable_queued_before_start_then_stopped_at_once_runs_and_is_logged_once() {
     capture_logs();
-    let pool = ThreadPool::builder().name("item37").min(0).max(1).build().unwrap();
-    pool.call_in_thread(|| panic!("new error item37")).unwrap_or_else(|_| panic!("refused"));
+    let pool = ThreadPool::builder()
+        .name("item37")
+        .min(0)
+        .max(1)
+        .build()
+        .unwrap();
+    pool.call_in_thread(|| panic!("new error item37"))
+        .unwrap_or_else(|_| panic!("refused"));
     pool.start();
     pool.stop();
     assert_eq!(pool.statistics().panicked, 1);
-    assert_eq!(log_lines(&["pool task panicked", "new error item37"]).len(), 1);
+    assert_eq!(
+        log_lines(&["pool task panicked", "new error item37"]).len(),
+        1
+    );
 }
 
 #[test]
@@ -161,7 +183,12 @@ fn on_result_gets_the_panic_when_the_callable_panics() {
 #[test]
 fn a_panicking_on_result_is_logged_once_and_the_pool_keeps_working() {
     capture_logs();
-    let pool = ThreadPool::builder().name("item40").min(1).max(1).build().unwrap();
+    let pool = ThreadPool::builder()
+        .name("item40")
+        .min(1)
+        .max(1)
+        .build()
+        .unwrap();
     pool.start();
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
@@ -173,11 +200,15 @@ fn a_panicking_on_result_is_logged_once_and_the_pool_keeps_working() {
         },
     )
     .unwrap_or_else(|_| panic!("refused"));
-    pool.call_in_thread(move || tx.send(true).unwrap()).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || tx.send(true).unwrap())
+        .unwrap_or_else(|_| panic!("refused"));
     assert!(recv(&rx), "on_result got Ok(())");
     assert!(recv(&rx), "a task queued after it still ran");
     pool.stop();
-    assert_eq!(log_lines(&["pool=item40", "callback error item40"]).len(), 1);
+    assert_eq!(
+        log_lines(&["pool=item40", "callback error item40"]).len(),
+        1
+    );
     assert_eq!(pool.statistics().panicked, 1);
 }
 
@@ -204,7 +235,8 @@ fn the_callable_and_on_result_run_on_the_same_pool_thread() {
 fn work_added_before_start_runs_after_start() {
     let pool = ThreadPool::new(0, 3).unwrap();
     let (tx, rx) = mpsc::channel();
-    pool.call_in_thread(move || tx.send(()).unwrap()).unwrap_or_else(|_| panic!("refused"));
+    pool.call_in_thread(move || tx.send(()).unwrap())
+        .unwrap_or_else(|_| panic!("refused"));
     assert_eq!(pool.statistics().backlog, 1);
     assert!(rx.try_recv().is_err());
     pool.start();
@@ -272,7 +304,10 @@ fn a_task_that_releases_blocked_tasks_gets_a_new_thread_instead_of_waiting() {
 }
 
 /// A factory that keeps the bodies: each call is one worker created.
-fn keeping_factory() -> (Arc<Mutex<Vec<Body>>>, impl Fn(&str, Body) -> std::io::Result<()>) {
+fn keeping_factory() -> (
+    Arc<Mutex<Vec<Body>>>,
+    impl Fn(&str, Body) -> std::io::Result<()>,
+) {
     let bodies: Arc<Mutex<Vec<Body>>> = Arc::default();
     let b = bodies.clone();
     (bodies, move |_name: &str, body: Body| {
@@ -284,9 +319,15 @@ fn keeping_factory() -> (Arc<Mutex<Vec<Body>>>, impl Fn(&str, Body) -> std::io::
 #[test]
 fn memory_backed_work_before_start_creates_no_worker_until_start_then_one_per_task() {
     let (bodies, factory) = keeping_factory();
-    let pool = ThreadPool::builder().min(0).max(10).thread_factory(factory).build().unwrap();
+    let pool = ThreadPool::builder()
+        .min(0)
+        .max(10)
+        .thread_factory(factory)
+        .build()
+        .unwrap();
     for _ in 0..5 {
-        pool.call_in_thread(|| ()).unwrap_or_else(|_| panic!("refused"));
+        pool.call_in_thread(|| ())
+            .unwrap_or_else(|_| panic!("refused"));
     }
     assert_eq!(bodies.lock().unwrap().len(), 0);
     pool.start();
@@ -296,9 +337,15 @@ fn memory_backed_work_before_start_creates_no_worker_until_start_then_one_per_ta
 #[test]
 fn memory_backed_more_work_than_max_before_start_creates_exactly_max_workers() {
     let (bodies, factory) = keeping_factory();
-    let pool = ThreadPool::builder().min(0).max(10).thread_factory(factory).build().unwrap();
+    let pool = ThreadPool::builder()
+        .min(0)
+        .max(10)
+        .thread_factory(factory)
+        .build()
+        .unwrap();
     for _ in 0..50 {
-        pool.call_in_thread(|| ()).unwrap_or_else(|_| panic!("refused"));
+        pool.call_in_thread(|| ())
+            .unwrap_or_else(|_| panic!("refused"));
     }
     pool.start();
     assert_eq!(bodies.lock().unwrap().len(), 10);

@@ -30,8 +30,7 @@ fn memory_worker_runs_nothing_until_performed_then_one_item_per_perform_in_fifo_
 }
 
 #[test]
-fn after_quit_do_and_quit_are_already_quit_and_earlier_work_still_performs_then_perform_is_false()
-{
+fn after_quit_do_and_quit_are_already_quit_and_earlier_work_still_performs_then_perform_is_false() {
     let (worker, perform) = memory_worker();
     let (log, task) = recorder();
     worker.do_work(task(1)).unwrap();

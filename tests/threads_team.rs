@@ -86,8 +86,13 @@ fn coordinate_all(coordinate: &Perform) -> bool {
 fn perform_all_outstanding(coordinate: &Perform, workers: &Mutex<Workers>) {
     loop {
         let mut again = coordinate_all(coordinate);
-        let performers: Vec<Perform> =
-            workers.lock().unwrap().active.iter().map(|(_, p)| p.clone()).collect();
+        let performers: Vec<Perform> = workers
+            .lock()
+            .unwrap()
+            .active
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect();
         for performer in performers {
             again |= performer.perform();
         }
@@ -112,7 +117,9 @@ impl Harness {
         let team = Team::new(
             coordinator.clone(),
             move |_team: &Team| {
-                if a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+                if a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+                {
                     return None;
                 }
                 let (inner, perform) = memory_worker();
@@ -256,7 +263,9 @@ fn tasks_beyond_the_idle_workers_are_backlogged_when_no_worker_can_be_created_an
 #[test]
 fn a_panicking_task_is_reported_to_log_panic_exactly_once_and_the_worker_is_reused() {
     let h = Harness::new();
-    h.team.do_work(Box::new(|| panic!("division by zero"))).unwrap();
+    h.team
+        .do_work(Box::new(|| panic!("division by zero")))
+        .unwrap();
     h.perform_all_outstanding();
     assert_eq!(
         *h.logged.lock().unwrap(),
@@ -278,7 +287,10 @@ fn after_team_quit_quit_and_do_work_are_already_quit_at_once() {
     assert!(h.team.quit().is_err());
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
-    let refused = h.team.do_work(Box::new(move || r.store(true, Ordering::SeqCst))).unwrap_err();
+    let refused = h
+        .team
+        .do_work(Box::new(move || r.store(true, Ordering::SeqCst)))
+        .unwrap_err();
     (refused.0)(); // handed back intact
     assert!(ran.load(Ordering::SeqCst));
     assert!(h.team.grow(1).is_err());
@@ -327,8 +339,9 @@ fn work_that_runs_in_the_gap_after_the_quit_flag_is_set_still_lets_the_team_shut
     let ran = Arc::new(AtomicUsize::new(0));
     h.do_counted(&ran);
     let (coordinate, workers) = (h.coordinate.clone(), h.workers.clone());
-    *h.coordinator.before_next.lock().unwrap() =
-        Some(Box::new(move || perform_all_outstanding(&coordinate, &workers)));
+    *h.coordinator.before_next.lock().unwrap() = Some(Box::new(move || {
+        perform_all_outstanding(&coordinate, &workers)
+    }));
     h.team.quit().unwrap(); // the flag is set, then all outstanding work runs
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     assert!(h.team.quit().is_err());
@@ -361,7 +374,9 @@ fn the_backlog_is_drained_in_fifo_order_even_after_quit() {
     let order = Arc::new(Mutex::new(Vec::new()));
     for i in 0..4 {
         let o = order.clone();
-        h.team.do_work(Box::new(move || o.lock().unwrap().push(i))).unwrap();
+        h.team
+            .do_work(Box::new(move || o.lock().unwrap().push(i)))
+            .unwrap();
     }
     h.coordinate();
     assert_eq!(h.stats().backlogged_work_count, 3);
@@ -391,7 +406,10 @@ fn grown_workers_pay_shrink_debt_before_becoming_idle() {
 
 #[test]
 fn pool_runs_work_on_threads_and_never_exceeds_its_limit() {
-    let team = pool(|| 2, |body| std::thread::Builder::new().spawn(body).map(drop));
+    let team = pool(
+        || 2,
+        |body| std::thread::Builder::new().spawn(body).map(drop),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let peak = Arc::new(AtomicUsize::new(0));
     for i in 0..20 {
@@ -423,7 +441,10 @@ fn pool_backlogs_work_when_the_thread_factory_fails() {
 #[test]
 fn quit_racing_submissions_never_loses_a_task() {
     for _ in 0..50 {
-        let team = pool(|| 2, |body| std::thread::Builder::new().spawn(body).map(drop));
+        let team = pool(
+            || 2,
+            |body| std::thread::Builder::new().spawn(body).map(drop),
+        );
         let ran = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let submitters: Vec<_> = (0..2)
@@ -452,6 +473,9 @@ fn quit_racing_submissions_never_loses_a_task() {
             assert!(std::time::Instant::now() < deadline, "a task was lost");
             std::thread::yield_now();
         }
-        assert_eq!(ran.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst), 100);
+        assert_eq!(
+            ran.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst),
+            100
+        );
     }
 }

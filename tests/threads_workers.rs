@@ -8,7 +8,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weft::threads::{ExclusiveWorker, Job, Lock, LockWorker, Task, ThreadWorker, WorkQueue, Worker};
+use weft::threads::{
+    ExclusiveWorker, Job, Lock, LockWorker, Task, ThreadWorker, WorkQueue, Worker,
+};
 
 type Body = Box<dyn FnOnce() + Send + 'static>;
 
@@ -98,7 +100,9 @@ fn thread_worker_quit_lets_queued_work_finish_in_fifo_order_then_the_thread_exit
     let log = Arc::new(Mutex::new(Vec::new()));
     for i in 0..5 {
         let log = log.clone();
-        worker.do_work(Box::new(move || log.lock().unwrap().push(i))).unwrap();
+        worker
+            .do_work(Box::new(move || log.lock().unwrap().push(i)))
+            .unwrap();
     }
     worker.quit().unwrap();
     handle.lock().unwrap().take().unwrap().join().unwrap();
@@ -131,7 +135,9 @@ fn a_real_thread_worker_runs_work_off_the_calling_thread() {
     let worker = ThreadWorker::new().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     worker
-        .do_work(Box::new(move || tx.send(std::thread::current().id()).unwrap()))
+        .do_work(Box::new(move || {
+            tx.send(std::thread::current().id()).unwrap()
+        }))
         .unwrap();
     assert_ne!(rx.recv().unwrap(), std::thread::current().id());
     worker.quit().unwrap();
@@ -168,7 +174,9 @@ impl FakeLock {
 #[test]
 fn the_fake_lock_refuses_a_second_acquire_as_a_would_be_deadlock() {
     let lock = FakeLock::default();
-    let nested = catch_unwind(AssertUnwindSafe(|| lock.with_lock(&mut || lock.with_lock(&mut || ()))));
+    let nested = catch_unwind(AssertUnwindSafe(|| {
+        lock.with_lock(&mut || lock.with_lock(&mut || ()))
+    }));
     assert!(nested.is_err());
     assert!(!lock.is_held());
 }
@@ -200,7 +208,8 @@ fn re_entrant_lock_worker_work_is_postponed_until_the_outer_work_finishes() {
     let held = Arc::new(Mutex::new(Vec::new()));
 
     let job = {
-        let (depth, levels, held, lock) = (depth.clone(), levels.clone(), held.clone(), lock.clone());
+        let (depth, levels, held, lock) =
+            (depth.clone(), levels.clone(), held.clone(), lock.clone());
         move || {
             let level = depth.fetch_add(1, Ordering::SeqCst) + 1;
             levels.lock().unwrap().push(level);
@@ -253,7 +262,10 @@ fn quit_inside_lock_worker_work_still_runs_earlier_queued_work_and_refuses_later
         .unwrap();
     assert!(queued_ran.load(Ordering::SeqCst));
     assert!(refused_inside.load(Ordering::SeqCst));
-    assert!(weak.upgrade().is_none(), "the lock was released and is collectable");
+    assert!(
+        weak.upgrade().is_none(),
+        "the lock was released and is collectable"
+    );
 }
 
 // Item 16 with real threads: whichever of `quit` and `do_work` wins, the task
@@ -310,7 +322,8 @@ fn work_for_a_different_lock_worker_runs_inline_from_inside_work() {
     outer
         .do_work(Box::new(move || {
             let o2 = o.clone();
-            i.do_work(Box::new(move || o2.lock().unwrap().push("inner"))).unwrap();
+            i.do_work(Box::new(move || o2.lock().unwrap().push("inner")))
+                .unwrap();
             o.lock().unwrap().push("outer");
         }))
         .unwrap();

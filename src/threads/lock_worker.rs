@@ -91,7 +91,7 @@ struct Frame {
 }
 
 thread_local! {
-    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static FRAMES: RefCell<Vec<Frame>> = RefCell::new(Vec::new());
 }
 
 /// Removes this thread's frame for one worker, even when unwinding.

@@ -259,9 +259,7 @@ impl ThreadWorker {
     /// worker.quit().unwrap();
     /// ```
     pub fn spawn(builder: thread::Builder) -> io::Result<Self> {
-        Self::with_parts(BlockingQueue::new(), |body| {
-            builder.spawn(body).map(drop)
-        })
+        Self::with_parts(BlockingQueue::new(), |body| builder.spawn(body).map(drop))
     }
 }
 
