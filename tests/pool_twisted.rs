@@ -13,6 +13,7 @@ use common::{PATIENCE, capture_logs, log_lines, wait_until};
 use weft::{ThreadError, ThreadPool};
 
 type Body = Box<dyn FnOnce() + Send + 'static>;
+type Bodies = Arc<Mutex<Vec<Body>>>;
 
 fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
     rx.recv_timeout(PATIENCE).expect("pool work did not run")
@@ -304,11 +305,8 @@ fn a_task_that_releases_blocked_tasks_gets_a_new_thread_instead_of_waiting() {
 }
 
 /// A factory that keeps the bodies: each call is one worker created.
-fn keeping_factory() -> (
-    Arc<Mutex<Vec<Body>>>,
-    impl Fn(&str, Body) -> std::io::Result<()>,
-) {
-    let bodies: Arc<Mutex<Vec<Body>>> = Arc::default();
+fn keeping_factory() -> (Bodies, impl Fn(&str, Body) -> std::io::Result<()>) {
+    let bodies: Bodies = Arc::default();
     let b = bodies.clone();
     (bodies, move |_name: &str, body: Body| {
         b.lock().unwrap().push(body);

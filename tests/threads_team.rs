@@ -40,13 +40,15 @@ impl Worker for Tracked {
     }
 }
 
+type Hook = Box<dyn FnOnce() + Send>;
+
 /// A memory coordinator that can run a hook just before it accepts its next
 /// item: the "gap" between `Team::quit` setting its flag and the coordinator
 /// acting (Twisted monkeypatches `Quit.set` for this).
 #[derive(Clone)]
 struct Coordinator {
     inner: MemoryWorker,
-    before_next: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    before_next: Arc<Mutex<Option<Hook>>>,
 }
 
 impl Worker for Coordinator {

@@ -90,6 +90,13 @@ struct Frame {
     queue: VecDeque<Task>,
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
 thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = RefCell::new(Vec::new());
 }

@@ -612,7 +612,7 @@ where
             if stats.idle_worker_count + stats.busy_worker_count >= current_limit() {
                 return None;
             }
-            match ThreadWorker::with_parts(BlockingQueue::new(), |body| thread_factory(body)) {
+            match ThreadWorker::with_parts(BlockingQueue::new(), &thread_factory) {
                 Ok(worker) => Some(worker),
                 Err(error) => {
                     tracing::warn!(%error, "could not start a pool thread; work stays in the backlog");

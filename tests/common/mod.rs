@@ -8,12 +8,12 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// A generous bound for conditions that hold within milliseconds normally.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Waits until `cond` holds, checking every millisecond, for at most
 /// [`PATIENCE`]. Returns whether it held. Used only where no event exists to
 /// wait on (a worker going idle after its task returned).
-pub fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if cond() {
@@ -43,7 +43,7 @@ impl Write for Capture {
 }
 
 /// Installs the global capturing subscriber (once per test binary).
-pub fn capture_logs() {
+pub(crate) fn capture_logs() {
     INIT.call_once(|| {
         tracing_subscriber::fmt()
             .with_writer(|| Capture)
@@ -54,7 +54,7 @@ pub fn capture_logs() {
 }
 
 /// Captured log lines containing every one of `needles`.
-pub fn log_lines(needles: &[&str]) -> Vec<String> {
+pub(crate) fn log_lines(needles: &[&str]) -> Vec<String> {
     let logs = LOGS.lock().unwrap();
     String::from_utf8_lossy(&logs)
         .lines()
