@@ -318,7 +318,9 @@ pub enum CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::OnLoopThread => f.write_str("called on the loop thread; waiting would deadlock"),
+            CallError::OnLoopThread => {
+                f.write_str("called on the loop thread; waiting would deadlock")
+            }
             CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
             CallError::Panicked { message } => write!(f, "call panicked: {message}"),
             CallError::TimedOut => f.write_str("timed out waiting for the loop"),
@@ -335,3 +337,41 @@ impl From<Cancelled> for CallError {
         CallError::Cancelled
     }
 }
+
+/// A [`ThreadPool`](crate::ThreadPool) size that cannot work.
+///
+/// # Examples
+///
+/// ```
+/// use weft::{PoolConfigError, ThreadPool};
+///
+/// assert_eq!(ThreadPool::new(0, 0).unwrap_err(), PoolConfigError::ZeroMax);
+/// let err = ThreadPool::new(3, 2).unwrap_err();
+/// assert_eq!(err.to_string(), "pool min 3 is greater than max 2");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolConfigError {
+    /// `max` is zero, so the pool could never run anything.
+    ZeroMax,
+    /// `min` is greater than `max`.
+    MinAboveMax {
+        /// The requested minimum.
+        min: usize,
+        /// The requested maximum.
+        max: usize,
+    },
+}
+
+impl fmt::Display for PoolConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolConfigError::ZeroMax => f.write_str("pool max must be at least 1"),
+            PoolConfigError::MinAboveMax { min, max } => {
+                write!(f, "pool min {min} is greater than max {max}")
+            }
+        }
+    }
+}
+
+impl Error for PoolConfigError {}

@@ -5,7 +5,7 @@
 //! between the two:
 //!
 //! - [`Remote::call_from_thread`]: the one thread-safe way onto the loop;
-//! - the [`threads`] layer: Twisted's `Worker`, `Team` and a `ThreadPool`
+//! - the [`threads`] layer: Twisted's `Worker`, `Team` and a [`ThreadPool`]
 //!   built on them, usable without a reactor;
 //! - [`Deferred`]: a one-shot result resolved on the loop thread, which is a
 //!   `Future` and also takes callbacks.
@@ -53,5 +53,9 @@ pub use error::{
 };
 
 pub use deferred::{Deferred, Resolver};
+pub use pool::{
+    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolConfigError, PoolStatistics,
+    StopReport, ThreadPool, ThreadPoolBuilder,
+};
 pub use reactor::{Reactor, Remote};
 pub use time::{Clock, DelayedCall, SystemClock};

@@ -38,6 +38,13 @@ pub(crate) mod thread {
     pub(crate) use std::thread::{Builder, JoinHandle, current, spawn, yield_now};
 }
 
+/// `thread_local!` (std or loom): per-thread state that a loom model must
+/// see per model thread (loom runs its threads on one OS thread).
+#[cfg(loom)]
+pub(crate) use ::loom::thread_local;
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
 /// A mutex whose `lock` never fails.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(imp::Mutex<T>);

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -48,7 +48,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::deferred::{Deferred, Resolver};
-use crate::error::{AlreadyQuit, CallError, Cancelled, PoolConfigError, ThreadError, panic_message};
+use crate::error::{
+    AlreadyQuit, CallError, Cancelled, PoolConfigError, ThreadError, panic_message,
+};
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicU8, Ordering};
 use crate::pool::ThreadPool;
@@ -170,7 +172,9 @@ impl<T: Send + 'static> Drop for Delivery<T> {
 
 /// On the loop: resolves job `id` with `result` (if it is still wanted).
 fn complete<T: Send + 'static>(id: u64, result: Result<T, ThreadError>) {
-    let Some(handle) = reactor::current() else { return };
+    let Some(handle) = reactor::current() else {
+        return;
+    };
     if let Some(resolver) = Threads::of(&handle).take::<T>(id) {
         let _ = resolver.resolve(result);
     }
@@ -271,7 +275,10 @@ impl Handle {
                 if let Some(pool) = threads.pool.borrow().as_ref() {
                     let n = pool.discard_backlog();
                     if n > 0 {
-                        tracing::info!(discarded = n, "weft: queued pool work cancelled at shutdown");
+                        tracing::info!(
+                            discarded = n,
+                            "weft: queued pool work cancelled at shutdown"
+                        );
                     }
                 }
             }
@@ -714,7 +721,10 @@ where
 /// Queues `make` onto the loop, where it builds a future that is spawned as a
 /// local task; its outcome is sent to the returned handle.
 #[track_caller]
-fn spawn_from_thread<Fut, F>(remote: &Remote, make: F) -> Result<CrossThreadFuture<Fut::Output>, CallError>
+fn spawn_from_thread<Fut, F>(
+    remote: &Remote,
+    make: F,
+) -> Result<CrossThreadFuture<Fut::Output>, CallError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future + 'static,
@@ -738,7 +748,9 @@ where
                     return;
                 }
             };
-            let Some(handle) = reactor::current() else { return };
+            let Some(handle) = reactor::current() else {
+                return;
+            };
             let task = handle.spawn_local(future);
             let id = task_cancel.id;
             let resolver = task.resolver();

@@ -57,13 +57,6 @@ impl<T> Sender<T> {
             deliver(&shared, value);
         }
     }
-
-    /// Whether the receiver has given up (dropped), so the work is moot.
-    pub(crate) fn is_abandoned(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_some_and(|s| Arc::strong_count(s) == 1)
-    }
 }
 
 fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) {

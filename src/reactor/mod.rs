@@ -233,7 +233,8 @@ pub struct TriggerId(u64);
 /// What a system event trigger returns: nothing, or something the event
 /// waits for before its `During` phase (only `Before` triggers are waited for).
 ///
-/// Implemented for `()`, [`Deferred`] and `Pin<Box<F>>` where `F` is a future.
+/// Implemented for `()`, [`Deferred`], `Pin<Box<F>>` where `F` is a future,
+/// and `Option` of any of these.
 ///
 /// # Examples
 ///
@@ -263,6 +264,12 @@ impl<T: 'static, E: 'static> TriggerOutcome for Deferred<T, E> {
         Some(Box::pin(async move {
             let _ = self.await;
         }))
+    }
+}
+
+impl<T: TriggerOutcome> TriggerOutcome for Option<T> {
+    fn into_wait(self) -> Option<LocalFuture> {
+        self.and_then(TriggerOutcome::into_wait)
     }
 }
 

@@ -1,1 +1,160 @@
-//! placeholder
+//! Workers and teams: a port of Twisted's `twisted._threads`.
+//!
+//! This layer knows nothing about the reactor. It is usable from plain
+//! threads, from tests (with the deterministic [`memory_worker`]) and from any
+//! other runtime.
+//!
+//! # The pieces
+//!
+//! - A [`Worker`] accepts [`Task`]s ([`Worker::do_work`]) until it is told to
+//!   [`quit`](Worker::quit); afterwards every call is [`AlreadyQuit`], and a
+//!   refused task is handed back. An [`ExclusiveWorker`] also promises that its
+//!   tasks never run concurrently with each other.
+//! - [`Quit`] is the one-shot flag behind that rule, made atomic.
+//! - [`ThreadWorker`] owns one thread from birth and runs its tasks in FIFO
+//!   order; its thread starter and its [`WorkQueue`] can be injected.
+//! - [`LockWorker`] runs each task at once on the calling thread under a
+//!   [`Lock`]; a task that submits more work re-entrantly gets it queued and
+//!   run before the lock is released (nesting depth stays 1).
+//! - [`memory_worker`] runs nothing until its [`Perform`] handle is driven:
+//!   the test double that makes [`Team`] logic deterministic.
+//! - [`Team`] is a worker made of workers: a coordinator (an
+//!   [`ExclusiveWorker`]) owns the idle set, the busy count and the backlog,
+//!   and hands each task to an idle worker, a new worker, or the backlog.
+//! - [`pool`] assembles Twisted's thread pool team: a [`LockWorker`]
+//!   coordinator and [`ThreadWorker`] workers under a size limit.
+//!
+//! # Invariants
+//!
+//! - A `Team`'s state (idle workers, busy count, backlog, shrink debt) is
+//!   touched only by work running inside its coordinator; the mutex around it
+//!   only makes that visible to the compiler and is never contended.
+//! - Dispatch is FIFO; while a backlog exists no worker is idle; backlog work
+//!   goes before paying shrink debt, and is drained even after `quit`.
+//! - Nothing is dropped silently: refused work comes back in
+//!   [`AlreadyQuit`], and a panicking task is caught and reported.
+//!
+//! # Where weft differs from Twisted
+//!
+//! - `Team::quit` racing with `Team::do_work` cannot lose the task: the task
+//!   is either refused (and handed back) or accepted and run.
+//! - A [`ThreadWorker`] task that panics is caught and logged; the thread and
+//!   the tasks queued behind it live on (Twisted lets the thread die).
+//! - A [`LockWorker`] task that panics does not drop the tasks queued
+//!   re-entrantly behind it: they still run, then the first panic resumes in
+//!   the outermost caller after the lock is released.
+//! - `Team`'s `create_worker` receives the team it serves, which is how
+//!   [`pool`] reads the current size without a reference cycle.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use weft::threads::{Worker, memory_worker};
+//!
+//! let (worker, perform) = memory_worker();
+//! let ran = Arc::new(AtomicUsize::new(0));
+//! let r = ran.clone();
+//! worker.do_work(Box::new(move || { r.fetch_add(1, Ordering::SeqCst); })).unwrap();
+//! assert_eq!(ran.load(Ordering::SeqCst), 0); // nothing runs until performed
+//! assert!(perform.perform());
+//! assert_eq!(ran.load(Ordering::SeqCst), 1);
+//! assert!(!perform.perform());
+//! ```
+
+mod lock_worker;
+mod memory;
+mod quit;
+mod team;
+mod thread_worker;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use lock_worker::{Lock, LockWorker, MutexLock};
+pub use memory::{MemoryWorker, Perform, memory_worker};
+pub use quit::Quit;
+pub use team::{Statistics, Team, pool};
+pub use thread_worker::{BlockingQueue, Job, ThreadWorker, WorkQueue};
+
+use crate::error::AlreadyQuit;
+
+/// A unit of work: a boxed closure run once, somewhere, by a [`Worker`].
+///
+/// # Examples
+///
+/// ```
+/// let task: weft::threads::Task = Box::new(|| println!("hello"));
+/// task();
+/// ```
+pub type Task = Box<dyn FnOnce() + Send + 'static>;
+
+/// Something that runs [`Task`]s until it is told to quit.
+///
+/// Every method is thread-safe. The trait promises nothing about when or
+/// where a task runs: later on this thread, at once on another, or (after a
+/// quit) never, in which case the task is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{LockWorker, Worker};
+///
+/// let worker = LockWorker::new();
+/// worker.do_work(Box::new(|| println!("runs at once, under the lock"))).unwrap();
+/// worker.quit().unwrap();
+/// assert!(worker.do_work(Box::new(|| ())).is_err());
+/// ```
+pub trait Worker: Send + Sync {
+    /// Schedules `task`.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with the task when [`quit`](Worker::quit) was called.
+    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>>;
+
+    /// Frees the worker's resources and refuses all future work.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] on a second call.
+    fn quit(&self) -> Result<(), AlreadyQuit>;
+}
+
+/// A [`Worker`] whose tasks never run concurrently with each other.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{ExclusiveWorker, LockWorker, Team};
+///
+/// fn coordinator() -> impl ExclusiveWorker { LockWorker::new() }
+/// let team = Team::new(coordinator(), |_team| None::<LockWorker>, |_err| ());
+/// assert_eq!(team.statistics().idle_worker_count, 0);
+/// ```
+pub trait ExclusiveWorker: Worker {}
+
+impl<W: Worker + ?Sized> Worker for Box<W> {
+    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
+        (**self).do_work(task)
+    }
+
+    fn quit(&self) -> Result<(), AlreadyQuit> {
+        (**self).quit()
+    }
+}
+
+impl<W: ExclusiveWorker + ?Sized> ExclusiveWorker for Box<W> {}
+
+impl<W: Worker + ?Sized> Worker for std::sync::Arc<W> {
+    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
+        (**self).do_work(task)
+    }
+
+    fn quit(&self) -> Result<(), AlreadyQuit> {
+        (**self).quit()
+    }
+}
+
+impl<W: ExclusiveWorker + ?Sized> ExclusiveWorker for std::sync::Arc<W> {}

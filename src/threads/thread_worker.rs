@@ -1,0 +1,375 @@
+//! A worker that owns one thread.
+//!
+//! The thread runs a loop that takes [`Job`]s from a [`WorkQueue`] until it
+//! gets [`Job::Stop`]. `quit` sets the flag and enqueues `Stop` under the same
+//! gate that `do_work` checks, so nothing can be queued behind `Stop` and
+//! every accepted task runs before the thread exits.
+//!
+//! Unlike Twisted, a panicking task is caught and logged (`tracing::error!`)
+//! and the loop goes on, so the tasks queued behind it are not lost. Inside a
+//! [`Team`](super::Team) this never happens: the team catches panics first.
+//!
+//! The optional idle hook (used by the thread pool's keep-alive) runs on the
+//! worker thread whenever the queue stays empty for the idle timeout; it may
+//! ask to wait without a timeout until the next job arrives.
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use super::{ExclusiveWorker, Task, Worker};
+use crate::error::{AlreadyQuit, panic_message};
+use crate::loom::{Arc, Condvar, Mutex, thread};
+
+/// An item of a [`WorkQueue`]: a task, or the order to stop.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+///
+/// let queue = BlockingQueue::new();
+/// queue.put(Job::Stop);
+/// assert!(matches!(queue.get(), Job::Stop));
+/// ```
+pub enum Job {
+    /// Run this task.
+    Run(Task),
+    /// Leave the loop; the thread exits.
+    Stop,
+}
+
+/// The queue between a [`ThreadWorker`] and its thread.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+///
+/// let queue = BlockingQueue::new();
+/// queue.put(Job::Run(Box::new(|| ())));
+/// match queue.get() {
+///     Job::Run(task) => task(),
+///     Job::Stop => unreachable!(),
+/// }
+/// ```
+pub trait WorkQueue: Send + Sync + 'static {
+    /// Appends a job.
+    fn put(&self, job: Job);
+
+    /// Removes the oldest job, waiting for one if the queue is empty.
+    fn get(&self) -> Job;
+
+    /// Like [`get`](WorkQueue::get), but gives up with `None` after `timeout`.
+    ///
+    /// The default waits without a limit.
+    fn get_timeout(&self, timeout: Duration) -> Option<Job> {
+        let _ = timeout;
+        Some(self.get())
+    }
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    waiters: usize,
+}
+
+/// The default [`WorkQueue`]: a FIFO under a mutex, with a condition variable
+/// signalled only when a consumer is waiting.
+///
+/// # Examples
+///
+/// ```
+/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+/// use std::time::Duration;
+///
+/// let queue = BlockingQueue::new();
+/// assert!(queue.get_timeout(Duration::from_millis(1)).is_none());
+/// queue.put(Job::Stop);
+/// assert_eq!(queue.len(), 1);
+/// ```
+pub struct BlockingQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+impl Default for BlockingQueue {
+    fn default() -> Self {
+        BlockingQueue::new()
+    }
+}
+
+impl BlockingQueue {
+    /// Returns an empty queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::threads::BlockingQueue::new().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        BlockingQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                waiters: 0,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// The number of queued jobs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(weft::threads::BlockingQueue::new().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.state.lock().jobs.len()
+    }
+
+    /// Whether no job is queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::threads::BlockingQueue::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl WorkQueue for BlockingQueue {
+    fn put(&self, job: Job) {
+        let mut state = self.state.lock();
+        state.jobs.push_back(job);
+        let wake = state.waiters > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    fn get(&self) -> Job {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return job;
+            }
+            state.waiters += 1;
+            state = self.ready.wait(state);
+            state.waiters -= 1;
+        }
+    }
+
+    fn get_timeout(&self, timeout: Duration) -> Option<Job> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.state.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.checked_duration_since(Instant::now())?,
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return None;
+            }
+            state.waiters += 1;
+            state = self.ready.wait_timeout(state, left).0;
+            state.waiters -= 1;
+        }
+    }
+}
+
+/// Runs on the worker thread when the queue stays empty for the timeout; it
+/// returns whether to keep timing out during this idle spell (false: wait for
+/// work without a timeout until the next job).
+pub(crate) type IdleHook = (Duration, Box<dyn FnMut() -> bool + Send>);
+
+/// The body a thread starter runs on its new thread.
+type ThreadBody = Box<dyn FnOnce() + Send + 'static>;
+
+/// A [`Worker`] that owns one thread from birth and runs its tasks there in
+/// FIFO order.
+///
+/// `quit` lets the queued tasks finish; then the thread exits. A panicking
+/// task is caught and logged, and the thread goes on with the next one.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use weft::threads::{ThreadWorker, Worker};
+///
+/// let worker = ThreadWorker::new().unwrap();
+/// let (tx, rx) = mpsc::channel();
+/// worker.do_work(Box::new(move || tx.send(42).unwrap())).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 42);
+/// worker.quit().unwrap();
+/// ```
+pub struct ThreadWorker<Q: WorkQueue = BlockingQueue> {
+    /// `true` once quit; checked and changed only under this lock, together
+    /// with the `put`, so `Stop` is always the last job.
+    quit: Mutex<bool>,
+    queue: Arc<Q>,
+}
+
+impl ThreadWorker {
+    /// Starts a worker on a new unnamed thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when no thread could be started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let worker = ThreadWorker::new().unwrap();
+    /// worker.quit().unwrap();
+    /// ```
+    pub fn new() -> io::Result<Self> {
+        Self::spawn(thread::Builder::new())
+    }
+
+    /// Starts a worker on a thread configured by `builder` (name, stack size).
+    ///
+    /// # Errors
+    ///
+    /// The OS error when no thread could be started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let worker = ThreadWorker::spawn(std::thread::Builder::new().name("io".into())).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// worker
+    ///     .do_work(Box::new(move || {
+    ///         tx.send(std::thread::current().name().map(String::from)).unwrap()
+    ///     }))
+    ///     .unwrap();
+    /// assert_eq!(rx.recv().unwrap().as_deref(), Some("io"));
+    /// worker.quit().unwrap();
+    /// ```
+    pub fn spawn(builder: thread::Builder) -> io::Result<Self> {
+        Self::with_parts(BlockingQueue::new(), |body| builder.spawn(body).map(drop))
+    }
+}
+
+impl<Q: WorkQueue> ThreadWorker<Q> {
+    /// Builds a worker over `queue`, calling `start_thread` exactly once with
+    /// the body its thread must run.
+    ///
+    /// Tests pass a starter that keeps the body instead of starting a thread,
+    /// and run it themselves.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `start_thread` returns; the worker is then not built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::{Arc, Mutex};
+    /// use weft::threads::{BlockingQueue, ThreadWorker, Worker};
+    ///
+    /// let body = Arc::new(Mutex::new(None));
+    /// let keep = body.clone();
+    /// let worker = ThreadWorker::with_parts(BlockingQueue::new(), move |b| {
+    ///     *keep.lock().unwrap() = Some(b);
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r = ran.clone();
+    /// worker.do_work(Box::new(move || r.store(true, Ordering::SeqCst))).unwrap();
+    /// worker.quit().unwrap();
+    /// let body = body.lock().unwrap().take().unwrap();
+    /// body(); // runs the task, then sees the stop order and returns
+    /// assert!(ran.load(Ordering::SeqCst));
+    /// ```
+    pub fn with_parts<S>(queue: Q, start_thread: S) -> io::Result<Self>
+    where
+        S: FnOnce(Box<dyn FnOnce() + Send + 'static>) -> io::Result<()>,
+    {
+        Self::with_idle_hook(queue, start_thread, None)
+    }
+
+    /// Like [`with_parts`](Self::with_parts), with a hook the thread runs
+    /// whenever its queue stays empty for the hook's timeout.
+    pub(crate) fn with_idle_hook<S>(
+        queue: Q,
+        start_thread: S,
+        idle: Option<IdleHook>,
+    ) -> io::Result<Self>
+    where
+        S: FnOnce(ThreadBody) -> io::Result<()>,
+    {
+        let queue = Arc::new(queue);
+        let thread_queue = queue.clone();
+        start_thread(Box::new(move || work_loop(&*thread_queue, idle)))?;
+        Ok(ThreadWorker {
+            quit: Mutex::new(false),
+            queue,
+        })
+    }
+}
+
+fn work_loop<Q: WorkQueue>(queue: &Q, mut idle: Option<IdleHook>) {
+    let mut timed = true;
+    loop {
+        let job = match &mut idle {
+            Some((timeout, hook)) if timed => match queue.get_timeout(*timeout) {
+                Some(job) => job,
+                None => {
+                    timed = hook();
+                    continue;
+                }
+            },
+            _ => queue.get(),
+        };
+        timed = true;
+        match job {
+            Job::Run(task) => {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(task)) {
+                    tracing::error!(
+                        panic = %panic_message(&*payload),
+                        "thread worker task panicked"
+                    );
+                }
+            }
+            Job::Stop => return,
+        }
+    }
+}
+
+impl<Q: WorkQueue> Worker for ThreadWorker<Q> {
+    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
+        let quit = self.quit.lock();
+        if *quit {
+            return Err(AlreadyQuit(task));
+        }
+        self.queue.put(Job::Run(task));
+        Ok(())
+    }
+
+    fn quit(&self) -> Result<(), AlreadyQuit> {
+        let mut quit = self.quit.lock();
+        if *quit {
+            return Err(AlreadyQuit(()));
+        }
+        *quit = true;
+        self.queue.put(Job::Stop);
+        Ok(())
+    }
+}
+
+impl<Q: WorkQueue> ExclusiveWorker for ThreadWorker<Q> {}
