@@ -852,7 +852,7 @@ impl Drop for Reactor {
             inner.shutdown();
         }
         // Break `Rc` cycles (tasks and timers may hold handles).
-        inner.tasks.clear();
+        inner.tasks.abort_all();
         inner.triggers.borrow_mut().clear();
         inner.extensions.borrow_mut().clear();
         inner.timers.clear();
@@ -959,9 +959,9 @@ impl Inner {
                 "weft: reactor dropped without running; queued calls discarded"
             );
         }
-        let tasks = self.tasks.clear();
+        let tasks = self.tasks.abort_all();
         if tasks > 0 {
-            tracing::debug!(tasks, "weft: local tasks dropped at shutdown");
+            tracing::debug!(tasks, "weft: unfinished local tasks stopped at shutdown");
         }
         self.shared.state.store(STATE_STOPPED, Ordering::SeqCst);
     }
@@ -1181,8 +1181,9 @@ impl Handle {
     }
 
     /// Spawns a (possibly `!Send`) future on the loop. The returned
-    /// [`Deferred`] gets its output, or `ThreadError::Panicked` if it
-    /// panicked; cancelling that `Deferred` drops the future.
+    /// [`Deferred`] gets its output, `ThreadError::Panicked` if it panicked,
+    /// or `ThreadError::Stopped` if the loop shut down first (its future is
+    /// dropped then); cancelling that `Deferred` drops the future.
     ///
     /// # Examples
     ///
@@ -1202,10 +1203,10 @@ impl Handle {
         let location = Location::caller();
         let d = Deferred::new();
         let r = d.resolver();
-        let on_panic = {
+        let on_abort = {
             let r = r.clone();
-            Box::new(move |message| {
-                let _ = r.errback(ThreadError::Panicked { message });
+            Box::new(move |error| {
+                let _ = r.errback(error);
             })
         };
         let done = r.clone();
@@ -1216,7 +1217,7 @@ impl Handle {
         let id = self
             .inner
             .tasks
-            .spawn(&self.inner.shared, fut, on_panic, location);
+            .spawn(&self.inner.shared, fut, on_abort, location);
         let weak = Rc::downgrade(&self.inner);
         r.set_canceller(move || {
             if let Some(inner) = weak.upgrade() {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake as StdWake, Waker};
 use std::thread::ThreadId;
 
+use crate::error::ThreadError;
 use crate::loom::atomic::{AtomicBool, Ordering};
 
 use super::Shared;
@@ -30,8 +31,9 @@ struct TaskSlot {
     waker: Waker,
     wake: Arc<TaskWaker>,
     location: &'static Location<'static>,
-    /// Called with the panic message if the future panics.
-    on_panic: Option<Box<dyn FnOnce(String)>>,
+    /// Called if the task ends without an output: it panicked, or the loop
+    /// shut down under it.
+    on_abort: Option<Box<dyn FnOnce(ThreadError)>>,
 }
 
 pub(crate) struct TaskWaker {
@@ -86,7 +88,7 @@ impl Tasks {
         &self,
         shared: &Arc<Shared>,
         future: LocalFuture,
-        on_panic: Box<dyn FnOnce(String)>,
+        on_abort: Box<dyn FnOnce(ThreadError)>,
         location: &'static Location<'static>,
     ) -> u64 {
         let id = self.next_id.get();
@@ -105,7 +107,7 @@ impl Tasks {
                 waker,
                 wake: wake.clone(),
                 location,
-                on_panic: Some(on_panic),
+                on_abort: Some(on_abort),
             },
         );
         wake.schedule();
@@ -162,9 +164,9 @@ impl Tasks {
                 }
                 Ok(_) => {}
                 Err(message) => {
-                    if let Some(f) = slot.on_panic.take() {
+                    if let Some(f) = slot.on_abort.take() {
                         drop(slot);
-                        f(message);
+                        f(ThreadError::Panicked { message });
                     }
                 }
             }
@@ -174,11 +176,24 @@ impl Tasks {
         polled
     }
 
-    /// Drops every task (shutdown, or breaking `Rc` cycles at drop).
-    pub(crate) fn clear(&self) -> usize {
-        let slots = std::mem::take(&mut *self.slots.borrow_mut());
-        let n = slots.len();
-        drop(slots);
-        n
+    /// Drops every task's future, then tells each task's owner it was
+    /// stopped (shutdown, or the reactor going away). Returns how many.
+    pub(crate) fn abort_all(&self) -> usize {
+        let mut n = 0;
+        loop {
+            // Aborting may resolve Deferreds whose callbacks spawn tasks.
+            let slots = std::mem::take(&mut *self.slots.borrow_mut());
+            if slots.is_empty() {
+                return n;
+            }
+            n += slots.len();
+            let mut aborts = Vec::with_capacity(slots.len());
+            for (_, mut slot) in slots {
+                aborts.extend(slot.on_abort.take());
+            }
+            for abort in aborts {
+                abort(ThreadError::Stopped);
+            }
+        }
     }
 }

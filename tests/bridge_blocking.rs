@@ -1,0 +1,329 @@
+//! Threads calling into the loop: `blocking_call_from_thread` and
+//! `run_coroutine_threadsafe`.
+//!
+//! Ported from Twisted's `test/test_threads.py` (blockingCallFromThread, §3
+//! items 53–56) and asyncio's `test_tasks.py` RunCoroutineThreadsafeTests
+//! (asyncio-bridge.md §4 items 39–42), plus weft's deliberate differences
+//! (no deadlock on the loop thread, no hang after stop).
+
+mod common;
+
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use weft::{
+    CallError, Cancelled, Deferred, Reactor, blocking_call_from_thread,
+    blocking_call_from_thread_future, blocking_call_from_thread_future_timeout,
+    blocking_call_from_thread_timeout,
+};
+
+/// Runs `worker` on a plain thread while the reactor runs; stops the loop
+/// when it returns and gives back its result.
+fn with_worker<T: Send + 'static>(
+    reactor: &Reactor,
+    worker: impl FnOnce(weft::Remote) -> T + Send + 'static,
+) -> T {
+    let remote = reactor.remote();
+    let t = thread::spawn(move || {
+        let out = worker(remote.clone());
+        remote.stop();
+        out
+    });
+    let hung = common::watchdog(reactor);
+    reactor.run().unwrap();
+    assert!(!hung.get(), "watchdog fired");
+    t.join().unwrap()
+}
+
+fn later<T: 'static>(value: T, ms: u64) -> Deferred<T, &'static str> {
+    let d = Deferred::new();
+    let r = d.resolver();
+    weft::reactor::current()
+        .unwrap()
+        .call_later(Duration::from_millis(ms), move || {
+            let _ = r.callback(value);
+        });
+    d
+}
+
+#[test]
+fn blocking_call_returns_the_value() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread(&remote, || weft::reactor::is_in_io_thread())
+    });
+    assert_eq!(out, Ok(true), "the closure ran on the loop thread");
+}
+
+#[test]
+fn blocking_call_returns_the_value_of_an_already_fired_deferred() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread_future(&remote, || Deferred::<_, Cancelled>::succeed("foo"))
+    });
+    assert_eq!(out, Ok(Ok("foo")));
+}
+
+#[test]
+fn blocking_call_returns_the_value_of_a_deferred_that_fires_later() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread_future(&remote, || later("egg", 5))
+    });
+    assert_eq!(out, Ok(Ok("egg")));
+}
+
+#[test]
+fn blocking_call_returns_the_error_of_an_already_failed_deferred() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread_future(&remote, || Deferred::<u8, _>::fail("bar"))
+    });
+    assert_eq!(out, Ok(Err("bar")));
+}
+
+#[test]
+fn blocking_call_returns_the_error_of_a_deferred_that_fails_later() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread_future(&remote, || {
+            let d: Deferred<u8, &str> = Deferred::new();
+            let r = d.resolver();
+            weft::reactor::current()
+                .unwrap()
+                .call_later(Duration::from_millis(5), move || r.errback("spam").unwrap());
+            d
+        })
+    });
+    assert_eq!(out, Ok(Err("spam")));
+}
+
+#[test]
+fn blocking_call_of_a_future_drives_a_not_send_future_on_the_loop() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread_future(&remote, || {
+            let local = Rc::new(20);
+            async move { *local + 22 }
+        })
+    });
+    assert_eq!(out, Ok(42));
+}
+
+#[test]
+fn a_panic_in_the_blocking_call_comes_back_as_an_error() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        blocking_call_from_thread(&remote, || -> u8 { panic!("on the loop") })
+    });
+    assert_eq!(
+        out,
+        Err(CallError::Panicked {
+            message: "on the loop".into()
+        })
+    );
+    assert_eq!(
+        reactor.statistics().panics,
+        0,
+        "the loop itself saw no panic"
+    );
+}
+
+#[test]
+fn blocking_call_on_the_loop_thread_fails_at_once_instead_of_deadlocking() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    assert_eq!(
+        blocking_call_from_thread(&remote, || 1),
+        Err(CallError::OnLoopThread)
+    );
+    let r2 = remote.clone();
+    let inside = Rc::new(std::cell::RefCell::new(None));
+    let i = inside.clone();
+    reactor.call_soon(move || {
+        *i.borrow_mut() = Some(blocking_call_from_thread_future(&r2, || async { 1 }));
+        weft::reactor::current().unwrap().stop();
+    });
+    reactor.run().unwrap();
+    assert_eq!(*inside.borrow(), Some(Err(CallError::OnLoopThread)));
+}
+
+#[test]
+fn blocking_call_after_the_loop_stopped_fails_at_once() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    reactor.stop();
+    reactor.run().unwrap();
+    let out = thread::spawn(move || blocking_call_from_thread(&remote, || 1))
+        .join()
+        .unwrap();
+    assert_eq!(out, Err(CallError::LoopStopped));
+}
+
+#[test]
+fn blocking_call_made_before_the_loop_runs_waits_for_it() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    let (queued_tx, queued_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        queued_tx.send(()).unwrap();
+        let v = blocking_call_from_thread(&remote, || 9);
+        remote.stop();
+        v
+    });
+    queued_rx.recv().unwrap();
+    reactor.run().unwrap();
+    assert_eq!(t.join().unwrap(), Ok(9));
+}
+
+#[test]
+fn blocking_call_whose_future_is_dropped_at_shutdown_reports_loop_stopped() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    let (started_tx, started_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        blocking_call_from_thread_future(&remote, move || {
+            started_tx.send(()).unwrap();
+            std::future::pending::<()>()
+        })
+    });
+    let r = reactor.remote();
+    reactor.call_when_running(move || {
+        thread::spawn(move || {
+            started_rx.recv().unwrap();
+            r.stop();
+        });
+    });
+    reactor.run().unwrap();
+    assert_eq!(t.join().unwrap(), Err(CallError::LoopStopped));
+}
+
+#[test]
+fn blocking_call_timeout_gives_up_without_cancelling_the_call() {
+    let reactor = Reactor::new().unwrap(); // not running yet
+    let remote = reactor.remote();
+    let (tx, rx) = mpsc::channel();
+    let out = thread::spawn(move || {
+        blocking_call_from_thread_timeout(&remote, Duration::from_millis(5), move || {
+            tx.send("ran anyway").unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(out, Err(CallError::TimedOut));
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(rx.try_recv(), Ok("ran anyway"));
+    let remote = reactor.remote();
+    let out = thread::spawn(move || {
+        blocking_call_from_thread_future_timeout(&remote, Duration::from_millis(5), || {
+            std::future::pending::<()>()
+        })
+    });
+    // Keep the loop turning until the waiter gives up.
+    while !out.is_finished() {
+        reactor.iterate(Some(Duration::from_millis(1)));
+    }
+    assert_eq!(out.join().unwrap(), Err(CallError::TimedOut));
+}
+
+#[test]
+fn run_coroutine_threadsafe_returns_the_result_to_a_worker() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        remote.run_coroutine_threadsafe(|| async { 1 + 2 }).wait()
+    });
+    assert_eq!(out, Ok(3));
+}
+
+#[test]
+fn run_coroutine_threadsafe_reports_a_panicking_future() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        remote
+            .run_coroutine_threadsafe(|| async { panic!("Fail!") })
+            .wait()
+    });
+    assert_eq!(
+        out,
+        Err::<(), _>(CallError::Panicked {
+            message: "Fail!".into()
+        })
+    );
+}
+
+#[test]
+fn run_coroutine_threadsafe_wait_timeout_does_not_cancel_but_cancel_does() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    let fut = remote.run_coroutine_threadsafe(|| std::future::pending::<u8>());
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(reactor.statistics().tasks_alive, 1);
+    let fut = thread::spawn(move || {
+        assert_eq!(fut.wait_timeout(Duration::ZERO), Err(CallError::TimedOut));
+        fut
+    })
+    .join()
+    .unwrap();
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(
+        reactor.statistics().tasks_alive,
+        1,
+        "a timed-out wait cancels nothing"
+    );
+    assert!(fut.cancel());
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(
+        reactor.statistics().tasks_alive,
+        0,
+        "the task on the loop was cancelled"
+    );
+    assert!(!fut.cancel(), "nothing left to cancel");
+    let out = thread::spawn(move || fut.wait()).join().unwrap();
+    assert_eq!(out, Err(CallError::Cancelled));
+}
+
+#[test]
+fn run_coroutine_threadsafe_of_a_future_that_cancels_itself_is_cancelled() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        remote
+            .run_coroutine_threadsafe(|| async {
+                let d: Deferred<u8, Cancelled> = Deferred::new();
+                d.cancel();
+                d.await
+            })
+            .wait()
+    });
+    assert_eq!(out, Ok(Err(Cancelled)));
+}
+
+#[test]
+fn cross_thread_future_can_be_awaited_by_a_tokio_task() {
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let fut = remote.run_coroutine_threadsafe(|| async { "from weft" });
+            tokio::spawn(fut).await.unwrap()
+        })
+    });
+    assert_eq!(out, Ok("from weft"));
+}
+
+#[test]
+fn run_coroutine_threadsafe_after_stop_fails_with_loop_stopped() {
+    let reactor = Reactor::new().unwrap();
+    let remote = reactor.remote();
+    reactor.stop();
+    reactor.run().unwrap();
+    let fut = remote.run_coroutine_threadsafe(|| async { 1 });
+    assert!(fut.is_done());
+    assert_eq!(
+        thread::spawn(move || fut.wait()).join().unwrap(),
+        Err(CallError::LoopStopped)
+    );
+}
