@@ -73,8 +73,22 @@ type LogPanic = Box<dyn Fn(&ThreadError) + Send + Sync>;
 
 /// A [`Worker`] that spreads tasks over workers it creates on demand.
 ///
-/// See the [module documentation](self) for the exact coordination rules.
 /// `Team` is a cheap handle: clones share one team.
+///
+/// # Coordination rules (Twisted's)
+///
+/// - A task goes to the most recently idle worker, else to a worker from
+///   `create_worker`, else to the backlog. Dispatch order is FIFO.
+/// - A worker that finishes takes the oldest backlog item (even after
+///   [`quit`](Team::quit)); else, if quitting, it quits; else it pays one unit
+///   of shrink debt by quitting; else it goes idle.
+/// - [`grow`](Team::grow) stops at the first refusal of `create_worker`;
+///   [`shrink`](Team::shrink) quits idle workers and turns the rest into debt.
+/// - After `quit`, idle workers quit at once, busy ones after draining the
+///   backlog, and the coordinator when no worker is busy. With no worker at
+///   all, backlogged work is never run (it is dropped with the team).
+/// - A panicking task is caught; `log_panic` is called once; the worker is
+///   reused.
 ///
 /// # Examples
 ///

@@ -1,0 +1,164 @@
+//! Thread pool throughput and latency, beside a plain `std::sync::mpsc` +
+//! fixed threads baseline measured in the same run.
+//!
+//! `cargo bench --bench pool` (add `-- --quick` for a short run).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use weft::ThreadPool;
+
+const TASKS: usize = 1_000_000;
+const THREADS: usize = 2;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The Rust book's pool: one channel, fixed threads sharing the receiver.
+struct MpscPool {
+    tx: Option<mpsc::Sender<Job>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl MpscPool {
+    fn new(n: usize) -> MpscPool {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..n)
+            .map(|_| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        MpscPool {
+            tx: Some(tx),
+            threads,
+        }
+    }
+
+    fn submit(&self, job: impl FnOnce() + Send + 'static) {
+        self.tx.as_ref().unwrap().send(Box::new(job)).unwrap();
+    }
+}
+
+impl Drop for MpscPool {
+    fn drop(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Counts finished tasks; `wait` blocks until `target` have finished.
+struct Countdown {
+    done: AtomicUsize,
+    target: usize,
+    finished: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Countdown {
+    fn new(target: usize) -> Arc<Countdown> {
+        Arc::new(Countdown {
+            done: AtomicUsize::new(0),
+            target,
+            finished: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn tick(&self) {
+        if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            *self.finished.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        let mut finished = self.finished.lock().unwrap();
+        while !*finished {
+            finished = self.cv.wait(finished).unwrap();
+        }
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput_1m_trivial_tasks");
+    group.throughput(Throughput::Elements(TASKS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+
+    let pool = ThreadPool::new(THREADS, THREADS).unwrap();
+    pool.start();
+    group.bench_function("weft_thread_pool", |b| {
+        b.iter(|| {
+            let countdown = Countdown::new(TASKS);
+            for _ in 0..TASKS {
+                let c = countdown.clone();
+                pool.call_in_thread(move || c.tick())
+                    .unwrap_or_else(|_| panic!("refused"));
+            }
+            countdown.wait();
+        })
+    });
+    pool.stop();
+
+    let baseline = MpscPool::new(THREADS);
+    group.bench_function("mpsc_fixed_threads", |b| {
+        b.iter(|| {
+            let countdown = Countdown::new(TASKS);
+            for _ in 0..TASKS {
+                let c = countdown.clone();
+                baseline.submit(move || c.tick());
+            }
+            countdown.wait();
+        })
+    });
+    drop(baseline);
+    group.finish();
+}
+
+fn latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("submit_to_run_round_trip");
+    group.measurement_time(Duration::from_secs(4));
+
+    let pool = ThreadPool::new(THREADS, THREADS).unwrap();
+    pool.start();
+    let (tx, rx) = mpsc::channel::<usize>();
+    group.bench_function("weft_thread_pool", |b| {
+        b.iter(|| {
+            let tx = tx.clone();
+            pool.call_in_thread(move || tx.send(black_box(1)).unwrap())
+                .unwrap_or_else(|_| panic!("refused"));
+            rx.recv().unwrap()
+        })
+    });
+    pool.stop();
+
+    let baseline = MpscPool::new(THREADS);
+    group.bench_function("mpsc_fixed_threads", |b| {
+        b.iter(|| {
+            let tx = tx.clone();
+            baseline.submit(move || tx.send(black_box(1)).unwrap());
+            rx.recv().unwrap()
+        })
+    });
+    drop(baseline);
+    group.finish();
+}
+
+criterion_group!(benches, throughput, latency);
+criterion_main!(benches);
