@@ -3,7 +3,6 @@
 //!
 //! ```text
 //! cargo run --release -p weft-bench -- [--quick] [--out DIR] [--only a,b] [--no-strace]
-//! cargo run --release -p weft-bench --features weft-rows -- --quick
 //! ```
 //!
 //! # Methodology

@@ -18,14 +18,12 @@ mod pools;
 mod smol;
 mod std_base;
 mod tokio_rt;
-#[cfg(feature = "weft-rows")]
 mod weft_rows;
 
 /// How a subject's wake syscalls per burst are found.
 #[derive(Clone, Debug)]
 pub(crate) enum WakeCount {
     /// Counted in process by the subject's own statistics.
-    #[cfg_attr(not(feature = "weft-rows"), allow(dead_code))]
     Counted(u64),
     /// Counted by running the one-producer burst under `strace`.
     Strace,
@@ -50,8 +48,8 @@ pub(crate) trait Subject {
 
 /// Every subject, weft first when its rows are compiled in.
 pub(crate) fn all() -> Vec<Box<dyn Subject>> {
-    #[allow(unused_mut)]
-    let mut v: Vec<Box<dyn Subject>> = vec![
+    vec![
+        Box::new(weft_rows::Weft),
         Box::new(tokio_rt::Tokio),
         Box::new(tokio_rt::TokioLocal),
         Box::new(smol::Smol),
@@ -60,10 +58,7 @@ pub(crate) fn all() -> Vec<Box<dyn Subject>> {
         Box::new(pools::Threadpool),
         Box::new(std_base::StdBaseline),
         Box::new(floors::Floors),
-    ];
-    #[cfg(feature = "weft-rows")]
-    v.insert(0, Box::new(weft_rows::Weft));
-    v
+    ]
 }
 
 /// The name of the subject holding the floors.

@@ -1,5 +1,5 @@
 //! weft's rows, written against the public API only (compiled with the
-//! `weft-rows` feature).
+//! harness always measures weft).
 //!
 //! - The loop is `Reactor::run` on the measuring thread; producers hold a
 //!   `Remote` and call `call_from_thread` with the same stateless jobs the
@@ -88,7 +88,7 @@ impl Subject for Weft {
             }
             Scenario::DeferSeq => {
                 let reactor = reactor();
-                let r = &reactor;
+                let r = reactor.handle();
                 let n = p.rtt_samples;
                 reactor
                     .run_until_complete(async move {
@@ -105,7 +105,7 @@ impl Subject for Weft {
             }
             Scenario::DeferInFlight => {
                 let reactor = reactor();
-                let r = &reactor;
+                let r = reactor.handle();
                 let waves = p.inflight_waves;
                 reactor
                     .run_until_complete(async move {
