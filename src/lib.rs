@@ -44,7 +44,7 @@ pub mod testing;
 mod time;
 
 pub use bridge::{
-    CrossThreadFuture, blocking_call_from_thread, blocking_call_from_thread_future,
+    CrossThreadFuture, ThreadCall, blocking_call_from_thread, blocking_call_from_thread_future,
     blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
 };
 pub use error::{

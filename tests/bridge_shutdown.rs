@@ -249,3 +249,58 @@ fn a_never_run_reactor_drops_its_queued_pool_work_and_exits_cleanly() {
     }
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn a_defer_to_worker_result_in_flight_at_stop_is_delivered_without_the_reactor_pool() {
+    let reactor = Reactor::new().unwrap();
+    let worker = weft::threads::ThreadWorker::new().unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let got = Rc::new(Cell::new(None));
+    let g = got.clone();
+    reactor
+        .defer_to_worker(&worker, move || {
+            release_rx.recv().unwrap();
+            7
+        })
+        .add_both(move |r| g.set(Some(r)));
+    let remote = reactor.remote();
+    reactor.call_when_running(move || {
+        remote.stop();
+        release_tx.send(()).unwrap();
+    });
+    reactor.run().unwrap();
+    assert_eq!(got.take(), Some(Ok(7)));
+    use weft::threads::Worker;
+    worker.quit().unwrap();
+}
+
+#[test]
+fn waiting_for_work_at_shutdown_sleeps_instead_of_spinning() {
+    let reactor = Reactor::new().unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    reactor
+        .defer_to_thread(move || {
+            release_rx.recv().unwrap();
+        })
+        .detach();
+    let remote = reactor.remote();
+    let turns_at_stop = Rc::new(Cell::new(0));
+    let t = turns_at_stop.clone();
+    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+        t.set(weft::reactor::current().unwrap().statistics().turns);
+        // Release the job from another thread a little later.
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            release_tx.send(()).unwrap();
+        });
+    });
+    remote.stop();
+    reactor.run().unwrap();
+    let during_shutdown = reactor.statistics().turns - turns_at_stop.get();
+    // A spinning loop makes tens of thousands of turns in 50 ms; a sleeping
+    // one a handful (one per wake).
+    assert!(
+        during_shutdown < 100,
+        "{during_shutdown} turns while waiting"
+    );
+}

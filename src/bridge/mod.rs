@@ -76,6 +76,9 @@ const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const CANCELLED: u8 = 2;
 
+/// One call of a [`Handle::call_multiple_in_thread`] batch.
+pub type ThreadCall = Box<dyn FnOnce() + Send>;
+
 /// Loop-local bridge state, kept as a reactor extension.
 struct Threads {
     pool: RefCell<Option<Arc<ThreadPool>>>,
@@ -86,6 +89,7 @@ struct Threads {
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
     /// When the shutdown drain began, to split the deadline.
     shutdown_started: Cell<Option<Instant>>,
+    triggers_registered: Cell<bool>,
 }
 
 impl Threads {
@@ -96,11 +100,66 @@ impl Threads {
             next_id: Cell::new(0),
             drained: RefCell::new(Vec::new()),
             shutdown_started: Cell::new(None),
+            triggers_registered: Cell::new(false),
         }
     }
 
+    /// The bridge state of `handle`'s reactor, created on first use together
+    /// with the shutdown triggers that drain every job registered here (from
+    /// the reactor pool, a private pool or any worker).
     fn of(handle: &Handle) -> Rc<Threads> {
-        handle.extension(Threads::new)
+        let threads = handle.extension(Threads::new);
+        if !threads.triggers_registered.replace(true) {
+            Threads::register_shutdown(handle, &threads);
+        }
+        threads
+    }
+
+    fn register_shutdown(handle: &Handle, threads: &Rc<Threads>) {
+        let weak = Rc::downgrade(threads);
+        let policy = handle.queued_work_at_shutdown();
+        handle.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+            let threads = weak.upgrade()?;
+            threads.shutdown_started.set(Some(Instant::now()));
+            if policy == QueuedWork::Cancel {
+                if let Some(pool) = threads.pool.borrow().as_ref() {
+                    let n = pool.discard_backlog();
+                    if n > 0 {
+                        tracing::info!(
+                            discarded = n,
+                            "weft: queued pool work cancelled at shutdown"
+                        );
+                    }
+                }
+            }
+            Some(threads.when_drained())
+        });
+        let weak = Rc::downgrade(threads);
+        let budget = handle.shutdown_timeout();
+        handle.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
+            let Some(threads) = weak.upgrade() else { return };
+            let left = threads
+                .shutdown_started
+                .get()
+                .map_or(budget, |t| budget.saturating_sub(t.elapsed()));
+            if let Some(pool) = threads.pool.borrow().as_ref() {
+                let report = pool.stop_timeout(left.max(Duration::from_millis(10)));
+                if !report.is_complete() {
+                    tracing::warn!(?report, "weft: reactor pool did not finish within the shutdown deadline; its threads are left detached");
+                }
+            }
+            // Whatever is still registered can no longer be delivered.
+            let left: Vec<u64> = threads.jobs.borrow().keys().copied().collect();
+            if !left.is_empty() {
+                tracing::warn!(jobs = left.len(), "weft: thread jobs still running at shutdown resolved as cancelled");
+            }
+            for id in left {
+                let entry = threads.jobs.borrow_mut().remove(&id);
+                if let Some(entry) = entry {
+                    entry.cancel();
+                }
+            }
+        });
     }
 
     fn register<T: 'static>(&self, resolver: Resolver<T>) -> u64 {
@@ -265,51 +324,6 @@ impl Handle {
             let pool = pool.clone();
             self.call_when_running(move || pool.start());
         }
-        let weak = Rc::downgrade(&threads);
-        let handle = self.clone();
-        let policy = self.queued_work_at_shutdown();
-        self.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-            let threads = weak.upgrade()?;
-            threads.shutdown_started.set(Some(Instant::now()));
-            if policy == QueuedWork::Cancel {
-                if let Some(pool) = threads.pool.borrow().as_ref() {
-                    let n = pool.discard_backlog();
-                    if n > 0 {
-                        tracing::info!(
-                            discarded = n,
-                            "weft: queued pool work cancelled at shutdown"
-                        );
-                    }
-                }
-            }
-            Some(threads.when_drained())
-        });
-        let weak = Rc::downgrade(&threads);
-        self.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
-            let Some(threads) = weak.upgrade() else { return };
-            let budget = handle.shutdown_timeout();
-            let left = threads
-                .shutdown_started
-                .get()
-                .map_or(budget, |t| budget.saturating_sub(t.elapsed()));
-            if let Some(pool) = threads.pool.borrow().as_ref() {
-                let report = pool.stop_timeout(left.max(Duration::from_millis(10)));
-                if !report.is_complete() {
-                    tracing::warn!(?report, "weft: reactor pool did not finish within the shutdown deadline; its threads are left detached");
-                }
-            }
-            // Whatever is still registered can no longer be delivered.
-            let left: Vec<u64> = threads.jobs.borrow().keys().copied().collect();
-            if !left.is_empty() {
-                tracing::warn!(jobs = left.len(), "weft: thread jobs still running at shutdown resolved as cancelled");
-            }
-            for id in left {
-                let entry = threads.jobs.borrow_mut().remove(&id);
-                if let Some(entry) = entry {
-                    entry.cancel();
-                }
-            }
-        });
         pool
     }
 
@@ -407,8 +421,8 @@ impl Handle {
     /// ```
     pub fn call_multiple_in_thread(
         &self,
-        calls: Vec<Box<dyn FnOnce() + Send>>,
-    ) -> Result<(), AlreadyQuit<Vec<Box<dyn FnOnce() + Send>>>> {
+        calls: Vec<ThreadCall>,
+    ) -> Result<(), AlreadyQuit<Vec<ThreadCall>>> {
         let slot = Arc::new(Mutex::new(Some(calls)));
         let job_slot = slot.clone();
         let span = tracing::Span::current();
@@ -477,6 +491,9 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        if self.is_shut_down() {
+            return Deferred::fail(ThreadError::Stopped);
+        }
         let (d, id, job) = prepare(self, f);
         if pool.call_in_thread(job).is_err() {
             refused::<T>(self, id);
@@ -508,6 +525,9 @@ impl Handle {
         T: Send + 'static,
         W: Worker + ?Sized,
     {
+        if self.is_shut_down() {
+            return Deferred::fail(ThreadError::Stopped);
+        }
         let (d, id, job) = prepare(self, f);
         let task: Task = Box::new(job);
         if worker.do_work(task).is_err() {

@@ -515,6 +515,7 @@ impl Builder {
             running: Cell::new(false),
             in_turn: Cell::new(false),
             busy: Cell::new(false),
+            io_sources: Cell::new(usize::from(signals.is_some())),
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
             queued_work: self.queued_work,
@@ -542,6 +543,8 @@ pub(crate) struct Inner {
     in_turn: Cell<bool>,
     /// The last task pass polled something (so the next poll won't block).
     busy: Cell<bool>,
+    /// Registered I/O sources other than the waker (signals, sockets).
+    io_sources: Cell<usize>,
     panic_policy: PanicPolicy,
     shutdown_timeout: Duration,
     queued_work: QueuedWork,
@@ -1053,9 +1056,13 @@ impl Inner {
     }
 
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
-        let ready_now = self.shared.stop_requested.load(Ordering::SeqCst)
-            || self.timers.has_pending()
-            || !self.shared.ready.lock().is_empty();
+        // A stop requested on the loop thread sets no wake (the loop is
+        // awake), so the main loop must not block before it sees it; during
+        // shutdown itself the request is already being acted on.
+        let stop_pending = self.shared.stop_requested.load(Ordering::SeqCst)
+            && self.shared.state.load(Ordering::SeqCst) < STATE_STOPPING;
+        let ready_now =
+            stop_pending || self.timers.has_pending() || !self.shared.ready.lock().is_empty();
         if ready_now {
             return Some(Duration::ZERO);
         }
@@ -1078,6 +1085,13 @@ impl Inner {
     }
 
     fn poll_io(&self, timeout: Option<Duration>) {
+        // With no I/O source registered, a non-blocking poll could only
+        // report the waker, which the next turn's drain covers: skip the
+        // syscall.
+        if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
+            self.shared.inbox.awake();
+            return;
+        }
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
