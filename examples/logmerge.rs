@@ -165,6 +165,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .collect(),
         open: args.files.len(),
         write_failed: false,
+        broken_pipe: false,
         flush_scheduled: false,
         all_done: Vec::new(),
         stop: stop.clone(),
@@ -240,6 +241,7 @@ struct Merge {
     /// Readers not yet finished.
     open: usize,
     write_failed: bool,
+    broken_pipe: bool,
     flush_scheduled: bool,
     all_done: Vec<weft::Resolver<(), Cancelled>>,
     stop: Arc<AtomicBool>,
@@ -311,7 +313,10 @@ impl Merge {
 
     fn write_error(&mut self, e: io::Error) {
         self.write_failed = true;
-        if e.kind() != io::ErrorKind::BrokenPipe {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            // The reader of our output went away (`| head`): not an error.
+            self.broken_pipe = true;
+        } else {
             eprintln!("logmerge: cannot write the output: {e}");
         }
         self.stop.store(true, Ordering::Release);
@@ -321,6 +326,9 @@ impl Merge {
     }
 
     fn summary(&self, out_name: &str, elapsed: Duration) -> ExitCode {
+        if self.broken_pipe {
+            return ExitCode::SUCCESS;
+        }
         let total: u64 = self.files.iter().map(|f| f.lines).sum();
         let failed = self.files.iter().filter(|f| f.error.is_some()).count();
         eprintln!(
