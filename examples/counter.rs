@@ -1,6 +1,7 @@
 //! A loop keeps ticking every millisecond while a 2-second blocking call runs
 //! on the thread pool; with `--on-loop` the same call runs on the loop and the
-//! ticks stop. Run: `cargo run --release --example counter [-- --on-loop]`
+//! ticks stop. Run: `cargo run --release --example counter` (or
+//! `cargo run --release --example counter -- --on-loop`)
 //!
 //! This is the seed program "a synchronous call blocks the event loop" (asyncio's
 //! `requests.get` inside a coroutine versus `run_in_executor`), in weft terms:

@@ -1,7 +1,8 @@
 //! Merges several log files into one output, in the order their lines arrive:
 //! each file is read with blocking reads on its own worker thread, and the
 //! merge happens on the loop with no lock.
-//! Run: `cargo run --release --example logmerge -- a.log b.log -o merged.log [--follow]`
+//! Run: `cargo run --release --example logmerge -- a.log b.log -o merged.log`
+//! (add `--follow` to keep reading as the files grow, until Ctrl-C)
 //!
 //! This is the seed program from *Effective Python* ("use threads and
 //! coroutines together"): `tail_file` threads feeding one output, first with

@@ -1,7 +1,8 @@
 //! Producer threads feed the loop through a bounded hand-off with backpressure;
 //! the counter the loop updates stays exact with no lock, shown beside a
 //! `Mutex<u64>` counter on plain threads and a racy unlocked one.
-//! Run: `cargo run --release --example producer_consumer [-- --producers N --items M --in-flight K]`
+//! Run: `cargo run --release --example producer_consumer` (options:
+//! `-- --producers 4 --items 100000 --in-flight 64`)
 //!
 //! Each item travels as one `call_from_thread`. Before sending, a producer
 //! takes a credit from a small Condvar-based counter that starts at K and
