@@ -59,3 +59,8 @@ pub use pool::{
 };
 pub use reactor::{Reactor, Remote};
 pub use time::{Clock, DelayedCall, SystemClock};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

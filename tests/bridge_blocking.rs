@@ -52,7 +52,7 @@ fn later<T: 'static>(value: T, ms: u64) -> Deferred<T, &'static str> {
 fn blocking_call_returns_the_value() {
     let reactor = Reactor::new().unwrap();
     let out = with_worker(&reactor, |remote| {
-        blocking_call_from_thread(&remote, || weft::reactor::is_in_io_thread())
+        blocking_call_from_thread(&remote, weft::reactor::is_in_io_thread)
     });
     assert_eq!(out, Ok(true), "the closure ran on the loop thread");
 }
@@ -257,7 +257,7 @@ fn run_coroutine_threadsafe_reports_a_panicking_future() {
 fn run_coroutine_threadsafe_wait_timeout_does_not_cancel_but_cancel_does() {
     let reactor = Reactor::new().unwrap();
     let remote = reactor.remote();
-    let fut = remote.run_coroutine_threadsafe(|| std::future::pending::<u8>());
+    let fut = remote.run_coroutine_threadsafe(std::future::pending::<u8>);
     reactor.iterate(Some(Duration::ZERO));
     assert_eq!(reactor.statistics().tasks_alive, 1);
     let fut = thread::spawn(move || {

@@ -291,3 +291,21 @@ fn advancing_the_manual_clock_from_another_thread_wakes_a_running_loop() {
     reactor.run().unwrap();
     assert_eq!(clock.now(), S(5));
 }
+
+#[test]
+fn sleep_fires_after_its_delay_and_cancelling_it_cancels_the_timer() {
+    let (clock, reactor) = manual();
+    let d = reactor.sleep(S(2));
+    advance(&clock, &reactor, S(1));
+    assert!(!d.is_resolved());
+    advance(&clock, &reactor, S(1));
+    assert!(d.is_resolved());
+    let d2 = reactor.sleep(S(5));
+    assert_eq!(reactor.delayed_calls().len(), 1);
+    d2.cancel();
+    assert!(reactor.delayed_calls().is_empty());
+    assert_eq!(
+        reactor.run_until_complete(d2).unwrap(),
+        Err(weft::Cancelled)
+    );
+}

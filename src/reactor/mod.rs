@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll as MioPoll, Token};
 
 use crate::deferred::Deferred;
-use crate::error::{LoopStopped, RunError, ThreadError, panic_message};
+use crate::error::{Cancelled, LoopStopped, RunError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use crate::time::{Clock, DelayedCall, SystemClock, Timers};
@@ -1160,6 +1160,35 @@ impl Handle {
     #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> DelayedCall {
         self.call_later(Duration::ZERO, f)
+    }
+
+    /// A [`Deferred`] that fires after `delay` (Twisted's `deferLater`,
+    /// asyncio's `sleep`); cancelling it cancels the timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let out = reactor.run_until_complete(async {
+    ///     let h = weft::reactor::current().unwrap();
+    ///     h.sleep(Duration::from_millis(1)).await.unwrap();
+    ///     "woke"
+    /// });
+    /// assert_eq!(out.unwrap(), "woke");
+    /// ```
+    #[track_caller]
+    pub fn sleep(&self, delay: Duration) -> Deferred<(), Cancelled> {
+        let d = Deferred::new();
+        let r = d.resolver();
+        let call = self.call_later(delay, move || {
+            let _ = r.callback(());
+        });
+        d.resolver().set_canceller(move || {
+            let _ = call.cancel();
+        });
+        d
     }
 
     /// Every scheduled, uncancelled timed call, earliest first (Twisted's
