@@ -77,6 +77,13 @@ const RUNNING: u8 = 1;
 const CANCELLED: u8 = 2;
 
 /// One call of a [`Handle::call_multiple_in_thread`] batch.
+///
+/// # Examples
+///
+/// ```
+/// let call: weft::ThreadCall = Box::new(|| println!("on a pool thread"));
+/// # drop(call);
+/// ```
 pub type ThreadCall = Box<dyn FnOnce() + Send>;
 
 /// Loop-local bridge state, kept as a reactor extension.

@@ -250,6 +250,13 @@ pub struct TriggerId(u64);
 /// ```
 pub trait TriggerOutcome: 'static {
     /// The future to wait for, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::TriggerOutcome;
+    /// assert!(().into_wait().is_none());
+    /// ```
     fn into_wait(self) -> Option<LocalFuture>;
 }
 
@@ -650,6 +657,14 @@ pub struct Reactor {
 /// let handle = reactor.handle();
 /// handle.call_soon(|| println!("hi"));
 /// reactor.iterate(Some(std::time::Duration::ZERO));
+/// ```
+///
+/// It cannot leave the loop thread; use a [`Remote`] for that:
+///
+/// ```compile_fail
+/// let reactor = weft::Reactor::new().unwrap();
+/// let handle = reactor.handle();
+/// std::thread::spawn(move || handle.stop()); // error: `Rc` cannot be sent
 /// ```
 #[derive(Clone)]
 pub struct Handle {
