@@ -140,26 +140,17 @@ fn bench_wake(c: &mut Criterion) {
         percentile(&samples, 0.99)
     );
     // Wake syscalls for a 100k burst into the running loop.
-    let before = lt.remote.statistics();
-    let t = burst(&lt.remote, 1, 100_000);
-    let after = lt.remote.statistics();
-    let wakes = after.wake_syscalls - before.wake_syscalls;
-    println!(
-        "burst of 100k calls (1 producer): {:.0} ns/call, {} wake syscalls ({:.3}% of calls)",
-        t.as_nanos() as f64 / 100_000.0,
-        wakes,
-        wakes as f64 / 1000.0
-    );
-    let before = lt.remote.statistics();
-    let t = burst(&lt.remote, 2, 100_000);
-    let after = lt.remote.statistics();
-    let wakes = after.wake_syscalls - before.wake_syscalls;
-    println!(
-        "burst of 100k calls (2 producers): {:.0} ns/call, {} wake syscalls ({:.3}% of calls)",
-        t.as_nanos() as f64 / 100_000.0,
-        wakes,
-        wakes as f64 / 1000.0
-    );
+    for producers in [1, 2] {
+        let before = lt.remote.statistics();
+        let t = burst(&lt.remote, producers, 100_000);
+        let wakes = lt.remote.statistics().wake_syscalls - before.wake_syscalls;
+        println!(
+            "burst of 100k calls ({producers} producer(s)): {:.0} ns/call, {} wake syscalls ({:.3}% of calls)",
+            t.as_nanos() as f64 / 100_000.0,
+            wakes,
+            wakes as f64 / 1000.0
+        );
+    }
 }
 
 criterion_group! {
