@@ -19,10 +19,12 @@
 //!   (below).
 //!
 //! A submission boxes the closure once (the box is the queue item), pushes it
-//! and, if a thread is idle, moves one idle thread to busy with a claim and
-//! wakes one sleeper. Otherwise the task waits in the backlog, which a busy
-//! thread drains itself when its task ends: under load nobody sleeps and
-//! nobody is woken. Claims and exit orders are counts, not addressed to a
+//! and, if a thread is idle and no claim is in flight, moves one idle thread
+//! to busy with a claim and wakes one sleeper. The woken thread, on taking
+//! its task, wakes the next idle thread if work still waits (one wake in
+//! flight at a time, like tokio's `num_notify`). Otherwise the task waits in
+//! the backlog, which a busy thread drains itself when its task ends: under
+//! load nobody sleeps and nobody is woken. Claims and exit orders are counts, not addressed to a
 //! thread: whichever sleeper wakes takes one (a claim before an exit order),
 //! so no wake-up can be lost and no thread needs its own queue. The backlog is
 //! the queued tasks beyond the claimed ones.
@@ -53,8 +55,9 @@
 //!
 //! # Invariants and deliberate differences from Twisted
 //!
-//! - While the backlog is non-empty no thread is idle (the spare is reported
-//!   as idle in [`PoolStatistics`]; it is waiting for work).
+//! - While the backlog is non-empty no thread is idle, or a woken thread is
+//!   on its way to take it (the spare is reported as idle in
+//!   [`PoolStatistics`]; it is waiting for work).
 //! - Before [`start`](ThreadPool::start) the limit is 0: work is backlogged
 //!   and no thread exists.
 //! - [`stop`](ThreadPool::stop) is idempotent (Twisted raises `AlreadyQuit`
@@ -407,6 +410,20 @@ fn sleep<'a>(core: &'a Core, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, S
     loop {
         if st.claimed > 0 {
             st.claimed -= 1;
+            let job = st.take();
+            // Work still waits and a thread is idle: wake the next one.
+            if st.backlog() > 0 && st.idle > 0 {
+                st.idle -= 1;
+                st.busy += 1;
+                st.claimed += 1;
+                core.work.notify_one();
+            }
+            return (st, Next::Run(job));
+        }
+        if st.backlog() > 0 && st.idle > 0 {
+            // Backlogged work with no claim: this idle thread takes it.
+            st.idle -= 1;
+            st.busy += 1;
             let job = st.take();
             return (st, Next::Run(job));
         }
@@ -991,6 +1008,11 @@ impl ThreadPool {
             return Err(job);
         }
         st.queue.push_back(job);
+        if st.idle > 0 && st.claimed > 0 {
+            // A sleeper is already waking; it takes this task too, or wakes
+            // the next sleeper if work is still waiting (one wake at a time).
+            return Ok(());
+        }
         if st.idle > 0 {
             st.idle -= 1;
             st.busy += 1;
