@@ -1,35 +1,79 @@
-//! `ThreadPool`: Twisted's thread pool, built on [`Team`].
+//! `ThreadPool`: Twisted's thread pool, with a shared-queue fast path.
 //!
-//! The pool is a [`Team`] with a [`LockWorker`](crate::threads::LockWorker)
-//! coordinator and one [`ThreadWorker`] per thread, plus the bookkeeping
-//! Twisted's `ThreadPool` adds: a min/max size, start and stop, statistics.
+//! Twisted's pool is a `Team` with a `LockWorker` coordinator and one
+//! `ThreadWorker` per thread; [`threads::pool`](crate::threads::pool) keeps
+//! that faithful port. `ThreadPool` keeps the same rules (sizes, backlog,
+//! shrink debt, quit) but runs them on its own, cheaper machinery, because the
+//! Team protocol costs four allocations, several `Arc` clones, a contended
+//! coordinator lock and, on a machine with fewer cores than threads, a futex
+//! wake per task (each task went to one chosen worker's private queue).
 //!
-//! # Hot path
+//! # Design
 //!
-//! A submission boxes the closure once, takes the coordinator lock, pops the
-//! most recently idle worker and pushes the task onto that worker's own queue,
-//! waking only that thread (and only if it sleeps). A new thread is started
-//! only when no worker is idle and the pool is below `max`; otherwise the task
-//! waits in the backlog, which a worker drains itself when it finishes: under
-//! load nobody sleeps and nobody is woken. There is no spinning and no timer.
+//! One mutex guards the whole state: a FIFO of tasks and the role counts.
+//! Every thread is in exactly one role:
+//!
+//! - **idle**: asleep on the work condvar, free to be claimed;
+//! - **busy**: running a task, or woken for one (a *claim*);
+//! - **spare**: at most one thread that runs nothing until the pool stalls
+//!   (below).
+//!
+//! A submission boxes the closure once (the box is the queue item), pushes it
+//! and, if a thread is idle and no claim is in flight, moves one idle thread
+//! to busy with a claim and wakes one sleeper. The woken thread, on taking
+//! its task, wakes the next idle thread if work still waits (one wake in
+//! flight at a time, like tokio's `num_notify`). Otherwise the task waits in
+//! the backlog, which a busy thread drains itself when its task ends: under
+//! load nobody sleeps and nobody is woken. Claims and exit orders are counts, not addressed to a
+//! thread: whichever sleeper wakes takes one (a claim before an exit order),
+//! so no wake-up can be lost and no thread needs its own queue. The backlog is
+//! the queued tasks beyond the claimed ones.
+//!
+//! # Growth
+//!
+//! Twisted adds a thread whenever no thread is idle, so a burst of short
+//! tasks grows the pool to `max` although the threads it has would drain it
+//! at once. Here a task that finds every thread busy:
+//!
+//! - starts a new thread at once while fewer than `available_parallelism()`
+//!   threads are busy (the pool always gets up to one busy thread per core);
+//! - otherwise is left to the spare (started now if there is none). The spare
+//!   watches the tasks taken from the queue: if the backlog stays non-empty
+//!   and no task at all is taken for `GROWTH_DELAY` (1 ms) (every thread is
+//!   blocked), the spare becomes a worker, takes the oldest task, and starts a
+//!   new spare if work still waits. So work waiting on blocked threads gets a
+//!   new thread after at most `GROWTH_DELAY` (1 ms) per thread, while a burst that
+//!   the threads are draining adds none. The spare sleeps without a timeout
+//!   while there is no backlog; the first submission that backlogs work wakes
+//!   it (at most once per `GROWTH_DELAY` (1 ms)).
+//!
+//! [`start`](ThreadPool::start) and
+//! [`adjust_pool_size`](ThreadPool::adjust_pool_size) grow exactly as Twisted
+//! does: to `min`, then one thread per backlogged task, capped at `max`.
+//! There is no spinning; the only timed waits are the spare's and the
+//! keep-alive.
 //!
 //! # Invariants and deliberate differences from Twisted
 //!
+//! - While the backlog is non-empty no thread is idle, or a woken thread is
+//!   on its way to take it (the spare is reported as idle in
+//!   [`PoolStatistics`]; it is waiting for work).
 //! - Before [`start`](ThreadPool::start) the limit is 0: work is backlogged
-//!   and no thread exists. `start` grows to `min`, then by the backlog,
-//!   capped at `max`.
+//!   and no thread exists.
 //! - [`stop`](ThreadPool::stop) is idempotent (Twisted raises `AlreadyQuit`
 //!   the second time); from then on submissions get `Err(AlreadyQuit(f))`
-//!   with the closure (Twisted drops the work silently).
-//! - [`adjust_pool_size`](ThreadPool::adjust_pool_size) counts only workers
+//!   with the closure (Twisted drops the work silently). Idle threads and the
+//!   spare exit at once; busy ones drain the backlog first.
+//! - [`adjust_pool_size`](ThreadPool::adjust_pool_size) counts only threads
 //!   not yet marked to quit, so it reaches exactly the target even while
-//!   workers are busy (Twisted over-shrinks, down to zero threads).
-//! - Idle threads above `min` exit after the keep-alive (default
-//!   [`DEFAULT_KEEP_ALIVE`], 10 s); Twisted never reaps. An idle thread at or
-//!   below `min` sleeps without a timeout.
+//!   threads are busy (Twisted over-shrinks, down to zero threads). Extra
+//!   threads quit spare first, then idle ones, then busy ones as they finish.
+//! - Idle threads (and the spare) above `min` exit after the keep-alive
+//!   (default [`DEFAULT_KEEP_ALIVE`], 10 s); Twisted never reaps. An idle
+//!   thread at or below `min` sleeps without a timeout.
 //! - A thread that cannot be started is logged (`tracing::warn!`) and the
-//!   task stays in the backlog, to be run by a worker that exists. Only when
-//!   the pool has no worker at all, and cannot start one, is the submission
+//!   task stays in the backlog, to be run by a thread that exists. Only when
+//!   the pool has no thread at all, and cannot start one, is the submission
 //!   refused (`Err(AlreadyQuit(f))`, logged with `tracing::error!`). Twisted
 //!   loses the task.
 //! - Thread names are `{name}-{n}` with `n` counting up from 0 and never
@@ -40,12 +84,10 @@
 //! - Work left when the pool stops with no thread to run it (a pool never
 //!   started, or every thread refused) is dropped with a log line, so the
 //!   closures' destructors run; nothing waits forever.
-//!
-//! Counters (completed, panicked) are kept per pool and found by the task
-//! through a thread-local set by the pool's thread body, so a task carries no
-//! reference to the pool.
+//! - Threads are started (the factory is called) with the state lock held, as
+//!   Twisted's coordinator does, so the counts never show a half-made thread.
 
-use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,9 +95,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::error::PoolConfigError;
 use crate::error::{AlreadyQuit, ThreadError, panic_message};
-use crate::loom::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::loom::{Arc, Condvar, Mutex, thread};
-use crate::threads::{BlockingQueue, LockWorker, Team, ThreadWorker};
+use crate::loom::atomic::{AtomicU64, Ordering};
+use crate::loom::{Arc, Condvar, Mutex, MutexGuard, thread};
 
 /// How long an idle thread above `min` waits for work before it exits.
 ///
@@ -69,48 +110,211 @@ pub const DEFAULT_MIN_THREADS: usize = 5;
 /// Twisted's default maximum number of threads.
 pub const DEFAULT_MAX_THREADS: usize = 20;
 
+/// How long queued work may wait with every thread busy and no task taken
+/// before the pool adds a thread (above one busy thread per core).
+///
+/// A task that blocks (on I/O, a lock, an event) takes no CPU, so work
+/// queued behind blocked threads gets a new thread after this delay; a burst
+/// of short tasks, which the threads keep taking, adds none.
+pub(crate) const GROWTH_DELAY: Duration = Duration::from_millis(1);
+
 /// The body a thread factory must run on its new thread.
 type Body = Box<dyn FnOnce() + Send + 'static>;
 type ThreadFactory = Box<dyn Fn(&str, Body) -> io::Result<()> + Send + Sync>;
 
-std::thread_local! {
-    /// The pool whose thread this is, while its body runs.
-    static CURRENT: RefCell<Option<Arc<Core>>> = const { RefCell::new(None) };
+/// A queued task: the submitted closure, boxed once, run with the pool's
+/// core (for counting and logging panics).
+trait Job: Send {
+    fn run(self: Box<Self>, core: &Core);
 }
 
-fn with_current(f: impl FnOnce(&Core)) {
-    CURRENT.with(|current| {
-        if let Some(core) = current.borrow().as_deref() {
-            f(core);
+/// `call_in_thread`'s job.
+struct Plain<F>(F);
+
+impl<F: FnOnce() + Send> Job for Plain<F> {
+    fn run(self: Box<Self>, core: &Core) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(self.0)) {
+            let message = panic_message(&*payload);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            core.log_panic(&message);
         }
-    });
+    }
 }
 
-/// The pool's state shared with its threads (never the team: no cycle).
+/// `call_in_thread_with_callback`'s job.
+struct WithCallback<F, C>(F, C);
+
+impl<T, F, C> Job for WithCallback<F, C>
+where
+    F: FnOnce() -> T + Send,
+    C: FnOnce(Result<T, ThreadError>) + Send,
+{
+    fn run(self: Box<Self>, core: &Core) {
+        let WithCallback(f, on_result) = *self;
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            let err = ThreadError::from_panic(&*payload);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            err
+        });
+        if result.is_err() {
+            core.panicked.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || on_result(result))) {
+            let message = panic_message(&*payload);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            core.log_panic(&message);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+crate::loom::thread_local! {
+    /// The pool whose thread this is, while its body runs.
+    static CURRENT: std::cell::RefCell<Option<Arc<Core>>> = const { std::cell::RefCell::new(None) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
+crate::loom::thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Arc<Core>>> = std::cell::RefCell::new(None);
+}
+
+/// The pool's state, shared with its threads.
 struct Core {
     name: String,
     keep_alive: Duration,
     factory: ThreadFactory,
-    /// Serialises start, stop and resize decisions.
-    config: Mutex<()>,
-    min: AtomicUsize,
-    max: AtomicUsize,
-    /// 0 until started, then `max`.
-    limit: AtomicUsize,
-    started: AtomicBool,
-    stopped: AtomicBool,
-    next_thread: AtomicU64,
-    alive: Mutex<usize>,
+    /// Threads that may be busy before growth waits for a stall.
+    eager: usize,
+    state: Mutex<State>,
+    /// Idle threads (and those with a claim or an exit order) wait here.
+    work: Condvar,
+    /// The spare waits here.
+    spare: Condvar,
+    /// Signalled whenever a thread exits.
     exited: Condvar,
-    completed: AtomicU64,
     panicked: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Box<dyn Job>>,
+    /// Queued tasks promised to woken sleepers (those sleepers count busy).
+    claimed: usize,
+    /// Sleepers free to be claimed.
+    idle: usize,
+    /// Threads running a task or holding a claim.
+    busy: usize,
+    /// Spare threads (0 or 1) not told to exit.
+    spare: usize,
+    /// Whether the spare is watching for a stall.
+    armed: bool,
+    /// Exit orders for sleepers and for spares, taken by whoever wakes.
+    exit_idle: usize,
+    exit_spare: usize,
+    /// Busy threads to retire when they find no backlog.
+    to_shrink: usize,
+    /// Tasks taken from the queue so far: the spare's progress signal.
+    taken: u64,
+    completed: u64,
+    min: usize,
+    max: usize,
+    /// 0 until started, then `max`.
+    limit: usize,
+    started: bool,
+    stopped: bool,
+    next_thread: u64,
+    alive: usize,
+}
+
+impl State {
+    fn backlog(&self) -> usize {
+        self.queue.len() - self.claimed
+    }
+
+    /// Threads with a role (idle, busy or spare), marked or not.
+    fn threads(&self) -> usize {
+        self.idle + self.busy + self.spare
+    }
+
+    /// Threads not yet marked to quit.
+    fn unmarked(&self) -> usize {
+        self.threads().saturating_sub(self.to_shrink)
+    }
+
+    /// Takes the oldest queued task for a busy thread.
+    fn take(&mut self) -> Box<dyn Job> {
+        self.taken += 1;
+        self.queue
+            .pop_front()
+            .expect("pool invariant: a claim or a backlog names a queued task")
+    }
+}
+
+/// The role a new thread starts in.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Idle, or busy with a claim when work is backlogged.
+    Worker,
+    /// The spare.
+    Spare,
 }
 
 impl Core {
     fn log_panic(&self, message: &str) {
         self.panicked.fetch_add(1, Ordering::Relaxed);
-        self.completed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(pool = %self.name, panic = %message, "pool task panicked");
+    }
+}
+
+/// Starts a thread in `role`, counting it first (under the state lock, which
+/// the caller holds). A refusal is logged and undone; returns success.
+fn spawn(core: &Arc<Core>, st: &mut State, role: Role) -> bool {
+    let n = st.next_thread;
+    st.next_thread += 1;
+    let name = format!("{}-{n}", core.name);
+    let claim = match role {
+        Role::Worker if st.backlog() > 0 => {
+            st.busy += 1;
+            st.claimed += 1;
+            true
+        }
+        Role::Worker => {
+            st.idle += 1;
+            false
+        }
+        Role::Spare => {
+            st.spare += 1;
+            st.armed = st.backlog() > 0;
+            false
+        }
+    };
+    st.alive += 1;
+    let thread_core = core.clone();
+    let body: Body = Box::new(move || thread_main(thread_core, role));
+    match (core.factory)(&name, body) {
+        Ok(()) => true,
+        Err(error) => {
+            st.alive -= 1;
+            match role {
+                Role::Worker if claim => {
+                    st.busy -= 1;
+                    st.claimed -= 1;
+                }
+                Role::Worker => st.idle -= 1,
+                Role::Spare => {
+                    st.spare -= 1;
+                    st.armed = false;
+                }
+            }
+            tracing::warn!(
+                pool = %core.name,
+                thread = %name,
+                %error,
+                "could not start a pool thread; work stays in the backlog"
+            );
+            false
+        }
     }
 }
 
@@ -124,10 +328,183 @@ impl Drop for ThreadExit {
     fn drop(&mut self) {
         let previous = self.previous.take();
         CURRENT.with(|current| *current.borrow_mut() = previous);
-        let mut alive = self.core.alive.lock();
-        *alive -= 1;
-        drop(alive);
+        self.core.state.lock().alive -= 1;
         self.core.exited.notify_all();
+    }
+}
+
+/// What a thread does next.
+enum Next {
+    /// Run this task (the thread is busy), then recycle.
+    Run(Box<dyn Job>),
+    /// Sleep as a worker (counted idle, or given a claim or an exit order).
+    Sleep,
+    /// Watch as the spare.
+    Spare,
+    Exit,
+}
+
+/// The body of every pool thread.
+fn thread_main(core: Arc<Core>, role: Role) {
+    let previous = CURRENT.with(|c| c.replace(Some(core.clone())));
+    let _exit = ThreadExit {
+        core: core.clone(),
+        previous,
+    };
+    let core = &core;
+    let mut next = match role {
+        Role::Worker => Next::Sleep,
+        Role::Spare => Next::Spare,
+    };
+    let mut st = core.state.lock();
+    loop {
+        next = match next {
+            Next::Run(job) => {
+                drop(st);
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.run(core))) {
+                    let message = panic_message(&*payload);
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                    core.log_panic(&message);
+                }
+                st = core.state.lock();
+                st.completed += 1;
+                recycle(&mut st)
+            }
+            Next::Sleep => {
+                let (guard, next) = sleep(core, st);
+                st = guard;
+                next
+            }
+            Next::Spare => {
+                let (guard, next) = watch(core, st);
+                st = guard;
+                next
+            }
+            Next::Exit => return,
+        };
+    }
+}
+
+/// A busy thread whose task ended: backlog first, then quit, then debt,
+/// then idle.
+fn recycle(st: &mut State) -> Next {
+    if st.backlog() > 0 {
+        Next::Run(st.take())
+    } else if st.stopped || st.to_shrink > 0 {
+        if !st.stopped {
+            st.to_shrink -= 1;
+        }
+        st.busy -= 1;
+        Next::Exit
+    } else {
+        st.busy -= 1;
+        st.idle += 1;
+        Next::Sleep
+    }
+}
+
+/// A sleeper: takes a claim, else an exit order, else waits (and exits
+/// after the keep-alive when above `min`).
+fn sleep<'a>(core: &'a Core, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Next) {
+    let mut deadline = None;
+    loop {
+        if st.claimed > 0 {
+            st.claimed -= 1;
+            let job = st.take();
+            // Work still waits and a thread is idle: wake the next one.
+            if st.backlog() > 0 && st.idle > 0 {
+                st.idle -= 1;
+                st.busy += 1;
+                st.claimed += 1;
+                core.work.notify_one();
+            }
+            return (st, Next::Run(job));
+        }
+        if st.backlog() > 0 && st.idle > 0 {
+            // Backlogged work with no claim: this idle thread takes it.
+            st.idle -= 1;
+            st.busy += 1;
+            let job = st.take();
+            return (st, Next::Run(job));
+        }
+        if st.exit_idle > 0 {
+            st.exit_idle -= 1;
+            return (st, Next::Exit);
+        }
+        // No claim or order is pending, so this thread is one of the idle.
+        if st.unmarked() > st.min && !st.stopped {
+            let now = Instant::now();
+            let until = *deadline.get_or_insert_with(|| now + core.keep_alive);
+            if now >= until {
+                st.idle -= 1;
+                return (st, Next::Exit);
+            }
+            st = core.work.wait_timeout(st, until - now).0;
+        } else {
+            deadline = None;
+            st = core.work.wait(st);
+        }
+    }
+}
+
+/// The spare: exits when told, drains at stop, and turns into a worker when
+/// backlogged work sees no progress for `GROWTH_DELAY` (1 ms).
+fn watch<'a>(core: &'a Arc<Core>, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Next) {
+    let mut keep_alive = None;
+    let mut watching: Option<(u64, Instant)> = None;
+    loop {
+        if st.exit_spare > 0 {
+            st.exit_spare -= 1;
+            return (st, Next::Exit);
+        }
+        // No exit order is pending, so this thread is the spare.
+        let backlog = st.backlog();
+        if st.stopped {
+            st.spare -= 1;
+            if backlog > 0 {
+                st.busy += 1;
+                let job = st.take();
+                return (st, Next::Run(job));
+            }
+            return (st, Next::Exit);
+        }
+        if !st.armed || backlog == 0 {
+            st.armed = false;
+            watching = None;
+            if st.unmarked() > st.min {
+                let now = Instant::now();
+                let until = *keep_alive.get_or_insert_with(|| now + core.keep_alive);
+                if now >= until {
+                    st.spare -= 1;
+                    return (st, Next::Exit);
+                }
+                st = core.spare.wait_timeout(st, until - now).0;
+            } else {
+                keep_alive = None;
+                st = core.spare.wait(st);
+            }
+            continue;
+        }
+        keep_alive = None;
+        let now = Instant::now();
+        let (mark, until) = *watching.get_or_insert((st.taken, now + GROWTH_DELAY));
+        if now < until {
+            st = core.spare.wait_timeout(st, until - now).0;
+            continue;
+        }
+        if st.taken != mark {
+            watching = Some((st.taken, now + GROWTH_DELAY));
+            continue;
+        }
+        // Stalled: become a worker, and leave a spare if work still waits.
+        st.spare -= 1;
+        st.armed = false;
+        st.busy += 1;
+        let job = st.take();
+        if st.backlog() > 0 && st.threads() < st.limit {
+            spawn(core, &mut st, Role::Spare);
+        }
+        return (st, Next::Run(job));
     }
 }
 
@@ -154,7 +531,6 @@ impl Drop for ThreadExit {
 /// Dropping a pool that was not stopped quits it without waiting: running
 /// and backlogged work still finishes, then the threads exit.
 pub struct ThreadPool {
-    team: Team,
     core: Arc<Core>,
 }
 
@@ -330,35 +706,23 @@ impl ThreadPoolBuilder {
                 builder.spawn(body).map(drop)
             })
         });
+        let eager = std::thread::available_parallelism().map_or(1, usize::from);
         let core = Arc::new(Core {
             name: self.name,
             keep_alive: self.keep_alive,
             factory,
-            config: Mutex::new(()),
-            min: AtomicUsize::new(self.min),
-            max: AtomicUsize::new(self.max),
-            limit: AtomicUsize::new(0),
-            started: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            next_thread: AtomicU64::new(0),
-            alive: Mutex::new(0),
+            eager,
+            state: Mutex::new(State {
+                min: self.min,
+                max: self.max,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            spare: Condvar::new(),
             exited: Condvar::new(),
-            completed: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
         });
-        let (for_workers, for_panics) = (core.clone(), core.clone());
-        let team = Team::new(
-            LockWorker::new(),
-            move |team: &Team| create_worker(&for_workers, team),
-            move |error: &ThreadError| {
-                let message = match error {
-                    ThreadError::Panicked { message } => message.as_str(),
-                    _ => "unknown",
-                };
-                for_panics.log_panic(message);
-            },
-        );
-        Ok(ThreadPool { team, core })
+        Ok(ThreadPool { core })
     }
 }
 
@@ -369,60 +733,6 @@ fn check_size(min: usize, max: usize) -> Result<(), PoolConfigError> {
         Err(PoolConfigError::MinAboveMax { min, max })
     } else {
         Ok(())
-    }
-}
-
-/// The team's `create_worker`: a new thread, unless the pool is at its limit
-/// or the factory refuses (logged; the caller backlogs the task).
-fn create_worker(core: &Arc<Core>, team: &Team) -> Option<ThreadWorker> {
-    let stats = team.statistics();
-    if stats.idle_worker_count + stats.busy_worker_count >= core.limit.load(Ordering::Acquire) {
-        return None;
-    }
-    let n = core.next_thread.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{}-{n}", core.name);
-    let (reaper, reaper_core) = (team.clone(), core.clone());
-    let on_idle = Box::new(move || {
-        let min = reaper_core.min.load(Ordering::Acquire);
-        let stats = reaper.statistics();
-        if stats.idle_worker_count + stats.busy_worker_count <= min {
-            return false; // at or below min: sleep until work comes
-        }
-        let _ = reaper.reap_idle(min);
-        true
-    });
-    *core.alive.lock() += 1;
-    let thread_core = core.clone();
-    let started = ThreadWorker::with_idle_hook(
-        BlockingQueue::new(),
-        |work| {
-            (core.factory)(
-                &name,
-                Box::new(move || {
-                    let previous = CURRENT.with(|c| c.replace(Some(thread_core.clone())));
-                    let _exit = ThreadExit {
-                        core: thread_core,
-                        previous,
-                    };
-                    work();
-                }),
-            )
-        },
-        Some((core.keep_alive, on_idle)),
-    );
-    match started {
-        Ok(worker) => Some(worker),
-        Err(error) => {
-            *core.alive.lock() -= 1;
-            core.exited.notify_all();
-            tracing::warn!(
-                pool = %core.name,
-                thread = %name,
-                %error,
-                "could not start a pool thread; work stays in the backlog"
-            );
-            None
-        }
     }
 }
 
@@ -557,33 +867,61 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn start(&self) {
-        let config = self.core.config.lock();
-        if self.core.stopped.load(Ordering::Acquire) || self.core.started.load(Ordering::Acquire) {
+        let mut st = self.core.state.lock();
+        if st.stopped || st.started {
             return;
         }
-        self.core.started.store(true, Ordering::Release);
-        self.apply_size();
-        drop(config);
-        let stats = self.team.statistics();
-        if stats.idle_worker_count + stats.busy_worker_count == 0 && stats.backlogged_work_count > 0
-        {
+        st.started = true;
+        self.apply_size(&mut st);
+        if st.threads() == 0 && st.backlog() > 0 {
             tracing::error!(
                 pool = %self.core.name,
-                backlog = stats.backlogged_work_count,
+                backlog = st.backlog(),
                 "pool started without any thread; its backlog waits for one"
             );
         }
     }
 
-    /// With the config lock held and the pool started: limit, min, backlog.
-    fn apply_size(&self) {
-        let min = self.core.min.load(Ordering::Acquire);
-        let max = self.core.max.load(Ordering::Acquire);
-        self.core.limit.store(max, Ordering::Release);
-        let _ = self.team.resize(min, max);
-        let backlog = self.team.statistics().backlogged_work_count;
-        if backlog > 0 {
-            let _ = self.team.grow(backlog);
+    /// With the state lock held and the pool started: limit, min, backlog.
+    fn apply_size(&self, st: &mut State) {
+        st.limit = st.max;
+        let unmarked = st.unmarked();
+        if unmarked > st.max {
+            self.quit_threads(st, unmarked - st.max);
+        } else if unmarked < st.min {
+            let cancel = (st.min - unmarked).min(st.to_shrink);
+            st.to_shrink -= cancel;
+            for _ in st.unmarked()..st.min {
+                if st.threads() >= st.limit || !spawn(&self.core, st, Role::Worker) {
+                    break;
+                }
+            }
+        }
+        for _ in 0..st.backlog() {
+            if st.threads() >= st.limit || !spawn(&self.core, st, Role::Worker) {
+                break;
+            }
+        }
+    }
+
+    /// Quits `n` threads: the spare, then idle ones, then busy ones (debt).
+    fn quit_threads(&self, st: &mut State, mut n: usize) {
+        let spare = n.min(st.spare);
+        st.spare -= spare;
+        st.exit_spare += spare;
+        if st.spare == 0 {
+            st.armed = false;
+        }
+        n -= spare;
+        let idle = n.min(st.idle);
+        st.idle -= idle;
+        st.exit_idle += idle;
+        st.to_shrink += n - idle;
+        if spare > 0 {
+            self.core.spare.notify_all();
+        }
+        if idle > 0 {
+            self.core.work.notify_all();
         }
     }
 
@@ -612,21 +950,8 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        if !self.ready_for_work() {
-            return Err(AlreadyQuit(f));
-        }
-        self.team.submit_with(f, |f| {
-            Box::new(move || match catch_unwind(AssertUnwindSafe(f)) {
-                Ok(()) => with_current(|core| {
-                    core.completed.fetch_add(1, Ordering::Relaxed);
-                }),
-                Err(payload) => {
-                    let message = panic_message(&*payload);
-                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-                    with_current(|core| core.log_panic(&message));
-                }
-            })
-        })
+        self.submit(Box::new(Plain(f)))
+            .map_err(|job| AlreadyQuit(job.0))
     }
 
     /// Runs `f` on a pool thread, then `on_result` with its outcome on the
@@ -662,56 +987,60 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         C: FnOnce(Result<T, ThreadError>) + Send + 'static,
     {
-        if !self.ready_for_work() {
-            return Err(AlreadyQuit((f, on_result)));
-        }
-        self.team.submit_with((f, on_result), |(f, on_result)| {
-            Box::new(move || {
-                let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-                    let err = ThreadError::from_panic(&*payload);
-                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-                    err
-                });
-                if result.is_err() {
-                    with_current(|core| {
-                        core.panicked.fetch_add(1, Ordering::Relaxed);
-                    });
-                }
-                on_result(result);
-                with_current(|core| {
-                    core.completed.fetch_add(1, Ordering::Relaxed);
-                });
-            })
-        })
+        self.submit(Box::new(WithCallback(f, on_result)))
+            .map_err(|job| AlreadyQuit((job.0, job.1)))
     }
 
-    /// False when work must be refused: stopped, or started with no worker
-    /// and none can be started now.
-    fn ready_for_work(&self) -> bool {
-        if self.core.stopped.load(Ordering::Acquire) {
-            return false;
+    /// Queues `job` and wakes or starts a thread for it; hands it back when
+    /// the pool is stopped, or started with no thread and none can start.
+    fn submit<J: Job + 'static>(&self, job: Box<J>) -> Result<(), Box<J>> {
+        let core = &self.core;
+        let mut st = core.state.lock();
+        if st.stopped {
+            return Err(job);
         }
-        if !self.core.started.load(Ordering::Acquire) {
-            return true;
+        if st.started && st.threads() == 0 && !spawn(core, &mut st, Role::Worker) {
+            drop(st);
+            tracing::error!(
+                pool = %core.name,
+                "pool has no thread and cannot start one; work refused"
+            );
+            return Err(job);
         }
-        let has_worker = |team: &Team| {
-            let stats = team.statistics();
-            stats.idle_worker_count + stats.busy_worker_count > 0
-        };
-        if has_worker(&self.team) {
-            return true;
+        st.queue.push_back(job);
+        if st.idle > 0 && st.claimed > 0 {
+            // A sleeper is already waking; it takes this task too, or wakes
+            // the next sleeper if work is still waiting (one wake at a time).
+            return Ok(());
         }
-        // No worker at all: try one now, so a refusal reaches this caller
-        // instead of stranding the task in a backlog nobody drains.
-        let _ = self.team.grow(1);
-        if has_worker(&self.team) || self.core.stopped.load(Ordering::Acquire) {
-            return true; // (a stopped pool's team refuses and hands back)
+        if st.idle > 0 {
+            st.idle -= 1;
+            st.busy += 1;
+            st.claimed += 1;
+            drop(st);
+            core.work.notify_one();
+            return Ok(());
         }
-        tracing::error!(
-            pool = %self.core.name,
-            "pool has no thread and cannot start one; work refused"
-        );
-        false
+        if !st.started || st.threads() >= st.limit {
+            if st.spare > 0 && !st.armed {
+                st.armed = true;
+                drop(st);
+                core.spare.notify_one();
+            }
+            return Ok(());
+        }
+        if st.busy < core.eager {
+            // One thread per core may be busy at once: start one now (a
+            // refusal is logged and the task waits for a thread that exists).
+            spawn(core, &mut st, Role::Worker);
+        } else if st.spare == 0 {
+            spawn(core, &mut st, Role::Spare);
+        } else if !st.armed {
+            st.armed = true;
+            drop(st);
+            core.spare.notify_one();
+        }
+        Ok(())
     }
 
     /// Stops the pool and waits until every thread has exited.
@@ -761,54 +1090,62 @@ impl ThreadPool {
 
     fn stop_until(&self, deadline: Option<Instant>) -> StopReport {
         self.begin_stop();
+        let mut st = self.core.state.lock();
         if !self.on_own_thread() {
-            let mut alive = self.core.alive.lock();
-            while *alive > 0 {
+            while st.alive > 0 {
                 match deadline {
-                    None => alive = self.core.exited.wait(alive),
+                    None => st = self.core.exited.wait(st),
                     Some(deadline) => {
                         let now = Instant::now();
                         if now >= deadline {
                             break;
                         }
-                        alive = self.core.exited.wait_timeout(alive, deadline - now).0;
+                        st = self.core.exited.wait_timeout(st, deadline - now).0;
                     }
                 }
             }
         }
-        let stats = self.statistics();
         StopReport {
-            running: stats.busy,
-            backlog: stats.backlog,
-            threads_alive: stats.threads_alive,
+            running: st.busy,
+            backlog: st.backlog(),
+            threads_alive: st.alive,
         }
     }
 
     fn begin_stop(&self) {
-        let config = self.core.config.lock();
-        let first = !self.core.stopped.swap(true, Ordering::AcqRel);
-        let started = self.core.started.load(Ordering::Acquire);
-        drop(config);
-        if !first || self.team.quit().is_err() {
+        let mut st = self.core.state.lock();
+        if st.stopped {
             return;
         }
-        let stats = self.team.statistics();
-        if stats.idle_worker_count + stats.busy_worker_count == 0 && stats.backlogged_work_count > 0
-        {
-            let dropped = self.team.discard_backlog();
-            if started {
-                tracing::error!(
-                    pool = %self.core.name,
-                    dropped,
-                    "pool stopped with no thread to run its backlog; work dropped"
-                );
-            } else {
-                tracing::warn!(
-                    pool = %self.core.name,
-                    dropped,
-                    "pool stopped before it started; backlogged work dropped"
-                );
-            }
+        st.stopped = true;
+        st.exit_idle += st.idle;
+        st.idle = 0;
+        let dropped = if st.busy + st.spare == 0 {
+            std::mem::take(&mut st.queue)
+        } else {
+            VecDeque::new()
+        };
+        let started = st.started;
+        drop(st);
+        self.core.work.notify_all();
+        self.core.spare.notify_all();
+        if dropped.is_empty() {
+            return;
+        }
+        let dropped_count = dropped.len();
+        drop(dropped);
+        if started {
+            tracing::error!(
+                pool = %self.core.name,
+                dropped = dropped_count,
+                "pool stopped with no thread to run its backlog; work dropped"
+            );
+        } else {
+            tracing::warn!(
+                pool = %self.core.name,
+                dropped = dropped_count,
+                "pool stopped before it started; backlogged work dropped"
+            );
         }
     }
 
@@ -835,7 +1172,11 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn discard_backlog(&self) -> usize {
-        self.team.discard_backlog()
+        let mut st = self.core.state.lock();
+        let claimed = st.claimed;
+        let dropped: Vec<Box<dyn Job>> = st.queue.drain(claimed..).collect();
+        drop(st);
+        dropped.len()
     }
 
     /// Changes the size bounds. Once started, the pool reaches exactly the
@@ -858,12 +1199,16 @@ impl ThreadPool {
     /// ```
     pub fn adjust_pool_size(&self, min: usize, max: usize) -> Result<(), PoolConfigError> {
         check_size(min, max)?;
-        let _config = self.core.config.lock();
-        self.core.min.store(min, Ordering::Release);
-        self.core.max.store(max, Ordering::Release);
-        if self.core.started.load(Ordering::Acquire) && !self.core.stopped.load(Ordering::Acquire) {
-            self.apply_size();
+        let mut st = self.core.state.lock();
+        st.min = min;
+        st.max = max;
+        if st.started && !st.stopped {
+            self.apply_size(&mut st);
         }
+        // Sleepers re-check their keep-alive against the new minimum.
+        drop(st);
+        self.core.work.notify_all();
+        self.core.spare.notify_all();
         Ok(())
     }
 
@@ -878,16 +1223,16 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn statistics(&self) -> PoolStatistics {
-        let team = self.team.statistics();
+        let st = self.core.state.lock();
         PoolStatistics {
-            idle: team.idle_worker_count,
-            busy: team.busy_worker_count,
-            backlog: team.backlogged_work_count,
-            threads_alive: *self.core.alive.lock(),
-            completed: self.core.completed.load(Ordering::Relaxed),
+            idle: st.idle + st.spare,
+            busy: st.busy,
+            backlog: st.backlog(),
+            threads_alive: st.alive,
+            completed: st.completed,
             panicked: self.core.panicked.load(Ordering::Relaxed),
-            min: self.core.min.load(Ordering::Acquire),
-            max: self.core.max.load(Ordering::Acquire),
+            min: st.min,
+            max: st.max,
         }
     }
 
@@ -906,5 +1251,118 @@ impl ThreadPool {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.begin_stop();
+    }
+}
+
+/// loom models of the pool's hand-off protocol: claims, backlog drained by
+/// busy threads, exit orders and stop (at most three threads each).
+///
+/// `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom
+/// cargo test --release -p weft --lib loom_`
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::ThreadPool;
+    use crate::error::AlreadyQuit;
+    use crate::loom::{Arc, Condvar, Mutex, thread};
+
+    /// Counts finished tasks; loom reports a deadlock if one is lost.
+    #[derive(Default)]
+    struct Done {
+        count: Mutex<usize>,
+        changed: Condvar,
+    }
+
+    /// A task that counts itself done.
+    fn task(done: &Arc<Done>) -> impl FnOnce() + Send + 'static {
+        let done = done.clone();
+        move || {
+            *done.count.lock() += 1;
+            done.changed.notify_all();
+        }
+    }
+
+    impl Done {
+        fn wait_for(&self, n: usize) {
+            let mut count = self.count.lock();
+            while *count < n {
+                count = self.changed.wait(count);
+            }
+            assert_eq!(*count, n, "a task ran twice");
+        }
+    }
+
+    #[test]
+    fn loom_pool_claim_and_backlog_run_every_task_once_and_stop_joins() {
+        loom::model(|| {
+            let pool = ThreadPool::new(1, 1).unwrap();
+            pool.start();
+            let done = Arc::new(Done::default());
+            for _ in 0..2 {
+                pool.call_in_thread(task(&done))
+                    .unwrap_or_else(|_| panic!("refused"));
+            }
+            done.wait_for(2);
+            pool.stop();
+            let s = pool.statistics();
+            assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
+        });
+    }
+
+    #[test]
+    fn loom_pool_two_submitters_grow_one_thread_and_lose_nothing() {
+        loom::model(|| {
+            let pool = Arc::new(ThreadPool::new(0, 1).unwrap());
+            pool.start();
+            let done = Arc::new(Done::default());
+            let (other_pool, other_done) = (pool.clone(), done.clone());
+            let other = thread::spawn(move || {
+                other_pool
+                    .call_in_thread(task(&other_done))
+                    .unwrap_or_else(|_| panic!("refused"));
+            });
+            pool.call_in_thread(task(&done))
+                .unwrap_or_else(|_| panic!("refused"));
+            other.join().unwrap();
+            done.wait_for(2);
+            pool.stop();
+            assert_eq!(pool.statistics().threads_alive, 0);
+        });
+    }
+
+    #[test]
+    fn loom_pool_stop_racing_submit_runs_or_hands_back() {
+        loom::model(|| {
+            let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+            pool.start();
+            let done = Arc::new(Done::default());
+            let (other_pool, other_done) = (pool.clone(), done.clone());
+            let submitter = thread::spawn(move || {
+                if let Err(AlreadyQuit(task)) = other_pool.call_in_thread(task(&other_done)) {
+                    task(); // handed back: run it here
+                }
+            });
+            pool.stop();
+            submitter.join().unwrap();
+            done.wait_for(1);
+            pool.stop();
+            assert_eq!(pool.statistics().threads_alive, 0);
+        });
+    }
+
+    #[test]
+    fn loom_pool_shrink_while_idle_exits_exactly_one_thread() {
+        loom::model(|| {
+            let pool = ThreadPool::new(2, 2).unwrap();
+            pool.start();
+            pool.adjust_pool_size(1, 1).unwrap();
+            let done = Arc::new(Done::default());
+            pool.call_in_thread(task(&done))
+                .unwrap_or_else(|_| panic!("refused"));
+            done.wait_for(1);
+            let s = pool.statistics();
+            assert_eq!((s.idle + s.busy, s.max), (1, 1));
+            pool.stop();
+            assert_eq!(pool.statistics().threads_alive, 0);
+        });
     }
 }

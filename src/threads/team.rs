@@ -156,11 +156,6 @@ impl State {
             .take()
             .expect("team invariant: an idle index names a live worker")
     }
-
-    /// Workers not yet marked to die.
-    fn unmarked(&self) -> usize {
-        (self.idle.len() + self.busy).saturating_sub(self.to_shrink)
-    }
 }
 
 impl Team {
@@ -319,92 +314,6 @@ impl Team {
             tracing::error!("team coordinator quit behind the team's back");
         }
         Ok(())
-    }
-
-    /// Like [`do_work`](Worker::do_work), but boxes `job` with `make` only
-    /// once it is accepted, so a refused job comes back as itself.
-    pub(crate) fn submit_with<J>(
-        &self,
-        job: J,
-        make: impl FnOnce(J) -> Task,
-    ) -> Result<(), AlreadyQuit<J>> {
-        self.submit(job, |job| {
-            let task = make(job);
-            let team = self.clone();
-            Box::new(move || team.coordinate(task))
-        })
-    }
-
-    /// Sets the number of unmarked workers to lie within `min..=max`: extra
-    /// workers are quit (busy ones become debt), missing ones first cancel
-    /// debt, then are created. Unlike repeated `shrink`, this never overshoots.
-    pub(crate) fn resize(&self, min: usize, max: usize) -> Result<(), AlreadyQuit> {
-        self.submit((), |()| {
-            let team = self.clone();
-            Box::new(move || {
-                let mut state = team.lock();
-                if state.should_quit_coordinator {
-                    return;
-                }
-                let unmarked = state.unmarked();
-                if unmarked > max {
-                    team.quit_idlers(state, Some(unmarked - max));
-                } else if unmarked < min {
-                    let mut need = min - unmarked;
-                    let cancel = need.min(state.to_shrink);
-                    state.to_shrink -= cancel;
-                    need -= cancel;
-                    drop(state);
-                    team.grow_now(need);
-                }
-            })
-        })
-    }
-
-    /// Quits the longest-idle worker if more than `keep` unmarked workers
-    /// exist and nothing waits in the backlog.
-    pub(crate) fn reap_idle(&self, keep: usize) -> Result<(), AlreadyQuit> {
-        self.submit((), |()| {
-            let team = self.clone();
-            Box::new(move || {
-                let mut state = team.lock();
-                if state.should_quit_coordinator
-                    || !state.pending.is_empty()
-                    || state.unmarked() <= keep
-                {
-                    return;
-                }
-                if let Some(at) = state.idle.pop_front() {
-                    let worker = state.remove(at);
-                    team.publish(&state);
-                    drop(state);
-                    let _ = worker.quit();
-                }
-            })
-        })
-    }
-
-    /// Drops every backlogged task (their destructors run) and returns how
-    /// many there were. Works after quit too. The count is exact when the
-    /// coordinator runs work at once (a [`LockWorker`]); otherwise the drop
-    /// happens when the coordinator gets to it and 0 is returned.
-    pub(crate) fn discard_backlog(&self) -> usize {
-        let count = Arc::new(AtomicUsize::new(0));
-        let (team, out) = (self.clone(), count.clone());
-        let discard: Task = Box::new(move || out.store(team.drain_backlog(), Ordering::Release));
-        if self.inner.coordinator.do_work(discard).is_err() {
-            // The coordinator has quit: nothing else touches the state now.
-            return self.drain_backlog();
-        }
-        count.load(Ordering::Acquire)
-    }
-
-    fn drain_backlog(&self) -> usize {
-        let mut state = self.lock();
-        let dropped = std::mem::take(&mut state.pending);
-        self.publish(&state);
-        drop(state);
-        dropped.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

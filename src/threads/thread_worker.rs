@@ -8,10 +8,6 @@
 //! Unlike Twisted, a panicking task is caught and logged (`tracing::error!`)
 //! and the loop goes on, so the tasks queued behind it are not lost. Inside a
 //! [`Team`](super::Team) this never happens: the team catches panics first.
-//!
-//! The optional idle hook (used by the thread pool's keep-alive) runs on the
-//! worker thread whenever the queue stays empty for the idle timeout; it may
-//! ask to wait without a timeout until the next job arrives.
 
 use std::collections::VecDeque;
 use std::io;
@@ -185,14 +181,6 @@ impl WorkQueue for BlockingQueue {
     }
 }
 
-/// Runs on the worker thread when the queue stays empty for the timeout; it
-/// returns whether to keep timing out during this idle spell (false: wait for
-/// work without a timeout until the next job).
-pub(crate) type IdleHook = (Duration, Box<dyn FnMut() -> bool + Send>);
-
-/// The body a thread starter runs on its new thread.
-type ThreadBody = Box<dyn FnOnce() + Send + 'static>;
-
 /// A [`Worker`] that owns one thread from birth and runs its tasks there in
 /// FIFO order.
 ///
@@ -300,22 +288,9 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
     where
         S: FnOnce(Box<dyn FnOnce() + Send + 'static>) -> io::Result<()>,
     {
-        Self::with_idle_hook(queue, start_thread, None)
-    }
-
-    /// Like [`with_parts`](Self::with_parts), with a hook the thread runs
-    /// whenever its queue stays empty for the hook's timeout.
-    pub(crate) fn with_idle_hook<S>(
-        queue: Q,
-        start_thread: S,
-        idle: Option<IdleHook>,
-    ) -> io::Result<Self>
-    where
-        S: FnOnce(ThreadBody) -> io::Result<()>,
-    {
         let queue = Arc::new(queue);
         let thread_queue = queue.clone();
-        start_thread(Box::new(move || work_loop(&*thread_queue, idle)))?;
+        start_thread(Box::new(move || work_loop(&*thread_queue)))?;
         Ok(ThreadWorker {
             quit: Mutex::new(false),
             queue,
@@ -323,20 +298,9 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
     }
 }
 
-fn work_loop<Q: WorkQueue>(queue: &Q, mut idle: Option<IdleHook>) {
-    let mut timed = true;
+fn work_loop<Q: WorkQueue>(queue: &Q) {
     loop {
-        let job = match &mut idle {
-            Some((timeout, hook)) if timed => match queue.get_timeout(*timeout) {
-                Some(job) => job,
-                None => {
-                    timed = hook();
-                    continue;
-                }
-            },
-            _ => queue.get(),
-        };
-        timed = true;
+        let job = queue.get();
         match job {
             Job::Run(task) => {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(task)) {
