@@ -479,6 +479,38 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     }
 }
 
+/// A `Resolver<T, ThreadError>` with `T` erased, so one table holds the
+/// bridge's jobs of every type; the `Rc` is the resolver's own (erasing
+/// allocates nothing).
+pub(crate) trait ErasedJob {
+    fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any>;
+    fn fail(&self, error: ThreadError);
+}
+
+impl<T: 'static> ErasedJob for Cell<T, ThreadError> {
+    fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any> {
+        self
+    }
+
+    fn fail(&self, error: ThreadError) {
+        let _ = self.resolve(Err(error));
+    }
+}
+
+impl<T: 'static> Resolver<T, ThreadError> {
+    pub(crate) fn erase(self) -> Rc<dyn ErasedJob> {
+        self.cell
+    }
+
+    pub(crate) fn unerase(erased: Rc<dyn ErasedJob>) -> Option<Self> {
+        erased
+            .into_any()
+            .downcast::<Cell<T, ThreadError>>()
+            .ok()
+            .map(|cell| Resolver { cell })
+    }
+}
+
 impl<T, E> Future for Deferred<T, E> {
     type Output = Result<T, E>;
 

@@ -11,10 +11,11 @@
 //! The loop registers the `Deferred`'s resolver under a job id in a loop-local
 //! table and hands the pool a job holding the id, a `Remote` and a shared
 //! state word (`QUEUED → RUNNING`, or `QUEUED → CANCELLED`). The worker runs
-//! the closure under `catch_unwind` and sends `(id, result)` back with
-//! `call_from_thread`, so completions ride the reactor's coalesced inbox and
-//! arrive in batches, in a later turn, never synchronously. On the loop the id
-//! is looked up and the resolver fires.
+//! the closure under `catch_unwind`, stores the result in the job's shared
+//! state and queues that same `Arc` on the reactor's coalesced inbox (no
+//! allocation), so completions arrive in batches, in a later turn, never
+//! synchronously, and in FIFO order with the worker's own `call_from_thread`s.
+//! On the loop the id is looked up and the resolver fires.
 //!
 //! Cancelling the `Deferred` flips `QUEUED → CANCELLED` (the job, when a worker
 //! reaches it, returns without running the closure) and removes the table
@@ -34,12 +35,10 @@
 
 mod oneshot;
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -47,14 +46,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::deferred::{Deferred, Resolver};
+use crate::deferred::{Deferred, ErasedJob, Resolver};
 use crate::error::{
     AlreadyQuit, CallError, Cancelled, PoolConfigError, ThreadError, panic_message,
 };
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicU8, Ordering};
 use crate::pool::ThreadPool;
-use crate::reactor::{self, Handle, Phase, QueuedWork, Remote, SystemEvent};
+use crate::reactor::{self, Deliver, Handle, Phase, QueuedWork, Remote, SystemEvent};
 use crate::threads::{Task, Worker};
 
 /// The reactor pool's size when nothing is suggested: no thread until work
@@ -90,7 +89,7 @@ pub type ThreadCall = Box<dyn FnOnce() + Send>;
 struct Threads {
     pool: RefCell<Option<Arc<ThreadPool>>>,
     /// Job id → its `Resolver<T>` (type-erased), until delivered.
-    jobs: RefCell<HashMap<u64, Box<dyn ErasedResolver>>>,
+    jobs: RefCell<HashMap<u64, Rc<dyn ErasedJob>>>,
     next_id: Cell<u64>,
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
@@ -163,7 +162,7 @@ impl Threads {
             for id in left {
                 let entry = threads.jobs.borrow_mut().remove(&id);
                 if let Some(entry) = entry {
-                    entry.cancel();
+                    entry.fail(ThreadError::Cancelled);
                 }
             }
         });
@@ -172,16 +171,14 @@ impl Threads {
     fn register<T: 'static>(&self, resolver: Resolver<T>) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        self.jobs.borrow_mut().insert(id, Box::new(resolver));
+        self.jobs.borrow_mut().insert(id, resolver.erase());
         id
     }
 
     fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
         let entry = self.jobs.borrow_mut().remove(&id);
         self.check_drained();
-        entry
-            .and_then(|e| e.into_any().downcast::<Resolver<T>>().ok())
-            .map(|r| *r)
+        entry.and_then(Resolver::unerase)
     }
 
     fn forget(&self, id: u64) {
@@ -210,28 +207,49 @@ impl Threads {
     }
 }
 
-/// Delivers a job's outcome to the loop; reports `Cancelled` if dropped unsent.
+/// A job's shared state: its progress word and, once it has run, its
+/// result. The same `Arc` carries the result back through the inbox, so a
+/// completion allocates nothing.
+struct JobShared<T> {
+    id: u64,
+    state: AtomicU8,
+    result: Mutex<Option<Result<T, ThreadError>>>,
+}
+
+impl<T: Send + 'static> Deliver for JobShared<T> {
+    fn deliver(self: Arc<Self>) {
+        let result = self.result.lock().take();
+        if let Some(result) = result {
+            complete::<T>(self.id, result);
+        }
+    }
+}
+
+/// Sends a job's outcome to the loop; reports `Cancelled` if dropped unsent
+/// (a worker that quit, a backlog discarded at shutdown).
 struct Delivery<T: Send + 'static> {
-    target: Option<(Remote, u64)>,
-    _t: PhantomData<fn(T)>,
+    shared: Option<Arc<JobShared<T>>>,
+    remote: Remote,
 }
 
 impl<T: Send + 'static> Delivery<T> {
     fn send(mut self, result: Result<T, ThreadError>) {
-        if let Some((remote, id)) = self.target.take() {
-            let _ = remote.call_from_thread(move || complete::<T>(id, result));
+        if let Some(shared) = self.shared.take() {
+            *shared.result.lock() = Some(result);
+            let _ = self.remote.deliver(shared);
         }
     }
 
     fn disarm(mut self) {
-        self.target = None;
+        self.shared = None;
     }
 }
 
 impl<T: Send + 'static> Drop for Delivery<T> {
     fn drop(&mut self) {
-        if let Some((remote, id)) = self.target.take() {
-            let _ = remote.call_from_thread(move || complete::<T>(id, Err(ThreadError::Cancelled)));
+        if let Some(shared) = self.shared.take() {
+            *shared.result.lock() = Some(Err(ThreadError::Cancelled));
+            let _ = self.remote.deliver(shared);
         }
     }
 }
@@ -255,27 +273,38 @@ where
     let threads = Threads::of(handle);
     let d = Deferred::new();
     let id = threads.register(d.resolver());
-    let state = Arc::new(AtomicU8::new(QUEUED));
+    let shared = Arc::new(JobShared {
+        id,
+        state: AtomicU8::new(QUEUED),
+        result: Mutex::new(None),
+    });
     let weak: Weak<Threads> = Rc::downgrade(&threads);
     {
-        let state = state.clone();
+        let shared = shared.clone();
         d.resolver().set_canceller(move || {
-            let _ = state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+            let _ = shared.state.compare_exchange(
+                QUEUED,
+                CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             if let Some(t) = weak.upgrade() {
                 t.forget(id);
             }
         });
     }
-    let delivery = Delivery::<T> {
-        target: Some((handle.remote(), id)),
-        _t: PhantomData,
-    };
     let span = tracing::Span::current();
+    let delivery = Delivery {
+        shared: Some(shared),
+        remote: handle.remote(),
+    };
     let job = move || {
-        if state
-            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        let started = delivery.shared.as_ref().is_some_and(|s| {
+            s.state
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if !started {
             // Cancelled before it started: it never runs.
             delivery.disarm();
             return;
@@ -541,23 +570,6 @@ impl Handle {
             refused::<T>(self, id);
         }
         d
-    }
-}
-
-/// A `Resolver<T>` whose `T` has been erased, so the job table can hold jobs
-/// of every type and still cancel them all at shutdown.
-trait ErasedResolver {
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
-    fn cancel(self: Box<Self>);
-}
-
-impl<T: 'static> ErasedResolver for Resolver<T> {
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-
-    fn cancel(self: Box<Self>) {
-        let _ = self.errback(ThreadError::Cancelled);
     }
 }
 

@@ -30,9 +30,22 @@ pub(crate) trait Wake: Send + Sync {
     fn wake(&self);
 }
 
-/// A closure queued for the loop, with where it was queued from.
+/// A message that is its own shared allocation: delivering it on the loop
+/// needs no box of its own (pool completions ride in the job's state).
+pub(crate) trait Deliver: Send + Sync {
+    /// Runs on the loop thread.
+    fn deliver(self: std::sync::Arc<Self>);
+}
+
+/// What a job carries: a boxed closure, or an `Arc`'d message.
+pub(crate) enum Message {
+    Call(Box<dyn FnOnce() + Send>),
+    Deliver(std::sync::Arc<dyn Deliver>),
+}
+
+/// A message queued for the loop, with where it was queued from.
 pub(crate) struct Job {
-    pub(crate) f: Box<dyn FnOnce() + Send>,
+    pub(crate) message: Message,
     pub(crate) location: &'static Location<'static>,
 }
 
@@ -75,8 +88,32 @@ impl<W: Wake> Inbox<W> {
         {
             let mut queue = self.queue.lock();
             match queue.jobs.as_mut() {
-                Some(q) => q.push_back(Job { f: boxed, location }),
+                Some(q) => q.push_back(Job {
+                    message: Message::Call(boxed),
+                    location,
+                }),
                 None => return Err(*boxed),
+            }
+            queue.pushes += 1;
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// Queues an `Arc`'d message; gives it back if the inbox is closed.
+    pub(crate) fn push_deliver(
+        &self,
+        message: std::sync::Arc<dyn Deliver>,
+        location: &'static Location<'static>,
+    ) -> Result<(), std::sync::Arc<dyn Deliver>> {
+        {
+            let mut queue = self.queue.lock();
+            match queue.jobs.as_mut() {
+                Some(q) => q.push_back(Job {
+                    message: Message::Deliver(message),
+                    location,
+                }),
+                None => return Err(message),
             }
             queue.pushes += 1;
         }
@@ -212,7 +249,10 @@ mod loom_tests {
             while done < total {
                 inbox.drain_into(&mut batch);
                 for job in batch.drain(..) {
-                    (job.f)();
+                    match job.message {
+                        Message::Call(f) => f(),
+                        Message::Deliver(d) => d.deliver(),
+                    }
                     done += 1;
                 }
                 if done < total && inbox.prepare_to_sleep(|| false) {

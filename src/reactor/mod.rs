@@ -31,7 +31,7 @@ mod tasks;
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -51,7 +51,7 @@ use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use crate::time::{Clock, DelayedCall, SystemClock, Timers};
 
-pub(crate) use inbox::{Inbox, Wake};
+pub(crate) use inbox::{Deliver, Inbox, Wake};
 use tasks::{LocalFuture, Tasks};
 
 const WAKER_TOKEN: Token = Token(0);
@@ -527,7 +527,7 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             queued_work: self.queued_work,
             signals: RefCell::new(signals),
-            extensions: RefCell::new(HashMap::new()),
+            extensions: RefCell::new(Vec::new()),
         });
         CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(&inner)));
         Ok(Reactor {
@@ -556,7 +556,8 @@ pub(crate) struct Inner {
     shutdown_timeout: Duration,
     queued_work: QueuedWork,
     signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
-    extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
+    /// Loop-local state of the layers above (a handful: scanned, not hashed).
+    extensions: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
 }
 
 thread_local! {
@@ -986,7 +987,12 @@ impl Inner {
 
     fn run_job(&self, job: inbox::Job) {
         self.shared.stats.calls_run.fetch_add(1, Ordering::Relaxed);
-        self.guard("call from thread", job.location, job.f);
+        match job.message {
+            inbox::Message::Call(f) => self.guard("call from thread", job.location, f),
+            inbox::Message::Deliver(d) => {
+                self.guard("thread job completion", job.location, || d.deliver())
+            }
+        }
     }
 
     /// Runs `f`, catching a panic as the panic policy says.
@@ -1450,16 +1456,21 @@ impl Handle {
     /// created on first use. Dropped when the reactor is.
     pub(crate) fn extension<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
         let key = TypeId::of::<T>();
-        if let Some(ext) = self.inner.extensions.borrow().get(&key) {
-            if let Ok(ext) = ext.clone().downcast::<T>() {
-                return ext;
-            }
+        let found = self
+            .inner
+            .extensions
+            .borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, ext)| ext.clone().downcast::<T>().ok());
+        if let Some(ext) = found {
+            return ext;
         }
         let ext = Rc::new(init());
         self.inner
             .extensions
             .borrow_mut()
-            .insert(key, ext.clone() as Rc<dyn Any>);
+            .push((key, ext.clone() as Rc<dyn Any>));
         ext
     }
 
@@ -1509,6 +1520,13 @@ impl Remote {
             .inbox
             .push(f, Location::caller())
             .map_err(LoopStopped)
+    }
+
+    /// Queues an `Arc`'d message for the loop (no allocation); gives it back
+    /// once the loop has ended.
+    #[track_caller]
+    pub(crate) fn deliver(&self, message: Arc<dyn Deliver>) -> Result<(), Arc<dyn Deliver>> {
+        self.shared.inbox.push_deliver(message, Location::caller())
     }
 
     /// Asks the loop to stop; harmless if repeated or if it already stopped.
