@@ -86,21 +86,18 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// Blocks until the outcome arrives.
     pub(crate) fn wait(&self) -> Result<T, CallError> {
-        let mut slot = self.shared.slot.lock();
-        loop {
-            if let Some(v) = slot.value.take() {
-                return v;
-            }
-            if slot.sent {
-                return Err(CallError::AlreadyTaken);
-            }
-            slot = self.shared.cv.wait(slot);
-        }
+        self.wait_until(None)
     }
 
     /// Blocks at most `timeout`; `TimedOut` leaves the outcome to a later wait.
     pub(crate) fn wait_timeout(&self, timeout: Duration) -> Result<T, CallError> {
-        let deadline = Instant::now().checked_add(timeout);
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_until(Some(deadline)),
+            None => self.wait_until(None),
+        }
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<T, CallError> {
         let mut slot = self.shared.slot.lock();
         loop {
             if let Some(v) = slot.value.take() {
@@ -109,14 +106,16 @@ impl<T> Receiver<T> {
             if slot.sent {
                 return Err(CallError::AlreadyTaken);
             }
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
+            slot = match deadline {
+                None => self.shared.cv.wait(slot),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(CallError::TimedOut);
+                    }
+                    self.shared.cv.wait_timeout(slot, left).0
+                }
             };
-            if left.is_zero() {
-                return Err(CallError::TimedOut);
-            }
-            slot = self.shared.cv.wait_timeout(slot, left).0;
         }
     }
 
