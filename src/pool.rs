@@ -102,12 +102,32 @@ use crate::loom::{Arc, Condvar, Mutex, MutexGuard, thread};
 ///
 /// Ten seconds: long enough that a steady trickle of work keeps its threads,
 /// short enough that a burst's threads are gone soon after it.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::DEFAULT_KEEP_ALIVE, std::time::Duration::from_secs(10));
+/// ```
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// Twisted's default minimum number of threads.
+///
+/// # Examples
+///
+/// ```
+/// let pool = weft::ThreadPool::default();
+/// assert_eq!(pool.statistics().min, weft::DEFAULT_MIN_THREADS);
+/// ```
 pub const DEFAULT_MIN_THREADS: usize = 5;
 
 /// Twisted's default maximum number of threads.
+///
+/// # Examples
+///
+/// ```
+/// let pool = weft::ThreadPool::default();
+/// assert_eq!(pool.statistics().max, weft::DEFAULT_MAX_THREADS);
+/// ```
 pub const DEFAULT_MAX_THREADS: usize = 20;
 
 /// How long queued work may wait with every thread busy and no task taken
