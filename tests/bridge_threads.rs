@@ -186,6 +186,20 @@ fn defer_to_thread_of_a_panicking_function_fails_with_panicked() {
 }
 
 #[test]
+fn a_panic_in_deferred_work_is_counted_in_the_pool_statistics() {
+    let reactor = Reactor::new().unwrap();
+    let d = reactor.defer_to_thread(|| -> u8 { panic!("counted") });
+    assert!(reactor.run_until_complete(d).unwrap().is_err());
+    let ok = reactor.defer_to_thread(|| 1);
+    assert_eq!(reactor.run_until_complete(ok).unwrap(), Ok(1));
+    // `panicked` is counted before the result is handed back; `completed`
+    // once the worker is done with the task, just after.
+    let pool = reactor.thread_pool();
+    assert_eq!(pool.statistics().panicked, 1);
+    assert!(common::wait_until(|| pool.statistics().completed == 2));
+}
+
+#[test]
 fn a_success_chained_to_a_failure_produces_the_failure() {
     let reactor = Reactor::new().unwrap();
     let out = reactor

@@ -264,15 +264,24 @@ fn complete<T: Send + 'static>(id: u64, result: Result<T, ThreadError>) {
     }
 }
 
-/// Builds the job closure for `f` and registers its `Deferred`.
-fn prepare<T, F>(handle: &Handle, f: F) -> (Deferred<T>, u64, impl FnOnce() + Send + 'static)
+/// A registered job, ready to hand to a pool or a worker.
+struct Prepared<T: Send + 'static, R> {
+    deferred: Deferred<T>,
+    id: u64,
+    /// Runs `f` unless the job was cancelled first (then `None`).
+    run: R,
+    delivery: Delivery<T>,
+}
+
+/// Registers a `Deferred` for `f` and builds the pieces of its job.
+fn prepare<T, F>(handle: &Handle, f: F) -> Prepared<T, impl FnOnce() -> Option<T> + Send + 'static>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let threads = Threads::of(handle);
-    let d = Deferred::new();
-    let id = threads.register(d.resolver());
+    let deferred = Deferred::new();
+    let id = threads.register(deferred.resolver());
     let shared = Arc::new(JobShared {
         id,
         state: AtomicU8::new(QUEUED),
@@ -281,7 +290,7 @@ where
     let weak: Weak<Threads> = Rc::downgrade(&threads);
     {
         let shared = shared.clone();
-        d.resolver().set_canceller(move || {
+        deferred.resolver().set_canceller(move || {
             let _ = shared.state.compare_exchange(
                 QUEUED,
                 CANCELLED,
@@ -294,27 +303,35 @@ where
         });
     }
     let span = tracing::Span::current();
-    let delivery = Delivery {
-        shared: Some(shared),
-        remote: handle.remote(),
+    let state = shared.clone();
+    let run = move || {
+        state
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some(span.in_scope(f))
     };
-    let job = move || {
-        let started = delivery.shared.as_ref().is_some_and(|s| {
-            s.state
-                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
-        if !started {
-            // Cancelled before it started: it never runs.
-            delivery.disarm();
-            return;
+    Prepared {
+        deferred,
+        id,
+        run,
+        delivery: Delivery {
+            shared: Some(shared),
+            remote: handle.remote(),
+        },
+    }
+}
+
+impl<T: Send + 'static> Delivery<T> {
+    /// Sends what the job produced; `Ok(None)` means it was cancelled before
+    /// it started, and the canceller has resolved the `Deferred` already.
+    fn finish(self, outcome: Result<Option<T>, ThreadError>) {
+        match outcome {
+            Ok(Some(value)) => self.send(Ok(value)),
+            Ok(None) => self.disarm(),
+            Err(e) => self.send(Err(e)),
         }
-        let result = span
-            .in_scope(|| catch_unwind(AssertUnwindSafe(f)))
-            .map_err(|payload| ThreadError::from_panic(&*payload));
-        delivery.send(result);
-    };
-    (d, id, job)
+    }
 }
 
 /// Resolves a job refused by a stopped pool or worker at once.
@@ -530,11 +547,17 @@ impl Handle {
         if self.is_shut_down() {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let (d, id, job) = prepare(self, f);
-        if pool.call_in_thread(job).is_err() {
-            refused::<T>(self, id);
+        let job = prepare(self, f);
+        let delivery = job.delivery;
+        // The pool catches a panic in `run` (and counts it in its statistics)
+        // and hands it to the callback, on the same worker thread.
+        if pool
+            .call_in_thread_with_callback(job.run, move |outcome| delivery.finish(outcome))
+            .is_err()
+        {
+            refused::<T>(self, job.id);
         }
-        d
+        job.deferred
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on any [`Worker`] (asyncio's
@@ -564,12 +587,17 @@ impl Handle {
         if self.is_shut_down() {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let (d, id, job) = prepare(self, f);
-        let task: Task = Box::new(job);
+        let job = prepare(self, f);
+        let (run, delivery) = (job.run, job.delivery);
+        let task: Task = Box::new(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(run))
+                .map_err(|payload| ThreadError::from_panic(&*payload));
+            delivery.finish(outcome);
+        });
         if worker.do_work(task).is_err() {
-            refused::<T>(self, id);
+            refused::<T>(self, job.id);
         }
-        d
+        job.deferred
     }
 }
 
