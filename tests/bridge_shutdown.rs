@@ -304,3 +304,24 @@ fn waiting_for_work_at_shutdown_sleeps_instead_of_spinning() {
         "{during_shutdown} turns while waiting"
     );
 }
+
+#[test]
+fn dropping_a_never_run_reactor_cancels_its_deferred_work_without_waiting_out_the_deadline() {
+    common::capture_logs();
+    let got = Rc::new(Cell::new(None));
+    {
+        let reactor = Reactor::builder()
+            .shutdown_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let g = got.clone();
+        reactor
+            .defer_to_thread(|| 1)
+            .add_both(move |r| g.set(Some(r)));
+    }
+    assert_eq!(got.take(), Some(Err(ThreadError::Cancelled)));
+    assert!(
+        common::log_lines(&["gave up waiting for Before triggers"]).is_empty(),
+        "shutdown waited out its deadline for work that could never run"
+    );
+}

@@ -127,7 +127,10 @@ impl Threads {
         handle.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
             let threads = weak.upgrade()?;
             threads.shutdown_started.set(Some(Instant::now()));
-            if policy == QueuedWork::Cancel {
+            // A reactor that never ran never started its pool: the queued
+            // work cannot run, so it is cancelled rather than waited for.
+            let never_ran = reactor::current().is_none_or(|h| !h.has_started());
+            if policy == QueuedWork::Cancel || never_ran {
                 if let Some(pool) = threads.pool.borrow().as_ref() {
                     let n = pool.discard_backlog();
                     if n > 0 {
