@@ -39,6 +39,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -85,11 +86,32 @@ const CANCELLED: u8 = 2;
 /// ```
 pub type ThreadCall = Box<dyn FnOnce() + Send>;
 
+/// Hashes the job table's keys: sequential ids from one counter, so the id
+/// itself, spread by a multiplication, is a good hash (no SipHash per job).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Loop-local bridge state, kept as a reactor extension.
 struct Threads {
     pool: RefCell<Option<Arc<ThreadPool>>>,
     /// Job id → its `Resolver<T>` (type-erased), until delivered.
-    jobs: RefCell<HashMap<u64, Rc<dyn ErasedJob>>>,
+    jobs: RefCell<HashMap<u64, Rc<dyn ErasedJob>, BuildHasherDefault<IdHasher>>>,
     next_id: Cell<u64>,
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
@@ -102,7 +124,7 @@ impl Threads {
     fn new() -> Threads {
         Threads {
             pool: RefCell::new(None),
-            jobs: RefCell::new(HashMap::new()),
+            jobs: RefCell::new(HashMap::default()),
             next_id: Cell::new(0),
             drained: RefCell::new(Vec::new()),
             shutdown_started: Cell::new(None),
