@@ -100,3 +100,36 @@ impl Condvar {
         self.0.notify_all();
     }
 }
+
+/// Helpers shared by the loom models.
+#[cfg(all(test, loom))]
+pub(crate) mod model {
+    use super::{Arc, Condvar, Mutex};
+
+    /// Counts finished tasks; `wait_for(n)` blocks until n have finished
+    /// (loom reports a deadlock if that never happens, i.e. a task was lost).
+    #[derive(Default)]
+    pub(crate) struct Done {
+        count: Mutex<usize>,
+        changed: Condvar,
+    }
+
+    /// A task that counts itself done.
+    pub(crate) fn task(done: &Arc<Done>) -> impl FnOnce() + Send + 'static {
+        let done = done.clone();
+        move || {
+            *done.count.lock() += 1;
+            done.changed.notify_all();
+        }
+    }
+
+    impl Done {
+        pub(crate) fn wait_for(&self, n: usize) {
+            let mut count = self.count.lock();
+            while *count < n {
+                count = self.changed.wait(count);
+            }
+            assert_eq!(*count, n, "a task ran twice");
+        }
+    }
+}

@@ -1283,33 +1283,8 @@ impl Drop for ThreadPool {
 mod loom_tests {
     use super::ThreadPool;
     use crate::error::AlreadyQuit;
-    use crate::loom::{Arc, Condvar, Mutex, thread};
-
-    /// Counts finished tasks; loom reports a deadlock if one is lost.
-    #[derive(Default)]
-    struct Done {
-        count: Mutex<usize>,
-        changed: Condvar,
-    }
-
-    /// A task that counts itself done.
-    fn task(done: &Arc<Done>) -> impl FnOnce() + Send + 'static {
-        let done = done.clone();
-        move || {
-            *done.count.lock() += 1;
-            done.changed.notify_all();
-        }
-    }
-
-    impl Done {
-        fn wait_for(&self, n: usize) {
-            let mut count = self.count.lock();
-            while *count < n {
-                count = self.changed.wait(count);
-            }
-            assert_eq!(*count, n, "a task ran twice");
-        }
-    }
+    use crate::loom::model::{Done, task};
+    use crate::loom::{Arc, thread};
 
     #[test]
     fn loom_pool_claim_and_backlog_run_every_task_once_and_stop_joins() {

@@ -7,33 +7,12 @@
 use super::{LockWorker, Team, ThreadWorker, Worker};
 use crate::error::AlreadyQuit;
 use crate::loom::atomic::{AtomicBool, Ordering};
-use crate::loom::{Arc, Condvar, Mutex, thread};
+use crate::loom::model::{self, Done};
+use crate::loom::{Arc, thread};
 
-/// Counts finished tasks; `wait_for(n)` blocks until n have finished (loom
-/// reports a deadlock if that never happens, i.e. a task was lost).
-#[derive(Default)]
-struct Done {
-    count: Mutex<usize>,
-    changed: Condvar,
-}
-
-/// A task that counts itself done.
+/// A boxed counting task, as workers take it.
 fn task(done: &Arc<Done>) -> super::Task {
-    let done = done.clone();
-    Box::new(move || {
-        *done.count.lock() += 1;
-        done.changed.notify_all();
-    })
-}
-
-impl Done {
-    fn wait_for(&self, n: usize) {
-        let mut count = self.count.lock();
-        while *count < n {
-            count = self.changed.wait(count);
-        }
-        assert_eq!(*count, n, "a task ran twice");
-    }
+    Box::new(model::task(done))
 }
 
 /// A team of at most one real (loom) thread worker.
