@@ -481,3 +481,66 @@ fn quit_racing_submissions_never_loses_a_task() {
         );
     }
 }
+
+// --- panics inside coordination (issue 8) --------------------------------
+
+#[test]
+fn a_panicking_create_worker_backlogs_the_task_and_the_coordinator_still_quits() {
+    use weft::threads::LockWorker;
+    let coordinator = Arc::new(LockWorker::new());
+    let team = Team::new(
+        coordinator.clone(),
+        |_: &Team| -> Option<MemoryWorker> { panic!("cannot create a worker") },
+        |_| (),
+    );
+    let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        team.do_work(Box::new(|| ()))
+    }));
+    assert!(
+        matches!(submitted, Ok(Ok(()))),
+        "the panic stays inside the team"
+    );
+    assert_eq!(team.statistics().backlogged_work_count, 1);
+    team.quit().unwrap();
+    assert!(coordinator.quit().is_err(), "the team quit its coordinator");
+}
+
+/// A coordinator whose `do_work` panics once, before running anything.
+struct PanicsOnce {
+    inner: Arc<weft::threads::LockWorker>,
+    armed: AtomicBool,
+}
+
+impl Worker for PanicsOnce {
+    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("coordinator failure");
+        }
+        self.inner.do_work(task)
+    }
+
+    fn quit(&self) -> Result<(), AlreadyQuit> {
+        self.inner.quit()
+    }
+}
+
+impl ExclusiveWorker for PanicsOnce {}
+
+#[test]
+fn a_coordinator_panic_does_not_leave_the_quit_gate_waiting_forever() {
+    let inner = Arc::new(weft::threads::LockWorker::new());
+    let coordinator = PanicsOnce {
+        inner: inner.clone(),
+        armed: AtomicBool::new(true),
+    };
+    let team = Team::new(coordinator, |_: &Team| None::<MemoryWorker>, |_| ());
+    let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        team.do_work(Box::new(|| ()))
+    }));
+    assert!(
+        submitted.is_err(),
+        "the coordinator's own panic reaches the caller"
+    );
+    team.quit().unwrap();
+    assert!(inner.quit().is_err(), "the team quit its coordinator");
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weft::threads::{
-    ExclusiveWorker, Job, Lock, LockWorker, Task, ThreadWorker, WorkQueue, Worker,
+    ExclusiveWorker, Lock, LockWorker, Task, ThreadWorker, WorkItem, WorkQueue, Worker,
 };
 
 type Body = Box<dyn FnOnce() + Send + 'static>;
@@ -18,15 +18,15 @@ type Body = Box<dyn FnOnce() + Send + 'static>;
 /// loop (Twisted's fake raises "queue empty"; returning `Stop` is the
 /// equivalent that needs no unwinding).
 #[derive(Default)]
-struct FakeQueue(Mutex<VecDeque<Job>>);
+struct FakeQueue(Mutex<VecDeque<WorkItem>>);
 
 impl WorkQueue for FakeQueue {
-    fn put(&self, job: Job) {
+    fn put(&self, job: WorkItem) {
         self.0.lock().unwrap().push_back(job);
     }
 
-    fn get(&self) -> Job {
-        self.0.lock().unwrap().pop_front().unwrap_or(Job::Stop)
+    fn get(&self) -> WorkItem {
+        self.0.lock().unwrap().pop_front().unwrap_or(WorkItem::Stop)
     }
 }
 
@@ -328,4 +328,57 @@ fn work_for_a_different_lock_worker_runs_inline_from_inside_work() {
         }))
         .unwrap();
     assert_eq!(*order.lock().unwrap(), ["inner", "outer"]);
+}
+
+/// A queue whose items the test can still see after the worker is gone.
+#[derive(Clone, Default)]
+struct SharedQueue(Arc<Mutex<VecDeque<WorkItem>>>);
+
+impl WorkQueue for SharedQueue {
+    fn put(&self, item: WorkItem) {
+        self.0.lock().unwrap().push_back(item);
+    }
+
+    fn get(&self) -> WorkItem {
+        self.0.lock().unwrap().pop_front().unwrap_or(WorkItem::Stop)
+    }
+}
+
+#[test]
+fn dropping_a_thread_worker_without_quit_tells_its_thread_to_stop_after_its_work() {
+    let queue = SharedQueue::default();
+    let starter = FakeStarter::default();
+    let worker = ThreadWorker::with_parts(queue.clone(), starter.start()).unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    worker.do_work(flag_task(&ran)).unwrap();
+    drop(worker);
+    let items = queue.0.lock().unwrap();
+    assert_eq!(items.len(), 2, "the task, then the stop order");
+    assert!(matches!(items[0], WorkItem::Run(_)));
+    assert!(matches!(items[1], WorkItem::Stop));
+}
+
+#[test]
+fn dropping_a_quit_thread_worker_queues_no_second_stop() {
+    let queue = SharedQueue::default();
+    let worker = ThreadWorker::with_parts(queue.clone(), FakeStarter::default().start()).unwrap();
+    worker.quit().unwrap();
+    drop(worker);
+    assert_eq!(queue.0.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_dropped_real_thread_worker_lets_its_thread_exit() {
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    let worker = ThreadWorker::with_parts(weft::threads::BlockingQueue::new(), move |body| {
+        std::thread::Builder::new()
+            .spawn(move || {
+                body();
+                exited_tx.send(()).unwrap();
+            })
+            .map(drop)
+    })
+    .unwrap();
+    drop(worker);
+    exited.recv().unwrap(); // hangs (and the test binary never ends) if the thread leaked
 }

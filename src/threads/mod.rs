@@ -83,7 +83,11 @@ pub use pool::{
 pub(crate) use pool::{SharedTask, TaskKey};
 pub use quit::Quit;
 pub use team::{Statistics, Team, pool};
-pub use thread_worker::{BlockingQueue, Job, ThreadWorker, WorkQueue};
+pub use thread_worker::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue};
+
+/// The old name of [`WorkItem`].
+#[deprecated(note = "renamed `WorkItem`: `Job` named three different things")]
+pub type Job = WorkItem;
 
 use crate::error::AlreadyQuit;
 

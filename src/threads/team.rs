@@ -31,7 +31,10 @@
 //! check is always accepted by the coordinator, and one that failed it gets
 //! its work back: `quit` racing with `do_work` never loses a task (in
 //! Twisted the task could be dropped). Keeping both in one word makes every
-//! race a single-location one, which loom checks exactly.
+//! race a single-location one, which loom checks exactly. A submission
+//! leaves the gate through a drop guard, so a coordinator that panics cannot
+//! keep the count up; a panicking `create_worker` is caught in the
+//! coordinator and counts as "no worker now".
 
 use std::collections::VecDeque;
 use std::io;
@@ -335,12 +338,15 @@ impl Team {
     /// Hands coordinator work over unless the team has quit.
     fn submit<J>(&self, job: J, make: impl FnOnce(J) -> Task) -> Result<(), AlreadyQuit<J>> {
         let prev = self.inner.gate.fetch_add(1, Ordering::AcqRel);
+        // Leaves the gate however the hand-over ends: a coordinator that
+        // panics must not keep the team's quit waiting forever.
+        let in_flight = InFlight(self);
         if prev & QUIT != 0 {
-            self.leave();
+            drop(in_flight);
             return Err(AlreadyQuit(job));
         }
         let refused = self.inner.coordinator.do_work(make(job)).is_err();
-        self.leave();
+        drop(in_flight);
         if refused {
             tracing::error!("team coordinator quit behind the team's back; work dropped");
         }
@@ -374,6 +380,21 @@ impl Team {
         }
     }
 
+    /// In the coordinator: `create_worker`, with a panic logged and taken
+    /// as "no worker now" (the task waits in the backlog instead of being
+    /// lost with the unwinding coordinator).
+    fn create_worker(&self) -> Option<Box<dyn Worker>> {
+        match catch_unwind(AssertUnwindSafe(|| (self.inner.create_worker)(self))) {
+            Ok(created) => created,
+            Err(payload) => {
+                let err = ThreadError::from_panic(&*payload);
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                tracing::error!(error = %err, "team create_worker panicked; work stays in the backlog");
+                None
+            }
+        }
+    }
+
     /// In the coordinator.
     fn coordinate(&self, task: Task) {
         let mut state = self.lock();
@@ -381,7 +402,7 @@ impl Team {
             return self.dispatch(state, at, task);
         }
         drop(state);
-        let created = (self.inner.create_worker)(self);
+        let created = self.create_worker();
         state = self.lock();
         match created {
             Some(worker) => {
@@ -456,7 +477,7 @@ impl Team {
     /// In the coordinator.
     fn grow_now(&self, n: usize) {
         for _ in 0..n {
-            let Some(worker) = (self.inner.create_worker)(self) else {
+            let Some(worker) = self.create_worker() else {
                 break;
             };
             let at = self.lock().insert(worker);
@@ -481,6 +502,16 @@ impl Team {
             let _ = worker.quit();
         }
         self.finish_if_done(self.lock());
+    }
+}
+
+/// One submission between its quit check and its hand-over; leaves the
+/// gate when dropped, also while unwinding.
+struct InFlight<'a>(&'a Team);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 

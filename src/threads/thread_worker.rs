@@ -1,7 +1,7 @@
 //! A worker that owns one thread.
 //!
-//! The thread runs a loop that takes [`Job`]s from a [`WorkQueue`] until it
-//! gets [`Job::Stop`]. `quit` sets the flag and enqueues `Stop` under the same
+//! The thread runs a loop that takes [`WorkItem`]s from a [`WorkQueue`] until it
+//! gets [`WorkItem::Stop`]. `quit` sets the flag and enqueues `Stop` under the same
 //! gate that `do_work` checks, so nothing can be queued behind `Stop` and
 //! every accepted task runs before the thread exits.
 //!
@@ -23,13 +23,13 @@ use crate::loom::{Arc, Condvar, Mutex, thread};
 /// # Examples
 ///
 /// ```
-/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+/// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
 ///
 /// let queue = BlockingQueue::new();
-/// queue.put(Job::Stop);
-/// assert!(matches!(queue.get(), Job::Stop));
+/// queue.put(WorkItem::Stop);
+/// assert!(matches!(queue.get(), WorkItem::Stop));
 /// ```
-pub enum Job {
+pub enum WorkItem {
     /// Run this task.
     Run(Task),
     /// Leave the loop; the thread exits.
@@ -41,33 +41,33 @@ pub enum Job {
 /// # Examples
 ///
 /// ```
-/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+/// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
 ///
 /// let queue = BlockingQueue::new();
-/// queue.put(Job::Run(Box::new(|| ())));
+/// queue.put(WorkItem::Run(Box::new(|| ())));
 /// match queue.get() {
-///     Job::Run(task) => task(),
-///     Job::Stop => unreachable!(),
+///     WorkItem::Run(task) => task(),
+///     WorkItem::Stop => unreachable!(),
 /// }
 /// ```
 pub trait WorkQueue: Send + Sync + 'static {
-    /// Appends a job.
-    fn put(&self, job: Job);
+    /// Appends an item.
+    fn put(&self, item: WorkItem);
 
-    /// Removes the oldest job, waiting for one if the queue is empty.
-    fn get(&self) -> Job;
+    /// Removes the oldest item, waiting for one if the queue is empty.
+    fn get(&self) -> WorkItem;
 
     /// Like [`get`](WorkQueue::get), but gives up with `None` after `timeout`.
     ///
     /// The default waits without a limit.
-    fn get_timeout(&self, timeout: Duration) -> Option<Job> {
+    fn get_timeout(&self, timeout: Duration) -> Option<WorkItem> {
         let _ = timeout;
         Some(self.get())
     }
 }
 
 struct QueueState {
-    jobs: VecDeque<Job>,
+    items: VecDeque<WorkItem>,
     waiters: usize,
 }
 
@@ -77,12 +77,12 @@ struct QueueState {
 /// # Examples
 ///
 /// ```
-/// use weft::threads::{BlockingQueue, Job, WorkQueue};
+/// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
 /// use std::time::Duration;
 ///
 /// let queue = BlockingQueue::new();
 /// assert!(queue.get_timeout(Duration::from_millis(1)).is_none());
-/// queue.put(Job::Stop);
+/// queue.put(WorkItem::Stop);
 /// assert_eq!(queue.len(), 1);
 /// ```
 pub struct BlockingQueue {
@@ -107,14 +107,14 @@ impl BlockingQueue {
     pub fn new() -> Self {
         BlockingQueue {
             state: Mutex::new(QueueState {
-                jobs: VecDeque::new(),
+                items: VecDeque::new(),
                 waiters: 0,
             }),
             ready: Condvar::new(),
         }
     }
 
-    /// The number of queued jobs.
+    /// The number of queued items.
     ///
     /// # Examples
     ///
@@ -122,10 +122,10 @@ impl BlockingQueue {
     /// assert_eq!(weft::threads::BlockingQueue::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.state.lock().jobs.len()
+        self.state.lock().items.len()
     }
 
-    /// Whether no job is queued.
+    /// Whether no item is queued.
     ///
     /// # Examples
     ///
@@ -138,9 +138,9 @@ impl BlockingQueue {
 }
 
 impl WorkQueue for BlockingQueue {
-    fn put(&self, job: Job) {
+    fn put(&self, item: WorkItem) {
         let mut state = self.state.lock();
-        state.jobs.push_back(job);
+        state.items.push_back(item);
         let wake = state.waiters > 0;
         drop(state);
         if wake {
@@ -148,11 +148,11 @@ impl WorkQueue for BlockingQueue {
         }
     }
 
-    fn get(&self) -> Job {
+    fn get(&self) -> WorkItem {
         let mut state = self.state.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                return job;
+            if let Some(item) = state.items.pop_front() {
+                return item;
             }
             state.waiters += 1;
             state = self.ready.wait(state);
@@ -160,12 +160,12 @@ impl WorkQueue for BlockingQueue {
         }
     }
 
-    fn get_timeout(&self, timeout: Duration) -> Option<Job> {
+    fn get_timeout(&self, timeout: Duration) -> Option<WorkItem> {
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.state.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
+            if let Some(item) = state.items.pop_front() {
+                return Some(item);
             }
             let left = match deadline {
                 Some(deadline) => deadline.checked_duration_since(Instant::now())?,
@@ -187,6 +187,11 @@ impl WorkQueue for BlockingQueue {
 /// `quit` lets the queued tasks finish; then the thread exits. A panicking
 /// task is caught and logged, and the thread goes on with the next one.
 ///
+/// # Dropping
+///
+/// Dropping the worker quits it: queued tasks still run, then the thread
+/// exits (it is not joined).
+///
 /// # Examples
 ///
 /// ```
@@ -201,7 +206,7 @@ impl WorkQueue for BlockingQueue {
 /// ```
 pub struct ThreadWorker<Q: WorkQueue = BlockingQueue> {
     /// `true` once quit; checked and changed only under this lock, together
-    /// with the `put`, so `Stop` is always the last job.
+    /// with the `put`, so `Stop` is always the last item.
     quit: Mutex<bool>,
     queue: Arc<Q>,
 }
@@ -300,9 +305,9 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
 
 fn work_loop<Q: WorkQueue>(queue: &Q) {
     loop {
-        let job = queue.get();
-        match job {
-            Job::Run(task) => {
+        let item = queue.get();
+        match item {
+            WorkItem::Run(task) => {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(task)) {
                     tracing::error!(
                         panic = %panic_message(&*payload),
@@ -310,7 +315,7 @@ fn work_loop<Q: WorkQueue>(queue: &Q) {
                     );
                 }
             }
-            Job::Stop => return,
+            WorkItem::Stop => return,
         }
     }
 }
@@ -321,7 +326,7 @@ impl<Q: WorkQueue> Worker for ThreadWorker<Q> {
         if *quit {
             return Err(AlreadyQuit(task));
         }
-        self.queue.put(Job::Run(task));
+        self.queue.put(WorkItem::Run(task));
         Ok(())
     }
 
@@ -331,9 +336,17 @@ impl<Q: WorkQueue> Worker for ThreadWorker<Q> {
             return Err(AlreadyQuit(()));
         }
         *quit = true;
-        self.queue.put(Job::Stop);
+        self.queue.put(WorkItem::Stop);
         Ok(())
     }
 }
 
 impl<Q: WorkQueue> ExclusiveWorker for ThreadWorker<Q> {}
+
+/// Dropping a worker quits it (if not done already): the queued tasks still
+/// run, then the thread exits instead of waiting forever for work.
+impl<Q: WorkQueue> Drop for ThreadWorker<Q> {
+    fn drop(&mut self) {
+        let _ = Worker::quit(self);
+    }
+}
