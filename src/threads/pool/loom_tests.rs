@@ -83,3 +83,23 @@ fn loom_pool_shrink_while_idle_exits_exactly_one_thread() {
         assert_eq!(pool.statistics().threads_alive, 0);
     });
 }
+
+#[test]
+fn loom_pool_withdraw_racing_the_claim_runs_or_removes_exactly_once() {
+    use crate::loom::atomic::{AtomicBool, Ordering};
+    loom::model(|| {
+        let pool = ThreadPool::new(1, 1).unwrap();
+        pool.start();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let handle = pool
+            .call_in_thread_cancellable(move || r.store(true, Ordering::SeqCst))
+            .unwrap_or_else(|_| panic!("refused"));
+        let canceller = thread::spawn(move || handle.cancel());
+        let cancelled = canceller.join().unwrap();
+        pool.stop();
+        assert_eq!(cancelled, !ran.load(Ordering::SeqCst));
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.backlog, s.busy), (0, 0, 0));
+    });
+}

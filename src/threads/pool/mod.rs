@@ -301,7 +301,7 @@ impl ThreadPool {
 
     fn start_threads(&self, tickets: Vec<state::Ticket>) {
         for ticket in tickets {
-            self.core.start_thread(ticket);
+            Core::start_thread(&self.core, ticket);
         }
     }
 
@@ -446,7 +446,7 @@ impl ThreadPool {
             }
             let ticket = st.reserve(Role::Worker);
             drop(st);
-            if !core.start_thread(ticket) {
+            if !Core::start_thread(core, ticket) {
                 tracing::error!(pool = %core.name, "pool has no thread and cannot start one; work refused");
                 return Err(work);
             }
@@ -457,7 +457,7 @@ impl ThreadPool {
         }
         let (key, wake) = st.submit(erase(work));
         drop(st);
-        core.wake(wake);
+        Core::wake(core, wake);
         Ok(key)
     }
 
@@ -513,7 +513,7 @@ impl ThreadPool {
 
     fn stop_until(&self, deadline: Option<Option<Instant>>) -> StopReport {
         self.begin_stop();
-        let detached = crate::loop_marker::is_loop_thread() || self.core.is_current();
+        let detached = crate::loop_marker::is_loop_thread() || Core::is_current(&self.core);
         let mut st = self.core.state.lock();
         while !detached && st.alive > 0 {
             match deadline.flatten() {

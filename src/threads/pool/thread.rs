@@ -63,23 +63,23 @@ crate::loom::thread_local! {
 
 impl Core {
     /// Whether the calling thread is one of this pool's threads.
-    pub(super) fn is_current(self: &Arc<Self>) -> bool {
+    pub(super) fn is_current(this: &Arc<Self>) -> bool {
         CURRENT.with(|current| {
             current
                 .borrow()
                 .as_ref()
-                .is_some_and(|core| Arc::ptr_eq(core, self))
+                .is_some_and(|core| Arc::ptr_eq(core, this))
         })
     }
 
     /// Carries out a submission's wake (outside the lock).
-    pub(super) fn wake(self: &Arc<Self>, wake: Wake) {
+    pub(super) fn wake(this: &Arc<Self>, wake: Wake) {
         match wake {
             Wake::Nothing => {}
-            Wake::Worker => self.work.notify_one(),
-            Wake::Spare => self.spare.notify_one(),
+            Wake::Worker => this.work.notify_one(),
+            Wake::Spare => this.spare.notify_one(),
             Wake::Start(ticket) => {
-                self.start_thread(ticket);
+                Core::start_thread(this, ticket);
             }
         }
     }
@@ -87,23 +87,23 @@ impl Core {
     /// Starts the thread `ticket` counts; call without the lock. A refusal
     /// (error, panic, or a body dropped unrun) is logged and undone. Returns
     /// whether the body was handed over and not given back.
-    pub(super) fn start_thread(self: &Arc<Self>, ticket: Ticket) -> bool {
-        let name = format!("{}-{}", self.name, ticket.number);
+    pub(super) fn start_thread(this: &Arc<Self>, ticket: Ticket) -> bool {
+        let name = format!("{}-{}", this.name, ticket.number);
         let launch = Arc::new(Launch {
-            core: self.clone(),
+            core: this.clone(),
             role: ticket.role,
             state: AtomicU8::new(PENDING),
         });
         let guard = BodyGuard(launch.clone());
         let body: Body = Box::new(move || guard.run());
-        let error = match catch_unwind(AssertUnwindSafe(|| (self.factory)(&name, body))) {
+        let error = match catch_unwind(AssertUnwindSafe(|| (this.factory)(&name, body))) {
             Ok(Ok(())) => return launch.state.load(Ordering::Acquire) != GIVEN_BACK,
             Ok(Err(error)) => error.to_string(),
             Err(payload) => format!("thread factory panicked: {}", message_and_drop(payload)),
         };
         launch.give_back();
         tracing::warn!(
-            pool = %self.name,
+            pool = %this.name,
             thread = %name,
             %error,
             "could not start a pool thread; work stays in the backlog"
@@ -112,19 +112,19 @@ impl Core {
     }
 
     /// Carries out what [`State::rehome`] decided (outside the lock).
-    pub(super) fn carry_out(self: &Arc<Self>, rehome: Rehome) {
+    pub(super) fn carry_out(this: &Arc<Self>, rehome: Rehome) {
         match rehome {
             Rehome::Nothing => {}
             Rehome::Wake => {
-                self.work.notify_one();
-                self.spare.notify_one();
+                this.work.notify_one();
+                this.spare.notify_one();
             }
             Rehome::Start(ticket) => {
-                self.start_thread(ticket);
+                Core::start_thread(this, ticket);
             }
-            Rehome::Discard(items) => self.discard(items, "no pool thread is left to run it"),
+            Rehome::Discard(items) => this.discard(items, "no pool thread is left to run it"),
             Rehome::Stranded => tracing::error!(
-                pool = %self.name,
+                pool = %this.name,
                 "pool has no thread and cannot start one; its backlog waits for the next submission"
             ),
         }
@@ -165,7 +165,7 @@ impl Launch {
         }
         let rehome = self.core.state.lock().start_failed(self.role);
         self.core.exited.notify_all();
-        self.core.carry_out(rehome);
+        Core::carry_out(&self.core, rehome);
     }
 }
 
@@ -216,7 +216,7 @@ impl Drop for Exit {
                 pool = %self.core.name,
                 "a pool thread died in the pool's own code; its work was handed on"
             );
-            self.core.carry_out(rehome);
+            Core::carry_out(&self.core, rehome);
         }
     }
 }
@@ -306,7 +306,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             exit.position = Position::Busy;
                             if let Some(ticket) = spare {
                                 drop(st);
-                                core.start_thread(ticket);
+                                Core::start_thread(&core, ticket);
                                 st = core.state.lock();
                             }
                             break Next::Run(item);
