@@ -307,7 +307,8 @@ pub enum CallError {
         /// The panic message.
         message: String,
     },
-    /// The wait timed out (the call itself is not cancelled).
+    /// The wait timed out. The call itself is not withdrawn: it may still
+    /// run on the loop later.
     TimedOut,
     /// The call was cancelled.
     Cancelled,
@@ -323,7 +324,9 @@ impl fmt::Display for CallError {
             }
             CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
             CallError::Panicked { message } => write!(f, "call panicked: {message}"),
-            CallError::TimedOut => f.write_str("timed out waiting for the loop"),
+            CallError::TimedOut => {
+                f.write_str("timed out waiting for the loop; the call may still run")
+            }
             CallError::Cancelled => f.write_str("call cancelled"),
             CallError::AlreadyTaken => f.write_str("outcome already taken"),
         }

@@ -44,7 +44,7 @@ pub mod testing;
 mod time;
 
 pub use bridge::{
-    CrossThreadFuture, ThreadCall, blocking_call_from_thread, blocking_call_from_thread_future,
+    CrossThreadFuture, blocking_call_from_thread, blocking_call_from_thread_future,
     blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
 };
 pub use error::{
@@ -52,7 +52,7 @@ pub use error::{
     ThreadError,
 };
 
-pub use deferred::{Deferred, Resolver};
+pub use deferred::{Deferred, Resolver, gather};
 pub use pool::{
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolConfigError, PoolStatistics,
     StopReport, ThreadPool, ThreadPoolBuilder,
