@@ -121,6 +121,9 @@ pub enum ThreadError {
     Cancelled,
     /// The pool or loop that would have run the job had stopped.
     Stopped,
+    /// The job did not finish before its deadline
+    /// ([`Deferred::add_timeout`](crate::Deferred::add_timeout)).
+    TimedOut,
 }
 
 impl fmt::Display for ThreadError {
@@ -129,6 +132,7 @@ impl fmt::Display for ThreadError {
             ThreadError::Panicked { message } => write!(f, "job panicked: {message}"),
             ThreadError::Cancelled => f.write_str("job cancelled"),
             ThreadError::Stopped => f.write_str("job refused: stopped"),
+            ThreadError::TimedOut => f.write_str("job timed out"),
         }
     }
 }
@@ -159,6 +163,32 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "<non-string panic payload>".to_owned()
+    }
+}
+
+/// A [`Deferred`](crate::Deferred) did not resolve before its deadline
+/// ([`Deferred::add_timeout`](crate::Deferred::add_timeout)).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::TimedOut.to_string(), "timed out");
+/// assert_eq!(weft::ThreadError::from(weft::TimedOut), weft::ThreadError::TimedOut);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl Error for TimedOut {}
+
+impl From<TimedOut> for ThreadError {
+    fn from(_: TimedOut) -> Self {
+        ThreadError::TimedOut
     }
 }
 

@@ -44,12 +44,13 @@ pub mod testing;
 mod time;
 
 pub use bridge::{
-    CrossThreadFuture, blocking_call_from_thread, blocking_call_from_thread_future,
-    blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
+    AlreadyRunning, CrossThreadFuture, LoopingCall, blocking_call_from_thread,
+    blocking_call_from_thread_future, blocking_call_from_thread_future_timeout,
+    blocking_call_from_thread_timeout,
 };
 pub use error::{
     AlreadyQuit, AlreadyResolved, CallError, Cancelled, DelayedCallError, LoopStopped, RunError,
-    ThreadError,
+    ThreadError, TimedOut,
 };
 
 pub use deferred::{Deferred, Resolver, gather};

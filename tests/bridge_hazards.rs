@@ -37,9 +37,11 @@ fn a_result_posted_before_shutdown_fails_nothing_it_is_delivered() {
         .build()
         .unwrap();
     let (worker, perform) = memory_worker();
-    reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
-        assert!(perform.perform());
-    });
+    reactor
+        .handle()
+        .add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
+            assert!(perform.perform());
+        });
     let seen = record(reactor.defer_to_worker(&worker, || 5));
     reactor.stop();
     reactor.run().unwrap();
@@ -55,7 +57,7 @@ fn a_job_refused_by_a_stopped_pool_resolves_stopped_and_posts_nothing() {
     let seen = record(reactor.defer_to_thread_pool(&pool, || 1));
     assert_eq!(*seen.borrow(), Some(Err(ThreadError::Stopped)));
     assert_eq!(
-        reactor.statistics().calls_from_thread,
+        reactor.handle().statistics().calls_from_thread,
         0,
         "a phantom completion was posted"
     );
@@ -69,7 +71,7 @@ fn a_job_refused_by_a_quit_worker_resolves_stopped_and_posts_nothing() {
     let seen = record(reactor.defer_to_worker(&worker, || 1));
     assert_eq!(*seen.borrow(), Some(Err(ThreadError::Stopped)));
     assert_eq!(
-        reactor.statistics().calls_from_thread,
+        reactor.handle().statistics().calls_from_thread,
         0,
         "a phantom completion was posted"
     );
@@ -133,13 +135,17 @@ fn a_before_shutdown_trigger_can_flush_work_through_the_pool() {
     {
         let seen = seen.clone();
         let in_thread = in_thread.clone();
-        reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-            let h = weft::reactor::current().unwrap();
-            h.call_in_thread(move || in_thread.store(true, Ordering::SeqCst))
-                .unwrap();
-            let d = h.defer_to_thread(|| 7);
-            d.map(move |v| *seen.borrow_mut() = Some(v))
-        });
+        reactor.handle().add_system_event_trigger(
+            Phase::Before,
+            SystemEvent::Shutdown,
+            move || {
+                let h = weft::reactor::current().unwrap();
+                h.call_in_thread(move || in_thread.store(true, Ordering::SeqCst))
+                    .unwrap();
+                let d = h.defer_to_thread(|| 7);
+                d.map(move |v| *seen.borrow_mut() = Some(v))
+            },
+        );
     }
     reactor.stop();
     reactor.run().unwrap();
@@ -153,11 +159,15 @@ fn a_before_shutdown_trigger_can_use_the_pool_on_first_use() {
     let seen = Rc::new(RefCell::new(None));
     {
         let seen = seen.clone();
-        reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-            let h = weft::reactor::current().unwrap();
-            h.defer_to_thread(|| 8)
-                .map(move |v| *seen.borrow_mut() = Some(v))
-        });
+        reactor.handle().add_system_event_trigger(
+            Phase::Before,
+            SystemEvent::Shutdown,
+            move || {
+                let h = weft::reactor::current().unwrap();
+                h.defer_to_thread(|| 8)
+                    .map(move |v| *seen.borrow_mut() = Some(v))
+            },
+        );
     }
     reactor.stop();
     reactor.run().unwrap();
@@ -208,10 +218,12 @@ fn a_panicking_completion_is_logged_at_the_submitters_location() {
         let d = reactor.defer_to_thread(|| 1);
         d.add_both(|_| panic!("callback"));
         let remote = reactor.remote();
-        reactor.call_later(Duration::from_millis(1), move || {
-            // Stop once the completion (and its panic) went through.
-            remote.stop();
-        });
+        reactor
+            .handle()
+            .call_later(Duration::from_millis(1), move || {
+                // Stop once the completion (and its panic) went through.
+                remote.stop();
+            });
         let _ = reactor.run();
         line
     });

@@ -25,9 +25,11 @@ fn a_resolver_dropped_with_a_cancelled_timer_fails_its_deferred() {
     let reactor = Reactor::new().unwrap();
     let d: Deferred<u8, Cancelled> = Deferred::new();
     let r = d.resolver();
-    let call = reactor.call_later(Duration::from_secs(60), move || {
-        let _ = r.callback(1);
-    });
+    let call = reactor
+        .handle()
+        .call_later(Duration::from_secs(60), move || {
+            let _ = r.callback(1);
+        });
     call.cancel().unwrap();
     assert_eq!(reactor.run_until_complete(d).unwrap(), Err(Cancelled));
 }

@@ -9,7 +9,9 @@
 //! Files: `to_thread.rs` (loop → threads), `job.rs` (the shared job
 //! record), `table.rs` (the loop's table and the shutdown sequence),
 //! `from_thread.rs` and `coroutine.rs` (threads → loop), `oneshot.rs` (the
-//! cross-thread reply cell).
+//! cross-thread reply cell), `timing.rs` (`Deferred::add_timeout`,
+//! `LoopingCall`: loop-only helpers kept here because `deferred` may not
+//! import the reactor).
 //!
 //! # How a `defer_to_thread` result travels
 //!
@@ -44,6 +46,7 @@ mod from_thread;
 mod job;
 mod oneshot;
 mod table;
+mod timing;
 mod to_thread;
 
 pub use coroutine::CrossThreadFuture;
@@ -51,3 +54,4 @@ pub use from_thread::{
     blocking_call_from_thread, blocking_call_from_thread_future,
     blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
 };
+pub use timing::{AlreadyRunning, LoopingCall};
