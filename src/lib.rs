@@ -61,6 +61,9 @@ pub use pool::{
 pub use reactor::{Reactor, Remote};
 pub use time::{Clock, DelayedCall, SystemClock};
 
+#[doc = include_str!("../docs/coming-from-twisted-and-asyncio.md")]
+pub mod coming_from_twisted_and_asyncio {}
+
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

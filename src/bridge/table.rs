@@ -164,11 +164,15 @@ impl Threads {
         self.check_drained();
     }
 
-    pub(super) fn register<T: 'static>(&self, resolver: Resolver<T>) -> u64 {
+    /// A fresh job key.
+    pub(super) fn next_key(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        self.jobs.borrow_mut().insert(id, resolver.erase());
         id
+    }
+
+    pub(super) fn register<T: 'static>(&self, key: u64, resolver: Resolver<T>) {
+        self.jobs.borrow_mut().insert(key, resolver.erase());
     }
 
     pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {

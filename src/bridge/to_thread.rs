@@ -45,20 +45,17 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    let key = threads.next_key();
+    let job = Job::new(f, key, handle.remote(), location);
     let weak = std::rc::Rc::downgrade(threads);
-    let slot: std::rc::Rc<std::cell::Cell<Option<(u64, Arc<Job<T, F>>)>>> = Default::default();
-    let canceller_slot = slot.clone();
+    let record = job.clone();
     let deferred = Deferred::with_canceller(move || {
-        if let Some((key, job)) = canceller_slot.take() {
-            job.cancel();
-            if let Some(t) = weak.upgrade() {
-                t.forget(key);
-            }
+        record.cancel();
+        if let Some(t) = weak.upgrade() {
+            t.forget(key);
         }
     });
-    let key = threads.register(deferred.resolver());
-    let job = Job::new(f, key, handle.remote(), location);
-    slot.set(Some((key, job.clone())));
+    threads.register(key, deferred.resolver());
     (deferred, job)
 }
 
