@@ -394,6 +394,8 @@ pub enum PoolConfigError {
         /// The requested maximum.
         max: usize,
     },
+    /// The thread name holds a NUL byte, which no OS thread name may hold.
+    InvalidName,
 }
 
 impl fmt::Display for PoolConfigError {
@@ -403,6 +405,7 @@ impl fmt::Display for PoolConfigError {
             PoolConfigError::MinAboveMax { min, max } => {
                 write!(f, "pool min {min} is greater than max {max}")
             }
+            PoolConfigError::InvalidName => f.write_str("pool name holds a NUL byte"),
         }
     }
 }

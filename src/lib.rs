@@ -32,9 +32,10 @@
 mod error;
 mod loom;
 
+mod loop_marker;
 pub mod threads;
-
-mod pool;
+// `crate::pool::ThreadPool` keeps resolving for the layers above.
+use threads::pool;
 
 // --- reactor layer (time, deferred, reactor), then the bridges ---
 mod bridge;
@@ -54,8 +55,9 @@ pub use error::{
 };
 
 pub use deferred::{Deferred, Resolver, gather};
-pub use pool::{
-    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolConfigError, PoolStatistics,
+pub use error::PoolConfigError;
+pub use threads::{
+    CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
     StopReport, ThreadPool, ThreadPoolBuilder,
 };
 pub use reactor::{Reactor, Remote};

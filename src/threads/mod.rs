@@ -65,6 +65,7 @@
 
 mod lock_worker;
 mod memory;
+pub(crate) mod pool;
 mod quit;
 mod team;
 mod thread_worker;
@@ -74,6 +75,12 @@ mod loom_tests;
 
 pub use lock_worker::{Lock, LockWorker, MutexLock};
 pub use memory::{MemoryWorker, Perform, memory_worker};
+pub use pool::{
+    CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
+    StopReport, ThreadPool, ThreadPoolBuilder,
+};
+#[allow(unused_imports)] // the bridge's (contract C1)
+pub(crate) use pool::{SharedTask, TaskKey};
 pub use quit::Quit;
 pub use team::{Statistics, Team, pool};
 pub use thread_worker::{BlockingQueue, Job, ThreadWorker, WorkQueue};

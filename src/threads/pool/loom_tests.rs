@@ -1,0 +1,85 @@
+//! loom models of the pool's hand-off protocol: claims, backlog drained by
+//! busy threads, exit orders and stop (at most three threads each).
+//!
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom
+//! cargo test --release -p weft --lib loom_`
+
+use super::ThreadPool;
+use crate::error::AlreadyQuit;
+use crate::loom::model::{Done, task};
+use crate::loom::{Arc, thread};
+
+#[test]
+fn loom_pool_claim_and_backlog_run_every_task_once_and_stop_joins() {
+    loom::model(|| {
+        let pool = ThreadPool::new(1, 1).unwrap();
+        pool.start();
+        let done = Arc::new(Done::default());
+        for _ in 0..2 {
+            pool.call_in_thread(task(&done))
+                .unwrap_or_else(|_| panic!("refused"));
+        }
+        done.wait_for(2);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
+    });
+}
+
+#[test]
+fn loom_pool_two_submitters_grow_one_thread_and_lose_nothing() {
+    loom::model(|| {
+        let pool = Arc::new(ThreadPool::new(0, 1).unwrap());
+        pool.start();
+        let done = Arc::new(Done::default());
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let other = thread::spawn(move || {
+            other_pool
+                .call_in_thread(task(&other_done))
+                .unwrap_or_else(|_| panic!("refused"));
+        });
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        other.join().unwrap();
+        done.wait_for(2);
+        pool.stop();
+        assert_eq!(pool.statistics().threads_alive, 0);
+    });
+}
+
+#[test]
+fn loom_pool_stop_racing_submit_runs_or_hands_back() {
+    loom::model(|| {
+        let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+        pool.start();
+        let done = Arc::new(Done::default());
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let submitter = thread::spawn(move || {
+            if let Err(AlreadyQuit(task)) = other_pool.call_in_thread(task(&other_done)) {
+                task(); // handed back: run it here
+            }
+        });
+        pool.stop();
+        submitter.join().unwrap();
+        done.wait_for(1);
+        pool.stop();
+        assert_eq!(pool.statistics().threads_alive, 0);
+    });
+}
+
+#[test]
+fn loom_pool_shrink_while_idle_exits_exactly_one_thread() {
+    loom::model(|| {
+        let pool = ThreadPool::new(2, 2).unwrap();
+        pool.start();
+        pool.adjust_pool_size(1, 1).unwrap();
+        let done = Arc::new(Done::default());
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        done.wait_for(1);
+        let s = pool.statistics();
+        assert_eq!((s.idle + s.busy, s.max), (1, 1));
+        pool.stop();
+        assert_eq!(pool.statistics().threads_alive, 0);
+    });
+}

@@ -1,0 +1,571 @@
+//! The pool's state machine: every decision, as plain functions.
+//!
+//! [`State`] is the data behind the pool's one mutex. Each transition here
+//! takes `&mut State` (and, where time matters, a [`Clock`]) and returns what
+//! the caller must do outside it: wake a sleeper, start a thread ([`Ticket`]),
+//! run an item, discard items. Nothing here blocks, spawns, notifies or runs
+//! user code, so the unit tests drive the rules with a manual clock and no
+//! threads. `thread.rs` and `mod.rs` carry the results out.
+//!
+//! # Roles and counts
+//!
+//! Threads are anonymous: the state counts roles, not threads.
+//!
+//! - **idle**: asleep on the work condvar, free to be claimed;
+//! - **busy**: running a task, or woken for one (a *claim*);
+//! - **spare**: at most one thread that runs nothing until the pool stalls.
+//!
+//! Claims (`claimed`) and exit orders (`exit_idle`, `exit_spare`) are counts
+//! taken by whichever sleeper wakes first, so no wake-up is lost and no
+//! thread needs its own queue. A thread being started counts in its role
+//! from the moment its [`Ticket`] is issued; if it never starts,
+//! [`State::start_failed`] takes it out again.
+//!
+//! # Invariants
+//!
+//! - `queue.len() >= claimed`: the backlog is the live items beyond the
+//!   claimed ones; withdrawing an item revokes a claim it would break.
+//! - While the backlog is non-empty no thread is idle, or a claimed sleeper
+//!   is on its way and will wake the next one.
+//! - Before `started` the limit is 0; after `stopped` nothing is accepted and
+//!   the backlog drains through the threads that exist, or, when none can
+//!   run it, is handed out to be discarded.
+
+use std::time::Duration;
+
+use super::queue::{Item, Queue, TaskKey};
+use crate::time::Clock;
+
+/// How long queued work may wait with every thread busy and no task taken
+/// before the spare becomes a worker (above one busy thread per core).
+pub(crate) const GROWTH_DELAY: Duration = Duration::from_millis(1);
+
+/// The role a new thread starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Idle, or busy with a claim when work was backlogged.
+    Worker,
+    /// The spare.
+    Spare,
+}
+
+/// A thread the state already counts, to be started by the caller.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket counts a thread that must be started or given back"]
+pub(super) struct Ticket {
+    pub(super) role: Role,
+    /// The number in the thread's name.
+    pub(super) number: u64,
+}
+
+/// What a submission asks of its caller.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    Nothing,
+    /// Notify one sleeper on the work condvar (a claim was made).
+    Worker,
+    /// Notify the spare.
+    Spare,
+    /// Start this thread.
+    Start(Ticket),
+}
+
+/// What a sleeping worker does next.
+pub(super) enum SleepStep {
+    /// Run this item; `wake_next` asks to notify one more sleeper.
+    Run {
+        item: Item,
+        wake_next: bool,
+    },
+    Exit,
+    /// Wait on the work condvar, until the clock reaches the deadline if any.
+    Wait(Option<Duration>),
+}
+
+/// What the spare does next.
+pub(super) enum SpareStep {
+    /// Run this item as a worker; start the new spare first, if any.
+    Run {
+        item: Item,
+        spare: Option<Ticket>,
+    },
+    Exit,
+    /// Wait on the spare condvar, until the clock reaches the deadline if any.
+    Wait(Option<Duration>),
+}
+
+/// What a thread does after its task.
+pub(super) enum AfterTask {
+    Run(Item),
+    Sleep,
+    Exit,
+}
+
+/// A sleeper's or the spare's memory between steps.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    /// When this thread began to wait above `min` (the keep-alive start).
+    idle_since: Option<Duration>,
+    /// The spare's watch: tasks taken at its start, and when it ends.
+    watch: Option<(u64, Duration)>,
+}
+
+/// Where a thread stands in the counts, for its exit guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Position {
+    /// Counted as a sleeper (idle, claimed or ordered to exit).
+    Sleeping,
+    /// Counted busy without a claim (running or about to recycle).
+    Busy,
+    /// Counted as the spare (or ordered to exit as one).
+    Spare,
+    /// No longer counted in any role.
+    Gone,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) queue: Queue,
+    pub(super) claimed: usize,
+    pub(super) idle: usize,
+    pub(super) busy: usize,
+    /// Spare threads (0 or 1) not told to exit.
+    pub(super) spare: usize,
+    /// Whether the spare is watching for a stall.
+    pub(super) armed: bool,
+    pub(super) exit_idle: usize,
+    pub(super) exit_spare: usize,
+    /// Busy threads to retire when they find no backlog.
+    pub(super) to_shrink: usize,
+    /// Tasks taken from the queue so far: the spare's progress signal.
+    pub(super) taken: u64,
+    pub(super) completed: u64,
+    pub(super) panicked: u64,
+    pub(super) min: usize,
+    pub(super) max: usize,
+    /// 0 until started, then `max`.
+    pub(super) limit: usize,
+    pub(super) started: bool,
+    pub(super) stopped: bool,
+    pub(super) next_thread: u64,
+    /// Threads counted in a role or still running their exit.
+    pub(super) alive: usize,
+    /// Threads that may be busy before growth waits for a stall.
+    pub(super) eager: usize,
+    pub(super) keep_alive: Duration,
+}
+
+impl State {
+    pub(super) fn new(min: usize, max: usize, eager: usize, keep_alive: Duration) -> State {
+        State {
+            queue: Queue::default(),
+            claimed: 0,
+            idle: 0,
+            busy: 0,
+            spare: 0,
+            armed: false,
+            exit_idle: 0,
+            exit_spare: 0,
+            to_shrink: 0,
+            taken: 0,
+            completed: 0,
+            panicked: 0,
+            min,
+            max,
+            limit: 0,
+            started: false,
+            stopped: false,
+            next_thread: 0,
+            alive: 0,
+            eager: eager.max(1),
+            keep_alive,
+        }
+    }
+
+    pub(super) fn backlog(&self) -> usize {
+        self.queue.len() - self.claimed
+    }
+
+    /// Threads with a role (idle, busy or spare), marked or not.
+    pub(super) fn threads(&self) -> usize {
+        self.idle + self.busy + self.spare
+    }
+
+    /// Threads not yet marked to quit.
+    pub(super) fn unmarked(&self) -> usize {
+        self.threads().saturating_sub(self.to_shrink)
+    }
+
+    fn take(&mut self) -> Item {
+        self.taken += 1;
+        self.queue
+            .pop()
+            .expect("pool invariant: a claim or a backlog names a queued item")
+    }
+
+    /// Counts a new thread in `role`; the caller must start it or call
+    /// [`start_failed`](Self::start_failed).
+    pub(super) fn reserve(&mut self, role: Role) -> Ticket {
+        let number = self.next_thread;
+        self.next_thread += 1;
+        match role {
+            Role::Worker if self.backlog() > 0 => {
+                self.busy += 1;
+                self.claimed += 1;
+            }
+            Role::Worker => self.idle += 1,
+            Role::Spare => {
+                self.spare += 1;
+                self.armed = self.backlog() > 0;
+            }
+        }
+        self.alive += 1;
+        Ticket { role, number }
+    }
+
+    /// A reserved thread will never run: takes it out of the counts. Returns
+    /// what the caller must do about the work it would have served.
+    pub(super) fn start_failed(&mut self, role: Role) -> Rehome {
+        self.alive -= 1;
+        let position = match role {
+            Role::Worker => Position::Sleeping,
+            Role::Spare => Position::Spare,
+        };
+        self.leave(position);
+        // Starting another thread now would most likely fail the same way.
+        self.rehome(false)
+    }
+
+    /// A thread at `position` is gone (an exit guard after a panic in the
+    /// pool's own code, or a start that failed): removes it from the counts.
+    /// Sleepers are interchangeable, so any sleeper count will do; a claim
+    /// goes last, and comes back to the backlog.
+    pub(super) fn leave(&mut self, position: Position) {
+        match position {
+            Position::Sleeping => {
+                if self.idle > 0 {
+                    self.idle -= 1;
+                } else if self.exit_idle > 0 {
+                    self.exit_idle -= 1;
+                } else if self.claimed > 0 {
+                    self.claimed -= 1;
+                    self.busy -= 1;
+                }
+            }
+            Position::Busy => self.busy -= 1,
+            Position::Spare => {
+                if self.spare > 0 {
+                    self.spare -= 1;
+                    self.armed &= self.spare > 0;
+                } else if self.exit_spare > 0 {
+                    self.exit_spare -= 1;
+                }
+            }
+            Position::Gone => {}
+        }
+    }
+
+    /// After a thread vanished: makes sure backlogged work has a thread on
+    /// its way (starting one if `may_start`), or says which items no thread
+    /// can ever run.
+    pub(super) fn rehome(&mut self, may_start: bool) -> Rehome {
+        if self.backlog() == 0 {
+            return if self.claimed > 0 {
+                Rehome::Wake
+            } else {
+                Rehome::Nothing
+            };
+        }
+        if self.idle > 0 && self.claimed == 0 {
+            self.idle -= 1;
+            self.busy += 1;
+            self.claimed += 1;
+            return Rehome::Wake;
+        }
+        if self.claimed > 0 || self.busy > 0 || self.spare > 0 {
+            // A woken sleeper or a busy thread drains it; the spare watches.
+            return Rehome::Wake;
+        }
+        if !self.started {
+            // Before `start` work waits in the backlog by design.
+            return Rehome::Nothing;
+        }
+        if may_start && self.threads() < self.limit {
+            return Rehome::Start(self.reserve(Role::Worker));
+        }
+        if self.stopped {
+            return Rehome::Discard(self.queue.drain_after(0));
+        }
+        Rehome::Stranded
+    }
+
+    /// Queues `item` (the caller checked `stopped` and the first thread).
+    pub(super) fn submit(&mut self, item: Item) -> (TaskKey, Wake) {
+        let key = self.queue.push(item);
+        let wake = if self.idle > 0 && self.claimed > 0 {
+            // A sleeper is already waking; it takes this item too, or wakes
+            // the next sleeper if work is still waiting (one wake at a time).
+            Wake::Nothing
+        } else if self.idle > 0 {
+            self.idle -= 1;
+            self.busy += 1;
+            self.claimed += 1;
+            Wake::Worker
+        } else if !self.started || self.threads() >= self.limit {
+            self.arm_spare()
+        } else if self.busy < self.eager {
+            // One thread per core may be busy at once: start one now.
+            Wake::Start(self.reserve(Role::Worker))
+        } else if self.spare == 0 {
+            Wake::Start(self.reserve(Role::Spare))
+        } else {
+            self.arm_spare()
+        };
+        (key, wake)
+    }
+
+    fn arm_spare(&mut self) -> Wake {
+        if self.spare > 0 && !self.armed {
+            self.armed = true;
+            Wake::Spare
+        } else {
+            Wake::Nothing
+        }
+    }
+
+    /// Whether a submission must first start a thread (started, none left).
+    pub(super) fn needs_first_thread(&self) -> bool {
+        self.started && !self.stopped && self.threads() == 0
+    }
+
+    /// Removes an unstarted item. A claim that only it could satisfy goes
+    /// back: its sleeper counts idle again and, woken, finds nothing.
+    pub(super) fn withdraw(&mut self, key: TaskKey) -> Option<Item> {
+        let item = self.queue.withdraw(key)?;
+        if self.queue.len() < self.claimed {
+            self.claimed -= 1;
+            self.busy -= 1;
+            self.idle += 1;
+        }
+        Some(item)
+    }
+
+    /// Removes every unclaimed item.
+    pub(super) fn discard_backlog(&mut self) -> Vec<Item> {
+        self.queue.drain_after(self.claimed)
+    }
+
+    /// `start`: the limit becomes `max`; returns the threads to start.
+    pub(super) fn start(&mut self) -> Vec<Ticket> {
+        if self.stopped || self.started {
+            return Vec::new();
+        }
+        self.started = true;
+        self.apply_size()
+    }
+
+    /// `adjust_pool_size` (the caller checked the bounds); every sleeper
+    /// must then re-check its keep-alive and the exit orders.
+    pub(super) fn adjust(&mut self, min: usize, max: usize) -> Vec<Ticket> {
+        self.min = min;
+        self.max = max;
+        if !self.started || self.stopped {
+            return Vec::new();
+        }
+        self.apply_size()
+    }
+
+    /// Limit, min, backlog: quits the extra threads, reserves the missing.
+    fn apply_size(&mut self) -> Vec<Ticket> {
+        self.limit = self.max;
+        let mut tickets = Vec::new();
+        let unmarked = self.unmarked();
+        if unmarked > self.max {
+            self.quit_threads(unmarked - self.max);
+        } else if unmarked < self.min {
+            let cancel = (self.min - unmarked).min(self.to_shrink);
+            self.to_shrink -= cancel;
+            while self.unmarked() < self.min && self.threads() < self.limit {
+                tickets.push(self.reserve(Role::Worker));
+            }
+        }
+        while self.backlog() > 0 && self.threads() < self.limit {
+            tickets.push(self.reserve(Role::Worker));
+        }
+        tickets
+    }
+
+    /// Quits `n` threads: the spare, then idle ones, then busy ones (debt).
+    fn quit_threads(&mut self, mut n: usize) {
+        let spare = n.min(self.spare);
+        self.spare -= spare;
+        self.exit_spare += spare;
+        self.armed &= self.spare > 0;
+        n -= spare;
+        let idle = n.min(self.idle);
+        self.idle -= idle;
+        self.exit_idle += idle;
+        self.to_shrink += n - idle;
+    }
+
+    /// `stop`: refuses new work from now on; idle threads and the spare are
+    /// told to exit; returns the items no thread will ever run.
+    pub(super) fn stop(&mut self) -> Option<Vec<Item>> {
+        if self.stopped {
+            return None;
+        }
+        self.stopped = true;
+        self.exit_idle += self.idle;
+        self.idle = 0;
+        if self.busy + self.spare == 0 {
+            Some(self.queue.drain_after(0))
+        } else {
+            Some(Vec::new())
+        }
+    }
+
+    /// A busy thread's task ended: backlog first, then quit, then debt,
+    /// then idle.
+    pub(super) fn after_task(&mut self, panicked: bool) -> AfterTask {
+        self.completed += 1;
+        self.panicked += u64::from(panicked);
+        if self.backlog() > 0 {
+            AfterTask::Run(self.take())
+        } else if self.stopped || self.to_shrink > 0 {
+            if !self.stopped {
+                self.to_shrink -= 1;
+            }
+            self.busy -= 1;
+            AfterTask::Exit
+        } else {
+            self.busy -= 1;
+            self.idle += 1;
+            AfterTask::Sleep
+        }
+    }
+
+    /// A sleeper: takes a claim, else an exit order, else waits (and exits
+    /// after the keep-alive when above `min`).
+    pub(super) fn sleeper_step(&mut self, waiting: &mut Waiting, clock: &dyn Clock) -> SleepStep {
+        if self.claimed > 0 {
+            self.claimed -= 1;
+            let item = self.take();
+            // Work still waits and a thread is idle: wake the next one.
+            let wake_next = self.backlog() > 0 && self.idle > 0;
+            if wake_next {
+                self.idle -= 1;
+                self.busy += 1;
+                self.claimed += 1;
+            }
+            waiting.idle_since = None;
+            return SleepStep::Run { item, wake_next };
+        }
+        if self.backlog() > 0 && self.idle > 0 {
+            // Backlogged work with no claim: this idle thread takes it.
+            self.idle -= 1;
+            self.busy += 1;
+            waiting.idle_since = None;
+            return SleepStep::Run {
+                item: self.take(),
+                wake_next: false,
+            };
+        }
+        if self.exit_idle > 0 {
+            self.exit_idle -= 1;
+            return SleepStep::Exit;
+        }
+        // No claim or order is pending, so this thread is one of the idle.
+        if self.unmarked() > self.min && !self.stopped {
+            let now = clock.now();
+            let since = *waiting.idle_since.get_or_insert(now);
+            match since.checked_add(self.keep_alive) {
+                Some(until) if now >= until => {
+                    self.idle -= 1;
+                    SleepStep::Exit
+                }
+                // `None`: a keep-alive beyond the clock's range is forever.
+                until => SleepStep::Wait(until),
+            }
+        } else {
+            waiting.idle_since = None;
+            SleepStep::Wait(None)
+        }
+    }
+
+    /// The spare: exits when told, drains at stop, and becomes a worker when
+    /// backlogged work sees no progress for [`GROWTH_DELAY`].
+    pub(super) fn spare_step(&mut self, waiting: &mut Waiting, clock: &dyn Clock) -> SpareStep {
+        loop {
+            if self.exit_spare > 0 {
+                self.exit_spare -= 1;
+                return SpareStep::Exit;
+            }
+            // No exit order is pending, so this thread is the spare.
+            let backlog = self.backlog();
+            if self.stopped {
+                self.spare -= 1;
+                if backlog > 0 {
+                    self.busy += 1;
+                    return SpareStep::Run {
+                        item: self.take(),
+                        spare: None,
+                    };
+                }
+                return SpareStep::Exit;
+            }
+            if !self.armed || backlog == 0 {
+                self.armed = false;
+                waiting.watch = None;
+                if self.unmarked() > self.min {
+                    let now = clock.now();
+                    let since = *waiting.idle_since.get_or_insert(now);
+                    return match since.checked_add(self.keep_alive) {
+                        Some(until) if now >= until => {
+                            self.spare -= 1;
+                            SpareStep::Exit
+                        }
+                        until => SpareStep::Wait(until),
+                    };
+                }
+                waiting.idle_since = None;
+                return SpareStep::Wait(None);
+            }
+            waiting.idle_since = None;
+            let now = clock.now();
+            let (mark, until) = *waiting
+                .watch
+                .get_or_insert((self.taken, now.saturating_add(GROWTH_DELAY)));
+            if now < until {
+                return SpareStep::Wait(Some(until));
+            }
+            if self.taken != mark {
+                waiting.watch = Some((self.taken, now.saturating_add(GROWTH_DELAY)));
+                continue;
+            }
+            // Stalled: become a worker, and leave a spare if work still waits.
+            waiting.watch = None;
+            self.spare -= 1;
+            self.armed = false;
+            self.busy += 1;
+            let item = self.take();
+            let spare = (self.backlog() > 0 && self.threads() < self.limit)
+                .then(|| self.reserve(Role::Spare));
+            return SpareStep::Run { item, spare };
+        }
+    }
+}
+
+/// What to do about work after a thread vanished.
+pub(super) enum Rehome {
+    Nothing,
+    /// Notify a sleeper (a claim is outstanding) and the spare.
+    Wake,
+    /// Start this thread to run the backlog.
+    Start(Ticket),
+    /// No thread will ever run these: discard them.
+    Discard(Vec<Item>),
+    /// Not stopped, no thread and none may start now: the backlog waits for
+    /// the next submission or `start` (logged).
+    Stranded,
+}

@@ -1,0 +1,324 @@
+//! The pool's threads: starting them, their loop, and their exit guard.
+//!
+//! A thread is counted (by a [`Ticket`]) before it exists, under the lock;
+//! the factory, which is user code, is called after the lock is released.
+//! The body handed to the factory owns a [`Launch`] record: if the factory
+//! fails, panics, or drops the body without running it, the launch is given
+//! back exactly once and the counts are undone ([`State::start_failed`]).
+//!
+//! The loop carries out [`State`]'s decisions: it runs items outside the
+//! lock, waits on the work condvar (sleepers) or the spare condvar (the
+//! spare), and reads time only through the pool's [`Clock`].
+//!
+//! # Invariant: a thread never swallows work
+//!
+//! [`Exit`] records, under the lock, where the thread stands in the counts
+//! ([`Position`]). Whatever ends the thread (a normal exit, or a panic in
+//! the pool's own code or its clock), the guard takes the thread out of the
+//! counts, hands back any claim it held, and gets the backlog a thread
+//! ([`State::rehome`]): another sleeper, a replacement thread, or, when no
+//! thread can ever run it, a discard that reports it.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use super::queue::{Item, message_and_drop};
+use super::state::{
+    AfterTask, Position, Rehome, Role, SleepStep, SpareStep, State, Ticket, Waiting, Wake,
+};
+use crate::loom::atomic::{AtomicU8, Ordering};
+use crate::loom::{Arc, Condvar, Mutex, MutexGuard};
+use crate::time::Clock;
+
+/// The body a thread factory must run on its new thread.
+pub(super) type Body = Box<dyn FnOnce() + Send + 'static>;
+pub(super) type ThreadFactory = Box<dyn Fn(&str, Body) -> io::Result<()> + Send + Sync>;
+
+/// The pool's state, shared with its threads.
+pub(super) struct Core {
+    pub(super) name: String,
+    pub(super) factory: ThreadFactory,
+    pub(super) clock: std::sync::Arc<dyn Clock>,
+    pub(super) state: Mutex<State>,
+    /// Idle threads (and those with a claim or an exit order) wait here.
+    pub(super) work: Condvar,
+    /// The spare waits here.
+    pub(super) spare: Condvar,
+    /// Signalled whenever a thread exits or a start is given back.
+    pub(super) exited: Condvar,
+}
+
+#[cfg(not(loom))]
+crate::loom::thread_local! {
+    /// The pool whose thread this is, while its body runs.
+    static CURRENT: std::cell::RefCell<Option<Arc<Core>>> = const { std::cell::RefCell::new(None) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
+crate::loom::thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Arc<Core>>> = std::cell::RefCell::new(None);
+}
+
+impl Core {
+    /// Whether the calling thread is one of this pool's threads.
+    pub(super) fn is_current(self: &Arc<Self>) -> bool {
+        CURRENT.with(|current| {
+            current
+                .borrow()
+                .as_ref()
+                .is_some_and(|core| Arc::ptr_eq(core, self))
+        })
+    }
+
+    /// Carries out a submission's wake (outside the lock).
+    pub(super) fn wake(self: &Arc<Self>, wake: Wake) {
+        match wake {
+            Wake::Nothing => {}
+            Wake::Worker => self.work.notify_one(),
+            Wake::Spare => self.spare.notify_one(),
+            Wake::Start(ticket) => {
+                self.start_thread(ticket);
+            }
+        }
+    }
+
+    /// Starts the thread `ticket` counts; call without the lock. A refusal
+    /// (error, panic, or a body dropped unrun) is logged and undone. Returns
+    /// whether the body was handed over and not given back.
+    pub(super) fn start_thread(self: &Arc<Self>, ticket: Ticket) -> bool {
+        let name = format!("{}-{}", self.name, ticket.number);
+        let launch = Arc::new(Launch {
+            core: self.clone(),
+            role: ticket.role,
+            state: AtomicU8::new(PENDING),
+        });
+        let guard = BodyGuard(launch.clone());
+        let body: Body = Box::new(move || guard.run());
+        let error = match catch_unwind(AssertUnwindSafe(|| (self.factory)(&name, body))) {
+            Ok(Ok(())) => return launch.state.load(Ordering::Acquire) != GIVEN_BACK,
+            Ok(Err(error)) => error.to_string(),
+            Err(payload) => format!("thread factory panicked: {}", message_and_drop(payload)),
+        };
+        launch.give_back();
+        tracing::warn!(
+            pool = %self.name,
+            thread = %name,
+            %error,
+            "could not start a pool thread; work stays in the backlog"
+        );
+        false
+    }
+
+    /// Carries out what [`State::rehome`] decided (outside the lock).
+    pub(super) fn carry_out(self: &Arc<Self>, rehome: Rehome) {
+        match rehome {
+            Rehome::Nothing => {}
+            Rehome::Wake => {
+                self.work.notify_one();
+                self.spare.notify_one();
+            }
+            Rehome::Start(ticket) => {
+                self.start_thread(ticket);
+            }
+            Rehome::Discard(items) => self.discard(items, "no pool thread is left to run it"),
+            Rehome::Stranded => tracing::error!(
+                pool = %self.name,
+                "pool has no thread and cannot start one; its backlog waits for the next submission"
+            ),
+        }
+    }
+
+    /// Discards items no thread will run (outside the lock), with a log line.
+    pub(super) fn discard(&self, items: Vec<Item>, why: &str) {
+        if items.is_empty() {
+            return;
+        }
+        tracing::error!(pool = %self.name, discarded = items.len(), why, "pool work discarded");
+        for item in items {
+            item.discard();
+        }
+    }
+}
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const GIVEN_BACK: u8 = 2;
+
+/// One thread start: run once, or given back once.
+struct Launch {
+    core: Arc<Core>,
+    role: Role,
+    state: AtomicU8,
+}
+
+impl Launch {
+    /// Undoes the reservation unless the body already runs.
+    fn give_back(&self) {
+        if self
+            .state
+            .compare_exchange(PENDING, GIVEN_BACK, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let rehome = self.core.state.lock().start_failed(self.role);
+        self.core.exited.notify_all();
+        self.core.carry_out(rehome);
+    }
+}
+
+/// The body's hold on its launch: gives it back when dropped unrun.
+struct BodyGuard(Arc<Launch>);
+
+impl BodyGuard {
+    fn run(self) {
+        let launch = &self.0;
+        if launch
+            .state
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            thread_main(launch.core.clone(), launch.role);
+        }
+    }
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
+/// Ends a pool thread's membership, however the thread ends.
+struct Exit {
+    core: Arc<Core>,
+    position: Position,
+    previous: Option<Arc<Core>>,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // The thread-local may already be gone if the thread is exiting.
+        let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
+        let mut st = self.core.state.lock();
+        let rehome = (self.position != Position::Gone).then(|| {
+            st.leave(self.position);
+            st.rehome(true)
+        });
+        st.alive -= 1;
+        drop(st);
+        self.core.exited.notify_all();
+        if let Some(rehome) = rehome {
+            tracing::error!(
+                pool = %self.core.name,
+                "a pool thread died in the pool's own code; its work was handed on"
+            );
+            self.core.carry_out(rehome);
+        }
+    }
+}
+
+enum Next {
+    Run(Item),
+    Sleep,
+    Spare,
+}
+
+/// Waits on `condvar` until notified or the clock reaches `deadline`.
+fn wait<'a>(
+    condvar: &Condvar,
+    clock: &dyn Clock,
+    st: MutexGuard<'a, State>,
+    deadline: Option<Duration>,
+) -> MutexGuard<'a, State> {
+    match deadline.and_then(|deadline| clock.sleep_until(deadline)) {
+        Some(timeout) => condvar.wait_timeout(st, timeout).0,
+        None => condvar.wait(st),
+    }
+}
+
+/// The body of every pool thread.
+fn thread_main(core: Arc<Core>, role: Role) {
+    let previous = CURRENT.with(|c| c.replace(Some(core.clone())));
+    let mut exit = Exit {
+        core: core.clone(),
+        position: match role {
+            Role::Worker => Position::Sleeping,
+            Role::Spare => Position::Spare,
+        },
+        previous,
+    };
+    let clock = &*core.clock;
+    let mut next = match role {
+        Role::Worker => Next::Sleep,
+        Role::Spare => Next::Spare,
+    };
+    let mut st = core.state.lock();
+    loop {
+        next = match next {
+            Next::Run(item) => {
+                exit.position = Position::Busy;
+                drop(st);
+                let outcome = item.run();
+                if let Some(message) = &outcome.log {
+                    tracing::error!(pool = %core.name, panic = %message, "pool task panicked");
+                }
+                st = core.state.lock();
+                match st.after_task(outcome.panicked) {
+                    AfterTask::Run(item) => Next::Run(item),
+                    AfterTask::Sleep => {
+                        exit.position = Position::Sleeping;
+                        Next::Sleep
+                    }
+                    AfterTask::Exit => {
+                        exit.position = Position::Gone;
+                        return;
+                    }
+                }
+            }
+            Next::Sleep => {
+                let mut waiting = Waiting::default();
+                loop {
+                    match st.sleeper_step(&mut waiting, clock) {
+                        SleepStep::Run { item, wake_next } => {
+                            exit.position = Position::Busy;
+                            if wake_next {
+                                core.work.notify_one();
+                            }
+                            break Next::Run(item);
+                        }
+                        SleepStep::Exit => {
+                            exit.position = Position::Gone;
+                            return;
+                        }
+                        SleepStep::Wait(deadline) => st = wait(&core.work, clock, st, deadline),
+                    }
+                }
+            }
+            Next::Spare => {
+                let mut waiting = Waiting::default();
+                loop {
+                    match st.spare_step(&mut waiting, clock) {
+                        SpareStep::Run { item, spare } => {
+                            exit.position = Position::Busy;
+                            if let Some(ticket) = spare {
+                                drop(st);
+                                core.start_thread(ticket);
+                                st = core.state.lock();
+                            }
+                            break Next::Run(item);
+                        }
+                        SpareStep::Exit => {
+                            exit.position = Position::Gone;
+                            return;
+                        }
+                        SpareStep::Wait(deadline) => st = wait(&core.spare, clock, st, deadline),
+                    }
+                }
+            }
+        };
+    }
+}
