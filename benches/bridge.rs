@@ -235,7 +235,8 @@ fn bench_in_flight_peers(c: &mut Criterion) {
             for _ in 0..iters {
                 for i in 0..WAVE {
                     let data = [i; 4];
-                    jobs.send(Box::new(move || data.iter().sum::<u64>())).unwrap();
+                    jobs.send(Box::new(move || data.iter().sum::<u64>()))
+                        .unwrap();
                 }
                 let sum: u64 = (0..WAVE).map(|_| pool.results.recv().unwrap()).sum();
                 assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);

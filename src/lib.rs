@@ -56,11 +56,11 @@ pub use error::{
 
 pub use deferred::{Deferred, Resolver, gather};
 pub use error::PoolConfigError;
+pub use reactor::{Reactor, Remote};
 pub use threads::{
     CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
     StopReport, ThreadPool, ThreadPoolBuilder,
 };
-pub use reactor::{Reactor, Remote};
 pub use time::{Clock, DelayedCall, SystemClock};
 
 #[doc = include_str!("../docs/coming-from-twisted-and-asyncio.md")]

@@ -234,3 +234,35 @@ fn a_panicking_completion_is_logged_at_the_submitters_location() {
         "no event at {want}; got {got:?}"
     );
 }
+
+#[test]
+fn cancelling_unstarted_reactor_pool_work_withdraws_it_from_the_backlog() {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(1).unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = reactor.defer_to_thread(move || {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    reactor.run_until_complete(async {}).unwrap(); // starts the pool
+    started_rx.recv().unwrap(); // its only thread is busy now
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let d = reactor.defer_to_thread(move || drop(flag));
+    let pool = reactor.thread_pool();
+    assert_eq!(pool.statistics().backlog, 1);
+    d.cancel();
+    assert_eq!(
+        pool.statistics().backlog,
+        0,
+        "the cancelled job is still queued"
+    );
+    assert!(dropped.load(Ordering::SeqCst));
+    release_tx.send(()).unwrap();
+    assert_eq!(reactor.run_until_complete(blocker).unwrap(), Ok(()));
+    assert_eq!(
+        reactor.run_until_complete(d).unwrap(),
+        Err(ThreadError::Cancelled)
+    );
+}

@@ -1,8 +1,10 @@
 //! One job handed from the loop to a pool or worker: a single shared record.
 //!
 //! `Arc<Job<T, F>>` holds the closure until it starts, then its result until
-//! the loop takes it; the same `Arc` rides back through the reactor's inbox
-//! as the completion message, so a completion allocates nothing. Whether the
+//! the loop takes it. On a `ThreadPool` that same `Arc` is the pool's queue
+//! item (contract C1, `SharedTask`), and it rides back through the reactor's
+//! inbox as the completion message: one allocation per job besides the
+//! `Deferred`'s own cell. Other `Worker`s get it inside a boxed [`Runner`]. Whether the
 //! job is still wanted is decided in one place, the record's `slot`, under
 //! its mutex:
 //!
@@ -31,6 +33,7 @@ use super::table::Threads;
 use crate::error::{ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Remote};
+use crate::threads::SharedTask;
 
 enum Slot<T, F> {
     Queued(F),
@@ -174,6 +177,30 @@ where
     }
 }
 
+/// On a `ThreadPool` the record itself is the queue item (contract C1): one
+/// allocation per job, and the pool can withdraw it when it is cancelled.
+impl<T, F> SharedTask for Job<T, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Arc<Self>) {
+        let Some(f) = self.start() else { return };
+        match catch_unwind(AssertUnwindSafe(|| self.call(f))) {
+            Ok(value) => self.post(Ok(value)),
+            Err(payload) => {
+                self.clone().post(Err(ThreadError::from_panic(&*payload)));
+                // The awaiter has its error; the pool counts the panic.
+                resume_unwind(payload);
+            }
+        }
+    }
+
+    fn discard(self: Arc<Self>) {
+        Job::discard(self);
+    }
+}
+
 /// The queue item handed to a `Worker`: runs the job, or discards it if the
 /// worker drops it unrun.
 pub(super) struct Runner<T, F>
@@ -197,11 +224,6 @@ where
         if let Some(job) = self.job.take() {
             job.run();
         }
-    }
-
-    /// The job, now in a worker's hands: no discard on drop any more.
-    pub(super) fn into_job(mut self) -> Option<Arc<Job<T, F>>> {
-        self.job.take()
     }
 }
 

@@ -7,6 +7,7 @@
 //! its captures are dropped by the cancel, not when a worker reaches it.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::job::{Job, Runner};
@@ -16,7 +17,7 @@ use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
 use crate::reactor::{Handle, Reactor};
-use crate::threads::{Task, Worker};
+use crate::threads::{SharedTask, Task, TaskKey, Worker};
 
 /// The reactor pool's size when nothing is suggested: no thread until work
 /// arrives, and up to 64 threads.
@@ -37,7 +38,7 @@ const REACTOR_POOL_NAME: &str = "weft-reactor";
 /// `Deferred`'s canceller empties the record and forgets the entry.
 fn prepare<T, F>(
     handle: &Handle,
-    threads: &std::rc::Rc<Threads>,
+    threads: &Rc<Threads>,
     f: F,
     location: &'static Location<'static>,
 ) -> (Deferred<T>, Arc<Job<T, F>>)
@@ -47,16 +48,34 @@ where
 {
     let key = threads.next_key();
     let job = Job::new(f, key, handle.remote(), location);
-    let weak = std::rc::Rc::downgrade(threads);
-    let record = job.clone();
-    let deferred = Deferred::with_canceller(move || {
-        record.cancel();
+    let deferred = canceller_for(threads, key, job.clone(), None);
+    threads.register(key, deferred.resolver());
+    (deferred, job)
+}
+
+/// A `Deferred` whose canceller empties `job` (dropping its closure now),
+/// withdraws it from `pool`'s backlog if given, and forgets its entry.
+fn canceller_for<T, F>(
+    threads: &Rc<Threads>,
+    key: u64,
+    job: Arc<Job<T, F>>,
+    pool: Option<(Arc<ThreadPool>, TaskKey)>,
+) -> Deferred<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let weak = Rc::downgrade(threads);
+    Deferred::with_canceller(move || {
+        if job.cancel() {
+            if let Some((pool, task)) = pool {
+                pool.withdraw(task);
+            }
+        }
         if let Some(t) = weak.upgrade() {
             t.forget(key);
         }
-    });
-    threads.register(key, deferred.resolver());
-    (deferred, job)
+    })
 }
 
 /// A job refused at submission: it will post nothing; resolve it `Stopped`.
@@ -254,7 +273,7 @@ impl Handle {
     {
         let location = Location::caller();
         let pool = self.thread_pool();
-        self.defer_to_pool_at(&pool, f, location)
+        self.defer_to_pool_at(&pool, Some(&pool), f, location)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -275,12 +294,16 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.defer_to_pool_at(pool, f, Location::caller())
+        self.defer_to_pool_at(pool, None, f, Location::caller())
     }
 
+    /// Submits the job record itself to `pool` (one allocation per job);
+    /// with `shared`, the same pool behind an `Arc`, a cancel also
+    /// withdraws the job from the backlog at once.
     fn defer_to_pool_at<T, F>(
         &self,
         pool: &ThreadPool,
+        shared: Option<&Arc<ThreadPool>>,
         f: F,
         location: &'static Location<'static>,
     ) -> Deferred<T>
@@ -292,29 +315,19 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let (deferred, job) = prepare(self, &threads, f, location);
-        let runner = Runner::new(job.clone());
-        let poster = job.clone();
-        // The pool catches a panic (and counts it in its statistics) and
-        // hands it to the callback, on the same worker thread.
-        let submitted = pool.call_in_thread_with_callback(
-            move || {
-                let job = runner.into_job()?;
-                let f = job.start()?;
-                Some(job.call(f))
-            },
-            move |outcome| match outcome {
-                Ok(Some(value)) => poster.post(Ok(value)),
-                Ok(None) => {} // cancelled before it started
-                Err(e) => poster.post(Err(e)),
-            },
-        );
-        if let Err(refused_task) = submitted {
-            // Empty the record first, so dropping the refused runner posts
-            // nothing: the job resolves once, `Stopped`, here.
-            refused(&threads, &job, job.key());
-            drop(refused_task);
-        }
+        let key = threads.next_key();
+        let job = Job::new(f, key, self.remote(), location);
+        // Nothing can be delivered before this returns (delivery runs on
+        // this thread), so the `Deferred` is registered after submission.
+        let task = match pool.submit_shared(job.clone() as Arc<dyn SharedTask>) {
+            Ok(task) => task,
+            Err(refused) => {
+                drop(refused); // neither run nor discarded: posts nothing
+                return Deferred::fail(ThreadError::Stopped);
+            }
+        };
+        let deferred = canceller_for(&threads, key, job, shared.map(|p| (p.clone(), task)));
+        threads.register(key, deferred.resolver());
         deferred
     }
 
@@ -450,7 +463,7 @@ impl Reactor {
         let location = Location::caller();
         let handle = self.handle();
         let pool = handle.thread_pool();
-        handle.defer_to_pool_at(&pool, f, location)
+        handle.defer_to_pool_at(&pool, Some(&pool), f, location)
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on a pool of your own;
@@ -472,7 +485,8 @@ impl Reactor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.handle().defer_to_pool_at(pool, f, Location::caller())
+        self.handle()
+            .defer_to_pool_at(pool, None, f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see
