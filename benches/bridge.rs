@@ -227,6 +227,28 @@ fn bench_in_flight_peers(c: &mut Criterion) {
     });
     drop(rt);
 
+    // The pool alone (no loop): how much of weft's figure is the pool.
+    let pool = weft::ThreadPool::new(POOL, POOL).unwrap();
+    pool.start();
+    let (res_tx, res_rx) = mpsc::channel::<u64>();
+    group.bench_function("weft_pool_alone_mpsc", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                for i in 0..WAVE {
+                    let data = [i; 4];
+                    let tx = res_tx.clone();
+                    pool.call_in_thread(move || tx.send(data.iter().sum::<u64>()).unwrap())
+                        .unwrap_or_else(|_| unreachable!());
+                }
+                let sum: u64 = (0..WAVE).map(|_| res_rx.recv().unwrap()).sum();
+                assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);
+            }
+            t.elapsed()
+        })
+    });
+    pool.stop();
+
     let pool = StdPool::new(POOL);
     group.bench_function("std_threads_mpsc", |b| {
         b.iter_custom(|iters| {
