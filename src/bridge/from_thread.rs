@@ -21,7 +21,7 @@ impl Remote {
     /// returns; gives its value back (Twisted's `blockingCallFromThread`).
     ///
     /// Called before the loop runs, it waits for it. For a closure that returns
-    /// a future or [`Deferred`] whose outcome you want, use
+    /// a future or [`Deferred`](crate::Deferred) whose outcome you want, use
     /// [`blocking_await`](Remote::blocking_await).
     ///
     /// # Errors
@@ -84,7 +84,7 @@ impl Remote {
     }
 
     /// Like [`blocking_call`](Remote::blocking_call), for a closure that returns a future (a
-    /// [`Deferred`] is one): the future is built and driven on the loop, so it may
+    /// [`Deferred`](crate::Deferred) is one): the future is built and driven on the loop, so it may
     /// be `!Send`, and the call blocks until it completes.
     ///
     /// # Errors

@@ -87,7 +87,8 @@ impl Threads {
     /// (so `Before` shutdown triggers may flush work through the pool, as
     /// Twisted allows), and never once the loop has ended.
     pub(super) fn accepts(&self, handle: &Handle) -> bool {
-        !self.closed.get() && !(handle.is_shut_down() && !handle.is_running())
+        let loop_ended = handle.is_shut_down() && !handle.is_running();
+        !self.closed.get() && !loop_ended
     }
 
     fn register_shutdown(handle: &Handle, threads: &Rc<Threads>) {

@@ -17,6 +17,9 @@ use std::rc::{Rc, Weak};
 use super::{Cell, Deferred, Resolver};
 use crate::error::Cancelled;
 
+/// Cancels whichever link of an `and_then` chain is pending.
+type CancelLink = Box<dyn Fn()>;
+
 /// Cancels the input `Deferred` behind a weak link, if it is still there.
 fn cancel_upstream<T, E: From<Cancelled>>(upstream: &Weak<Cell<T, E>>) {
     if let Some(cell) = upstream.upgrade() {
@@ -146,7 +149,7 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
         f: impl FnOnce(T) -> Deferred<U, E> + 'static,
     ) -> Deferred<U, E> {
         // The link that is pending now: the input, then the inner Deferred.
-        let pending: Rc<RefCell<Option<Box<dyn Fn()>>>> = Rc::new(RefCell::new(None));
+        let pending: Rc<RefCell<Option<CancelLink>>> = Rc::new(RefCell::new(None));
         let upstream = Rc::downgrade(&self.cell);
         *pending.borrow_mut() = Some(Box::new(move || cancel_upstream(&upstream)));
         let canceller = {
