@@ -294,8 +294,8 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
-    /// d.resolve(Err("no")).unwrap();
+    /// let d: weft::Deferred<u8, weft::ThreadError> = weft::Deferred::new();
+    /// d.resolve(Err(weft::ThreadError::Stopped)).unwrap();
     /// assert!(d.resolve(Ok(1)).is_err());
     /// ```
     pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
@@ -327,8 +327,8 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
-    /// d.errback("bad").unwrap();
+    /// let d: weft::Deferred<u8, weft::ThreadError> = weft::Deferred::new();
+    /// d.errback(weft::ThreadError::Stopped).unwrap();
     /// ```
     pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
         self.cell.resolve(Err(error))
