@@ -45,6 +45,7 @@ mod coroutine;
 mod from_thread;
 mod job;
 mod oneshot;
+mod slab;
 mod table;
 mod timing;
 mod to_thread;

@@ -12,44 +12,21 @@
 //!   reactor orders its own inbox drain and its shutdown triggers.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::slab::JobSlab;
 use crate::deferred::{AnyResolver, Deferred, Resolver};
 use crate::error::{Cancelled, ThreadError};
 use crate::pool::ThreadPool;
 use crate::reactor::{self, Handle, Phase, QueuedWork, SystemEvent};
 
-/// Hashes the job table's keys: sequential ids from one counter, so the id
-/// itself, spread by a multiplication, is a good hash (no SipHash per job).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
     pub(super) pool: RefCell<Option<Arc<ThreadPool>>>,
     /// Job key → its `Resolver<T>` (type-erased), until delivered.
-    jobs: RefCell<HashMap<u64, AnyResolver, BuildHasherDefault<IdHasher>>>,
-    next_id: Cell<u64>,
+    jobs: RefCell<JobSlab>,
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
     /// When the shutdown drain began, to split the deadline.
@@ -63,8 +40,7 @@ impl Threads {
     fn new() -> Threads {
         Threads {
             pool: RefCell::new(None),
-            jobs: RefCell::new(HashMap::default()),
-            next_id: Cell::new(0),
+            jobs: RefCell::new(JobSlab::default()),
             drained: RefCell::new(Vec::new()),
             shutdown_started: Cell::new(None),
             triggers_registered: Cell::new(false),
@@ -152,7 +128,7 @@ impl Threads {
     /// Resolves every job still registered `Cancelled`: it can no longer be
     /// delivered.
     pub(super) fn fail_all(&self) {
-        let left: Vec<AnyResolver> = self.jobs.borrow_mut().drain().map(|(_, r)| r).collect();
+        let left: Vec<AnyResolver> = self.jobs.borrow_mut().drain();
         if !left.is_empty() {
             tracing::warn!(
                 jobs = left.len(),
@@ -165,11 +141,10 @@ impl Threads {
         self.check_drained();
     }
 
-    /// A fresh job key.
+    /// The key the next [`register`](Threads::register) will use; nothing
+    /// may use the table in between.
     pub(super) fn next_key(&self) -> u64 {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        id
+        self.jobs.borrow().next_key()
     }
 
     pub(super) fn register<T: 'static>(&self, key: u64, resolver: Resolver<T>) {
@@ -177,14 +152,14 @@ impl Threads {
     }
 
     pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
-        let entry = self.jobs.borrow_mut().remove(&id);
+        let entry = self.jobs.borrow_mut().remove(id);
         self.check_drained();
         entry.and_then(AnyResolver::unerase)
     }
 
     /// Removes a job's entry without resolving it (its canceller resolves).
     pub(super) fn forget(&self, id: u64) {
-        let entry = self.jobs.borrow_mut().remove(&id);
+        let entry = self.jobs.borrow_mut().remove(id);
         drop(entry);
         self.check_drained();
     }
