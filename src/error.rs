@@ -146,6 +146,54 @@ impl From<Cancelled> for ThreadError {
 }
 
 impl ThreadError {
+    /// Whether the job panicked (tokio's `JoinError::is_panic`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!weft::ThreadError::Cancelled.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, ThreadError::Panicked { .. })
+    }
+
+    /// Whether the job was cancelled (tokio's `JoinError::is_cancelled`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::ThreadError::Cancelled.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ThreadError::Cancelled)
+    }
+
+    /// The panic as a payload for [`std::panic::resume_unwind`], so the
+    /// awaiter can re-raise it; the payload is the panic message as a
+    /// `String`. Any other error is handed back.
+    ///
+    /// # Errors
+    ///
+    /// `self` when it is not [`ThreadError::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d = reactor.defer_to_thread(|| -> u8 { panic!("boom") });
+    /// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+    /// let payload = err.try_into_panic().unwrap();
+    /// let rethrow = std::panic::AssertUnwindSafe(move || std::panic::resume_unwind(payload));
+    /// let caught = std::panic::catch_unwind(rethrow).unwrap_err();
+    /// assert_eq!(caught.downcast_ref::<String>().map(String::as_str), Some("boom"));
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send>, ThreadError> {
+        match self {
+            ThreadError::Panicked { message } => Ok(Box::new(message)),
+            other => Err(other),
+        }
+    }
+
     /// Builds a `Panicked` error from a payload caught by `catch_unwind`.
     #[allow(dead_code)] // used by the thread layers
     pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
