@@ -54,12 +54,13 @@ where
 }
 
 /// A `Deferred` whose canceller empties `job` (dropping its closure now),
-/// withdraws it from `pool`'s backlog if given, and forgets its entry.
+/// withdraws it from the reactor pool's backlog if `task` names it there,
+/// and forgets its entry.
 fn canceller_for<T, F>(
     threads: &Rc<Threads>,
     key: u64,
     job: Arc<Job<T, F>>,
-    pool: Option<(Arc<ThreadPool>, TaskKey)>,
+    task: Option<TaskKey>,
 ) -> Deferred<T>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -67,14 +68,15 @@ where
 {
     let weak = Rc::downgrade(threads);
     Deferred::with_canceller(move || {
-        if job.cancel() {
-            if let Some((pool, task)) = pool {
+        let unstarted = job.cancel();
+        let Some(t) = weak.upgrade() else { return };
+        if let (true, Some(task)) = (unstarted, task) {
+            let pool = t.pool.borrow().clone();
+            if let Some(pool) = pool {
                 pool.withdraw(task);
             }
         }
-        if let Some(t) = weak.upgrade() {
-            t.forget(key);
-        }
+        t.forget(key);
     })
 }
 
@@ -273,7 +275,7 @@ impl Handle {
     {
         let location = Location::caller();
         let pool = self.thread_pool();
-        self.defer_to_pool_at(&pool, Some(&pool), f, location)
+        self.defer_to_pool_at(&pool, true, f, location)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -294,16 +296,16 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.defer_to_pool_at(pool, None, f, Location::caller())
+        self.defer_to_pool_at(pool, false, f, Location::caller())
     }
 
     /// Submits the job record itself to `pool` (one allocation per job);
-    /// with `shared`, the same pool behind an `Arc`, a cancel also
-    /// withdraws the job from the backlog at once.
+    /// if `pool` is the reactor pool (`reactor_pool`), a cancel also
+    /// withdraws the job from its backlog at once.
     fn defer_to_pool_at<T, F>(
         &self,
         pool: &ThreadPool,
-        shared: Option<&Arc<ThreadPool>>,
+        reactor_pool: bool,
         f: F,
         location: &'static Location<'static>,
     ) -> Deferred<T>
@@ -326,7 +328,7 @@ impl Handle {
                 return Deferred::fail(ThreadError::Stopped);
             }
         };
-        let deferred = canceller_for(&threads, key, job, shared.map(|p| (p.clone(), task)));
+        let deferred = canceller_for(&threads, key, job, reactor_pool.then_some(task));
         threads.register(key, deferred.resolver());
         deferred
     }
@@ -463,7 +465,7 @@ impl Reactor {
         let location = Location::caller();
         let handle = self.handle();
         let pool = handle.thread_pool();
-        handle.defer_to_pool_at(&pool, Some(&pool), f, location)
+        handle.defer_to_pool_at(&pool, true, f, location)
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on a pool of your own;
@@ -486,7 +488,7 @@ impl Reactor {
         T: Send + 'static,
     {
         self.handle()
-            .defer_to_pool_at(pool, None, f, Location::caller())
+            .defer_to_pool_at(pool, false, f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see
