@@ -3,6 +3,13 @@
 //!
 //! Run: `cargo bench --bench bridge`. p50/p99 of the sequential round trips
 //! are printed after criterion's output.
+//!
+//! `bridge_1000_in_flight` compares, in one run, 1000 jobs that capture
+//! data (32 bytes each) sent from a loop to a pool of `POOL` threads and
+//! their results brought back: weft's `defer_to_thread`, tokio's
+//! `spawn_blocking` with `max_blocking_threads(POOL)`, and a baseline of std
+//! threads sharing an mpsc job queue with an mpsc result channel. The
+//! machine is shared: read the ratios, not the absolute times.
 
 use std::sync::mpsc;
 use std::thread;
@@ -107,9 +114,165 @@ fn bench_blocking_call(c: &mut Criterion) {
     loop_thread.join().unwrap();
 }
 
+/// Pool size for the in-flight comparison (weft's pool is capped to it).
+const POOL: usize = 8;
+const WAVE: u64 = 1000;
+
+type StdJob = Box<dyn FnOnce() -> u64 + Send>;
+
+/// The std baseline: `POOL` threads on one shared job queue, results on an
+/// mpsc channel to the submitting ("loop") thread.
+struct StdPool {
+    jobs: Option<mpsc::Sender<StdJob>>,
+    results: mpsc::Receiver<u64>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl StdPool {
+    fn new(n: usize) -> StdPool {
+        let (job_tx, job_rx) = mpsc::channel::<StdJob>();
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let (res_tx, res_rx) = mpsc::channel();
+        let threads = (0..n)
+            .map(|_| {
+                let job_rx = job_rx.clone();
+                let res_tx = res_tx.clone();
+                thread::spawn(move || {
+                    loop {
+                        let job = job_rx.lock().unwrap().recv();
+                        let Ok(job) = job else { return };
+                        if res_tx.send(job()).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        StdPool {
+            jobs: Some(job_tx),
+            results: res_rx,
+            threads,
+        }
+    }
+}
+
+impl Drop for StdPool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn bench_in_flight_peers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_1000_in_flight");
+    group.throughput(Throughput::Elements(WAVE));
+
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(POOL).unwrap();
+    reactor.run_until_complete(async {}).unwrap();
+    let h = reactor.handle();
+    group.bench_function("weft_defer_to_thread", |b| {
+        b.iter_custom(|iters| {
+            let h = h.clone();
+            reactor
+                .run_until_complete(async move {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        let wave: Vec<_> = (0..WAVE)
+                            .map(|i| {
+                                let data = [i; 4];
+                                h.defer_to_thread(move || data.iter().sum::<u64>())
+                            })
+                            .collect();
+                        let mut sum = 0;
+                        for d in wave {
+                            sum += d.await.unwrap();
+                        }
+                        assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);
+                    }
+                    t.elapsed()
+                })
+                .unwrap()
+        })
+    });
+    reactor.stop();
+    reactor.run().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(POOL)
+        .build()
+        .unwrap();
+    group.bench_function("tokio_spawn_blocking", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async move {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let wave: Vec<_> = (0..WAVE)
+                        .map(|i| {
+                            let data = [i; 4];
+                            tokio::task::spawn_blocking(move || data.iter().sum::<u64>())
+                        })
+                        .collect();
+                    let mut sum = 0;
+                    for j in wave {
+                        sum += j.await.unwrap();
+                    }
+                    assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);
+                }
+                t.elapsed()
+            })
+        })
+    });
+    drop(rt);
+
+    // The pool alone (no loop): how much of weft's figure is the pool.
+    let pool = weft::ThreadPool::new(POOL, POOL).unwrap();
+    pool.start();
+    let (res_tx, res_rx) = mpsc::channel::<u64>();
+    group.bench_function("weft_pool_alone_mpsc", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                for i in 0..WAVE {
+                    let data = [i; 4];
+                    let tx = res_tx.clone();
+                    pool.call_in_thread(move || tx.send(data.iter().sum::<u64>()).unwrap())
+                        .unwrap_or_else(|_| unreachable!());
+                }
+                let sum: u64 = (0..WAVE).map(|_| res_rx.recv().unwrap()).sum();
+                assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);
+            }
+            t.elapsed()
+        })
+    });
+    pool.stop();
+
+    let pool = StdPool::new(POOL);
+    group.bench_function("std_threads_mpsc", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            let jobs = pool.jobs.as_ref().unwrap();
+            for _ in 0..iters {
+                for i in 0..WAVE {
+                    let data = [i; 4];
+                    jobs.send(Box::new(move || data.iter().sum::<u64>()))
+                        .unwrap();
+                }
+                let sum: u64 = (0..WAVE).map(|_| pool.results.recv().unwrap()).sum();
+                assert_eq!(sum, 4 * WAVE * (WAVE - 1) / 2);
+            }
+            t.elapsed()
+        })
+    });
+    drop(pool);
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_defer, bench_blocking_call
+    targets = bench_defer, bench_blocking_call, bench_in_flight_peers
 }
 criterion_main!(benches);

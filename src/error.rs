@@ -121,6 +121,9 @@ pub enum ThreadError {
     Cancelled,
     /// The pool or loop that would have run the job had stopped.
     Stopped,
+    /// The job did not finish before its deadline
+    /// ([`Deferred::add_timeout`](crate::Deferred::add_timeout)).
+    TimedOut,
 }
 
 impl fmt::Display for ThreadError {
@@ -129,6 +132,7 @@ impl fmt::Display for ThreadError {
             ThreadError::Panicked { message } => write!(f, "job panicked: {message}"),
             ThreadError::Cancelled => f.write_str("job cancelled"),
             ThreadError::Stopped => f.write_str("job refused: stopped"),
+            ThreadError::TimedOut => f.write_str("job timed out"),
         }
     }
 }
@@ -142,6 +146,54 @@ impl From<Cancelled> for ThreadError {
 }
 
 impl ThreadError {
+    /// Whether the job panicked (tokio's `JoinError::is_panic`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!weft::ThreadError::Cancelled.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, ThreadError::Panicked { .. })
+    }
+
+    /// Whether the job was cancelled (tokio's `JoinError::is_cancelled`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::ThreadError::Cancelled.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ThreadError::Cancelled)
+    }
+
+    /// The panic as a payload for [`std::panic::resume_unwind`], so the
+    /// awaiter can re-raise it; the payload is the panic message as a
+    /// `String`. Any other error is handed back.
+    ///
+    /// # Errors
+    ///
+    /// `self` when it is not [`ThreadError::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d = reactor.defer_to_thread(|| -> u8 { panic!("boom") });
+    /// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+    /// let payload = err.try_into_panic().unwrap();
+    /// let rethrow = std::panic::AssertUnwindSafe(move || std::panic::resume_unwind(payload));
+    /// let caught = std::panic::catch_unwind(rethrow).unwrap_err();
+    /// assert_eq!(caught.downcast_ref::<String>().map(String::as_str), Some("boom"));
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send>, ThreadError> {
+        match self {
+            ThreadError::Panicked { message } => Ok(Box::new(message)),
+            other => Err(other),
+        }
+    }
+
     /// Builds a `Panicked` error from a payload caught by `catch_unwind`.
     #[allow(dead_code)] // used by the thread layers
     pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
@@ -159,6 +211,32 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "<non-string panic payload>".to_owned()
+    }
+}
+
+/// A [`Deferred`](crate::Deferred) did not resolve before its deadline
+/// ([`Deferred::add_timeout`](crate::Deferred::add_timeout)).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::TimedOut.to_string(), "timed out");
+/// assert_eq!(weft::ThreadError::from(weft::TimedOut), weft::ThreadError::TimedOut);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl Error for TimedOut {}
+
+impl From<TimedOut> for ThreadError {
+    fn from(_: TimedOut) -> Self {
+        ThreadError::TimedOut
     }
 }
 
@@ -307,7 +385,8 @@ pub enum CallError {
         /// The panic message.
         message: String,
     },
-    /// The wait timed out (the call itself is not cancelled).
+    /// The wait timed out. The call itself is not withdrawn: it may still
+    /// run on the loop later.
     TimedOut,
     /// The call was cancelled.
     Cancelled,
@@ -323,7 +402,9 @@ impl fmt::Display for CallError {
             }
             CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
             CallError::Panicked { message } => write!(f, "call panicked: {message}"),
-            CallError::TimedOut => f.write_str("timed out waiting for the loop"),
+            CallError::TimedOut => {
+                f.write_str("timed out waiting for the loop; the call may still run")
+            }
             CallError::Cancelled => f.write_str("call cancelled"),
             CallError::AlreadyTaken => f.write_str("outcome already taken"),
         }

@@ -45,15 +45,16 @@ pub mod testing;
 mod time;
 
 pub use bridge::{
-    CrossThreadFuture, ThreadCall, blocking_call_from_thread, blocking_call_from_thread_future,
-    blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
+    AlreadyRunning, CrossThreadFuture, LoopingCall, blocking_call_from_thread,
+    blocking_call_from_thread_future, blocking_call_from_thread_future_timeout,
+    blocking_call_from_thread_timeout,
 };
 pub use error::{
     AlreadyQuit, AlreadyResolved, CallError, Cancelled, DelayedCallError, LoopStopped, RunError,
-    ThreadError,
+    ThreadError, TimedOut,
 };
 
-pub use deferred::{Deferred, Resolver};
+pub use deferred::{Deferred, Resolver, gather};
 pub use error::PoolConfigError;
 pub use reactor::{Reactor, Remote};
 pub use threads::{
@@ -61,6 +62,9 @@ pub use threads::{
     StopReport, ThreadPool, ThreadPoolBuilder,
 };
 pub use time::{Clock, DelayedCall, SystemClock};
+
+#[doc = include_str!("../docs/coming-from-twisted-and-asyncio.md")]
+pub mod coming_from_twisted_and_asyncio {}
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

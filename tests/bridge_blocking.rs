@@ -37,7 +37,17 @@ fn with_worker<T: Send + 'static>(
     t.join().unwrap()
 }
 
-fn later<T: 'static>(value: T, ms: u64) -> Deferred<T, &'static str> {
+/// A test error that can stand for cancellation, as a `Deferred`'s error must.
+#[derive(Debug, PartialEq)]
+struct Oops(&'static str);
+
+impl From<Cancelled> for Oops {
+    fn from(_: Cancelled) -> Self {
+        Oops("cancelled")
+    }
+}
+
+fn later<T: 'static>(value: T, ms: u64) -> Deferred<T, Oops> {
     let d = Deferred::new();
     let r = d.resolver();
     weft::reactor::current()
@@ -89,15 +99,17 @@ fn blocking_call_returns_the_error_of_a_deferred_that_fails_later() {
     let reactor = Reactor::new().unwrap();
     let out = with_worker(&reactor, |remote| {
         blocking_call_from_thread_future(&remote, || {
-            let d: Deferred<u8, &str> = Deferred::new();
+            let d: Deferred<u8, Oops> = Deferred::new();
             let r = d.resolver();
             weft::reactor::current()
                 .unwrap()
-                .call_later(Duration::from_millis(5), move || r.errback("spam").unwrap());
+                .call_later(Duration::from_millis(5), move || {
+                    r.errback(Oops("spam")).unwrap()
+                });
             d
         })
     });
-    assert_eq!(out, Ok(Err("spam")));
+    assert_eq!(out, Ok(Err(Oops("spam"))));
 }
 
 #[test]

@@ -52,18 +52,25 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Sender<T> {
+    /// Whether an outcome is already stored (the receiver cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.slot.lock().sent)
+    }
+
     pub(crate) fn send(mut self, value: Result<T, CallError>) {
         if let Some(shared) = self.shared.take() {
-            deliver(&shared, value);
+            let _ = deliver(&shared, value);
         }
     }
 }
 
-fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) {
+/// Stores `value` unless an outcome is already stored; returns whether it
+/// was stored. This is the single decision between completion and cancel.
+fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> bool {
     let waker = {
         let mut slot = shared.slot.lock();
         if slot.sent {
-            return;
+            return false;
         }
         slot.sent = true;
         slot.value = Some(value);
@@ -73,17 +80,29 @@ fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) {
     if let Some(w) = waker {
         w.wake();
     }
+    true
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            deliver(&shared, Err(CallError::LoopStopped));
+            let _ = deliver(&shared, Err(CallError::LoopStopped));
         }
     }
 }
 
 impl<T> Receiver<T> {
+    /// Decides the outcome as `Cancelled` unless one is already stored;
+    /// `true` means it was (and no sender can change it any more).
+    pub(crate) fn cancel(&self) -> bool {
+        deliver(&self.shared, Err(CallError::Cancelled))
+    }
+
+    /// Identifies the cell while either end lives (its address).
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref::<Shared<T>>(&self.shared) as usize
+    }
+
     /// Blocks until the outcome arrives.
     pub(crate) fn wait(&self) -> Result<T, CallError> {
         self.wait_until(None)
@@ -164,6 +183,24 @@ mod loom_tests {
             let t = thread::spawn(move || drop(tx));
             assert_eq!(rx.wait(), Err(CallError::LoopStopped));
             t.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_cancel_that_returns_true_means_the_outcome_is_cancelled() {
+        // The loop completes the future while another thread cancels it:
+        // exactly one wins, and `cancel() == true` always reads `Cancelled`.
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || tx.send(Ok(1)));
+            let cancelled = rx.cancel();
+            let outcome = rx.wait();
+            t.join().unwrap();
+            if cancelled {
+                assert_eq!(outcome, Err(CallError::Cancelled));
+            } else {
+                assert_eq!(outcome, Ok(1));
+            }
         });
     }
 

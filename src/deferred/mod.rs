@@ -12,6 +12,12 @@
 //!   dropped when it arrives.
 //! - No borrow of the cell is held while user code (callbacks, cancellers)
 //!   runs, so they may freely touch the same `Deferred`.
+//! - Every piece of work is accounted for: once the last [`Resolver`] goes
+//!   away without resolving (work dropped unrun, a task aborted, a bridge
+//!   table cleared), the `Deferred` resolves `Cancelled`. That is why
+//!   [`Deferred::new`] needs `E: From<Cancelled>`. The count of live
+//!   resolvers is held up while a canceller runs, so a canceller that drops
+//!   resolvers cannot resolve the cell under a borrow of its own.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -22,6 +28,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{AlreadyResolved, Cancelled, ThreadError};
+
+mod chain;
+
+pub use chain::gather;
 
 type Callback<T, E> = Box<dyn FnOnce(Result<T, E>)>;
 
@@ -38,6 +48,11 @@ struct Cell<T, E> {
     state: RefCell<State<T, E>>,
     canceller: RefCell<Option<Box<dyn FnOnce()>>>,
     resolved: std::cell::Cell<bool>,
+    /// Live `Resolver`s (plus one while a canceller runs).
+    resolvers: std::cell::Cell<usize>,
+    /// Builds the error of an abandoned cell (`E::from(Cancelled)`); `None`
+    /// for cells created resolved.
+    abandoned: Option<fn() -> E>,
 }
 
 impl<T, E> Cell<T, E> {
@@ -74,13 +89,38 @@ impl<T, E> Cell<T, E> {
         if self.resolved.get() {
             return;
         }
-        let canceller = self.canceller.borrow_mut().take();
-        if let Some(c) = canceller {
-            c();
-        }
+        self.run_canceller();
         // The canceller may have resolved it (e.g. with a more precise error).
         let _ = self.resolve(Err(E::from(Cancelled)));
     }
+
+    /// Runs the canceller (once) with the resolver count held up, so the
+    /// resolvers it drops do not resolve the cell in the middle.
+    fn run_canceller(&self) {
+        let canceller = self.canceller.borrow_mut().take();
+        if let Some(c) = canceller {
+            self.resolvers.set(self.resolvers.get() + 1);
+            c();
+            self.resolvers.set(self.resolvers.get() - 1);
+        }
+    }
+
+    fn pending(abandoned: Option<fn() -> E>) -> Self {
+        Cell {
+            state: RefCell::new(State::Pending {
+                waker: None,
+                callback: None,
+            }),
+            canceller: RefCell::new(None),
+            resolved: std::cell::Cell::new(false),
+            resolvers: std::cell::Cell::new(0),
+            abandoned,
+        }
+    }
+}
+
+fn cancelled_error<E: From<Cancelled>>() -> E {
+    E::from(Cancelled)
 }
 
 /// A result that will arrive later on the loop thread: Twisted's `Deferred`.
@@ -125,20 +165,45 @@ pub struct Deferred<T, E = ThreadError> {
 /// r.callback("done").unwrap();
 /// assert!(d.is_resolved());
 /// ```
+///
+/// # Dropping
+///
+/// When the last `Resolver` of a `Deferred` is dropped before it resolved,
+/// the `Deferred` resolves `Cancelled`: work that can no longer report is
+/// never awaited forever.
+///
+/// ```
+/// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
+/// drop(d.resolver());
+/// let reactor = weft::Reactor::new().unwrap();
+/// assert_eq!(reactor.run_until_complete(d).unwrap(), Err(weft::Cancelled));
+/// ```
 pub struct Resolver<T, E = ThreadError> {
     cell: Rc<Cell<T, E>>,
 }
 
-impl<T, E> Clone for Resolver<T, E> {
-    fn clone(&self) -> Self {
-        Resolver {
-            cell: self.cell.clone(),
-        }
+impl<T, E> Resolver<T, E> {
+    fn of(cell: &Rc<Cell<T, E>>) -> Self {
+        cell.resolvers.set(cell.resolvers.get() + 1);
+        Resolver { cell: cell.clone() }
     }
 }
 
-impl<T: 'static, E: 'static> Deferred<T, E> {
-    /// Creates an unresolved `Deferred`.
+impl<T, E> Clone for Resolver<T, E> {
+    fn clone(&self) -> Self {
+        Resolver::of(&self.cell)
+    }
+}
+
+impl<T, E> Drop for Resolver<T, E> {
+    fn drop(&mut self) {
+        release(&self.cell);
+    }
+}
+
+impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
+    /// Creates an unresolved `Deferred`. It resolves `E::from(Cancelled)` if
+    /// every [`Resolver`] taken from it is dropped before resolving it.
     ///
     /// # Examples
     ///
@@ -147,17 +212,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(!d.is_resolved());
     /// ```
     pub fn new() -> Self {
-        Deferred {
-            cell: Rc::new(Cell {
-                state: RefCell::new(State::Pending {
-                    waker: None,
-                    callback: None,
-                }),
-                canceller: RefCell::new(None),
-                resolved: std::cell::Cell::new(false),
-            }),
-            _not_send: PhantomData,
-        }
+        Deferred::from_cell(Cell::pending(Some(cancelled_error::<E>)))
     }
 
     /// Creates an unresolved `Deferred` whose [`cancel`](Deferred::cancel)
@@ -180,6 +235,15 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
         *d.cell.canceller.borrow_mut() = Some(Box::new(canceller));
         d
     }
+}
+
+impl<T: 'static, E: 'static> Deferred<T, E> {
+    fn from_cell(cell: Cell<T, E>) -> Self {
+        Deferred {
+            cell: Rc::new(cell),
+            _not_send: PhantomData,
+        }
+    }
 
     /// A `Deferred` that already holds `value`.
     ///
@@ -190,7 +254,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.is_resolved());
     /// ```
     pub fn succeed(value: T) -> Self {
-        let d = Self::new();
+        let d = Self::from_cell(Cell::pending(None));
         let _ = d.cell.resolve(Ok(value));
         d
     }
@@ -204,7 +268,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.is_resolved());
     /// ```
     pub fn fail(error: E) -> Self {
-        let d = Self::new();
+        let d = Self::from_cell(Cell::pending(None));
         let _ = d.cell.resolve(Err(error));
         d
     }
@@ -218,9 +282,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// d.resolver().callback(1).unwrap();
     /// ```
     pub fn resolver(&self) -> Resolver<T, E> {
-        Resolver {
-            cell: self.cell.clone(),
-        }
+        Resolver::of(&self.cell)
     }
 
     /// Resolves with `result`.
@@ -232,8 +294,8 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
-    /// d.resolve(Err("no")).unwrap();
+    /// let d: weft::Deferred<u8, weft::ThreadError> = weft::Deferred::new();
+    /// d.resolve(Err(weft::ThreadError::Stopped)).unwrap();
     /// assert!(d.resolve(Ok(1)).is_err());
     /// ```
     pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
@@ -265,8 +327,8 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let d: weft::Deferred<u8, &str> = weft::Deferred::new();
-    /// d.errback("bad").unwrap();
+    /// let d: weft::Deferred<u8, weft::ThreadError> = weft::Deferred::new();
+    /// d.errback(weft::ThreadError::Stopped).unwrap();
     /// ```
     pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
         self.cell.resolve(Err(error))
@@ -338,29 +400,6 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
         }
     }
 
-    /// A new `Deferred` holding `f` applied to this one's value.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let d: weft::Deferred<u8, weft::Cancelled> = weft::Deferred::new();
-    /// let r = d.resolver();
-    /// let doubled = d.map(|v| u16::from(v) * 2);
-    /// r.callback(21).unwrap();
-    /// let reactor = weft::Reactor::new().unwrap();
-    /// assert_eq!(reactor.run_until_complete(doubled).unwrap(), Ok(42));
-    /// ```
-    pub fn map<U: 'static>(self, f: impl FnOnce(T) -> U + 'static) -> Deferred<U, E> {
-        let out = Deferred::new();
-        let r = out.resolver();
-        let upstream = self.resolver();
-        *out.cell.canceller.borrow_mut() = Some(Box::new(move || upstream.cancel_erased()));
-        self.add_both(move |res| {
-            let _ = r.resolve(res.map(f));
-        });
-        out
-    }
-
     /// Lets the result arrive unobserved (it is dropped when it does).
     ///
     /// # Examples
@@ -376,7 +415,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     }
 }
 
-impl<T: 'static, E: 'static> Default for Deferred<T, E> {
+impl<T: 'static, E: From<Cancelled> + 'static> Default for Deferred<T, E> {
     fn default() -> Self {
         Self::new()
     }
@@ -447,18 +486,6 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
         self.cell.cancel();
     }
 
-    /// Cancels without knowing how to build `E` from `Cancelled`: runs the
-    /// canceller only (used to propagate cancellation upstream).
-    fn cancel_erased(&self) {
-        if self.cell.resolved.get() {
-            return;
-        }
-        let canceller = self.cell.canceller.borrow_mut().take();
-        if let Some(c) = canceller {
-            c();
-        }
-    }
-
     /// Whether a result has arrived.
     ///
     /// # Examples
@@ -479,15 +506,19 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     }
 }
 
-/// A `Resolver<T, ThreadError>` with `T` erased, so one table holds the
-/// bridge's jobs of every type; the `Rc` is the resolver's own (erasing
-/// allocates nothing).
-pub(crate) trait ErasedJob {
+/// A `Resolver<T, ThreadError>` with `T` erased, so one loop table holds
+/// the bridge's jobs of every type. It counts as a live resolver: dropping
+/// it unresolved resolves the `Deferred` `Cancelled`, as any resolver does.
+pub(crate) struct AnyResolver(Option<Rc<dyn ErasedCell>>);
+
+pub(crate) trait ErasedCell {
     fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any>;
     fn fail(&self, error: ThreadError);
+    /// Gives up one resolver count (the erased resolver's).
+    fn release(&self);
 }
 
-impl<T: 'static> ErasedJob for Cell<T, ThreadError> {
+impl<T: 'static> ErasedCell for Cell<T, ThreadError> {
     fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any> {
         self
     }
@@ -495,19 +526,57 @@ impl<T: 'static> ErasedJob for Cell<T, ThreadError> {
     fn fail(&self, error: ThreadError) {
         let _ = self.resolve(Err(error));
     }
+
+    fn release(&self) {
+        release(self);
+    }
+}
+
+/// Drops one resolver count; the last one out of an unresolved cell resolves
+/// it with the abandonment error.
+fn release<T, E>(cell: &Cell<T, E>) {
+    let left = cell.resolvers.get() - 1;
+    cell.resolvers.set(left);
+    if left == 0 && !cell.resolved.get() {
+        if let Some(error) = cell.abandoned {
+            let _ = cell.resolve(Err(error()));
+        }
+    }
+}
+
+impl AnyResolver {
+    /// Resolves the erased `Deferred` with `error` (if still unresolved).
+    pub(crate) fn fail(&self, error: ThreadError) {
+        if let Some(cell) = &self.0 {
+            cell.fail(error);
+        }
+    }
+
+    /// The typed resolver back, if `T` is right.
+    pub(crate) fn unerase<T: 'static>(mut self) -> Option<Resolver<T, ThreadError>> {
+        let cell = self.0.take()?;
+        match cell.into_any().downcast::<Cell<T, ThreadError>>() {
+            // The count moves over to the typed resolver unchanged.
+            Ok(cell) => Some(Resolver { cell }),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for AnyResolver {
+    fn drop(&mut self) {
+        if let Some(cell) = self.0.take() {
+            cell.release();
+        }
+    }
 }
 
 impl<T: 'static> Resolver<T, ThreadError> {
-    pub(crate) fn erase(self) -> Rc<dyn ErasedJob> {
-        self.cell
-    }
-
-    pub(crate) fn unerase(erased: Rc<dyn ErasedJob>) -> Option<Self> {
-        erased
-            .into_any()
-            .downcast::<Cell<T, ThreadError>>()
-            .ok()
-            .map(|cell| Resolver { cell })
+    pub(crate) fn erase(self) -> AnyResolver {
+        // Keep this resolver's count for the erased one.
+        self.cell.resolvers.set(self.cell.resolvers.get() + 1);
+        let cell: Rc<dyn ErasedCell> = self.cell.clone();
+        AnyResolver(Some(cell))
     }
 }
 

@@ -1,0 +1,307 @@
+//! Threads → loop, blocking: [`Remote::blocking_call`] and friends
+//! (Twisted's `blockingCallFromThread`).
+//!
+//! The call is queued with `call_from_thread`; its outcome comes back
+//! through a one-shot cell (`oneshot.rs`) that reports `LoopStopped` if the
+//! loop drops the call unrun, so a waiter never hangs. The `_timeout`
+//! variants stop *waiting*; the call itself is not withdrawn and may still
+//! run on the loop later, which their error, [`CallError::TimedOut`], says.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use super::coroutine::spawn_from_thread;
+use super::oneshot;
+use crate::error::{CallError, panic_message};
+use crate::reactor::Remote;
+
+impl Remote {
+    /// Runs `f` on the loop thread and blocks the calling thread until it
+    /// returns; gives its value back (Twisted's `blockingCallFromThread`).
+    ///
+    /// Called before the loop runs, it waits for it. For a closure that returns
+    /// a future or [`Deferred`](crate::Deferred) whose outcome you want, use
+    /// [`blocking_await`](Remote::blocking_await).
+    ///
+    /// # Errors
+    ///
+    /// - [`CallError::OnLoopThread`] at once on the loop thread (Twisted deadlocks);
+    /// - [`CallError::LoopStopped`] at once if the loop has stopped or is
+    ///   stopping, or if it shuts down before `f` ran;
+    /// - [`CallError::Panicked`] if `f` panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// let worker = std::thread::spawn(move || {
+    ///     let v = remote.blocking_call(|| 40 + 2);
+    ///     remote.stop();
+    ///     v
+    /// });
+    /// reactor.run().unwrap();
+    /// assert_eq!(worker.join().unwrap(), Ok(42));
+    /// ```
+    #[track_caller]
+    pub fn blocking_call<T, F>(&self, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        start_call(self, f)?.wait()
+    }
+
+    /// [`blocking_call`](Remote::blocking_call) that gives up waiting after `timeout`. The
+    /// call itself is not cancelled: it may still run on the loop later.
+    ///
+    /// # Errors
+    ///
+    /// As [`blocking_call`](Remote::blocking_call), plus [`CallError::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let reactor = weft::Reactor::new().unwrap(); // never run
+    /// let remote = reactor.remote();
+    /// let r = std::thread::spawn(move || {
+    ///     remote.blocking_call_timeout(Duration::from_millis(10), || 1)
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert_eq!(r, Err(weft::CallError::TimedOut));
+    /// ```
+    #[track_caller]
+    pub fn blocking_call_timeout<T, F>(&self, timeout: Duration, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        start_call(self, f)?.wait_timeout(timeout)
+    }
+
+    /// Like [`blocking_call`](Remote::blocking_call), for a closure that returns a future (a
+    /// [`Deferred`](crate::Deferred) is one): the future is built and driven on the loop, so it may
+    /// be `!Send`, and the call blocks until it completes.
+    ///
+    /// # Errors
+    ///
+    /// As [`blocking_call`](Remote::blocking_call); a future dropped unfinished at shutdown
+    /// gives [`CallError::LoopStopped`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::{Cancelled, Deferred};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// let worker = std::thread::spawn(move || {
+    ///     let v = remote.blocking_await(|| {
+    ///         let d: Deferred<&str, Cancelled> = Deferred::new();
+    ///         let r = d.resolver();
+    ///         weft::reactor::current()
+    ///             .unwrap()
+    ///             .call_later(Duration::from_millis(1), move || r.callback("egg").unwrap());
+    ///         d
+    ///     });
+    ///     remote.stop();
+    ///     v
+    /// });
+    /// reactor.run().unwrap();
+    /// assert_eq!(worker.join().unwrap(), Ok(Ok("egg")));
+    /// ```
+    #[track_caller]
+    pub fn blocking_await<Fut, F>(&self, f: F) -> Result<Fut::Output, CallError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        check_caller(self)?;
+        spawn_from_thread(self, f)?.receiver().wait()
+    }
+
+    /// [`blocking_await`](Remote::blocking_await) that gives up waiting after `timeout`
+    /// (the future keeps running on the loop).
+    ///
+    /// # Errors
+    ///
+    /// As [`blocking_await`](Remote::blocking_await), plus [`CallError::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// let worker = std::thread::spawn(move || {
+    ///     let r = remote.blocking_await_timeout(Duration::from_millis(5), || {
+    ///         std::future::pending::<()>()
+    ///     });
+    ///     remote.stop();
+    ///     r
+    /// });
+    /// reactor.run().unwrap();
+    /// assert_eq!(worker.join().unwrap(), Err(weft::CallError::TimedOut));
+    /// ```
+    #[track_caller]
+    pub fn blocking_await_timeout<Fut, F>(
+        &self,
+        timeout: Duration,
+        f: F,
+    ) -> Result<Fut::Output, CallError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        check_caller(self)?;
+        spawn_from_thread(self, f)?.receiver().wait_timeout(timeout)
+    }
+}
+
+#[track_caller]
+fn start_call<T, F>(remote: &Remote, f: F) -> Result<oneshot::Receiver<T>, CallError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    check_caller(remote)?;
+    let (tx, rx) = oneshot::channel();
+    remote
+        .call_from_thread(move || {
+            let result = catch_unwind(AssertUnwindSafe(f)).map_err(|p| CallError::Panicked {
+                message: panic_message(&*p),
+            });
+            tx.send(result);
+        })
+        .map_err(|_| CallError::LoopStopped)?;
+    Ok(rx)
+}
+
+fn check_caller(remote: &Remote) -> Result<(), CallError> {
+    if remote.is_loop_thread() {
+        return Err(CallError::OnLoopThread);
+    }
+    if remote.is_stopped() {
+        return Err(CallError::LoopStopped);
+    }
+    Ok(())
+}
+
+/// [`Remote::blocking_call`] as a free function (Twisted's spelling,
+/// `blockingCallFromThread(reactor, f)`); prefer the method.
+///
+/// # Errors
+///
+/// As [`Remote::blocking_call`].
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let err = weft::blocking_call_from_thread(&reactor.remote(), || 1).unwrap_err();
+/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// ```
+#[track_caller]
+pub fn blocking_call_from_thread<T, F>(remote: &Remote, f: F) -> Result<T, CallError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    remote.blocking_call(f)
+}
+
+/// [`Remote::blocking_call_timeout`] as a free function; prefer the method.
+/// A timed-out call may still run on the loop later.
+///
+/// # Errors
+///
+/// As [`Remote::blocking_call_timeout`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let reactor = weft::Reactor::new().unwrap();
+/// let remote = reactor.remote();
+/// let err = weft::blocking_call_from_thread_timeout(&remote, Duration::ZERO, || 1).unwrap_err();
+/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// ```
+#[track_caller]
+pub fn blocking_call_from_thread_timeout<T, F>(
+    remote: &Remote,
+    timeout: Duration,
+    f: F,
+) -> Result<T, CallError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    remote.blocking_call_timeout(timeout, f)
+}
+
+/// [`Remote::blocking_await`] as a free function; prefer the method.
+///
+/// # Errors
+///
+/// As [`Remote::blocking_await`].
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let err = weft::blocking_call_from_thread_future(&reactor.remote(), || async { 1 }).unwrap_err();
+/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// ```
+#[track_caller]
+pub fn blocking_call_from_thread_future<Fut, F>(
+    remote: &Remote,
+    f: F,
+) -> Result<Fut::Output, CallError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    remote.blocking_await(f)
+}
+
+/// [`Remote::blocking_await_timeout`] as a free function; prefer the
+/// method. A timed-out future keeps running on the loop.
+///
+/// # Errors
+///
+/// As [`Remote::blocking_await_timeout`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let reactor = weft::Reactor::new().unwrap();
+/// let remote = reactor.remote();
+/// let err = weft::blocking_call_from_thread_future_timeout(&remote, Duration::ZERO, || async { 1 })
+///     .unwrap_err();
+/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// ```
+#[track_caller]
+pub fn blocking_call_from_thread_future_timeout<Fut, F>(
+    remote: &Remote,
+    timeout: Duration,
+    f: F,
+) -> Result<Fut::Output, CallError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    remote.blocking_await_timeout(timeout, f)
+}

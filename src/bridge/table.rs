@@ -1,0 +1,186 @@
+//! The loop's side of the thread bridge: the reactor pool, the `Resolver`s
+//! of jobs in flight, and the shutdown sequence that accounts for them.
+//!
+//! Invariants:
+//! - touched only on the loop thread (a reactor extension);
+//! - no borrow of a `RefCell` here is held while a `Resolver` is resolved or
+//!   dropped (either may run user callbacks that submit more jobs);
+//! - at shutdown, results already posted to the inbox are delivered before
+//!   what is left is resolved `Cancelled`: the "fail the rest" step is itself
+//!   queued on the inbox after the pool has stopped, so FIFO order puts it
+//!   behind every completion the pool's threads posted, whichever way the
+//!   reactor orders its own inbox drain and its shutdown triggers.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::slab::JobSlab;
+use crate::deferred::{AnyResolver, Deferred, Resolver};
+use crate::error::{Cancelled, ThreadError};
+use crate::pool::ThreadPool;
+use crate::reactor::{self, Handle, Phase, QueuedWork, SystemEvent};
+
+/// Loop-local bridge state, kept as a reactor extension.
+pub(super) struct Threads {
+    pub(super) pool: RefCell<Option<Arc<ThreadPool>>>,
+    /// Job key → its `Resolver<T>` (type-erased), until delivered.
+    jobs: RefCell<JobSlab>,
+    /// Waiters for "no job left" (the shutdown drain).
+    drained: RefCell<Vec<Resolver<(), Cancelled>>>,
+    /// When the shutdown drain began, to split the deadline.
+    shutdown_started: Cell<Option<Instant>>,
+    triggers_registered: Cell<bool>,
+    /// The `During` shutdown step has stopped the pool: no more jobs.
+    closed: Cell<bool>,
+}
+
+impl Threads {
+    fn new() -> Threads {
+        Threads {
+            pool: RefCell::new(None),
+            jobs: RefCell::new(JobSlab::default()),
+            drained: RefCell::new(Vec::new()),
+            shutdown_started: Cell::new(None),
+            triggers_registered: Cell::new(false),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// The bridge state of `handle`'s reactor, created on first use together
+    /// with the shutdown triggers that drain every job registered here (from
+    /// the reactor pool, a private pool or any worker).
+    pub(super) fn of(handle: &Handle) -> Rc<Threads> {
+        let threads = handle.extension(Threads::new);
+        if !threads.triggers_registered.replace(true) {
+            Threads::register_shutdown(handle, &threads);
+        }
+        threads
+    }
+
+    /// Whether jobs can still be accepted: until the `During` shutdown step
+    /// (so `Before` shutdown triggers may flush work through the pool, as
+    /// Twisted allows), and never once the loop has ended.
+    pub(super) fn accepts(&self, handle: &Handle) -> bool {
+        let loop_ended = handle.is_shut_down() && !handle.is_running();
+        !self.closed.get() && !loop_ended
+    }
+
+    fn register_shutdown(handle: &Handle, threads: &Rc<Threads>) {
+        let weak = Rc::downgrade(threads);
+        let policy = handle.queued_work_at_shutdown();
+        handle.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+            let threads = weak.upgrade()?;
+            threads.shutdown_started.set(Some(Instant::now()));
+            // A reactor that never ran never started its pool: the queued
+            // work cannot run, so it is cancelled rather than waited for.
+            let never_ran = reactor::current().is_none_or(|h| !h.has_started());
+            if policy == QueuedWork::Cancel || never_ran {
+                let pool = threads.pool.borrow().clone();
+                if let Some(pool) = pool {
+                    let n = pool.discard_backlog();
+                    if n > 0 {
+                        tracing::info!(
+                            discarded = n,
+                            "weft: queued pool work cancelled at shutdown"
+                        );
+                    }
+                }
+            }
+            Some(threads.when_drained())
+        });
+        let weak = Rc::downgrade(threads);
+        let budget = handle.shutdown_timeout();
+        handle.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
+            let Some(threads) = weak.upgrade() else { return };
+            threads.closed.set(true);
+            let left = threads
+                .shutdown_started
+                .get()
+                .map_or(budget, |t| budget.saturating_sub(t.elapsed()));
+            let pool = threads.pool.borrow().clone();
+            if let Some(pool) = pool {
+                let report = pool.stop_timeout(left.max(Duration::from_millis(10)));
+                if !report.is_complete() {
+                    tracing::warn!(?report, "weft: reactor pool did not finish within the shutdown deadline; its threads are left detached");
+                }
+            }
+            // Completions the stopped pool posted are in the inbox: fail the
+            // rest only after them (FIFO), or now if the inbox will not run.
+            let started = reactor::current().is_some_and(|h| h.has_started());
+            let queued = started
+                && reactor::current().is_some_and(|h| {
+                    h.remote()
+                        .call_from_thread(|| {
+                            if let Some(h) = reactor::current() {
+                                Threads::of(&h).fail_all();
+                            }
+                        })
+                        .is_ok()
+                });
+            if !queued {
+                threads.fail_all();
+            }
+        });
+    }
+
+    /// Resolves every job still registered `Cancelled`: it can no longer be
+    /// delivered.
+    pub(super) fn fail_all(&self) {
+        let left: Vec<AnyResolver> = self.jobs.borrow_mut().drain();
+        if !left.is_empty() {
+            tracing::warn!(
+                jobs = left.len(),
+                "weft: thread jobs still running at shutdown resolved as cancelled"
+            );
+        }
+        for r in left {
+            r.fail(ThreadError::Cancelled);
+        }
+        self.check_drained();
+    }
+
+    /// The key the next [`register`](Threads::register) will use; nothing
+    /// may use the table in between.
+    pub(super) fn next_key(&self) -> u64 {
+        self.jobs.borrow().next_key()
+    }
+
+    pub(super) fn register<T: 'static>(&self, key: u64, resolver: Resolver<T>) {
+        self.jobs.borrow_mut().insert(key, resolver.erase());
+    }
+
+    pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
+        let entry = self.jobs.borrow_mut().remove(id);
+        self.check_drained();
+        entry.and_then(AnyResolver::unerase)
+    }
+
+    /// Removes a job's entry without resolving it (its canceller resolves).
+    pub(super) fn forget(&self, id: u64) {
+        let entry = self.jobs.borrow_mut().remove(id);
+        drop(entry);
+        self.check_drained();
+    }
+
+    fn check_drained(&self) {
+        if self.jobs.borrow().is_empty() {
+            let waiters = std::mem::take(&mut *self.drained.borrow_mut());
+            for w in waiters {
+                let _ = w.callback(());
+            }
+        }
+    }
+
+    /// A `Deferred` that fires once no registered job is left.
+    fn when_drained(&self) -> Deferred<(), Cancelled> {
+        let d = Deferred::new();
+        if self.jobs.borrow().is_empty() {
+            let _ = d.callback(());
+        } else {
+            self.drained.borrow_mut().push(d.resolver());
+        }
+        d
+    }
+}

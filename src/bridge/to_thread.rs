@@ -1,0 +1,517 @@
+//! Loop → threads: `call_in_thread`, `defer_to_thread` and friends, the
+//! reactor pool, and `Reactor`'s forwarding methods for them.
+//!
+//! A `defer_to_*` call registers the `Deferred`'s resolver in the loop's
+//! table (`table.rs`) and hands the worker one [`Job`] record (`job.rs`);
+//! cancelling the `Deferred` empties the record at once, so the closure and
+//! its captures are dropped by the cancel, not when a worker reaches it.
+
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::job::{Job, Runner};
+use super::table::Threads;
+use crate::deferred::Deferred;
+use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
+use crate::loom::Mutex;
+use crate::pool::ThreadPool;
+use crate::reactor::{Handle, Reactor};
+use crate::threads::{SharedTask, Task, TaskKey, Worker};
+
+/// The reactor pool's size when nothing is suggested: no thread until work
+/// arrives, and up to 64 threads.
+///
+/// Twisted's reactor pool was 0..10 and shared with DNS and database work;
+/// ten blocked jobs wedged whole programs, and a job waiting on the loop
+/// (`blockingCallFromThread`) while the loop waited on the pool deadlocked
+/// them (spec §4: twisted#5298, scrapy#1092, Synapse#10190). Blocking jobs
+/// mostly wait rather than compute, so the cap is set by memory (64 threads,
+/// 2 MiB of reserved stack each) rather than cores, and idle threads above
+/// the minimum exit after the pool's keep-alive, so the headroom costs
+/// nothing when unused. `suggest_thread_pool_size` changes the cap.
+const REACTOR_POOL_MIN: usize = 0;
+const REACTOR_POOL_MAX: usize = 64;
+const REACTOR_POOL_NAME: &str = "weft-reactor";
+
+/// Registers a `Deferred` for `f` and builds its job record; the
+/// `Deferred`'s canceller empties the record and forgets the entry.
+fn prepare<T, F>(
+    handle: &Handle,
+    threads: &Rc<Threads>,
+    f: F,
+    location: &'static Location<'static>,
+) -> (Deferred<T>, Arc<Job<T, F>>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let key = threads.next_key();
+    let job = Job::new(f, key, handle.remote(), location);
+    let deferred = canceller_for(threads, key, job.clone(), None);
+    threads.register(key, deferred.resolver());
+    (deferred, job)
+}
+
+/// A `Deferred` whose canceller empties `job` (dropping its closure now),
+/// withdraws it from the reactor pool's backlog if `task` names it there,
+/// and forgets its entry.
+fn canceller_for<T, F>(
+    threads: &Rc<Threads>,
+    key: u64,
+    job: Arc<Job<T, F>>,
+    task: Option<TaskKey>,
+) -> Deferred<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let weak = Rc::downgrade(threads);
+    Deferred::with_canceller(move || {
+        let unstarted = job.cancel();
+        let Some(t) = weak.upgrade() else { return };
+        if let (true, Some(task)) = (unstarted, task) {
+            let pool = t.pool.borrow().clone();
+            if let Some(pool) = pool {
+                pool.withdraw(task);
+            }
+        }
+        t.forget(key);
+    })
+}
+
+/// A job refused at submission: it will post nothing; resolve it `Stopped`.
+fn refused<T, F>(threads: &Threads, job: &Job<T, F>, key: u64)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    job.refuse();
+    if let Some(r) = threads.take::<T>(key) {
+        let _ = r.errback(ThreadError::Stopped);
+    }
+}
+
+impl Handle {
+    /// The reactor's thread pool, created on first use: started when the
+    /// reactor runs (at once if it already does) and stopped during shutdown.
+    /// It is named `weft-reactor`; its size is 0..64 unless
+    /// [`suggest_thread_pool_size`](Handle::suggest_thread_pool_size) says
+    /// otherwise (why 64: see the module docs of the bridge layer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = reactor.thread_pool();
+    /// assert_eq!(pool.statistics().threads_alive, 0); // not started before run
+    /// ```
+    pub fn thread_pool(&self) -> Arc<ThreadPool> {
+        let threads = Threads::of(self);
+        if let Some(pool) = threads.pool.borrow().as_ref() {
+            return pool.clone();
+        }
+        let pool = Arc::new(
+            ThreadPool::builder()
+                .name(REACTOR_POOL_NAME)
+                .min(REACTOR_POOL_MIN)
+                .max(REACTOR_POOL_MAX)
+                .build()
+                .expect("reactor pool defaults are valid"),
+        );
+        *threads.pool.borrow_mut() = Some(pool.clone());
+        // Created by a `Before` shutdown trigger it still runs work (and is
+        // stopped in the `During` phase); after that it is stopped at once.
+        if !threads.accepts(self) {
+            pool.stop();
+            return pool;
+        }
+        {
+            let pool = pool.clone();
+            self.call_when_running(move || pool.start());
+        }
+        pool
+    }
+
+    /// Sets the reactor pool's maximum size (Twisted's `suggestThreadPoolSize`).
+    ///
+    /// # Errors
+    ///
+    /// [`PoolConfigError`] if `size` is zero or below the pool's minimum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// reactor.suggest_thread_pool_size(34).unwrap();
+    /// assert_eq!(reactor.thread_pool().statistics().max, 34);
+    /// assert!(reactor.suggest_thread_pool_size(0).is_err());
+    /// ```
+    pub fn suggest_thread_pool_size(&self, size: usize) -> Result<(), PoolConfigError> {
+        let pool = self.thread_pool();
+        let min = pool.statistics().min;
+        pool.adjust_pool_size(min, size)
+    }
+
+    /// Runs `f` on the reactor's thread pool; nothing comes back. A panic is
+    /// caught and logged. The caller's `tracing` span is carried into `f`.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with `f` handed back once the reactor has shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// reactor.call_in_thread(move || {
+    ///     assert!(!weft::reactor::is_in_io_thread());
+    ///     remote.stop();
+    /// }).unwrap();
+    /// reactor.run().unwrap();
+    /// ```
+    pub fn call_in_thread<F>(&self, f: F) -> Result<(), AlreadyQuit<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let pool = self.thread_pool();
+        let span = tracing::Span::current();
+        if span.is_none() {
+            return pool.call_in_thread(f);
+        }
+        // Carry the span; keep `f` reachable so a refusal can hand it back.
+        let slot = Arc::new(Mutex::new(Some(f)));
+        let job_slot = slot.clone();
+        let submitted = pool.call_in_thread(move || {
+            let f = job_slot.lock().take();
+            if let Some(f) = f {
+                span.in_scope(f);
+            }
+        });
+        match submitted {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                drop(refused);
+                let f = slot.lock().take().expect("refused work was never run");
+                Err(AlreadyQuit(f))
+            }
+        }
+    }
+
+    /// Runs `calls` in order on one pool thread (Twisted's
+    /// `callMultipleInThread`); at the first panic the rest are skipped and
+    /// the panic is logged.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with the calls handed back once the reactor has shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let mut calls: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    /// for i in 0..3 {
+    ///     let seen = seen.clone();
+    ///     calls.push(Box::new(move || seen.lock().unwrap().push(i)));
+    /// }
+    /// let remote = reactor.remote();
+    /// calls.push(Box::new(move || remote.stop()));
+    /// reactor.call_multiple_in_thread(calls).unwrap();
+    /// reactor.run().unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+    /// ```
+    pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
+        let slot = Arc::new(Mutex::new(Some(calls)));
+        let job_slot = slot.clone();
+        let span = tracing::Span::current();
+        let submitted = self.thread_pool().call_in_thread(move || {
+            let calls = job_slot.lock().take().unwrap_or_default();
+            let _entered = span.enter();
+            let total = calls.len();
+            for (i, call) in calls.into_iter().enumerate() {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(call)) {
+                    tracing::error!(
+                        index = i,
+                        skipped = total - i - 1,
+                        panic = %panic_message(&*payload),
+                        "weft: call_multiple_in_thread stopped at a panicking call"
+                    );
+                    break;
+                }
+            }
+        });
+        match submitted {
+            Ok(()) => Ok(()),
+            Err(_) => Err(AlreadyQuit(slot.lock().take().unwrap_or_default())),
+        }
+    }
+
+    /// Runs `f` on the reactor's thread pool and returns a [`Deferred`] that
+    /// gets its value (or [`ThreadError::Panicked`]) on the loop thread, in a
+    /// later turn, never synchronously.
+    ///
+    /// Cancelling the `Deferred` before the job starts removes it: `f` never
+    /// runs. Cancelling while it runs lets it finish detached; its result is
+    /// discarded and the `Deferred` holds [`ThreadError::Cancelled`]. After
+    /// shutdown the `Deferred` holds [`ThreadError::Stopped`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d = reactor.defer_to_thread(|| 3 + 4);
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(7));
+    /// ```
+    #[track_caller]
+    pub fn defer_to_thread<T, F>(&self, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let location = Location::caller();
+        let pool = self.thread_pool();
+        self.defer_to_pool_at(&pool, true, f, location)
+    }
+
+    /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = weft::ThreadPool::new(0, 8).unwrap();
+    /// pool.start();
+    /// let d = reactor.defer_to_thread_pool(&pool, || "done");
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok("done"));
+    /// pool.stop();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_thread_pool<T, F>(&self, pool: &ThreadPool, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.defer_to_pool_at(pool, false, f, Location::caller())
+    }
+
+    /// Submits the job record itself to `pool` (one allocation per job);
+    /// if `pool` is the reactor pool (`reactor_pool`), a cancel also
+    /// withdraws the job from its backlog at once.
+    fn defer_to_pool_at<T, F>(
+        &self,
+        pool: &ThreadPool,
+        reactor_pool: bool,
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let threads = Threads::of(self);
+        if !threads.accepts(self) {
+            return Deferred::fail(ThreadError::Stopped);
+        }
+        let key = threads.next_key();
+        let job = Job::new(f, key, self.remote(), location);
+        // Nothing can be delivered before this returns (delivery runs on
+        // this thread), so the `Deferred` is registered after submission.
+        let task = match pool.submit_shared(job.clone() as Arc<dyn SharedTask>) {
+            Ok(task) => task,
+            Err(refused) => {
+                drop(refused); // neither run nor discarded: posts nothing
+                return Deferred::fail(ThreadError::Stopped);
+            }
+        };
+        let deferred = canceller_for(&threads, key, job, reactor_pool.then_some(task));
+        threads.register(key, deferred.resolver());
+        deferred
+    }
+
+    /// [`defer_to_thread`](Handle::defer_to_thread) on any [`Worker`] (asyncio's
+    /// `run_in_executor` with any executor): for instance a
+    /// [`ThreadWorker`](crate::threads::ThreadWorker) for a library that must
+    /// always be called from one thread, like SQLite.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let a = reactor.defer_to_worker(&worker, || std::thread::current().id());
+    /// let b = reactor.defer_to_worker(&worker, || std::thread::current().id());
+    /// let (a, b) = reactor.run_until_complete(async { (a.await, b.await) }).unwrap();
+    /// assert_eq!(a.unwrap(), b.unwrap()); // same thread every time
+    /// worker.quit().unwrap();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_worker<T, F, W>(&self, worker: &W, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+        W: Worker + ?Sized,
+    {
+        let location = Location::caller();
+        let threads = Threads::of(self);
+        if !threads.accepts(self) {
+            return Deferred::fail(ThreadError::Stopped);
+        }
+        let (deferred, job) = prepare(self, &threads, f, location);
+        let runner = Runner::new(job.clone());
+        let task: Task = Box::new(move || runner.run());
+        if let Err(refused_task) = worker.do_work(task) {
+            refused(&threads, &job, job.key());
+            drop(refused_task);
+        }
+        deferred
+    }
+}
+
+/// The bridge operations on the reactor itself (they forward to its
+/// [`Handle`]), so they stay reachable without `Deref`.
+impl Reactor {
+    /// The reactor's thread pool; see [`Handle::thread_pool`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert_eq!(reactor.thread_pool().statistics().max, 64);
+    /// ```
+    pub fn thread_pool(&self) -> Arc<ThreadPool> {
+        self.handle().thread_pool()
+    }
+
+    /// Sets the reactor pool's maximum size; see
+    /// [`Handle::suggest_thread_pool_size`].
+    ///
+    /// # Errors
+    ///
+    /// [`PoolConfigError`] if `size` is zero or below the pool's minimum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// reactor.suggest_thread_pool_size(4).unwrap();
+    /// ```
+    pub fn suggest_thread_pool_size(&self, size: usize) -> Result<(), PoolConfigError> {
+        self.handle().suggest_thread_pool_size(size)
+    }
+
+    /// Runs `f` on the reactor's pool; see [`Handle::call_in_thread`].
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with `f` handed back once the reactor has shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// reactor.call_in_thread(move || remote.stop()).unwrap();
+    /// reactor.run().unwrap();
+    /// ```
+    pub fn call_in_thread<F>(&self, f: F) -> Result<(), AlreadyQuit<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.handle().call_in_thread(f)
+    }
+
+    /// Runs `calls` in order on one pool thread; see
+    /// [`Handle::call_multiple_in_thread`].
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with the calls handed back once the reactor has shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// reactor.call_multiple_in_thread(vec![Box::new(|| ()), Box::new(move || remote.stop())]).unwrap();
+    /// reactor.run().unwrap();
+    /// ```
+    pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
+        self.handle().call_multiple_in_thread(calls)
+    }
+
+    /// Runs `f` on the reactor's pool, its result in a [`Deferred`]; see
+    /// [`Handle::defer_to_thread`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d = reactor.defer_to_thread(|| 6 * 7);
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(42));
+    /// ```
+    #[track_caller]
+    pub fn defer_to_thread<T, F>(&self, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let location = Location::caller();
+        let handle = self.handle();
+        let pool = handle.thread_pool();
+        handle.defer_to_pool_at(&pool, true, f, location)
+    }
+
+    /// [`defer_to_thread`](Reactor::defer_to_thread) on a pool of your own;
+    /// see [`Handle::defer_to_thread_pool`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = weft::ThreadPool::new(0, 2).unwrap();
+    /// pool.start();
+    /// let d = reactor.defer_to_thread_pool(&pool, || 1);
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(1));
+    /// pool.stop();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_thread_pool<T, F>(&self, pool: &ThreadPool, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle()
+            .defer_to_pool_at(pool, false, f, Location::caller())
+    }
+
+    /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see
+    /// [`Handle::defer_to_worker`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let d = reactor.defer_to_worker(&worker, || 5);
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(5));
+    /// worker.quit().unwrap();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_worker<T, F, W>(&self, worker: &W, f: F) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+        W: Worker + ?Sized,
+    {
+        self.handle().defer_to_worker(worker, f)
+    }
+}
