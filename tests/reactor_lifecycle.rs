@@ -219,7 +219,7 @@ fn run_until_complete_reports_a_stop_before_completion() {
         reactor.run_until_complete(never),
         Err(RunError::StoppedBeforeCompletion)
     );
-    assert!(reactor.is_shut_down());
+    assert!(reactor.is_stopped());
 }
 
 #[test]
