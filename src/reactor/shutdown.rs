@@ -144,3 +144,45 @@ impl Inner {
         quietly("timers", &mut || self.timers.clear());
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::Reactor;
+    use crate::reactor::{Phase, SystemEvent};
+
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    /// The hook the bridge fails its leftovers in runs after every call that
+    /// reached the inbox, and before the `After` triggers.
+    #[test]
+    fn after_final_drain_hooks_run_after_the_inbox_drain_and_before_after_triggers() {
+        let reactor = Reactor::new().unwrap();
+        let remote = reactor.remote();
+        let log: Log = Rc::new(RefCell::new(Vec::new()));
+        reactor.insert_local(log.clone()).unwrap();
+        let push = |what: &'static str| {
+            let log = log.clone();
+            move || log.borrow_mut().push(what)
+        };
+        reactor.handle().after_final_drain(push("hook"));
+        reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, push("during"));
+        reactor.add_system_event_trigger(Phase::After, SystemEvent::Shutdown, push("after"));
+        reactor.call_when_running(move || {
+            remote
+                .call_from_thread(|| {
+                    let h = crate::reactor::current().unwrap();
+                    h.with_local(|l: &mut Log| l.borrow_mut().push("call"))
+                        .unwrap();
+                    // Pushed after the inbox closed: refused, never lost.
+                    assert!(h.remote().call_from_thread(|| ()).is_err());
+                })
+                .unwrap();
+            remote.stop();
+        });
+        reactor.run().unwrap();
+        assert_eq!(*log.borrow(), vec!["during", "call", "hook", "after"]);
+    }
+}
