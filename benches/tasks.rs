@@ -20,9 +20,7 @@ const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 fn weft_with(live: usize) -> Reactor {
     let reactor = Reactor::new().unwrap();
     for _ in 0..live {
-        reactor
-            .spawn_local(std::future::pending::<()>())
-            .detach();
+        reactor.spawn_local(std::future::pending::<()>()).detach();
     }
     // One turn polls them all once; they stay parked.
     reactor.run_until_complete(async {}).unwrap();

@@ -22,7 +22,10 @@ fn loop_local_state_is_reached_from_callbacks_without_a_thread_local() {
     struct Count(u32);
     let reactor = Reactor::new().unwrap();
     let remote = reactor.remote();
-    assert_eq!(reactor.insert_local(Count(0)).map(|o| o.is_none()), Ok(true));
+    assert_eq!(
+        reactor.insert_local(Count(0)).map(|o| o.is_none()),
+        Ok(true)
+    );
     reactor.call_soon(|| {
         weft::reactor::current()
             .unwrap()
@@ -167,7 +170,11 @@ fn try_call_from_thread_refuses_at_capacity_and_hands_the_closure_back() {
     // Plain call_from_thread is never refused for room (results must land).
     remote.call_from_thread(add(&ran)).unwrap();
     (full.into_inner())();
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "handed back intact, run by hand");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "handed back intact, run by hand"
+    );
     reactor.iterate(Some(Duration::ZERO));
     assert_eq!(ran.load(Ordering::SeqCst), 4);
     // The loop took everything: room again.
@@ -244,8 +251,22 @@ fn has_started_is_running_and_is_stopped_agree_on_every_handle() {
     let handle = reactor.handle();
     let all = |r: &Reactor| {
         let v = (r.has_started(), r.is_running(), r.is_stopped());
-        assert_eq!(v, (handle.has_started(), handle.is_running(), handle.is_stopped()));
-        assert_eq!(v, (remote.has_started(), remote.is_running(), remote.is_stopped()));
+        assert_eq!(
+            v,
+            (
+                handle.has_started(),
+                handle.is_running(),
+                handle.is_stopped()
+            )
+        );
+        assert_eq!(
+            v,
+            (
+                remote.has_started(),
+                remote.is_running(),
+                remote.is_stopped()
+            )
+        );
         v
     };
     assert_eq!(all(&reactor), (false, false, false));

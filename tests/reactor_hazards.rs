@@ -55,10 +55,14 @@ fn a_propagated_panic_in_a_call_leaves_the_rest_of_the_batch_for_the_next_turn()
     let remote = reactor.remote();
     let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
     let r1 = ran.clone();
-    remote.call_from_thread(move || r1.lock().unwrap().push(1)).unwrap();
+    remote
+        .call_from_thread(move || r1.lock().unwrap().push(1))
+        .unwrap();
     remote.call_from_thread(|| panic!("call boom")).unwrap();
     let r3 = ran.clone();
-    remote.call_from_thread(move || r3.lock().unwrap().push(3)).unwrap();
+    remote
+        .call_from_thread(move || r3.lock().unwrap().push(3))
+        .unwrap();
     assert_eq!(turn_catching(&reactor).as_deref(), Some("call boom"));
     assert_eq!(*ran.lock().unwrap(), vec![1]);
     assert_eq!(turn_catching(&reactor), None);
@@ -73,7 +77,9 @@ fn a_blocking_caller_behind_a_propagated_panic_gets_its_value_not_loop_stopped()
     let r2 = remote.clone();
     let caller = thread::spawn(move || weft::blocking_call_from_thread(&r2, || 5));
     // Both calls must be in the inbox before the turn (a counter, not a sleep).
-    assert!(common::wait_until(|| remote.statistics().calls_from_thread == 2));
+    assert!(common::wait_until(
+        || remote.statistics().calls_from_thread == 2
+    ));
     assert_eq!(turn_catching(&reactor).as_deref(), Some("first"));
     assert_eq!(turn_catching(&reactor), None);
     assert_eq!(caller.join().unwrap(), Ok(5));
@@ -93,7 +99,11 @@ fn a_propagated_panic_in_a_task_keeps_the_other_ready_tasks_and_fails_its_own_de
         "the panicking task's Deferred resolves"
     );
     assert_eq!(turn_catching(&reactor), None);
-    assert_eq!(*good.borrow(), Some(Ok(7)), "the next ready task still runs");
+    assert_eq!(
+        *good.borrow(),
+        Some(Ok(7)),
+        "the next ready task still runs"
+    );
     assert_eq!(reactor.statistics().tasks_alive, 0);
 }
 
@@ -168,7 +178,10 @@ fn a_reactor_dropped_while_its_thread_panics_fails_its_work_and_does_not_abort()
     .expect("the thread unwound normally: no abort, no second panic escaping");
     assert_eq!(unwound.as_deref(), Some("user code failed"));
     assert_eq!(task_outcome, Some(Err(ThreadError::Stopped)));
-    assert!(call_dropped.load(Ordering::SeqCst), "the queued call was failed (dropped)");
+    assert!(
+        call_dropped.load(Ordering::SeqCst),
+        "the queued call was failed (dropped)"
+    );
     assert!(remote.call_from_thread(|| ()).is_err());
     assert!(remote.is_stopped());
 }
@@ -333,6 +346,9 @@ fn iterate_with_duration_max_returns_once_work_arrives() {
         reactor.iterate(Some(Duration::MAX));
     }
     t.join().unwrap();
-    reactor.call_later(Duration::MAX, || ()).delay(Duration::MAX).unwrap();
+    reactor
+        .call_later(Duration::MAX, || ())
+        .delay(Duration::MAX)
+        .unwrap();
     reactor.iterate(Some(Duration::ZERO));
 }

@@ -278,9 +278,7 @@ impl Handle {
         event: SystemEvent,
         f: impl FnOnce() -> R + 'static,
     ) -> TriggerId {
-        self.inner
-            .triggers
-            .add(phase, event, f, Location::caller())
+        self.inner.triggers.add(phase, event, f, Location::caller())
     }
 
     /// Removes a trigger that has not run; returns whether it was there.

@@ -259,13 +259,10 @@ impl Remote {
                 TrySendError::Full(f)
             });
         }
-        shared
-            .inbox
-            .push(f, Location::caller())
-            .map_err(|f| {
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
-                TrySendError::Stopped(f)
-            })
+        shared.inbox.push(f, Location::caller()).map_err(|f| {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Stopped(f)
+        })
     }
 
     /// Runs `f` on the loop thread once `delay` has passed on the reactor's

@@ -60,7 +60,11 @@ impl Inner {
         self.final_drain();
         let hooks = std::mem::take(&mut *self.after_drain.borrow_mut());
         for hook in hooks {
-            self.guard("after_final_drain hook", std::panic::Location::caller(), hook);
+            self.guard(
+                "after_final_drain hook",
+                std::panic::Location::caller(),
+                hook,
+            );
         }
         self.fire_phase(SystemEvent::Shutdown, Phase::After);
         let tasks = self.tasks.abort_all(&self.shared);

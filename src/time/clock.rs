@@ -182,4 +182,3 @@ impl Clock for ManualClock {
         self.inner.wakers.lock().push(wake);
     }
 }
-

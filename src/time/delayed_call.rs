@@ -184,4 +184,3 @@ impl fmt::Debug for DelayedCall {
         )
     }
 }
-
