@@ -113,7 +113,7 @@ fn a_task_queued_behind_a_propagated_panic_still_hears_later_wakes() {
     let _bad = reactor.spawn_local(async { panic!("first") });
     let gate: Deferred<u8, Cancelled> = Deferred::new();
     let open = gate.resolver();
-    let waiter = outcome(reactor.spawn_local(async move { gate.await }));
+    let waiter = outcome(reactor.spawn_local(gate));
     assert!(turn_catching(&reactor).is_some());
     assert_eq!(turn_catching(&reactor), None); // the waiter parks on the gate
     open.callback(9).unwrap();
@@ -217,7 +217,7 @@ fn a_result_queued_before_stop_reaches_the_task_awaiting_it() {
     let remote = reactor.remote();
     let gate: Deferred<u32, Cancelled> = Deferred::new();
     reactor.insert_local(Some(gate.resolver())).unwrap();
-    let task = outcome(reactor.spawn_local(async move { gate.await }));
+    let task = outcome(reactor.spawn_local(gate));
     reactor.call_when_running(move || {
         // The "result" arrives through the inbox, then the loop is stopped.
         remote

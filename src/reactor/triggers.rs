@@ -50,10 +50,10 @@ pub enum Phase {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SystemEvent {
-    /// The loop starts running ([`call_when_running`](Handle::call_when_running)
+    /// The loop starts running ([`call_when_running`](super::Handle::call_when_running)
     /// callbacks are `During` startup triggers).
     Startup,
-    /// The loop stops ([`stop`](Handle::stop)).
+    /// The loop stops ([`stop`](super::Handle::stop)).
     Shutdown,
 }
 
@@ -88,7 +88,7 @@ impl std::str::FromStr for SystemEvent {
 }
 
 /// Identifies a system event trigger, for
-/// [`remove_system_event_trigger`](Handle::remove_system_event_trigger).
+/// [`remove_system_event_trigger`](super::Handle::remove_system_event_trigger).
 ///
 /// # Examples
 ///
