@@ -127,12 +127,13 @@ impl Reactor {
     /// # Examples
     ///
     /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
     /// let reactor = weft::Reactor::new().unwrap();
-    /// let pool = weft::ThreadPool::new(1, 1).unwrap();
-    /// pool.start();
-    /// let d = reactor.defer_to_worker(&pool, || 6);
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let d = reactor.defer_to_worker(&worker, || 6);
     /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(6));
-    /// pool.stop();
+    /// worker.quit().unwrap();
     /// ```
     pub fn defer_to_worker<T, F, W>(&self, worker: &W, f: F) -> Deferred<T>
     where
