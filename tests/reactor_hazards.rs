@@ -352,3 +352,28 @@ fn iterate_with_duration_max_returns_once_work_arrives() {
         .unwrap();
     reactor.iterate(Some(Duration::ZERO));
 }
+
+#[test]
+fn a_propagated_panic_in_a_timer_leaves_the_other_due_timers_for_the_next_turn() {
+    let clock = ManualClock::new();
+    let reactor = Reactor::builder()
+        .clock(clock.clone())
+        .panic_policy(PanicPolicy::Propagate)
+        .build()
+        .unwrap();
+    let l: Log = Rc::new(RefCell::new(Vec::new()));
+    let (l1, l3) = (l.clone(), l.clone());
+    reactor.call_later(Duration::from_secs(1), move || {
+        l1.borrow_mut().push("first")
+    });
+    reactor.call_later(Duration::from_secs(1), || panic!("timer boom"));
+    reactor.call_later(Duration::from_secs(1), move || {
+        l3.borrow_mut().push("third")
+    });
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(turn_catching(&reactor).as_deref(), Some("timer boom"));
+    assert_eq!(*l.borrow(), vec!["first"]);
+    assert_eq!(turn_catching(&reactor), None);
+    assert_eq!(*l.borrow(), vec!["first", "third"]);
+    assert_eq!(reactor.statistics().timers_live, 0);
+}

@@ -78,6 +78,15 @@ impl Ord for Entry {
     }
 }
 
+/// Ends a timer pass when dropped.
+struct EndPass<'a>(&'a Cell<bool>);
+
+impl Drop for EndPass<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// The loop's timers. Loop-thread only.
 pub(crate) struct Timers {
     clock: Arc<dyn Clock>,
@@ -238,6 +247,9 @@ impl Timers {
         }
         let now = self.now();
         self.in_pass.set(true);
+        // Cleared also if `run` unwinds (a propagated panic): the calls not
+        // yet run stay in the heap for the next pass.
+        let _pass = EndPass(&self.in_pass);
         let mut ran = 0;
         loop {
             let entry = {
@@ -263,7 +275,7 @@ impl Timers {
                 run(f, call.location);
             }
         }
-        self.in_pass.set(false);
+        drop(_pass);
         self.maybe_compact();
         ran
     }
