@@ -21,9 +21,8 @@
 //! In Rust the compiler enforces the rule the Python relies on: the closure
 //! passed to `call_from_thread` must be `Send`, so it cannot capture the
 //! loop's `Rc`/`Cell` state; it reaches that state when it runs, on the loop
-//! thread, through a `thread_local`.
+//! thread, as the reactor's loop-local value (`Handle::with_local`).
 
-use std::cell::Cell;
 use std::process::ExitCode;
 
 use weft::Reactor;
@@ -31,26 +30,31 @@ use weft::Reactor;
 const TASKS: u64 = 10;
 const STEP: u64 = 7;
 
-thread_local! {
-    /// `c` from the seed: owned by the loop thread, touched only there.
-    static C: Cell<u64> = const { Cell::new(1) };
+/// The loop's state: owned by the loop thread, touched only there.
+struct Counter {
+    /// `c` from the seed.
+    c: u64,
     /// How many increments have run, to know when to stop.
-    static DONE: Cell<u64> = const { Cell::new(0) };
+    done: u64,
 }
 
 /// Not thread-safe (a read-modify-write with no lock): must run on the loop.
 fn increment(x: u64) {
-    debug_assert!(
-        weft::reactor::is_in_io_thread(),
-        "increment runs on the loop"
-    );
-    C.set(C.get() + x);
-    DONE.set(DONE.get() + 1);
-    if DONE.get() == TASKS {
-        weft::reactor::current()
-            .expect("increment runs on the loop")
-            .stop();
+    let here = weft::reactor::current().expect("increment runs on the loop");
+    let all_done = here
+        .with_local(|n: &mut Counter| {
+            n.c += x;
+            n.done += 1;
+            n.done == TASKS
+        })
+        .expect("the counter was inserted before the loop ran");
+    if all_done {
+        here.stop();
     }
+}
+
+fn c_of(reactor: &Reactor) -> u64 {
+    reactor.with_local(|n: &mut Counter| n.c).unwrap_or(0)
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,9 @@ fn main() -> ExitCode {
         }
     };
     let remote = reactor.remote();
+    if reactor.insert_local(Counter { c: 1, done: 0 }).is_err() {
+        return ExitCode::FAILURE;
+    }
 
     for i in 0..TASKS {
         let remote = remote.clone();
@@ -85,17 +92,18 @@ fn main() -> ExitCode {
         }
     }
 
-    println!("c = {} before the loop runs; {TASKS} tasks queued", C.get());
+    println!(
+        "c = {} before the loop runs; {TASKS} tasks queued",
+        c_of(&reactor)
+    );
     if let Err(e) = reactor.run() {
         eprintln!("call_from_thread: the loop failed: {e}");
         return ExitCode::FAILURE;
     }
     let expected = 1 + TASKS * STEP;
-    println!(
-        "c = {} after the loop stopped (expected {expected})",
-        C.get()
-    );
-    if C.get() == expected {
+    let c = c_of(&reactor);
+    println!("c = {c} after the loop stopped (expected {expected})");
+    if c == expected {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -16,8 +16,8 @@
 //!   `Deferred` tells the loop when the file is done or why it failed;
 //! - a reader sends its lines with `call_from_thread`, a batch per `read`;
 //! - the loop owns the output and the counters (`Rc<RefCell<Merge>>`); the
-//!   `Send` closures from the readers reach it through a `thread_local`
-//!   registry that is filled only on the loop thread.
+//!   `Send` closures from the readers reach it as the reactor's loop-local
+//!   value (`Handle::with_local`), with no `thread_local`.
 //!
 //! With `--follow` the readers keep polling after end of file (a short sleep,
 //! then read again; a truncated file is re-read from the start) until Ctrl-C.
@@ -171,7 +171,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         all_done: Vec::new(),
         stop: stop.clone(),
     }));
-    registry::install(merge.clone());
+    registry::install(&reactor, merge.clone());
 
     // Shutdown (all files done, Ctrl-C, or a write error): tell the readers to
     // finish, and wait for their last lines before the loop exits.
@@ -353,27 +353,26 @@ impl Merge {
 /// How closures sent from reader threads find the loop's `Merge`.
 ///
 /// A `call_from_thread` closure must be `Send`, so it cannot carry the
-/// `Rc`; it looks the merge up when it runs, which is always on the loop
-/// thread, the only thread where `install` put it.
+/// `Rc`; it looks the merge up when it runs, on the loop thread, as the
+/// reactor's loop-local value.
 mod registry {
     use std::cell::RefCell;
     use std::rc::Rc;
 
     use super::Merge;
 
-    thread_local! {
-        static MERGE: RefCell<Option<Rc<RefCell<Merge>>>> = const { RefCell::new(None) };
-    }
-
-    /// Makes `merge` reachable from this (the loop) thread.
-    pub(super) fn install(merge: Rc<RefCell<Merge>>) {
-        MERGE.with(|m| *m.borrow_mut() = Some(merge));
+    /// Makes `merge` the reactor's loop-local merge.
+    pub(super) fn install(reactor: &weft::Reactor, merge: Rc<RefCell<Merge>>) {
+        if let Err(e) = reactor.insert_local(merge) {
+            eprintln!("logmerge: cannot install the merge: {e}");
+        }
     }
 
     /// Runs `f` on the merge; does nothing off the loop thread.
     pub(super) fn with(f: impl FnOnce(&mut Merge)) {
-        let merge = MERGE.with(|m| m.borrow().clone());
-        debug_assert!(merge.is_some(), "the registry is used on the loop thread");
+        let merge = weft::reactor::current()
+            .and_then(|h| h.with_local(|m: &mut Rc<RefCell<Merge>>| m.clone()).ok());
+        debug_assert!(merge.is_some(), "the merge is used on the loop thread");
         if let Some(merge) = merge {
             f(&mut merge.borrow_mut());
         }

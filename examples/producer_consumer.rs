@@ -11,12 +11,12 @@
 //! consumed). So at most K items are ever in flight, however fast the
 //! producers are, and the loop's inbox cannot grow without bound.
 //!
-//! The loop-side counter is plain loop-owned state (a `thread_local` `Cell`:
-//! `call_from_thread` closures are `Send`, so they find it when they run, on
-//! the loop thread). It is exact because only the loop touches it, not
-//! because of a lock.
+//! The loop-side counter is plain loop-owned state, the reactor's loop-local
+//! `Tally` (`call_from_thread` closures are `Send`, so they cannot capture
+//! it; they reach it with `Handle::with_local` when they run, on the loop
+//! thread). It is exact because only the loop touches it, not because of a
+//! lock.
 
-use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError};
@@ -212,39 +212,43 @@ impl Credits {
 /// The loop's own state: touched only on the loop thread, so no lock.
 #[derive(Default)]
 struct Tally {
-    total: Cell<u64>,
+    total: u64,
     /// The next sequence number expected from each producer.
-    next_seq: RefCell<Vec<u64>>,
-    in_order: Cell<bool>,
-    expected: Cell<u64>,
+    next_seq: Vec<u64>,
+    in_order: bool,
+    expected: u64,
     /// Credits for items consumed this turn, not yet given back.
-    owed: Cell<usize>,
-}
-
-thread_local! {
-    static TALLY: Tally = Tally::default();
+    owed: usize,
 }
 
 /// On the loop: consume one item.
 fn consume(producer: usize, seq: u64, credits: Arc<Credits>) {
-    TALLY.with(|t| {
-        t.total.set(t.total.get() + 1);
-        let mut next = t.next_seq.borrow_mut();
-        if next[producer] != seq {
-            t.in_order.set(false);
-        }
-        next[producer] = seq + 1;
-        let reactor = weft::reactor::current().expect("items are consumed on the loop");
-        // Give the credits back once per loop turn, after the turn's batch of
-        // items, rather than waking a producer for every item.
-        t.owed.set(t.owed.get() + 1);
-        if t.owed.get() == 1 {
-            reactor.call_soon(move || credits.release(TALLY.with(|t| t.owed.replace(0))));
-        }
-        if t.total.get() == t.expected.get() {
-            reactor.stop();
-        }
-    });
+    let reactor = weft::reactor::current().expect("items are consumed on the loop");
+    let (first_owed, all_done) = reactor
+        .with_local(|t: &mut Tally| {
+            t.total += 1;
+            if t.next_seq[producer] != seq {
+                t.in_order = false;
+            }
+            t.next_seq[producer] = seq + 1;
+            t.owed += 1;
+            (t.owed == 1, t.total == t.expected)
+        })
+        .expect("the tally is inserted before the loop runs");
+    // Give the credits back once per loop turn, after the turn's batch of
+    // items, rather than waking a producer for every item.
+    if first_owed {
+        let h = reactor.clone();
+        reactor.call_soon(move || {
+            let owed = h
+                .with_local(|t: &mut Tally| std::mem::take(&mut t.owed))
+                .unwrap_or(0);
+            credits.release(owed);
+        });
+    }
+    if all_done {
+        reactor.stop();
+    }
 }
 
 fn produce(producer: usize, items: u64, remote: &Remote, credits: &Arc<Credits>) {
@@ -274,13 +278,14 @@ struct LoopRun {
 
 fn loop_counter(config: &Config) -> Result<LoopRun, String> {
     let reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
-    TALLY.with(|t| {
-        t.total.set(0);
-        t.in_order.set(true);
-        t.owed.set(0);
-        t.expected.set(config.producers as u64 * config.items);
-        *t.next_seq.borrow_mut() = vec![0; config.producers];
-    });
+    reactor
+        .insert_local(Tally {
+            in_order: true,
+            expected: config.producers as u64 * config.items,
+            next_seq: vec![0; config.producers],
+            ..Tally::default()
+        })
+        .map_err(|e| format!("cannot store the tally: {e}"))?;
     let credits = Arc::new(Credits::new(config.in_flight));
 
     let started = Instant::now();
@@ -303,12 +308,15 @@ fn loop_counter(config: &Config) -> Result<LoopRun, String> {
             .map_err(|_| "a producer thread panicked".to_string())?;
     }
     let stats = reactor.statistics();
+    let (total, in_order) = reactor
+        .with_local(|t: &mut Tally| (t.total, t.in_order))
+        .map_err(|e| format!("the tally is gone: {e}"))?;
     Ok(LoopRun {
-        total: TALLY.with(|t| t.total.get()),
+        total,
         elapsed,
         max_in_flight: credits.max_in_flight.load(Ordering::Relaxed),
         credit_waits: credits.waits.load(Ordering::Relaxed),
-        in_order: TALLY.with(|t| t.in_order.get()),
+        in_order,
         calls_from_thread: stats.calls_from_thread,
         wake_syscalls: stats.wake_syscalls,
         turns: stats.turns,

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
 fn tour() -> Result<bool, String> {
     let started = Instant::now();
     let reactor = Reactor::new().map_err(|e| format!("cannot create the reactor: {e}"))?;
+    reactor
+        .insert_local(Shared::new())
+        .map_err(|e| format!("cannot install the loop state: {e}"))?;
     println!("weft tour: one loop thread owns the state; blocking work runs on threads");
 
     let mut ok = reactor
@@ -138,7 +141,7 @@ async fn loop_state() -> bool {
 
 /// Loop-owned state reached by `call_from_thread` closures: they are `Send`,
 /// so they cannot carry an `Rc`; they find the state when they run, on the
-/// loop thread.
+/// loop thread, with `Handle::with_local`.
 struct Shared {
     count: Cell<u64>,
     threads: RefCell<BTreeSet<String>>,
@@ -146,15 +149,23 @@ struct Shared {
     all_done: RefCell<Option<Resolver<(), Cancelled>>>,
 }
 
-thread_local! {
-    static LOOP: Shared = const {
+impl Shared {
+    fn new() -> Shared {
         Shared {
             count: Cell::new(0),
             threads: RefCell::new(BTreeSet::new()),
             jobs_left: Cell::new(0),
             all_done: RefCell::new(None),
         }
-    };
+    }
+}
+
+/// Runs `f` on the loop-owned `Shared`: the reactor's loop-local value, so
+/// no `thread_local` is needed.
+fn with_loop<R>(f: impl FnOnce(&Shared) -> R) -> R {
+    here()
+        .with_local(|s: &mut Shared| f(s))
+        .expect("the tour's state is installed before the loop runs")
 }
 
 async fn in_thread_and_back() -> bool {
@@ -165,7 +176,7 @@ async fn in_thread_and_back() -> bool {
         "call_in_thread, and call_from_thread back from the workers",
     );
     let done = Deferred::new();
-    LOOP.with(|s| {
+    with_loop(|s| {
         s.jobs_left.set(JOBS);
         *s.all_done.borrow_mut() = Some(done.resolver());
     });
@@ -175,11 +186,11 @@ async fn in_thread_and_back() -> bool {
         let job = move || {
             for _ in 0..INCREMENTS {
                 // Not thread-safe on its own; safe because it runs on the loop.
-                let _ = remote.call_from_thread(|| LOOP.with(|s| s.count.set(s.count.get() + 1)));
+                let _ = remote.call_from_thread(|| with_loop(|s| s.count.set(s.count.get() + 1)));
             }
             let name = thread_name();
             let _ = remote.call_from_thread(move || {
-                LOOP.with(|s| {
+                with_loop(|s| {
                     s.threads.borrow_mut().insert(name);
                     s.jobs_left.set(s.jobs_left.get() - 1);
                     if s.jobs_left.get() == 0 {
@@ -196,7 +207,7 @@ async fn in_thread_and_back() -> bool {
         }
     }
     let _ = done.await;
-    let (count, threads) = LOOP.with(|s| (s.count.get(), s.threads.borrow().clone()));
+    let (count, threads) = with_loop(|s| (s.count.get(), s.threads.borrow().clone()));
     let expected = JOBS as u64 * INCREMENTS;
     let ok = count == expected;
     println!(
@@ -366,9 +377,9 @@ async fn blocking_call_from_worker() -> bool {
     let answer = here()
         .defer_to_thread(move || {
             // Read, then change, loop-owned state from a worker thread.
-            let read = weft::blocking_call_from_thread(&remote, || LOOP.with(|s| s.count.get()));
+            let read = weft::blocking_call_from_thread(&remote, || with_loop(|s| s.count.get()));
             let doubled = weft::blocking_call_from_thread(&remote, || {
-                LOOP.with(|s| {
+                with_loop(|s| {
                     s.count.set(s.count.get() * 2);
                     s.count.get()
                 })

@@ -1,199 +1,240 @@
-//! Local tasks: `!Send` futures polled on the loop thread.
+//! Local tasks: `!Send` futures polled on the loop thread, on `async-task`.
 //!
-//! Each task has one `Arc<TaskWaker>` for its whole life. Waking pushes the
-//! task's id onto the shared ready list once (a `queued` flag dedupes
-//! repeated wakes). A wake from the loop thread needs nothing more, since the
-//! loop checks the ready list before it sleeps; a wake from another thread
-//! also goes through the inbox's coalesced wake, so it costs at most one
-//! syscall and none while the loop is awake.
+//! Each task is one `async-task` allocation holding the future, its state
+//! word and the schedule function; waking it hands its `Runnable` to the
+//! run queue. Nothing scans or hashes per poll, so the cost of a task does
+//! not depend on how many others are alive.
 //!
-//! A task is taken out of the map while it is polled, so it may spawn or
-//! cancel tasks (itself included) without a double borrow.
+//! - **Run queue.** A `Mutex<VecDeque<Runnable>>` in [`Shared`]: a wake from
+//!   the loop thread pushes (an uncontended lock); a wake from another thread
+//!   also goes through the inbox's coalesced wake, so it costs at most one
+//!   syscall and none while the loop is awake. `async-task` dedupes repeated
+//!   wakes (its `SCHEDULED` bit), so a task is queued at most once.
+//! - **Snapshot per pass.** A pass moves the queue into `batch` and polls
+//!   what is there; tasks woken meanwhile wait for the next pass. Runnables
+//!   are popped from `batch` one at a time, so a panic that propagates out of
+//!   a poll ([`PanicPolicy::Propagate`](super::PanicPolicy::Propagate))
+//!   leaves the rest in `batch` for the next pass: nothing is lost.
+//! - **Table.** A slab of the live tasks' `Task` handles (key + a unique id
+//!   so a stale key never names a newer task), for cancellation, the count
+//!   of live tasks and the abort at shutdown. A task's `Runnable` carries
+//!   its key, id and spawn location as metadata.
+//! - **Cancellation drops the future at once** when the task is idle:
+//!   dropping its `Task` handle makes `async-task` schedule it one last time,
+//!   and the schedule function, told by `RUN_CLOSED_NOW`, runs that closed
+//!   runnable on the spot (which only drops the future). A task cancelled
+//!   while queued drops its future when the queue reaches it; one cancelled
+//!   from inside its own poll drops it when that poll returns.
+//! - **Thread affinity.** Tasks are spawned with `spawn_local`, whose
+//!   runnable may only run on the loop thread. After the queue is closed (the
+//!   reactor is gone), a runnable scheduled from another thread is leaked
+//!   rather than dropped there (dropping it would drop a `!Send` future on
+//!   the wrong thread).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::Location;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake as StdWake, Waker};
-use std::thread::ThreadId;
 
-use crate::error::ThreadError;
-use crate::loom::atomic::{AtomicBool, Ordering};
+use async_task::{Runnable, Task};
+use slab::Slab;
 
-use super::Shared;
+use super::context::this_thread;
+use super::remote::Shared;
 
+/// A boxed local future (trigger waits).
 pub(crate) type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-struct TaskSlot {
-    future: LocalFuture,
-    waker: Waker,
-    wake: Arc<TaskWaker>,
+/// What every runnable carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskTag {
+    key: usize,
+    id: u64,
     location: &'static Location<'static>,
-    /// Called if the task ends without an output: it panicked, or the loop
-    /// shut down under it.
-    on_abort: Option<Box<dyn FnOnce(ThreadError)>>,
 }
 
-pub(crate) struct TaskWaker {
+/// Names a live task (for cancellation); stale once the task ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskRef {
+    key: usize,
     id: u64,
-    queued: AtomicBool,
-    shared: Arc<Shared>,
-    loop_thread: ThreadId,
+}
+
+/// The cross-thread half: runnables waiting to be polled.
+#[derive(Default)]
+pub(crate) struct RunQueue {
+    runnables: VecDeque<Runnable<TaskTag>>,
+    closed: bool,
+}
+
+struct Entry {
+    id: u64,
+    task: Task<(), TaskTag>,
 }
 
 thread_local! {
-    static THREAD_ID: ThreadId = std::thread::current().id();
+    /// Set by `Tasks::cancel` around dropping a `Task` handle: the next
+    /// schedule on this thread is that task's last (it is closed), and runs
+    /// at once so the future is dropped before `cancel` returns.
+    static RUN_CLOSED_NOW: Cell<bool> = const { Cell::new(false) };
 }
 
-pub(crate) fn this_thread() -> ThreadId {
-    THREAD_ID.with(|t| *t)
-}
-
-impl TaskWaker {
-    fn schedule(&self) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
+fn schedule(shared: &Shared, runnable: Runnable<TaskTag>) {
+    let on_loop = this_thread() == shared.loop_thread;
+    if on_loop && RUN_CLOSED_NOW.with(|c| c.replace(false)) {
+        runnable.run();
+        return;
+    }
+    let mut queue = shared.run_queue.lock();
+    if queue.closed {
+        drop(queue);
+        if on_loop {
+            // Dropping a runnable drops its future: fine on this thread.
+            drop(runnable);
+        } else {
+            std::mem::forget(runnable);
         }
-        self.shared.ready.lock().push(self.id);
-        if this_thread() != self.loop_thread {
-            self.shared.inbox.notify();
-        }
+        return;
+    }
+    queue.runnables.push_back(runnable);
+    drop(queue);
+    if !on_loop {
+        shared.inbox.notify();
     }
 }
 
-impl StdWake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.schedule();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.schedule();
-    }
-}
-
+/// The loop's local tasks. Loop-thread only.
 #[derive(Default)]
 pub(crate) struct Tasks {
-    slots: RefCell<HashMap<u64, TaskSlot>>,
+    live: RefCell<Slab<Entry>>,
     next_id: Cell<u64>,
-    /// Ids whose slot is out for polling and that were cancelled meanwhile.
-    cancelled_while_polled: RefCell<Vec<u64>>,
-    polling: Cell<Option<u64>>,
-    ready_buf: RefCell<Vec<u64>>,
+    /// The runnables of the current pass (and any a propagated panic left).
+    batch: RefCell<VecDeque<Runnable<TaskTag>>>,
 }
 
 impl Tasks {
-    pub(crate) fn spawn(
+    /// Spawns `future`; it is polled in the next task pass.
+    pub(crate) fn spawn<F>(
         &self,
         shared: &Arc<Shared>,
-        future: LocalFuture,
-        on_abort: Box<dyn FnOnce(ThreadError)>,
+        future: F,
         location: &'static Location<'static>,
-    ) -> u64 {
+    ) -> TaskRef
+    where
+        F: Future<Output = ()> + 'static,
+    {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let wake = Arc::new(TaskWaker {
-            id,
-            queued: AtomicBool::new(false),
-            shared: shared.clone(),
-            loop_thread: shared.loop_thread,
-        });
-        let waker = Waker::from(wake.clone());
-        self.slots.borrow_mut().insert(
-            id,
-            TaskSlot {
-                future,
-                waker,
-                wake: wake.clone(),
-                location,
-                on_abort: Some(on_abort),
-            },
-        );
-        wake.schedule();
-        id
+        let key = self.live.borrow().vacant_key();
+        let tag = TaskTag { key, id, location };
+        let s = shared.clone();
+        let (runnable, task) = async_task::Builder::new()
+            .metadata(tag)
+            .spawn_local(move |_| future, move |r| schedule(&s, r));
+        let inserted = self.live.borrow_mut().insert(Entry { id, task });
+        debug_assert_eq!(inserted, key);
+        runnable.schedule();
+        TaskRef { key, id }
     }
 
-    /// Drops a task's future (cancellation). Returns whether it existed.
-    pub(crate) fn remove(&self, id: u64) -> bool {
-        if self.polling.get() == Some(id) {
-            self.cancelled_while_polled.borrow_mut().push(id);
-            return true;
-        }
-        let slot = self.slots.borrow_mut().remove(&id);
-        slot.is_some()
+    /// Cancels a task: its future is dropped (at once if it is idle).
+    /// Returns whether it was alive.
+    pub(crate) fn cancel(&self, task: TaskRef) -> bool {
+        let entry = {
+            let mut live = self.live.borrow_mut();
+            match live.get(task.key) {
+                Some(e) if e.id == task.id => Some(live.remove(task.key)),
+                _ => None,
+            }
+        };
+        let Some(entry) = entry else { return false };
+        RUN_CLOSED_NOW.with(|c| c.set(true));
+        drop(entry.task);
+        RUN_CLOSED_NOW.with(|c| c.set(false));
+        true
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.borrow().len()
+        self.live.borrow().len()
     }
 
-    /// Polls every task that was ready when the pass began. `guard` runs one
-    /// poll with panic handling and returns `Err(message)` if it panicked.
+    /// Whether a task is waiting to be polled.
+    pub(crate) fn has_ready(&self, shared: &Shared) -> bool {
+        !self.batch.borrow().is_empty() || !shared.run_queue.lock().runnables.is_empty()
+    }
+
+    /// Polls the tasks that were ready when the pass began. A poll that
+    /// panics is reported to `on_panic` (after the task's own `Deferred`, if
+    /// any, got the panic); if `on_panic` unwinds, the rest of the pass
+    /// stays queued for the next one.
     pub(crate) fn run_ready(
         &self,
         shared: &Shared,
-        mut guard: impl FnMut(
-            &mut dyn FnMut() -> Poll<()>,
-            &'static Location<'static>,
-        ) -> Result<Poll<()>, String>,
+        mut on_panic: impl FnMut(&'static Location<'static>, Box<dyn std::any::Any + Send>),
     ) -> usize {
-        let mut ids = std::mem::take(&mut *self.ready_buf.borrow_mut());
-        std::mem::swap(&mut *shared.ready.lock(), &mut ids);
-        let mut polled = 0;
-        for &id in &ids {
-            let slot = self.slots.borrow_mut().remove(&id);
-            let Some(mut slot) = slot else { continue };
-            slot.wake.queued.store(false, Ordering::Release);
-            self.polling.set(Some(id));
-            let waker = slot.waker.clone();
-            let mut cx = Context::from_waker(&waker);
-            let future = &mut slot.future;
-            let outcome = guard(&mut || future.as_mut().poll(&mut cx), slot.location);
-            self.polling.set(None);
-            polled += 1;
-            let cancelled = {
-                let mut c = self.cancelled_while_polled.borrow_mut();
-                let hit = c.contains(&id);
-                c.retain(|&x| x != id);
-                hit
-            };
-            match outcome {
-                Ok(Poll::Pending) if !cancelled => {
-                    self.slots.borrow_mut().insert(id, slot);
-                }
-                Ok(_) => {}
-                Err(message) => {
-                    if let Some(f) = slot.on_abort.take() {
-                        drop(slot);
-                        f(ThreadError::Panicked { message });
-                    }
-                }
+        {
+            let mut batch = self.batch.borrow_mut();
+            if batch.is_empty() {
+                std::mem::swap(&mut shared.run_queue.lock().runnables, &mut *batch);
             }
         }
-        ids.clear();
-        *self.ready_buf.borrow_mut() = ids;
+        let mut polled = 0;
+        loop {
+            let Some(runnable) = self.batch.borrow_mut().pop_front() else {
+                break;
+            };
+            let tag = *runnable.metadata();
+            polled += 1;
+            let outcome = catch_unwind(AssertUnwindSafe(|| runnable.run()));
+            self.reap(tag);
+            if let Err(payload) = outcome {
+                on_panic(tag.location, payload);
+            }
+        }
         polled
     }
 
-    /// Drops every task's future, then tells each task's owner it was
-    /// stopped (shutdown, or the reactor going away). Returns how many.
-    pub(crate) fn abort_all(&self) -> usize {
-        let mut n = 0;
+    /// Forgets a task that has finished (completed, panicked or closed).
+    fn reap(&self, tag: TaskTag) {
+        let done = {
+            let mut live = self.live.borrow_mut();
+            match live.get(tag.key) {
+                Some(e) if e.id == tag.id && e.task.is_finished() => Some(live.remove(tag.key)),
+                _ => None,
+            }
+        };
+        drop(done);
+    }
+
+    /// Drops every task's future; a task with a `Deferred` fails it with
+    /// `ThreadError::Stopped`. Repeats while those failures spawn more.
+    /// Returns how many tasks were stopped.
+    pub(crate) fn abort_all(&self, shared: &Shared) -> usize {
+        let mut stopped = 0;
         loop {
-            // Aborting may resolve Deferreds whose callbacks spawn tasks.
-            let slots = std::mem::take(&mut *self.slots.borrow_mut());
-            if slots.is_empty() {
-                return n;
+            let entries: Vec<Entry> = self.live.borrow_mut().drain().collect();
+            stopped += entries.len();
+            // Idle tasks schedule themselves one last time as they close.
+            drop(entries);
+            let mut runnables = std::mem::take(&mut *self.batch.borrow_mut());
+            runnables.append(&mut shared.run_queue.lock().runnables);
+            if runnables.is_empty() && self.live.borrow().is_empty() {
+                return stopped;
             }
-            n += slots.len();
-            let mut aborts = Vec::with_capacity(slots.len());
-            for (_, mut slot) in slots {
-                aborts.extend(slot.on_abort.take());
-            }
-            for abort in aborts {
-                abort(ThreadError::Stopped);
+            for runnable in runnables {
+                // Closed: running it only drops the future.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runnable.run())) {
+                    let message = crate::error::panic_message(&*payload);
+                    tracing::error!(panic = %message, "weft: panic while dropping a stopped local task");
+                }
             }
         }
+    }
+
+    /// Refuses every later schedule (the reactor is going away).
+    pub(crate) fn close(&self, shared: &Shared) {
+        shared.run_queue.lock().closed = true;
     }
 }

@@ -1,0 +1,97 @@
+//! Which reactor is current on this thread.
+//!
+//! A thread may own several reactors (tests do); the innermost one being
+//! run (or else the newest one built) is "current". The stack holds `Weak`s,
+//! so it never keeps a dropped reactor alive, and [`Enter`] pops exactly what
+//! it pushed, also when a callback unwinds.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::thread::ThreadId;
+
+use super::core::Inner;
+use super::handle::Handle;
+
+thread_local! {
+    /// Reactors of this thread, innermost (running, or newest) last.
+    static CURRENT: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
+    static THREAD_ID: ThreadId = std::thread::current().id();
+}
+
+/// This thread's id, without `thread::current()`'s reference count.
+pub(crate) fn this_thread() -> ThreadId {
+    THREAD_ID.with(|t| *t)
+}
+
+/// The reactor whose loop this thread runs, for code running on the loop.
+///
+/// Returns `None` on threads that have no reactor (pool threads, for one).
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// reactor.call_soon(|| {
+///     let here = weft::reactor::current().expect("on the loop");
+///     here.stop();
+/// });
+/// reactor.run().unwrap();
+/// assert!(std::thread::spawn(|| weft::reactor::current().is_none()).join().unwrap());
+/// ```
+pub fn current() -> Option<Handle> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .iter()
+            .rev()
+            .find_map(Weak::upgrade)
+            .map(Handle::from_inner)
+    })
+}
+
+/// Whether this thread is a reactor's loop thread.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// assert!(weft::reactor::is_in_io_thread());
+/// assert!(!std::thread::spawn(weft::reactor::is_in_io_thread).join().unwrap());
+/// # drop(reactor);
+/// ```
+pub fn is_in_io_thread() -> bool {
+    CURRENT.with(|c| c.borrow().iter().any(|w| w.strong_count() > 0))
+}
+
+/// Records a newly built reactor as this thread's newest.
+pub(super) fn register(inner: &Rc<Inner>) {
+    CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(inner)));
+}
+
+/// Forgets a reactor that is going away (and any dead entries).
+pub(super) fn unregister(inner: &Rc<Inner>) {
+    let ptr = Rc::as_ptr(inner);
+    // `try_with`: a reactor dropped during thread-local destruction must not panic.
+    let _ = CURRENT.try_with(|c| {
+        if let Ok(mut stack) = c.try_borrow_mut() {
+            stack.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), ptr));
+        }
+    });
+}
+
+/// Makes a reactor the current one for the duration of a run or turn.
+pub(super) struct Enter;
+
+impl Enter {
+    pub(super) fn new(inner: &Rc<Inner>) -> Enter {
+        CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(inner)));
+        Enter
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|c| {
+            c.borrow_mut().pop();
+        });
+    }
+}

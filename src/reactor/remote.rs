@@ -1,0 +1,407 @@
+//! [`Remote`]: the thread-safe handle, and the state it shares with the loop.
+//!
+//! Everything in [`Shared`] is touched from any thread through atomics, the
+//! inbox's mutex or the run queue's mutex; nothing here blocks on the loop.
+//!
+//! Capacity accounting (for [`Remote::try_call_from_thread`]): `queued`
+//! counts jobs pushed into the inbox and not yet taken by the loop. A
+//! producer adds one *before* it pushes and the loop subtracts what it takes,
+//! so the count never goes below the truth and only a producer between its
+//! increment and its push can make it read one high per producer. Only
+//! `try_call_from_thread` is refused at capacity; every other path (plain
+//! `call_from_thread`, pool completions) is counted but never refused, so
+//! results are never dropped for want of room.
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use crate::error::LoopStopped;
+use crate::loom::Mutex;
+use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::time::Clock;
+
+use super::context::{self, this_thread};
+use super::inbox::{Deliver, Inbox, Wake};
+use super::stats::{ReactorStatistics, SharedStats, statistics_of};
+use super::tasks::RunQueue;
+
+/// Lifecycle states (see the module docs of [`crate::reactor`]).
+pub(super) const STATE_IDLE: u8 = 0;
+pub(super) const STATE_RUNNING: u8 = 1;
+pub(super) const STATE_STOPPING: u8 = 2;
+pub(super) const STATE_STOPPED: u8 = 3;
+
+pub(super) struct MioWaker(pub(super) mio::Waker);
+
+impl Wake for MioWaker {
+    fn wake(&self) {
+        if let Err(e) = self.0.wake() {
+            tracing::error!(error = %e, "weft: failed to wake the reactor loop");
+        }
+    }
+}
+
+/// State shared with other threads.
+pub(crate) struct Shared {
+    pub(super) inbox: Inbox<MioWaker>,
+    /// Local tasks woken and waiting to be polled.
+    pub(super) run_queue: Mutex<RunQueue>,
+    pub(super) stop_requested: AtomicBool,
+    /// The startup event has fired (also true once stopped after a run).
+    pub(super) started: AtomicBool,
+    /// The inbox refuses pushes (set right after closing it).
+    pub(super) inbox_closed: AtomicBool,
+    pub(super) state: AtomicU8,
+    pub(super) loop_thread: ThreadId,
+    /// Inbox jobs pushed and not yet taken by the loop (see the module docs).
+    pub(super) queued: AtomicUsize,
+    /// The bound `try_call_from_thread` checks `queued` against.
+    pub(super) capacity: usize,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) stats: SharedStats,
+}
+
+impl Shared {
+    pub(super) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.inbox.notify();
+    }
+
+    pub(super) fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    /// The loop took `n` jobs out of the inbox.
+    pub(super) fn taken(&self, n: usize) {
+        if n > 0 {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    #[track_caller]
+    fn push<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), F> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.inbox.push(f, Location::caller()).inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+}
+
+/// Why [`Remote::try_call_from_thread`] did not queue a call; either way the
+/// closure is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use weft::reactor::TrySendError;
+///
+/// let reactor = weft::Reactor::builder().inbox_capacity(1).build().unwrap();
+/// let remote = reactor.remote();
+/// remote.try_call_from_thread(|| ()).unwrap();
+/// let err = remote.try_call_from_thread(|| ()).unwrap_err();
+/// assert!(matches!(err, TrySendError::Full(_)));
+/// assert_eq!(err.to_string(), "reactor inbox full");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError<F> {
+    /// The inbox holds its capacity of calls; try again later.
+    Full(F),
+    /// The loop has ended; the call will never run.
+    Stopped(F),
+}
+
+impl<F> TrySendError<F> {
+    /// The closure that was not queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::TrySendError;
+    /// let e = TrySendError::Full(7);
+    /// assert_eq!(e.into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> F {
+        match self {
+            TrySendError::Full(f) | TrySendError::Stopped(f) => f,
+        }
+    }
+
+    /// Whether the inbox was full (as opposed to the loop having stopped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::reactor::TrySendError::Full(()).is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+}
+
+impl<F> fmt::Debug for TrySendError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<F> fmt::Display for TrySendError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("reactor inbox full"),
+            TrySendError::Stopped(_) => f.write_str("reactor loop stopped"),
+        }
+    }
+}
+
+impl<F> std::error::Error for TrySendError<F> {}
+
+/// The thread-safe handle to a reactor: `Send + Sync + Clone`.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let remote = reactor.remote();
+/// std::thread::spawn(move || {
+///     remote.call_from_thread(|| println!("on the loop")).unwrap();
+///     remote.stop();
+/// });
+/// reactor.run().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Remote {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote").finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// Queues `f` to run on the loop thread: the one thread-safe way onto the
+    /// loop. Calls run in the order they were queued (FIFO across all
+    /// threads, by enqueue order). Calls queued before the loop runs are kept
+    /// and run once it does. It never blocks and is never refused for lack of
+    /// room (see [`try_call_from_thread`](Remote::try_call_from_thread) for
+    /// backpressure).
+    ///
+    /// It costs one short lock and, only when the loop is asleep and no wake
+    /// is already pending, one write to the loop's eventfd.
+    ///
+    /// # Errors
+    ///
+    /// [`LoopStopped`] with `f` handed back once the loop has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// let r2 = remote.clone();
+    /// std::thread::spawn(move || {
+    ///     r2.call_from_thread(|| println!("hello from the loop")).unwrap();
+    ///     r2.stop();
+    /// });
+    /// reactor.run().unwrap();
+    /// assert!(remote.call_from_thread(|| ()).is_err());
+    /// ```
+    #[track_caller]
+    pub fn call_from_thread<F>(&self, f: F) -> Result<(), LoopStopped<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.shared.push(f).map_err(LoopStopped)
+    }
+
+    /// Queues `f` like [`call_from_thread`](Remote::call_from_thread) unless
+    /// the inbox already holds the capacity set with
+    /// [`Builder::inbox_capacity`](super::Builder::inbox_capacity) (calls
+    /// queued and not yet taken by the loop): the form for producers that
+    /// want backpressure. It never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] at capacity, [`TrySendError::Stopped`] once the
+    /// loop has ended; both hand `f` back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::TrySendError;
+    ///
+    /// let reactor = weft::Reactor::builder().inbox_capacity(2).build().unwrap();
+    /// let remote = reactor.remote();
+    /// assert!(remote.try_call_from_thread(|| ()).is_ok());
+    /// assert!(remote.try_call_from_thread(|| ()).is_ok());
+    /// assert!(matches!(remote.try_call_from_thread(|| ()), Err(TrySendError::Full(_))));
+    /// reactor.iterate(Some(std::time::Duration::ZERO)); // the loop takes both
+    /// assert!(remote.try_call_from_thread(|| ()).is_ok());
+    /// ```
+    #[track_caller]
+    pub fn try_call_from_thread<F>(&self, f: F) -> Result<(), TrySendError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let shared = &self.shared;
+        if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(if shared.inbox_closed.load(Ordering::SeqCst) {
+                TrySendError::Stopped(f)
+            } else {
+                TrySendError::Full(f)
+            });
+        }
+        shared.inbox.push(f, Location::caller()).map_err(|f| {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Stopped(f)
+        })
+    }
+
+    /// Runs `f` on the loop thread once `delay` has passed on the reactor's
+    /// clock, counted from this call. A delay up to `Duration::MAX` means
+    /// "never" (the call stays scheduled until shutdown drops it).
+    ///
+    /// # Errors
+    ///
+    /// [`LoopStopped`] with `f` handed back once the loop has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// std::thread::spawn(move || {
+    ///     let r2 = remote.clone();
+    ///     remote.call_later(Duration::from_millis(1), move || r2.stop()).unwrap();
+    /// });
+    /// reactor.run().unwrap();
+    /// ```
+    #[track_caller]
+    pub fn call_later<F>(&self, delay: Duration, f: F) -> Result<(), LoopStopped<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let deadline = self.shared.clock.now().saturating_add(delay);
+        let location = Location::caller();
+        // The closure travels in an Option so a refused push hands it back.
+        let slot = Arc::new(Mutex::new(Some(f)));
+        let taken = slot.clone();
+        let schedule = move || {
+            let Some(f) = taken.lock().take() else { return };
+            if let Some(handle) = context::current() {
+                handle.schedule_at(deadline, Box::new(f), location);
+            }
+        };
+        match self.shared.push(schedule) {
+            Ok(()) => Ok(()),
+            Err(schedule) => {
+                drop(schedule);
+                let f = slot.lock().take();
+                Err(LoopStopped(f.expect("a refused call is handed back unrun")))
+            }
+        }
+    }
+
+    /// Queues an `Arc`'d message for the loop (no allocation); gives it back
+    /// once the loop has ended.
+    #[track_caller]
+    pub(crate) fn deliver(&self, message: Arc<dyn Deliver>) -> Result<(), Arc<dyn Deliver>> {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        self.shared
+            .inbox
+            .push_deliver(message, Location::caller())
+            .inspect_err(|_| {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            })
+    }
+
+    /// Asks the loop to stop; harmless if repeated or if it already stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// remote.stop();
+    /// reactor.run().unwrap();
+    /// remote.stop();
+    /// ```
+    pub fn stop(&self) {
+        self.shared.request_stop();
+    }
+
+    /// Whether the calling thread is this reactor's loop thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// assert!(remote.is_loop_thread());
+    /// assert!(!std::thread::spawn(move || remote.is_loop_thread()).join().unwrap());
+    /// ```
+    pub fn is_loop_thread(&self) -> bool {
+        this_thread() == self.shared.loop_thread
+    }
+
+    /// Whether the reactor has started (its startup triggers fired).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert!(!reactor.remote().has_started());
+    /// reactor.run_until_complete(async {}).unwrap();
+    /// assert!(reactor.remote().has_started());
+    /// ```
+    pub fn has_started(&self) -> bool {
+        self.shared.started.load(Ordering::SeqCst)
+    }
+
+    /// Whether the reactor is running: started, and its shutdown not begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert!(!reactor.remote().is_running());
+    /// ```
+    pub fn is_running(&self) -> bool {
+        self.shared.state() == STATE_RUNNING
+    }
+
+    /// Whether the reactor's shutdown has begun or finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert!(!reactor.remote().is_stopped());
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared.state() >= STATE_STOPPING
+    }
+
+    /// A snapshot of the reactor's counters, readable from any thread (the
+    /// timer and task gauges are as of the end of the last turn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// assert_eq!(reactor.remote().statistics().wake_syscalls, 0);
+    /// ```
+    pub fn statistics(&self) -> ReactorStatistics {
+        statistics_of(&self.shared)
+    }
+}

@@ -1,0 +1,222 @@
+//! One turn of the loop (see the turn order in the [module docs](super)),
+//! and the panic guard every callback runs under.
+//!
+//! Invariants:
+//! - The calls of a turn are popped from `Inner::batch` one at a time, so a
+//!   panic that propagates ([`PanicPolicy::Propagate`]) leaves the rest of
+//!   the batch for the next turn; likewise timers (still in the heap) and
+//!   local tasks (still in the task batch). Nothing is lost.
+//! - The loop blocks in `poll` only after a turn that found nothing to do,
+//!   and only after the inbox's `prepare_to_sleep` says no call and no task
+//!   wake slipped in (the wake protocol in `inbox.rs`).
+//! - I/O readiness is dispatched by [`Inner::dispatch_events`], a function
+//!   of its own so the I/O registry hooks in there (contract C2).
+
+use std::any::Any;
+use std::io;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
+use std::time::Duration;
+
+use crate::error::{RunError, panic_message};
+use crate::loom::atomic::Ordering;
+
+use super::builder::PanicPolicy;
+use super::core::{Inner, ResetOnDrop, SIGNAL_TOKEN, WAKER_TOKEN};
+use super::inbox::{Job, Message};
+use super::remote::STATE_STOPPING;
+use super::stats::SharedStats;
+
+/// The longest single poll: a timer years away must not overflow anything.
+const MAX_POLL: Duration = Duration::from_secs(3600);
+
+impl Inner {
+    pub(super) fn check_can_run(&self) -> Result<(), RunError> {
+        if self.running.get() || self.in_turn.get() {
+            return Err(RunError::AlreadyRunning);
+        }
+        if self.shared.state() >= STATE_STOPPING {
+            return Err(RunError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Runs `f`, catching a panic as the panic policy says.
+    pub(super) fn guard(&self, kind: &str, location: &'static Location<'static>, f: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            self.on_panic(kind, location, payload);
+        }
+    }
+
+    /// Counts and logs a caught panic; re-raises it under `Propagate`.
+    pub(super) fn on_panic(
+        &self,
+        kind: &str,
+        location: &'static Location<'static>,
+        payload: Box<dyn Any + Send>,
+    ) {
+        SharedStats::bump(&self.shared.stats.panics, 1);
+        let message = panic_message(&*payload);
+        tracing::error!(kind, %location, panic = %message, "weft: panic in loop callback; the loop goes on");
+        if self.panic_policy == PanicPolicy::Propagate {
+            resume_unwind(payload);
+        }
+    }
+
+    pub(super) fn turn(&self, max_wait: Option<Duration>) {
+        self.in_turn.set(true);
+        let _reset = ResetOnDrop(&self.in_turn);
+        SharedStats::bump(&self.shared.stats.turns, 1);
+
+        // 1. Calls from other threads: the snapshot present now.
+        let mut worked = self.run_calls() > 0;
+
+        // 2. Due timers.
+        let fired = self
+            .timers
+            .run_due(|f, location| self.guard("timed call", location, f));
+        SharedStats::bump(&self.shared.stats.timers_fired, fired as u64);
+
+        // 3. I/O. A turn that did work is followed by one that does not
+        // block, so a producer mid-burst is drained without a wake syscall;
+        // the loop sleeps only after a turn that found nothing to do.
+        worked |= fired > 0 || self.busy.replace(false);
+        let timeout = if worked {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout(max_wait)
+        };
+        self.poll_io(timeout);
+
+        // 4. Local tasks ready now.
+        let polled = self.run_tasks();
+        self.busy.set(polled > 0);
+        self.publish_gauges();
+    }
+
+    /// Runs the calls queued from other threads that are present now (and
+    /// any a propagated panic left over). Returns how many ran.
+    pub(super) fn run_calls(&self) -> usize {
+        {
+            let mut batch = self.batch.borrow_mut();
+            let taken = if batch.is_empty() {
+                self.shared.inbox.drain_into(&mut batch);
+                batch.len()
+            } else {
+                let mut more = std::collections::VecDeque::new();
+                self.shared.inbox.drain_into(&mut more);
+                let n = more.len();
+                batch.append(&mut more);
+                n
+            };
+            self.shared.taken(taken);
+        }
+        let mut ran = 0;
+        loop {
+            let Some(job) = self.batch.borrow_mut().pop_front() else {
+                break;
+            };
+            ran += 1;
+            self.run_job(job);
+        }
+        ran
+    }
+
+    pub(super) fn run_job(&self, job: Job) {
+        SharedStats::bump(&self.shared.stats.calls_run, 1);
+        match job.message {
+            Message::Call(f) => self.guard("call from thread", job.location, f),
+            Message::Deliver(d) => {
+                self.guard("thread job completion", job.location, || d.deliver())
+            }
+        }
+    }
+
+    /// One pass over the local tasks ready now. Returns how many polled.
+    pub(super) fn run_tasks(&self) -> usize {
+        let polled = self.tasks.run_ready(&self.shared, |location, payload| {
+            self.on_panic("local task", location, payload)
+        });
+        SharedStats::bump(&self.shared.stats.tasks_polled, polled as u64);
+        polled
+    }
+
+    pub(super) fn publish_gauges(&self) {
+        let s = &self.shared.stats;
+        SharedStats::set(&s.timers_live, self.timers.live_count() as u64);
+        SharedStats::set(&s.timer_heap_entries, self.timers.heap_len() as u64);
+        SharedStats::set(&s.tasks_alive, self.tasks.len() as u64);
+    }
+
+    fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        // A stop requested on the loop thread sets no wake (the loop is
+        // awake), so the main loop must not block before it sees it; during
+        // shutdown itself the request is already being acted on.
+        let stop_pending = self.shared.stop_requested.load(Ordering::SeqCst)
+            && self.shared.state() < STATE_STOPPING;
+        let ready_now = stop_pending
+            || self.timers.has_pending()
+            || !self.batch.borrow().is_empty()
+            || self.tasks.has_ready(&self.shared);
+        if ready_now {
+            return Some(Duration::ZERO);
+        }
+        let mut timeout = max_wait.map(|t| t.min(MAX_POLL));
+        if let Some(deadline) = self.timers.next_deadline() {
+            if let Some(wait) = self.timers.clock().sleep_until(deadline) {
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
+        }
+        let timeout = Some(timeout.unwrap_or(MAX_POLL).min(MAX_POLL));
+        if timeout != Some(Duration::ZERO)
+            && !self
+                .shared
+                .inbox
+                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared))
+        {
+            return Some(Duration::ZERO);
+        }
+        timeout
+    }
+
+    fn poll_io(&self, timeout: Option<Duration>) {
+        // With no I/O source registered, a non-blocking poll could only
+        // report the waker, which the next turn's drain covers: skip the
+        // syscall.
+        if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
+            self.shared.inbox.awake();
+            return;
+        }
+        let mut events = self.events.borrow_mut();
+        let result = self.poll.borrow_mut().poll(&mut events, timeout);
+        self.shared.inbox.awake();
+        if let Err(e) = result {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "weft: poll failed");
+            }
+            return;
+        }
+        self.dispatch_events(&events);
+    }
+
+    /// Hands each readiness event to its owner (the waker needs nothing: the
+    /// next turn drains the inbox).
+    fn dispatch_events(&self, events: &mio::Events) {
+        for event in events.iter() {
+            match event.token() {
+                WAKER_TOKEN => {}
+                SIGNAL_TOKEN => self.on_signal(),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_signal(&self) {
+        let mut signals = self.signals.borrow_mut();
+        if let Some(signals) = signals.as_mut() {
+            for signal in signals.pending() {
+                tracing::info!(signal, "weft: signal received; stopping the reactor");
+                self.shared.request_stop();
+            }
+        }
+    }
+}
