@@ -195,7 +195,6 @@ impl ThreadError {
     }
 
     /// Builds a `Panicked` error from a payload caught by `catch_unwind`.
-    #[allow(dead_code)] // used by the thread layers
     pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
         ThreadError::Panicked {
             message: panic_message(payload),

@@ -22,7 +22,6 @@ pub(crate) fn is_loop_thread() -> bool {
 }
 
 /// Marks the calling thread as a loop thread until the guard is dropped.
-#[cfg_attr(not(test), allow(dead_code))] // the reactor's `Enter` takes it
 pub(crate) fn enter_loop() -> LoopGuard {
     DEPTH.with(|depth| depth.set(depth.get() + 1));
     LoopGuard {

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::slab::JobSlab;
 use crate::deferred::{AnyResolver, Deferred, Resolver};
@@ -29,8 +29,6 @@ pub(super) struct Threads {
     jobs: RefCell<JobSlab>,
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
-    /// When the shutdown drain began, to split the deadline.
-    shutdown_started: Cell<Option<Instant>>,
     triggers_registered: Cell<bool>,
     /// The `During` shutdown step has stopped the pool: no more jobs.
     closed: Cell<bool>,
@@ -42,7 +40,6 @@ impl Threads {
             pool: RefCell::new(None),
             jobs: RefCell::new(JobSlab::default()),
             drained: RefCell::new(Vec::new()),
-            shutdown_started: Cell::new(None),
             triggers_registered: Cell::new(false),
             closed: Cell::new(false),
         }
@@ -63,8 +60,7 @@ impl Threads {
     /// (so `Before` shutdown triggers may flush work through the pool, as
     /// Twisted allows), and never once the loop has ended.
     pub(super) fn accepts(&self, handle: &Handle) -> bool {
-        let loop_ended = handle.is_shut_down() && !handle.is_running();
-        !self.closed.get() && !loop_ended
+        !self.closed.get() && !handle.has_ended()
     }
 
     fn register_shutdown(handle: &Handle, threads: &Rc<Threads>) {
@@ -72,7 +68,6 @@ impl Threads {
         let policy = handle.queued_work_at_shutdown();
         handle.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
             let threads = weak.upgrade()?;
-            threads.shutdown_started.set(Some(Instant::now()));
             // A reactor that never ran never started its pool: the queued
             // work cannot run, so it is cancelled rather than waited for.
             let never_ran = reactor::current().is_none_or(|h| !h.has_started());
@@ -91,35 +86,26 @@ impl Threads {
             Some(threads.when_drained())
         });
         let weak = Rc::downgrade(threads);
-        let budget = handle.shutdown_timeout();
         handle.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
             let Some(threads) = weak.upgrade() else { return };
             threads.closed.set(true);
-            let left = threads
-                .shutdown_started
-                .get()
-                .map_or(budget, |t| budget.saturating_sub(t.elapsed()));
+            // The join is budgeted on the reactor's clock, so a dropped
+            // reactor (deadline now) does not wait here at all.
+            let left = reactor::current().map_or(Duration::ZERO, |h| h.shutdown_time_left());
             let pool = threads.pool.borrow().clone();
             if let Some(pool) = pool {
-                let report = pool.stop_timeout(left.max(Duration::from_millis(10)));
+                let report = pool.stop_timeout(left);
                 if !report.is_complete() {
                     tracing::warn!(?report, "weft: reactor pool did not finish within the shutdown deadline; its threads are left detached");
                 }
             }
-            // Completions the stopped pool posted are in the inbox: fail the
-            // rest only after them (FIFO), or now if the inbox will not run.
-            let started = reactor::current().is_some_and(|h| h.has_started());
-            let queued = started
-                && reactor::current().is_some_and(|h| {
-                    h.remote()
-                        .call_from_thread(|| {
-                            if let Some(h) = reactor::current() {
-                                Threads::of(&h).fail_all();
-                            }
-                        })
-                        .is_ok()
-                });
-            if !queued {
+        });
+        // Completions the stopped pool posted reach the inbox before it
+        // closes; the reactor's final drain delivers them, and only then is
+        // what is left failed.
+        let weak = Rc::downgrade(threads);
+        handle.after_final_drain(move || {
+            if let Some(threads) = weak.upgrade() {
                 threads.fail_all();
             }
         });

@@ -79,12 +79,19 @@ pub(super) fn unregister(inner: &Rc<Inner>) {
 }
 
 /// Makes a reactor the current one for the duration of a run or turn.
-pub(super) struct Enter;
+/// Also marks the thread as a loop thread (contract C4), so that code below
+/// the reactor (`ThreadPool::stop`) knows not to wait for threads that may be
+/// waiting for this loop.
+pub(super) struct Enter {
+    _marker: crate::loop_marker::LoopGuard,
+}
 
 impl Enter {
     pub(super) fn new(inner: &Rc<Inner>) -> Enter {
         CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(inner)));
-        Enter
+        Enter {
+            _marker: crate::loop_marker::enter_loop(),
+        }
     }
 }
 

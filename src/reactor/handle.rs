@@ -373,10 +373,10 @@ impl Handle {
         self.inner.shared.state() >= STATE_STOPPING
     }
 
-    /// The former name of [`is_stopped`](Handle::is_stopped), kept for the
-    /// crate's own call sites until they move.
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.is_stopped()
+    /// Whether the shutdown sequence has finished (state `STOPPED`): unlike
+    /// [`is_stopped`](Handle::is_stopped), false while shutdown triggers run.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.inner.shared.state() == super::remote::STATE_STOPPED
     }
 
     /// A snapshot of the reactor's counters.
@@ -392,15 +392,9 @@ impl Handle {
         statistics_of(&self.inner.shared)
     }
 
-    /// The shutdown deadline configured for this reactor.
-    pub(crate) fn shutdown_timeout(&self) -> Duration {
-        self.inner.shutdown_timeout
-    }
-
     /// How much of the shutdown budget is left (on the reactor's clock):
     /// the full timeout before shutdown begins, zero when the shutdown does
     /// not wait (a dropped reactor).
-    #[allow(dead_code)] // for the bridge's pool join; see the reactor report
     pub(crate) fn shutdown_time_left(&self) -> Duration {
         match self.inner.shutdown_deadline.get() {
             Some(deadline) => deadline.saturating_sub(self.inner.timers.now()),
@@ -417,7 +411,6 @@ impl Handle {
     /// reached it (calls and deliveries) has run, before the `After`
     /// triggers: the place to fail what is left (the bridge's unfinished
     /// jobs), now that no result can still arrive.
-    #[allow(dead_code)] // for the bridge; see the reactor report
     pub(crate) fn after_final_drain(&self, f: impl FnOnce() + 'static) {
         self.inner.after_drain.borrow_mut().push(Box::new(f));
     }

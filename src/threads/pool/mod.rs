@@ -414,7 +414,6 @@ impl ThreadPool {
     ///
     /// As [`call_in_thread`](Self::call_in_thread), handing the `Arc` back;
     /// neither `run` nor `discard` has been called.
-    #[allow(dead_code)] // the bridge's (contract C1)
     pub(crate) fn submit_shared(
         &self,
         task: std::sync::Arc<dyn SharedTask>,
@@ -426,7 +425,6 @@ impl ThreadPool {
     /// statistics and the growth logic stop counting it at once and the
     /// pool's reference is dropped (neither `run` nor `discard` is called).
     /// O(log n) in the queue length. Returns whether it was removed.
-    #[allow(dead_code)] // the bridge's (contract C1)
     pub(crate) fn withdraw(&self, key: TaskKey) -> bool {
         withdraw(&self.core, key)
     }
