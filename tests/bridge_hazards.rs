@@ -267,3 +267,36 @@ fn cancelling_unstarted_reactor_pool_work_withdraws_it_from_the_backlog() {
         Err(ThreadError::Cancelled)
     );
 }
+
+/// The reactor joins its pool on the loop thread at shutdown. A pool thread
+/// that is waiting in `blocking_call_from_thread` then needs the loop: the
+/// join answers the inbox while it waits, so the call gets its value and the
+/// join ends with every thread gone (before: the join waited out the whole
+/// shutdown deadline, here an hour, while the call waited for the loop).
+#[test]
+fn the_shutdown_pool_join_answers_a_pool_thread_blocked_on_the_loop() {
+    let reactor = Reactor::builder()
+        .shutdown_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let got = Arc::new(Mutex::new(None));
+    // Registered before the pool exists, so it runs before the bridge's own
+    // During trigger (the join).
+    reactor.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
+        release.send(()).unwrap();
+    });
+    let remote = reactor.remote();
+    let g = got.clone();
+    reactor
+        .call_in_thread(move || {
+            released.recv().unwrap();
+            *g.lock().unwrap() = Some(remote.blocking_call(|| 5));
+        })
+        .unwrap();
+    let pool = reactor.thread_pool();
+    reactor.call_when_running(|| weft::reactor::current().unwrap().stop());
+    reactor.run().unwrap();
+    assert_eq!(got.lock().unwrap().take().map(|r| r.ok()), Some(Some(5)));
+    assert_eq!(pool.statistics().threads_alive, 0);
+}

@@ -189,9 +189,10 @@ fn check_caller(remote: &Remote) -> Result<(), CallError> {
     if remote.is_loop_thread() {
         return Err(CallError::OnLoopThread);
     }
-    if remote.is_stopped() {
-        return Err(CallError::LoopStopped);
-    }
+    // A stopping loop still answers: calls queued before its inbox closes
+    // run in the final drain (and the pool join at shutdown serves them), so
+    // a pool job flushed by a `Before` trigger may still call back. Once the
+    // inbox is closed, queuing fails with `LoopStopped`.
     Ok(())
 }
 

@@ -14,7 +14,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::slab::JobSlab;
 use crate::deferred::{AnyResolver, Deferred, Resolver};
@@ -91,10 +90,15 @@ impl Threads {
             threads.closed.set(true);
             // The join is budgeted on the reactor's clock, so a dropped
             // reactor (deadline now) does not wait here at all.
-            let left = reactor::current().map_or(Duration::ZERO, |h| h.shutdown_time_left());
+            let Some(handle) = reactor::current() else { return };
+            let left = handle.shutdown_time_left();
             let pool = threads.pool.borrow().clone();
             if let Some(pool) = pool {
-                let report = pool.stop_timeout(left);
+                // Joined while answering the loop's inbox: a pool thread in
+                // `blocking_call_from_thread` gets its answer, not a deadlock.
+                let report = pool.stop_serving(left, || {
+                    handle.run_queued_calls();
+                });
                 if !report.is_complete() {
                     tracing::warn!(?report, "weft: reactor pool did not finish within the shutdown deadline; its threads are left detached");
                 }

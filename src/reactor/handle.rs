@@ -411,6 +411,13 @@ impl Handle {
     /// reached it (calls and deliveries) has run, before the `After`
     /// triggers: the place to fail what is left (the bridge's unfinished
     /// jobs), now that no result can still arrive.
+    /// Runs the calls and deliveries waiting in the inbox now, for code that
+    /// must wait on the loop thread for threads that may be waiting for the
+    /// loop (the bridge's pool join at shutdown).
+    pub(crate) fn run_queued_calls(&self) -> usize {
+        self.inner.run_calls()
+    }
+
     pub(crate) fn after_final_drain(&self, f: impl FnOnce() + 'static) {
         self.inner.after_drain.borrow_mut().push(Box::new(f));
     }

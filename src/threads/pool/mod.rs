@@ -509,6 +509,39 @@ impl ThreadPool {
         self.stop_until(Some(Instant::now().checked_add(timeout)))
     }
 
+    /// Stops the pool and waits for its threads until `timeout`, even on a
+    /// loop thread: every millisecond of waiting is handed to `serve`, which
+    /// runs the loop's queued calls, so a thread blocked on the loop
+    /// (`blocking_call_from_thread`) is answered instead of deadlocking.
+    /// The reactor's own shutdown joins its pool this way.
+    pub(crate) fn stop_serving(&self, timeout: Duration, mut serve: impl FnMut()) -> StopReport {
+        const SLICE: Duration = Duration::from_millis(1);
+        self.begin_stop();
+        let deadline = Instant::now().checked_add(timeout);
+        let mut st = self.core.state.lock();
+        while st.alive > 0 {
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(deadline) if now >= deadline => break,
+                Some(deadline) => SLICE.min(deadline - now),
+                None => SLICE,
+            };
+            st = self.core.exited.wait_timeout(st, slice).0;
+            if st.alive == 0 {
+                break;
+            }
+            drop(st);
+            serve();
+            st = self.core.state.lock();
+        }
+        StopReport {
+            running: st.busy,
+            backlog: st.backlog(),
+            threads_alive: st.alive,
+            detached: false,
+        }
+    }
+
     fn stop_until(&self, deadline: Option<Option<Instant>>) -> StopReport {
         self.begin_stop();
         let detached = crate::loop_marker::is_loop_thread() || Core::is_current(&self.core);
