@@ -27,6 +27,7 @@
 //! [`PanicPolicy::Propagate`] re-raises instead, for tests.
 
 mod inbox;
+mod precise_timer;
 mod tasks;
 
 use std::any::{Any, TypeId};
@@ -56,6 +57,8 @@ use tasks::{LocalFuture, Tasks};
 
 const WAKER_TOKEN: Token = Token(0);
 const SIGNAL_TOKEN: Token = Token(1);
+/// The precise timer's token: outside the range of I/O source tokens.
+const TIMER_TOKEN: Token = Token(usize::MAX);
 /// The longest single poll: a timer years away must not overflow anything.
 const MAX_POLL: Duration = Duration::from_secs(3600);
 
@@ -509,6 +512,7 @@ impl Builder {
             self.clock
                 .register_waker(Arc::new(move || shared.inbox.notify()));
         }
+        let precise_timer = precise_timer::PreciseTimer::new(poll.registry(), TIMER_TOKEN);
         let inner = Rc::new(Inner {
             shared,
             poll: RefCell::new(poll),
@@ -528,6 +532,7 @@ impl Builder {
             queued_work: self.queued_work,
             signals: RefCell::new(signals),
             extensions: RefCell::new(Vec::new()),
+            precise_timer,
         });
         CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(&inner)));
         Ok(Reactor {
@@ -558,6 +563,8 @@ pub(crate) struct Inner {
     signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
     /// Loop-local state of the layers above (a handful: scanned, not hashed).
     extensions: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
+    /// Wakes a poll whose timeout mio would round up to whole milliseconds.
+    precise_timer: Option<precise_timer::PreciseTimer>,
 }
 
 thread_local! {
@@ -1113,6 +1120,9 @@ impl Inner {
             self.shared.inbox.awake();
             return;
         }
+        if let Some(timer) = &self.precise_timer {
+            timer.arm_for(timeout);
+        }
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
@@ -1126,6 +1136,11 @@ impl Inner {
             match event.token() {
                 WAKER_TOKEN => {}
                 SIGNAL_TOKEN => self.on_signal(),
+                TIMER_TOKEN => {
+                    if let Some(timer) = &self.precise_timer {
+                        timer.on_ready();
+                    }
+                }
                 _ => {}
             }
         }
