@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use weft::{Reactor, Remote};
 
 /// What every job captures besides its index: a shared counter and the
@@ -316,4 +316,36 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     targets = bench_burst, bench_timer, bench_summary
 }
-criterion_main!(benches);
+
+/// `INBOX_PROFILE=weft:N` or `tokio:N`: one burst of N captured calls from
+/// one producer and nothing else, for `valgrind --tool=callgrind` (run twice
+/// with different N and subtract to get instructions per call).
+fn profile(spec: &str) {
+    let (who, n) = spec
+        .split_once(':')
+        .expect("INBOX_PROFILE=weft:N or tokio:N");
+    let n: u64 = n.parse().expect("N");
+    let weft = WeftLoop::start();
+    let tokio = TokioLoop::start();
+    let sink = Sink::new();
+    let subject = if who == "tokio" {
+        Subject::Tokio
+    } else {
+        Subject::Weft
+    };
+    let producers = std::env::var("INBOX_PRODUCERS").map_or(1, |p| p.parse().expect("producers"));
+    let d = burst(subject, &weft, &tokio, &sink, producers, n);
+    eprintln!(
+        "{who}: {n} calls in {d:?}, weft wake syscalls {}",
+        weft.remote.statistics().wake_syscalls
+    );
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("INBOX_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

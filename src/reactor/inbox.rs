@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::panic::Location;
 
+use super::inline_call::{self, InlineCall};
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -37,9 +38,10 @@ pub(crate) trait Deliver: Send + Sync {
     fn deliver(self: std::sync::Arc<Self>);
 }
 
-/// What a job carries: a boxed closure, or an `Arc`'d message.
+/// What a job carries: a closure (in place when small), or an `Arc`'d
+/// message.
 pub(crate) enum Message {
-    Call(Box<dyn FnOnce() + Send>),
+    Call(InlineCall),
     Deliver(std::sync::Arc<dyn Deliver>),
 }
 
@@ -77,22 +79,36 @@ impl<W: Wake> Inbox<W> {
         }
     }
 
-    /// Queues `f`; gives it back if the inbox is closed.
+    /// Queues `f`; gives it back if the inbox is closed. A closure of up to
+    /// [`inline_call::INLINE_BYTES`] is stored in the queue slot itself (no
+    /// allocation); a larger one is boxed, outside the lock.
     pub(crate) fn push<F: FnOnce() + Send + 'static>(
         &self,
         f: F,
         location: &'static Location<'static>,
     ) -> Result<(), F> {
-        // Allocate outside the lock; the coercion to `dyn` under it is free.
-        let boxed = Box::new(f);
+        if inline_call::fits::<F>() {
+            self.push_call(f, location)
+        } else {
+            self.push_call(Box::new(f), location)
+                .map_err(|boxed| *boxed)
+        }
+    }
+
+    /// `push` for a closure that is stored in place.
+    fn push_call<G: FnOnce() + Send + 'static>(
+        &self,
+        g: G,
+        location: &'static Location<'static>,
+    ) -> Result<(), G> {
         {
             let mut queue = self.queue.lock();
             match queue.jobs.as_mut() {
                 Some(q) => q.push_back(Job {
-                    message: Message::Call(boxed),
+                    message: Message::Call(InlineCall::new(g)),
                     location,
                 }),
-                None => return Err(*boxed),
+                None => return Err(g),
             }
             queue.pushes += 1;
         }
@@ -250,7 +266,7 @@ mod loom_tests {
                 inbox.drain_into(&mut batch);
                 for job in batch.drain(..) {
                     match job.message {
-                        Message::Call(f) => f(),
+                        Message::Call(f) => f.call(),
                         Message::Deliver(d) => d.deliver(),
                     }
                     done += 1;

@@ -27,6 +27,7 @@
 //! [`PanicPolicy::Propagate`] re-raises instead, for tests.
 
 mod inbox;
+mod inline_call;
 mod precise_timer;
 mod tasks;
 
@@ -995,7 +996,7 @@ impl Inner {
     fn run_job(&self, job: inbox::Job) {
         self.shared.stats.calls_run.fetch_add(1, Ordering::Relaxed);
         match job.message {
-            inbox::Message::Call(f) => self.guard("call from thread", job.location, f),
+            inbox::Message::Call(f) => self.guard("call from thread", job.location, || f.call()),
             inbox::Message::Deliver(d) => {
                 self.guard("thread job completion", job.location, || d.deliver())
             }
