@@ -67,11 +67,14 @@ struct WeftLoop {
 impl WeftLoop {
     fn start() -> WeftLoop {
         let (tx, rx) = mpsc::channel();
-        let join = thread::spawn(move || {
-            let reactor = Reactor::new().unwrap();
-            tx.send(reactor.remote()).unwrap();
-            reactor.run().unwrap();
-        });
+        let join = thread::Builder::new()
+            .name("weft-loop".into())
+            .spawn(move || {
+                let reactor = Reactor::new().unwrap();
+                tx.send(reactor.remote()).unwrap();
+                reactor.run().unwrap();
+            })
+            .unwrap();
         WeftLoop {
             remote: rx.recv().unwrap(),
             join: Some(join),
@@ -101,18 +104,21 @@ struct TokioLoop {
 impl TokioLoop {
     fn start() -> TokioLoop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        let join = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                while let Some(job) = rx.recv().await {
-                    job();
-                }
-            });
-        });
+        let join = thread::Builder::new()
+            .name("tokio-loop".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    while let Some(job) = rx.recv().await {
+                        job();
+                    }
+                });
+            })
+            .unwrap();
         TokioLoop {
             tx: Some(tx),
             join: Some(join),
@@ -237,6 +243,100 @@ fn summary_burst() {
     }
 }
 
+/// CPU time (user + system) of this process's thread named `name`, from
+/// /proc (10 ms ticks: use over runs of 100 ms or more).
+fn thread_cpu(name: &str) -> Duration {
+    let mut ticks = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for task in dir.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// A producer that works `gap` between calls (one producer, `n` calls):
+/// the loop drains faster than it fills, which is where sleeping and
+/// waking again costs most. Returns (ns per call, loop-thread CPU ns per
+/// call, weft wake syscalls).
+fn paced(
+    subject: Subject,
+    weft: &WeftLoop,
+    tokio: &TokioLoop,
+    n: u64,
+    gap: Duration,
+) -> (f64, f64, u64) {
+    let sink = Sink::new();
+    sink.arm(n);
+    let name = match subject {
+        Subject::Weft => "weft-loop",
+        Subject::Tokio => "tokio-loop",
+    };
+    let cpu0 = thread_cpu(name);
+    let wakes0 = weft.remote.statistics().wake_syscalls;
+    let start = Instant::now();
+    let remote = weft.remote.clone();
+    let tx = tokio.tx.clone().unwrap();
+    let s2 = sink.clone();
+    let producer = thread::spawn(move || {
+        for i in 0..n {
+            let t = Instant::now();
+            while t.elapsed() < gap {
+                std::hint::spin_loop();
+            }
+            let sink = s2.clone();
+            match subject {
+                Subject::Weft => remote
+                    .call_from_thread(move || sink.hit(i))
+                    .unwrap_or_else(|_| panic!("loop stopped")),
+                Subject::Tokio => tx
+                    .send(Box::new(move || sink.hit(i)))
+                    .unwrap_or_else(|_| panic!("loop stopped")),
+            }
+        }
+    });
+    sink.wait(n);
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    let cpu = thread_cpu(name) - cpu0;
+    let wakes = weft.remote.statistics().wake_syscalls - wakes0;
+    (
+        elapsed.as_nanos() as f64 / n as f64,
+        cpu.as_nanos() as f64 / n as f64,
+        wakes,
+    )
+}
+
+fn summary_paced() {
+    let weft = WeftLoop::start();
+    let tokio = TokioLoop::start();
+    for gap_ns in [300u64, 1_000, 5_000] {
+        let gap = Duration::from_nanos(gap_ns);
+        let n = 200_000_000 / (gap_ns + 200);
+        let w = paced(Subject::Weft, &weft, &tokio, n, gap);
+        let t = paced(Subject::Tokio, &weft, &tokio, n, gap);
+        println!(
+            "paced producer ({gap_ns} ns of work between calls, {n} calls): weft {:.0} ns/call, loop CPU {:.0} ns/call, \
+             {:.0} wake syscalls per 100k; tokio {:.0} ns/call, loop CPU {:.0} ns/call",
+            w.0,
+            w.1,
+            w.2 as f64 * 100_000.0 / n as f64,
+            t.0,
+            t.1
+        );
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -309,6 +409,7 @@ fn bench_timer(c: &mut Criterion) {
 
 fn bench_summary(_c: &mut Criterion) {
     summary_burst();
+    summary_paced();
 }
 
 criterion_group! {
