@@ -320,6 +320,135 @@ impl Spin {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The protocol's states, one thread at a time (the interleavings are
+    //! the loom models' job), and the jobs' ownership.
+
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wakes(inbox: &Inbox<CountingWaker>) -> usize {
+        inbox.waker.0.load(Ordering::SeqCst)
+    }
+
+    fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
+        let mut batch = VecDeque::new();
+        inbox.drain_into(&mut batch);
+        let n = batch.len();
+        for job in batch {
+            match job.message {
+                Message::Call(f) => f.call(),
+                Message::Deliver(d) => d.deliver(),
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_burst_into_a_sleeping_loop_wakes_it_once() {
+        let inbox = Inbox::new(CountingWaker::default());
+        for _ in 0..3 {
+            assert!(inbox.push(|| (), Location::caller()).is_ok());
+        }
+        assert_eq!(wakes(&inbox), 1);
+        assert_eq!(inbox.wakes(), 1);
+        assert_eq!(inbox.pushes(), 3);
+    }
+
+    #[test]
+    fn an_awake_loop_is_not_woken() {
+        let inbox = Inbox::new(CountingWaker::default());
+        inbox.awake();
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert_eq!(wakes(&inbox), 0);
+    }
+
+    #[test]
+    fn after_deciding_to_sleep_the_next_push_wakes() {
+        let inbox = Inbox::new(CountingWaker::default());
+        inbox.awake();
+        assert!(inbox.prepare_to_sleep(|| false));
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert_eq!(wakes(&inbox), 1);
+    }
+
+    #[test]
+    fn queued_or_other_work_keeps_the_loop_awake() {
+        let inbox = Inbox::new(CountingWaker::default());
+        inbox.awake();
+        assert!(!inbox.prepare_to_sleep(|| true));
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert!(!inbox.prepare_to_sleep(|| false));
+        // Still awake: no syscall for the next push either.
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert_eq!(wakes(&inbox), 0);
+    }
+
+    /// Captures of every size and alignment run once, in FIFO order, and
+    /// jobs handed back by `close` drop their captures exactly once.
+    #[test]
+    fn jobs_run_in_order_and_dropped_jobs_release_their_captures() {
+        #[repr(align(32))]
+        struct Wide(u8);
+        let inbox = Inbox::new(CountingWaker::default());
+        let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+        let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
+        let big = [1u8; 100];
+        let wide = Wide(3);
+        assert!(
+            inbox
+                .push(move || o1.lock().push(0), Location::caller())
+                .is_ok()
+        );
+        assert!(
+            inbox
+                .push(move || o2.lock().push(big[0]), Location::caller())
+                .is_ok()
+        );
+        assert!(
+            inbox
+                .push(move || o3.lock().push(wide.0), Location::caller())
+                .is_ok()
+        );
+        assert_eq!(run_all(&inbox), 3);
+        assert_eq!(*order.lock(), [0, 1, 3]);
+        assert_eq!(Arc::strong_count(&order), 1);
+
+        let held = Arc::new(());
+        for pad in [0usize, 64] {
+            let h = held.clone();
+            let big = vec![0u8; pad];
+            assert!(
+                inbox
+                    .push(move || drop((h, big)), Location::caller())
+                    .is_ok()
+            );
+        }
+        assert_eq!(Arc::strong_count(&held), 3);
+        let left = inbox.close();
+        assert_eq!(left.len(), 2);
+        drop(left);
+        assert_eq!(Arc::strong_count(&held), 1);
+        // Closed: the closure comes back, captures intact.
+        let h = held.clone();
+        let back = inbox.push(move || drop(h), Location::caller());
+        assert!(back.is_err());
+        assert_eq!(Arc::strong_count(&held), 2);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     //! The inbox + wake protocol under loom, with a condvar-backed waker in
