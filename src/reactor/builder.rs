@@ -15,7 +15,7 @@ use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use crate::time::{Clock, SystemClock, Timers};
 
 use super::context::{self, this_thread};
-use super::core::{Inner, Reactor, SIGNAL_TOKEN, WAKER_TOKEN};
+use super::core::{Inner, Reactor, SIGNAL_TOKEN, TIMER_TOKEN, WAKER_TOKEN};
 use super::handle::Handle;
 use super::inbox::Inbox;
 use super::local::Locals;
@@ -251,6 +251,7 @@ impl Builder {
             self.clock
                 .register_waker(Arc::new(move || shared.inbox.notify()));
         }
+        let precise_timer = super::precise_timer::PreciseTimer::new(poll.registry(), TIMER_TOKEN);
         let inner = Rc::new(Inner {
             shared,
             poll: RefCell::new(poll),
@@ -271,6 +272,7 @@ impl Builder {
             after_drain: RefCell::new(Vec::new()),
             signals: RefCell::new(signals),
             locals: Locals::default(),
+            precise_timer,
         });
         context::register(&inner);
         Ok(Reactor {

@@ -31,6 +31,8 @@ use super::triggers::Triggers;
 
 pub(super) const WAKER_TOKEN: Token = Token(0);
 pub(super) const SIGNAL_TOKEN: Token = Token(1);
+/// The precise timer's token: outside the range of I/O source tokens.
+pub(super) const TIMER_TOKEN: Token = Token(usize::MAX);
 
 pub(crate) struct Inner {
     pub(super) shared: Arc<Shared>,
@@ -59,6 +61,8 @@ pub(crate) struct Inner {
     pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
     pub(super) signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
     pub(super) locals: Locals,
+    /// Wakes a poll whose timeout mio would round up to whole milliseconds.
+    pub(super) precise_timer: Option<super::precise_timer::PreciseTimer>,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.

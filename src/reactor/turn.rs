@@ -21,7 +21,7 @@ use crate::error::{RunError, panic_message};
 use crate::loom::atomic::Ordering;
 
 use super::builder::PanicPolicy;
-use super::core::{Inner, ResetOnDrop, SIGNAL_TOKEN, WAKER_TOKEN};
+use super::core::{Inner, ResetOnDrop, SIGNAL_TOKEN, TIMER_TOKEN, WAKER_TOKEN};
 use super::inbox::{Job, Message};
 use super::remote::STATE_STOPPING;
 use super::stats::SharedStats;
@@ -124,7 +124,7 @@ impl Inner {
     pub(super) fn run_job(&self, job: Job) {
         SharedStats::bump(&self.shared.stats.calls_run, 1);
         match job.message {
-            Message::Call(f) => self.guard("call from thread", job.location, f),
+            Message::Call(f) => self.guard("call from thread", job.location, || f.call()),
             Message::Deliver(d) => {
                 self.guard("thread job completion", job.location, || d.deliver())
             }
@@ -186,6 +186,9 @@ impl Inner {
             self.shared.inbox.awake();
             return;
         }
+        if let Some(timer) = &self.precise_timer {
+            timer.arm_for(timeout);
+        }
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
@@ -205,6 +208,11 @@ impl Inner {
             match event.token() {
                 WAKER_TOKEN => {}
                 SIGNAL_TOKEN => self.on_signal(),
+                TIMER_TOKEN => {
+                    if let Some(timer) = &self.precise_timer {
+                        timer.on_ready();
+                    }
+                }
                 _ => {}
             }
         }
