@@ -52,7 +52,11 @@
 mod accept;
 mod async_io;
 mod tcp;
+mod udp;
+mod unix;
 
 pub use accept::AcceptStatistics;
 pub use async_io::Async;
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
