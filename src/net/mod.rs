@@ -51,6 +51,7 @@
 
 mod accept;
 mod async_io;
+mod happy;
 mod resolve;
 mod tcp;
 mod udp;
@@ -58,6 +59,7 @@ mod unix;
 
 pub use accept::AcceptStatistics;
 pub use async_io::Async;
+pub use happy::{CONNECT_ATTEMPT_TIMEOUT, CONNECTION_ATTEMPT_DELAY, ConnectErrors};
 pub use resolve::{DEFAULT_RESOLVE_TIMEOUT, DnsResolver, ResolveError, resolve};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
