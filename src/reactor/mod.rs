@@ -1142,7 +1142,7 @@ impl Inner {
         }
         // netcore hook (C2): handlers run with no borrow held.
         drop(events);
-        self.io.dispatch();
+        self.dispatch_io();
     }
 
     fn on_signal(&self) {
