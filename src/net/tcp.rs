@@ -90,6 +90,30 @@ impl TcpListener {
         })
     }
 
+    /// Wraps a listening std socket (switched to non-blocking mode), for
+    /// options `bind` does not offer.
+    ///
+    /// # Errors
+    ///
+    /// Fails off a loop thread or if registration fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = std_listener.local_addr().unwrap();
+    /// let listener = weft::net::TcpListener::from_std(std_listener).unwrap();
+    /// assert_eq!(listener.local_addr().unwrap(), addr);
+    /// ```
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            io: Async::new(mio::net::TcpListener::from_std(listener))?,
+            backoff: Rc::default(),
+        })
+    }
+
     /// Accepts the next connection.
     ///
     /// # Errors
