@@ -403,6 +403,33 @@ mod tests {
     }
 
     #[test]
+    fn reregister_changes_the_interest_under_the_same_token() {
+        let reactor = Reactor::new().unwrap();
+        let h = reactor.handle();
+        let (mut tx, _rx) = pipe();
+        let seen = Rc::new(Cell::new(Ready::default()));
+        let s = seen.clone();
+        let reg = h
+            .register_io(
+                &mut tx,
+                Interest::READABLE,
+                Rc::new(move |r: Ready| s.set(r)),
+            )
+            .unwrap();
+        reactor.iterate(Some(Duration::from_millis(10)));
+        assert!(!seen.get().writable, "not asked for yet");
+        reg.reregister(&mut tx, Interest::WRITABLE).unwrap();
+        for _ in 0..10 {
+            if seen.get().writable {
+                break;
+            }
+            reactor.iterate(Some(Duration::from_millis(100)));
+        }
+        assert!(seen.get().writable);
+        reg.deregister(&mut tx).unwrap();
+    }
+
+    #[test]
     fn a_handler_may_deregister_itself_and_others() {
         let reactor = Reactor::new().unwrap();
         let h = reactor.handle();
