@@ -273,6 +273,7 @@ impl Builder {
             signals: RefCell::new(signals),
             locals: Locals::default(),
             precise_timer,
+            io: super::io_registry::IoRegistry::default(),
         });
         context::register(&inner);
         Ok(Reactor {

@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     pub(super) locals: Locals,
     /// Wakes a poll whose timeout mio would round up to whole milliseconds.
     pub(super) precise_timer: Option<super::precise_timer::PreciseTimer>,
+    /// Registered sockets and their handlers; each one is also counted in
+    /// `io_sources`.
+    pub(super) io: super::io_registry::IoRegistry,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.

@@ -199,6 +199,9 @@ impl Inner {
             return;
         }
         self.dispatch_events(&events);
+        // Handlers run with no borrow of the event buffer held.
+        drop(events);
+        self.dispatch_io();
     }
 
     /// Hands each readiness event to its owner (the waker needs nothing: the
@@ -213,7 +216,8 @@ impl Inner {
                         timer.on_ready();
                     }
                 }
-                _ => {}
+                // Collected now, dispatched once the buffer is released.
+                _ => self.io.push_event(event),
             }
         }
     }
