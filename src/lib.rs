@@ -39,6 +39,7 @@ mod pool;
 // --- reactor layer (time, deferred, reactor), then the bridges ---
 mod bridge;
 mod deferred;
+pub mod net;
 pub mod reactor;
 pub mod testing;
 mod time;
