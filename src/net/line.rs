@@ -419,7 +419,10 @@ mod tests {
         lines.feed(b"ok\r\n123456\r\nnext\r\n");
         assert_eq!(
             drain(&mut lines),
-            vec![line(b"ok"), LineEvent::TooLong(b"123456\r\nnext\r\n".to_vec())]
+            vec![
+                line(b"ok"),
+                LineEvent::TooLong(b"123456\r\nnext\r\n".to_vec())
+            ]
         );
         lines.feed(b"more\r\n");
         assert_eq!(drain(&mut lines), vec![]);

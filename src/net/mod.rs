@@ -2,5 +2,10 @@
 //! `net/mod.rs` lands; only the protocol layer's lines are here).
 
 mod line;
+mod protocol;
 
 pub use line::{DEFAULT_MAX_LINE_LENGTH, LineBuffer, LineEvent};
+pub use protocol::{
+    Address, CloseReason, DEFAULT_CLOSE_TIMEOUT, Factory, InvalidWriteLimits, Protocol, Transport,
+    WriteError, WriteLimits,
+};

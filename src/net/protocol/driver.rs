@@ -1,0 +1,236 @@
+//! The per-connection driver: one local task per connection that owns the
+//! socket and calls the protocol (design in the [module docs](super)).
+//!
+//! Invariants: the driver polls the stream's read side at most once per
+//! poll and requeues itself when that read returned data; it is the only
+//! caller of `Conn::finish` except its own `Drop` (loop shutdown), so
+//! `connection_lost` runs exactly once.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::buffer::{Flushed, WriteBuffer, WriteLimits};
+use super::transport::{Conn, DEFAULT_CLOSE_TIMEOUT, Phase, State};
+use super::{Address, CloseReason, Protocol, Transport};
+use crate::reactor::Handle;
+
+/// Bytes read per turn per connection (Twisted's `bufferSize`).
+const READ_SIZE: usize = 64 * 1024;
+
+/// A byte stream the driver can run a protocol on (TCP, Unix, or a test
+/// fake). Polled on the loop thread only.
+pub(crate) trait Stream: 'static {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+    /// Half-close: no more writes (`shutdown(SHUT_WR)`).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        let _ = on;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn local_address(&self) -> io::Result<Address>;
+    fn peer_address(&self) -> io::Result<Address>;
+}
+
+/// Starts the driver task for `stream` with `protocol`; returns its
+/// transport. Must run on the loop thread of `handle`.
+pub(crate) fn spawn_connection(
+    handle: &Handle,
+    stream: Box<dyn Stream>,
+    protocol: Box<dyn Protocol>,
+) -> Transport {
+    let conn = Rc::new(Conn {
+        state: RefCell::new(State {
+            phase: Phase::Open,
+            wbuf: WriteBuffer::new(WriteLimits::default()),
+            read_paused: false,
+            read_eof: false,
+            eof_requested: false,
+            eof_sent: false,
+            abort: None,
+            flows: VecDeque::new(),
+            waker: None,
+            idle: None,
+            close_deadline: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            local: stream.local_address().ok(),
+            peer: stream.peer_address().ok(),
+        }),
+        stream: RefCell::new(Some(stream)),
+        protocol: RefCell::new(Some(protocol)),
+        handle: handle.clone(),
+    });
+    let driver = Driver {
+        conn: conn.clone(),
+        buf: vec![0; READ_SIZE].into_boxed_slice(),
+        started: false,
+    };
+    handle.spawn_local(driver).detach();
+    Transport(conn)
+}
+
+struct Driver {
+    conn: Rc<Conn>,
+    buf: Box<[u8]>,
+    started: bool,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The loop shut down under a live connection: connection_lost still
+        // runs exactly once.
+        self.conn.finish(CloseReason::Aborted);
+    }
+}
+
+impl Driver {
+    /// One poll's worth of work; `Ready` once the connection is finished.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let conn = self.conn.clone();
+        if !self.started {
+            self.started = true;
+            let t = Transport(conn.clone());
+            conn.call(move |p| p.connection_made(t));
+        } else {
+            // Flow events queued by writes from outside this connection's
+            // callbacks (a timer, another connection).
+            conn.call(|_| ());
+        }
+
+        let mut more = false;
+        let may_read = {
+            let st = conn.state.borrow();
+            st.phase == Phase::Open && !st.read_paused && !st.read_eof && st.abort.is_none()
+        };
+        if may_read {
+            let r = match &mut *conn.stream.borrow_mut() {
+                Some(s) => s.poll_read(cx, &mut self.buf),
+                None => Poll::Pending,
+            };
+            match r {
+                Poll::Ready(Ok(0)) => {
+                    conn.state.borrow_mut().read_eof = true;
+                    let keep = conn.call(|p| p.eof_received()).unwrap_or(false);
+                    if !keep {
+                        Transport(conn.clone()).lose_connection();
+                    }
+                }
+                Poll::Ready(Ok(n)) => {
+                    Transport(conn.clone()).reset_timeout();
+                    let data = &self.buf[..n];
+                    conn.call(|p| p.data_received(data));
+                    more = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => more = true,
+                Poll::Ready(Err(e)) => {
+                    conn.finish(CloseReason::from_io(e));
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        let abort = conn.state.borrow_mut().abort.take();
+        if let Some(reason) = abort {
+            conn.finish(reason);
+            return Poll::Ready(());
+        }
+
+        // Flush.
+        let (result, flow) = {
+            let mut st = conn.state.borrow_mut();
+            let mut stream = conn.stream.borrow_mut();
+            match stream.as_mut() {
+                Some(s) if !st.wbuf.is_empty() => {
+                    st.wbuf.flush(|bufs| match s.poll_write_vectored(cx, bufs) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                    })
+                }
+                _ => (Ok(Flushed::Empty), None),
+            }
+        };
+        if let Err(e) = result {
+            conn.finish(CloseReason::from_io(e));
+            return Poll::Ready(());
+        }
+        if flow.is_some() {
+            conn.state.borrow_mut().flows.extend(flow);
+            conn.call(|_| ());
+        }
+        let abort = conn.state.borrow_mut().abort.take();
+        if let Some(reason) = abort {
+            conn.finish(reason);
+            return Poll::Ready(());
+        }
+
+        // Half-close and graceful close once the buffer is empty.
+        let (phase, drained, send_eof, read_eof) = {
+            let st = conn.state.borrow();
+            let drained = st.wbuf.is_empty();
+            let want_eof = st.eof_requested || st.phase == Phase::Closing;
+            (
+                st.phase,
+                drained,
+                drained && want_eof && !st.eof_sent,
+                st.read_eof,
+            )
+        };
+        if send_eof {
+            conn.state.borrow_mut().eof_sent = true;
+            let r = match &mut *conn.stream.borrow_mut() {
+                Some(s) => s.shutdown_write(),
+                None => Ok(()),
+            };
+            // NotConnected: the peer is already gone; the close is still clean
+            // from our side.
+            if let Err(e) = r.or_else(|e| match e.kind() {
+                io::ErrorKind::NotConnected => Ok(()),
+                _ => Err(e),
+            }) {
+                conn.finish(CloseReason::from_io(e));
+                return Poll::Ready(());
+            }
+        }
+        let eof_sent = conn.state.borrow().eof_sent;
+        if (phase == Phase::Closing && drained) || (eof_sent && read_eof) {
+            conn.finish(CloseReason::Done);
+            return Poll::Ready(());
+        }
+
+        if more {
+            // One read per turn (fairness); come back next turn for the rest
+            // instead of waiting for an edge that may not come.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        {
+            let mut st = this.conn.state.borrow_mut();
+            if st.phase == Phase::Closed {
+                return Poll::Ready(());
+            }
+            match &st.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => st.waker = Some(cx.waker().clone()),
+            }
+        }
+        this.step(cx)
+    }
+}
