@@ -62,6 +62,7 @@ pub(crate) fn spawn_connection(
             idle: None,
             close_deadline: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            close_reason: None,
             local: stream.local_address().ok(),
             peer: stream.peer_address().ok(),
         }),
@@ -203,7 +204,8 @@ impl Driver {
         }
         let eof_sent = conn.state.borrow().eof_sent;
         if (phase == Phase::Closing && drained) || (eof_sent && read_eof) {
-            conn.finish(CloseReason::Done);
+            let reason = conn.state.borrow_mut().close_reason.take();
+            conn.finish(reason.unwrap_or(CloseReason::Done));
             return Poll::Ready(());
         }
 

@@ -422,3 +422,84 @@ fn graceful_close_flushes_first() {
     assert_eq!(s.fake.written(), b"abcdef");
     assert_eq!(s.events(), ["lost connection closed cleanly"]);
 }
+
+mod lines {
+    use super::*;
+    use crate::net::{LineMode, LineProtocol, LineReceiver};
+
+    struct Lines(Rc<RefCell<Vec<String>>>, Option<Transport>);
+
+    impl LineReceiver for Lines {
+        fn connection_made(&mut self, t: Transport) {
+            self.1 = Some(t);
+        }
+        fn line_received(&mut self, line: &[u8], mode: &mut LineMode<'_>) {
+            let line = String::from_utf8_lossy(line).into_owned();
+            match line.as_str() {
+                "raw" => mode.set_raw_mode(),
+                "quit" => self.1.as_ref().unwrap().lose_connection(),
+                _ => {}
+            }
+            self.0.borrow_mut().push(format!("line {line}"));
+        }
+        fn raw_data_received(&mut self, data: &[u8], mode: &mut LineMode<'_>) {
+            self.0
+                .borrow_mut()
+                .push(format!("raw {}", String::from_utf8_lossy(data)));
+            mode.set_line_mode();
+        }
+        fn connection_lost(&mut self, reason: CloseReason) {
+            self.0.borrow_mut().push(format!("lost {reason}"));
+        }
+    }
+
+    fn start(max: usize) -> (Reactor, Fake, Rc<RefCell<Vec<String>>>) {
+        let reactor = Reactor::new().unwrap();
+        let fake = Fake::with_room(usize::MAX);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        spawn_connection(
+            &reactor.handle(),
+            Box::new(FakeStream(fake.clone())),
+            Box::new(LineProtocol::new(Lines(log.clone(), None)).max_length(max)),
+        );
+        (reactor, fake, log)
+    }
+
+    fn turns(r: &Reactor) {
+        for _ in 0..3 {
+            r.iterate(Some(Duration::ZERO));
+        }
+    }
+
+    #[test]
+    fn too_long_line_closes_with_line_too_long_after_earlier_lines() {
+        let (r, fake, log) = start(8);
+        fake.send(b"short\r\n0123456789\r\nnever\r\n");
+        turns(&r);
+        assert_eq!(*log.borrow(), ["line short", "lost line too long"]);
+    }
+
+    #[test]
+    fn lines_after_quit_in_the_same_chunk_are_ignored() {
+        let (r, fake, log) = start(100);
+        fake.send(b"a\r\nquit\r\nb\r\n");
+        turns(&r);
+        assert_eq!(
+            *log.borrow(),
+            ["line a", "line quit", "lost connection closed cleanly"]
+        );
+    }
+
+    #[test]
+    fn raw_mode_switch_mid_chunk() {
+        let (r, fake, log) = start(100);
+        fake.send(b"raw\r\nxy\r\nz\r\n");
+        turns(&r);
+        // The raw chunk is everything after the switch; the receiver
+        // switched back, and nothing is left to split.
+        assert_eq!(*log.borrow(), ["line raw", "raw xy\r\nz\r\n"]);
+        fake.send(b"back\r\n");
+        turns(&r);
+        assert_eq!(log.borrow().last().unwrap(), "line back");
+    }
+}

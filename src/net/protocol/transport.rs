@@ -64,6 +64,9 @@ pub(super) struct State {
     pub(super) idle: Option<(Duration, DelayedCall)>,
     pub(super) close_deadline: Option<DelayedCall>,
     pub(super) close_timeout: Duration,
+    /// What a graceful close reports (`Done` unless
+    /// `lose_connection_with` said otherwise).
+    pub(super) close_reason: Option<CloseReason>,
     pub(super) local: Option<Address>,
     pub(super) peer: Option<Address>,
 }
@@ -323,11 +326,31 @@ impl Transport {
     /// }
     /// ```
     pub fn lose_connection(&self) {
+        self.lose_connection_with(CloseReason::Done);
+    }
+
+    /// Like [`lose_connection`](Self::lose_connection) (flush, then close),
+    /// but `connection_lost` gets `reason`: a protocol closing a peer that
+    /// broke its rules, after telling it why. Idempotent; the first close
+    /// wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::net::{CloseReason, Transport};
+    ///
+    /// fn reject(t: &Transport) {
+    ///     let _ = t.write(b"line too long\r\n");
+    ///     t.lose_connection_with(CloseReason::LineTooLong);
+    /// }
+    /// ```
+    pub fn lose_connection_with(&self, reason: CloseReason) {
         let mut st = self.0.state.borrow_mut();
         if st.phase != Phase::Open {
             return;
         }
         st.phase = Phase::Closing;
+        st.close_reason = Some(reason);
         let weak = Rc::downgrade(&self.0);
         let deadline = st.close_timeout;
         drop(st);
