@@ -39,7 +39,7 @@ mod pool;
 // --- reactor layer (time, deferred, reactor), then the bridges ---
 mod bridge;
 mod deferred;
-pub mod net;
+pub mod net; // netcore
 pub mod reactor;
 pub mod testing;
 mod time;

@@ -27,6 +27,8 @@
 //! [`PanicPolicy::Propagate`] re-raises instead, for tests.
 
 mod inbox;
+// netcore hook (C2): the I/O registry.
+mod io_registry;
 mod tasks;
 
 use std::any::{Any, TypeId};
@@ -52,6 +54,9 @@ use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use crate::time::{Clock, DelayedCall, SystemClock, Timers};
 
 pub(crate) use inbox::{Deliver, Inbox, Wake};
+// netcore hook (C2).
+#[allow(unused_imports)] // used by `net`
+pub(crate) use io_registry::{IoHandler, Ready, Registration};
 use tasks::{LocalFuture, Tasks};
 
 const WAKER_TOKEN: Token = Token(0);
@@ -528,6 +533,8 @@ impl Builder {
             queued_work: self.queued_work,
             signals: RefCell::new(signals),
             extensions: RefCell::new(Vec::new()),
+            // netcore hook (C2).
+            io: io_registry::IoRegistry::default(),
         });
         CURRENT.with(|c| c.borrow_mut().push(Rc::downgrade(&inner)));
         Ok(Reactor {
@@ -558,6 +565,9 @@ pub(crate) struct Inner {
     signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
     /// Loop-local state of the layers above (a handful: scanned, not hashed).
     extensions: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
+    /// netcore hook (C2): registered sockets and their handlers; each one
+    /// is also counted in `io_sources`.
+    io: io_registry::IoRegistry,
 }
 
 thread_local! {
@@ -1126,9 +1136,13 @@ impl Inner {
             match event.token() {
                 WAKER_TOKEN => {}
                 SIGNAL_TOKEN => self.on_signal(),
-                _ => {}
+                // netcore hook (C2): collected now, dispatched below.
+                _ => self.io.push_event(event),
             }
         }
+        // netcore hook (C2): handlers run with no borrow held.
+        drop(events);
+        self.io.dispatch();
     }
 
     fn on_signal(&self) {

@@ -33,6 +33,8 @@ pub(crate) trait Stream: 'static {
     ) -> Poll<io::Result<usize>>;
     /// Half-close: no more writes (`shutdown(SHUT_WR)`).
     fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Prepares an abortive close (RST on TCP); the stream is dropped next.
+    fn abort(&mut self) {}
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         let _ = on;
         Err(io::ErrorKind::Unsupported.into())

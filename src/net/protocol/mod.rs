@@ -40,6 +40,7 @@
 
 mod buffer;
 mod driver;
+mod endpoints;
 mod transport;
 
 #[cfg(test)]
@@ -48,7 +49,7 @@ mod tests;
 pub use buffer::{InvalidWriteLimits, WriteLimits};
 pub use transport::{DEFAULT_CLOSE_TIMEOUT, Transport};
 
-pub(crate) use driver::{Stream, spawn_connection};
+pub use endpoints::{ConnectError, ListeningPort, connect_tcp, listen_tcp};
 
 use std::fmt;
 use std::io;

@@ -165,7 +165,19 @@ impl Conn {
                 let _ = dc.cancel();
             }
         }
-        drop(self.stream.borrow_mut().take());
+        let stream = self.stream.borrow_mut().take();
+        if let Some(mut stream) = stream {
+            let abortive = matches!(
+                reason,
+                CloseReason::Aborted
+                    | CloseReason::TimedOut
+                    | CloseReason::WriteBufferOverflow
+                    | CloseReason::Panicked
+            );
+            if abortive {
+                stream.abort();
+            }
+        }
         let protocol = self.protocol.borrow_mut().take();
         if let Some(mut p) = protocol {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| p.connection_lost(reason))) {
