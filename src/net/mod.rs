@@ -52,10 +52,14 @@
 mod accept;
 mod async_io;
 mod tcp;
+mod udp;
+mod unix;
 
 pub use accept::AcceptStatistics;
 pub use async_io::Async;
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
 // --- protocol layer (netproto) ---
 mod line;
@@ -66,5 +70,6 @@ pub use line::{DEFAULT_MAX_LINE_LENGTH, LineBuffer, LineEvent};
 pub use line_receiver::{LineMode, LineProtocol, LineReceiver};
 pub use protocol::{
     Address, CloseReason, ConnectError, DEFAULT_CLOSE_TIMEOUT, Factory, InvalidWriteLimits,
-    ListeningPort, Protocol, Transport, WriteError, WriteLimits, connect_tcp, listen_tcp,
+    ListeningPort, Protocol, Transport, WriteError, WriteLimits, connect_tcp, connect_unix,
+    listen_tcp, listen_unix,
 };

@@ -481,7 +481,6 @@ macro_rules! impl_stream_io {
     };
 }
 
-#[allow(unused_imports)] // used by the Unix stream
 pub(crate) use impl_stream_io;
 
 impl_stream_io!(TcpStream);

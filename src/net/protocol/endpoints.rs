@@ -24,6 +24,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -34,7 +35,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use super::driver::{Stream, spawn_connection};
 use super::{Address, Factory, Transport};
 use crate::net::async_io::not_on_loop;
-use crate::net::{TcpListener, TcpStream};
+use crate::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::reactor::{self, Handle};
 use crate::{Cancelled, Deferred, Resolver, ThreadError};
 
@@ -413,6 +414,111 @@ pub fn connect_tcp(
         Err(ConnectError::Connect(last.unwrap_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "no addresses")
         })))
+    };
+    connect_with(&handle, connect, timeout, factory)
+}
+
+fn unix_address(a: std::os::unix::net::SocketAddr) -> Address {
+    Address::Unix(a.as_pathname().map(Path::to_path_buf))
+}
+
+impl Stream for UnixStream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_read(cx, buf)
+    }
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write_vectored(cx, bufs)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+    fn local_address(&self) -> io::Result<Address> {
+        self.local_addr().map(unix_address)
+    }
+    fn peer_address(&self) -> io::Result<Address> {
+        self.peer_addr().map(unix_address)
+    }
+}
+
+impl Acceptor for UnixListener {
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Box<dyn Stream>>> {
+        UnixListener::poll_accept(self, cx).map_ok(|(s, _)| Box::new(s) as Box<dyn Stream>)
+    }
+}
+
+/// Listens on the Unix socket `path` and runs one protocol from `factory`
+/// per connection. The socket file is not removed when the port stops.
+///
+/// # Errors
+///
+/// Binding errors (`AddrInUse` if `path` exists), or `Other` off the loop
+/// thread.
+///
+/// # Examples
+///
+/// ```
+/// use weft::net::{Protocol, listen_unix};
+///
+/// struct Discard;
+/// impl Protocol for Discard {
+///     fn data_received(&mut self, _: &[u8]) {}
+/// }
+///
+/// let reactor = weft::Reactor::new().unwrap();
+/// let path = std::env::temp_dir().join(format!("weft-doc-{}.sock", std::process::id()));
+/// let _ = std::fs::remove_file(&path);
+/// let port = listen_unix(&path, || Discard).unwrap();
+/// reactor.run_until_complete(port.stop_listening()).unwrap().unwrap();
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn listen_unix(path: impl AsRef<Path>, factory: impl Factory) -> io::Result<ListeningPort> {
+    let handle = reactor::current().ok_or_else(not_on_loop)?;
+    let listener = UnixListener::bind(path)?;
+    let local = unix_address(listener.local_addr()?);
+    Ok(listen(&handle, listener, local, factory))
+}
+
+/// Connects to the Unix socket `path` and runs one protocol from `factory`
+/// on it; like [`connect_tcp`].
+///
+/// # Errors
+///
+/// The `Deferred` fails with a [`ConnectError`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::net::{ConnectError, Protocol, connect_unix};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &[u8]) {}
+/// }
+///
+/// let reactor = weft::Reactor::new().unwrap();
+/// let d = connect_unix("/nonexistent/weft.sock", || Quiet, Duration::from_secs(5));
+/// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+/// assert!(matches!(err, ConnectError::Connect(_)));
+/// ```
+pub fn connect_unix(
+    path: impl AsRef<Path>,
+    factory: impl Factory,
+    timeout: Duration,
+) -> Deferred<Transport, ConnectError> {
+    let Some(handle) = reactor::current() else {
+        return Deferred::fail(ConnectError::Connect(not_on_loop()));
+    };
+    let path: PathBuf = path.as_ref().to_path_buf();
+    let connect = async move {
+        UnixStream::connect(&path)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Stream>)
+            .map_err(ConnectError::Connect)
     };
     connect_with(&handle, connect, timeout, factory)
 }

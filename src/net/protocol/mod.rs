@@ -49,7 +49,9 @@ mod tests;
 pub use buffer::{InvalidWriteLimits, WriteLimits};
 pub use transport::{DEFAULT_CLOSE_TIMEOUT, Transport};
 
-pub use endpoints::{ConnectError, ListeningPort, connect_tcp, listen_tcp};
+pub use endpoints::{
+    ConnectError, ListeningPort, connect_tcp, connect_unix, listen_tcp, listen_unix,
+};
 
 use std::fmt;
 use std::io;
