@@ -69,7 +69,7 @@ mod protocol;
 pub use line::{DEFAULT_MAX_LINE_LENGTH, LineBuffer, LineEvent};
 pub use line_receiver::{LineMode, LineProtocol, LineReceiver};
 pub use protocol::{
-    Address, CloseReason, ConnectError, DEFAULT_CLOSE_TIMEOUT, Factory, InvalidWriteLimits,
-    ListeningPort, Protocol, Transport, WriteError, WriteLimits, connect_tcp, connect_unix,
-    listen_tcp, listen_unix,
+    Address, CloseReason, ConnectError, DEFAULT_CLOSE_TIMEOUT, DatagramProtocol, DatagramTransport,
+    Factory, InvalidWriteLimits, ListeningPort, Protocol, Transport, WriteError, WriteLimits,
+    connect_tcp, connect_unix, listen_tcp, listen_udp, listen_unix,
 };

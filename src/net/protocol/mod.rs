@@ -39,6 +39,7 @@
 //!   operation returns an error value or does nothing.
 
 mod buffer;
+mod datagram;
 mod driver;
 mod endpoints;
 mod transport;
@@ -49,6 +50,7 @@ mod tests;
 pub use buffer::{InvalidWriteLimits, WriteLimits};
 pub use transport::{DEFAULT_CLOSE_TIMEOUT, Transport};
 
+pub use datagram::{DatagramProtocol, DatagramTransport, listen_udp};
 pub use endpoints::{
     ConnectError, ListeningPort, connect_tcp, connect_unix, listen_tcp, listen_unix,
 };
