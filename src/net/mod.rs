@@ -51,12 +51,14 @@
 
 mod accept;
 mod async_io;
+mod resolve;
 mod tcp;
 mod udp;
 mod unix;
 
 pub use accept::AcceptStatistics;
 pub use async_io::Async;
+pub use resolve::{DEFAULT_RESOLVE_TIMEOUT, DnsResolver, ResolveError, resolve};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
