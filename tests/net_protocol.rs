@@ -344,3 +344,43 @@ fn idle_timeout_with_the_manual_clock_aborts_with_timed_out() {
     let client_log = reactor.run_until_complete(client_done).unwrap().unwrap();
     assert_eq!(client_log.last().unwrap(), "lost connection reset by peer");
 }
+
+#[test]
+fn connect_by_name_resolves_on_the_pool() {
+    let reactor = Reactor::new().unwrap();
+    let port = listen_tcp(any_port(), || Script::new(&Log::default())).unwrap();
+    let d = connect_tcp(
+        "localhost",
+        port_of(&port),
+        || Script::new(&Log::default()),
+        TIMEOUT,
+    );
+    let t = reactor.run_until_complete(d).unwrap().unwrap();
+    assert_eq!(t.peer_address(), Some(port.local_address()));
+    t.abort();
+}
+
+#[test]
+fn cancelling_a_connect_builds_no_protocol() {
+    let reactor = Reactor::new().unwrap();
+    let port = listen_tcp(any_port(), || Script::new(&Log::default())).unwrap();
+    let built = Rc::new(RefCell::new(0));
+    let b = built.clone();
+    let d = connect_tcp(
+        "127.0.0.1",
+        port_of(&port),
+        move || {
+            *b.borrow_mut() += 1;
+            Script::new(&Log::default())
+        },
+        TIMEOUT,
+    );
+    d.cancel();
+    let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+    assert!(matches!(err, weft::net::ConnectError::Cancelled), "{err}");
+    // Give the (dropped) attempt a few turns to misbehave.
+    for _ in 0..5 {
+        reactor.iterate(Some(Duration::ZERO));
+    }
+    assert_eq!(*built.borrow(), 0);
+}

@@ -22,7 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -35,7 +35,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use super::driver::{Stream, spawn_connection};
 use super::{Address, Factory, Transport};
 use crate::net::async_io::not_on_loop;
-use crate::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use crate::net::{ResolveError, TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::reactor::{self, Handle};
 use crate::{Cancelled, Deferred, Resolver, ThreadError};
 
@@ -246,7 +246,7 @@ pub fn listen_tcp(addr: SocketAddr, factory: impl Factory) -> io::Result<Listeni
 #[non_exhaustive]
 pub enum ConnectError {
     /// The host name did not resolve (or resolved to nothing).
-    Resolve(io::Error),
+    Resolve(ResolveError),
     /// Every address refused or failed; the last error.
     Connect(io::Error),
     /// The overall deadline passed.
@@ -269,7 +269,8 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConnectError::Resolve(e) | ConnectError::Connect(e) => Some(e),
+            ConnectError::Resolve(e) => Some(e),
+            ConnectError::Connect(e) => Some(e),
             _ => None,
         }
     }
@@ -281,24 +282,24 @@ impl From<Cancelled> for ConnectError {
     }
 }
 
-/// Resolves `host` (a literal address at once; a name on the reactor's
-/// thread pool).
-async fn resolve(handle: &Handle, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+/// Resolves `host` with netcore's resolver (literals at once, names on the
+/// reactor's pool); dropping the future (a cancelled connect) cancels the
+/// lookup.
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    struct CancelOnDrop(Resolver<Vec<SocketAddr>, ResolveError>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            if !self.0.is_resolved() {
+                self.0.cancel();
+            }
+        }
     }
-    let name = host.to_owned();
-    let found = handle
-        .defer_to_thread(move || (name.as_str(), port).to_socket_addrs().map(Vec::from_iter))
-        .await;
-    match found {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(ConnectError::Resolve(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no addresses for host",
-        ))),
-        Ok(Err(e)) => Err(ConnectError::Resolve(e)),
-        Err(_) => Err(ConnectError::Cancelled),
+    let lookup = crate::net::resolve(host, port);
+    let _guard = CancelOnDrop(lookup.resolver());
+    match lookup.await {
+        Ok(addrs) => Ok(addrs),
+        Err(ResolveError::Cancelled) => Err(ConnectError::Cancelled),
+        Err(e) => Err(ConnectError::Resolve(e)),
     }
 }
 
@@ -398,9 +399,8 @@ pub fn connect_tcp(
         return Deferred::fail(ConnectError::Connect(not_on_loop()));
     };
     let host = host.to_owned();
-    let h = handle.clone();
     let connect = async move {
-        let addrs = resolve(&h, &host, port).await?;
+        let addrs = resolve(&host, port).await?;
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect(addr).await {
