@@ -18,6 +18,7 @@ use weft::testing::ManualClock;
 use weft::{Cancelled, Deferred, Reactor, Resolver};
 
 type Log = Rc<RefCell<Vec<String>>>;
+type OnData = Box<dyn FnMut(&Transport, &[u8])>;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -35,7 +36,7 @@ struct Script {
     log: Log,
     transport: Option<Transport>,
     on_made: Box<dyn FnMut(&Transport)>,
-    on_data: Box<dyn FnMut(&Transport, &[u8])>,
+    on_data: OnData,
     on_eof: Box<dyn FnMut(&Transport) -> bool>,
     done: Option<Resolver<Vec<String>, Cancelled>>,
 }
@@ -184,12 +185,13 @@ fn pause_and_resume_writing_arrive_once_each_and_all_bytes_arrive() {
             .data(move |_, d| *c.borrow_mut() += d.len())
             .done(done.resolver()),
     );
-    let _ = connect_tcp(
+    connect_tcp(
         "127.0.0.1",
         port_of(&port),
         move || client.take().unwrap(),
         TIMEOUT,
-    );
+    )
+    .detach();
     reactor.run_until_complete(done).unwrap().unwrap();
     assert_eq!(*count.borrow(), TOTAL);
     let log = server_log.borrow().clone();
@@ -227,12 +229,13 @@ fn a_peer_that_stops_reading_gets_pause_then_the_hard_limit_closes_it() {
             .done(done.resolver()),
     );
     let port = listen_tcp(any_port(), move || server.take().unwrap()).unwrap();
-    let _ = connect_tcp(
+    connect_tcp(
         "127.0.0.1",
         port_of(&port),
         || Script::new(&Log::default()).made(|t| t.pause_reading()),
         TIMEOUT,
-    );
+    )
+    .detach();
     let log = reactor.run_until_complete(done).unwrap().unwrap();
     assert_eq!(log.iter().filter(|e| *e == "pause").count(), 1, "{log:?}");
     assert!(!log.contains(&"resume".to_string()));
@@ -263,12 +266,13 @@ fn half_close_keeps_writing_possible() {
             })
             .done(done.resolver()),
     );
-    let _ = connect_tcp(
+    connect_tcp(
         "127.0.0.1",
         port_of(&port),
         move || client.take().unwrap(),
         TIMEOUT,
-    );
+    )
+    .detach();
     let log = reactor.run_until_complete(done).unwrap().unwrap();
     assert_eq!(joined_data(&log), "pong");
     assert_eq!(log.last().unwrap(), "lost connection closed cleanly");
@@ -295,12 +299,13 @@ fn write_after_close_is_an_error_value_not_a_panic() {
             .done(done.resolver()),
     );
     let port = listen_tcp(any_port(), move || server.take().unwrap()).unwrap();
-    let _ = connect_tcp(
+    connect_tcp(
         "127.0.0.1",
         port_of(&port),
         || Script::new(&Log::default()),
         TIMEOUT,
-    );
+    )
+    .detach();
     reactor.run_until_complete(done).unwrap().unwrap();
     let t = kept.borrow_mut().take().unwrap();
     r2.borrow_mut().push(t.write(b"after"));
@@ -332,12 +337,13 @@ fn idle_timeout_with_the_manual_clock_aborts_with_timed_out() {
     let port = listen_tcp(any_port(), move || server.take().unwrap()).unwrap();
     let client_done = Deferred::new();
     let mut client = Some(Script::new(&Log::default()).done(client_done.resolver()));
-    let _ = connect_tcp(
+    connect_tcp(
         "127.0.0.1",
         port_of(&port),
         move || client.take().unwrap(),
         TIMEOUT,
-    );
+    )
+    .detach();
     let log = reactor.run_until_complete(done).unwrap().unwrap();
     assert_eq!(log, ["made", "lost connection timed out"]);
     // The abort is a reset, not a clean close, for the peer.

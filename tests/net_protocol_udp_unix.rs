@@ -136,11 +136,12 @@ fn unix_stream_echo_in_protocol_style() {
         got: Vec::new(),
         done: Some(done.resolver()),
     });
-    let _ = connect_unix(
+    connect_unix(
         &path,
         move || client.take().unwrap(),
         Duration::from_secs(20),
-    );
+    )
+    .detach();
     let (got, reason) = reactor.run_until_complete(done).unwrap().unwrap();
     assert_eq!(got, b"over unix");
     assert_eq!(reason, "connection closed cleanly");
