@@ -390,3 +390,74 @@ fn cancelling_a_connect_builds_no_protocol() {
     }
     assert_eq!(*built.borrow(), 0);
 }
+
+#[test]
+fn resume_reading_delivers_bytes_already_waiting_in_the_kernel() {
+    // Edge-triggered readiness: the edge for these bytes comes while reading
+    // is paused; resuming must still deliver them (spec/net.md §1 item 2).
+    #[derive(Default)]
+    struct Meet {
+        server: Option<Transport>,
+        client: Option<Transport>,
+        /// (server close was clean, client was still paused then)
+        seen: Option<(bool, bool)>,
+    }
+    /// Once both sides are up (the client paused), the server sends and
+    /// closes.
+    fn go(meet: &Rc<RefCell<Meet>>) {
+        let m = meet.borrow();
+        if let (Some(s), Some(_)) = (&m.server, &m.client) {
+            s.write(b"queued").unwrap();
+            s.lose_connection();
+        }
+    }
+    // The server's connection_lost(Done) means the bytes and the FIN were
+    // handed to the kernel, so they wait in the client's receive buffer.
+    struct Server(Rc<RefCell<Meet>>);
+    impl Protocol for Server {
+        fn connection_made(&mut self, t: Transport) {
+            self.0.borrow_mut().server = Some(t);
+            go(&self.0);
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+        fn connection_lost(&mut self, reason: CloseReason) {
+            // No asserts here: a panic would only close this connection.
+            let client = self.0.borrow().client.clone().unwrap();
+            self.0.borrow_mut().seen = Some((reason.is_clean(), client.is_reading_paused()));
+            client.resume_reading();
+        }
+    }
+    let reactor = Reactor::new().unwrap();
+    let meet: Rc<RefCell<Meet>> = Rc::default();
+    let m = meet.clone();
+    let port = listen_tcp(any_port(), move || Server(m.clone())).unwrap();
+    let done = Deferred::new();
+    let m = meet.clone();
+    let mut client = Some(
+        Script::new(&Log::default())
+            .made(move |t| {
+                t.pause_reading();
+                m.borrow_mut().client = Some(t.clone());
+                go(&m);
+            })
+            .done(done.resolver()),
+    );
+    connect_tcp(
+        "127.0.0.1",
+        port_of(&port),
+        move || client.take().unwrap(),
+        TIMEOUT,
+    )
+    .detach();
+    let log = reactor.run_until_complete(done).unwrap().unwrap();
+    assert_eq!(
+        log,
+        [
+            "made",
+            "data queued",
+            "eof",
+            "lost connection closed cleanly"
+        ]
+    );
+    meet.borrow_mut().client = None;
+}
