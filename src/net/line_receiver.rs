@@ -165,6 +165,10 @@ impl LineMode<'_> {
 
 /// Runs a [`LineReceiver`] as a [`Protocol`].
 ///
+/// Unlike Twisted's `LineReceiver`, [`Transport::pause_reading`] stops
+/// further reads only: lines already received in the current chunk are
+/// still delivered.
+///
 /// # Examples
 ///
 /// ```

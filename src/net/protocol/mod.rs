@@ -218,7 +218,29 @@ impl fmt::Display for Address {
 /// Order: [`connection_made`](Self::connection_made), then any number of
 /// [`data_received`](Self::data_received), at most one
 /// [`eof_received`](Self::eof_received), and
-/// [`connection_lost`](Self::connection_lost) exactly once.
+/// [`connection_lost`](Self::connection_lost) exactly once. Callbacks of
+/// one connection never nest; a panic in one is caught and logged, and
+/// closes that connection only ([`CloseReason::Panicked`]).
+///
+/// # Flow control
+///
+/// asyncio's contract: [`pause_writing`](Self::pause_writing) once when
+/// the transport's buffer goes above the high-water mark (64 KiB by
+/// default), [`resume_writing`](Self::resume_writing) once when it drains
+/// to the low-water mark (a quarter of it); see [`WriteLimits`]. A protocol
+/// that ignores the pause and keeps writing past the hard limit gets
+/// [`WriteError::BufferOverflow`] and its connection closes with
+/// [`CloseReason::WriteBufferOverflow`]. A callback cannot be re-entered,
+/// so the pause arrives right after the callback whose write crossed the
+/// mark returns; a protocol writing in a loop can watch
+/// [`Transport::write_buffer_size`] meanwhile.
+///
+/// # Reading
+///
+/// Each connection reads at most 64 KiB per loop turn, then lets the
+/// others run. [`Transport::pause_reading`] is a flag: data already waiting
+/// is delivered after [`Transport::resume_reading`], with no new event
+/// needed.
 ///
 /// # Examples
 ///

@@ -206,7 +206,8 @@ impl Conn {
 /// belongs to the loop thread).
 ///
 /// Writes are buffered and flushed by the connection's driver in the same
-/// turn or the next; see the [module docs](crate::net) for flow control.
+/// turn or the next; see [`Protocol`](super::Protocol) for the callback
+/// order and flow control.
 ///
 /// # Examples
 ///
