@@ -280,14 +280,18 @@ impl WriteBuffer {
     ) -> (io::Result<Flushed>, Option<Flow>) {
         let mut result = Ok(Flushed::Empty);
         while !self.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .chunks
-                .iter()
-                .take(MAX_IOVECS)
-                .enumerate()
-                .map(|(i, c)| IoSlice::new(if i == 0 { &c[self.front_sent..] } else { c }))
-                .collect();
-            match write(&slices) {
+            // On the stack: no allocation per flush.
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
+                *slot = IoSlice::new(if n == 0 {
+                    &chunk[self.front_sent..]
+                } else {
+                    chunk
+                });
+                n += 1;
+            }
+            match write(&slices[..n]) {
                 Ok(0) => {
                     result = Ok(Flushed::Blocked);
                     break;

@@ -89,6 +89,12 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if !self.started {
+            // Never polled (the loop was already shutting down): the
+            // protocol never saw connection_made, so it gets no
+            // connection_lost either; it is dropped quietly.
+            drop(self.conn.protocol.borrow_mut().take());
+        }
         // The loop shut down under a live connection: connection_lost still
         // runs exactly once.
         self.conn.finish(CloseReason::Aborted);

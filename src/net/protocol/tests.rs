@@ -423,6 +423,32 @@ fn graceful_close_flushes_first() {
     assert_eq!(s.events(), ["lost connection closed cleanly"]);
 }
 
+#[test]
+fn loop_shutdown_under_a_live_connection_reports_aborted_once() {
+    let s = Setup::new(usize::MAX, |_| {});
+    let Setup {
+        reactor, log, fake, ..
+    } = s;
+    drop(reactor);
+    assert_eq!(log.borrow().events, ["made", "lost connection aborted"]);
+    assert!(fake.0.borrow().dropped);
+}
+
+#[test]
+fn a_connection_never_started_gets_no_callbacks() {
+    let reactor = Reactor::new().unwrap();
+    let fake = Fake::with_room(usize::MAX);
+    let log = Rc::new(RefCell::new(Log::default()));
+    spawn_connection(
+        &reactor.handle(),
+        Box::new(FakeStream(fake.clone())),
+        Box::new(Recorder(log.clone())),
+    );
+    drop(reactor);
+    assert!(log.borrow().events.is_empty());
+    assert!(fake.0.borrow().dropped);
+}
+
 mod lines {
     use super::*;
     use crate::net::{LineMode, LineProtocol, LineReceiver};
