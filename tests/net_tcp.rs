@@ -89,6 +89,18 @@ fn echo_round_trips_on_ipv4_and_ipv6_loopback() {
 #[test]
 fn a_thousand_concurrent_connections_on_one_loop() {
     const N: usize = 1000;
+    // Both ends live in this process: about 2 * N descriptors. Raise the
+    // soft limit to the hard one (a common soft default is 1024).
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if limit.current.is_some_and(|c| c < 4 * N as u64) {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
     let reactor = Reactor::new().unwrap();
     let listener = TcpListener::bind(loopback()).unwrap();
     let addr = listener.local_addr().unwrap();

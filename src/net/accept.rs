@@ -142,6 +142,9 @@ pub(crate) fn poll_accept<T: AsFd, R>(
         if let Err(e) = std::task::ready!(io.poll_readable(cx)) {
             return Poll::Ready(Err(e));
         }
+        if !super::coop::spend(cx) {
+            return Poll::Pending;
+        }
         let tick = read.tick();
         backoff.bump(|s| s.attempts += 1);
         match op(io.get_ref()) {

@@ -24,6 +24,8 @@
 //!   wait). A task is stored at most once per direction (`will_wake`).
 //! - Both bits start set: the first attempt tells the truth at the cost of
 //!   one syscall, so nothing depends on the initial edge from `EPOLL_CTL_ADD`.
+//! - Every attempt spends one unit of the task's co-operative budget
+//!   (`coop`): a task whose operations keep succeeding still yields.
 //! - Loop-thread only: the type holds an `Rc` (so it is `!Send`), and it is
 //!   created through the current reactor of the calling thread.
 
@@ -347,6 +349,9 @@ impl<T: AsFd> Async<T> {
         loop {
             if let Err(e) = std::task::ready!(self.poll_ready(dir, cx)) {
                 return Poll::Ready(Err(e));
+            }
+            if !super::coop::spend(cx) {
+                return Poll::Pending;
             }
             let tick = dir.tick();
             match op(self.get_ref()) {

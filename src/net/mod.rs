@@ -12,6 +12,9 @@
 //! - [`TcpListener`], [`TcpStream`], [`UdpSocket`], [`UnixListener`],
 //!   [`UnixStream`] and [`UnixDatagram`] are thin types over `Async`; the
 //!   streams implement `futures_io::AsyncRead`/`AsyncWrite`.
+//! - Every I/O attempt spends one unit of a per-task budget (128 per poll,
+//!   tokio's figure); when it runs out the task yields for a turn, so one
+//!   busy connection cannot starve the loop.
 //! - [`resolve`] runs `getaddrinfo` on the reactor's thread pool, with a
 //!   timeout and cancellation; literal addresses never leave the loop.
 //!
@@ -51,6 +54,8 @@
 
 mod accept;
 mod async_io;
+mod coop;
+mod happy;
 mod resolve;
 mod tcp;
 mod udp;
@@ -58,6 +63,7 @@ mod unix;
 
 pub use accept::AcceptStatistics;
 pub use async_io::Async;
+pub use happy::{CONNECT_ATTEMPT_TIMEOUT, CONNECTION_ATTEMPT_DELAY, ConnectErrors};
 pub use resolve::{DEFAULT_RESOLVE_TIMEOUT, DnsResolver, ResolveError, resolve};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

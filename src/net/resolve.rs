@@ -12,7 +12,7 @@
 //! - the lookup's answer;
 //! - the timeout (a `call_later` on the reactor's clock, measured from the
 //!   submission): [`ResolveError::TimedOut`];
-//! - [`Deferred::cancel`]: [`ResolveError::Cancelled`].
+//! - a cancel of the `Deferred`: [`ResolveError::Cancelled`].
 //!
 //! The timeout and cancel withdraw the pool job if it has not started; a
 //! lookup already running cannot be interrupted (`getaddrinfo` has no

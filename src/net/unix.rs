@@ -227,6 +227,27 @@ impl UnixStream {
         Ok(UnixStream { io })
     }
 
+    /// Wraps a connected std stream (switched to non-blocking mode).
+    ///
+    /// # Errors
+    ///
+    /// Fails off a loop thread or if registration fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let a = weft::net::UnixStream::from_std(a).unwrap();
+    /// # drop(a);
+    /// ```
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        stream.set_nonblocking(true)?;
+        Ok(UnixStream {
+            io: Async::new(mio::net::UnixStream::from_std(stream))?,
+        })
+    }
+
     /// A connected pair of streams.
     ///
     /// # Examples

@@ -111,6 +111,7 @@ impl IoRegistry {
     /// Calls the handlers for the events recorded by `push_event`, after the
     /// events buffer has been released.
     pub(super) fn dispatch(&self) {
+        EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
         let mut batch = std::mem::take(&mut *self.pending.borrow_mut());
         for (token, ready) in batch.drain(..) {
             let handler = {
@@ -137,6 +138,17 @@ impl IoRegistry {
     pub(crate) fn len(&self) -> usize {
         self.slots.borrow().len()
     }
+}
+
+thread_local! {
+    /// Counts I/O dispatch passes on this thread (one per turn while any
+    /// source is registered): the I/O budget resets when it changes.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The current I/O epoch of this thread (see `EPOCH`).
+pub(crate) fn io_epoch() -> u64 {
+    EPOCH.with(Cell::get)
 }
 
 fn encode(index: usize, generation: usize) -> Token {

@@ -56,7 +56,7 @@ use crate::time::{Clock, DelayedCall, SystemClock, Timers};
 pub(crate) use inbox::{Deliver, Inbox, Wake};
 // netcore hook (C2).
 #[allow(unused_imports)] // used by `net`
-pub(crate) use io_registry::{IoHandler, Ready, Registration};
+pub(crate) use io_registry::{IoHandler, Ready, Registration, io_epoch};
 use tasks::{LocalFuture, Tasks};
 
 const WAKER_TOKEN: Token = Token(0);

@@ -282,25 +282,18 @@ impl From<Cancelled> for ConnectError {
     }
 }
 
-/// Resolves `host` with netcore's resolver (literals at once, names on the
-/// reactor's pool); dropping the future (a cancelled connect) cancels the
-/// lookup.
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    struct CancelOnDrop(Resolver<Vec<SocketAddr>, ResolveError>);
-    impl Drop for CancelOnDrop {
-        fn drop(&mut self) {
-            if !self.0.is_resolved() {
-                self.0.cancel();
-            }
-        }
+/// Sorts `TcpStream::connect_host`'s error into a [`ConnectError`].
+fn connect_error(e: io::Error) -> ConnectError {
+    let kind = e.kind();
+    if e.get_ref().is_some_and(|inner| inner.is::<ResolveError>()) {
+        let inner = e.into_inner().expect("checked above");
+        return match inner.downcast::<ResolveError>().map(|b| *b) {
+            Ok(ResolveError::Cancelled) => ConnectError::Cancelled,
+            Ok(r) => ConnectError::Resolve(r),
+            Err(other) => ConnectError::Connect(io::Error::new(kind, other)),
+        };
     }
-    let lookup = crate::net::resolve(host, port);
-    let _guard = CancelOnDrop(lookup.resolver());
-    match lookup.await {
-        Ok(addrs) => Ok(addrs),
-        Err(ResolveError::Cancelled) => Err(ConnectError::Cancelled),
-        Err(e) => Err(ConnectError::Resolve(e)),
-    }
+    ConnectError::Connect(e)
 }
 
 /// Runs `connect` as a task with an overall `timeout`; on success builds one
@@ -363,8 +356,8 @@ where
 
 /// Connects to `host:port` and runs one protocol from `factory` on the
 /// connection (Twisted's `connectTCP`). `host` is an IP literal or a name
-/// (resolved on the reactor's pool); its addresses are tried in order.
-/// `timeout` bounds the whole attempt. The `Deferred` gives the transport
+/// (resolved on the reactor's pool); its addresses are raced as RFC 8305
+/// says ([`TcpStream::connect_host`]). `timeout` bounds the whole attempt. The `Deferred` gives the transport
 /// once `connection_made` is due; cancelling it abandons the attempt.
 ///
 /// # Errors
@@ -400,20 +393,11 @@ pub fn connect_tcp(
     };
     let host = host.to_owned();
     let connect = async move {
-        let addrs = resolve(&host, port).await?;
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(Box::new(s) as Box<dyn Stream>);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(ConnectError::Connect(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "no addresses")
-        })))
+        let s = TcpStream::connect_host(&host, port)
+            .await
+            .map_err(connect_error)?;
+        let _ = s.set_nodelay(true);
+        Ok(Box::new(s) as Box<dyn Stream>)
     };
     connect_with(&handle, connect, timeout, factory)
 }
