@@ -501,6 +501,78 @@ mod tests {
         assert_eq!(buf.len(), 1);
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Vec<usize>),
+        Flush { per_call: usize, room: usize },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(0usize..300, 1..4).prop_map(Op::Push),
+            (1usize..200, 0usize..600).prop_map(|(per_call, room)| Op::Flush { per_call, room }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any interleaving of writes and partial flushes: bytes arrive in
+        /// order, the size never passes the hard limit, and the flow events
+        /// alternate Pause, Resume, ... each at its mark.
+        #[test]
+        fn writes_and_flushes_keep_order_and_pair_flow_events(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let mut buf = WriteBuffer::new(limits(500, 120, 1500));
+            let mut sent = Vec::new();
+            let mut expected = Vec::new();
+            let mut next = 0u8;
+            let mut paused = false;
+            for op in ops {
+                let flow = match op {
+                    Op::Push(sizes) => {
+                        let parts: Vec<Vec<u8>> = sizes
+                            .iter()
+                            .map(|&n| (0..n).map(|_| { next = next.wrapping_add(1); next }).collect())
+                            .collect();
+                        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        match buf.push(&refs) {
+                            Ok(flow) => {
+                                parts.iter().for_each(|p| expected.extend_from_slice(p));
+                                flow
+                            }
+                            Err(Overflow) => None,
+                        }
+                    }
+                    Op::Flush { per_call, room } => {
+                        let mut sock = FakeSocket::new(per_call, room);
+                        let (r, flow) = buf.flush(|b| sock.write(b));
+                        r.unwrap();
+                        sent.extend_from_slice(&sock.got);
+                        flow
+                    }
+                };
+                proptest::prop_assert!(buf.len() <= 1500);
+                match flow {
+                    Some(Flow::Pause) => {
+                        proptest::prop_assert!(!paused && buf.len() > 500);
+                        paused = true;
+                    }
+                    Some(Flow::Resume) => {
+                        proptest::prop_assert!(paused && buf.len() <= 120);
+                        paused = false;
+                    }
+                    None => {
+                        proptest::prop_assert!(paused || buf.len() <= 500);
+                        proptest::prop_assert!(!paused || buf.len() > 120);
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(sent.len() + buf.len(), expected.len());
+            proptest::prop_assert_eq!(&sent[..], &expected[..sent.len()]);
+        }
+    }
+
     #[test]
     fn lowering_the_limits_pauses_at_once() {
         let mut buf = WriteBuffer::new(WriteLimits::default());
