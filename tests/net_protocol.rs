@@ -461,3 +461,53 @@ fn resume_reading_delivers_bytes_already_waiting_in_the_kernel() {
     );
     meet.borrow_mut().client = None;
 }
+
+#[test]
+fn a_panicking_factory_costs_only_that_connection() {
+    let reactor = Reactor::new().unwrap();
+    let mut calls = 0;
+    let port = listen_tcp(any_port(), move || {
+        calls += 1;
+        if calls == 1 {
+            panic!("factory failure (deliberate)");
+        }
+        Script::new(&Log::default()).data(|t, d| t.write(d).unwrap())
+    })
+    .unwrap();
+    let first = Deferred::new();
+    let mut c1 = Some(Script::new(&Log::default()).done(first.resolver()));
+    connect_tcp(
+        "127.0.0.1",
+        port_of(&port),
+        move || c1.take().unwrap(),
+        TIMEOUT,
+    )
+    .detach();
+    let log = reactor.run_until_complete(first).unwrap().unwrap();
+    assert!(log.last().unwrap().starts_with("lost "), "{log:?}");
+
+    let second = Deferred::new();
+    let mut c2 = Some(
+        Script::new(&Log::default())
+            .made(|t| t.write(b"still listening").unwrap())
+            .data({
+                let mut got = 0;
+                move |t, d| {
+                    got += d.len();
+                    if got == b"still listening".len() {
+                        t.lose_connection();
+                    }
+                }
+            })
+            .done(second.resolver()),
+    );
+    connect_tcp(
+        "127.0.0.1",
+        port_of(&port),
+        move || c2.take().unwrap(),
+        TIMEOUT,
+    )
+    .detach();
+    let log = reactor.run_until_complete(second).unwrap().unwrap();
+    assert_eq!(joined_data(&log), "still listening");
+}
