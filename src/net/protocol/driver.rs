@@ -114,14 +114,26 @@ impl Driver {
         }
 
         let mut more = false;
-        let may_read = {
-            let st = conn.state.borrow();
-            st.phase == Phase::Open && !st.read_paused && !st.read_eof && st.abort.is_none()
-        };
-        if may_read {
+        // A short read usually means the socket is drained: read once more
+        // at once, so that the expected `WouldBlock` re-arms the readiness
+        // wait in this poll instead of costing a whole turn. A full read
+        // (or data on the second try) leaves the rest for the next turn.
+        for attempt in 0..2 {
+            let may_read = {
+                let st = conn.state.borrow();
+                st.phase == Phase::Open && !st.read_paused && !st.read_eof && st.abort.is_none()
+            };
+            if !may_read {
+                break;
+            }
             match with_read_buffer(|buf| read_once(&conn, cx, buf)) {
-                Some(m) => more = m,
                 None => return Poll::Ready(()),
+                Some(Read::Data { full }) if full || attempt == 1 => {
+                    more = true;
+                    break;
+                }
+                Some(Read::Data { .. }) => {}
+                Some(Read::Idle) => break,
             }
         }
 
@@ -219,9 +231,15 @@ fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-/// One read and its callback. `Some(more)`: go on (`more` if the read
-/// returned data, so there may be more); `None`: the connection finished.
-fn read_once(conn: &Rc<Conn>, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<bool> {
+enum Read {
+    /// Bytes were delivered; `full` if they filled the buffer.
+    Data { full: bool },
+    /// Nothing to read now (or EOF handled): wait for readiness.
+    Idle,
+}
+
+/// One read and its callback; `None` if the connection finished.
+fn read_once(conn: &Rc<Conn>, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Read> {
     let r = match &mut *conn.stream.borrow_mut() {
         Some(s) => s.poll_read(cx, buf),
         None => Poll::Pending,
@@ -233,20 +251,25 @@ fn read_once(conn: &Rc<Conn>, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<bo
             if !keep {
                 Transport(conn.clone()).lose_connection();
             }
-            Some(false)
+            Some(Read::Idle)
         }
         Poll::Ready(Ok(n)) => {
             Transport(conn.clone()).reset_timeout();
             let data = &buf[..n];
             conn.call(|p| p.data_received(data));
-            Some(true)
+            Some(Read::Data {
+                full: n == buf.len(),
+            })
         }
-        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Some(true),
+        // Try again next turn rather than spin here.
+        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+            Some(Read::Data { full: true })
+        }
         Poll::Ready(Err(e)) => {
             conn.finish(CloseReason::from_io(e));
             None
         }
-        Poll::Pending => Some(false),
+        Poll::Pending => Some(Read::Idle),
     }
 }
 
