@@ -1,8 +1,10 @@
 //! The per-connection driver: one local task per connection that owns the
 //! socket and calls the protocol (design in the [module docs](super)).
 //!
-//! Invariants: the driver polls the stream's read side at most once per
-//! poll and requeues itself when that read returned data; it is the only
+//! Invariants: the driver reads at most twice per poll (a second time only
+//! after a short first read) and requeues itself whenever it stopped with
+//! data possibly left, so no readiness is lost under edge triggering; it is
+//! the only
 //! caller of `Conn::finish` except its own `Drop` (loop shutdown), so
 //! `connection_lost` runs exactly once.
 

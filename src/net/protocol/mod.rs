@@ -11,10 +11,12 @@
 //! and the protocol. The [`Transport`] is a cheap `Rc` handle on the
 //! connection's state; its methods only change that state and wake the
 //! driver, so they never call the protocol back re-entrantly. The driver, on
-//! each poll: applies a pending abort, makes **one** read of up to 64 KiB
-//! (Twisted's fairness rule; with data left it requeues itself for the next
-//! turn rather than waiting for an edge that may never come), flushes the
-//! write buffer with vectored writes, and finishes a pending graceful close.
+//! each poll: reads into a shared 64 KiB buffer (Twisted's fairness rule:
+//! after a full buffer it requeues itself for the next turn rather than
+//! waiting for an edge that may never come; after a short read it reads once
+//! more so that the `WouldBlock` re-arms the wait in the same poll), applies
+//! a pending abort, flushes the write buffer with vectored writes, and
+//! finishes a pending graceful close.
 //!
 //! Flow control is asyncio's contract (spec/net.md §3.3): `pause_writing`
 //! once when the buffer goes above the high-water mark, `resume_writing`
@@ -237,8 +239,8 @@ impl fmt::Display for Address {
 ///
 /// # Reading
 ///
-/// Each connection reads at most 64 KiB per loop turn, then lets the
-/// others run. [`Transport::pause_reading`] is a flag: data already waiting
+/// A busy connection reads 64 KiB at a time and lets the others run
+/// between reads. [`Transport::pause_reading`] is a flag: data already waiting
 /// is delivered after [`Transport::resume_reading`], with no new event
 /// needed.
 ///
