@@ -3,34 +3,64 @@
 //!
 //! Try it with two `nc 127.0.0.1 7001` sessions. Lines end with `\n` (a
 //! `\r` before it is dropped). The room's state lives on the loop thread
-//! with no lock; only the file appends leave it. Appends keep their order:
-//! one batch is in flight at a time, and lines arriving meanwhile wait on
-//! the loop and go out as the next batch.
+//! with no lock; only the file appends leave it. Each message is one
+//! `defer_to_thread` job, submitted at once, so the reactor's shutdown waits
+//! for every one of them. Pool threads may run the jobs in any order, so
+//! each carries a sequence number and the file side writes them strictly in
+//! that order.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
-use weft::Reactor;
 use weft::net::{
     CloseReason, DEFAULT_MAX_LINE_LENGTH, LineMode, LineProtocol, LineReceiver, ListeningPort,
     Transport, listen_tcp,
 };
 use weft::reactor::{Phase, SystemEvent};
+use weft::{Reactor, ThreadError};
 
-/// Everyone in the room plus the log writer; loop-thread state only.
+/// The log file as the pool threads share it: lines that arrived out of
+/// order wait in `early` until their turn.
+struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    next: u64,
+    early: BTreeMap<u64, String>,
+}
+
+impl LogFile {
+    /// Files line number `seq` and writes every line now in order.
+    fn append(&mut self, seq: u64, line: String) -> std::io::Result<()> {
+        self.early.insert(seq, line);
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            self.file = Some(f);
+        }
+        let f = self.file.as_mut().expect("opened above");
+        while let Some(line) = self.early.remove(&self.next) {
+            writeln!(f, "{line}")?;
+            self.next += 1;
+        }
+        f.flush()
+    }
+}
+
+/// Everyone in the room plus the log's sequence; loop-thread state only.
 struct Room {
     members: BTreeMap<u64, (String, Transport)>,
     next_id: u64,
-    log_path: PathBuf,
-    /// Lines waiting for the next append.
-    pending: Vec<String>,
-    /// Whether an append is running on the pool.
-    writing: bool,
+    next_seq: u64,
+    log: Arc<Mutex<LogFile>>,
 }
 
 impl Room {
@@ -43,40 +73,29 @@ impl Room {
             }
         }
     }
-}
 
-/// Appends the pending lines on a pool thread, one batch at a time.
-fn flush_log(room: &Rc<RefCell<Room>>) {
-    let (batch, path) = {
-        let mut r = room.borrow_mut();
-        if r.writing || r.pending.is_empty() {
+    /// Appends `line` to the log on a pool thread.
+    fn log(&mut self, line: String) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let log = self.log.clone();
+        // None only while the reactor itself is being torn down.
+        let Some(handle) = weft::reactor::current() else {
             return;
-        }
-        r.writing = true;
-        (std::mem::take(&mut r.pending), r.log_path.clone())
-    };
-    let handle = weft::reactor::current().expect("on the loop thread");
-    let room = room.clone();
-    handle
-        .defer_to_thread(move || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            for line in &batch {
-                writeln!(f, "{line}")?;
-            }
-            f.flush()
-        })
-        .add_both(move |result| {
-            match result {
+        };
+        handle
+            .defer_to_thread(move || {
+                let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                log.append(seq, line)
+            })
+            .add_both(|result| match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => eprintln!("chat: cannot append to the log: {e}"),
+                // Lines said while the server shuts down are not logged.
+                Err(ThreadError::Stopped) => {}
                 Err(e) => eprintln!("chat: log append did not run: {e}"),
-            }
-            room.borrow_mut().writing = false;
-            flush_log(&room);
-        });
+            });
+    }
 }
 
 /// One connection in the room.
@@ -103,9 +122,9 @@ impl Member {
     }
 
     fn say(&self, text: String) {
-        self.room.borrow().broadcast(self.id, &text);
-        self.room.borrow_mut().pending.push(text);
-        flush_log(&self.room);
+        let mut room = self.room.borrow_mut();
+        room.broadcast(self.id, &text);
+        room.log(text);
     }
 }
 
@@ -150,9 +169,13 @@ pub(crate) fn serve(addr: SocketAddr, log: PathBuf) -> std::io::Result<Listening
     let room = Rc::new(RefCell::new(Room {
         members: BTreeMap::new(),
         next_id: 0,
-        log_path: log,
-        pending: Vec::new(),
-        writing: false,
+        next_seq: 0,
+        log: Arc::new(Mutex::new(LogFile {
+            path: log,
+            file: None,
+            next: 0,
+            early: BTreeMap::new(),
+        })),
     }));
     listen_tcp(addr, move || {
         LineProtocol::new(Member::new(&room)).with_delimiter(b"\n")

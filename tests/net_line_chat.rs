@@ -83,7 +83,7 @@ fn chat_relays_lines_and_closes_only_the_sender_of_a_too_long_line() {
     });
     reactor.run().unwrap();
     clients.join().unwrap().unwrap();
-    // Shutdown delivered the pool's appends before run() returned.
+    // The reactor's shutdown waited for the pool's appends in flight.
     drop(reactor);
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
