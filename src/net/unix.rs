@@ -206,7 +206,8 @@ impl UnixStream {
     ///
     /// # Errors
     ///
-    /// The connect's error (`NotFound`, `ConnectionRefused`, ...).
+    /// The connect's error (`NotFound`, `ConnectionRefused`, ...);
+    /// `ConnectionRefused` also when the listener's backlog is full.
     ///
     /// # Cancel safety
     ///
@@ -221,7 +222,17 @@ impl UnixStream {
     /// ```
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let handle = reactor::current().ok_or_else(not_on_loop)?;
-        let stream = mio::net::UnixStream::connect(path)?;
+        let stream = match mio::net::UnixStream::connect(path) {
+            // Linux: a non-blocking connect to a listener whose backlog is
+            // full fails with EAGAIN; an async fn must not return WouldBlock.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "the listener's backlog is full",
+                ));
+            }
+            r => r?,
+        };
         let io = Async::with_handle(&handle, stream)?;
         finish_connect(&io, |s| s.take_error(), |s| s.peer_addr().map(drop)).await?;
         Ok(UnixStream { io })

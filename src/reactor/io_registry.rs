@@ -30,6 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::panic::Location;
 use std::rc::{Rc, Weak};
 
 use mio::event::Source;
@@ -89,6 +90,8 @@ impl<F: Fn(Ready)> IoHandler for F {
 struct Slot {
     generation: usize,
     handler: Rc<dyn IoHandler>,
+    /// Where the source was registered, for panic reports.
+    location: &'static Location<'static>,
 }
 
 /// The reactor's table of sources (a field of the reactor's `Inner`).
@@ -108,31 +111,6 @@ impl IoRegistry {
             .push((event.token(), Ready::of(event)));
     }
 
-    /// Calls the handlers for the events recorded by `push_event`, after the
-    /// events buffer has been released.
-    pub(super) fn dispatch(&self) {
-        EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
-        let mut batch = std::mem::take(&mut *self.pending.borrow_mut());
-        for (token, ready) in batch.drain(..) {
-            let handler = {
-                let slots = self.slots.borrow();
-                match decode(token).and_then(|(index, generation)| {
-                    slots.get(index).filter(|s| s.generation == generation)
-                }) {
-                    Some(slot) => slot.handler.clone(),
-                    // Freed (or freed and reused) earlier in this batch.
-                    None => continue,
-                }
-            };
-            handler.ready(ready);
-        }
-        // Keep the allocation for the next batch.
-        let mut pending = self.pending.borrow_mut();
-        if pending.is_empty() {
-            *pending = batch;
-        }
-    }
-
     /// Number of registered sources.
     #[allow(dead_code)] // crate API (C2), for the layers above
     pub(crate) fn len(&self) -> usize {
@@ -149,6 +127,35 @@ thread_local! {
 /// The current I/O epoch of this thread (see `EPOCH`).
 pub(crate) fn io_epoch() -> u64 {
     EPOCH.with(Cell::get)
+}
+
+impl Inner {
+    /// Calls the handlers for the events recorded by `push_event`, after the
+    /// events buffer has been released. A panicking handler is treated like
+    /// a panicking callback (logged, or re-raised under
+    /// `PanicPolicy::Propagate`); the other events are still dispatched.
+    pub(super) fn dispatch_io(&self) {
+        EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
+        let mut batch = std::mem::take(&mut *self.io.pending.borrow_mut());
+        for (token, ready) in batch.drain(..) {
+            let (handler, location) = {
+                let slots = self.io.slots.borrow();
+                match decode(token).and_then(|(index, generation)| {
+                    slots.get(index).filter(|s| s.generation == generation)
+                }) {
+                    Some(slot) => (slot.handler.clone(), slot.location),
+                    // Freed (or freed and reused) earlier in this batch.
+                    None => continue,
+                }
+            };
+            self.guard("I/O handler", location, || handler.ready(ready));
+        }
+        // Keep the allocation for the next batch.
+        let mut pending = self.io.pending.borrow_mut();
+        if pending.is_empty() {
+            *pending = batch;
+        }
+    }
 }
 
 fn encode(index: usize, generation: usize) -> Token {
@@ -183,12 +190,14 @@ fn gone() -> io::Error {
 impl Handle {
     /// Registers `source` with this reactor's poll for `interest`; its
     /// readiness goes to `handler`. mio registrations are edge-triggered.
+    #[track_caller]
     pub(crate) fn register_io<S: Source + ?Sized>(
         &self,
         source: &mut S,
         interest: Interest,
         handler: Rc<dyn IoHandler>,
     ) -> io::Result<Registration> {
+        let location = Location::caller();
         let inner = &self.inner;
         let generation = inner.io.next_generation.get();
         inner.io.next_generation.set(generation.wrapping_add(1));
@@ -196,6 +205,7 @@ impl Handle {
         let index = inner.io.slots.borrow_mut().insert(Slot {
             generation,
             handler,
+            location,
         });
         if index > INDEX_MASK - RESERVED {
             inner.io.slots.borrow_mut().remove(index);
@@ -333,7 +343,7 @@ mod tests {
             .pending
             .borrow_mut()
             .push((old, Ready::default()));
-        h.inner.io.dispatch();
+        h.inner.dispatch_io();
         assert_eq!(hits.get(), 0);
         // A live registration is dispatched. (`rx` itself is still in epoll:
         // dropping a registration frees only the slot.)
@@ -355,6 +365,41 @@ mod tests {
         reg3.deregister(&mut rx).unwrap();
         drop(reg2);
         assert_eq!(h.inner.io_sources.get(), base);
+    }
+
+    #[test]
+    fn a_panicking_handler_is_caught_and_the_next_event_still_dispatched() {
+        let reactor = Reactor::new().unwrap();
+        let h = reactor.handle();
+        let (mut tx1, mut rx1) = pipe();
+        let (mut tx2, mut rx2) = pipe();
+        let hits = Rc::new(Cell::new(0));
+        let _r1 = h
+            .register_io(
+                &mut rx1,
+                Interest::READABLE,
+                Rc::new(|_r: Ready| panic!("handler bug")),
+            )
+            .unwrap();
+        let hits2 = hits.clone();
+        let _r2 = h
+            .register_io(
+                &mut rx2,
+                Interest::READABLE,
+                Rc::new(move |_r: Ready| hits2.set(hits2.get() + 1)),
+            )
+            .unwrap();
+        tx1.write_all(b"x").unwrap();
+        tx2.write_all(b"x").unwrap();
+        let panics = reactor.statistics().panics;
+        for _ in 0..10 {
+            if hits.get() > 0 {
+                break;
+            }
+            reactor.iterate(Some(Duration::from_millis(100)));
+        }
+        assert_eq!(hits.get(), 1);
+        assert_eq!(reactor.statistics().panics, panics + 1);
     }
 
     #[test]

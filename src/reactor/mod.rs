@@ -54,8 +54,7 @@ use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use crate::time::{Clock, DelayedCall, SystemClock, Timers};
 
 pub(crate) use inbox::{Deliver, Inbox, Wake};
-// netcore hook (C2).
-#[allow(unused_imports)] // used by `net`
+// netcore hook (C2): used by `net`.
 pub(crate) use io_registry::{IoHandler, Ready, Registration, io_epoch};
 use tasks::{LocalFuture, Tasks};
 
@@ -1142,7 +1141,7 @@ impl Inner {
         }
         // netcore hook (C2): handlers run with no borrow held.
         drop(events);
-        self.io.dispatch();
+        self.dispatch_io();
     }
 
     fn on_signal(&self) {
