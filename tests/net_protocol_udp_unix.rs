@@ -151,3 +151,25 @@ fn unix_stream_echo_in_protocol_style() {
         .unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn loop_shutdown_closes_ports_and_stops_datagram_protocols() {
+    let reactor = Reactor::new().unwrap();
+    let stopped = Rc::new(RefCell::new(false));
+    let udp = listen_udp(
+        "127.0.0.1:0".parse().unwrap(),
+        UdpClient {
+            target: "127.0.0.1:9".parse().unwrap(),
+            got: Vec::new(),
+            done: None,
+            stopped: stopped.clone(),
+        },
+    )
+    .unwrap();
+    let tcp = weft::net::listen_tcp("127.0.0.1:0".parse().unwrap(), || Echo(None)).unwrap();
+    reactor.iterate(Some(Duration::ZERO));
+    drop(reactor);
+    assert!(*stopped.borrow(), "stop_protocol ran at shutdown");
+    assert!(udp.stop_listening().is_resolved());
+    assert!(tcp.stop_listening().is_resolved());
+}

@@ -229,24 +229,46 @@ pub fn listen_udp(
         watchers: RefCell::default(),
     });
     let transport = DatagramTransport(udp.clone());
-    let mut protocol: Box<dyn DatagramProtocol> = Box::new(protocol);
     let t = transport.clone();
+    let mut task = UdpTask {
+        udp,
+        protocol: Box::new(protocol),
+        started: false,
+    };
     handle
         .spawn_local(async move {
-            let ok = guarded(|| protocol.start_protocol(t));
-            if ok {
-                run(&udp, &mut *protocol).await;
+            task.started = true;
+            if guarded(|| task.protocol.start_protocol(t)) {
+                run(&task.udp, &mut *task.protocol).await;
             }
-            udp.closed.set(true);
-            udp.queue.borrow_mut().clear();
-            drop(udp.socket.borrow_mut().take());
-            guarded(|| protocol.stop_protocol());
-            for w in udp.watchers.take() {
-                let _ = w.callback(());
-            }
+            // `task` drops here: the socket closes and stop_protocol runs.
         })
         .detach();
     Ok(transport)
+}
+
+/// Owns the protocol for the socket's task. Its `Drop` closes the socket,
+/// calls `stop_protocol` (if `start_protocol` ran) and resolves
+/// `stop_listening`, whether the task ended or the loop shut down under it.
+struct UdpTask {
+    udp: Rc<Udp>,
+    protocol: Box<dyn DatagramProtocol>,
+    started: bool,
+}
+
+impl Drop for UdpTask {
+    fn drop(&mut self) {
+        let udp = &self.udp;
+        udp.closed.set(true);
+        udp.queue.borrow_mut().clear();
+        drop(udp.socket.borrow_mut().take());
+        if self.started {
+            guarded(|| self.protocol.stop_protocol());
+        }
+        for w in udp.watchers.take() {
+            let _ = w.callback(());
+        }
+    }
 }
 
 fn guarded(f: impl FnOnce()) -> bool {

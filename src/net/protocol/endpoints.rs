@@ -92,6 +92,16 @@ struct PortState {
     watchers: RefCell<Vec<Resolver<(), Cancelled>>>,
 }
 
+/// Marks the port closed (after the listener is dropped) and resolves the
+/// `stop_listening` waiters.
+struct CloseOnDrop(Rc<PortState>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 impl PortState {
     fn close(&self) {
         self.closed.set(true);
@@ -180,6 +190,8 @@ pub(crate) fn listen(
     let label = local.to_string();
     handle
         .spawn_local(async move {
+            // Resolves stop_listening even if the loop shuts down under us.
+            let _closed = CloseOnDrop(st.clone());
             loop {
                 let next = poll_fn(|cx| {
                     if st.stopping.get() {
@@ -209,7 +221,6 @@ pub(crate) fn listen(
                 }
             }
             drop(acceptor);
-            st.close();
         })
         .detach();
     ListeningPort { local, state }
