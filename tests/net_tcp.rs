@@ -245,6 +245,35 @@ fn no_wakeup_is_lost_with_small_and_large_writes_and_small_reads() {
     assert!(got == *pattern);
 }
 
+/// Data and the FIN arrive before the first read, so epoll reports them in
+/// one edge; a read that takes all the data (fewer bytes than the buffer)
+/// must not make the EOF wait for an edge that never comes.
+#[test]
+fn eof_that_arrived_with_the_data_is_seen() {
+    let reactor = Reactor::new().unwrap();
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    io::Write::write_all(&mut client, b"abc").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let got = block_on(&reactor, async move {
+        let (mut s, _) = listener.accept().await?;
+        // Let the loop see the combined edge before reading.
+        weft::reactor::current()
+            .unwrap()
+            .sleep(Duration::from_millis(20))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let first = s.read(&mut buf).await?;
+        let second = s.read(&mut buf).await?;
+        io::Result::Ok((first, second))
+    })
+    .unwrap();
+    assert_eq!(got, (3, 0));
+    drop(client);
+}
+
 #[test]
 fn cancelled_accept_and_read_futures_lose_nothing() {
     let reactor = Reactor::new().unwrap();

@@ -17,8 +17,14 @@
 //!
 //! # Invariants
 //!
-//! - A bit goes from set to clear only through `clear(tick)` after an
-//!   operation returned `WouldBlock`, with `tick` read before that operation.
+//! - A bit goes from set to clear only through `clear(tick)`, with `tick`
+//!   read before the operation that proved the descriptor not ready: one
+//!   that returned `WouldBlock`, or (byte streams only, tokio's short-read
+//!   rule for epoll) a read or write that moved fewer bytes than asked.
+//! - A direction whose event said "closed" (peer's FIN/HUP, or an error)
+//!   stays ready for good: the EOF or error arrived with that edge and no
+//!   later edge would announce it again (tokio keeps its closed bits for
+//!   the same reason).
 //! - Wakers are kept per direction; an event wakes every waker of its
 //!   direction and forgets them (the woken tasks re-register if they still
 //!   wait). A task is stored at most once per direction (`will_wake`).
@@ -42,9 +48,26 @@ use mio::unix::SourceFd;
 
 use crate::reactor::{self, Handle, IoHandler, Ready, Registration};
 
+/// Whether mio's backend here is epoll or kqueue, where a short transfer
+/// on a stream proves it drained (not so for level-triggered `poll(2)`).
+const SHORT_TRANSFER_DRAINS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+));
+
 #[derive(Default)]
 pub(crate) struct Direction {
     ready: Cell<bool>,
+    /// The peer closed this direction (or the socket has an error): final,
+    /// the bit is never cleared again (EOF or the error is still to read,
+    /// and no new edge would announce it).
+    closed: Cell<bool>,
     tick: Cell<u64>,
     wakers: RefCell<Vec<Waker>>,
 }
@@ -66,9 +89,16 @@ impl Direction {
         }
     }
 
-    /// Clears the bit unless an event arrived since `tick` was read.
+    /// Marks the direction closed for good, then as ready.
+    fn set_closed(&self) {
+        self.closed.set(true);
+        self.set_ready();
+    }
+
+    /// Clears the bit unless an event arrived since `tick` was read, or the
+    /// direction is closed.
     pub(crate) fn clear(&self, tick: u64) {
-        if self.tick.get() == tick {
+        if self.tick.get() == tick && !self.closed.get() {
             self.ready.set(false);
         }
     }
@@ -97,10 +127,14 @@ pub(crate) struct SourceState {
 
 impl IoHandler for SourceState {
     fn ready(&self, ready: Ready) {
-        if ready.readable {
+        if ready.read_closed || ready.error {
+            self.read.set_closed();
+        } else if ready.readable {
             self.read.set_ready();
         }
-        if ready.writable {
+        if ready.write_closed || ready.error {
+            self.write.set_closed();
+        } else if ready.writable {
             self.write.set_ready();
         }
     }
@@ -360,6 +394,40 @@ impl<T: AsFd> Async<T> {
                 r => return Poll::Ready(r),
             }
         }
+    }
+
+    /// Like `poll_io` for byte streams on epoll (edge-triggered): a transfer
+    /// shorter than `len` proves the socket was drained (or its buffer
+    /// filled) at that moment, so readiness is cleared without spending a
+    /// syscall on the `WouldBlock` that would follow. Any later data makes
+    /// a new edge, which moves the tick, so the clear cannot lose it. Not
+    /// for datagrams: a short datagram says nothing about the queue.
+    pub(crate) fn poll_stream_io(
+        &self,
+        dir: &Direction,
+        cx: &mut Context<'_>,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let mut tick = 0;
+        let r = self.poll_io(dir, cx, |io| {
+            tick = dir.tick();
+            op(io)
+        });
+        if let Poll::Ready(Ok(n)) = r {
+            if SHORT_TRANSFER_DRAINS && n > 0 && n < len {
+                dir.clear(tick);
+            }
+        }
+        r
+    }
+
+    pub(crate) fn read_direction(&self) -> &Direction {
+        &self.state.read
+    }
+
+    pub(crate) fn write_direction(&self) -> &Direction {
+        &self.state.write
     }
 
     /// Polls a read-side operation: see [`read_with`](Async::read_with).

@@ -90,6 +90,30 @@ impl TcpListener {
         })
     }
 
+    /// Wraps a listening std socket (switched to non-blocking mode), for
+    /// options `bind` does not offer.
+    ///
+    /// # Errors
+    ///
+    /// Fails off a loop thread or if registration fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = std_listener.local_addr().unwrap();
+    /// let listener = weft::net::TcpListener::from_std(std_listener).unwrap();
+    /// assert_eq!(listener.local_addr().unwrap(), addr);
+    /// ```
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            io: Async::new(mio::net::TcpListener::from_std(listener))?,
+            backoff: Rc::default(),
+        })
+    }
+
     /// Accepts the next connection.
     ///
     /// # Errors
@@ -437,7 +461,9 @@ macro_rules! impl_stream_io {
                 cx: &mut Context<'_>,
                 buf: &mut [u8],
             ) -> Poll<io::Result<usize>> {
-                self.io.poll_read_with(cx, |mut s| s.read(buf))
+                let len = buf.len();
+                self.io
+                    .poll_stream_io(self.io.read_direction(), cx, len, |mut s| s.read(buf))
             }
 
             fn poll_read_vectored(
@@ -445,7 +471,11 @@ macro_rules! impl_stream_io {
                 cx: &mut Context<'_>,
                 bufs: &mut [IoSliceMut<'_>],
             ) -> Poll<io::Result<usize>> {
-                self.io.poll_read_with(cx, |mut s| s.read_vectored(bufs))
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.io
+                    .poll_stream_io(self.io.read_direction(), cx, len, |mut s| {
+                        s.read_vectored(bufs)
+                    })
             }
         }
 
@@ -455,7 +485,9 @@ macro_rules! impl_stream_io {
                 cx: &mut Context<'_>,
                 buf: &[u8],
             ) -> Poll<io::Result<usize>> {
-                self.io.poll_write_with(cx, |mut s| s.write(buf))
+                let len = buf.len();
+                self.io
+                    .poll_stream_io(self.io.write_direction(), cx, len, |mut s| s.write(buf))
             }
 
             fn poll_write_vectored(
@@ -463,7 +495,11 @@ macro_rules! impl_stream_io {
                 cx: &mut Context<'_>,
                 bufs: &[IoSlice<'_>],
             ) -> Poll<io::Result<usize>> {
-                self.io.poll_write_with(cx, |mut s| s.write_vectored(bufs))
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.io
+                    .poll_stream_io(self.io.write_direction(), cx, len, |mut s| {
+                        s.write_vectored(bufs)
+                    })
             }
 
             fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
