@@ -68,3 +68,16 @@ pub use resolve::{DEFAULT_RESOLVE_TIMEOUT, DnsResolver, ResolveError, resolve};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
+
+// --- protocol layer (netproto) ---
+mod line;
+mod line_receiver;
+mod protocol;
+
+pub use line::{DEFAULT_MAX_LINE_LENGTH, LineBuffer, LineEvent};
+pub use line_receiver::{LineMode, LineProtocol, LineReceiver};
+pub use protocol::{
+    Address, CloseReason, ConnectError, DEFAULT_CLOSE_TIMEOUT, DatagramProtocol, DatagramTransport,
+    Factory, InvalidWriteLimits, ListeningPort, Protocol, Transport, WriteError, WriteLimits,
+    connect_tcp, connect_unix, listen_tcp, listen_udp, listen_unix,
+};
