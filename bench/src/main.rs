@@ -86,7 +86,10 @@ fn parse_args() -> Result<Args, String> {
                 a.cell = Some((name, sc));
             }
             "--calls" => {
-                let n = it.next().and_then(|c| c.parse().ok()).ok_or("bad --calls")?;
+                let n = it
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .ok_or("bad --calls")?;
                 a.calls = Some(n);
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -97,7 +100,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn params(quick: bool) -> Params {
-    if quick { Params::quick() } else { Params::full() }
+    if quick {
+        Params::quick()
+    } else {
+        Params::full()
+    }
 }
 
 /// The child side: measures one cell in this process and prints one JSON

@@ -179,7 +179,9 @@ impl Scenario {
             Scenario::PoolThroughput => "pool throughput, one submitter (ns/job)",
             Scenario::Timer => "100 µs timer, lateness (p50 / p99)",
             Scenario::ThreadsAfterBurst => "threads added, right after 100k short pool jobs",
-            Scenario::ThreadsAfterKeepAlive => "threads added, 11 s after the burst (keep-alive passed)",
+            Scenario::ThreadsAfterKeepAlive => {
+                "threads added, 11 s after the burst (keep-alive passed)"
+            }
             Scenario::Idle => "idle loop + warmed pool: process CPU over 2 s",
             Scenario::FloorSpin => "atomic spin ping-pong RTT (pinned)",
             Scenario::FloorFutex => "futex park/unpark ping-pong RTT (pinned)",
@@ -325,9 +327,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// A fresh context for one measurement.
     pub(crate) fn new() -> Arc<Ctx> {
-        Arc::new(Ctx {
-            base: black_box(7),
-        })
+        Arc::new(Ctx { base: black_box(7) })
     }
 
     /// What the work of job `i` computes.
@@ -646,14 +646,11 @@ pub(crate) fn cores() -> usize {
     thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// The thread limit of weft's pool in a row, which the capped peers get too:
-/// the reactor pool's maximum (64) for `defer_to_thread`, the standalone
-/// `ThreadPool::new(0, 10)` of the pool rows (Twisted's size) otherwise.
-pub(crate) fn weft_pool_max(sc: Scenario) -> usize {
-    match sc {
-        Scenario::DeferSeq | Scenario::DeferInFlight | Scenario::Idle => 64,
-        _ => 10,
-    }
+/// The thread limit of the capped peers: the threads weft's self-limiting
+/// pool runs a burst of short jobs with, one per core plus its spare (the
+/// thread row shows weft's count; the peers' defaults are 512 and 500).
+pub(crate) fn capped_threads() -> usize {
+    cores() + 1
 }
 
 // ---------------------------------------------------------------------------

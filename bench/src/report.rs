@@ -20,7 +20,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use crate::model::{Kind, Params, Scenario, cores};
+use crate::model::{Kind, Params, Scenario, capped_threads, cores};
 use crate::subjects::{FLOORS, WEFT};
 use crate::syscalls::{Counter, Traced};
 
@@ -136,9 +136,7 @@ impl Run {
         let epoll = self.floor_main(Scenario::FloorEpoll);
         let futex = self.floor_main(Scenario::FloorFutex);
         match sc {
-            Scenario::CftBurst1 | Scenario::PoolThroughput => {
-                h1.map(|v| (v, "cross-core handoff"))
-            }
+            Scenario::CftBurst1 | Scenario::PoolThroughput => h1.map(|v| (v, "cross-core handoff")),
             Scenario::CftBurst2 => h2.map(|v| (v, "cross-core handoff, 2 producers")),
             Scenario::DeferInFlight => h1.map(|v| (2.0 * v, "2 × cross-core handoff")),
             Scenario::CftWake => idle_wake.map(|v| (v, "idle epoll wake")),
@@ -219,6 +217,12 @@ impl Run {
              `↳ CPU`: process CPU time (every thread, user + system) per operation over \
              the measured section, median of rounds."
         );
+        let _ = writeln!(
+            out,
+            "`tokio-capped` / `smol-capped`: `max_blocking_threads` / `BLOCKING_MAX_THREADS` = {} \
+             (the threads weft's pool runs with: one per core plus its spare).",
+            capped_threads()
+        );
         if !notes.is_empty() {
             let _ = writeln!(out, "\nn/a:");
             for (reason, who) in notes {
@@ -280,7 +284,9 @@ impl Run {
             None => fmt(sc, c.main),
         };
         if let Some(w) = weft {
-            let _ = write!(s, " (×{:.2})", w.main / c.main);
+            if c.main > 0.0 {
+                let _ = write!(s, " (×{:.2})", w.main / c.main);
+            }
         }
         s
     }

@@ -92,7 +92,12 @@ pub(crate) fn count(
                 c.args(["stat", "-x", ",", "-o"])
                     .arg(log)
                     .args(["-e", "syscalls:sys_enter_write"])
-                    .args(["-e", "syscalls:sys_enter_futex", "--filter", FUTEX_WAKE_FILTER])
+                    .args([
+                        "-e",
+                        "syscalls:sys_enter_futex",
+                        "--filter",
+                        FUTEX_WAKE_FILTER,
+                    ])
                     .arg("--");
                 c
             }

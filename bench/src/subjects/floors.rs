@@ -274,7 +274,10 @@ fn handoff(producers: usize, per: usize) -> f64 {
     let mut local = VecDeque::new();
     let mut done = 0;
     while done < total {
-        std::mem::swap(&mut *q.lock().unwrap_or_else(|e| e.into_inner()), &mut local);
+        std::mem::swap(
+            &mut *q.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut local,
+        );
         if local.is_empty() {
             std::hint::spin_loop();
             assert!(Instant::now() < deadline, "handoff floor stalled");

@@ -13,7 +13,11 @@ use crate::model::{Ctx, Params, Scenario, cores, pool_burst, pool_task, thread_c
 const NO_LOOP: &str = "a pool with no event loop";
 
 /// The pool rows through `submit(i, ctx)`.
-fn rows(sc: Scenario, p: &Params, submit: impl Fn(usize, &Arc<Ctx>)) -> Result<Vec<f64>, &'static str> {
+fn rows(
+    sc: Scenario,
+    p: &Params,
+    submit: impl Fn(usize, &Arc<Ctx>),
+) -> Result<Vec<f64>, &'static str> {
     let ctx = Ctx::new();
     match sc {
         Scenario::PoolThroughput => Ok(vec![pool_burst(p.pool_jobs, |i| submit(i, &ctx))]),
@@ -35,7 +39,9 @@ impl Subject for Rayon {
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
         if !matches!(
             sc,
-            Scenario::PoolThroughput | Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive
+            Scenario::PoolThroughput
+                | Scenario::ThreadsAfterBurst
+                | Scenario::ThreadsAfterKeepAlive
         ) {
             return Err(NO_LOOP);
         }

@@ -10,8 +10,8 @@
 //!   `async_channel` the caller waits on with `recv_blocking`.
 //! - `defer_to_thread` is `blocking::unblock(f).await`; the pool rows use
 //!   `unblock(f).detach()`; the timer row `async_io::Timer::after`.
-//! - `smol-capped`: the pool rows with `BLOCKING_MAX_THREADS` set to weft's
-//!   pool size for the row. `blocking` reads it once per process, so the
+//! - `smol-capped`: the pool rows with `BLOCKING_MAX_THREADS` set to the
+//!   threads weft's pool runs with ([`capped_threads`]). `blocking` reads it once per process, so the
 //!   harness runs every cell in a process of its own and sets it there
 //!   ([`Subject::env`]).
 
@@ -21,9 +21,9 @@ use async_executor::LocalExecutor;
 
 use super::Subject;
 use crate::model::{
-    Ctx, Job, Params, Scenario, arm_loop, channel_producers, channel_result, channel_shape,
-    mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst, pool_task, record_latency,
-    take_latencies, thread_counts, weft_pool_max, work,
+    Ctx, Job, Params, Scenario, arm_loop, capped_threads, channel_producers, channel_result,
+    channel_shape, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst, pool_task,
+    record_latency, take_latencies, thread_counts, work,
 };
 
 /// smol's `blocking` + `async-executor` + `async-channel` + `async-io`.
@@ -51,7 +51,7 @@ impl Subject for Smol {
 
     fn env(&self, sc: Scenario) -> Vec<(&'static str, String)> {
         if self.capped && capped_row(sc) {
-            vec![(CAP_VAR, weft_pool_max(sc).to_string())]
+            vec![(CAP_VAR, capped_threads().to_string())]
         } else {
             Vec::new()
         }
@@ -62,7 +62,7 @@ impl Subject for Smol {
             if !capped_row(sc) {
                 return Err("the cap only matters to the pool rows");
             }
-            let want = weft_pool_max(sc).to_string();
+            let want = capped_threads().to_string();
             if std::env::var(CAP_VAR).ok().as_deref() != Some(want.as_str()) {
                 return Err("BLOCKING_MAX_THREADS not set: run through the harness");
             }

@@ -17,8 +17,8 @@ use std::time::Instant;
 use super::Subject;
 use crate::model::{
     Ctx, DEADLINE, Job, Params, Scenario, arm_loop, channel_producers, channel_result,
-    channel_shape, cores, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst,
-    pool_task, thread_counts, work,
+    channel_shape, cores, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst, pool_task,
+    thread_counts, work,
 };
 
 const THREAD_NAME: &str = "bench-std";

@@ -14,8 +14,8 @@
 //!   call); `blocking_call_from_thread` is `Handle::spawn` plus a `oneshot`
 //!   (`Handle::block_on` would run the future on the *caller*). Pool rows are
 //!   `tokio`'s.
-//! - `tokio-capped`: the pool rows with `max_blocking_threads` set to weft's
-//!   pool size for the row ([`weft_pool_max`]).
+//! - `tokio-capped`: the pool rows with `max_blocking_threads` set to the
+//!   threads weft's pool runs with ([`capped_threads`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,10 +26,10 @@ use tokio::task::LocalSet;
 
 use super::Subject;
 use crate::model::{
-    Ctx, Job, Params, Producers, Scenario, arm_loop, channel_producers, channel_result,
-    channel_shape, loop_end, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst,
-    pool_task, record_latency, take_latencies, thread_counts, tick_job, time_each, wake_job,
-    wake_producer, weft_pool_max, work,
+    Ctx, Job, Params, Producers, Scenario, arm_loop, capped_threads, channel_producers,
+    channel_result, channel_shape, loop_end, mark_end, mark_start, per_op, pin_loop, pin_other,
+    pool_burst, pool_task, record_latency, take_latencies, thread_counts, tick_job, time_each,
+    wake_job, wake_producer, work,
 };
 
 const THREAD_NAME: &str = "bench-tokio";
@@ -233,7 +233,7 @@ impl Subject for TokioCapped {
             Scenario::DeferInFlight
             | Scenario::PoolThroughput
             | Scenario::ThreadsAfterBurst
-            | Scenario::ThreadsAfterKeepAlive => pool_rows(sc, p, Some(weft_pool_max(sc))),
+            | Scenario::ThreadsAfterKeepAlive => pool_rows(sc, p, Some(capped_threads())),
             _ => Err("the cap only matters to the pool rows"),
         }
     }

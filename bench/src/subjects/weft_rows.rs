@@ -24,7 +24,7 @@ use super::Subject;
 use crate::model::{
     Ctx, Params, Producers, Scenario, arm_loop, loop_end, mark_end, mark_start, per_op, pin_loop,
     pin_other, pool_burst, pool_task, record_latency, take_latencies, thread_counts, tick_job,
-    time_each, wake_job, wake_producer, weft_pool_max, work,
+    time_each, wake_job, wake_producer, work,
 };
 
 /// Twisted's reactor pool bounds (`ThreadPool(0, 10)`), for the pool rows.
@@ -71,7 +71,6 @@ fn burst(producers: usize, per: usize) -> f64 {
 
 fn pool() -> ThreadPool {
     let pool = ThreadPool::new(POOL_MIN, POOL_MAX).expect("weft pool");
-    assert_eq!(POOL_MAX, weft_pool_max(Scenario::PoolThroughput));
     pool.start();
     pool
 }
