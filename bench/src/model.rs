@@ -706,3 +706,22 @@ pub(crate) fn channel_result(sc: Scenario, target: usize, prods: Producers) -> V
         _ => vec![per_op(start, loop_end(), target)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_id_parses_back() {
+        for sc in Scenario::ALL {
+            assert_eq!(Scenario::from_id(sc.id()), Some(sc));
+        }
+        assert_eq!(Scenario::from_id("nope"), None);
+    }
+
+    #[test]
+    fn latency_rows_are_pinned_and_counts_are_not() {
+        assert!(Scenario::CftWake.pinned() && Scenario::Timer.pinned());
+        assert!(!Scenario::CftBurst1.pinned() && !Scenario::ThreadsAfterBurst.pinned());
+    }
+}

@@ -163,3 +163,28 @@ fn parse_strace(text: &str) -> Traced {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_csv_sums_writes_and_filtered_futex_wakes() {
+        let text = "# started on Sun Nov 29\n\n\
+                    296,,syscalls:sys_enter_write,810306,100.00,,\n\
+                    19,,syscalls:sys_enter_futex,810306,100.00,,\n";
+        let t = parse_perf(text);
+        assert_eq!((t.writes, t.futex_wakes), (296.0, 19.0));
+    }
+
+    #[test]
+    fn strace_counts_each_call_once_and_only_futex_wakes() {
+        let text = "12 write(5, \"\\1\\0\\0\\0\\0\\0\\0\\0\", 8 <unfinished ...>\n\
+                    12 <... write resumed>) = 8\n\
+                    13 futex(0x7f, FUTEX_WAKE_PRIVATE, 1) = 1\n\
+                    13 futex(0x7f, FUTEX_WAIT_PRIVATE, 0, NULL) = 0\n\
+                    write(1, \"x\", 1) = 1\n";
+        let t = parse_strace(text);
+        assert_eq!((t.writes, t.futex_wakes), (2.0, 1.0));
+    }
+}
