@@ -275,7 +275,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn add(&mut self, sc: Scenario, subject: &'static str, round: usize, r: CellResult) -> bool {
+    fn add(&mut self, sc: Scenario, subject: &'static str, round: usize, r: CellResult) {
         match r {
             CellResult::Ok { samples, cpu_ns } => {
                 let ops = match sc.kind() {
@@ -291,15 +291,12 @@ impl Collector {
                     samples,
                     cpu_per_op,
                 });
-                true
             }
             CellResult::Na(why) => {
                 self.not_applicable.insert((sc.id(), subject), why);
-                true
             }
             CellResult::Failed(why) => {
                 self.failures.insert((sc.id(), subject), why);
-                false
             }
         }
     }

@@ -236,12 +236,18 @@ impl Run {
             }
         }
         let _ = writeln!(out, "\n### Physical floors (same run)\n");
-        let _ = writeln!(out, "| floor | p50 | p99 |");
-        let _ = writeln!(out, "|---|---|---|");
+        let _ = writeln!(out, "| floor | p50 | p99 | CPU per op |");
+        let _ = writeln!(out, "|---|---|---|---|");
         for sc in Scenario::FLOORS {
             if let Some(c) = self.cell(sc, FLOORS) {
                 let p99 = c.p99.map_or("—".to_owned(), fmt_ns);
-                let _ = writeln!(out, "| {} | {} | {p99} |", sc.label(), fmt_ns(c.main));
+                let cpu = self.cpu(sc, FLOORS).map_or("—".to_owned(), fmt_ns);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {p99} | {cpu} |",
+                    sc.label(),
+                    fmt_ns(c.main)
+                );
             }
         }
         out
