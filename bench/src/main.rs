@@ -1,7 +1,7 @@
 //! weft-bench: weft side by side with its peers and the physical floors.
 //!
 //! ```text
-//! cargo run --release -p weft-bench -- [--quick] [--out DIR] [--only a,b] [--no-syscalls]
+//! cargo run --release -p weft-bench -- [--quick] [--out DIR] [--only a,b] [--pin split|same|off] [--no-syscalls]
 //! ```
 //!
 //! # Methodology
@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -54,11 +55,12 @@ struct Args {
     out: PathBuf,
     only: Option<Vec<String>>,
     syscalls: bool,
+    pin: model::Pin,
     cell: Option<(String, String)>,
     calls: Option<usize>,
 }
 
-const USAGE: &str = "usage: weft-bench [--quick] [--out DIR] [--only NAME,NAME] [--no-syscalls]";
+const USAGE: &str = "usage: weft-bench [--quick] [--out DIR] [--only NAME,NAME] [--pin split|same|off] [--no-syscalls]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -66,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/weft-bench"),
         only: None,
         syscalls: true,
+        pin: model::Pin::Split,
         cell: None,
         calls: None,
     };
@@ -74,6 +77,10 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--quick" => a.quick = true,
             "--no-syscalls" | "--no-strace" => a.syscalls = false,
+            "--pin" => {
+                let m = it.next().ok_or("--pin needs split, same or off")?;
+                a.pin = model::Pin::parse(&m).ok_or("--pin needs split, same or off")?;
+            }
             "--out" => a.out = it.next().ok_or("--out needs a directory")?.into(),
             "--only" => {
                 let list = it.next().ok_or("--only needs a list")?;
@@ -123,9 +130,7 @@ fn run_cell_here(name: &str, sc: &str, quick: bool, calls: Option<usize>) -> Exi
         p.burst_calls = c;
     }
     model::set_cell(sc.pinned());
-    if sc.pinned() {
-        model::pin_loop();
-    }
+    model::pin_loop();
     model::reset_marks();
     let c0 = os::process_cpu_ns();
     let r = s.measure(sc, &p);
@@ -152,9 +157,14 @@ enum CellResult {
     Failed(String),
 }
 
+/// The `--pin` mode of this run, handed to every cell.
+static PIN: OnceLock<model::Pin> = OnceLock::new();
+
 fn cell_command(exe: &Path, s: &dyn Subject, sc: Scenario, quick: bool) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(cell_args(s.name(), sc, quick, None));
+    let pin = PIN.get().copied().unwrap_or(model::Pin::Split);
+    cmd.env(model::PIN_ENV, pin.name());
     cmd.env_remove("BLOCKING_MAX_THREADS");
     for (k, v) in s.env(sc) {
         cmd.env(k, v);
@@ -320,6 +330,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _ = PIN.set(args.pin);
     let params = params(args.quick);
     let mut subjects = subjects::all();
     if let Some(only) = &args.only {
@@ -387,6 +398,7 @@ fn main() -> ExitCode {
     let wakes = wake_rows(&exe, &subjects, &args, counter, &mp);
     let run = Run {
         quick: args.quick,
+        pin: args.pin,
         params,
         subjects: subjects.iter().map(|s| s.name()).collect(),
         records: col.records,

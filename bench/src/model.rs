@@ -19,14 +19,16 @@
 //!   ([`mark_start`], [`mark_end`]); the cell runner reads the process CPU
 //!   time at those marks, so the CPU column covers exactly the timed work, on
 //!   every thread.
-//! - Latency rows run pinned: the loop thread on one core, the other thread
-//!   (producer, caller, pool worker) on another ([`pin_loop`], [`pin_other`]).
+//! - Latency rows run pinned: by default the loop thread on one core, the
+//!   other thread (producer, caller, pool worker) on another ([`pin_loop`],
+//!   [`pin_other`]); `--pin same` puts both on one core, `--pin off` pins
+//!   nothing ([`Pin`]).
 //! - Every wait of the harness is bounded by [`DEADLINE`]; a scenario that
 //!   overruns it fails loudly instead of hanging the run.
 
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -366,7 +368,6 @@ pub(crate) fn pool_task(i: usize, ctx: Arc<Ctx>) -> impl FnOnce() + Send + 'stat
 
 static MARK_START: Mutex<Option<u64>> = Mutex::new(None);
 static MARK_END: Mutex<Option<u64>> = Mutex::new(None);
-static PINNED: AtomicBool = AtomicBool::new(false);
 static BASE_THREADS: AtomicUsize = AtomicUsize::new(1);
 
 /// Forgets the marks of the previous measurement.
@@ -395,30 +396,93 @@ pub(crate) fn marks() -> Option<(u64, u64)> {
     s.zip(e)
 }
 
-/// Sets whether this measurement pins its threads, and the thread count the
+/// How latency rows pin their two threads (`--pin`, passed to the cells in
+/// [`PIN_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// The loop on one core, the other thread on another (the default).
+    Split,
+    /// Both threads on one core.
+    Same,
+    /// No pinning.
+    Off,
+}
+
+/// The environment variable that carries `--pin` to the cells.
+pub(crate) const PIN_ENV: &str = "WEFT_BENCH_PIN";
+
+impl Pin {
+    /// Parses `split`, `same` or `off`.
+    pub(crate) fn parse(s: &str) -> Option<Pin> {
+        match s {
+            "split" => Some(Pin::Split),
+            "same" => Some(Pin::Same),
+            "off" => Some(Pin::Off),
+            _ => None,
+        }
+    }
+
+    /// The name `parse` reads.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Pin::Split => "split",
+            Pin::Same => "same",
+            Pin::Off => "off",
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+static PIN_MODE: AtomicU8 = AtomicU8::new(Pin::Off as u8);
+
+/// Sets how this measurement pins its threads (`pinned`: a latency row; the
+/// mode comes from [`PIN_ENV`], default split), and the thread count the
 /// subject's threads are counted from.
 pub(crate) fn set_cell(pinned: bool) {
-    PINNED.store(pinned && os::pin_pair().is_some(), Ordering::SeqCst);
+    let mode = std::env::var(PIN_ENV)
+        .ok()
+        .and_then(|v| Pin::parse(&v))
+        .unwrap_or(Pin::Split);
+    let mode = if pinned && os::pin_pair().is_some() {
+        mode
+    } else {
+        Pin::Off
+    };
+    PIN_MODE.store(mode.code(), Ordering::SeqCst);
     BASE_THREADS.store(os::threads(), Ordering::SeqCst);
+}
+
+fn pin_mode() -> Pin {
+    match PIN_MODE.load(Ordering::SeqCst) {
+        0 => Pin::Split,
+        1 => Pin::Same,
+        _ => Pin::Off,
+    }
 }
 
 /// Pins the calling (loop) thread to the first core, in pinned measurements.
 pub(crate) fn pin_loop() {
-    if PINNED.load(Ordering::SeqCst) {
-        if let Some((a, _)) = os::pin_pair() {
-            os::pin_current(a);
-        }
+    if let (Pin::Split | Pin::Same, Some((a, _))) = (pin_mode(), os::pin_pair()) {
+        os::pin_current(a);
     }
 }
 
-/// Pins the calling thread to the second core, in pinned measurements: the
-/// producer or caller, and the loop thread while it starts its pool threads
-/// (they inherit its mask), so pool workers and loop sit on different cores.
+/// Pins the calling thread to the second core, in pinned measurements (the
+/// first with `--pin same`): the producer or caller, and the loop thread
+/// while it starts its pool threads (they inherit its mask), so pool workers
+/// and loop sit on different cores.
 pub(crate) fn pin_other() {
-    if PINNED.load(Ordering::SeqCst) {
-        if let Some((_, b)) = os::pin_pair() {
+    match (pin_mode(), os::pin_pair()) {
+        (Pin::Split, Some((_, b))) => {
             os::pin_current(b);
         }
+        (Pin::Same, Some((a, _))) => {
+            os::pin_current(a);
+        }
+        _ => {}
     }
 }
 

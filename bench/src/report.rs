@@ -20,7 +20,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use crate::model::{Kind, Params, Scenario, capped_threads, cores};
+use crate::model::{Kind, Params, Pin, Scenario, capped_threads, cores};
 use crate::subjects::{FLOORS, WEFT};
 use crate::syscalls::{Counter, Traced};
 
@@ -43,6 +43,7 @@ pub(crate) struct WakeRow {
 /// Everything one run produced.
 pub(crate) struct Run {
     pub(crate) quick: bool,
+    pub(crate) pin: Pin,
     pub(crate) params: Params,
     pub(crate) subjects: Vec<&'static str>,
     pub(crate) records: Vec<Record>,
@@ -163,10 +164,11 @@ impl Run {
         let p = &self.params;
         let _ = writeln!(
             out,
-            "## weft-bench{} — {} rounds, {} cores, {:.0} s\n",
+            "## weft-bench{} — {} rounds, {} cores, latency rows pinned: {}, {:.0} s\n",
             if self.quick { " --quick" } else { "" },
             p.rounds,
             cores(),
+            self.pin.name(),
             self.elapsed.as_secs_f64()
         );
         let peers: Vec<_> = self.peers().collect();
@@ -334,6 +336,7 @@ impl Run {
         let p = &self.params;
         json!({
             "quick": self.quick,
+            "pin": self.pin.name(),
             "cores": cores(),
             "elapsed_s": self.elapsed.as_secs_f64(),
             "params": {
