@@ -129,7 +129,7 @@ fn run_cell_here(name: &str, sc: &str, quick: bool, calls: Option<usize>) -> Exi
     if let Some(c) = calls {
         p.burst_calls = c;
     }
-    model::set_cell(sc.pinned());
+    model::set_cell(sc);
     model::pin_loop();
     model::reset_marks();
     let c0 = os::process_cpu_ns();

@@ -438,18 +438,19 @@ impl Pin {
 
 static PIN_MODE: AtomicU8 = AtomicU8::new(Pin::Off as u8);
 
-/// Sets how this measurement pins its threads (`pinned`: a latency row; the
-/// mode comes from [`PIN_ENV`], default split), and the thread count the
-/// subject's threads are counted from.
-pub(crate) fn set_cell(pinned: bool) {
+/// Sets how measurement `sc` pins its threads (latency rows only; the mode
+/// comes from [`PIN_ENV`], default split; the spin floor always splits), and
+/// the thread count the subject's threads are counted from.
+pub(crate) fn set_cell(sc: Scenario) {
     let mode = std::env::var(PIN_ENV)
         .ok()
         .and_then(|v| Pin::parse(&v))
         .unwrap_or(Pin::Split);
-    let mode = if pinned && os::pin_pair().is_some() {
-        mode
-    } else {
-        Pin::Off
+    let mode = match mode {
+        _ if !sc.pinned() || os::pin_pair().is_none() => Pin::Off,
+        // Two spinners on one core only trade time slices (crossbeam #821).
+        Pin::Same if sc == Scenario::FloorSpin => Pin::Split,
+        m => m,
     };
     PIN_MODE.store(mode.code(), Ordering::SeqCst);
     BASE_THREADS.store(os::threads(), Ordering::SeqCst);
