@@ -1,7 +1,7 @@
 //! weft-bench: weft side by side with its peers and the physical floors.
 //!
 //! ```text
-//! cargo run --release -p weft-bench -- [--quick] [--out DIR] [--only a,b] [--pin split|same|off] [--no-syscalls]
+//! cargo run --release -p weft-bench -- [--quick] [--out DIR] [--only a,b] [--pin same|split|off] [--no-syscalls]
 //! ```
 //!
 //! # Methodology
@@ -60,7 +60,7 @@ struct Args {
     calls: Option<usize>,
 }
 
-const USAGE: &str = "usage: weft-bench [--quick] [--out DIR] [--only NAME,NAME] [--pin split|same|off] [--no-syscalls]";
+const USAGE: &str = "usage: weft-bench [--quick] [--out DIR] [--only NAME,NAME] [--pin same|split|off] [--no-syscalls]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -68,7 +68,7 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/weft-bench"),
         only: None,
         syscalls: true,
-        pin: model::Pin::Split,
+        pin: model::Pin::Same,
         cell: None,
         calls: None,
     };
@@ -163,7 +163,7 @@ static PIN: OnceLock<model::Pin> = OnceLock::new();
 fn cell_command(exe: &Path, s: &dyn Subject, sc: Scenario, quick: bool) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(cell_args(s.name(), sc, quick, None));
-    let pin = PIN.get().copied().unwrap_or(model::Pin::Split);
+    let pin = PIN.get().copied().unwrap_or(model::Pin::Same);
     cmd.env(model::PIN_ENV, pin.name());
     cmd.env_remove("BLOCKING_MAX_THREADS");
     for (k, v) in s.env(sc) {

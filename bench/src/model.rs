@@ -19,10 +19,10 @@
 //!   ([`mark_start`], [`mark_end`]); the cell runner reads the process CPU
 //!   time at those marks, so the CPU column covers exactly the timed work, on
 //!   every thread.
-//! - Latency rows run pinned: by default the loop thread on one core, the
-//!   other thread (producer, caller, pool worker) on another ([`pin_loop`],
-//!   [`pin_other`]); `--pin same` puts both on one core, `--pin off` pins
-//!   nothing ([`Pin`]).
+//! - Latency rows run pinned, alike for every subject: by default the loop
+//!   thread and the other thread (producer, caller, pool worker) on one core
+//!   ([`pin_loop`], [`pin_other`]); `--pin split` puts them on two cores,
+//!   `--pin off` pins nothing ([`Pin`]).
 //! - Every wait of the harness is bounded by [`DEADLINE`]; a scenario that
 //!   overruns it fails loudly instead of hanging the run.
 
@@ -212,7 +212,7 @@ impl Scenario {
         }
     }
 
-    /// Whether the scenario's two threads are pinned to two cores.
+    /// Whether the scenario's threads are pinned (see [`Pin`]).
     pub(crate) fn pinned(self) -> bool {
         self.kind() == Kind::Latency
     }
@@ -400,9 +400,9 @@ pub(crate) fn marks() -> Option<(u64, u64)> {
 /// [`PIN_ENV`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pin {
-    /// The loop on one core, the other thread on another (the default).
+    /// The loop on one core, the other thread on another.
     Split,
-    /// Both threads on one core.
+    /// Both threads on one core (the default).
     Same,
     /// No pinning.
     Off,
@@ -439,13 +439,13 @@ impl Pin {
 static PIN_MODE: AtomicU8 = AtomicU8::new(Pin::Off as u8);
 
 /// Sets how measurement `sc` pins its threads (latency rows only; the mode
-/// comes from [`PIN_ENV`], default split; the spin floor always splits), and
+/// comes from [`PIN_ENV`], default same; the spin floor always splits), and
 /// the thread count the subject's threads are counted from.
 pub(crate) fn set_cell(sc: Scenario) {
     let mode = std::env::var(PIN_ENV)
         .ok()
         .and_then(|v| Pin::parse(&v))
-        .unwrap_or(Pin::Split);
+        .unwrap_or(Pin::Same);
     let mode = match mode {
         _ if !sc.pinned() || os::pin_pair().is_none() => Pin::Off,
         // Two spinners on one core only trade time slices (crossbeam #821).
@@ -471,10 +471,11 @@ pub(crate) fn pin_loop() {
     }
 }
 
-/// Pins the calling thread to the second core, in pinned measurements (the
-/// first with `--pin same`): the producer or caller, and the loop thread
-/// while it starts its pool threads (they inherit its mask), so pool workers
-/// and loop sit on different cores.
+/// Pins the calling thread to the other thread's core, in pinned
+/// measurements (the loop's core with `--pin same`, the second core with
+/// `--pin split`): the producer or caller, and the loop thread while it
+/// starts its pool threads (they inherit its mask), so pool workers sit
+/// where the mode puts the other thread.
 pub(crate) fn pin_other() {
     match (pin_mode(), os::pin_pair()) {
         (Pin::Split, Some((_, b))) => {
@@ -587,7 +588,7 @@ pub(crate) struct Producers {
 impl Producers {
     /// Spawns `n` threads that wait on one barrier, then run `body(index)`.
     /// `body` returns samples of its own (blocking-call latencies) or nothing.
-    /// In pinned measurements the producers sit on the second core.
+    /// In pinned measurements the producers sit where [`pin_other`] puts them.
     pub(crate) fn spawn<F>(n: usize, body: F) -> Self
     where
         F: Fn(usize) -> Vec<f64> + Send + Clone + 'static,

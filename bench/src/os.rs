@@ -6,9 +6,9 @@
 //!   (the same quantity as `getrusage(RUSAGE_SELF)` utime + stime, at ns
 //!   resolution).
 //! - Pinning is `sched_setaffinity` on the calling thread. The harness pins
-//!   the two threads of every latency row to two different cores of the
-//!   process's allowed set, for every subject alike; with fewer than two
-//!   allowed cores it pins nothing.
+//!   the two threads of every latency row to the first core of the process's
+//!   allowed set (`--pin split`: to its first two), for every subject alike;
+//!   with fewer than two allowed cores it pins nothing.
 //! - Threads are counted in `/proc/self/task`, the same way for every subject.
 //!
 //! This module and the floors are the only places with `unsafe`; each block

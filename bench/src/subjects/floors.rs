@@ -1,6 +1,7 @@
 //! The physical floors, measured in the same rounds as the subjects, pinned
-//! like the rows they are compared with (the ping-pongs and the idle wake run
-//! on two cores, like the latency rows).
+//! like the rows they are compared with (the ping-pongs and the idle wake
+//! like the latency rows; the spin ping-pong always on two cores, since two
+//! spinners on one core only trade time slices).
 //!
 //! - **Atomic spin ping-pong**: two threads bounce a counter through one cache
 //!   line; a round trip is two cache-line transfers. Nothing can hand work to
