@@ -259,7 +259,11 @@ fn idle_wake(p: &Params) -> Vec<f64> {
 /// The burst jobs, pushed by `producers` threads through a mutex queue to
 /// this thread, which spins swapping the queue out whole; ns per job.
 fn handoff(producers: usize, per: usize) -> f64 {
-    let q: Arc<Mutex<VecDeque<Job>>> = Arc::new(Mutex::new(VecDeque::new()));
+    // The count of pushed jobs lets the consumer wait without taking the
+    // lock, so it never slows a producer down except to swap a non-empty
+    // queue out.
+    let q: Arc<(Mutex<VecDeque<Job>>, AtomicU64)> =
+        Arc::new((Mutex::new(VecDeque::new()), AtomicU64::new(0)));
     let total = producers * per;
     arm_loop(total, || ());
     let ctx = Ctx::new();
@@ -267,22 +271,30 @@ fn handoff(producers: usize, per: usize) -> f64 {
     let prods = Producers::spawn(producers, move |_| {
         for i in 0..per {
             let job: Job = Box::new(tick_job(i, ctx.clone()));
-            q2.lock().unwrap_or_else(|e| e.into_inner()).push_back(job);
+            q2.0.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(job);
+            q2.1.fetch_add(1, Ordering::Release);
         }
         Vec::new()
     });
     let deadline = Instant::now() + DEADLINE;
     let mut local = VecDeque::new();
-    let mut done = 0;
-    while done < total {
+    let mut done = 0u64;
+    while done < total as u64 {
+        if q.1.load(Ordering::Acquire) == done {
+            // Back off before looking again: polling the producers' line
+            // on every spin would slow every push down with a cache miss.
+            for _ in 0..256 {
+                std::hint::spin_loop();
+            }
+            assert!(Instant::now() < deadline, "handoff floor stalled");
+            continue;
+        }
         std::mem::swap(
-            &mut *q.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut *q.0.lock().unwrap_or_else(|e| e.into_inner()),
             &mut local,
         );
-        if local.is_empty() {
-            std::hint::spin_loop();
-            assert!(Instant::now() < deadline, "handoff floor stalled");
-        }
         for job in local.drain(..) {
             job();
             done += 1;
