@@ -1,28 +1,39 @@
-//! What is measured: the scenarios, their sizes, and the loop-side helpers every
-//! subject shares.
+//! What is measured: the scenarios, their sizes, the jobs every subject sends,
+//! and the loop-side helpers every subject shares.
 //!
 //! # Methodology
 //!
 //! - Every scenario measures a *cost*: nanoseconds per operation, a number of
-//!   threads, or a number of syscalls. Lower is better everywhere, so a ratio
-//!   `weft / peer` at or below 1 means weft wins that row.
-//! - Latency scenarios record one sample per operation (then reported as
-//!   p50 / p99 over all rounds). Throughput scenarios record one sample per
-//!   round: the wall time of the whole burst divided by the operation count,
-//!   measured from the moment the first producer starts to the moment the last
-//!   job has run on the consumer.
-//! - The jobs sent across threads carry no state of their own (`loop_tick` is a
-//!   plain function), so no allocation, `Arc` count or shared cache line of the
-//!   harness is added to what a peer costs. Loop-side bookkeeping lives in
-//!   thread-locals of the loop thread; pool-side bookkeeping in one atomic.
+//!   threads, CPU time, or a number of syscalls. Lower is better everywhere,
+//!   so a ratio `weft / peer` at or below 1 means weft wins that row.
+//! - Latency scenarios record one sample per operation (reported as p50 / p99
+//!   over all rounds). Throughput scenarios record one sample per round: the
+//!   wall time of the whole burst divided by the operation count, from the
+//!   moment the first producer starts to the moment the last job has run.
+//! - Every job carries data the way a real call does: it captures an index and
+//!   an `Arc` of a shared context ([`Ctx`]), the same for every subject, so a
+//!   subject that boxes or reference-counts per call pays for it here.
+//!   Loop-side bookkeeping lives in thread-locals of the loop thread;
+//!   pool-side bookkeeping in one atomic.
+//! - Each measurement marks the start and end of its measured section
+//!   ([`mark_start`], [`mark_end`]); the cell runner reads the process CPU
+//!   time at those marks, so the CPU column covers exactly the timed work, on
+//!   every thread.
+//! - Latency rows run pinned, alike for every subject: by default the loop
+//!   thread and the other thread (producer, caller, pool worker) on one core
+//!   ([`pin_loop`], [`pin_other`]); `--pin split` puts them on two cores,
+//!   `--pin off` pins nothing ([`Pin`]).
 //! - Every wait of the harness is bounded by [`DEADLINE`]; a scenario that
 //!   overruns it fails loudly instead of hanging the run.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
+
+use crate::os;
 
 /// The longest any single wait of the harness may take.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
@@ -42,18 +53,31 @@ pub(crate) enum Scenario {
     DeferInFlight,
     /// `blocking_call_from_thread` round trip from a plain thread, ns.
     BlockingCall,
-    /// Pool throughput: trivial jobs from one submitter, ns per job.
+    /// Pool throughput: short jobs from one submitter, ns per job.
     PoolThroughput,
-    /// Pool threads alive right after a burst of 100k trivial jobs.
+    /// A 100 µs timer on the loop: how late it runs, ns.
+    Timer,
+    /// Threads the subject added, right after a burst of short pool jobs.
     ThreadsAfterBurst,
+    /// Threads after the burst and again once the keep-alive has passed
+    /// (two samples; run once per run, not per round).
+    ThreadsAfterKeepAlive,
+    /// Process CPU time over an idle loop (pool warmed by one job), ns.
+    Idle,
     /// Floor: two threads spinning on one atomic, round trip ns.
     FloorSpin,
     /// Floor: `thread::park` / `unpark` (futex) ping-pong, round trip ns.
     FloorFutex,
-    /// Floor: eventfd + epoll ping-pong, round trip ns.
+    /// Floor: eventfd + epoll ping-pong, round trip ns (hot: no pause).
     FloorEpoll,
-    /// Floor: uncontended `Mutex<VecDeque<Box<dyn FnOnce>>>` push + pop + call, ns.
-    FloorMutexQueue,
+    /// Floor: one eventfd write into an epoll that idled for the wake gap,
+    /// one way, ns (measured like the wake-latency row).
+    FloorIdleWake,
+    /// Floor: jobs from one producer through a mutex queue to a consumer
+    /// spinning on another core, ns per job.
+    FloorHandoff1,
+    /// Floor: the same with two producers, ns per job.
+    FloorHandoff2,
     /// Floor: one eventfd `write(2)` with nobody waiting, ns.
     FloorEventfdWrite,
 }
@@ -70,8 +94,8 @@ pub(crate) enum Kind {
 }
 
 impl Scenario {
-    /// The scenarios of the round-robin, in table order.
-    pub(crate) const ROWS: [Scenario; 8] = [
+    /// The scenarios measured in every round, in table order.
+    pub(crate) const ROWS: [Scenario; 9] = [
         Scenario::CftBurst1,
         Scenario::CftBurst2,
         Scenario::CftWake,
@@ -79,19 +103,49 @@ impl Scenario {
         Scenario::DeferInFlight,
         Scenario::BlockingCall,
         Scenario::PoolThroughput,
+        Scenario::Timer,
         Scenario::ThreadsAfterBurst,
     ];
 
     /// The physical floors, measured in the same rounds.
-    pub(crate) const FLOORS: [Scenario; 5] = [
+    pub(crate) const FLOORS: [Scenario; 7] = [
         Scenario::FloorSpin,
         Scenario::FloorFutex,
         Scenario::FloorEpoll,
-        Scenario::FloorMutexQueue,
+        Scenario::FloorIdleWake,
+        Scenario::FloorHandoff1,
+        Scenario::FloorHandoff2,
         Scenario::FloorEventfdWrite,
     ];
 
-    /// A stable identifier used in the JSON file.
+    /// Every scenario, for parsing.
+    const ALL: [Scenario; 18] = [
+        Scenario::CftBurst1,
+        Scenario::CftBurst2,
+        Scenario::CftWake,
+        Scenario::DeferSeq,
+        Scenario::DeferInFlight,
+        Scenario::BlockingCall,
+        Scenario::PoolThroughput,
+        Scenario::Timer,
+        Scenario::ThreadsAfterBurst,
+        Scenario::ThreadsAfterKeepAlive,
+        Scenario::Idle,
+        Scenario::FloorSpin,
+        Scenario::FloorFutex,
+        Scenario::FloorEpoll,
+        Scenario::FloorIdleWake,
+        Scenario::FloorHandoff1,
+        Scenario::FloorHandoff2,
+        Scenario::FloorEventfdWrite,
+    ];
+
+    /// The scenario with this [`id`](Scenario::id).
+    pub(crate) fn from_id(id: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.id() == id)
+    }
+
+    /// A stable identifier used in the JSON file and on the child command line.
     pub(crate) fn id(self) -> &'static str {
         match self {
             Scenario::CftBurst1 => "cft_burst_1p",
@@ -101,11 +155,16 @@ impl Scenario {
             Scenario::DeferInFlight => "defer_1000_in_flight",
             Scenario::BlockingCall => "blocking_call_rtt",
             Scenario::PoolThroughput => "pool_throughput",
-            Scenario::ThreadsAfterBurst => "threads_after_100k_burst",
+            Scenario::Timer => "timer_100us_lateness",
+            Scenario::ThreadsAfterBurst => "threads_after_burst",
+            Scenario::ThreadsAfterKeepAlive => "threads_after_keep_alive",
+            Scenario::Idle => "idle_cpu",
             Scenario::FloorSpin => "floor_spin_rtt",
             Scenario::FloorFutex => "floor_futex_rtt",
             Scenario::FloorEpoll => "floor_eventfd_epoll_rtt",
-            Scenario::FloorMutexQueue => "floor_mutex_queue",
+            Scenario::FloorIdleWake => "floor_idle_epoll_wake",
+            Scenario::FloorHandoff1 => "floor_handoff_1p",
+            Scenario::FloorHandoff2 => "floor_handoff_2p",
             Scenario::FloorEventfdWrite => "floor_eventfd_write",
         }
     }
@@ -120,11 +179,18 @@ impl Scenario {
             Scenario::DeferInFlight => "defer_to_thread, 1000 in flight (ns/job)",
             Scenario::BlockingCall => "blocking_call_from_thread round trip (p50 / p99)",
             Scenario::PoolThroughput => "pool throughput, one submitter (ns/job)",
-            Scenario::ThreadsAfterBurst => "threads alive after 100k short jobs",
-            Scenario::FloorSpin => "atomic spin ping-pong RTT",
-            Scenario::FloorFutex => "futex park/unpark ping-pong RTT",
-            Scenario::FloorEpoll => "eventfd + epoll ping-pong RTT",
-            Scenario::FloorMutexQueue => "uncontended mutex queue push + pop + call",
+            Scenario::Timer => "100 µs timer, lateness (p50 / p99)",
+            Scenario::ThreadsAfterBurst => "threads added, right after 100k short pool jobs",
+            Scenario::ThreadsAfterKeepAlive => {
+                "threads added, 11 s after the burst (keep-alive passed)"
+            }
+            Scenario::Idle => "idle loop + warmed pool: process CPU over 2 s",
+            Scenario::FloorSpin => "atomic spin ping-pong RTT (pinned)",
+            Scenario::FloorFutex => "futex park/unpark ping-pong RTT (pinned)",
+            Scenario::FloorEpoll => "eventfd + epoll ping-pong RTT, hot (pinned)",
+            Scenario::FloorIdleWake => "eventfd wake of an epoll idle 250 µs, one way (pinned)",
+            Scenario::FloorHandoff1 => "mutex-queue handoff to a spinning core, 1 producer",
+            Scenario::FloorHandoff2 => "mutex-queue handoff to a spinning core, 2 producers",
             Scenario::FloorEventfdWrite => "eventfd write, nobody waiting",
         }
     }
@@ -136,10 +202,32 @@ impl Scenario {
             | Scenario::CftBurst2
             | Scenario::DeferInFlight
             | Scenario::PoolThroughput
-            | Scenario::FloorMutexQueue
+            | Scenario::FloorHandoff1
+            | Scenario::FloorHandoff2
             | Scenario::FloorEventfdWrite => Kind::Throughput,
-            Scenario::ThreadsAfterBurst => Kind::Count,
+            Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive | Scenario::Idle => {
+                Kind::Count
+            }
             _ => Kind::Latency,
+        }
+    }
+
+    /// Whether the scenario's threads are pinned (see [`Pin`]).
+    pub(crate) fn pinned(self) -> bool {
+        self.kind() == Kind::Latency
+    }
+
+    /// Operations in one throughput measurement (for the CPU column).
+    pub(crate) fn ops(self, p: &Params) -> usize {
+        match self {
+            Scenario::CftBurst1 => p.burst_calls,
+            Scenario::CftBurst2 => 2 * p.burst_calls,
+            Scenario::DeferInFlight => p.inflight_waves * 1000,
+            Scenario::PoolThroughput => p.pool_jobs,
+            Scenario::FloorHandoff1 => p.handoff_jobs,
+            Scenario::FloorHandoff2 => 2 * p.handoff_jobs,
+            Scenario::FloorEventfdWrite => p.floor_rtts * 4,
+            _ => 1,
         }
     }
 }
@@ -163,48 +251,270 @@ pub(crate) struct Params {
     pub(crate) pool_jobs: usize,
     /// Jobs in the thread-growth burst.
     pub(crate) growth_jobs: usize,
+    /// Timer samples per round.
+    pub(crate) timer_samples: usize,
+    /// The timer's delay.
+    pub(crate) timer_delay: Duration,
+    /// How long the idle row idles.
+    pub(crate) idle: Duration,
+    /// How long the keep-alive row waits after its burst (longest keep-alive
+    /// of the subjects, tokio's and weft's 10 s, plus a margin).
+    pub(crate) keep_alive_wait: Duration,
     /// Round trips of each ping-pong floor per round.
     pub(crate) floor_rtts: usize,
+    /// Jobs per producer of the handoff floors.
+    pub(crate) handoff_jobs: usize,
     /// Cross-thread calls counted for the wake-syscall row.
     pub(crate) syscall_calls: usize,
+    /// The small run subtracted from it (setup and teardown syscalls).
+    pub(crate) syscall_calls_small: usize,
 }
 
 impl Params {
     /// Sizes for `--quick` (under a minute on 2 cores).
     pub(crate) fn quick() -> Self {
         Params {
-            rounds: 3,
+            rounds: 2,
             burst_calls: 50_000,
-            wake_samples: 200,
+            wake_samples: 150,
             wake_gap: Duration::from_micros(250),
             rtt_samples: 1_000,
-            inflight_waves: 5,
+            inflight_waves: 3,
             pool_jobs: 100_000,
             growth_jobs: 100_000,
-            floor_rtts: 5_000,
+            timer_samples: 200,
+            timer_delay: Duration::from_micros(100),
+            idle: Duration::from_secs(2),
+            keep_alive_wait: Duration::from_secs(11),
+            floor_rtts: 3_000,
+            handoff_jobs: 100_000,
             syscall_calls: 100_000,
+            syscall_calls_small: 1_000,
         }
     }
 
-    /// Sizes for the full run (under ten minutes on 2 cores).
+    /// Sizes for the full run (about six minutes on 2 cores).
     pub(crate) fn full() -> Self {
         Params {
-            rounds: 7,
+            rounds: 5,
             burst_calls: 200_000,
-            wake_samples: 1_000,
+            wake_samples: 600,
             wake_gap: Duration::from_micros(250),
-            rtt_samples: 5_000,
-            inflight_waves: 20,
-            pool_jobs: 1_000_000,
+            rtt_samples: 4_000,
+            inflight_waves: 15,
+            pool_jobs: 500_000,
             growth_jobs: 100_000,
-            floor_rtts: 20_000,
+            timer_samples: 1_000,
+            timer_delay: Duration::from_micros(100),
+            idle: Duration::from_secs(2),
+            keep_alive_wait: Duration::from_secs(11),
+            floor_rtts: 10_000,
+            handoff_jobs: 200_000,
             syscall_calls: 100_000,
+            syscall_calls_small: 1_000,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The data every job carries.
+
+/// The shared context every job captures an `Arc` of, with its index: the
+/// shape of a real call (an argument and a handle on shared state).
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    base: u64,
+}
+
+impl Ctx {
+    /// A fresh context for one measurement.
+    pub(crate) fn new() -> Arc<Ctx> {
+        Arc::new(Ctx { base: black_box(7) })
+    }
+
+    /// What the work of job `i` computes.
+    pub(crate) fn value(&self, i: usize) -> u64 {
+        i as u64 + self.base
     }
 }
 
 /// A boxed cross-thread job, for peers whose queues need one type.
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The job every `call_from_thread` burst sends: uses its data, then ticks on
+/// the loop.
+pub(crate) fn tick_job(i: usize, ctx: Arc<Ctx>) -> impl FnOnce() + Send + 'static {
+    move || {
+        black_box(ctx.value(i));
+        loop_tick();
+    }
+}
+
+/// The work of a `defer_to_thread` or blocking call: returns its value.
+pub(crate) fn work(i: usize, ctx: Arc<Ctx>) -> impl FnOnce() -> u64 + Send + 'static {
+    move || ctx.value(i)
+}
+
+/// The job of the pool rows: uses its data, then counts.
+pub(crate) fn pool_task(i: usize, ctx: Arc<Ctx>) -> impl FnOnce() + Send + 'static {
+    move || {
+        black_box(ctx.value(i));
+        pool_job();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The measured section, pinning and thread counts (set up by the cell runner).
+
+static MARK_START: Mutex<Option<u64>> = Mutex::new(None);
+static MARK_END: Mutex<Option<u64>> = Mutex::new(None);
+static BASE_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Forgets the marks of the previous measurement.
+pub(crate) fn reset_marks() {
+    *MARK_START.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *MARK_END.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Marks the start of the measured section (the first mark wins).
+pub(crate) fn mark_start() {
+    let mut m = MARK_START.lock().unwrap_or_else(|e| e.into_inner());
+    if m.is_none() {
+        *m = Some(os::process_cpu_ns());
+    }
+}
+
+/// Marks the end of the measured section (the last mark wins).
+pub(crate) fn mark_end() {
+    *MARK_END.lock().unwrap_or_else(|e| e.into_inner()) = Some(os::process_cpu_ns());
+}
+
+/// The process CPU time at the two marks, if both were set.
+pub(crate) fn marks() -> Option<(u64, u64)> {
+    let s = *MARK_START.lock().unwrap_or_else(|e| e.into_inner());
+    let e = *MARK_END.lock().unwrap_or_else(|e| e.into_inner());
+    s.zip(e)
+}
+
+/// How latency rows pin their two threads (`--pin`, passed to the cells in
+/// [`PIN_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// The loop on one core, the other thread on another.
+    Split,
+    /// Both threads on one core (the default).
+    Same,
+    /// No pinning.
+    Off,
+}
+
+/// The environment variable that carries `--pin` to the cells.
+pub(crate) const PIN_ENV: &str = "WEFT_BENCH_PIN";
+
+impl Pin {
+    /// Parses `split`, `same` or `off`.
+    pub(crate) fn parse(s: &str) -> Option<Pin> {
+        match s {
+            "split" => Some(Pin::Split),
+            "same" => Some(Pin::Same),
+            "off" => Some(Pin::Off),
+            _ => None,
+        }
+    }
+
+    /// The name `parse` reads.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Pin::Split => "split",
+            Pin::Same => "same",
+            Pin::Off => "off",
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+static PIN_MODE: AtomicU8 = AtomicU8::new(Pin::Off as u8);
+
+/// Sets how measurement `sc` pins its threads (latency rows only; the mode
+/// comes from [`PIN_ENV`], default same; the spin floor always splits), and
+/// the thread count the subject's threads are counted from.
+pub(crate) fn set_cell(sc: Scenario) {
+    let mode = std::env::var(PIN_ENV)
+        .ok()
+        .and_then(|v| Pin::parse(&v))
+        .unwrap_or(Pin::Same);
+    let mode = match mode {
+        _ if !sc.pinned() || os::pin_pair().is_none() => Pin::Off,
+        // Two spinners on one core only trade time slices (crossbeam #821).
+        Pin::Same if sc == Scenario::FloorSpin => Pin::Split,
+        m => m,
+    };
+    PIN_MODE.store(mode.code(), Ordering::SeqCst);
+    BASE_THREADS.store(os::threads(), Ordering::SeqCst);
+}
+
+fn pin_mode() -> Pin {
+    match PIN_MODE.load(Ordering::SeqCst) {
+        0 => Pin::Split,
+        1 => Pin::Same,
+        _ => Pin::Off,
+    }
+}
+
+/// Pins the calling (loop) thread to the first core, in pinned measurements.
+pub(crate) fn pin_loop() {
+    if let (Pin::Split | Pin::Same, Some((a, _))) = (pin_mode(), os::pin_pair()) {
+        os::pin_current(a);
+    }
+}
+
+/// Pins the calling thread to the other thread's core, in pinned
+/// measurements (the loop's core with `--pin same`, the second core with
+/// `--pin split`): the producer or caller, and the loop thread while it
+/// starts its pool threads (they inherit its mask), so pool workers sit
+/// where the mode puts the other thread.
+pub(crate) fn pin_other() {
+    match (pin_mode(), os::pin_pair()) {
+        (Pin::Split, Some((_, b))) => {
+            os::pin_current(b);
+        }
+        (Pin::Same, Some((a, _))) => {
+            os::pin_current(a);
+        }
+        _ => {}
+    }
+}
+
+/// Threads the subject added to this process since the cell started.
+pub(crate) fn threads_added() -> usize {
+    os::threads().saturating_sub(BASE_THREADS.load(Ordering::SeqCst))
+}
+
+/// The keep-alive row's pause: tells the parent the burst is over (one line
+/// on stdout), then sleeps past the keep-alive.
+pub(crate) fn keep_alive_pause(p: &Params) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    drop(out);
+    thread::sleep(p.keep_alive_wait);
+}
+
+/// The thread rows: counts the threads added by a burst of `jobs` pool jobs
+/// through `submit`, and for the keep-alive row again after the keep-alive.
+pub(crate) fn thread_counts(sc: Scenario, p: &Params, submit: impl FnMut(usize)) -> Vec<f64> {
+    pool_burst(p.growth_jobs, submit);
+    let mut v = vec![threads_added() as f64];
+    if sc == Scenario::ThreadsAfterKeepAlive {
+        keep_alive_pause(p);
+        v.push(threads_added() as f64);
+    }
+    v
+}
 
 // ---------------------------------------------------------------------------
 // Loop-side bookkeeping: lives on the loop thread, touched only by it.
@@ -227,12 +537,13 @@ pub(crate) fn arm_loop(target: usize, on_last: impl FnOnce() + 'static) {
     LAT.with_borrow_mut(Vec::clear);
 }
 
-/// The job every `call_from_thread` burst sends; runs on the loop thread.
+/// Counts one job run on the loop; the last one ends the measured section.
 pub(crate) fn loop_tick() {
     let n = TICKS.get() + 1;
     TICKS.set(n);
     if n == TARGET.get() {
         END.set(Some(Instant::now()));
+        mark_end();
         if let Some(f) = ON_LAST.with_borrow_mut(Option::take) {
             f();
         }
@@ -240,9 +551,10 @@ pub(crate) fn loop_tick() {
 }
 
 /// A job that records how long ago `sent` was, then ticks.
-pub(crate) fn wake_job(sent: Instant) -> impl FnOnce() + Send + 'static {
+pub(crate) fn wake_job(sent: Instant, ctx: Arc<Ctx>) -> impl FnOnce() + Send + 'static {
     move || {
         let ns = sent.elapsed().as_nanos() as f64;
+        black_box(ctx.value(0));
         LAT.with_borrow_mut(|v| v.push(ns));
         loop_tick();
     }
@@ -253,9 +565,15 @@ pub(crate) fn loop_end() -> Instant {
     END.get().expect("loop stopped before its last tick")
 }
 
-/// The latency samples recorded by [`wake_job`] on this thread.
+/// The latency samples recorded by [`wake_job`] (or [`record_latency`]) on
+/// this thread.
 pub(crate) fn take_latencies() -> Vec<f64> {
     LAT.with_borrow_mut(std::mem::take)
+}
+
+/// Records one latency sample on this thread.
+pub(crate) fn record_latency(ns: f64) {
+    LAT.with_borrow_mut(|v| v.push(ns));
 }
 
 // ---------------------------------------------------------------------------
@@ -270,6 +588,7 @@ pub(crate) struct Producers {
 impl Producers {
     /// Spawns `n` threads that wait on one barrier, then run `body(index)`.
     /// `body` returns samples of its own (blocking-call latencies) or nothing.
+    /// In pinned measurements the producers sit where [`pin_other`] puts them.
     pub(crate) fn spawn<F>(n: usize, body: F) -> Self
     where
         F: Fn(usize) -> Vec<f64> + Send + Clone + 'static,
@@ -282,8 +601,12 @@ impl Producers {
                 thread::Builder::new()
                     .name(format!("bench-producer-{i}"))
                     .spawn(move || {
+                        pin_other();
                         barrier.wait();
-                        start.get_or_init(Instant::now);
+                        start.get_or_init(|| {
+                            mark_start();
+                            Instant::now()
+                        });
                         body(i)
                     })
                     .expect("spawn producer")
@@ -316,12 +639,13 @@ pub(crate) fn wake_producer<S: Fn(Instant)>(p: &Params, send: S) -> Vec<f64> {
     Vec::new()
 }
 
-/// Runs `call` `n` times from this thread and records each round trip in ns.
-pub(crate) fn time_each(n: usize, mut call: impl FnMut()) -> Vec<f64> {
+/// Runs `call(i)` for `i` in `0..n` from this thread and records each round
+/// trip in ns.
+pub(crate) fn time_each(n: usize, mut call: impl FnMut(usize)) -> Vec<f64> {
     (0..n)
-        .map(|_| {
+        .map(|i| {
             let t = Instant::now();
-            call();
+            call(i);
             t.elapsed().as_nanos() as f64
         })
         .collect()
@@ -341,7 +665,7 @@ pub(crate) fn arm_pool(target: usize) {
     *POOL_WAITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
 }
 
-/// The trivial pool job: count, and unpark the submitter after the last one.
+/// Counts one pool job, and unparks the submitter after the last one.
 pub(crate) fn pool_job() {
     let n = POOL_DONE.fetch_add(1, Ordering::AcqRel) + 1;
     if n == POOL_TARGET.load(Ordering::Acquire) {
@@ -369,31 +693,30 @@ pub(crate) fn wait_pool() -> Instant {
     Instant::now()
 }
 
-/// Threads of this process whose name starts with `prefix` (Linux `/proc`).
-pub(crate) fn threads_named(prefix: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-        .filter(|name| name.starts_with(prefix))
-        .count()
-}
-
-/// Runs a pool burst of `jobs` trivial jobs through `submit` from this thread;
+/// Runs a pool burst of `jobs` jobs through `submit(i)` from this thread;
 /// returns ns per job (submit of the first to run of the last).
-pub(crate) fn pool_burst(jobs: usize, mut submit: impl FnMut()) -> f64 {
+pub(crate) fn pool_burst(jobs: usize, mut submit: impl FnMut(usize)) -> f64 {
     arm_pool(jobs);
+    mark_start();
     let start = Instant::now();
-    for _ in 0..jobs {
-        submit();
+    for i in 0..jobs {
+        submit(i);
     }
-    per_op(start, wait_pool(), jobs)
+    let end = wait_pool();
+    mark_end();
+    per_op(start, end, jobs)
 }
 
 /// Cores available to this process.
 pub(crate) fn cores() -> usize {
     thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The thread limit of the capped peers: the threads weft's self-limiting
+/// pool runs a burst of short jobs with, one per core plus its spare (the
+/// thread row shows weft's count; the peers' defaults are 512 and 500).
+pub(crate) fn capped_threads() -> usize {
+    cores() + 1
 }
 
 // ---------------------------------------------------------------------------
@@ -412,25 +735,28 @@ pub(crate) fn channel_shape(sc: Scenario, p: &Params) -> Result<(usize, usize), 
 }
 
 /// Starts the producers of a channel-pattern scenario. `send` queues a job on
-/// the loop; `block` runs a job on the loop and waits for it (the peer's
-/// documented `blocking_call_from_thread` pattern).
+/// the loop; `block(i, ctx)` runs `work(i, ctx)` on the loop and waits for
+/// its value (the peer's documented `blocking_call_from_thread` pattern).
 pub(crate) fn channel_producers<S, B>(sc: Scenario, p: &Params, send: S, block: B) -> Producers
 where
     S: Fn(Job) + Send + Clone + 'static,
-    B: Fn() + Send + Clone + 'static,
+    B: Fn(usize, &Arc<Ctx>) -> u64 + Send + Clone + 'static,
 {
     let (producers, _) = channel_shape(sc, p).expect("checked by channel_shape");
     let p = p.clone();
+    let ctx = Ctx::new();
     Producers::spawn(producers, move |_| match sc {
-        Scenario::CftWake => wake_producer(&p, |t| send(Box::new(wake_job(t)))),
+        Scenario::CftWake => wake_producer(&p, |t| send(Box::new(wake_job(t, ctx.clone())))),
         Scenario::BlockingCall => {
-            let v = time_each(p.rtt_samples, &block);
-            send(Box::new(loop_tick));
+            let v = time_each(p.rtt_samples, |i| {
+                assert_eq!(block(i, &ctx), ctx.value(i), "blocking call lost its value");
+            });
+            send(Box::new(tick_job(0, ctx.clone())));
             v
         }
         _ => {
-            for _ in 0..p.burst_calls {
-                send(Box::new(loop_tick));
+            for i in 0..p.burst_calls {
+                send(Box::new(tick_job(i, ctx.clone())));
             }
             Vec::new()
         }
@@ -444,5 +770,24 @@ pub(crate) fn channel_result(sc: Scenario, target: usize, prods: Producers) -> V
         Scenario::CftWake => take_latencies(),
         Scenario::BlockingCall => samples,
         _ => vec![per_op(start, loop_end(), target)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_id_parses_back() {
+        for sc in Scenario::ALL {
+            assert_eq!(Scenario::from_id(sc.id()), Some(sc));
+        }
+        assert_eq!(Scenario::from_id("nope"), None);
+    }
+
+    #[test]
+    fn latency_rows_are_pinned_and_counts_are_not() {
+        assert!(Scenario::CftWake.pinned() && Scenario::Timer.pinned());
+        assert!(!Scenario::CftBurst1.pinned() && !Scenario::ThreadsAfterBurst.pinned());
     }
 }

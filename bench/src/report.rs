@@ -6,6 +6,9 @@
 //! - Each peer cell carries the ratio `weft / peer` (on p50 for latency rows)
 //!   when the weft rows are compiled in. Every row is a cost, so a ratio at or
 //!   below 1 means weft is ahead.
+//! - Under every latency and throughput row, a `↳ CPU` row gives the process
+//!   CPU time (all threads, user + system) per operation over the measured
+//!   section, so a subject that spins or burns a second core shows it.
 //! - The floor column is the matching physical floor from the same run; the
 //!   last column is `weft / floor` (the issue's goal is ≤ 2).
 
@@ -17,9 +20,9 @@ use std::time::Duration;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use crate::model::{Kind, Params, Scenario, cores};
+use crate::model::{Kind, Params, Pin, Scenario, capped_threads, cores};
 use crate::subjects::{FLOORS, WEFT};
-use crate::syscalls::Traced;
+use crate::syscalls::{Counter, Traced};
 
 /// Samples of one scenario, one subject, one round.
 pub(crate) struct Record {
@@ -27,33 +30,27 @@ pub(crate) struct Record {
     pub(crate) subject: &'static str,
     pub(crate) round: usize,
     pub(crate) samples: Vec<f64>,
+    /// Process CPU time per operation over the measured section, ns.
+    pub(crate) cpu_per_op: Option<f64>,
 }
 
-/// How a subject's wake syscalls were found.
-pub(crate) enum WakeValue {
-    /// From the subject's own statistics.
-    Counted(u64),
-    /// From an strace'd child run.
-    Traced(Traced),
-    /// Not measured, and why.
-    NotApplicable(String),
-}
-
-/// One subject's wake-syscall figure.
+/// One subject's wake syscalls per 100k calls, or why there is none.
 pub(crate) struct WakeRow {
     pub(crate) subject: &'static str,
-    pub(crate) calls: usize,
-    pub(crate) value: WakeValue,
+    pub(crate) value: Result<Traced, String>,
 }
 
 /// Everything one run produced.
 pub(crate) struct Run {
     pub(crate) quick: bool,
+    pub(crate) pin: Pin,
     pub(crate) params: Params,
     pub(crate) subjects: Vec<&'static str>,
     pub(crate) records: Vec<Record>,
-    pub(crate) not_applicable: BTreeMap<(&'static str, &'static str), &'static str>,
+    pub(crate) not_applicable: BTreeMap<(&'static str, &'static str), String>,
+    pub(crate) failures: BTreeMap<(&'static str, &'static str), String>,
     pub(crate) wakes: Vec<WakeRow>,
+    pub(crate) counter: Option<Counter>,
     pub(crate) elapsed: Duration,
 }
 
@@ -92,6 +89,14 @@ impl Run {
     }
 
     fn cell(&self, sc: Scenario, subject: &str) -> Option<Cell> {
+        if sc == Scenario::ThreadsAfterKeepAlive {
+            // Samples: [right after the burst, after the keep-alive].
+            let v = self.samples(sc, subject);
+            return Some(Cell {
+                main: *v.get(1)?,
+                p99: None,
+            });
+        }
         let s = sorted(self.samples(sc, subject));
         if s.is_empty() {
             return None;
@@ -108,25 +113,40 @@ impl Run {
         })
     }
 
+    /// Median over rounds of the CPU time per operation.
+    fn cpu(&self, sc: Scenario, subject: &str) -> Option<f64> {
+        let v = sorted(
+            self.records
+                .iter()
+                .filter(|r| r.scenario == sc && r.subject == subject)
+                .filter_map(|r| r.cpu_per_op)
+                .collect(),
+        );
+        (!v.is_empty()).then(|| percentile(&v, 0.5))
+    }
+
     fn floor_main(&self, sc: Scenario) -> Option<f64> {
         self.cell(sc, FLOORS).map(|c| c.main)
     }
 
     /// The matching floor of a row and how it is derived.
     fn floor(&self, sc: Scenario) -> Option<(f64, &'static str)> {
-        let mq = self.floor_main(Scenario::FloorMutexQueue);
+        let h1 = self.floor_main(Scenario::FloorHandoff1);
+        let h2 = self.floor_main(Scenario::FloorHandoff2);
+        let idle_wake = self.floor_main(Scenario::FloorIdleWake);
         let epoll = self.floor_main(Scenario::FloorEpoll);
         let futex = self.floor_main(Scenario::FloorFutex);
         match sc {
-            Scenario::CftBurst1 | Scenario::CftBurst2 | Scenario::PoolThroughput => {
-                mq.map(|v| (v, "mutex queue"))
-            }
-            Scenario::DeferInFlight => mq.map(|v| (2.0 * v, "2 × mutex queue")),
-            Scenario::CftWake => epoll.map(|v| (v / 2.0, "½ epoll RTT")),
+            Scenario::CftBurst1 | Scenario::PoolThroughput => h1.map(|v| (v, "cross-core handoff")),
+            Scenario::CftBurst2 => h2.map(|v| (v, "cross-core handoff, 2 producers")),
+            Scenario::DeferInFlight => h1.map(|v| (2.0 * v, "2 × cross-core handoff")),
+            Scenario::CftWake => idle_wake.map(|v| (v, "idle epoll wake")),
+            Scenario::Idle => Some((0.0, "nothing to do")),
             Scenario::DeferSeq | Scenario::BlockingCall => {
                 Some(((futex? + epoll?) / 2.0, "½ futex + ½ epoll RTT"))
             }
             Scenario::ThreadsAfterBurst => Some((cores() as f64, "cores")),
+            Scenario::ThreadsAfterKeepAlive => Some((0.0, "none needed")),
             _ => None,
         }
     }
@@ -138,20 +158,17 @@ impl Run {
             .filter(|s| *s != FLOORS && *s != WEFT)
     }
 
-    fn has_weft(&self) -> bool {
-        self.subjects.contains(&WEFT)
-    }
-
     /// The markdown report.
     pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         let p = &self.params;
         let _ = writeln!(
             out,
-            "## weft-bench{} — {} rounds, {} cores, {:.0} s\n",
+            "## weft-bench{} — {} rounds, {} cores, latency rows pinned: {}, {:.0} s\n",
             if self.quick { " --quick" } else { "" },
             p.rounds,
             cores(),
+            self.pin.name(),
             self.elapsed.as_secs_f64()
         );
         let peers: Vec<_> = self.peers().collect();
@@ -166,7 +183,10 @@ impl Run {
         }
         let _ = writeln!(out, "---|");
         let mut notes: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for sc in Scenario::ROWS {
+        let rows = Scenario::ROWS
+            .into_iter()
+            .chain([Scenario::ThreadsAfterKeepAlive, Scenario::Idle]);
+        for sc in rows {
             let weft = self.cell(sc, WEFT);
             let floor = self.floor(sc);
             let _ = write!(out, "| {} | ", sc.label());
@@ -184,38 +204,70 @@ impl Run {
                 let _ = write!(out, " {} |", self.fmt_cell(sc, s, c, weft, &mut notes));
             }
             let _ = match (weft, floor) {
-                (Some(w), Some((f, _))) => writeln!(out, " ×{:.2} |", w.main / f),
+                (Some(w), Some((f, _))) if f > 0.0 => writeln!(out, " ×{:.2} |", w.main / f),
                 _ => writeln!(out, " — |"),
             };
+            if sc.kind() != Kind::Count {
+                self.cpu_row(&mut out, sc, &peers);
+            }
         }
         self.wake_row(&mut out, &peers);
         let _ = writeln!(
             out,
             "\nCells: p50 / p99 for latency rows, median of rounds otherwise; \
-             `(×r)` is weft / peer, and r ≤ 1 means weft is ahead (every row is a cost)."
+             `(×r)` is weft / peer, and r ≤ 1 means weft is ahead (every row is a cost). \
+             `↳ CPU`: process CPU time (every thread, user + system) per operation over \
+             the measured section, median of rounds."
         );
-        if !self.has_weft() {
-            let _ = writeln!(
-                out,
-                "weft column empty: build with `--features weft-rows` to measure weft."
-            );
-        }
+        let _ = writeln!(
+            out,
+            "`tokio-capped` / `smol-capped`: `max_blocking_threads` / `BLOCKING_MAX_THREADS` = {} \
+             (the threads weft's pool runs with: one per core plus its spare).",
+            capped_threads()
+        );
         if !notes.is_empty() {
             let _ = writeln!(out, "\nn/a:");
             for (reason, who) in notes {
                 let _ = writeln!(out, "- {}: {reason}", who.join(", "));
             }
         }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\nFailed cells (see stderr):");
+            for ((sc, s), why) in &self.failures {
+                let _ = writeln!(out, "- {s} / {sc}: {why}");
+            }
+        }
         let _ = writeln!(out, "\n### Physical floors (same run)\n");
-        let _ = writeln!(out, "| floor | p50 | p99 |");
-        let _ = writeln!(out, "|---|---|---|");
+        let _ = writeln!(out, "| floor | p50 | p99 | CPU per op |");
+        let _ = writeln!(out, "|---|---|---|---|");
         for sc in Scenario::FLOORS {
             if let Some(c) = self.cell(sc, FLOORS) {
                 let p99 = c.p99.map_or("—".to_owned(), fmt_ns);
-                let _ = writeln!(out, "| {} | {} | {p99} |", sc.label(), fmt_ns(c.main));
+                let cpu = self.cpu(sc, FLOORS).map_or("—".to_owned(), fmt_ns);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {p99} | {cpu} |",
+                    sc.label(),
+                    fmt_ns(c.main)
+                );
             }
         }
         out
+    }
+
+    fn cpu_row(&self, out: &mut String, sc: Scenario, peers: &[&'static str]) {
+        let weft = self.cpu(sc, WEFT);
+        let cell = |v: Option<f64>| v.map_or("n/a".to_owned(), fmt_ns);
+        let _ = write!(out, "| ↳ CPU per op | — | {} |", cell(weft));
+        for s in peers {
+            let c = self.cpu(sc, s);
+            let txt = match (c, weft) {
+                (Some(c), Some(w)) if c > 0.0 => format!("{} (×{:.2})", fmt_ns(c), w / c),
+                _ => cell(c),
+            };
+            let _ = write!(out, " {txt} |");
+        }
+        let _ = writeln!(out, " — |");
     }
 
     fn fmt_cell(
@@ -228,7 +280,7 @@ impl Run {
     ) -> String {
         let Some(c) = c else {
             if let Some(reason) = self.not_applicable.get(&(sc.id(), subject)) {
-                let list = notes.entry((*reason).to_owned()).or_default();
+                let list = notes.entry(reason.clone()).or_default();
                 if !list.contains(&subject) {
                     list.push(subject);
                 }
@@ -240,45 +292,43 @@ impl Run {
             None => fmt(sc, c.main),
         };
         if let Some(w) = weft {
-            let _ = write!(s, " (×{:.2})", w.main / c.main);
+            if c.main > 0.0 {
+                let _ = write!(s, " (×{:.2})", w.main / c.main);
+            }
         }
         s
     }
 
     fn wake_figure(&self, subject: &str) -> Option<(f64, String)> {
         let row = self.wakes.iter().find(|w| w.subject == subject)?;
-        let per = 100_000.0 / row.calls as f64;
         Some(match &row.value {
-            WakeValue::Counted(n) => (*n as f64 * per, format!("{:.0}", *n as f64 * per)),
-            WakeValue::Traced(t) => {
-                let (w, f) = (t.writes as f64 * per, t.futex_wakes as f64 * per);
-                (w + f, format!("{:.0} write + {:.0} futex", w, f))
-            }
-            WakeValue::NotApplicable(why) => (f64::NAN, format!("n/a ({why})")),
+            Ok(t) => (
+                t.writes + t.futex_wakes,
+                format!("{:.0} write + {:.0} futex", t.writes, t.futex_wakes),
+            ),
+            Err(why) => (f64::NAN, format!("n/a ({why})")),
         })
     }
 
     fn wake_row(&self, out: &mut String, peers: &[&'static str]) {
+        let how = self.counter.map_or("not counted", Counter::name);
         let _ = write!(
             out,
-            "| wake syscalls per 100k call_from_thread (1 producer) | 1 per burst (coalesced) | "
+            "| wake syscalls per 100k call_from_thread, 1 producer ({how}) | 1 per burst (coalesced) | "
         );
         let weft = self.wake_figure(WEFT);
         let _ = write!(out, "{} |", weft.as_ref().map_or("n/a", |w| w.1.as_str()));
         for s in peers {
             let cell = match (self.wake_figure(s), &weft) {
                 (Some((v, txt)), Some((w, _))) if v.is_finite() && v > 0.0 => {
-                    format!("{txt} (×{:.3})", w / v)
+                    format!("{txt} (×{:.2})", w / v)
                 }
                 (Some((_, txt)), _) => txt,
                 (None, _) => "n/a".to_owned(),
             };
             let _ = write!(out, " {cell} |");
         }
-        let _ = match weft {
-            Some((w, _)) if w.is_finite() => writeln!(out, " ×{:.0} |", w.max(1.0)),
-            _ => writeln!(out, " — |"),
-        };
+        let _ = writeln!(out, " — |");
     }
 
     /// The raw samples and the run's parameters as JSON.
@@ -286,6 +336,7 @@ impl Run {
         let p = &self.params;
         json!({
             "quick": self.quick,
+            "pin": self.pin.name(),
             "cores": cores(),
             "elapsed_s": self.elapsed.as_secs_f64(),
             "params": {
@@ -297,31 +348,41 @@ impl Run {
                 "inflight_waves_of_1000": p.inflight_waves,
                 "pool_jobs": p.pool_jobs,
                 "growth_jobs": p.growth_jobs,
+                "timer_samples": p.timer_samples,
+                "timer_delay_us": p.timer_delay.as_micros() as u64,
+                "idle_s": p.idle.as_secs_f64(),
+                "keep_alive_wait_s": p.keep_alive_wait.as_secs_f64(),
                 "floor_rtts": p.floor_rtts,
+                "handoff_jobs_per_producer": p.handoff_jobs,
                 "syscall_calls": p.syscall_calls,
+                "syscall_calls_small": p.syscall_calls_small,
             },
             "subjects": self.subjects,
             "records": self.records.iter().map(|r| json!({
                 "scenario": r.scenario.id(),
                 "kind": format!("{:?}", r.scenario.kind()).to_lowercase(),
-                "unit": if r.scenario == Scenario::ThreadsAfterBurst { "threads" } else { "ns" },
+                "unit": match r.scenario {
+                    Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive => "threads",
+                    Scenario::Idle => "cpu ns",
+                    _ => "ns",
+                },
                 "subject": r.subject,
                 "round": r.round,
                 "samples": r.samples,
+                "cpu_ns_per_op": r.cpu_per_op,
+            })).collect::<Vec<_>>(),
+            "failures": self.failures.iter().map(|((sc, s), why)| json!({
+                "scenario": sc, "subject": s, "error": why,
             })).collect::<Vec<_>>(),
             "not_applicable": self.not_applicable.iter().map(|((sc, s), why)| json!({
                 "scenario": sc, "subject": s, "reason": why,
             })).collect::<Vec<_>>(),
-            "wake_syscalls": self.wakes.iter().map(|w| {
-                let (method, writes, futex, note) = match &w.value {
-                    WakeValue::Counted(n) => ("statistics", Some(*n), None, None),
-                    WakeValue::Traced(t) => ("strace", Some(t.writes), Some(t.futex_wakes), None),
-                    WakeValue::NotApplicable(why) => ("n/a", None, None, Some(why.clone())),
-                };
-                json!({
-                    "subject": w.subject, "calls": w.calls, "method": method,
-                    "writes_or_wakes": writes, "futex_wakes": futex, "note": note,
-                })
+            "wake_syscalls_method": self.counter.map(Counter::name),
+            "wake_syscalls_per_100k": self.wakes.iter().map(|w| match &w.value {
+                Ok(t) => json!({
+                    "subject": w.subject, "writes": t.writes, "futex_wakes": t.futex_wakes,
+                }),
+                Err(why) => json!({ "subject": w.subject, "note": why }),
             }).collect::<Vec<_>>(),
         })
     }
@@ -329,7 +390,7 @@ impl Run {
     /// Latency CDFs (log-scale µs), one panel per latency scenario plus the
     /// ping-pong floors.
     pub(crate) fn svg(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-        let panels: [Panel; 4] = [
+        let panels: [Panel; 6] = [
             (
                 "call_from_thread wake latency, idle loop",
                 vec![(Scenario::CftWake, None)],
@@ -342,6 +403,11 @@ impl Run {
                 "blocking_call_from_thread round trip",
                 vec![(Scenario::BlockingCall, None)],
             ),
+            ("100 µs timer lateness", vec![(Scenario::Timer, None)]),
+            (
+                "idle wake floor (one way)",
+                vec![(Scenario::FloorIdleWake, Some("eventfd wake of idle epoll"))],
+            ),
             (
                 "physical floors (round trips)",
                 vec![
@@ -351,9 +417,9 @@ impl Run {
                 ],
             ),
         ];
-        let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
+        let root = SVGBackend::new(path, (1400, 1500)).into_drawing_area();
         root.fill(&WHITE)?;
-        let areas = root.split_evenly((2, 2));
+        let areas = root.split_evenly((3, 2));
         for (area, (title, what)) in areas.iter().zip(panels) {
             let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
             for (sc, label) in what {
@@ -419,7 +485,7 @@ impl Run {
 /// Formats a figure of row `sc`.
 fn fmt(sc: Scenario, v: f64) -> String {
     match sc.kind() {
-        Kind::Count => format!("{v:.0}"),
+        Kind::Count if sc != Scenario::Idle => format!("{v:.0}"),
         _ => fmt_ns(v),
     }
 }

@@ -1,4 +1,7 @@
-//! The physical floors, measured in the same rounds as the subjects.
+//! The physical floors, measured in the same rounds as the subjects, pinned
+//! like the rows they are compared with (the ping-pongs and the idle wake
+//! like the latency rows; the spin ping-pong always on two cores, since two
+//! spinners on one core only trade time slices).
 //!
 //! - **Atomic spin ping-pong**: two threads bounce a counter through one cache
 //!   line; a round trip is two cache-line transfers. Nothing can hand work to
@@ -9,8 +12,14 @@
 //! - **eventfd + epoll ping-pong**: each side sleeps in `epoll_wait` on its own
 //!   edge-triggered eventfd and is woken by a `write` to it (mio's `Waker`
 //!   scheme). The floor for waking a sleeping reactor.
-//! - **mutex queue**: `Mutex<VecDeque<Box<dyn FnOnce>>>` push + pop + call on
-//!   one thread: the bookkeeping floor of one queued job, with no handoff.
+//! - **idle wake**: one `write(2)` to the eventfd of a thread that has idled
+//!   in `epoll_wait` for the wake-latency row's gap (250 µs), one way, stamped
+//!   and paced exactly like that row. An idle wake costs about twice a hot one
+//!   (half a hot round trip), so the wake row is compared with this.
+//! - **handoff**: the same jobs as the bursts (boxed, an index and an `Arc`
+//!   captured) pushed through a `Mutex<VecDeque>` by one or two producers to
+//!   a consumer spinning on another core that swaps the queue out whole: the
+//!   floor of a cross-core job handoff with no sleeping and no syscall.
 //! - **eventfd write**: one `write(2)` nobody is waiting for: what an
 //!   uncoalesced wake costs the producer.
 //!
@@ -25,8 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Subject, WakeCount};
-use crate::model::{DEADLINE, Job, Params, Scenario, per_op};
+use super::Subject;
+use crate::model::{
+    Ctx, DEADLINE, Job, Params, Producers, Scenario, arm_loop, loop_end, mark_end, mark_start,
+    per_op, pin_other, tick_job,
+};
 
 /// The floors' column name.
 pub(super) const NAME: &str = "floor";
@@ -45,14 +57,12 @@ impl Subject for Floors {
             Scenario::FloorSpin => ping_pong(n, &Spin),
             Scenario::FloorFutex => ping_pong(n, &Futex),
             Scenario::FloorEpoll => epoll_ping_pong(n),
-            Scenario::FloorMutexQueue => vec![mutex_queue(n * 40)],
-            Scenario::FloorEventfdWrite => vec![eventfd_write(n * 4)],
+            Scenario::FloorIdleWake => idle_wake(p),
+            Scenario::FloorHandoff1 => vec![handoff(1, p.handoff_jobs)],
+            Scenario::FloorHandoff2 => vec![handoff(2, p.handoff_jobs)],
+            Scenario::FloorEventfdWrite => vec![eventfd_write(sc.ops(p))],
             _ => return Err("not a floor"),
         })
-    }
-
-    fn wake_syscalls(&self, _calls: usize) -> WakeCount {
-        WakeCount::NotApplicable("floor")
     }
 }
 
@@ -102,6 +112,7 @@ fn ping_pong<W: Wait>(n: usize, w: &W) -> Vec<f64> {
     let me = thread::current();
     thread::scope(|s| {
         let partner = s.spawn(|| {
+            pin_other();
             for i in 0..n as u64 {
                 w.wait(&turn, 2 * i + 1);
                 turn.store(2 * i + 2, Ordering::Release);
@@ -110,6 +121,7 @@ fn ping_pong<W: Wait>(n: usize, w: &W) -> Vec<f64> {
         });
         let other = partner.thread().clone();
         let mut v = Vec::with_capacity(n);
+        mark_start();
         for i in 0..n as u64 {
             let t = Instant::now();
             turn.store(2 * i + 1, Ordering::Release);
@@ -117,6 +129,7 @@ fn ping_pong<W: Wait>(n: usize, w: &W) -> Vec<f64> {
             w.wait(&turn, 2 * i + 2);
             v.push(t.elapsed().as_nanos() as f64);
         }
+        mark_end();
         v
     })
 }
@@ -190,46 +203,116 @@ fn epoll_ping_pong(n: usize) -> Vec<f64> {
     let theirs = Arc::new(Wakeable::new());
     let (m2, t2) = (mine.clone(), theirs.clone());
     let partner = thread::spawn(move || {
+        pin_other();
         for _ in 0..n {
             t2.sleep();
             m2.wake();
         }
     });
     let mut v = Vec::with_capacity(n);
+    mark_start();
     for _ in 0..n {
         let t = Instant::now();
         theirs.wake();
         mine.sleep();
         v.push(t.elapsed().as_nanos() as f64);
     }
+    mark_end();
     partner.join().expect("epoll partner panicked");
     v
 }
 
-fn noop() {}
+/// One-way wakes of this thread, asleep in `epoll_wait`, by a producer that
+/// pauses for the wake row's gap before each (as that row's producer does).
+fn idle_wake(p: &Params) -> Vec<f64> {
+    let me = Arc::new(Wakeable::new());
+    let base = Instant::now();
+    let stamp = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let (m2, s2, a2) = (me.clone(), stamp.clone(), acked.clone());
+    let (n, gap) = (p.wake_samples, p.wake_gap);
+    let producer = thread::spawn(move || {
+        pin_other();
+        for i in 0..n as u64 {
+            // Pace like the wake row; never send before the last wake landed.
+            thread::sleep(gap);
+            while a2.load(Ordering::Acquire) < i {
+                thread::sleep(gap / 4);
+            }
+            s2.store(base.elapsed().as_nanos() as u64, Ordering::Release);
+            m2.wake();
+        }
+    });
+    let mut v = Vec::with_capacity(n);
+    mark_start();
+    for i in 0..n as u64 {
+        me.sleep();
+        let now = base.elapsed().as_nanos() as u64;
+        v.push(now.saturating_sub(stamp.load(Ordering::Acquire)) as f64);
+        acked.store(i + 1, Ordering::Release);
+    }
+    mark_end();
+    producer.join().expect("idle-wake producer panicked");
+    v
+}
 
-/// Uncontended push + pop + call through a mutex-protected queue, ns per job.
-fn mutex_queue(n: usize) -> f64 {
-    let q: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::with_capacity(64));
-    let t = Instant::now();
-    for _ in 0..n {
-        q.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(Box::new(noop));
-        let job = q.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        if let Some(job) = job {
+/// The burst jobs, pushed by `producers` threads through a mutex queue to
+/// this thread, which spins swapping the queue out whole; ns per job.
+fn handoff(producers: usize, per: usize) -> f64 {
+    // The count of pushed jobs lets the consumer wait without taking the
+    // lock, so it never slows a producer down except to swap a non-empty
+    // queue out.
+    let q: Arc<(Mutex<VecDeque<Job>>, AtomicU64)> =
+        Arc::new((Mutex::new(VecDeque::new()), AtomicU64::new(0)));
+    let total = producers * per;
+    arm_loop(total, || ());
+    let ctx = Ctx::new();
+    let q2 = q.clone();
+    let prods = Producers::spawn(producers, move |_| {
+        for i in 0..per {
+            let job: Job = Box::new(tick_job(i, ctx.clone()));
+            q2.0.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(job);
+            q2.1.fetch_add(1, Ordering::Release);
+        }
+        Vec::new()
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let mut local = VecDeque::new();
+    let mut done = 0u64;
+    while done < total as u64 {
+        if q.1.load(Ordering::Acquire) == done {
+            // Back off before looking again: polling the producers' line
+            // on every spin would slow every push down with a cache miss.
+            for _ in 0..256 {
+                std::hint::spin_loop();
+            }
+            assert!(Instant::now() < deadline, "handoff floor stalled");
+            continue;
+        }
+        std::mem::swap(
+            &mut *q.0.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut local,
+        );
+        for job in local.drain(..) {
             job();
+            done += 1;
         }
     }
-    per_op(t, Instant::now(), n)
+    let (start, _) = prods.join();
+    per_op(start, loop_end(), total)
 }
 
 /// One eventfd write with nobody waiting, ns each.
 fn eventfd_write(n: usize) -> f64 {
     let w = Wakeable::new();
+    mark_start();
     let t = Instant::now();
     for _ in 0..n {
         w.wake();
     }
-    per_op(t, Instant::now(), n)
+    let ns = per_op(t, Instant::now(), n);
+    mark_end();
+    ns
 }

@@ -6,9 +6,11 @@
 //! own documentation recommends; the module of each peer says which calls it
 //! uses and why.
 //!
-//! Every measurement builds the peer's runtime afresh, so a runtime that grows
-//! (tokio's blocking pool) starts from zero each time; the exception is smol's
-//! `blocking`, a process-global pool that cannot be reset (its rows say so).
+//! Every measurement runs in a fresh process (the harness re-executes itself
+//! with a hidden `--cell` argument), so a pool that grows (tokio's, smol's
+//! process-global `blocking`) starts from zero each time, thread counts and
+//! CPU time are the subject's alone, and per-process settings (smol's
+//! `BLOCKING_MAX_THREADS`) can differ per column.
 
 use crate::model::{Params, Scenario};
 
@@ -20,17 +22,6 @@ mod std_base;
 mod tokio_rt;
 mod weft_rows;
 
-/// How a subject's wake syscalls per burst are found.
-#[derive(Clone, Debug)]
-pub(crate) enum WakeCount {
-    /// Counted in process by the subject's own statistics.
-    Counted(u64),
-    /// Counted by running the one-producer burst under `strace`.
-    Strace,
-    /// Not a `call_from_thread` subject, or not observable: the reason.
-    NotApplicable(&'static str),
-}
-
 /// One column of the table.
 pub(crate) trait Subject {
     /// The column name.
@@ -39,20 +30,23 @@ pub(crate) trait Subject {
     /// Measures `scenario`, returning its samples, or why it does not apply.
     fn measure(&self, scenario: Scenario, p: &Params) -> Result<Vec<f64>, &'static str>;
 
-    /// How this subject's wake syscalls per `calls` cross-thread calls are found.
-    fn wake_syscalls(&self, calls: usize) -> WakeCount {
-        let _ = calls;
-        WakeCount::Strace
+    /// Environment variables the process measuring `scenario` must start
+    /// with (smol's `blocking` reads its cap once per process).
+    fn env(&self, scenario: Scenario) -> Vec<(&'static str, String)> {
+        let _ = scenario;
+        Vec::new()
     }
 }
 
-/// Every subject, weft first when its rows are compiled in.
+/// Every subject, in column order: weft, then the lead peers.
 pub(crate) fn all() -> Vec<Box<dyn Subject>> {
     vec![
         Box::new(weft_rows::Weft),
         Box::new(tokio_rt::Tokio),
-        Box::new(tokio_rt::TokioLocal),
-        Box::new(smol::Smol),
+        Box::new(tokio_rt::TokioSpawn),
+        Box::new(tokio_rt::TokioCapped),
+        Box::new(smol::Smol { capped: false }),
+        Box::new(smol::Smol { capped: true }),
         Box::new(calloop_rt::Calloop),
         Box::new(pools::Rayon),
         Box::new(pools::Threadpool),

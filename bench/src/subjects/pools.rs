@@ -5,24 +5,26 @@
 //! fire-and-forget entry point; panics abort by default); `threadpool` uses
 //! `execute`.
 
-use super::{Subject, WakeCount};
-use crate::model::{Params, Scenario, cores, pool_burst, pool_job, threads_named};
+use std::sync::Arc;
+
+use super::Subject;
+use crate::model::{Ctx, Params, Scenario, cores, pool_burst, pool_task, thread_counts};
 
 const NO_LOOP: &str = "a pool with no event loop";
 
-fn jobs(sc: Scenario, p: &Params) -> Result<usize, &'static str> {
+/// The pool rows through `submit(i, ctx)`.
+fn rows(
+    sc: Scenario,
+    p: &Params,
+    submit: impl Fn(usize, &Arc<Ctx>),
+) -> Result<Vec<f64>, &'static str> {
+    let ctx = Ctx::new();
     match sc {
-        Scenario::PoolThroughput => Ok(p.pool_jobs),
-        Scenario::ThreadsAfterBurst => Ok(p.growth_jobs),
+        Scenario::PoolThroughput => Ok(vec![pool_burst(p.pool_jobs, |i| submit(i, &ctx))]),
+        Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive => {
+            Ok(thread_counts(sc, p, |i| submit(i, &ctx)))
+        }
         _ => Err(NO_LOOP),
-    }
-}
-
-fn result(sc: Scenario, ns: f64, prefix: &str) -> Vec<f64> {
-    if sc == Scenario::PoolThroughput {
-        vec![ns]
-    } else {
-        vec![threads_named(prefix) as f64]
     }
 }
 
@@ -35,18 +37,20 @@ impl Subject for Rayon {
     }
 
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
-        let n = jobs(sc, p)?;
+        if !matches!(
+            sc,
+            Scenario::PoolThroughput
+                | Scenario::ThreadsAfterBurst
+                | Scenario::ThreadsAfterKeepAlive
+        ) {
+            return Err(NO_LOOP);
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cores())
             .thread_name(|i| format!("bench-rayon-{i}"))
             .build()
             .expect("rayon pool");
-        let ns = pool_burst(n, || pool.spawn(pool_job));
-        Ok(result(sc, ns, "bench-rayon"))
-    }
-
-    fn wake_syscalls(&self, _calls: usize) -> WakeCount {
-        WakeCount::NotApplicable(NO_LOOP)
+        rows(sc, p, |i, ctx| pool.spawn(pool_task(i, ctx.clone())))
     }
 }
 
@@ -59,18 +63,12 @@ impl Subject for Threadpool {
     }
 
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
-        let n = jobs(sc, p)?;
         let pool = threadpool::Builder::new()
             .num_threads(cores())
             .thread_name("bench-tp".into())
             .build();
-        let ns = pool_burst(n, || pool.execute(pool_job));
-        let r = result(sc, ns, "bench-tp");
+        let r = rows(sc, p, |i, ctx| pool.execute(pool_task(i, ctx.clone())));
         pool.join();
-        Ok(r)
-    }
-
-    fn wake_syscalls(&self, _calls: usize) -> WakeCount {
-        WakeCount::NotApplicable(NO_LOOP)
+        r
     }
 }

@@ -1,66 +1,130 @@
 //! smol: `blocking` for the pool, an `async-executor` `LocalExecutor` as the
-//! loop, `async-channel` for cross-thread calls.
+//! loop, driven by `async_io::block_on` (what `smol::block_on` is: the loop
+//! thread polls the async-io reactor, epoll, when idle), `async-channel` for
+//! cross-thread calls.
 //!
-//! - The loop is `futures_lite::future::block_on(ex.run(..))`, as the
-//!   async-executor docs show. A `LocalExecutor` cannot be spawned onto from
-//!   another thread, so `call_from_thread` is an unbounded `async_channel`
-//!   drained by a task on it (`send_blocking` from the producer).
+//! - A `LocalExecutor` cannot be spawned onto from another thread, so
+//!   `call_from_thread` is an unbounded `async_channel` drained by a task on
+//!   it (`send_blocking` from the producer).
 //! - `blocking_call_from_thread` sends a closure that replies on a bounded(1)
 //!   `async_channel` the caller waits on with `recv_blocking`.
 //! - `defer_to_thread` is `blocking::unblock(f).await`; the pool rows use
-//!   `unblock(f).detach()`.
-//! - `blocking`'s pool is process-global and (in 1.7.0) never retires idle
-//!   threads, so its thread count carries over between rounds and scenarios.
+//!   `unblock(f).detach()`; the timer row `async_io::Timer::after`.
+//! - `smol-capped`: the pool rows with `BLOCKING_MAX_THREADS` set to the
+//!   threads weft's pool runs with ([`capped_threads`]). `blocking` reads it once per process, so the
+//!   harness runs every cell in a process of its own and sets it there
+//!   ([`Subject::env`]).
 
 use std::time::Instant;
 
 use async_executor::LocalExecutor;
-use futures_lite::future;
 
 use super::Subject;
 use crate::model::{
-    Job, Params, Scenario, arm_loop, channel_producers, channel_result, channel_shape, per_op,
-    pool_burst, pool_job, threads_named,
+    Ctx, Job, Params, Scenario, arm_loop, capped_threads, channel_producers, channel_result,
+    channel_shape, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst, pool_task,
+    record_latency, take_latencies, thread_counts, work,
 };
 
-/// smol's `blocking` + `async-executor` + `async-channel`.
-pub(super) struct Smol;
+/// smol's `blocking` + `async-executor` + `async-channel` + `async-io`.
+pub(super) struct Smol {
+    /// Whether this is the capped variant.
+    pub(super) capped: bool,
+}
+
+const CAP_VAR: &str = "BLOCKING_MAX_THREADS";
+
+fn capped_row(sc: Scenario) -> bool {
+    matches!(
+        sc,
+        Scenario::DeferInFlight
+            | Scenario::PoolThroughput
+            | Scenario::ThreadsAfterBurst
+            | Scenario::ThreadsAfterKeepAlive
+    )
+}
 
 impl Subject for Smol {
     fn name(&self) -> &'static str {
-        "smol"
+        if self.capped { "smol-capped" } else { "smol" }
+    }
+
+    fn env(&self, sc: Scenario) -> Vec<(&'static str, String)> {
+        if self.capped && capped_row(sc) {
+            vec![(CAP_VAR, capped_threads().to_string())]
+        } else {
+            Vec::new()
+        }
     }
 
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
+        if self.capped {
+            if !capped_row(sc) {
+                return Err("the cap only matters to the pool rows");
+            }
+            let want = capped_threads().to_string();
+            if std::env::var(CAP_VAR).ok().as_deref() != Some(want.as_str()) {
+                return Err("BLOCKING_MAX_THREADS not set: run through the harness");
+            }
+        }
         let ex = LocalExecutor::new();
+        let ctx = Ctx::new();
         Ok(match sc {
-            Scenario::DeferSeq => future::block_on(ex.run(async {
+            Scenario::DeferSeq => async_io::block_on(ex.run(async {
+                pin_other();
+                let _ = blocking::unblock(work(0, ctx.clone())).await;
+                pin_loop();
+                mark_start();
                 let mut v = Vec::with_capacity(p.rtt_samples);
-                for _ in 0..p.rtt_samples {
+                for i in 0..p.rtt_samples {
                     let t = Instant::now();
-                    let r = blocking::unblock(|| 1u64).await;
+                    let r = blocking::unblock(work(i, ctx.clone())).await;
                     v.push(t.elapsed().as_nanos() as f64);
-                    assert_eq!(r, 1);
+                    assert_eq!(r, ctx.value(i));
                 }
+                mark_end();
                 v
             })),
-            Scenario::DeferInFlight => future::block_on(ex.run(async {
+            Scenario::DeferInFlight => async_io::block_on(ex.run(async {
+                mark_start();
                 let t = Instant::now();
                 for _ in 0..p.inflight_waves {
-                    let wave: Vec<_> = (0..1000).map(|_| blocking::unblock(|| 1u64)).collect();
-                    for task in wave {
-                        assert_eq!(task.await, 1);
+                    let wave: Vec<_> = (0..1000)
+                        .map(|i| (i, blocking::unblock(work(i, ctx.clone()))))
+                        .collect();
+                    for (i, task) in wave {
+                        assert_eq!(task.await, ctx.value(i));
                     }
                 }
-                vec![per_op(t, Instant::now(), p.inflight_waves * 1000)]
+                let ns = per_op(t, Instant::now(), p.inflight_waves * 1000);
+                mark_end();
+                vec![ns]
             })),
-            Scenario::PoolThroughput => vec![pool_burst(p.pool_jobs, || {
-                blocking::unblock(pool_job).detach();
+            Scenario::PoolThroughput => vec![pool_burst(p.pool_jobs, |i| {
+                blocking::unblock(pool_task(i, ctx.clone())).detach();
             })],
-            Scenario::ThreadsAfterBurst => {
-                pool_burst(p.growth_jobs, || blocking::unblock(pool_job).detach());
-                vec![threads_named("blocking-") as f64]
+            Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive => {
+                thread_counts(sc, p, |i| {
+                    blocking::unblock(pool_task(i, ctx.clone())).detach();
+                })
             }
+            Scenario::Timer => async_io::block_on(ex.run(async {
+                mark_start();
+                for _ in 0..p.timer_samples {
+                    let due = Instant::now() + p.timer_delay;
+                    async_io::Timer::after(p.timer_delay).await;
+                    record_latency(due.elapsed().as_nanos() as f64);
+                }
+                mark_end();
+                take_latencies()
+            })),
+            Scenario::Idle => async_io::block_on(ex.run(async {
+                let _ = blocking::unblock(work(0, ctx.clone())).await;
+                mark_start();
+                async_io::Timer::after(p.idle).await;
+                mark_end();
+                Vec::new()
+            })),
             _ => {
                 let (_, target) = channel_shape(sc, p)?;
                 let (tx, rx) = async_channel::unbounded::<Job>();
@@ -78,14 +142,15 @@ impl Subject for Smol {
                     let _ = tx.send_blocking(job);
                 };
                 let send2 = send.clone();
-                let prods = channel_producers(sc, p, send, move || {
+                let prods = channel_producers(sc, p, send, move |i, ctx| {
                     let (rtx, rrx) = async_channel::bounded(1);
+                    let w = work(i, ctx.clone());
                     send2(Box::new(move || {
-                        let _ = rtx.try_send(1u64);
+                        let _ = rtx.try_send(w());
                     }));
-                    rrx.recv_blocking().expect("loop dropped the reply");
+                    rrx.recv_blocking().expect("loop dropped the reply")
                 });
-                let _ = future::block_on(ex.run(stop_rx.recv()));
+                let _ = async_io::block_on(ex.run(stop_rx.recv()));
                 channel_result(sc, target, prods)
             }
         })

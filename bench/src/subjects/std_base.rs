@@ -5,6 +5,7 @@
 //! - The pool is `cores` threads sharing a `Mutex<Receiver<Job>>`
 //!   (threadpool's design without the crate); `defer_to_thread` sends the job
 //!   to that pool and the result back over a reply `mpsc`.
+//! - The timer row is `recv_timeout(100 µs)` on the loop's channel.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -15,8 +16,9 @@ use std::time::Instant;
 
 use super::Subject;
 use crate::model::{
-    DEADLINE, Job, Params, Scenario, arm_loop, channel_producers, channel_result, channel_shape,
-    cores, per_op, pool_burst, pool_job, threads_named,
+    Ctx, DEADLINE, Job, Params, Scenario, arm_loop, channel_producers, channel_result,
+    channel_shape, cores, mark_end, mark_start, per_op, pin_loop, pin_other, pool_burst, pool_task,
+    thread_counts, work,
 };
 
 const THREAD_NAME: &str = "bench-std";
@@ -77,51 +79,78 @@ impl Subject for StdBaseline {
     }
 
     fn measure(&self, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
+        let ctx = Ctx::new();
         Ok(match sc {
-            Scenario::DeferSeq | Scenario::DeferInFlight => {
+            Scenario::DeferSeq | Scenario::DeferInFlight | Scenario::Idle => {
+                // The pool starts its threads at once: on the other core.
+                pin_other();
                 let pool = StdPool::new(cores());
+                pin_loop();
                 let (rtx, rrx) = mpsc::channel::<u64>();
-                let defer = || {
+                let defer = |i: usize| {
                     let rtx = rtx.clone();
+                    let w = work(i, ctx.clone());
                     pool.submit(Box::new(move || {
-                        let _ = rtx.send(1u64);
+                        let _ = rtx.send(w());
                     }));
                 };
-                if sc == Scenario::DeferSeq {
+                if sc == Scenario::Idle {
+                    defer(0);
+                    rrx.recv_timeout(DEADLINE).expect("defer reply");
+                    mark_start();
+                    assert!(rrx.recv_timeout(p.idle).is_err());
+                    mark_end();
+                    Vec::new()
+                } else if sc == Scenario::DeferSeq {
+                    mark_start();
                     let mut v = Vec::with_capacity(p.rtt_samples);
-                    for _ in 0..p.rtt_samples {
+                    for i in 0..p.rtt_samples {
                         let t = Instant::now();
-                        defer();
-                        rrx.recv_timeout(DEADLINE).expect("defer reply");
+                        defer(i);
+                        let out = rrx.recv_timeout(DEADLINE).expect("defer reply");
                         v.push(t.elapsed().as_nanos() as f64);
+                        assert_eq!(out, ctx.value(i));
                     }
+                    mark_end();
                     v
                 } else {
+                    mark_start();
                     let t = Instant::now();
                     for _ in 0..p.inflight_waves {
-                        for _ in 0..1000 {
-                            defer();
+                        for i in 0..1000 {
+                            defer(i);
                         }
                         for _ in 0..1000 {
                             rrx.recv_timeout(DEADLINE).expect("defer reply");
                         }
                     }
-                    vec![per_op(t, Instant::now(), p.inflight_waves * 1000)]
+                    let ns = per_op(t, Instant::now(), p.inflight_waves * 1000);
+                    mark_end();
+                    vec![ns]
                 }
             }
-            Scenario::PoolThroughput | Scenario::ThreadsAfterBurst => {
+            Scenario::PoolThroughput => {
                 let pool = StdPool::new(cores());
-                let jobs = if sc == Scenario::PoolThroughput {
-                    p.pool_jobs
-                } else {
-                    p.growth_jobs
-                };
-                let ns = pool_burst(jobs, || pool.submit(Box::new(pool_job)));
-                if sc == Scenario::PoolThroughput {
-                    vec![ns]
-                } else {
-                    vec![threads_named(THREAD_NAME) as f64]
-                }
+                vec![pool_burst(p.pool_jobs, |i| {
+                    pool.submit(Box::new(pool_task(i, ctx.clone())));
+                })]
+            }
+            Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive => {
+                let pool = StdPool::new(cores());
+                thread_counts(sc, p, |i| pool.submit(Box::new(pool_task(i, ctx.clone()))))
+            }
+            Scenario::Timer => {
+                let (_tx, rx) = mpsc::channel::<Job>();
+                mark_start();
+                let v = (0..p.timer_samples)
+                    .map(|_| {
+                        let due = Instant::now() + p.timer_delay;
+                        assert!(rx.recv_timeout(p.timer_delay).is_err());
+                        due.elapsed().as_nanos() as f64
+                    })
+                    .collect();
+                mark_end();
+                v
             }
             _ => {
                 let (_, target) = channel_shape(sc, p)?;
@@ -133,12 +162,13 @@ impl Subject for StdBaseline {
                     let _ = tx.send(job);
                 };
                 let send2 = send.clone();
-                let prods = channel_producers(sc, p, send, move || {
+                let prods = channel_producers(sc, p, send, move |i, ctx| {
                     let (rtx, rrx) = mpsc::sync_channel(1);
+                    let w = work(i, ctx.clone());
                     send2(Box::new(move || {
-                        let _ = rtx.send(1u64);
+                        let _ = rtx.send(w());
                     }));
-                    rrx.recv().expect("loop dropped the reply");
+                    rrx.recv().expect("loop dropped the reply")
                 });
                 while !stopped.get() {
                     let job = rx.recv_timeout(DEADLINE).expect("loop starved");
