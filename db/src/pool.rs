@@ -409,14 +409,15 @@ impl<C: Connector> Inner<C> {
         let usable = workers.writer.is_some() || !workers.group.is_empty();
         *this.workers.borrow_mut() = Some(workers);
         this.state.set(Lifecycle::Running);
-        let weak = Rc::downgrade(this);
+        // The trigger keeps the pool alive until shutdown (or `close`, which
+        // removes it), as Twisted's reactor does: dropping every handle
+        // must not leave its threads unobserved.
+        let keep = this.clone();
         let id =
             this.handle
                 .add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-                    weak.upgrade().map(|inner| {
-                        inner.shutdown_trigger.set(None);
-                        ConnectionPool { inner }.close()
-                    })
+                    keep.shutdown_trigger.set(None);
+                    ConnectionPool { inner: keep }.close()
                 });
         this.shutdown_trigger.set(Some(id));
         let backlog = std::mem::take(&mut *this.backlog.borrow_mut());

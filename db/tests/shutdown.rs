@@ -35,7 +35,9 @@ fn shutdown_with_jobs_in_flight(policy: QueuedWork) -> (Outcomes, Vec<i64>) {
             pool.run_interaction(move |c| Ok(c.execute("insert into t values (?1)", (id,))?))
                 .add_both(move |r| o.borrow_mut().push((id, r)));
         }
-        handle.stop(); // with all 1,000 in flight
+        // With all 1,000 in flight; `pool` is dropped here, so only the
+        // shutdown trigger keeps it alive (it used to be dropped unclosed).
+        handle.stop();
     });
     reactor.run().unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
