@@ -286,3 +286,45 @@ fn close_is_idempotent_and_later_work_is_stopped_at_once() {
     // Every connection was closed: the WAL files are gone.
     assert!(!dir.path().join("t.db-wal").exists());
 }
+
+#[test]
+fn a_transaction_left_open_by_a_read_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 2); // one reader
+    let autocommit = reactor
+        .run_until_complete(async move {
+            p.run_read(|c| Ok(c.execute_batch("BEGIN")?)).await.unwrap();
+            p.run_read(|c| Ok(c.is_autocommit())).await.unwrap()
+        })
+        .unwrap();
+    assert!(autocommit);
+}
+
+#[test]
+fn a_late_cancel_never_reaches_the_next_job_on_the_connection() {
+    // Each victim is cancelled at a different point (queued, running, done);
+    // the witness queued right behind it on the same (only) connection must
+    // always succeed. Undirected interrupts fail such witnesses (spec §2.7).
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 1);
+    let h = reactor.handle();
+    let short = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000) select count(*) from c";
+    reactor
+        .run_until_complete(async move {
+            for i in 0..300u32 {
+                let victim =
+                    p.run_interaction(move |c| Ok(c.query_row(short, [], |r| r.get::<_, i64>(0))?));
+                let witness =
+                    p.run_interaction(move |c| Ok(c.query_row(short, [], |r| r.get::<_, i64>(0))?));
+                for _ in 0..i % 7 {
+                    h.sleep(std::time::Duration::ZERO).await.unwrap();
+                }
+                victim.cancel();
+                assert!(victim.await.unwrap_err().is_cancelled());
+                assert_eq!(witness.await.unwrap(), 3000, "iteration {i}");
+            }
+        })
+        .unwrap();
+}
