@@ -322,7 +322,11 @@ fn a_late_cancel_never_reaches_the_next_job_on_the_connection() {
                     h.sleep(std::time::Duration::ZERO).await.unwrap();
                 }
                 victim.cancel();
-                assert!(victim.await.unwrap_err().is_cancelled());
+                // Already delivered (the cancel came too late) or cancelled.
+                match victim.await {
+                    Ok(n) => assert_eq!(n, 3000),
+                    Err(e) => assert!(e.is_cancelled(), "{e:?}"),
+                }
                 assert_eq!(witness.await.unwrap(), 3000, "iteration {i}");
             }
         })
