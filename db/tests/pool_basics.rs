@@ -1,0 +1,334 @@
+//! weft-db behaviours beyond Twisted's suite: typed errors, routing,
+//! panics, cancellation of queued and running jobs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use weft::Reactor;
+use weft_db::{ConnectionPool, DbError, ErrorKind, SqliteConnector};
+
+fn pool(reactor: &Reactor, dir: &tempfile::TempDir, max: usize) -> ConnectionPool {
+    ConnectionPool::builder(SqliteConnector::new(dir.path().join("t.db")))
+        .max(max)
+        .build(&reactor.handle())
+        .unwrap()
+}
+
+#[test]
+fn constraint_violations_are_typed_and_carry_the_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 3);
+    let err = reactor
+        .run_until_complete(async move {
+            p.run_operation("create table t (x integer primary key)", [])
+                .await
+                .unwrap();
+            p.run_operation("insert into t values (1)", [])
+                .await
+                .unwrap();
+            p.run_operation("insert into t values (?1)", (1,))
+                .await
+                .unwrap_err()
+        })
+        .unwrap();
+    assert!(err.is_constraint(), "{err:?}");
+    assert_eq!(err.kind(), Some(ErrorKind::Constraint));
+    assert_eq!(err.statement(), Some("insert into t values (?1)"));
+}
+
+#[test]
+fn a_write_on_a_reader_fails_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 2);
+    let err = reactor
+        .run_until_complete(async move {
+            p.run_operation("create table t (x)", []).await.unwrap();
+            p.run_read(|c| Ok(c.execute("insert into t values (1)", [])?))
+                .await
+                .unwrap_err()
+        })
+        .unwrap();
+    assert_eq!(err.kind(), Some(ErrorKind::ReadOnly), "{err:?}");
+}
+
+#[test]
+fn reads_and_writes_run_on_their_own_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = ConnectionPool::builder(SqliteConnector::new(dir.path().join("t.db")))
+        .name("routing")
+        .max(2)
+        .build(&reactor.handle())
+        .unwrap();
+    let name = || {
+        std::thread::current()
+            .name()
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    let (w, r) = reactor
+        .run_until_complete(async move {
+            let w = p.run_interaction(move |_| Ok(name())).await.unwrap();
+            let r = p.run_read(move |_| Ok(name())).await.unwrap();
+            (w, r)
+        })
+        .unwrap();
+    assert_eq!(w, "weft-db-routing-w");
+    assert_eq!(r, "weft-db-routing-r0");
+}
+
+#[test]
+fn a_panicking_interaction_rolls_back_and_the_pool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 1);
+    let (err, count) = reactor
+        .run_until_complete(async move {
+            p.run_operation("create table t (x)", []).await.unwrap();
+            let err = p
+                .run_interaction(|c| -> Result<(), DbError> {
+                    c.execute("insert into t values (1)", [])?;
+                    panic!("boom in the interaction");
+                })
+                .await
+                .unwrap_err();
+            let count = p
+                .run_query_map("select count(*) from t", [], |r| r.get::<_, i64>(0))
+                .await
+                .unwrap();
+            (err, count)
+        })
+        .unwrap();
+    assert!(
+        matches!(&err, DbError::Panicked { message } if message.contains("boom")),
+        "{err:?}"
+    );
+    assert_eq!(count, vec![0]);
+}
+
+#[test]
+fn an_unstarted_job_cancelled_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 1);
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let (release, wait) = mpsc::channel::<()>();
+    let (err, after) = reactor
+        .run_until_complete(async move {
+            // The writer is held by the first job, so the second stays queued.
+            let first = p.run_interaction(move |_| {
+                wait.recv().ok();
+                Ok(())
+            });
+            let second = p.run_interaction(move |_| {
+                r.store(true, Ordering::SeqCst);
+                Ok(())
+            });
+            second.cancel();
+            release.send(()).unwrap();
+            first.await.unwrap();
+            let err = second.await.unwrap_err();
+            let after = p.run_interaction(|_| Ok(7)).await.unwrap();
+            (err, after)
+        })
+        .unwrap();
+    assert!(err.is_cancelled());
+    assert_eq!(after, 7);
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+/// A recursive CTE that would count for minutes.
+const ENDLESS: &str = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 100000000000) select count(*) from c";
+
+#[test]
+fn interrupting_a_long_write_transaction_cancels_it_and_the_writer_is_reusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 1);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (seen_tx, seen) = mpsc::channel::<Option<rusqlite::ErrorCode>>();
+    let h = reactor.handle();
+    let (err, seen, rows, after) = reactor
+        .run_until_complete(async move {
+            p.run_operation("create table t (x)", []).await.unwrap();
+            let long = p.run_interaction(move |c| {
+                c.execute("insert into t values (1)", [])?;
+                started_tx.send(()).unwrap();
+                let r: rusqlite::Result<i64> = c.query_row(ENDLESS, [], |r| r.get(0));
+                seen_tx
+                    .send(r.as_ref().err().and_then(|e| e.sqlite_error_code()))
+                    .unwrap();
+                Ok(r?)
+            });
+            h.defer_to_thread(move || started.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            long.cancel();
+            let err = long.await.unwrap_err();
+            let seen = h
+                .defer_to_thread(move || seen.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            // The same (only) connection: the insert was rolled back.
+            let rows = p
+                .run_query_map("select count(*) from t", [], |r| r.get::<_, i64>(0))
+                .await
+                .unwrap();
+            let after = p
+                .run_interaction(|c| Ok(c.query_row("select 41 + 1", [], |r| r.get::<_, i64>(0))?))
+                .await
+                .unwrap();
+            (err, seen, rows, after)
+        })
+        .unwrap();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(seen, Some(rusqlite::ErrorCode::OperationInterrupted));
+    assert_eq!(rows, vec![0]);
+    assert_eq!(after, 42);
+}
+
+#[test]
+fn interrupting_a_long_read_cancels_it_and_the_reader_is_reusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 2); // one writer, one reader
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (seen_tx, seen) = mpsc::channel::<Option<rusqlite::ErrorCode>>();
+    let h = reactor.handle();
+    let name = || {
+        std::thread::current()
+            .name()
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    let (err, seen, after) = reactor
+        .run_until_complete(async move {
+            let long = p.run_read(move |c| {
+                started_tx.send(()).unwrap();
+                let r: rusqlite::Result<i64> = c.query_row(ENDLESS, [], |r| r.get(0));
+                seen_tx
+                    .send(r.as_ref().err().and_then(|e| e.sqlite_error_code()))
+                    .unwrap();
+                Ok(r?)
+            });
+            h.defer_to_thread(move || started.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            long.cancel();
+            let err = long.await.unwrap_err();
+            let seen = h
+                .defer_to_thread(move || seen.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let after = p
+                .run_read(move |c| {
+                    Ok((c.query_row("select 1", [], |r| r.get::<_, i64>(0))?, name()))
+                })
+                .await
+                .unwrap();
+            (err, seen, after)
+        })
+        .unwrap();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(seen, Some(rusqlite::ErrorCode::OperationInterrupted));
+    assert_eq!(after, (1, "weft-db-db-r0".to_owned()));
+}
+
+#[test]
+fn a_memory_database_gets_one_connection() {
+    let reactor = Reactor::new().unwrap();
+    let p = ConnectionPool::builder(SqliteConnector::new(":memory:"))
+        .max(4)
+        .build(&reactor.handle())
+        .unwrap();
+    assert_eq!(p.max_connections(), 1);
+    let rows = reactor
+        .run_until_complete(async move {
+            p.run_operation("create table t (x)", []).await.unwrap();
+            p.run_operation("insert into t values (3)", [])
+                .await
+                .unwrap();
+            p.run_query_map("select x from t", [], |r| r.get::<_, i64>(0))
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(rows, vec![3]);
+}
+
+#[test]
+fn close_is_idempotent_and_later_work_is_stopped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 3);
+    let q = p.clone();
+    let (a, b, c) = reactor
+        .run_until_complete(async move {
+            q.run_operation("create table t (x)", []).await.unwrap();
+            let (a, b) = (q.close(), q.close());
+            let (a, b) = (a.await, b.await);
+            (a, b, q.close().await)
+        })
+        .unwrap();
+    assert_eq!((a, b, c), (Ok(()), Ok(()), Ok(())));
+    let d = p.run_query("select 1", []);
+    assert!(d.is_resolved());
+    let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+    assert!(matches!(err, DbError::Stopped), "{err:?}");
+    // Every connection was closed: the WAL files are gone.
+    assert!(!dir.path().join("t.db-wal").exists());
+}
+
+#[test]
+fn a_transaction_left_open_by_a_read_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 2); // one reader
+    let autocommit = reactor
+        .run_until_complete(async move {
+            p.run_read(|c| Ok(c.execute_batch("BEGIN")?)).await.unwrap();
+            p.run_read(|c| Ok(c.is_autocommit())).await.unwrap()
+        })
+        .unwrap();
+    assert!(autocommit);
+}
+
+#[test]
+fn a_late_cancel_never_reaches_the_next_job_on_the_connection() {
+    // Each victim is cancelled at a different point (queued, running, done);
+    // the witness queued right behind it on the same (only) connection must
+    // always succeed. Undirected interrupts fail such witnesses (spec §2.7).
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = pool(&reactor, &dir, 1);
+    let h = reactor.handle();
+    let short = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000) select count(*) from c";
+    reactor
+        .run_until_complete(async move {
+            for i in 0..300u32 {
+                let victim =
+                    p.run_interaction(move |c| Ok(c.query_row(short, [], |r| r.get::<_, i64>(0))?));
+                let witness =
+                    p.run_interaction(move |c| Ok(c.query_row(short, [], |r| r.get::<_, i64>(0))?));
+                for _ in 0..i % 7 {
+                    h.sleep(std::time::Duration::ZERO).await.unwrap();
+                }
+                victim.cancel();
+                // Already delivered (the cancel came too late) or cancelled.
+                match victim.await {
+                    Ok(n) => assert_eq!(n, 3000),
+                    Err(e) => assert!(e.is_cancelled(), "{e:?}"),
+                }
+                assert_eq!(witness.await.unwrap(), 3000, "iteration {i}");
+            }
+        })
+        .unwrap();
+}
