@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 use weft::reactor::{Handle, Phase, QueuedWork, SystemEvent, TriggerId};
-use weft::threads::{BlockingQueue, Job, ThreadWorker, WorkQueue, Worker};
+use weft::threads::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue, Worker};
 use weft::{Deferred, PoolConfigError, Resolver, ThreadError};
 
 use crate::connector::{Connector, Role, SqliteConnector};
@@ -31,10 +31,10 @@ use crate::worker::{JobState, Mode, Shared, run_job, spawn_worker};
 struct SharedQueue(Arc<BlockingQueue>);
 
 impl WorkQueue for SharedQueue {
-    fn put(&self, job: Job) {
+    fn put(&self, job: WorkItem) {
         self.0.put(job)
     }
-    fn get(&self) -> Job {
+    fn get(&self) -> WorkItem {
         self.0.get()
     }
 }
