@@ -13,7 +13,7 @@
 //! - `state.rs`: every decision as a plain function on the state behind the
 //!   pool's one mutex; unit-tested with a manual clock and no threads.
 //! - `queue.rs`: the FIFO with sequence numbers, so unstarted work can be
-//!   withdrawn in O(log n).
+//!   withdrawn in O(1).
 //! - `thread.rs`: starting threads (outside the lock), their loop, and the
 //!   exit guard that never lets a dying thread swallow work.
 //! - `config.rs`: builder, statistics, stop report.
@@ -425,7 +425,7 @@ impl ThreadPool {
     /// Removes the item named by `key` if no thread has taken it: the
     /// statistics and the growth logic stop counting it at once and the
     /// pool's reference is dropped (neither `run` nor `discard` is called).
-    /// O(log n) in the queue length. Returns whether it was removed.
+    /// O(1). Returns whether it was removed.
     #[allow(dead_code)] // the bridge's (contract C1)
     pub(crate) fn withdraw(&self, key: TaskKey) -> bool {
         withdraw(&self.core, key)

@@ -303,7 +303,7 @@ impl State {
     }
 
     /// Queues `item` (the caller checked `stopped` and the first thread).
-    #[inline]
+    #[inline(always)] // the hot path: keep it in the caller's lock hold
     pub(super) fn submit(&mut self, item: Item) -> (TaskKey, Wake) {
         let key = self.queue.push(item);
         let wake = if self.idle > 0 && self.claimed > 0 {
