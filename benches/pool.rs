@@ -160,5 +160,49 @@ fn latency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, latency);
+/// Jobs that capture data, as real jobs do: an index and an `Arc` (issue 9).
+fn throughput_capturing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput_1m_capturing_tasks");
+    group.throughput(Throughput::Elements(TASKS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
+
+    let pool = ThreadPool::new(THREADS, THREADS).unwrap();
+    pool.start();
+    group.bench_function("weft_thread_pool", |b| {
+        b.iter(|| {
+            let countdown = Countdown::new(TASKS);
+            for i in 0..TASKS {
+                let (c, data) = (countdown.clone(), data.clone());
+                pool.call_in_thread(move || {
+                    black_box(data[i % data.len()]);
+                    c.tick();
+                })
+                .unwrap_or_else(|_| panic!("refused"));
+            }
+            countdown.wait();
+        })
+    });
+    pool.stop();
+
+    let baseline = MpscPool::new(THREADS);
+    group.bench_function("mpsc_fixed_threads", |b| {
+        b.iter(|| {
+            let countdown = Countdown::new(TASKS);
+            for i in 0..TASKS {
+                let (c, data) = (countdown.clone(), data.clone());
+                baseline.submit(move || {
+                    black_box(data[i % data.len()]);
+                    c.tick();
+                });
+            }
+            countdown.wait();
+        })
+    });
+    drop(baseline);
+    group.finish();
+}
+
+criterion_group!(benches, throughput, throughput_capturing, latency);
 criterion_main!(benches);

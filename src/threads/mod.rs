@@ -22,7 +22,13 @@
 //!   [`ExclusiveWorker`]) owns the idle set, the busy count and the backlog,
 //!   and hands each task to an idle worker, a new worker, or the backlog.
 //! - [`pool`] assembles Twisted's thread pool team: a [`LockWorker`]
-//!   coordinator and [`ThreadWorker`] workers under a size limit.
+//!   coordinator and [`ThreadWorker`] workers under a size limit (the
+//!   faithful port, kept for its tests and for custom teams).
+//! - [`ThreadPool`] is the pool to use: Team's rules (sizes, backlog, shrink
+//!   debt, quit) on one shared queue, itself a [`Worker`], with a
+//!   keep-alive, growth on stall and withdrawable unstarted work
+//!   ([`CancelHandle`]). Its rules are plain state transitions, tested
+//!   deterministically like `Team`'s.
 //!
 //! # Invariants
 //!

@@ -13,7 +13,7 @@
 //! - `state.rs`: every decision as a plain function on the state behind the
 //!   pool's one mutex; unit-tested with a manual clock and no threads.
 //! - `queue.rs`: the FIFO with sequence numbers, so unstarted work can be
-//!   withdrawn in O(log n).
+//!   withdrawn in O(1).
 //! - `thread.rs`: starting threads (outside the lock), their loop, and the
 //!   exit guard that never lets a dying thread swallow work.
 //! - `config.rs`: builder, statistics, stop report.
@@ -101,11 +101,11 @@ pub(crate) use queue::TaskKey;
 
 use self::config::check_size;
 use self::queue::{Call, Item, message_and_drop};
-use self::state::Role;
+use self::state::{Role, Wake};
 use self::thread::Core;
 use super::{Task, Worker};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError};
-use crate::loom::Arc;
+use crate::loom::{Arc, MutexGuard};
 
 /// Work that brings its own shared record: the caller's `Arc` *is* the queue
 /// item, so a job costs one allocation, and the caller keeps a handle to
@@ -424,7 +424,7 @@ impl ThreadPool {
     /// Removes the item named by `key` if no thread has taken it: the
     /// statistics and the growth logic stop counting it at once and the
     /// pool's reference is dropped (neither `run` nor `discard` is called).
-    /// O(log n) in the queue length. Returns whether it was removed.
+    /// O(1). Returns whether it was removed.
     pub(crate) fn withdraw(&self, key: TaskKey) -> bool {
         withdraw(&self.core, key)
     }
@@ -432,31 +432,48 @@ impl ThreadPool {
     /// Queues an item and wakes or starts a thread for it; hands the work
     /// back when the pool is stopped, or started with no thread and none
     /// can start. `erase` runs under the lock and must not allocate.
+    #[inline]
     fn submit<B>(&self, work: B, erase: impl FnOnce(B) -> Item) -> Result<TaskKey, B> {
         let core = &self.core;
         let mut st = core.state.lock();
-        // A started pool with no thread starts one before accepting work, so
-        // work is refused only when no thread can exist (bounded retries:
-        // the thread may exit again before we look).
-        for _ in 0..3 {
-            if !st.needs_first_thread() {
-                break;
+        if st.needs_first_thread() {
+            match self.first_thread(st) {
+                Some(guard) => st = guard,
+                None => return Err(work),
             }
-            let ticket = st.reserve(Role::Worker);
-            drop(st);
-            if !Core::start_thread(core, ticket) {
-                tracing::error!(pool = %core.name, "pool has no thread and cannot start one; work refused");
-                return Err(work);
-            }
-            st = core.state.lock();
         }
         if st.stopped || st.needs_first_thread() {
             return Err(work);
         }
         let (key, wake) = st.submit(erase(work));
         drop(st);
-        Core::wake(core, wake);
+        if wake != Wake::Nothing {
+            Core::wake(core, wake);
+        }
         Ok(key)
+    }
+
+    /// A started pool with no thread starts one before accepting work, so
+    /// work is refused only when no thread can exist (bounded retries: the
+    /// new thread may exit again before we look). `None`: refuse.
+    #[cold]
+    fn first_thread<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, state::State>,
+    ) -> Option<MutexGuard<'a, state::State>> {
+        for _ in 0..3 {
+            if !st.needs_first_thread() {
+                break;
+            }
+            let ticket = st.reserve(Role::Worker);
+            drop(st);
+            if !Core::start_thread(&self.core, ticket) {
+                tracing::error!(pool = %self.core.name, "pool has no thread and cannot start one; work refused");
+                return None;
+            }
+            st = self.core.state.lock();
+        }
+        Some(st)
     }
 
     /// Stops the pool and waits until every thread has exited; returns what

@@ -1,14 +1,16 @@
 //! The pool's FIFO, from which unstarted work can be withdrawn.
 //!
-//! Items sit in submission order, each under a sequence number that only
-//! grows, so the slots are sorted by it and a [`TaskKey`] finds its slot by
-//! binary search (O(log n)). Withdrawing leaves a tombstone (`None`) that
-//! `pop` skips; tombstones at either end are trimmed at once, and the whole
-//! queue is compacted when they outnumber the live items, so memory stays
-//! proportional to the live work.
+//! Items sit in submission order in a ring of slots; the slot at index `i`
+//! holds sequence number `head + i`, so a [`TaskKey`] finds its slot in O(1)
+//! and a slot costs no more than the item (24 bytes: the queue is the hot
+//! path, and a burst can queue millions). Withdrawing leaves a tombstone
+//! (`None`) that `pop` skips; tombstones at the front go at once, and all of
+//! them once nothing is live. Tombstones behind a live head stay until the
+//! head reaches them, so the slots never outnumber what the backlog would
+//! have held had nothing been withdrawn.
 //!
-//! Invariants: `live` is the number of `Some` slots; sequence numbers
-//! strictly increase from front to back; a key names at most one item, ever.
+//! Invariants: `live` is the number of `Some` slots; `head` only grows, and
+//! a key names at most one item, ever.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,49 +44,32 @@ pub(super) trait Call: Send {
     fn call(self: Box<Self>) -> (bool, Option<String>);
 }
 
-/// How a run went, for the pool's counters and logs.
-pub(super) struct Outcome {
-    /// The work panicked (its awaiter was told, or it was logged).
-    pub(super) panicked: bool,
-    /// A panic to log (fire-and-forget work, or a callback).
-    pub(super) log: Option<String>,
-}
-
 impl Item {
-    /// Runs the item on a pool thread; never unwinds.
-    pub(super) fn run(self) -> Outcome {
-        match self {
+    /// Runs the item on a pool thread; never unwinds. Returns whether the
+    /// work panicked; a panic nobody else hears of (fire-and-forget work, a
+    /// callback, a shared task) is logged here, on the cold path.
+    #[inline]
+    pub(super) fn run(self, pool: &str) -> bool {
+        let payload = match self {
             Item::Task(task) => match catch_unwind(AssertUnwindSafe(task)) {
-                Ok(()) => Outcome {
-                    panicked: false,
-                    log: None,
-                },
-                Err(payload) => Outcome {
-                    panicked: true,
-                    log: Some(message_and_drop(payload)),
-                },
+                Ok(()) => return false,
+                Err(payload) => payload,
             },
             Item::Call(call) => match catch_unwind(AssertUnwindSafe(move || call.call())) {
-                Ok((panicked, log)) => Outcome {
-                    panicked: panicked || log.is_some(),
-                    log,
-                },
-                Err(payload) => Outcome {
-                    panicked: true,
-                    log: Some(message_and_drop(payload)),
-                },
+                Ok((panicked, None)) => return panicked,
+                Ok((_, Some(message))) => {
+                    log_panic(pool, &message);
+                    return true;
+                }
+                Err(payload) => payload,
             },
             Item::Shared(shared) => match catch_unwind(AssertUnwindSafe(move || shared.run())) {
-                Ok(()) => Outcome {
-                    panicked: false,
-                    log: None,
-                },
-                Err(payload) => Outcome {
-                    panicked: true,
-                    log: Some(message_and_drop(payload)),
-                },
+                Ok(()) => return false,
+                Err(payload) => payload,
             },
-        }
+        };
+        log_panic(pool, &message_and_drop(payload));
+        true
     }
 
     /// The pool will never run this item: drops it (its destructors report)
@@ -102,6 +87,11 @@ impl Item {
     }
 }
 
+#[cold]
+fn log_panic(pool: &str, message: &str) {
+    tracing::error!(pool = %pool, panic = %message, "pool task panicked");
+}
+
 /// The message of a caught panic; the payload is dropped under a guard (a
 /// payload whose destructor panics must not take the thread down).
 pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -110,16 +100,13 @@ pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String
     message
 }
 
-struct Slot {
-    seq: u64,
-    item: Option<Item>,
-}
-
 /// See the module docs.
 #[derive(Default)]
 pub(super) struct Queue {
-    slots: VecDeque<Slot>,
-    next_seq: u64,
+    /// `None` is a tombstone; the slot at index `i` has sequence number
+    /// `head + i`.
+    slots: VecDeque<Option<Item>>,
+    head: u64,
     live: usize,
 }
 
@@ -132,37 +119,34 @@ impl fmt::Debug for Queue {
     }
 }
 
-/// Below this many slots tombstones are left for `pop` to skip.
-const COMPACT_MIN: usize = 64;
-
 impl Queue {
     /// Live items.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.live
     }
 
-    /// Slots held, tombstones included (for tests of the compaction).
+    /// Slots held, tombstones included.
     #[cfg(test)]
     pub(super) fn slots(&self) -> usize {
         self.slots.len()
     }
 
     /// Appends `item`; returns its key.
+    #[inline]
     pub(super) fn push(&mut self, item: Item) -> TaskKey {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.slots.push_back(Slot {
-            seq,
-            item: Some(item),
-        });
+        let seq = self.head + self.slots.len() as u64;
+        self.slots.push_back(Some(item));
         self.live += 1;
         TaskKey(seq)
     }
 
     /// Removes the oldest live item.
+    #[inline]
     pub(super) fn pop(&mut self) -> Option<Item> {
         while let Some(slot) = self.slots.pop_front() {
-            if let Some(item) = slot.item {
+            self.head += 1;
+            if let Some(item) = slot {
                 self.live -= 1;
                 return Some(item);
             }
@@ -170,21 +154,27 @@ impl Queue {
         None
     }
 
-    /// Removes the item named by `key` if it is still queued.
+    /// Removes the item named by `key` if it is still queued. O(1).
     pub(super) fn withdraw(&mut self, key: TaskKey) -> Option<Item> {
-        let at = self.slots.binary_search_by_key(&key.0, |s| s.seq).ok()?;
-        let item = self.slots[at].item.take()?;
+        let at = usize::try_from(key.0.checked_sub(self.head)?).ok()?;
+        let item = self.slots.get_mut(at)?.take()?;
         self.live -= 1;
-        while self.slots.front().is_some_and(|s| s.item.is_none()) {
-            self.slots.pop_front();
-        }
-        while self.slots.back().is_some_and(|s| s.item.is_none()) {
-            self.slots.pop_back();
-        }
-        if self.slots.len() > COMPACT_MIN && self.slots.len() > 2 * self.live {
-            self.slots.retain(|s| s.item.is_some());
-        }
+        self.trim();
         Some(item)
+    }
+
+    /// Drops the tombstones at the front (the head moves on), and all of
+    /// them once nothing is live. Trailing ones must stay while live items
+    /// precede them: the next key is `head + len` and keys are never reused.
+    fn trim(&mut self) {
+        while self.slots.front().is_some_and(Option::is_none) {
+            self.slots.pop_front();
+            self.head += 1;
+        }
+        if self.live == 0 {
+            self.head += self.slots.len() as u64;
+            self.slots.clear();
+        }
     }
 
     /// Removes every live item after the first `keep`, oldest first.
@@ -192,17 +182,17 @@ impl Queue {
         let mut kept = 0;
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            if slot.item.is_none() {
+            if slot.is_none() {
                 continue;
             }
             if kept < keep {
                 kept += 1;
-            } else if let Some(item) = slot.item.take() {
+            } else if let Some(item) = slot.take() {
                 out.push(item);
             }
         }
         self.live -= out.len();
-        self.slots.retain(|s| s.item.is_some());
+        self.trim();
         out
     }
 }
@@ -235,18 +225,28 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_never_outgrow_the_live_items() {
+    fn tombstones_go_with_the_head_and_keys_are_never_reused() {
         let mut q = Queue::default();
-        let keys: Vec<_> = (0..1000).map(|_| q.push(task())).collect();
-        let _head = q.push(task());
-        for key in keys.iter().skip(1).step_by(2) {
+        let a = q.push(task());
+        assert!(q.withdraw(a).is_some());
+        assert_eq!(q.slots(), 0, "nothing live: nothing kept");
+        let b = q.push(task());
+        assert_ne!(a, b);
+        assert!(q.withdraw(a).is_none(), "a stale key withdraws nothing");
+        let keys: Vec<_> = (0..10).map(|_| q.push(task())).collect();
+        for key in &keys[..5] {
             assert!(q.withdraw(*key).is_some());
         }
-        for key in keys.iter().step_by(2) {
-            assert!(q.withdraw(*key).is_some());
-        }
-        assert_eq!(q.len(), 1);
-        assert!(q.slots() <= COMPACT_MIN + 1, "slots {}", q.slots());
+        assert_eq!(q.slots(), 11, "tombstones behind a live head stay");
+        assert!(q.pop().is_some()); // b
+        assert_eq!((q.len(), q.slots()), (5, 10));
+        assert!(q.withdraw(keys[9]).is_some()); // the front tombstones go
+        assert_eq!((q.len(), q.slots()), (4, 5));
+        assert!(q.withdraw(keys[5]).is_some());
+        assert_eq!((q.len(), q.slots()), (3, 4));
+        let popped = std::iter::from_fn(|| q.pop()).count();
+        assert_eq!((popped, q.len(), q.slots()), (3, 0, 0));
+        assert!(q.withdraw(keys[9]).is_none());
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl State {
         }
     }
 
+    #[inline]
     pub(super) fn backlog(&self) -> usize {
         self.queue.len() - self.claimed
     }
@@ -197,6 +198,7 @@ impl State {
         self.threads().saturating_sub(self.to_shrink)
     }
 
+    #[inline]
     fn take(&mut self) -> Item {
         self.taken += 1;
         self.queue
@@ -301,6 +303,7 @@ impl State {
     }
 
     /// Queues `item` (the caller checked `stopped` and the first thread).
+    #[inline(always)] // the hot path: keep it in the caller's lock hold
     pub(super) fn submit(&mut self, item: Item) -> (TaskKey, Wake) {
         let key = self.queue.push(item);
         let wake = if self.idle > 0 && self.claimed > 0 {
@@ -335,6 +338,7 @@ impl State {
     }
 
     /// Whether a submission must first start a thread (started, none left).
+    #[inline]
     pub(super) fn needs_first_thread(&self) -> bool {
         self.started && !self.stopped && self.threads() == 0
     }
@@ -427,6 +431,7 @@ impl State {
 
     /// A busy thread's task ended: backlog first, then quit, then debt,
     /// then idle.
+    #[inline]
     pub(super) fn after_task(&mut self, panicked: bool) -> AfterTask {
         self.completed += 1;
         self.panicked += u64::from(panicked);

@@ -73,6 +73,7 @@ impl Core {
     }
 
     /// Carries out a submission's wake (outside the lock).
+    #[inline]
     pub(super) fn wake(this: &Arc<Self>, wake: Wake) {
         match wake {
             Wake::Nothing => {}
@@ -262,12 +263,9 @@ fn thread_main(core: Arc<Core>, role: Role) {
             Next::Run(item) => {
                 exit.position = Position::Busy;
                 drop(st);
-                let outcome = item.run();
-                if let Some(message) = &outcome.log {
-                    tracing::error!(pool = %core.name, panic = %message, "pool task panicked");
-                }
+                let panicked = item.run(&core.name);
                 st = core.state.lock();
-                match st.after_task(outcome.panicked) {
+                match st.after_task(panicked) {
                     AfterTask::Run(item) => Next::Run(item),
                     AfterTask::Sleep => {
                         exit.position = Position::Sleeping;
