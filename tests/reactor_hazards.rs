@@ -377,3 +377,29 @@ fn a_propagated_panic_in_a_timer_leaves_the_other_due_timers_for_the_next_turn()
     assert_eq!(*l.borrow(), vec!["first", "third"]);
     assert_eq!(reactor.statistics().timers_live, 0);
 }
+
+/// `Remote::stop` from another thread while the loop is awake sets the stop
+/// flag and makes no wake (the loop is awake). The loop once checked the flag
+/// only before its pre-sleep protocol, so a stop landing between that check
+/// and the sleep was lost and the loop blocked for good. Many runs, each
+/// stopped from a thread at an arbitrary moment; the watchdog bounds a
+/// failure (a lost stop), it never decides a pass.
+#[test]
+fn a_stop_from_another_thread_is_never_lost() {
+    for round in 0..5000 {
+        let reactor = Reactor::new().unwrap();
+        let remote = reactor.remote();
+        let fired = common::watchdog(&reactor);
+        let t = std::thread::spawn(move || {
+            // Spread the stop over the loop's turn: before, during and after
+            // it goes to sleep.
+            for _ in 0..(round % 50) {
+                std::hint::spin_loop();
+            }
+            remote.stop();
+        });
+        reactor.run().unwrap();
+        t.join().unwrap();
+        assert!(!fired.get(), "round {round}: the stop was lost");
+    }
+}

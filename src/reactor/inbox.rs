@@ -458,7 +458,7 @@ mod loom_tests {
 
     use super::*;
     use crate::loom::{Arc, Condvar, thread};
-    use ::loom::sync::atomic::AtomicUsize;
+    use ::loom::sync::atomic::{AtomicBool, AtomicUsize};
 
     #[derive(Default)]
     struct CondvarWaker {
@@ -559,6 +559,32 @@ mod loom_tests {
             inbox.awake();
             while !*ready.lock() {
                 if inbox.prepare_to_sleep(|| *ready.lock()) {
+                    inbox.waker().sleep();
+                    inbox.awake();
+                }
+            }
+            t.join().unwrap();
+        });
+    }
+
+    /// A flag set outside the queue (the reactor's stop request: an atomic
+    /// store, then `notify`) while the loop is awake makes no wake, so the
+    /// loop must re-check it in `other_work`, after the inbox is marked
+    /// sleepy. Checking it only before `prepare_to_sleep` (as the reactor
+    /// once did) deadlocks in this model.
+    #[test]
+    fn loom_inbox_flag_set_while_awake_is_seen_before_sleeping() {
+        ::loom::model(|| {
+            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (i2, s2) = (inbox.clone(), stop.clone());
+            inbox.awake();
+            let t = thread::spawn(move || {
+                s2.store(true, Ordering::SeqCst);
+                i2.notify();
+            });
+            while !stop.load(Ordering::SeqCst) {
+                if inbox.prepare_to_sleep(|| stop.load(Ordering::SeqCst)) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }

@@ -147,13 +147,16 @@ impl Inner {
         SharedStats::set(&s.tasks_alive, self.tasks.len() as u64);
     }
 
+    /// A stop was requested and shutdown has not begun acting on it.
+    fn stop_pending(&self) -> bool {
+        self.shared.stop_requested.load(Ordering::SeqCst) && self.shared.state() < STATE_STOPPING
+    }
+
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
         // A stop requested on the loop thread sets no wake (the loop is
         // awake), so the main loop must not block before it sees it; during
         // shutdown itself the request is already being acted on.
-        let stop_pending = self.shared.stop_requested.load(Ordering::SeqCst)
-            && self.shared.state() < STATE_STOPPING;
-        let ready_now = stop_pending
+        let ready_now = self.stop_pending()
             || self.timers.has_pending()
             || !self.batch.borrow().is_empty()
             || self.tasks.has_ready(&self.shared);
@@ -167,11 +170,15 @@ impl Inner {
             }
         }
         let timeout = Some(timeout.unwrap_or(MAX_POLL).min(MAX_POLL));
+        // The stop flag is re-checked after the inbox is marked sleepy: a
+        // `Remote::stop` that set it while the loop was awake made no wake
+        // (the loop was awake), so a check before this point alone could
+        // miss it and block for good.
         if timeout != Some(Duration::ZERO)
             && !self
                 .shared
                 .inbox
-                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared))
+                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared) || self.stop_pending())
         {
             return Some(Duration::ZERO);
         }
