@@ -579,12 +579,13 @@ mod loom_tests {
             let stop = Arc::new(AtomicBool::new(false));
             let (i2, s2) = (inbox.clone(), stop.clone());
             inbox.awake();
+            // Read-modify-writes on both sides, as in the reactor.
             let t = thread::spawn(move || {
-                s2.store(true, Ordering::SeqCst);
+                s2.swap(true, Ordering::SeqCst);
                 i2.notify();
             });
             while !stop.load(Ordering::SeqCst) {
-                if inbox.prepare_to_sleep(|| stop.load(Ordering::SeqCst)) {
+                if inbox.prepare_to_sleep(|| stop.fetch_or(false, Ordering::SeqCst)) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }

@@ -66,7 +66,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(super) fn request_stop(&self) {
-        self.stop_requested.store(true, Ordering::SeqCst);
+        // A read-modify-write, like every write the wake protocol relies on
+        // (see `inbox.rs`): ordered against the loop's re-check before sleep.
+        self.stop_requested.swap(true, Ordering::SeqCst);
         self.inbox.notify();
     }
 

@@ -152,6 +152,15 @@ impl Inner {
         self.shared.stop_requested.load(Ordering::SeqCst) && self.shared.state() < STATE_STOPPING
     }
 
+    /// [`stop_pending`](Self::stop_pending) read with a read-modify-write,
+    /// for the re-check before sleep: like every write the wake protocol
+    /// relies on (see `inbox.rs`), it is then ordered against the producer's
+    /// `swap` in `request_stop` (the loom model in `inbox.rs`).
+    fn stop_pending_rmw(&self) -> bool {
+        self.shared.stop_requested.fetch_or(false, Ordering::SeqCst)
+            && self.shared.state() < STATE_STOPPING
+    }
+
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
         // A stop requested on the loop thread sets no wake (the loop is
         // awake), so the main loop must not block before it sees it; during
@@ -178,7 +187,7 @@ impl Inner {
             && !self
                 .shared
                 .inbox
-                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared) || self.stop_pending())
+                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared) || self.stop_pending_rmw())
         {
             return Some(Duration::ZERO);
         }
