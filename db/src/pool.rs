@@ -431,7 +431,9 @@ impl<C: Connector> Inner<C> {
 fn flatten<T, E>(result: Result<Result<T, DbError<E>>, ThreadError>) -> Result<T, DbError<E>> {
     match result {
         Ok(r) => r,
-        Err(ThreadError::Panicked { message }) => Err(DbError::Panicked { message }),
+        Err(ThreadError::Panicked { message }) => Err(DbError::Panicked {
+            message: message.to_string(),
+        }),
         Err(ThreadError::Cancelled) => Err(DbError::Cancelled),
         Err(_) => Err(DbError::Stopped),
     }

@@ -213,10 +213,12 @@ impl Handle {
                         let _ = guard.0.callback(v);
                     }
                     Err(payload) => {
-                        // The awaiter learns of the panic first; then the
-                        // loop's panic policy sees it.
-                        let _ = guard.0.errback(ThreadError::from_panic(&*payload));
-                        resume_unwind(payload);
+                        // The awaiter learns of the panic first and keeps
+                        // its payload; then the loop's panic policy sees a
+                        // copy (same type for `&str` and `String` payloads).
+                        let copy = crate::error::copy_payload(&*payload);
+                        let _ = guard.0.errback(ThreadError::from_panic_payload(payload));
+                        resume_unwind(copy);
                     }
                 }
             },
