@@ -339,6 +339,9 @@ fn the_handle_reports_the_shutdown_settings_pools_on_the_loop_follow() {
         .shutdown_timeout(Duration::MAX)
         .build()
         .unwrap();
-    assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Cancel);
+    assert_eq!(
+        reactor.handle().queued_work_at_shutdown(),
+        QueuedWork::Cancel
+    );
     assert_eq!(reactor.handle().shutdown_timeout(), Duration::MAX);
 }
