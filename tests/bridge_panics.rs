@@ -115,3 +115,19 @@ fn into_panic_on_another_error_panics_and_try_into_panic_hands_it_back() {
     );
     assert!(catch_unwind(|| ThreadError::Stopped.into_panic()).is_err());
 }
+
+#[test]
+fn the_errors_stay_send_sync_and_unwind_safe_with_a_payload_inside() {
+    fn check<T>()
+    where
+        T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe + std::error::Error,
+    {
+    }
+    check::<ThreadError>();
+    check::<weft::CallError>();
+    check::<RunError>();
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(ThreadError::Panicked {
+        message: weft::Panic::from("boom"),
+    });
+    assert_eq!(boxed.to_string(), "job panicked: boom");
+}
