@@ -4,8 +4,10 @@
 //! (`LoopStopped<F>(pub F)`, `AlreadyQuit<T>(pub T)`), as crossbeam's
 //! `SendError<T>` does, so nothing is dropped behind the caller's back.
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 /// A worker, team or pool has been told to quit; it takes no more work.
 ///
@@ -98,7 +100,144 @@ impl<F> fmt::Display for LoopStopped<F> {
 
 impl<F> Error for LoopStopped<F> {}
 
-/// Why a job (pool work, a local task) produced no value.
+/// A caught panic: its message, and the original payload for
+/// [`std::panic::resume_unwind`] (as tokio's `JoinError::into_panic` gives).
+///
+/// It is what [`ThreadError::Panicked`], [`CallError::Panicked`] and
+/// [`RunError::Panicked`] carry in their `message` field. It reads as the
+/// panic message (`Deref<Target = str>`, `Display`) and compares by message.
+/// Clones share the one payload: the first [`into_payload`](Panic::into_payload)
+/// takes it, later ones get the message as a `String`.
+///
+/// # Examples
+///
+/// ```
+/// let reactor = weft::Reactor::new().unwrap();
+/// let d = reactor.defer_to_thread(|| -> u8 { std::panic::panic_any(7_u32) });
+/// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+/// let weft::ThreadError::Panicked { message } = err else { unreachable!() };
+/// assert_eq!(message.message(), "<non-string panic payload>");
+/// // The original payload, not a copy of its message:
+/// assert_eq!(message.into_payload().downcast_ref::<u32>(), Some(&7));
+/// ```
+#[derive(Clone)]
+pub struct Panic {
+    message: Arc<str>,
+    /// A value holder, not a synchronisation point: a std mutex (never
+    /// poisoned in practice; taken back if it is) keeps `Panic` `Sync` and
+    /// needs no loom model.
+    payload: Arc<std::sync::Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+impl Panic {
+    /// Wraps a payload caught by [`std::panic::catch_unwind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+    /// let panic = weft::Panic::new(payload);
+    /// assert_eq!(panic.message(), "boom");
+    /// assert_eq!(panic.into_payload().downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
+    pub fn new(payload: Box<dyn Any + Send>) -> Panic {
+        Panic {
+            message: panic_message(&*payload).into(),
+            payload: Arc::new(std::sync::Mutex::new(Some(payload))),
+        }
+    }
+
+    /// The panic message, or `<non-string panic payload>` when the payload
+    /// was neither a `&str` nor a `String`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(weft::Panic::from("boom").message(), "boom");
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The payload, for [`std::panic::resume_unwind`]. If a clone took it
+    /// already, the message as a `String`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let panic = weft::Panic::from("boom");
+    /// let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///     std::panic::resume_unwind(panic.into_payload())
+    /// }))
+    /// .unwrap_err();
+    /// assert_eq!(caught.downcast_ref::<String>().map(String::as_str), Some("boom"));
+    /// ```
+    pub fn into_payload(self) -> Box<dyn Any + Send> {
+        let taken = self
+            .payload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        taken.unwrap_or_else(|| Box::new(self.message.to_string()))
+    }
+}
+
+impl From<&str> for Panic {
+    fn from(message: &str) -> Panic {
+        Panic::from(message.to_owned())
+    }
+}
+
+impl From<String> for Panic {
+    fn from(message: String) -> Panic {
+        Panic::new(Box::new(message))
+    }
+}
+
+impl std::ops::Deref for Panic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl PartialEq for Panic {
+    fn eq(&self, other: &Panic) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Panic {}
+
+impl PartialEq<str> for Panic {
+    fn eq(&self, other: &str) -> bool {
+        &*self.message == other
+    }
+}
+
+impl PartialEq<&str> for Panic {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.message == *other
+    }
+}
+
+impl fmt::Debug for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.message, f)
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a job or future on the other side (pool work, a worker's job, a
+/// local task) produced no value: it panicked, was cancelled, was refused
+/// by a stopped pool or loop, or timed out. tokio's `JoinError`, plus
+/// `Stopped` and `TimedOut`.
 ///
 /// # Examples
 ///
@@ -107,15 +246,17 @@ impl<F> Error for LoopStopped<F> {}
 ///
 /// let err = ThreadError::Panicked { message: "boom".into() };
 /// assert_eq!(err.to_string(), "job panicked: boom");
+/// assert!(err.is_panic());
 /// assert_eq!(ThreadError::from(weft::Cancelled), ThreadError::Cancelled);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ThreadError {
-    /// The job panicked; `message` is the panic payload when it was a string.
+    /// The job panicked; `message` reads as the panic message and holds the
+    /// original payload ([`ThreadError::into_panic`]).
     Panicked {
-        /// The panic message, or a placeholder when the payload was not a string.
-        message: String,
+        /// The panic: its message and payload.
+        message: Panic,
     },
     /// The job was cancelled before it produced a value.
     Cancelled,
@@ -168,9 +309,34 @@ impl ThreadError {
         matches!(self, ThreadError::Cancelled)
     }
 
-    /// The panic as a payload for [`std::panic::resume_unwind`], so the
-    /// awaiter can re-raise it; the payload is the panic message as a
-    /// `String`. Any other error is handed back.
+    /// The panic's original payload, for [`std::panic::resume_unwind`]
+    /// (tokio's `JoinError::into_panic`).
+    ///
+    /// # Panics
+    ///
+    /// If the error is not [`ThreadError::Panicked`]; see
+    /// [`try_into_panic`](ThreadError::try_into_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let d = reactor.defer_to_thread(|| -> u8 { panic!("boom") });
+    /// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
+    /// let payload = err.into_panic();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    /// // std::panic::resume_unwind(payload) re-raises it on this thread.
+    /// ```
+    #[track_caller]
+    pub fn into_panic(self) -> Box<dyn Any + Send> {
+        match self.try_into_panic() {
+            Ok(payload) => payload,
+            Err(other) => panic!("`ThreadError::into_panic` on a non-panic error: {other}"),
+        }
+    }
+
+    /// The panic's original payload, for [`std::panic::resume_unwind`]; any
+    /// other error is handed back (tokio's `JoinError::try_into_panic`).
     ///
     /// # Errors
     ///
@@ -185,25 +351,44 @@ impl ThreadError {
     /// let payload = err.try_into_panic().unwrap();
     /// let rethrow = std::panic::AssertUnwindSafe(move || std::panic::resume_unwind(payload));
     /// let caught = std::panic::catch_unwind(rethrow).unwrap_err();
-    /// assert_eq!(caught.downcast_ref::<String>().map(String::as_str), Some("boom"));
+    /// assert_eq!(caught.downcast_ref::<&str>(), Some(&"boom"));
+    /// assert!(weft::ThreadError::Stopped.try_into_panic().is_err());
     /// ```
-    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send>, ThreadError> {
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, ThreadError> {
         match self {
-            ThreadError::Panicked { message } => Ok(Box::new(message)),
+            ThreadError::Panicked { message } => Ok(message.into_payload()),
             other => Err(other),
         }
     }
 
-    /// Builds a `Panicked` error from a payload caught by `catch_unwind`.
-    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+    /// Builds a `Panicked` error from a payload caught by `catch_unwind`,
+    /// keeping the payload.
+    pub(crate) fn from_panic_payload(payload: Box<dyn Any + Send>) -> Self {
         ThreadError::Panicked {
-            message: panic_message(payload),
+            message: Panic::new(payload),
         }
+    }
+
+    /// Builds a `Panicked` error from a borrowed payload (the caller keeps
+    /// the original): a `&'static str` or `String` payload is copied with
+    /// its type, any other becomes its placeholder message.
+    pub(crate) fn from_panic(payload: &(dyn Any + Send)) -> Self {
+        Self::from_panic_payload(copy_payload(payload))
+    }
+}
+
+/// A copy of a borrowed panic payload, of the same type when it is a
+/// `&'static str` or a `String` (what `panic!` produces).
+pub(crate) fn copy_payload(payload: &(dyn Any + Send)) -> Box<dyn Any + Send> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        Box::new(*s)
+    } else {
+        Box::new(panic_message(payload))
     }
 }
 
 /// Extracts the message from a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -337,10 +522,11 @@ pub enum RunError {
     Stopped,
     /// The loop was stopped before the future completed.
     StoppedBeforeCompletion,
-    /// The future panicked.
+    /// The future panicked; `message` holds the original payload
+    /// ([`RunError::try_into_panic`]).
     Panicked {
-        /// The panic message.
-        message: String,
+        /// The panic: its message and payload.
+        message: Panic,
     },
 }
 
@@ -358,6 +544,42 @@ impl fmt::Display for RunError {
 }
 
 impl Error for RunError {}
+
+impl RunError {
+    /// Whether the future panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let err = reactor.run_until_complete(async { panic!("boom") }).unwrap_err();
+    /// assert!(err.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, RunError::Panicked { .. })
+    }
+
+    /// The future's original panic payload, for
+    /// [`std::panic::resume_unwind`]; any other error is handed back.
+    ///
+    /// # Errors
+    ///
+    /// `self` when it is not [`RunError::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let err = reactor.run_until_complete(async { panic!("boom") }).unwrap_err();
+    /// assert_eq!(err.try_into_panic().unwrap().downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, RunError> {
+        match self {
+            RunError::Panicked { message } => Ok(message.into_payload()),
+            other => Err(other),
+        }
+    }
+}
 
 /// Why a call onto the loop from another thread
 /// ([`blocking_call_from_thread`](crate::blocking_call_from_thread),
@@ -379,10 +601,11 @@ pub enum CallError {
     /// The loop had stopped, is stopping, or shut down before the call
     /// produced a value.
     LoopStopped,
-    /// The closure or the future it returned panicked.
+    /// The closure or the future it returned panicked; `message` holds the
+    /// original payload ([`CallError::try_into_panic`]).
     Panicked {
-        /// The panic message.
-        message: String,
+        /// The panic: its message and payload.
+        message: Panic,
     },
     /// The wait timed out. The call itself is not withdrawn: it may still
     /// run on the loop later.
@@ -411,6 +634,71 @@ impl fmt::Display for CallError {
 }
 
 impl Error for CallError {}
+
+impl CallError {
+    /// Whether the call panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!weft::CallError::TimedOut.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, CallError::Panicked { .. })
+    }
+
+    /// Whether the call was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(weft::CallError::Cancelled.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, CallError::Cancelled)
+    }
+
+    /// The call's original panic payload, for
+    /// [`std::panic::resume_unwind`]; any other error is handed back.
+    ///
+    /// # Errors
+    ///
+    /// `self` when it is not [`CallError::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let remote = reactor.remote();
+    /// let caller = std::thread::spawn(move || {
+    ///     let err = remote.blocking_call(|| -> u8 { std::panic::panic_any(7_u32) }).unwrap_err();
+    ///     remote.stop();
+    ///     err
+    /// });
+    /// reactor.run().unwrap();
+    /// let payload = caller.join().unwrap().try_into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<u32>(), Some(&7));
+    /// ```
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, CallError> {
+        match self {
+            CallError::Panicked { message } => Ok(message.into_payload()),
+            other => Err(other),
+        }
+    }
+}
+
+/// A job's failure as seen by a cross-thread caller: `Stopped` is
+/// [`CallError::LoopStopped`]; the panic keeps its payload.
+impl From<ThreadError> for CallError {
+    fn from(err: ThreadError) -> Self {
+        match err {
+            ThreadError::Panicked { message } => CallError::Panicked { message },
+            ThreadError::Cancelled => CallError::Cancelled,
+            ThreadError::TimedOut => CallError::TimedOut,
+            ThreadError::Stopped => CallError::LoopStopped,
+        }
+    }
+}
 
 impl From<Cancelled> for CallError {
     fn from(_: Cancelled) -> Self {

@@ -51,8 +51,8 @@ pub use bridge::{
     blocking_call_from_thread_timeout,
 };
 pub use error::{
-    AlreadyQuit, AlreadyResolved, CallError, Cancelled, DelayedCallError, LoopStopped, RunError,
-    ThreadError, TimedOut,
+    AlreadyQuit, AlreadyResolved, CallError, Cancelled, DelayedCallError, LoopStopped, Panic,
+    RunError, ThreadError, TimedOut,
 };
 
 pub use deferred::{Deferred, Resolver, gather};

@@ -327,3 +327,21 @@ fn dropping_a_never_run_reactor_cancels_its_deferred_work_without_waiting_out_th
         "shutdown waited out its deadline for work that could never run"
     );
 }
+
+#[test]
+fn the_handle_reports_the_shutdown_settings_pools_on_the_loop_follow() {
+    let reactor = Reactor::new().unwrap();
+    let handle = reactor.handle();
+    assert_eq!(handle.queued_work_at_shutdown(), QueuedWork::Run);
+    assert_eq!(handle.shutdown_timeout(), Duration::from_secs(30));
+    let reactor = Reactor::builder()
+        .queued_work_at_shutdown(QueuedWork::Cancel)
+        .shutdown_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(
+        reactor.handle().queued_work_at_shutdown(),
+        QueuedWork::Cancel
+    );
+    assert_eq!(reactor.handle().shutdown_timeout(), Duration::MAX);
+}

@@ -139,7 +139,8 @@ impl<C: Connector> Clone for ConnectionPool<C> {
 ///
 /// Defaults: `min` 1, `max` 3 (one writer and two readers), name `"db"`,
 /// `reconnect` on, `good_sql` `"select 1"`, `single_writer` on, queued work
-/// run at close ([`QueuedWork::Run`], the reactor pool's default).
+/// at close as the reactor's
+/// [`Handle::queued_work_at_shutdown`](weft::reactor::Handle::queued_work_at_shutdown).
 ///
 /// # Examples
 ///
@@ -162,7 +163,7 @@ pub struct PoolBuilder<C: Connector> {
     reconnect: bool,
     good_sql: String,
     single_writer: bool,
-    queued_work: QueuedWork,
+    queued_work: Option<QueuedWork>,
 }
 
 impl<C: Connector> PoolBuilder<C> {
@@ -255,8 +256,9 @@ impl<C: Connector> PoolBuilder<C> {
     }
 
     /// What `close` (and shutdown) does with jobs queued but not started:
-    /// run them (default, as the reactor pool) or cancel them. Pass the
-    /// reactor's own setting to match its pool.
+    /// run them or cancel them (default: the reactor's
+    /// [`Handle::queued_work_at_shutdown`](weft::reactor::Handle::queued_work_at_shutdown),
+    /// as its own pool).
     ///
     /// # Examples
     ///
@@ -266,7 +268,7 @@ impl<C: Connector> PoolBuilder<C> {
     /// # drop(b);
     /// ```
     pub fn queued_work_at_close(mut self, policy: QueuedWork) -> Self {
-        self.queued_work = policy;
+        self.queued_work = Some(policy);
         self
     }
 
@@ -315,7 +317,9 @@ impl<C: Connector> PoolBuilder<C> {
             min: self.min.min(max),
             max,
             single_writer: self.single_writer,
-            queued_work: self.queued_work,
+            queued_work: self
+                .queued_work
+                .unwrap_or_else(|| handle.queued_work_at_shutdown()),
             state: Cell::new(Lifecycle::Idle),
             workers: RefCell::new(None),
             backlog: RefCell::new(Vec::new()),
@@ -431,7 +435,9 @@ impl<C: Connector> Inner<C> {
 fn flatten<T, E>(result: Result<Result<T, DbError<E>>, ThreadError>) -> Result<T, DbError<E>> {
     match result {
         Ok(r) => r,
-        Err(ThreadError::Panicked { message }) => Err(DbError::Panicked { message }),
+        Err(ThreadError::Panicked { message }) => Err(DbError::Panicked {
+            message: message.to_string(),
+        }),
         Err(ThreadError::Cancelled) => Err(DbError::Cancelled),
         Err(_) => Err(DbError::Stopped),
     }
@@ -479,7 +485,7 @@ impl<C: Connector> ConnectionPool<C> {
             reconnect: true,
             good_sql: "select 1".to_owned(),
             single_writer: true,
-            queued_work: QueuedWork::Run,
+            queued_work: None,
         }
     }
 

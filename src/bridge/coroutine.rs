@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::oneshot;
-use crate::error::{CallError, ThreadError, panic_message};
+use crate::error::{CallError, Panic};
 use crate::reactor::{self, Handle, Remote};
 
 /// Queues `make` onto the loop, where it builds a future that is spawned as a
@@ -45,7 +45,7 @@ where
                 Ok(fut) => fut,
                 Err(p) => {
                     tx.send(Err(CallError::Panicked {
-                        message: panic_message(&*p),
+                        message: Panic::new(p),
                     }));
                     return;
                 }
@@ -62,11 +62,7 @@ where
                 if let Some(h) = reactor::current() {
                     CrossCancels::take(&h, id);
                 }
-                tx.send(res.map_err(|e| match e {
-                    ThreadError::Panicked { message } => CallError::Panicked { message },
-                    ThreadError::Cancelled => CallError::Cancelled,
-                    _ => CallError::LoopStopped,
-                }))
+                tx.send(res.map_err(CallError::from))
             });
         })
         .map_err(|_| CallError::LoopStopped)?;

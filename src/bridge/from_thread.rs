@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::coroutine::spawn_from_thread;
 use super::oneshot;
-use crate::error::{CallError, panic_message};
+use crate::error::{CallError, Panic};
 use crate::reactor::Remote;
 
 impl Remote {
@@ -177,7 +177,7 @@ where
     remote
         .call_from_thread(move || {
             let result = catch_unwind(AssertUnwindSafe(f)).map_err(|p| CallError::Panicked {
-                message: panic_message(&*p),
+                message: Panic::new(p),
             });
             tx.send(result);
         })

@@ -30,7 +30,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 use super::table::Threads;
-use crate::error::{ThreadError, panic_message};
+use crate::error::{ThreadError, copy_payload, panic_message};
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Remote};
 use crate::threads::SharedTask;
@@ -95,7 +95,7 @@ where
     pub(super) fn run(self: Arc<Self>) {
         let Some(f) = self.start() else { return };
         let outcome = catch_unwind(AssertUnwindSafe(|| self.call(f)))
-            .map_err(|payload| ThreadError::from_panic(&*payload));
+            .map_err(ThreadError::from_panic_payload);
         self.post(outcome);
     }
 
@@ -189,9 +189,12 @@ where
         match catch_unwind(AssertUnwindSafe(|| self.call(f))) {
             Ok(value) => self.post(Ok(value)),
             Err(payload) => {
-                self.clone().post(Err(ThreadError::from_panic(&*payload)));
-                // The awaiter has its error; the pool counts the panic.
-                resume_unwind(payload);
+                // The awaiter gets the payload; the pool counts (and logs)
+                // a copy.
+                let copy = copy_payload(&*payload);
+                self.clone()
+                    .post(Err(ThreadError::from_panic_payload(payload)));
+                resume_unwind(copy);
             }
         }
     }

@@ -56,3 +56,33 @@ pub use from_thread::{
     blocking_call_from_thread_future_timeout, blocking_call_from_thread_timeout,
 };
 pub use timing::{AlreadyRunning, LoopingCall};
+
+/// What shutdown does with thread-pool work that was queued but not started.
+///
+/// A bridge setting (the bridge's `Before` shutdown trigger acts on it), set
+/// on the reactor with
+/// [`Builder::queued_work_at_shutdown`](crate::reactor::Builder::queued_work_at_shutdown)
+/// and read with
+/// [`Handle::queued_work_at_shutdown`](crate::reactor::Handle::queued_work_at_shutdown);
+/// public as `weft::reactor::QueuedWork`. Pools built on the loop (such as
+/// weft-db's) follow it by default.
+///
+/// # Examples
+///
+/// ```
+/// use weft::reactor::QueuedWork;
+///
+/// let reactor = weft::Reactor::builder()
+///     .queued_work_at_shutdown(QueuedWork::Cancel)
+///     .build()
+///     .unwrap();
+/// # drop(reactor);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueuedWork {
+    /// Run it, and deliver its results before the loop exits (default).
+    #[default]
+    Run,
+    /// Drop it unrun; its `Deferred`s get `ThreadError::Cancelled`.
+    Cancel,
+}

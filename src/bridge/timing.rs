@@ -255,7 +255,7 @@ impl Inner {
         if let Err(payload) = outcome {
             let done = this.done.borrow_mut().take();
             if let Some(done) = done {
-                let _ = done.errback(ThreadError::from_panic(&*payload));
+                let _ = done.errback(ThreadError::from_panic_payload(payload));
             }
             return;
         }

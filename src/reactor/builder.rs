@@ -1,4 +1,5 @@
-//! [`Builder`] and the settings it takes ([`PanicPolicy`], [`QueuedWork`]).
+//! [`Builder`] and the settings it takes ([`PanicPolicy`], and the bridge's
+//! [`QueuedWork`], defined with the bridge that acts on it).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use mio::{Events, Poll as MioPoll};
 
+use crate::bridge::QueuedWork;
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use crate::time::{Clock, SystemClock, Timers};
@@ -42,28 +44,6 @@ pub enum PanicPolicy {
     Log,
     /// Re-raise the panic out of `run`/`iterate` (for tests).
     Propagate,
-}
-
-/// What shutdown does with thread-pool work that was queued but not started.
-///
-/// # Examples
-///
-/// ```
-/// use weft::reactor::QueuedWork;
-///
-/// let reactor = weft::Reactor::builder()
-///     .queued_work_at_shutdown(QueuedWork::Cancel)
-///     .build()
-///     .unwrap();
-/// # drop(reactor);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueuedWork {
-    /// Run it, and deliver its results before the loop exits (default).
-    #[default]
-    Run,
-    /// Drop it unrun; its `Deferred`s get `ThreadError::Cancelled`.
-    Cancel,
 }
 
 /// Builds a [`Reactor`] with non-default settings.

@@ -20,7 +20,7 @@ use crate::error::{RunError, ThreadError};
 use crate::loom::atomic::Ordering;
 use crate::time::Timers;
 
-use super::builder::{Builder, PanicPolicy, QueuedWork};
+use super::builder::{Builder, PanicPolicy};
 use super::context::{self, Enter};
 use super::handle::Handle;
 use super::inbox::Job;
@@ -28,6 +28,7 @@ use super::local::Locals;
 use super::remote::{Remote, STATE_STOPPED, Shared};
 use super::tasks::Tasks;
 use super::triggers::Triggers;
+use crate::bridge::QueuedWork;
 
 pub(super) const WAKER_TOKEN: Token = Token(0);
 pub(super) const SIGNAL_TOKEN: Token = Token(1);

@@ -11,11 +11,11 @@ use crate::deferred::{Deferred, Resolver};
 use crate::error::{Cancelled, ThreadError};
 use crate::time::DelayedCall;
 
-use super::builder::QueuedWork;
 use super::core::Inner;
 use super::remote::{Remote, STATE_RUNNING, STATE_STOPPING};
 use super::stats::{ReactorStatistics, statistics_of};
 use super::triggers::{Phase, SystemEvent, TriggerId, TriggerOutcome};
+use crate::bridge::QueuedWork;
 
 /// The loop-side handle to a reactor: cheap to clone, `!Send`.
 ///
@@ -213,10 +213,12 @@ impl Handle {
                         let _ = guard.0.callback(v);
                     }
                     Err(payload) => {
-                        // The awaiter learns of the panic first; then the
-                        // loop's panic policy sees it.
-                        let _ = guard.0.errback(ThreadError::from_panic(&*payload));
-                        resume_unwind(payload);
+                        // The awaiter learns of the panic first and keeps
+                        // its payload; then the loop's panic policy sees a
+                        // copy (same type for `&str` and `String` payloads).
+                        let copy = crate::error::copy_payload(&*payload);
+                        let _ = guard.0.errback(ThreadError::from_panic_payload(payload));
+                        resume_unwind(copy);
                     }
                 }
             },
@@ -402,9 +404,43 @@ impl Handle {
         }
     }
 
-    /// The configured policy for queued pool work at shutdown.
-    pub(crate) fn queued_work_at_shutdown(&self) -> QueuedWork {
+    /// What shutdown does with pool work queued but not started, as set by
+    /// [`Builder::queued_work_at_shutdown`](super::Builder::queued_work_at_shutdown):
+    /// for pools built on the loop that should follow the reactor's policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    ///
+    /// let reactor = weft::Reactor::builder()
+    ///     .queued_work_at_shutdown(QueuedWork::Cancel)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Cancel);
+    /// ```
+    pub fn queued_work_at_shutdown(&self) -> QueuedWork {
         self.inner.queued_work
+    }
+
+    /// The shutdown budget, as set by
+    /// [`Builder::shutdown_timeout`](super::Builder::shutdown_timeout)
+    /// (default 30 s; `Duration::MAX` means no limit): how long shutdown
+    /// waits for `Before` triggers and pool work in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let reactor = weft::Reactor::builder()
+    ///     .shutdown_timeout(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(reactor.handle().shutdown_timeout(), Duration::from_secs(5));
+    /// ```
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.inner.shutdown_timeout
     }
 
     /// Runs `f` at shutdown once the inbox is closed and everything that

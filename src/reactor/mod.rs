@@ -72,7 +72,8 @@ mod tasks;
 mod triggers;
 mod turn;
 
-pub use builder::{Builder, PanicPolicy, QueuedWork};
+pub use crate::bridge::QueuedWork; // defined with the bridge that acts on it
+pub use builder::{Builder, PanicPolicy};
 pub use context::{current, is_in_io_thread};
 pub use core::Reactor;
 pub use handle::Handle;
