@@ -131,11 +131,8 @@ where
 {
     fn call(self: Box<Self>) -> (bool, Option<String>) {
         let WithCallback(f, on_result) = *self;
-        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-            let err = ThreadError::from_panic(&*payload);
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            err
-        });
+        // The callback gets the original payload (it may `resume_unwind` it).
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(ThreadError::from_panic_payload);
         let panicked = result.is_err();
         match catch_unwind(AssertUnwindSafe(move || on_result(result))) {
             Ok(()) => (panicked, None),
