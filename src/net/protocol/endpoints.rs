@@ -264,6 +264,10 @@ pub enum ConnectError {
     TimedOut,
     /// The `Deferred` was cancelled, or the loop stopped first.
     Cancelled,
+    /// The TLS handshake failed (`connect_tls`, feature `tls`), e.g. the
+    /// server's certificate is not trusted; the message says why.
+    #[cfg(feature = "tls")]
+    Tls(io::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -273,6 +277,8 @@ impl fmt::Display for ConnectError {
             ConnectError::Connect(e) => write!(f, "connect failed: {e}"),
             ConnectError::TimedOut => f.write_str("connect timed out"),
             ConnectError::Cancelled => f.write_str("connect cancelled"),
+            #[cfg(feature = "tls")]
+            ConnectError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -282,6 +288,8 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Resolve(e) => Some(e),
             ConnectError::Connect(e) => Some(e),
+            #[cfg(feature = "tls")]
+            ConnectError::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -294,7 +302,7 @@ impl From<Cancelled> for ConnectError {
 }
 
 /// Sorts `TcpStream::connect_host`'s error into a [`ConnectError`].
-fn connect_error(e: io::Error) -> ConnectError {
+pub(crate) fn connect_error(e: io::Error) -> ConnectError {
     let kind = e.kind();
     if e.get_ref().is_some_and(|inner| inner.is::<ResolveError>()) {
         let inner = e.into_inner().expect("checked above");
