@@ -40,6 +40,13 @@ pub(crate) trait Stream: 'static {
         let _ = cx;
         Poll::Ready(Ok(()))
     }
+    /// One write attempt without a waker ("send at once" from
+    /// `Transport::write`); streams without one say `WouldBlock` and the
+    /// driver sends on its next poll.
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let _ = bufs;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
     /// Half-close: no more writes (`shutdown(SHUT_WR)`).
     fn shutdown_write(&mut self) -> io::Result<()>;
     /// Half-close that may need to write first (TLS `close_notify`).

@@ -50,6 +50,9 @@ impl Stream for TcpStream {
     ) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write_vectored(cx, bufs)
     }
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Self::try_write_vectored(self, bufs)
+    }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
@@ -435,6 +438,9 @@ impl Stream for UnixStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write_vectored(cx, bufs)
+    }
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Self::try_write_vectored(self, bufs)
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
