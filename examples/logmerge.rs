@@ -451,8 +451,9 @@ impl Reader {
             if !self.follow {
                 break;
             }
-            let poll = (!self.watched.load(Ordering::Acquire)).then_some(self.interval);
-            self.wake.wait_past(seen, &self.stop, poll);
+            // Check for rotation or truncation before waiting: their events
+            // may have been counted in `seen` already, while this read still
+            // went to the old file.
             match self.metadata_after_rotation() {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if self.stop.load(Ordering::Acquire) {
@@ -471,15 +472,21 @@ impl Reader {
                         identity = identity_of(&meta);
                         input = BufReader::with_capacity(64 * 1024, file);
                         pos = 0;
+                        continue;
                     } else if meta.len() < pos {
                         self.note("truncated; reading from the start");
                         input
                             .seek(SeekFrom::Start(0))
                             .map_err(|e| format!("cannot rewind: {e}"))?;
                         pos = 0;
+                        continue;
                     }
                 }
             }
+            // Nothing new since `seen` (taken before the read): wait for a
+            // change, or poll where there are no notifications.
+            let poll = (!self.watched.load(Ordering::Acquire)).then_some(self.interval);
+            self.wake.wait_past(seen, &self.stop, poll);
         }
         self.send_last(partial)
     }

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use futures_io::AsyncWrite;
