@@ -19,8 +19,14 @@
 //!   `Send` closures from the readers reach it as the reactor's loop-local
 //!   value (`Handle::with_local`), with no `thread_local`.
 //!
-//! With `--follow` the readers keep polling after end of file (a short sleep,
-//! then read again; a truncated file is re-read from the start) until Ctrl-C.
+//! With `--follow` a reader that reached end of file waits until its file
+//! changes, then reads again (a truncated file is re-read from the start, a
+//! replaced one is reopened) until Ctrl-C. The waiting is event-driven: on
+//! Linux the loop owns one inotify descriptor, registered with the reactor
+//! like a socket (`weft::net::Async`), watching each file and its directory
+//! (for rotation); each event wakes the readers of that file. Where inotify
+//! is unavailable (other systems, watch limits) a reader falls back to
+//! polling every `--interval`.
 //! A file that cannot be opened or read, or that vanishes while followed, is
 //! reported on stderr and the others go on. The summary goes to stderr.
 
@@ -30,8 +36,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use weft::reactor::{Phase, SystemEvent};
@@ -45,13 +51,14 @@ Merges the lines of FILE... into OUTPUT (default: stdout) in arrival order.
 
   -o, --output OUTPUT   write the merged lines to OUTPUT (created or truncated)
   -f, --follow          keep reading as the files grow, until Ctrl-C
-      --interval MS     how often a follower polls after end of file (default 200)
+      --interval MS     how often a follower polls after end of file when file
+                        notifications are unavailable (default 200)
   -h, --help            show this help";
 
 /// Lines sent to the loop in one `call_from_thread`, at most.
 const MAX_BATCH: usize = 1024;
 
-struct Args {
+pub(crate) struct Args {
     files: Vec<PathBuf>,
     output: Option<PathBuf>,
     follow: bool,
@@ -81,7 +88,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Option<Args>, String> {
+pub(crate) fn parse_args(
+    mut argv: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<Option<Args>, String> {
     let mut args = Args {
         files: Vec::new(),
         output: None,
@@ -136,7 +145,7 @@ fn parse_args(mut argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Opti
     Ok(Some(args))
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+pub(crate) fn run(args: Args) -> Result<ExitCode, String> {
     let reactor = Reactor::builder()
         .handle_signals(true)
         .shutdown_timeout(Duration::from_secs(2))
@@ -152,6 +161,12 @@ fn run(args: Args) -> Result<ExitCode, String> {
         None => (Box::new(BufWriter::new(io::stdout())), "stdout".into()),
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let wakes: Vec<Arc<Wake>> = args.files.iter().map(|_| Arc::default()).collect();
+    // Which readers inotify serves (the others poll every `--interval`).
+    let watched: Vec<Arc<AtomicBool>> = args.files.iter().map(|_| Arc::default()).collect();
+    if args.follow {
+        watch::start(&args.files, &wakes, &watched);
+    }
     let merge = Rc::new(RefCell::new(Merge {
         out,
         follow: args.follow,
@@ -178,8 +193,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
     {
         let merge = merge.clone();
         let stop = stop.clone();
+        let wakes = wakes.clone();
         reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
             stop.store(true, Ordering::Release);
+            // Followers waiting at end of file see the stop now.
+            for w in &wakes {
+                w.bump();
+            }
             merge.borrow_mut().when_all_done()
         });
     }
@@ -203,6 +223,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
             stop: stop.clone(),
             follow: args.follow,
             interval: args.interval,
+            wake: wakes[idx].clone(),
+            watched: watched[idx].clone(),
         };
         let done = reactor.defer_to_worker(&worker, move || reader.run());
         let merge = merge.clone();
@@ -387,6 +409,10 @@ struct Reader {
     stop: Arc<AtomicBool>,
     follow: bool,
     interval: Duration,
+    /// Bumped by the loop when the file may have changed (or on stop).
+    wake: Arc<Wake>,
+    /// Inotify serves this file; otherwise poll every `interval`.
+    watched: Arc<AtomicBool>,
 }
 
 impl Reader {
@@ -404,6 +430,8 @@ impl Reader {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
+            // Taken before the read: a change after it is never missed.
+            let seen = self.wake.generation();
             let n = input
                 .read_until(b'\n', &mut partial)
                 .map_err(|e| format!("read failed: {e}"))?;
@@ -423,9 +451,14 @@ impl Reader {
             if !self.follow {
                 break;
             }
-            std::thread::sleep(self.interval);
-            match std::fs::metadata(&self.path) {
+            // Check for rotation or truncation before waiting: their events
+            // may have been counted in `seen` already, while this read still
+            // went to the old file.
+            match self.metadata_after_rotation() {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if self.stop.load(Ordering::Acquire) {
+                        break;
+                    }
                     self.send_last(partial)?;
                     return Err("vanished while being followed".into());
                 }
@@ -439,17 +472,37 @@ impl Reader {
                         identity = identity_of(&meta);
                         input = BufReader::with_capacity(64 * 1024, file);
                         pos = 0;
+                        continue;
                     } else if meta.len() < pos {
                         self.note("truncated; reading from the start");
                         input
                             .seek(SeekFrom::Start(0))
                             .map_err(|e| format!("cannot rewind: {e}"))?;
                         pos = 0;
+                        continue;
                     }
                 }
             }
+            // Nothing new since `seen` (taken before the read): wait for a
+            // change, or poll where there are no notifications.
+            let poll = (!self.watched.load(Ordering::Acquire)).then_some(self.interval);
+            self.wake.wait_past(seen, &self.stop, poll);
         }
         self.send_last(partial)
+    }
+
+    /// The file's metadata; if the name is missing, waits one change (or
+    /// one `--interval`) for a rotation's new file before calling it gone:
+    /// a change notification can arrive between the rename and the create.
+    fn metadata_after_rotation(&self) -> io::Result<std::fs::Metadata> {
+        let seen = self.wake.generation();
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.wake.wait_past(seen, &self.stop, Some(self.interval));
+                std::fs::metadata(&self.path)
+            }
+            other => other,
+        }
     }
 
     /// Sends the unterminated last line, if any, with a newline added.
@@ -490,4 +543,227 @@ fn identity_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn identity_of(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
+}
+
+/// Wakes a follower waiting at end of file: a change counter and a condvar.
+#[derive(Default)]
+struct Wake {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Wake {
+    fn generation(&self) -> u64 {
+        *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Something may have changed (or the program stops).
+    fn bump(&self) {
+        *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the generation differs from `seen` or `stop` is set; with
+    /// `poll`, for that long at most.
+    fn wait_past(&self, seen: u64, stop: &AtomicBool, poll: Option<Duration>) {
+        let mut g = self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *g == seen && !stop.load(Ordering::Acquire) {
+            match poll {
+                Some(d) => {
+                    let (guard, _) = self
+                        .changed
+                        .wait_timeout(g, d)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    return drop(guard);
+                }
+                None => g = self.changed.wait(g).unwrap_or_else(PoisonError::into_inner),
+            }
+        }
+    }
+}
+
+/// File-change notifications on the loop (Linux: inotify).
+#[cfg(target_os = "linux")]
+mod watch {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use inotify::{EventMask, Inotify, WatchMask};
+    use weft::net::Async;
+
+    use super::Wake;
+
+    const FILE_EVENTS: WatchMask = WatchMask::MODIFY
+        .union(WatchMask::ATTRIB)
+        .union(WatchMask::CLOSE_WRITE)
+        .union(WatchMask::MOVE_SELF)
+        .union(WatchMask::DELETE_SELF);
+    /// A file created, moved or deleted under a followed name (rotation).
+    const DIR_EVENTS: WatchMask = WatchMask::CREATE
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::MOVED_FROM)
+        .union(WatchMask::DELETE);
+
+    struct Watcher {
+        inotify: RefCell<Inotify>,
+        /// Watch id of a file -> its readers.
+        files: RefCell<HashMap<i32, Vec<usize>>>,
+        /// Watch id of a directory -> (name, reader, path) of files in it.
+        dirs: HashMap<i32, Vec<(OsString, usize, PathBuf)>>,
+        wakes: Vec<Arc<Wake>>,
+        watched: Vec<Arc<AtomicBool>>,
+    }
+
+    impl Watcher {
+        fn watch_file(&self, idx: usize, path: &Path) -> bool {
+            let added = self.inotify.borrow().watches().add(path, FILE_EVENTS);
+            match added {
+                Ok(wd) => {
+                    let mut files = self.files.borrow_mut();
+                    let readers = files.entry(wd.get_watch_descriptor_id()).or_default();
+                    if !readers.contains(&idx) {
+                        readers.push(idx);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+
+        fn wake(&self, idx: usize) {
+            self.wakes[idx].bump();
+        }
+
+        fn on_event(&self, wd: i32, mask: EventMask, name: Option<&OsString>) {
+            if mask.contains(EventMask::Q_OVERFLOW) {
+                // Events were lost: every follower looks again.
+                (0..self.wakes.len()).for_each(|i| self.wake(i));
+                return;
+            }
+            let readers = self.files.borrow().get(&wd).cloned();
+            for idx in readers.into_iter().flatten() {
+                self.wake(idx);
+            }
+            let (Some(entries), Some(name)) = (self.dirs.get(&wd), name) else {
+                return;
+            };
+            for (file, idx, path) in entries {
+                if file == name {
+                    // A new file under the name: watch it too (an error just
+                    // means it is gone again; the reader finds out).
+                    self.watch_file(*idx, path);
+                    self.wake(*idx);
+                }
+            }
+        }
+
+        fn give_up(&self, why: &str) {
+            eprintln!("logmerge: file notifications failed ({why}); polling instead");
+            for (w, on) in self.wakes.iter().zip(&self.watched) {
+                on.store(false, Ordering::Release);
+                w.bump();
+            }
+        }
+    }
+
+    /// Watches `paths` (and their directories) from the current loop and
+    /// marks in `watched` which readers it serves. Must run on the loop.
+    pub(super) fn start(paths: &[PathBuf], wakes: &[Arc<Wake>], watched: &[Arc<AtomicBool>]) {
+        let Ok(inotify) = Inotify::init() else {
+            return; // every reader polls
+        };
+        // Readiness through a duplicate of the descriptor (same open file):
+        // `Async` owns the duplicate, the loop reads with `Inotify`.
+        let Ok(fd) = inotify.as_fd().try_clone_to_owned() else {
+            return;
+        };
+        let Ok(ready) = Async::<OwnedFd>::new(fd) else {
+            return;
+        };
+        let mut dirs: HashMap<i32, Vec<(OsString, usize, PathBuf)>> = HashMap::new();
+        let mut dir_ok = vec![false; paths.len()];
+        for (idx, path) in paths.iter().enumerate() {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let (Some(name), Ok(wd)) = (path.file_name(), inotify.watches().add(dir, DIR_EVENTS))
+            else {
+                continue;
+            };
+            dirs.entry(wd.get_watch_descriptor_id()).or_default().push((
+                name.to_owned(),
+                idx,
+                path.clone(),
+            ));
+            dir_ok[idx] = true;
+        }
+        let w = Watcher {
+            inotify: RefCell::new(inotify),
+            files: RefCell::default(),
+            dirs,
+            wakes: wakes.to_vec(),
+            watched: watched.to_vec(),
+        };
+        for (idx, path) in paths.iter().enumerate() {
+            // A missing file is reported by its reader; no watch needed.
+            if w.watch_file(idx, path) && dir_ok[idx] {
+                watched[idx].store(true, Ordering::Release);
+            }
+        }
+        let Some(reactor) = weft::reactor::current() else {
+            return;
+        };
+        reactor
+            .spawn_local(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let events = ready
+                        .read_with(|_| {
+                            let mut inotify = w.inotify.borrow_mut();
+                            let events = inotify.read_events(&mut buf)?;
+                            Ok(events
+                                .map(|e| {
+                                    let name = e.name.map(|n| n.to_owned());
+                                    (e.wd.get_watch_descriptor_id(), e.mask, name)
+                                })
+                                .collect::<Vec<_>>())
+                        })
+                        .await;
+                    match events {
+                        Ok(events) => {
+                            for (wd, mask, name) in &events {
+                                w.on_event(*wd, *mask, name.as_ref());
+                            }
+                        }
+                        Err(e) => return w.give_up(&e.to_string()),
+                    }
+                }
+            })
+            .detach();
+    }
+}
+
+/// No file notifications here: every follower polls every `--interval`.
+#[cfg(not(target_os = "linux"))]
+mod watch {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    pub(super) fn start(_: &[PathBuf], _: &[Arc<super::Wake>], _: &[Arc<AtomicBool>]) {}
 }

@@ -422,6 +422,39 @@ impl<T: AsFd> Async<T> {
         r
     }
 
+    /// One attempt of a stream write-side (or read-side) operation with no
+    /// task and no waker: `WouldBlock` at once if the direction is not known
+    /// ready, else `op`'s result. Readiness is cleared by the same rules as
+    /// `poll_stream_io` (tick read first), so a later poll waits for the
+    /// next edge exactly as if that poll had made the attempt.
+    pub(crate) fn try_stream_io(
+        &self,
+        dir: &Direction,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        loop {
+            if !dir.is_ready() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let tick = dir.tick();
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dir.clear(tick);
+                    return Err(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    if SHORT_TRANSFER_DRAINS && n > 0 && n < len {
+                        dir.clear(tick);
+                    }
+                    return Ok(n);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub(crate) fn read_direction(&self) -> &Direction {
         &self.state.read
     }

@@ -17,6 +17,11 @@
 //!   busy connection cannot starve the loop.
 //! - [`resolve`] runs `getaddrinfo` on the reactor's thread pool, with a
 //!   timeout and cancellation; literal addresses never leave the loop.
+//! - [`Protocol`]/[`Transport`], [`listen_tcp`]/[`connect_tcp`],
+//!   [`LineReceiver`], [`DatagramProtocol`]: Twisted-style callbacks on the
+//!   same machinery.
+//! - `tls` (feature `tls`): rustls over [`TcpStream`], as an async stream
+//!   (`tls::TlsStream`) or for protocols (`listen_tls`/`connect_tls`).
 //!
 //! # Threading
 //!
@@ -58,6 +63,8 @@ mod coop;
 mod happy;
 mod resolve;
 mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 mod unix;
 
@@ -81,3 +88,5 @@ pub use protocol::{
     Factory, InvalidWriteLimits, ListeningPort, Protocol, Transport, WriteError, WriteLimits,
     connect_tcp, connect_unix, listen_tcp, listen_udp, listen_unix,
 };
+#[cfg(feature = "tls")]
+pub use protocol::{connect_tls, listen_tls};

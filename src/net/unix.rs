@@ -202,6 +202,51 @@ impl fmt::Debug for UnixStream {
 }
 
 impl UnixStream {
+    /// Writes what the socket takes right now, without waiting and without
+    /// a task: `Err(WouldBlock)` if it takes nothing (its buffer is full).
+    /// No waker is registered; a later `poll_write`/`write().await` waits
+    /// for writability as usual.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` as above; the socket's error otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let (a, _b) = weft::net::UnixStream::pair().unwrap();
+    /// assert_eq!(a.try_write(b"hello").unwrap(), 5);
+    /// ```
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io
+            .try_stream_io(self.io.write_direction(), buf.len(), |mut s| s.write(buf))
+    }
+
+    /// [`try_write`](Self::try_write) from several buffers (`writev`).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_write`](Self::try_write).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::IoSlice;
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let (a, _b) = weft::net::UnixStream::pair().unwrap();
+    /// let n = a.try_write_vectored(&[IoSlice::new(b"he"), IoSlice::new(b"llo")]).unwrap();
+    /// assert_eq!(n, 5);
+    /// ```
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.io
+            .try_stream_io(self.io.write_direction(), len, |mut s| {
+                s.write_vectored(bufs)
+            })
+    }
+
     /// Connects to the listener at `path`.
     ///
     /// # Errors

@@ -17,7 +17,7 @@ use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use crate::time::{Clock, SystemClock, Timers};
 
 use super::context::{self, this_thread};
-use super::core::{Inner, Reactor, SIGNAL_TOKEN, TIMER_TOKEN, WAKER_TOKEN};
+use super::core::{Inner, Reactor, TIMER_TOKEN, WAKER_TOKEN};
 use super::handle::Handle;
 use super::inbox::Inbox;
 use super::local::Locals;
@@ -127,6 +127,11 @@ impl Builder {
     /// Stops the reactor cleanly on SIGINT and SIGTERM (off by default: signal
     /// handlers are process-wide).
     ///
+    /// These are ordinary entries of the reactor's signal table: a
+    /// [`Handle::add_signal_handler`] for SIGINT or SIGTERM replaces the stop
+    /// until it is removed. Unlike user handlers they do not claim the
+    /// signal, so several reactors may stop on it.
+    ///
     /// # Examples
     ///
     /// ```
@@ -215,17 +220,6 @@ impl Builder {
             clock: self.clock.clone(),
             stats: SharedStats::default(),
         });
-        let signals = if self.handle_signals {
-            let mut signals = signal_hook_mio::v1_0::Signals::new([
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGTERM,
-            ])?;
-            poll.registry()
-                .register(&mut signals, SIGNAL_TOKEN, mio::Interest::READABLE)?;
-            Some(signals)
-        } else {
-            None
-        };
         {
             let shared = shared.clone();
             self.clock
@@ -244,20 +238,25 @@ impl Builder {
             running: Cell::new(false),
             in_turn: Cell::new(false),
             busy: Cell::new(false),
-            io_sources: Cell::new(usize::from(signals.is_some())),
+            io_sources: Cell::new(0),
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_deadline: Cell::new(None),
             queued_work: self.queued_work,
             after_drain: RefCell::new(Vec::new()),
-            signals: RefCell::new(signals),
+            signals: super::signals::SignalTable::default(),
             locals: Locals::default(),
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
         });
         context::register(&inner);
-        Ok(Reactor {
-            handle: Handle::from_inner(inner),
-        })
+        let handle = Handle::from_inner(inner);
+        if self.handle_signals {
+            // The same table as `Handle::add_signal_handler`: a user
+            // handler for one of these replaces the stop.
+            handle.add_default_stop(signal_hook::consts::SIGINT)?;
+            handle.add_default_stop(signal_hook::consts::SIGTERM)?;
+        }
+        Ok(Reactor { handle })
     }
 }

@@ -31,7 +31,6 @@ use super::triggers::Triggers;
 use crate::bridge::QueuedWork;
 
 pub(super) const WAKER_TOKEN: Token = Token(0);
-pub(super) const SIGNAL_TOKEN: Token = Token(1);
 /// The precise timer's token: outside the range of I/O source tokens.
 pub(super) const TIMER_TOKEN: Token = Token(usize::MAX);
 
@@ -60,7 +59,8 @@ pub(crate) struct Inner {
     pub(super) queued_work: QueuedWork,
     /// Run once the final drain is done (see `Handle::after_final_drain`).
     pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
-    pub(super) signals: RefCell<Option<signal_hook_mio::v1_0::Signals>>,
+    /// Signal handlers (`Handle::add_signal_handler`, `handle_signals`).
+    pub(super) signals: super::signals::SignalTable,
     pub(super) locals: Locals,
     /// Wakes a poll whose timeout mio would round up to whole milliseconds.
     pub(super) precise_timer: Option<super::precise_timer::PreciseTimer>,

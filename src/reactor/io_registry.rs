@@ -19,8 +19,8 @@
 //!
 //! # Invariants
 //!
-//! - `Inner::io_sources` = reactor-internal sources (signals) + the number of
-//!   occupied slots. The loop skips `epoll_wait` for zero-timeout turns only
+//! - `Inner::io_sources` = the number of occupied slots (signal pipes are
+//!   ordinary slots, see `signals.rs`). The loop skips `epoll_wait` for zero-timeout turns only
 //!   when it is 0, so every registered source gets polled.
 //! - A [`Registration`] owns its slot: dropping it frees the slot (events
 //!   for it are ignored from then on); [`Registration::deregister`] also
@@ -40,7 +40,8 @@ use slab::Slab;
 use super::Handle;
 use super::core::Inner;
 
-/// Tokens below this belong to the reactor itself (waker, signals).
+/// Tokens below this belong to the reactor itself (the waker; token 1, the
+/// old signal pipe's, stays unused).
 const RESERVED: usize = 2;
 /// Bits of a token that hold the slot index; the rest hold the generation.
 const INDEX_BITS: u32 = usize::BITS / 2;

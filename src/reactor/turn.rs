@@ -21,7 +21,7 @@ use crate::error::{RunError, panic_message};
 use crate::loom::atomic::Ordering;
 
 use super::builder::PanicPolicy;
-use super::core::{Inner, ResetOnDrop, SIGNAL_TOKEN, TIMER_TOKEN, WAKER_TOKEN};
+use super::core::{Inner, ResetOnDrop, TIMER_TOKEN, WAKER_TOKEN};
 use super::inbox::{Job, Message};
 use super::remote::STATE_STOPPING;
 use super::stats::SharedStats;
@@ -226,7 +226,6 @@ impl Inner {
         for event in events.iter() {
             match event.token() {
                 WAKER_TOKEN => {}
-                SIGNAL_TOKEN => self.on_signal(),
                 TIMER_TOKEN => {
                     if let Some(timer) = &self.precise_timer {
                         timer.on_ready();
@@ -234,16 +233,6 @@ impl Inner {
                 }
                 // Collected now, dispatched once the buffer is released.
                 _ => self.io.push_event(event),
-            }
-        }
-    }
-
-    fn on_signal(&self) {
-        let mut signals = self.signals.borrow_mut();
-        if let Some(signals) = signals.as_mut() {
-            for signal in signals.pending() {
-                tracing::info!(signal, "weft: signal received; stopping the reactor");
-                self.shared.request_stop();
             }
         }
     }

@@ -33,8 +33,27 @@ pub(crate) trait Stream: 'static {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>>;
+    /// Pushes out what the stream itself still holds (TLS records); plain
+    /// sockets hold nothing. The driver counts the connection drained only
+    /// once this is ready.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+    /// One write attempt without a waker ("send at once" from
+    /// `Transport::write`); streams without one say `WouldBlock` and the
+    /// driver sends on its next poll.
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let _ = bufs;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
     /// Half-close: no more writes (`shutdown(SHUT_WR)`).
     fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Half-close that may need to write first (TLS `close_notify`).
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(self.shutdown_write())
+    }
     /// Prepares an abortive close (RST on TCP); the stream is dropped next.
     fn abort(&mut self) {}
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
@@ -173,10 +192,27 @@ impl Driver {
             return Poll::Ready(());
         }
 
+        // What the stream itself buffers (TLS) must be out too.
+        let mut flushed = true;
+        if conn.state.borrow().wbuf.is_empty() {
+            let r = match &mut *conn.stream.borrow_mut() {
+                Some(s) => s.poll_flush(cx),
+                None => Poll::Ready(Ok(())),
+            };
+            match r {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    conn.finish(CloseReason::from_io(e));
+                    return Poll::Ready(());
+                }
+                Poll::Pending => flushed = false,
+            }
+        }
+
         // Half-close and graceful close once the buffer is empty.
         let (phase, drained, send_eof, read_eof) = {
             let st = conn.state.borrow();
-            let drained = st.wbuf.is_empty();
+            let drained = st.wbuf.is_empty() && flushed;
             let want_eof = st.eof_requested || st.phase == Phase::Closing;
             (
                 st.phase,
@@ -186,11 +222,18 @@ impl Driver {
             )
         };
         if send_eof {
-            conn.state.borrow_mut().eof_sent = true;
             let r = match &mut *conn.stream.borrow_mut() {
-                Some(s) => s.shutdown_write(),
-                None => Ok(()),
+                Some(s) => s.poll_shutdown_write(cx),
+                None => Poll::Ready(Ok(())),
             };
+            let Poll::Ready(r) = r else {
+                // Woken by the stream once it can write again.
+                if more {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            };
+            conn.state.borrow_mut().eof_sent = true;
             // NotConnected: the peer is already gone; the close is still clean
             // from our side.
             if let Err(e) = r.or_else(|e| match e.kind() {

@@ -50,6 +50,9 @@ impl Stream for TcpStream {
     ) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write_vectored(cx, bufs)
     }
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Self::try_write_vectored(self, bufs)
+    }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
@@ -264,6 +267,10 @@ pub enum ConnectError {
     TimedOut,
     /// The `Deferred` was cancelled, or the loop stopped first.
     Cancelled,
+    /// The TLS handshake failed (`connect_tls`, feature `tls`), e.g. the
+    /// server's certificate is not trusted; the message says why.
+    #[cfg(feature = "tls")]
+    Tls(io::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -273,6 +280,8 @@ impl fmt::Display for ConnectError {
             ConnectError::Connect(e) => write!(f, "connect failed: {e}"),
             ConnectError::TimedOut => f.write_str("connect timed out"),
             ConnectError::Cancelled => f.write_str("connect cancelled"),
+            #[cfg(feature = "tls")]
+            ConnectError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -282,6 +291,8 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Resolve(e) => Some(e),
             ConnectError::Connect(e) => Some(e),
+            #[cfg(feature = "tls")]
+            ConnectError::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -294,7 +305,7 @@ impl From<Cancelled> for ConnectError {
 }
 
 /// Sorts `TcpStream::connect_host`'s error into a [`ConnectError`].
-fn connect_error(e: io::Error) -> ConnectError {
+pub(crate) fn connect_error(e: io::Error) -> ConnectError {
     let kind = e.kind();
     if e.get_ref().is_some_and(|inner| inner.is::<ResolveError>()) {
         let inner = e.into_inner().expect("checked above");
@@ -427,6 +438,9 @@ impl Stream for UnixStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write_vectored(cx, bufs)
+    }
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Self::try_write_vectored(self, bufs)
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)

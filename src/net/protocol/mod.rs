@@ -44,6 +44,8 @@ mod buffer;
 mod datagram;
 mod driver;
 mod endpoints;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 #[cfg(test)]
@@ -56,6 +58,8 @@ pub use datagram::{DatagramProtocol, DatagramTransport, listen_udp};
 pub use endpoints::{
     ConnectError, ListeningPort, connect_tcp, connect_unix, listen_tcp, listen_unix,
 };
+#[cfg(feature = "tls")]
+pub use tls::{connect_tls, listen_tls};
 
 use std::fmt;
 use std::io;

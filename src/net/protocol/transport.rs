@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::task::Waker;
@@ -79,6 +79,36 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// One waker-free write of `parts` (at most `MAX_TRY_IOV` of them) if
+    /// the stream is free; the number of bytes the socket took. Errors are
+    /// left for the driver's flush, which meets them again on its write.
+    ///
+    /// Not from inside this connection's own callbacks (its protocol is
+    /// borrowed then): the driver flushes right after the callback in the
+    /// same poll, so nothing is gained, and writes made there keep going
+    /// through the buffer and its flow control as before.
+    fn try_send(&self, parts: &[&[u8]]) -> usize {
+        const MAX_TRY_IOV: usize = 16;
+        if self.protocol.try_borrow_mut().is_err() {
+            return 0;
+        }
+        let Ok(mut stream) = self.stream.try_borrow_mut() else {
+            return 0;
+        };
+        let Some(s) = stream.as_mut() else {
+            return 0;
+        };
+        let mut iov = [IoSlice::new(&[]); MAX_TRY_IOV];
+        let mut n = 0;
+        for p in parts.iter().filter(|p| !p.is_empty()).take(MAX_TRY_IOV) {
+            iov[n] = IoSlice::new(p);
+            n += 1;
+        }
+        if n == 0 {
+            return 0;
+        }
+        s.try_write_vectored(&iov[..n]).unwrap_or(0)
+    }
     fn wake(&self) {
         if let Some(w) = &self.state.borrow().waker {
             w.wake_by_ref();
@@ -207,7 +237,10 @@ impl Conn {
 ///
 /// Writes are buffered and flushed by the connection's driver in the same
 /// turn or the next; see [`Protocol`](super::Protocol) for the callback
-/// order and flow control.
+/// order and flow control. A write from outside the connection's own
+/// callbacks (a timer, another connection) with nothing queued ahead goes
+/// to the socket at once (TCP and Unix; TLS always buffers); only what the
+/// socket does not take is buffered.
 ///
 /// # Examples
 ///
@@ -278,6 +311,31 @@ impl Transport {
         if st.phase != Phase::Open || st.abort.is_some() || st.eof_requested {
             return Err(WriteError::Closed);
         }
+        // Send at once when nothing is queued ahead (spec/net.md §8): no
+        // turn of latency, and no copy for what the socket takes.
+        let sent = if st.wbuf.is_empty() {
+            self.0.try_send(parts)
+        } else {
+            0
+        };
+        let mut rest: Vec<&[u8]> = Vec::new();
+        let parts = if sent == 0 {
+            parts
+        } else {
+            let mut skip = sent;
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                } else {
+                    rest.push(&p[skip..]);
+                    skip = 0;
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+            &rest[..]
+        };
         match st.wbuf.push(parts) {
             Ok(flow) => {
                 st.flows.extend(flow);
