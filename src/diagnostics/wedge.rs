@@ -235,8 +235,10 @@ impl PoolWatchdog {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let mut detector = PoolWedgeDetector::new(threshold);
                     while !seen.stop.load(Ordering::Acquire) {
+                        // Time first: a sample is never older than its time.
+                        let now = clock.now();
                         let stats = statistics();
-                        if let Some(report) = detector.observe(&stats, clock.now()) {
+                        if let Some(report) = detector.observe(&stats, now) {
                             seen.episodes.fetch_add(1, Ordering::Relaxed);
                             report_wedge(&name, &report);
                         }
