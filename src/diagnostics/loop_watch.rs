@@ -16,6 +16,15 @@
 //! - The watchdog's decision is [`check_stall`], a plain function of a
 //!   [`Snapshot`], a time and a threshold: the thread around it only sleeps
 //!   and logs.
+//! - The clock is read only when time has visibly moved: `tick` is bumped
+//!   by the watchdog every check interval (threshold / 4) and by the clock's
+//!   waker (a `ManualClock::advance`). A callback during which `tick` did
+//!   not change took less than one interval, so it cannot be slow and
+//!   needs no clock read; one during which it changed is timed on the
+//!   clock. Its start is the last reading taken in the same tick, so it is
+//!   early by at most one interval (measured time errs long, never short).
+//!   A reading is forgotten before the loop blocks in `poll`. This keeps a
+//!   burst of quick callbacks to a few plain loads and stores each.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -41,6 +50,8 @@ pub(crate) struct Site {
 pub(crate) struct LoopWords {
     /// Odd while a top-level callback runs.
     seq: AtomicU64,
+    /// Bumped every watchdog interval and on every clock wake.
+    tick: AtomicU64,
     /// When the running callback started, in nanoseconds on the clock.
     started_at: AtomicU64,
     /// Index of the running callback's site in `sites`.
@@ -128,6 +139,11 @@ pub(crate) struct LoopDiag {
     depth: Cell<u32>,
     seq: Cell<u64>,
     turn_busy: Cell<Duration>,
+    /// The last clock reading and the `tick` it was taken in; `None` when
+    /// forgotten (the loop blocked since).
+    reading: Cell<Option<(u64, Duration)>>,
+    /// The `tick` seen when the running callback began.
+    begun_in: Cell<u64>,
     /// Direct-mapped cache of site indexes, keyed by location address.
     cache: [Cell<(usize, usize, u64)>; CACHE],
     index: RefCell<HashMap<(usize, usize), u64>>,
@@ -139,6 +155,12 @@ impl LoopDiag {
     /// on this thread).
     pub(crate) fn new(clock: Arc<dyn Clock>, threshold: Duration) -> std::io::Result<LoopDiag> {
         let words = Arc::new(LoopWords::default());
+        {
+            let words = words.clone();
+            clock.register_waker(Arc::new(move || {
+                words.tick.fetch_add(1, Ordering::Release);
+            }));
+        }
         let watchdog = Watchdog::start(words.clone(), clock.clone(), threshold)?;
         Ok(LoopDiag {
             clock,
@@ -147,6 +169,8 @@ impl LoopDiag {
             depth: Cell::new(0),
             seq: Cell::new(0),
             turn_busy: Cell::new(Duration::ZERO),
+            reading: Cell::new(None),
+            begun_in: Cell::new(0),
             cache: std::array::from_fn(|_| Cell::new((0, 0, 0))),
             index: RefCell::new(HashMap::new()),
             watchdog: Some(watchdog),
@@ -188,7 +212,12 @@ impl LoopDiag {
             return None;
         }
         let site = self.intern(Site { kind, location });
-        let now = self.clock.now();
+        let tick = self.words.tick.load(Ordering::Acquire);
+        self.begun_in.set(tick);
+        let now = match self.reading.get() {
+            Some((t, at)) if t == tick => at,
+            _ => self.read_clock(),
+        };
         let w = &self.words;
         w.started_at.store(nanos(now), Ordering::Release);
         w.site.store(site, Ordering::Release);
@@ -208,11 +237,15 @@ impl LoopDiag {
     ) {
         self.depth.set(self.depth.get().saturating_sub(1));
         let Some(started) = started else { return };
-        let took = self.clock.now().saturating_sub(started);
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let w = &self.words;
         w.seq.store(seq, Ordering::Release);
+        if w.tick.load(Ordering::Acquire) == self.begun_in.get() {
+            // Shorter than one check interval: not slow, not timed.
+            return;
+        }
+        let took = self.read_clock().saturating_sub(started);
         self.turn_busy.set(self.turn_busy.get().saturating_add(took));
         raise(&w.longest_callback_ns, nanos(took));
         if took > self.threshold {
@@ -230,8 +263,23 @@ impl LoopDiag {
         }
     }
 
+    /// Reads the clock, remembering the tick it was read in (loaded first,
+    /// so a tick that moves during the read forces the next one).
+    fn read_clock(&self) -> Duration {
+        let tick = self.words.tick.load(Ordering::Acquire);
+        let now = self.clock.now();
+        self.reading.set(Some((tick, now)));
+        now
+    }
+
+    /// The loop may block now: forget the last reading.
+    pub(crate) fn before_poll(&self) {
+        self.reading.set(None);
+    }
+
     /// A turn ended: its callback time is a candidate for the longest turn.
     pub(crate) fn end_turn(&self) {
+        self.reading.set(None);
         let busy = self.turn_busy.replace(Duration::ZERO);
         raise(&self.words.longest_turn_ns, nanos(busy));
     }
@@ -277,6 +325,7 @@ impl Watchdog {
                     let mut state = StallState::default();
                     while !flag.load(Ordering::Acquire) {
                         std::thread::park_timeout(interval);
+                        words.tick.fetch_add(1, Ordering::Release);
                         let Some(snapshot) = words.snapshot() else {
                             continue;
                         };

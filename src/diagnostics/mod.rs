@@ -29,7 +29,13 @@
 //!   location, and again with the total when it returns.
 //!
 //! Off (the default) the loop pays one predictable branch per callback.
-//! On, it pays two clock reads and a few plain atomic stores per callback.
+//! On, a callback costs a few plain atomic loads and stores; the clock is
+//! read only for a callback during which a watchdog tick (every threshold /
+//! 4) or a clock wake (`ManualClock::advance`) happened, since any other
+//! callback was shorter than one tick. So measured times err long by at
+//! most one tick, never short, and `longest_callback` / `longest_turn`
+//! count only callbacks that spanned a tick (on a manual clock: every
+//! callback that advanced it).
 //!
 //! # Examples
 //!

@@ -96,6 +96,9 @@ impl Inner {
         } else {
             self.poll_timeout(max_wait)
         };
+        if let Some(d) = &self.diag {
+            d.before_poll();
+        }
         self.poll_io(timeout);
 
         // 4. Local tasks ready now.
