@@ -65,7 +65,8 @@ impl Events {
     /// was still running).
     fn slow(&self) -> Vec<Captured> {
         let all = self.all().into_iter();
-        all.filter(|c| c.message.contains("slow callback")).collect()
+        all.filter(|c| c.message.contains("slow callback"))
+            .collect()
     }
 
     /// The next event; the timeout only keeps a broken build from hanging.
@@ -144,7 +145,10 @@ fn a_slow_call_from_a_thread_and_a_slow_task_poll_name_their_lines() {
         assert!(all[1].location.starts_with(&here(task_line)), "{all:?}");
         assert!(all[1].message.contains("local task"), "{all:?}");
         assert_eq!(reactor.statistics().slow_callbacks, 2);
-        assert_eq!(reactor.statistics().longest_callback, Duration::from_secs(1));
+        assert_eq!(
+            reactor.statistics().longest_callback,
+            Duration::from_secs(1)
+        );
     });
 }
 

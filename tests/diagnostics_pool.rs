@@ -56,7 +56,10 @@ fn wait_for(pool: &ThreadPool, busy: usize, backlog: usize) {
 /// A statistics source that tells the test each time it is sampled.
 fn sampled(
     pool: &Arc<ThreadPool>,
-) -> (impl FnMut() -> PoolStatistics + Send + 'static, mpsc::Receiver<()>) {
+) -> (
+    impl FnMut() -> PoolStatistics + Send + 'static,
+    mpsc::Receiver<()>,
+) {
     let (tx, rx) = mpsc::channel();
     let pool = pool.clone();
     (
@@ -90,7 +93,8 @@ fn a_wedged_pool_is_reported_once_with_the_hint_and_flagged() {
     let held = gate.lock().unwrap();
     for _ in 0..3 {
         let g = gate.clone();
-        pool.call_in_thread(move || drop(g.lock().unwrap())).unwrap();
+        pool.call_in_thread(move || drop(g.lock().unwrap()))
+            .unwrap();
     }
     wait_for(&pool, 2, 1);
 
@@ -104,7 +108,10 @@ fn a_wedged_pool_is_reported_once_with_the_hint_and_flagged() {
     clock.advance(Duration::from_millis(1500));
     let warning = events.recv_timeout(HANG_GUARD).unwrap();
     assert!(warning.contains("\"wedged\" looks wedged"), "{warning}");
-    assert!(warning.contains("all 2 threads busy, 1 tasks queued"), "{warning}");
+    assert!(
+        warning.contains("all 2 threads busy, 1 tasks queued"),
+        "{warning}"
+    );
     assert!(warning.contains("Raise the pool's max"), "{warning}");
     assert!(warning.contains("do not block a pool thread"), "{warning}");
     a_full_check_after_now(&samples);
@@ -131,7 +138,8 @@ fn a_busy_pool_with_a_free_thread_or_an_empty_backlog_is_not_wedged() {
     let held = gate.lock().unwrap();
     for _ in 0..2 {
         let g = gate.clone();
-        pool.call_in_thread(move || drop(g.lock().unwrap())).unwrap();
+        pool.call_in_thread(move || drop(g.lock().unwrap()))
+            .unwrap();
     }
     wait_for(&pool, 2, 0);
     let (dispatch, events) = capture();

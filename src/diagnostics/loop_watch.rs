@@ -246,7 +246,8 @@ impl LoopDiag {
             return;
         }
         let took = self.read_clock().saturating_sub(started);
-        self.turn_busy.set(self.turn_busy.get().saturating_add(took));
+        self.turn_busy
+            .set(self.turn_busy.get().saturating_add(took));
         raise(&w.longest_callback_ns, nanos(took));
         if took > self.threshold {
             w.slow_callbacks.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +418,12 @@ mod tests {
         let threshold = Duration::from_millis(100);
         let mut state = StallState::default();
         assert_eq!(
-            check_stall(d.words.snapshot().unwrap(), clock.now(), threshold, &mut state),
+            check_stall(
+                d.words.snapshot().unwrap(),
+                clock.now(),
+                threshold,
+                &mut state
+            ),
             None
         );
         for _ in 0..3 {
@@ -458,9 +464,18 @@ mod tests {
         let clock = ManualClock::new();
         let d = diag(&clock);
         let here = Location::caller();
-        let a = d.intern(Site { kind: "timed call", location: here });
-        let b = d.intern(Site { kind: "timed call", location: here });
-        let c = d.intern(Site { kind: "local task", location: here });
+        let a = d.intern(Site {
+            kind: "timed call",
+            location: here,
+        });
+        let b = d.intern(Site {
+            kind: "timed call",
+            location: here,
+        });
+        let c = d.intern(Site {
+            kind: "local task",
+            location: here,
+        });
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(d.words.sites.lock().len(), 2);

@@ -197,7 +197,12 @@ impl PoolWatchdog {
     pub fn start(pool: &Arc<crate::ThreadPool>, threshold: Duration) -> std::io::Result<Self> {
         let pool = pool.clone();
         let name = pool.name().to_string();
-        Self::watch(name, move || pool.statistics(), threshold, SystemClock::new())
+        Self::watch(
+            name,
+            move || pool.statistics(),
+            threshold,
+            SystemClock::new(),
+        )
     }
 
     /// Watches any statistics source on `clock` (e.g. a

@@ -94,9 +94,7 @@ impl SharedStats {
 pub(super) fn statistics_of(shared: &Shared) -> ReactorStatistics {
     let s = &shared.stats;
     let diag = |f: fn(&LoopWords) -> &AtomicU64| {
-        s.diag
-            .as_ref()
-            .map_or(0, |w| f(w).load(Ordering::Relaxed))
+        s.diag.as_ref().map_or(0, |w| f(w).load(Ordering::Relaxed))
     };
     ReactorStatistics {
         inbox_depth: shared.queued.load(Ordering::Relaxed) as u64,
