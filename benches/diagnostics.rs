@@ -2,7 +2,9 @@
 //! `call_from_thread` burst (100k calls from one producer into a running
 //! loop) and a pool round-trip loop (`defer_to_thread` jobs whose results
 //! come back through the loop's inbox, with a `PoolWatchdog` on the pool
-//! when diagnostics are on). After criterion, an interleaved summary runs
+//! when diagnostics are on); and the loop side alone (calls queued from the
+//! loop thread, then drained in one turn: the least noisy figure of the
+//! per-callback cost). After criterion, an interleaved summary runs
 //! each row alternately and prints the on/off ratio of the medians.
 //!
 //! `cargo bench --bench diagnostics` (add `-- --quick` for a short run).
@@ -158,7 +160,37 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // The loop side alone, one thread (least noise): n calls queued, then
+    // one turn runs them.
+    let mut group = c.benchmark_group("diagnostics_loop_side_drain");
+    group.throughput(Throughput::Elements(1));
+    for (name, diag) in [("off", false), ("on", true)] {
+        let reactor = reactor(diag);
+        let remote = reactor.remote();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let n = iters.max(1000);
+                drain(&reactor, &remote, n).mul_f64(iters as f64 / n as f64)
+            })
+        });
+    }
+    group.finish();
+
     summary();
+}
+
+/// Queues `n` calls from this thread, then times the turn that runs them.
+fn drain(reactor: &Reactor, remote: &Remote, n: u64) -> Duration {
+    for i in 0..n {
+        remote
+            .call_from_thread(move || {
+                std::hint::black_box(i);
+            })
+            .unwrap();
+    }
+    let start = Instant::now();
+    reactor.iterate(Some(Duration::ZERO));
+    start.elapsed()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -182,6 +214,20 @@ fn summary() {
         q_off.push(p_off.round_trips(JOBS));
         q_on.push(p_on.round_trips(JOBS));
     }
+    let (d_off, d_on) = (reactor(false), reactor(true));
+    let (r_off, r_on) = (d_off.remote(), d_on.remote());
+    let (mut l_off, mut l_on) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        l_off.push(drain(&d_off, &r_off, BURST));
+        l_on.push(drain(&d_on, &r_on, BURST));
+    }
+    let (lo, ln) = (median(l_off), median(l_on));
+    println!(
+        "  loop-side drain: off {:.1} ns/call, on {:.1} ns/call, on/off {:.3}",
+        lo.as_nanos() as f64 / BURST as f64,
+        ln.as_nanos() as f64 / BURST as f64,
+        ln.as_secs_f64() / lo.as_secs_f64(),
+    );
     let per = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
     let (bo, bn) = (median(b_off), median(b_on));
     let (qo, qn) = (median(q_off), median(q_on));

@@ -181,6 +181,7 @@ impl LoopDiag {
         self.words.clone()
     }
 
+    #[inline]
     fn intern(&self, site: Site) -> u64 {
         let key = (
             std::ptr::from_ref(site.location) as usize,
@@ -201,6 +202,7 @@ impl LoopDiag {
     }
 
     /// A callback starts; returns its start time if it is top-level.
+    #[inline]
     pub(crate) fn begin(
         &self,
         kind: &'static str,
@@ -229,6 +231,7 @@ impl LoopDiag {
 
     /// The callback `begin` returned `started` for has returned (or
     /// unwound): counts it, and reports it if it was slow.
+    #[inline]
     pub(crate) fn end(
         &self,
         started: Option<Duration>,
