@@ -40,6 +40,7 @@ use threads::pool;
 // --- reactor layer (time, deferred, reactor), then the bridges ---
 mod bridge;
 mod deferred;
+pub mod diagnostics;
 pub mod net; // netcore
 pub mod reactor;
 pub mod testing;

@@ -8,8 +8,8 @@
 //! run on the loop later, which their error, [`CallError::TimedOut`], says.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Duration;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::time::{Duration, Instant};
 
 use super::coroutine::spawn_from_thread;
 use super::oneshot;
@@ -50,7 +50,8 @@ impl Remote {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        start_call(self, f)?.wait()
+        let rx = start_call(self, f)?;
+        wait_watched(self, Location::caller(), "blocking_call", &rx)
     }
 
     /// [`blocking_call`](Remote::blocking_call) that gives up waiting after `timeout`. The
@@ -123,7 +124,8 @@ impl Remote {
         Fut::Output: Send + 'static,
     {
         check_caller(self)?;
-        spawn_from_thread(self, f)?.receiver().wait()
+        let call = spawn_from_thread(self, f)?;
+        wait_watched(self, Location::caller(), "blocking_await", call.receiver())
     }
 
     /// [`blocking_await`](Remote::blocking_await) that gives up waiting after `timeout`
@@ -183,6 +185,45 @@ where
         })
         .map_err(|_| CallError::LoopStopped)?;
     Ok(rx)
+}
+
+/// Waits for `rx`; past `Builder::blocking_call_threshold` the wait is
+/// logged with its caller's location, and again with the total when it
+/// ends (a thread waiting on a loop that waits on it never ends).
+fn wait_watched<T>(
+    remote: &Remote,
+    location: &'static Location<'static>,
+    what: &'static str,
+    rx: &oneshot::Receiver<T>,
+) -> Result<T, CallError> {
+    let Some(threshold) = remote.blocking_call_threshold() else {
+        return rx.wait();
+    };
+    let began = Instant::now();
+    match rx.wait_timeout(threshold) {
+        Err(CallError::TimedOut) => {}
+        done => return done,
+    }
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("<unnamed>");
+    tracing::warn!(
+        target: "weft::diagnostics",
+        what,
+        %location,
+        thread,
+        "weft: {what} at {location} (thread {thread:?}) has waited {threshold:?} for the loop; \
+         if the loop is waiting for this thread's pool, they wait for each other forever"
+    );
+    let outcome = rx.wait();
+    let waited = began.elapsed();
+    tracing::warn!(
+        target: "weft::diagnostics",
+        what,
+        %location,
+        waited_ms = waited.as_secs_f64() * 1e3,
+        "weft: {what} at {location} returned after waiting {waited:?} for the loop"
+    );
+    outcome
 }
 
 fn check_caller(remote: &Remote) -> Result<(), CallError> {

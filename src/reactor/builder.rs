@@ -69,6 +69,8 @@ pub struct Builder {
     queued_work: QueuedWork,
     events_capacity: usize,
     inbox_capacity: usize,
+    slow_callback_threshold: Option<Duration>,
+    blocking_call_threshold: Option<Duration>,
 }
 
 impl fmt::Debug for Builder {
@@ -78,6 +80,8 @@ impl fmt::Debug for Builder {
             .field("handle_signals", &self.handle_signals)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("inbox_capacity", &self.inbox_capacity)
+            .field("slow_callback_threshold", &self.slow_callback_threshold)
+            .field("blocking_call_threshold", &self.blocking_call_threshold)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +96,8 @@ impl Default for Builder {
             queued_work: QueuedWork::Run,
             events_capacity: 256,
             inbox_capacity: usize::MAX,
+            slow_callback_threshold: None,
+            blocking_call_threshold: None,
         }
     }
 }
@@ -192,6 +198,58 @@ impl Builder {
         self
     }
 
+    /// Turns on the slow-callback and stalled-loop detectors (default: off;
+    /// [`DEFAULT_SLOW_CALLBACK_THRESHOLD`](crate::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD)
+    /// is asyncio's 100 ms). Each callback, timer, task poll and I/O handler
+    /// is timed on the reactor's clock; one that holds the loop longer than
+    /// `threshold` is logged (warn, target `weft::diagnostics`) with where
+    /// it was scheduled from and counted in the statistics. A watchdog
+    /// thread also reports a callback that is still running past the
+    /// threshold, while it runs. See [`crate::diagnostics`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::testing::ManualClock;
+    ///
+    /// let clock = ManualClock::new();
+    /// let reactor = weft::Reactor::builder()
+    ///     .clock(clock.clone())
+    ///     .slow_callback_threshold(Some(Duration::from_millis(100)))
+    ///     .build()
+    ///     .unwrap();
+    /// reactor.call_soon(move || clock.advance(Duration::from_millis(200)));
+    /// reactor.iterate(Some(Duration::ZERO));
+    /// let stats = reactor.statistics();
+    /// assert_eq!(stats.slow_callbacks, 1);
+    /// assert_eq!(stats.longest_callback, Duration::from_millis(200));
+    /// ```
+    pub fn slow_callback_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_callback_threshold = threshold;
+        self
+    }
+
+    /// Logs a [`Remote::blocking_call`](super::Remote::blocking_call) or
+    /// `blocking_await` that has waited longer than `threshold` for the loop
+    /// (with its caller's location), and again with the total when it
+    /// returns: the classic cross-wait between a pool job and a loop that
+    /// waits for the pool (default: off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let r = weft::Reactor::builder()
+    ///     .blocking_call_threshold(Some(std::time::Duration::from_secs(1)))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(r);
+    /// ```
+    pub fn blocking_call_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.blocking_call_threshold = threshold;
+        self
+    }
+
     /// Creates the reactor on this thread, which becomes its loop thread.
     ///
     /// # Errors
@@ -205,6 +263,10 @@ impl Builder {
     /// # drop(reactor);
     /// ```
     pub fn build(self) -> io::Result<Reactor> {
+        let diag = match self.slow_callback_threshold {
+            Some(t) => Some(crate::diagnostics::LoopDiag::new(self.clock.clone(), t)?),
+            None => None,
+        };
         let poll = MioPoll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shared = Arc::new(Shared {
@@ -218,7 +280,11 @@ impl Builder {
             queued: AtomicUsize::new(0),
             capacity: self.inbox_capacity,
             clock: self.clock.clone(),
-            stats: SharedStats::default(),
+            stats: SharedStats {
+                diag: diag.as_ref().map(|d| d.words()),
+                blocking_call_threshold: self.blocking_call_threshold,
+                ..SharedStats::default()
+            },
         });
         {
             let shared = shared.clone();
@@ -248,6 +314,7 @@ impl Builder {
             locals: Locals::default(),
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
+            diag,
         });
         context::register(&inner);
         let handle = Handle::from_inner(inner);

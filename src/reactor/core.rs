@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     /// Registered sockets and their handlers; each one is also counted in
     /// `io_sources`.
     pub(super) io: super::io_registry::IoRegistry,
+    /// The slow-callback timer and its watchdog; `None` when off.
+    pub(super) diag: Option<crate::diagnostics::LoopDiag>,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.

@@ -165,13 +165,15 @@ impl Tasks {
         !self.batch.borrow().is_empty() || !shared.run_queue.lock().runnables.is_empty()
     }
 
-    /// Polls the tasks that were ready when the pass began. A poll that
+    /// Polls the tasks that were ready when the pass began (each poll timed
+    /// by `diag` when diagnostics are on). A poll that
     /// panics is reported to `on_panic` (after the task's own `Deferred`, if
     /// any, got the panic); if `on_panic` unwinds, the rest of the pass
     /// stays queued for the next one.
     pub(crate) fn run_ready(
         &self,
         shared: &Shared,
+        diag: Option<&crate::diagnostics::LoopDiag>,
         mut on_panic: impl FnMut(&'static Location<'static>, Box<dyn std::any::Any + Send>),
     ) -> usize {
         {
@@ -187,7 +189,11 @@ impl Tasks {
             };
             let tag = *runnable.metadata();
             polled += 1;
+            let started = diag.map(|d| d.begin("local task", tag.location));
             let outcome = catch_unwind(AssertUnwindSafe(|| runnable.run()));
+            if let Some(d) = diag {
+                d.end(started.flatten(), "local task", tag.location);
+            }
             self.reap(tag);
             if let Err(payload) = outcome {
                 on_panic(tag.location, payload);

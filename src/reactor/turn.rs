@@ -41,8 +41,19 @@ impl Inner {
     }
 
     /// Runs `f`, catching a panic as the panic policy says.
-    pub(super) fn guard(&self, kind: &str, location: &'static Location<'static>, f: impl FnOnce()) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+    /// With diagnostics on, the call is timed (see `crate::diagnostics`).
+    pub(super) fn guard(
+        &self,
+        kind: &'static str,
+        location: &'static Location<'static>,
+        f: impl FnOnce(),
+    ) {
+        let started = self.diag.as_ref().map(|d| d.begin(kind, location));
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        if let Some(d) = &self.diag {
+            d.end(started.flatten(), kind, location);
+        }
+        if let Err(payload) = outcome {
             self.on_panic(kind, location, payload);
         }
     }
@@ -85,6 +96,9 @@ impl Inner {
         } else {
             self.poll_timeout(max_wait)
         };
+        if let Some(d) = &self.diag {
+            d.before_poll();
+        }
         self.poll_io(timeout);
 
         // 4. Local tasks ready now.
@@ -133,9 +147,11 @@ impl Inner {
 
     /// One pass over the local tasks ready now. Returns how many polled.
     pub(super) fn run_tasks(&self) -> usize {
-        let polled = self.tasks.run_ready(&self.shared, |location, payload| {
-            self.on_panic("local task", location, payload)
-        });
+        let polled = self
+            .tasks
+            .run_ready(&self.shared, self.diag.as_ref(), |location, payload| {
+                self.on_panic("local task", location, payload)
+            });
         SharedStats::bump(&self.shared.stats.tasks_polled, polled as u64);
         polled
     }
@@ -145,6 +161,9 @@ impl Inner {
         SharedStats::set(&s.timers_live, self.timers.live_count() as u64);
         SharedStats::set(&s.timer_heap_entries, self.timers.heap_len() as u64);
         SharedStats::set(&s.tasks_alive, self.tasks.len() as u64);
+        if let Some(d) = &self.diag {
+            d.end_turn();
+        }
     }
 
     /// A stop was requested and shutdown has not begun acting on it.

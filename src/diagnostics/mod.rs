@@ -1,0 +1,87 @@
+//! Diagnostics: catch a blocked loop and a wedged pool while it happens, and
+//! name the code responsible.
+//!
+//! - **Slow callbacks.** With
+//!   [`Builder::slow_callback_threshold`](crate::reactor::Builder::slow_callback_threshold)
+//!   set, every top-level callback the loop runs (call from a thread, timed
+//!   call, task poll, I/O handler, trigger; `Deferred` callbacks run inside
+//!   the callback that fires them) is timed on the reactor's
+//!   [`Clock`](crate::Clock). One that holds the loop longer than the
+//!   threshold is logged (`tracing` warn, target `weft::diagnostics`) with
+//!   the `#[track_caller]` location of the code that scheduled it, and
+//!   counted in [`ReactorStatistics`](crate::reactor::ReactorStatistics)
+//!   (`slow_callbacks`, `longest_callback`, `longest_turn`).
+//! - **A stalled loop, while it is stalled.** The same setting starts a
+//!   watchdog thread. The loop publishes "callback started at / which site"
+//!   in a few atomics (plain stores); the watchdog reads them a few times per
+//!   threshold and, when one callback has run longer than the threshold,
+//!   logs then and there what it is and where it was scheduled from
+//!   (`stalls_detected`). When the callback returns, the loop's slow-callback
+//!   warning gives the total.
+//! - **A wedged pool.** [`PoolWatchdog`] (or the pure [`PoolWedgeDetector`])
+//!   watches a pool's statistics: every thread busy, backlog not empty, no
+//!   completion for a threshold (default [`DEFAULT_WEDGE_THRESHOLD`]) warns
+//!   once per episode, with the usual cure in the message.
+//! - **Cross-waits.** With
+//!   [`Builder::blocking_call_threshold`](crate::reactor::Builder::blocking_call_threshold)
+//!   set, a [`Remote::blocking_call`](crate::Remote::blocking_call) (or
+//!   `blocking_await`) that waits longer than it is logged with its caller's
+//!   location, and again with the total when it returns.
+//!
+//! Off (the default) the loop pays one predictable branch per callback.
+//! On, a callback costs a few plain atomic loads and stores; the clock is
+//! read only for a callback during which a watchdog tick (every threshold /
+//! 4) or a clock wake (`ManualClock::advance`) happened, since any other
+//! callback was shorter than one tick. So measured times err long by at
+//! most one tick, never short, and `longest_callback` / `longest_turn`
+//! count only callbacks that spanned a tick (on a manual clock: every
+//! callback that advanced it).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD;
+//!
+//! let reactor = weft::Reactor::builder()
+//!     .slow_callback_threshold(Some(DEFAULT_SLOW_CALLBACK_THRESHOLD))
+//!     .blocking_call_threshold(Some(Duration::from_secs(1)))
+//!     .build()
+//!     .unwrap();
+//! reactor.call_soon(|| ());
+//! reactor.iterate(Some(Duration::ZERO));
+//! assert_eq!(reactor.statistics().slow_callbacks, 0);
+//! ```
+
+use std::time::Duration;
+
+mod loop_watch;
+mod wedge;
+
+pub(crate) use loop_watch::{LoopDiag, LoopWords};
+pub use wedge::{PoolWatchdog, PoolWedgeDetector, WedgeReport};
+
+/// The slow-callback threshold asyncio's debug mode uses (100 ms); pass it
+/// to [`Builder::slow_callback_threshold`](crate::reactor::Builder::slow_callback_threshold).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD.as_millis(), 100);
+/// ```
+pub const DEFAULT_SLOW_CALLBACK_THRESHOLD: Duration = Duration::from_millis(100);
+
+/// How long a saturated pool may go without completing anything before
+/// [`PoolWedgeDetector`] calls it wedged (1 s).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::diagnostics::DEFAULT_WEDGE_THRESHOLD.as_secs(), 1);
+/// ```
+pub const DEFAULT_WEDGE_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// How often a watchdog looks: a few times per threshold, within bounds.
+pub(crate) fn check_interval(threshold: Duration) -> Duration {
+    (threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}

@@ -1,0 +1,296 @@
+//! The loop's detectors: slow callbacks (manual clock), the stall watchdog
+//! (one real thread, released by the test), the blocking-call wait warning,
+//! and the statistics under a known workload. Each detector must name the
+//! line that scheduled the offending code, and stay silent on a healthy run.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{Layer, Registry};
+use weft::Reactor;
+use weft::testing::ManualClock;
+
+/// One `weft::diagnostics` event, as the capture layer saw it.
+#[derive(Debug, Clone, Default)]
+struct Captured {
+    message: String,
+    location: String,
+}
+
+struct Visitor<'a>(&'a mut Captured);
+
+impl Visit for Visitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.0.message = format!("{value:?}"),
+            "location" => self.0.location = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Records `weft::diagnostics` events and forwards each on a channel.
+struct Capture {
+    seen: Arc<Mutex<Vec<Captured>>>,
+    tx: Mutex<mpsc::Sender<Captured>>,
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != "weft::diagnostics" {
+            return;
+        }
+        let mut c = Captured::default();
+        event.record(&mut Visitor(&mut c));
+        self.seen.lock().unwrap().push(c.clone());
+        let _ = self.tx.lock().unwrap().send(c);
+    }
+}
+
+struct Events {
+    seen: Arc<Mutex<Vec<Captured>>>,
+    rx: mpsc::Receiver<Captured>,
+}
+
+impl Events {
+    fn all(&self) -> Vec<Captured> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The slow-callback reports (the watchdog may also, rightly, report a
+    /// callback that advanced the manual clock past the threshold while it
+    /// was still running).
+    fn slow(&self) -> Vec<Captured> {
+        let all = self.all().into_iter();
+        all.filter(|c| c.message.contains("slow callback"))
+            .collect()
+    }
+
+    /// The next event; the timeout only keeps a broken build from hanging.
+    fn next(&self) -> Captured {
+        self.rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("expected a diagnostics event")
+    }
+}
+
+fn capture() -> (tracing::Dispatch, Events) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let layer = Capture {
+        seen: seen.clone(),
+        tx: Mutex::new(tx),
+    };
+    let dispatch = tracing::Dispatch::new(Registry::default().with(layer));
+    (dispatch, Events { seen, rx })
+}
+
+fn here(line: u32) -> String {
+    format!("{}:{line}:", file!())
+}
+
+fn diag_reactor(clock: &ManualClock) -> Reactor {
+    Reactor::builder()
+        .clock(clock.clone())
+        .slow_callback_threshold(Some(Duration::from_millis(100)))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_slow_timed_call_is_reported_with_the_line_that_scheduled_it() {
+    let (dispatch, events) = capture();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let clock = ManualClock::new();
+        let reactor = diag_reactor(&clock);
+        let c = clock.clone();
+        let line = line!() + 1;
+        reactor.call_soon(move || c.advance(Duration::from_millis(200)));
+        reactor.iterate(Some(Duration::ZERO));
+        let all = events.slow();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(all[0].location.starts_with(&here(line)), "{all:?}");
+        assert!(all[0].message.contains("slow callback"), "{all:?}");
+        assert!(all[0].message.contains("200ms"), "{all:?}");
+        let stats = reactor.statistics();
+        assert_eq!(stats.slow_callbacks, 1);
+        assert_eq!(stats.longest_callback, Duration::from_millis(200));
+        assert_eq!(stats.longest_turn, Duration::from_millis(200));
+    });
+}
+
+#[test]
+fn a_slow_call_from_a_thread_and_a_slow_task_poll_name_their_lines() {
+    let (dispatch, events) = capture();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let clock = ManualClock::new();
+        let reactor = diag_reactor(&clock);
+        let c = clock.clone();
+        let call_line = line!() + 3;
+        reactor
+            .remote()
+            .call_from_thread(move || c.advance(Duration::from_millis(150)))
+            .unwrap();
+        let c = clock.clone();
+        let task_line = line!() + 1;
+        let _task = reactor.spawn_local(async move { c.advance(Duration::from_secs(1)) });
+        reactor.iterate(Some(Duration::ZERO));
+        let all = events.slow();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].location.starts_with(&here(call_line)), "{all:?}");
+        assert!(all[0].message.contains("call from thread"), "{all:?}");
+        assert!(all[1].location.starts_with(&here(task_line)), "{all:?}");
+        assert!(all[1].message.contains("local task"), "{all:?}");
+        assert_eq!(reactor.statistics().slow_callbacks, 2);
+        assert_eq!(
+            reactor.statistics().longest_callback,
+            Duration::from_secs(1)
+        );
+    });
+}
+
+#[test]
+fn a_healthy_run_with_diagnostics_on_logs_nothing() {
+    let (dispatch, events) = capture();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let clock = ManualClock::new();
+        let reactor = diag_reactor(&clock);
+        for _ in 0..100 {
+            let c = clock.clone();
+            reactor.call_soon(move || c.advance(Duration::from_millis(100)));
+            reactor.remote().call_from_thread(|| ()).unwrap();
+        }
+        let _t = reactor.spawn_local(async {});
+        reactor.iterate(Some(Duration::ZERO));
+        reactor.iterate(Some(Duration::ZERO));
+        assert!(events.all().is_empty(), "{:?}", events.all());
+        let stats = reactor.statistics();
+        assert_eq!(stats.slow_callbacks, 0);
+        assert_eq!(stats.stalls_detected, 0);
+        // Exactly the threshold is not "longer than" it.
+        assert_eq!(stats.longest_callback, Duration::from_millis(100));
+        assert_eq!(stats.longest_turn, Duration::from_secs(10));
+    });
+}
+
+#[test]
+fn with_diagnostics_off_nothing_is_timed() {
+    let clock = ManualClock::new();
+    let reactor = Reactor::builder().clock(clock.clone()).build().unwrap();
+    let c = clock.clone();
+    reactor.call_soon(move || c.advance(Duration::from_secs(5)));
+    reactor.iterate(Some(Duration::ZERO));
+    let stats = reactor.statistics();
+    assert_eq!(stats.slow_callbacks, 0);
+    assert_eq!(stats.longest_callback, Duration::ZERO);
+}
+
+#[test]
+fn the_statistics_are_exact_under_a_known_workload() {
+    let clock = ManualClock::new();
+    let reactor = diag_reactor(&clock);
+    let remote = reactor.remote();
+    for ms in [10, 20, 30] {
+        let c = clock.clone();
+        remote
+            .call_from_thread(move || c.advance(Duration::from_millis(ms)))
+            .unwrap();
+    }
+    reactor.call_later(Duration::from_secs(1), || ());
+    assert_eq!(reactor.statistics().inbox_depth, 3);
+    reactor.iterate(Some(Duration::ZERO));
+    let stats = reactor.statistics();
+    assert_eq!(stats.calls_from_thread, 3);
+    assert_eq!(stats.calls_run, 3);
+    assert_eq!(stats.inbox_depth, 0);
+    assert_eq!(stats.turns, 1);
+    assert_eq!(stats.timers_live, 1);
+    assert_eq!(stats.slow_callbacks, 0);
+    assert_eq!(stats.longest_callback, Duration::from_millis(30));
+    assert_eq!(stats.longest_turn, Duration::from_millis(60));
+}
+
+#[test]
+fn the_watchdog_reports_a_stalled_loop_while_it_is_stalled() {
+    let (dispatch, events) = capture();
+    let clock = ManualClock::new();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (line_tx, line_rx) = mpsc::channel();
+    let loop_clock = clock.clone();
+    let loop_thread = std::thread::spawn(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            let reactor = diag_reactor(&loop_clock);
+            let c = loop_clock.clone();
+            line_tx.send(line!() + 1).unwrap();
+            reactor.call_soon(move || {
+                c.advance(Duration::from_millis(250));
+                // Held until the test has seen the watchdog's report.
+                release_rx.recv().unwrap();
+            });
+            reactor.iterate(Some(Duration::ZERO));
+            reactor.statistics()
+        })
+    });
+    let line = line_rx.recv().unwrap();
+    let stall = events.next();
+    assert!(stall.message.contains("stalled"), "{stall:?}");
+    assert!(stall.location.starts_with(&here(line)), "{stall:?}");
+    assert!(stall.message.contains("250ms"), "{stall:?}");
+    release_tx.send(()).unwrap();
+    let stats = loop_thread.join().unwrap();
+    let returned = events.next();
+    assert!(returned.message.contains("slow callback"), "{returned:?}");
+    assert!(returned.location.starts_with(&here(line)), "{returned:?}");
+    assert_eq!(stats.stalls_detected, 1);
+    assert_eq!(stats.slow_callbacks, 1);
+}
+
+#[test]
+fn a_long_blocking_call_is_logged_with_its_callers_line_and_again_when_it_returns() {
+    let (dispatch, events) = capture();
+    let reactor = Reactor::builder()
+        .blocking_call_threshold(Some(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    let remote = reactor.remote();
+    let (line_tx, line_rx) = mpsc::channel();
+    let caller = std::thread::spawn(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            line_tx.send(line!() + 1).unwrap();
+            remote.blocking_call(|| 7)
+        })
+    });
+    let line = line_rx.recv().unwrap();
+    // The loop does not run until the warning is out.
+    let waiting = events.next();
+    assert!(waiting.message.contains("has waited"), "{waiting:?}");
+    assert!(waiting.location.starts_with(&here(line)), "{waiting:?}");
+    while !caller.is_finished() {
+        reactor.iterate(Some(Duration::from_millis(10)));
+    }
+    assert_eq!(caller.join().unwrap(), Ok(7));
+    let returned = events.next();
+    assert!(returned.message.contains("returned after"), "{returned:?}");
+    assert!(returned.location.starts_with(&here(line)), "{returned:?}");
+}
+
+#[test]
+fn a_prompt_blocking_call_logs_nothing() {
+    let (dispatch, events) = capture();
+    let reactor = Reactor::builder()
+        .blocking_call_threshold(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let remote = reactor.remote();
+    let caller = std::thread::spawn(move || {
+        tracing::dispatcher::with_default(&dispatch, || remote.blocking_call(|| 7))
+    });
+    while !caller.is_finished() {
+        reactor.iterate(Some(Duration::from_millis(10)));
+    }
+    assert_eq!(caller.join().unwrap(), Ok(7));
+    assert!(events.all().is_empty(), "{:?}", events.all());
+}
