@@ -133,7 +133,7 @@ fn run_cell_here(name: &str, sc: &str, quick: bool, calls: Option<usize>) -> Exi
     model::pin_loop();
     model::reset_marks();
     let c0 = os::process_cpu_ns();
-    let r = s.measure(sc, &p);
+    let r = subjects::measure(s.as_ref(), sc, &p);
     let c1 = os::process_cpu_ns();
     let out = match r {
         Ok(mut samples) => {
