@@ -6,8 +6,9 @@
 //!
 //! # Methodology
 //!
-//! - Each *subject* (weft, tokio in three set-ups, smol in two, calloop,
-//!   rayon, threadpool, a plain std baseline, and the floors) implements the
+//! - Each *subject* (weft, weft's protocol style, tokio in four set-ups,
+//!   smol in two, calloop, rayon, threadpool, a plain std baseline, and the
+//!   floors) implements the
 //!   scenarios it supports (`subjects`); the others show as "n/a" with the
 //!   reason.
 //! - Every measurement (one scenario, one subject, one round: a *cell*) runs

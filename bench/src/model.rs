@@ -365,7 +365,7 @@ impl Params {
         }
     }
 
-    /// Sizes for the full run (about six minutes on 2 cores).
+    /// Sizes for the full run (about eight minutes on 2 cores).
     pub(crate) fn full() -> Self {
         Params {
             rounds: 5,

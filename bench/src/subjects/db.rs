@@ -377,3 +377,39 @@ fn std_threads(w: &Work) -> f64 {
     mark_end();
     per_op(start, end, w.ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(ops: usize, write_every: usize) -> Work {
+        Work {
+            path: PathBuf::from("unused"),
+            ops,
+            rows: 100,
+            write_every,
+        }
+    }
+
+    #[test]
+    fn the_mix_writes_every_tenth_and_reads_existing_rows() {
+        let w = work(1000, 10);
+        let ops: Vec<Op> = (0..w.ops).map(|i| w.op(i)).collect();
+        let writes = ops.iter().filter(|o| matches!(o, Op::Insert(_))).count();
+        assert_eq!(writes, 100);
+        for op in ops {
+            if let Op::Read(id) = op {
+                assert!((1..=100).contains(&id));
+            }
+        }
+        assert!((0..50).all(|i| matches!(work(50, 1).op(i), Op::Insert(_))));
+        assert!((0..50).all(|i| matches!(work(50, usize::MAX).op(i), Op::Read(_))));
+    }
+
+    #[test]
+    fn the_clients_share_every_operation_once() {
+        let w = work(1003, 10);
+        let total: usize = (0..IN_FLIGHT).map(|k| w.share(k, IN_FLIGHT).count()).sum();
+        assert_eq!(total, 1003);
+    }
+}

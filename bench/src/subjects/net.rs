@@ -271,7 +271,7 @@ fn weft_async(sc: Scenario, p: &Params) -> Vec<f64> {
         .detach();
     let remote = reactor.remote();
     let c = client(sc, p, addr, move || {
-        let _ = remote.stop();
+        remote.stop();
     });
     reactor.run().expect("weft run");
     c.join().expect("client")
@@ -304,7 +304,7 @@ fn weft_proto(sc: Scenario, p: &Params) -> Vec<f64> {
     };
     let remote = reactor.remote();
     let c = client(sc, p, addr, move || {
-        let _ = remote.stop();
+        remote.stop();
     });
     reactor.run().expect("weft run");
     drop(port);
