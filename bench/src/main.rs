@@ -6,8 +6,9 @@
 //!
 //! # Methodology
 //!
-//! - Each *subject* (weft, tokio in three set-ups, smol in two, calloop,
-//!   rayon, threadpool, a plain std baseline, and the floors) implements the
+//! - Each *subject* (weft, weft's protocol style, tokio in four set-ups,
+//!   smol in two, calloop, rayon, threadpool, a plain std baseline, and the
+//!   floors) implements the
 //!   scenarios it supports (`subjects`); the others show as "n/a" with the
 //!   reason.
 //! - Every measurement (one scenario, one subject, one round: a *cell*) runs
@@ -133,7 +134,7 @@ fn run_cell_here(name: &str, sc: &str, quick: bool, calls: Option<usize>) -> Exi
     model::pin_loop();
     model::reset_marks();
     let c0 = os::process_cpu_ns();
-    let r = s.measure(sc, &p);
+    let r = subjects::measure(s.as_ref(), sc, &p);
     let c1 = os::process_cpu_ns();
     let out = match r {
         Ok(mut samples) => {

@@ -64,6 +64,19 @@ pub(crate) enum Scenario {
     ThreadsAfterKeepAlive,
     /// Process CPU time over an idle loop (pool warmed by one job), ns.
     Idle,
+    /// TCP echo round trip, one connection, 64 B messages, ns.
+    NetEchoRtt,
+    /// TCP echo throughput: 64 connections, pipelined, ns per message.
+    NetEchoThroughput,
+    /// Connections accepted, served one 64 B echo and closed, ns per
+    /// connection.
+    NetAccept,
+    /// Single-row insert transactions, 16 in flight, ns per transaction.
+    DbInsert,
+    /// Point reads by primary key, 16 in flight, ns per read.
+    DbPointRead,
+    /// 90 % point reads, 10 % insert transactions, 16 in flight, ns per op.
+    DbMix,
     /// Floor: two threads spinning on one atomic, round trip ns.
     FloorSpin,
     /// Floor: `thread::park` / `unpark` (futex) ping-pong, round trip ns.
@@ -95,7 +108,7 @@ pub(crate) enum Kind {
 
 impl Scenario {
     /// The scenarios measured in every round, in table order.
-    pub(crate) const ROWS: [Scenario; 9] = [
+    pub(crate) const ROWS: [Scenario; 15] = [
         Scenario::CftBurst1,
         Scenario::CftBurst2,
         Scenario::CftWake,
@@ -105,6 +118,12 @@ impl Scenario {
         Scenario::PoolThroughput,
         Scenario::Timer,
         Scenario::ThreadsAfterBurst,
+        Scenario::NetEchoRtt,
+        Scenario::NetEchoThroughput,
+        Scenario::NetAccept,
+        Scenario::DbInsert,
+        Scenario::DbPointRead,
+        Scenario::DbMix,
     ];
 
     /// The physical floors, measured in the same rounds.
@@ -119,7 +138,7 @@ impl Scenario {
     ];
 
     /// Every scenario, for parsing.
-    const ALL: [Scenario; 18] = [
+    const ALL: [Scenario; 24] = [
         Scenario::CftBurst1,
         Scenario::CftBurst2,
         Scenario::CftWake,
@@ -131,6 +150,12 @@ impl Scenario {
         Scenario::ThreadsAfterBurst,
         Scenario::ThreadsAfterKeepAlive,
         Scenario::Idle,
+        Scenario::NetEchoRtt,
+        Scenario::NetEchoThroughput,
+        Scenario::NetAccept,
+        Scenario::DbInsert,
+        Scenario::DbPointRead,
+        Scenario::DbMix,
         Scenario::FloorSpin,
         Scenario::FloorFutex,
         Scenario::FloorEpoll,
@@ -159,6 +184,12 @@ impl Scenario {
             Scenario::ThreadsAfterBurst => "threads_after_burst",
             Scenario::ThreadsAfterKeepAlive => "threads_after_keep_alive",
             Scenario::Idle => "idle_cpu",
+            Scenario::NetEchoRtt => "net_echo_rtt",
+            Scenario::NetEchoThroughput => "net_echo_64_conns",
+            Scenario::NetAccept => "net_accept",
+            Scenario::DbInsert => "db_insert_tx",
+            Scenario::DbPointRead => "db_point_read",
+            Scenario::DbMix => "db_mix_90_10",
             Scenario::FloorSpin => "floor_spin_rtt",
             Scenario::FloorFutex => "floor_futex_rtt",
             Scenario::FloorEpoll => "floor_eventfd_epoll_rtt",
@@ -185,6 +216,12 @@ impl Scenario {
                 "threads added, 11 s after the burst (keep-alive passed)"
             }
             Scenario::Idle => "idle loop + warmed pool: process CPU over 2 s",
+            Scenario::NetEchoRtt => "TCP echo round trip, 1 connection, 64 B (p50 / p99)",
+            Scenario::NetEchoThroughput => "TCP echo, 64 connections pipelined (ns/msg)",
+            Scenario::NetAccept => "TCP connect + one echo + close, 16 at once (ns/conn)",
+            Scenario::DbInsert => "SQLite single-row insert transactions, 16 in flight (ns/tx)",
+            Scenario::DbPointRead => "SQLite point reads, 16 in flight (ns/read)",
+            Scenario::DbMix => "SQLite 90/10 read/write mix, 16 in flight (ns/op)",
             Scenario::FloorSpin => "atomic spin ping-pong RTT (pinned)",
             Scenario::FloorFutex => "futex park/unpark ping-pong RTT (pinned)",
             Scenario::FloorEpoll => "eventfd + epoll ping-pong RTT, hot (pinned)",
@@ -204,7 +241,12 @@ impl Scenario {
             | Scenario::PoolThroughput
             | Scenario::FloorHandoff1
             | Scenario::FloorHandoff2
-            | Scenario::FloorEventfdWrite => Kind::Throughput,
+            | Scenario::FloorEventfdWrite
+            | Scenario::NetEchoThroughput
+            | Scenario::NetAccept
+            | Scenario::DbInsert
+            | Scenario::DbPointRead
+            | Scenario::DbMix => Kind::Throughput,
             Scenario::ThreadsAfterBurst | Scenario::ThreadsAfterKeepAlive | Scenario::Idle => {
                 Kind::Count
             }
@@ -227,6 +269,11 @@ impl Scenario {
             Scenario::FloorHandoff1 => p.handoff_jobs,
             Scenario::FloorHandoff2 => 2 * p.handoff_jobs,
             Scenario::FloorEventfdWrite => p.floor_rtts * 4,
+            Scenario::NetEchoThroughput => NET_CONNS * p.net_msgs_per_conn,
+            Scenario::NetAccept => p.net_accepts,
+            Scenario::DbInsert => p.db_inserts,
+            Scenario::DbPointRead => p.db_reads,
+            Scenario::DbMix => p.db_mix_ops,
             _ => 1,
         }
     }
@@ -268,7 +315,25 @@ pub(crate) struct Params {
     pub(crate) syscall_calls: usize,
     /// The small run subtracted from it (setup and teardown syscalls).
     pub(crate) syscall_calls_small: usize,
+    /// Round trips of the TCP echo latency row per round.
+    pub(crate) net_rtts: usize,
+    /// Messages each of the [`NET_CONNS`] connections of the echo
+    /// throughput row sends.
+    pub(crate) net_msgs_per_conn: usize,
+    /// Connections of the accept row per round.
+    pub(crate) net_accepts: usize,
+    /// Insert transactions of the database insert row.
+    pub(crate) db_inserts: usize,
+    /// Reads of the point-read row.
+    pub(crate) db_reads: usize,
+    /// Operations of the read/write mix row.
+    pub(crate) db_mix_ops: usize,
+    /// Rows in the table the read and mix rows read from.
+    pub(crate) db_rows: usize,
 }
+
+/// Connections of the echo throughput row.
+pub(crate) const NET_CONNS: usize = 64;
 
 impl Params {
     /// Sizes for `--quick` (under a minute on 2 cores).
@@ -290,10 +355,17 @@ impl Params {
             handoff_jobs: 100_000,
             syscall_calls: 100_000,
             syscall_calls_small: 1_000,
+            net_rtts: 2_000,
+            net_msgs_per_conn: 300,
+            net_accepts: 1_000,
+            db_inserts: 5_000,
+            db_reads: 20_000,
+            db_mix_ops: 10_000,
+            db_rows: 10_000,
         }
     }
 
-    /// Sizes for the full run (about six minutes on 2 cores).
+    /// Sizes for the full run (about eight minutes on 2 cores).
     pub(crate) fn full() -> Self {
         Params {
             rounds: 5,
@@ -312,6 +384,13 @@ impl Params {
             handoff_jobs: 200_000,
             syscall_calls: 100_000,
             syscall_calls_small: 1_000,
+            net_rtts: 10_000,
+            net_msgs_per_conn: 1_000,
+            net_accepts: 3_000,
+            db_inserts: 100_000,
+            db_reads: 100_000,
+            db_mix_ops: 50_000,
+            db_rows: 10_000,
         }
     }
 }

@@ -15,7 +15,9 @@
 use crate::model::{Params, Scenario};
 
 mod calloop_rt;
+mod db;
 mod floors;
+mod net;
 mod pools;
 mod smol;
 mod std_base;
@@ -42,6 +44,10 @@ pub(crate) trait Subject {
 pub(crate) fn all() -> Vec<Box<dyn Subject>> {
     vec![
         Box::new(weft_rows::Weft),
+        Box::new(RowsOnly {
+            name: "weft-proto",
+            why: "weft's protocol style only has network rows",
+        }),
         Box::new(tokio_rt::Tokio),
         Box::new(tokio_rt::TokioSpawn),
         Box::new(tokio_rt::TokioCapped),
@@ -50,9 +56,44 @@ pub(crate) fn all() -> Vec<Box<dyn Subject>> {
         Box::new(calloop_rt::Calloop),
         Box::new(pools::Rayon),
         Box::new(pools::Threadpool),
+        Box::new(RowsOnly {
+            name: "tokio-pool",
+            why: "a connection pool only has database rows",
+        }),
         Box::new(std_base::StdBaseline),
         Box::new(floors::Floors),
     ]
+}
+
+/// Measures `sc` for `s`: the network and database rows are written per
+/// subject in [`net`] and [`db`] (one server, one client, one workload for
+/// all), every other row by the subject itself.
+pub(crate) fn measure(s: &dyn Subject, sc: Scenario, p: &Params) -> Result<Vec<f64>, &'static str> {
+    if net::is_net(sc) {
+        net::measure(s.name(), sc, p)
+    } else if db::is_db(sc) {
+        db::measure(s.name(), sc, p)
+    } else {
+        s.measure(sc, p)
+    }
+}
+
+/// A column of the network or database rows only, measured in [`net`] or
+/// [`db`]: weft's protocol style (`listen_tcp` with a `Protocol`) and the
+/// tokio connection pool.
+struct RowsOnly {
+    name: &'static str,
+    why: &'static str,
+}
+
+impl Subject for RowsOnly {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn measure(&self, _: Scenario, _: &Params) -> Result<Vec<f64>, &'static str> {
+        Err(self.why)
+    }
 }
 
 /// The name of the subject holding the floors.

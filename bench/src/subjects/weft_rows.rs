@@ -37,7 +37,7 @@ pub(super) struct Weft;
 /// The loop every weft row runs: a reactor with one idle I/O source (a bound
 /// UDP socket nobody sends to, kept in loop-local state), so each turn polls
 /// epoll as a real program's loop does.
-fn reactor() -> Reactor {
+pub(super) fn reactor() -> Reactor {
     let reactor = Reactor::new().expect("weft reactor");
     let idle = weft::net::UdpSocket::bind(([127, 0, 0, 1], 0).into()).expect("idle UDP socket");
     reactor
