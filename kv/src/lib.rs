@@ -14,7 +14,8 @@
 //! - **HTTP is hyper 1.x**, driven through its `rt` traits
 //!   ([`rt::HyperIo`] over `weft::net::TcpStream`, [`rt::WeftTimer`] for the
 //!   header timeout). HTTP/1 server connections need no executor.
-//!   Keep-alive and pipelining are hyper's (`pipeline_flush(true)`).
+//!   Keep-alive and pipelining are hyper's (see [`Config::pipeline_flush`]
+//!   for why batching pipelined flushes is off by default).
 //! - **Storage is `weft-db`** over SQLite in WAL mode: one writer thread and
 //!   `readers` reader threads. Handlers await the pool's `Deferred`s, so the
 //!   loop never blocks on SQL. A `PUT` is answered 200 only after its
@@ -97,6 +98,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Install SIGINT/SIGTERM handlers that trigger shutdown.
     pub handle_signals: bool,
+    /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
+    /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
+    /// in its read buffer, so with it on a malformed request is closed
+    /// without its automatic 400/431 (the bad bytes stay in the buffer).
+    /// Pipelining works either way.
+    pub pipeline_flush: bool,
 }
 
 impl Default for Config {
@@ -112,6 +119,7 @@ impl Default for Config {
             write_stall_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             handle_signals: false,
+            pipeline_flush: false,
         }
     }
 }

@@ -138,7 +138,7 @@ pub(crate) async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_bytes)
         .keep_alive(true)
-        .pipeline_flush(true);
+        .pipeline_flush(config.pipeline_flush);
     let builder = Rc::new(builder);
     let conns = Rc::new(Conns::default());
     let lag_stop = Rc::new(Cell::new(false));
