@@ -32,6 +32,8 @@ pub struct Metrics {
     latency_sum: Cell<f64>,
     /// Connections accepted.
     pub connections_accepted: Cell<u64>,
+    /// Requests being handled now.
+    pub requests_in_flight: Cell<u64>,
     /// Connections open now.
     pub connections_open: Cell<u64>,
     /// Connections closed by the write-stall timeout.
@@ -152,6 +154,12 @@ impl Metrics {
             "counter",
             "Connections accepted.",
             c(&self.connections_accepted),
+        );
+        metric(
+            "weft_http_requests_in_flight",
+            "gauge",
+            "Requests being handled (this scrape included).",
+            c(&self.requests_in_flight),
         );
         metric(
             "weft_http_connections_open",

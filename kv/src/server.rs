@@ -234,7 +234,10 @@ fn spawn_connection(
         let app = app2.clone();
         async move {
             let start = routes::now();
+            let m = &app.metrics;
+            m.requests_in_flight.set(m.requests_in_flight.get() + 1);
             let (route, resp) = routes::handle(app.clone(), req).await;
+            m.requests_in_flight.set(m.requests_in_flight.get() - 1);
             app.metrics
                 .record(route, resp.status().as_u16(), start.elapsed());
             Ok::<_, std::convert::Infallible>(resp)
