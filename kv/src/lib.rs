@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+pub mod load;
 pub mod metrics;
 pub mod routes;
 pub mod rt;
