@@ -263,8 +263,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
     if config.handle_signals {
         server::install_signal_thread(shutdown.clone())?;
     }
-    let out = reactor
+    reactor
         .run_until_complete(server::serve(config, shutdown, on_ready))
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    out
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
 }

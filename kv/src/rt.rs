@@ -6,7 +6,7 @@
 //! - [`HyperIo`] is used only on the loop thread that accepted the stream
 //!   (weft's `TcpStream` is `!Send`), so its stall timer is a plain local
 //!   `DelayedCall`.
-//! - hyper wants `Sleep: Send + Sync` (net.md §4 item 7). [`WeftSleep`] keeps
+//! - hyper wants `Sleep: Send + Sync` (net.md §4 item 7). `WeftSleep` keeps
 //!   only an `Arc` of atomics and a waker slot; the `DelayedCall` that fires it
 //!   lives in a loop-thread-local slab, keyed by (slot, generation), so a drop
 //!   on the loop thread cancels it and a stale key never cancels someone else's.

@@ -20,12 +20,10 @@ fn slow_header_client_is_closed() {
     // One byte every 50 ms of an endless header; the reader decides.
     let dripper = std::thread::spawn(move || {
         let head = b"GET /healthz HTTP/1.1\r\nX-Slow: ";
-        let mut sent = 0usize;
-        for b in head.iter().chain(std::iter::repeat(&b'a')) {
+        for (sent, b) in head.iter().chain(std::iter::repeat(&b'a')).enumerate() {
             if w.write_all(&[*b]).is_err() {
                 return sent;
             }
-            sent += 1;
             std::thread::sleep(Duration::from_millis(50));
         }
         unreachable!()
