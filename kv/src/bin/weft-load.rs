@@ -1,0 +1,78 @@
+//! `weft-load`: an HTTP load generator for weft-kv, written on weft's client
+//! side (weft's `TcpStream` + hyper's HTTP/1 client on one weft loop).
+//!
+//! ```text
+//! cargo run --release -p weft-kv --bin weft-load -- [--url http://127.0.0.1:8080]
+//!     [-c 64] [-d 10] [--reads 90] [--keys 10000] [--value 64] [--churn N]
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: weft-load [--url http://HOST:PORT] [-c CONNS] [-d SECS] [--reads PCT] [--keys N] [--value BYTES] [--churn REQS_PER_CONN]"
+    );
+    std::process::exit(2);
+}
+
+fn main() -> ExitCode {
+    let mut url = "http://127.0.0.1:8080".to_owned();
+    let mut o = weft_kv::load::LoadOptions::new("127.0.0.1:8080".parse().unwrap());
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--url" => url = val(),
+            "-c" => o.connections = val().parse().unwrap_or_else(|_| usage()),
+            "-d" => o.duration = Duration::from_secs_f64(val().parse().unwrap_or_else(|_| usage())),
+            "--reads" => o.read_percent = val().parse().unwrap_or_else(|_| usage()),
+            "--keys" => o.keys = val().parse().unwrap_or_else(|_| usage()),
+            "--value" => o.value_size = val().parse().unwrap_or_else(|_| usage()),
+            "--churn" => {
+                o.requests_per_connection = Some(val().parse().unwrap_or_else(|_| usage()))
+            }
+            _ => usage(),
+        }
+    }
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    o.addr = match hostport.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("weft-load: --url needs a literal IP:PORT");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (c, d, reads) = (o.connections, o.duration, o.read_percent);
+    match weft_kv::load::run(o) {
+        Ok(r) => {
+            println!(
+                "weft-load: {c} connections, {:.1} s, {reads}/{} read/write",
+                d.as_secs_f64(),
+                100 - reads
+            );
+            println!("| requests/s | p50 | p90 | p99 | max | requests | errors |");
+            println!("|---|---|---|---|---|---|---|");
+            let ms = |x: Duration| format!("{:.3} ms", x.as_secs_f64() * 1e3);
+            println!(
+                "| {:.0} | {} | {} | {} | {} | {} | {} |",
+                r.rate(),
+                ms(r.percentile(0.50)),
+                ms(r.percentile(0.90)),
+                ms(r.percentile(0.99)),
+                ms(r.percentile(1.0)),
+                r.requests,
+                r.errors
+            );
+            if r.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("weft-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

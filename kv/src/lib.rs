@@ -1,0 +1,269 @@
+//! # weft-kv: a key-value HTTP service on weft
+//!
+//! The flagship example of issue 12: an HTTP/1.1 key-value store whose
+//! network side runs on one weft loop and whose storage runs on `weft-db`'s
+//! SQLite threads.
+//!
+//! ## Design
+//!
+//! - **One loop owns every connection.** The accept loop and each
+//!   connection are local tasks (`Handle::spawn_local`); a connection's
+//!   state (hyper's buffers, the request in progress, its stall timer) is
+//!   owned by its task. Shared server state is `Rc` + `Cell`/`RefCell`:
+//!   no lock anywhere on the request path.
+//! - **HTTP is hyper 1.x**, driven through its `rt` traits
+//!   ([`rt::HyperIo`] over `weft::net::TcpStream`, [`rt::WeftTimer`] for the
+//!   header timeout). HTTP/1 server connections need no executor.
+//!   Keep-alive and pipelining are hyper's (see [`Config::pipeline_flush`]
+//!   for why batching pipelined flushes is off by default).
+//! - **Storage is `weft-db`** over SQLite in WAL mode: one writer thread and
+//!   `readers` reader threads. Handlers await the pool's `Deferred`s, so the
+//!   loop never blocks on SQL. A `PUT` is answered 200 only after its
+//!   transaction committed.
+//! - **Timeouts hyper lacks** (spec net.md §4): a header timeout needs a
+//!   timer (given); the body read timeout wraps body collection; the write
+//!   stall timeout lives in [`rt::HyperIo`] (a peer that never reads is
+//!   closed).
+//! - **Graceful shutdown** ([`ShutdownTrigger`], `SIGINT`/`SIGTERM` in the
+//!   binary): stop accepting (the listener is dropped), ask every connection
+//!   to finish its in-flight request and close (hyper's
+//!   `graceful_shutdown`), wait for all of them (bounded by
+//!   [`Config::drain_timeout`]), then close the pool (its threads finish
+//!   queued work and close their connections) and return.
+//!
+//! ## Invariants
+//! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer
+//!   was written.
+//! - After [`ShutdownTrigger::trigger`], no new connection is accepted and
+//!   [`run`] returns only once the pool is closed.
+//!
+//! # Examples
+//!
+//! ```
+//! use weft_kv::{Config, run};
+//!
+//! let dir = std::env::temp_dir().join(format!("weft-kv-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let mut cfg = Config::default();
+//! cfg.listen = "127.0.0.1:0".parse().unwrap();
+//! cfg.db_path = dir.join("kv.sqlite3");
+//! run(cfg, |ready| {
+//!     // Serve nothing: stop at once.
+//!     ready.shutdown.trigger();
+//! })
+//! .unwrap();
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+pub mod load;
+pub mod metrics;
+pub mod routes;
+pub mod rt;
+mod server;
+
+/// The server's settings.
+///
+/// # Examples
+///
+/// ```
+/// let cfg = weft_kv::Config::default();
+/// assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SQLite file.
+    pub db_path: PathBuf,
+    /// Reader connections (each on its own thread); one writer besides.
+    pub readers: usize,
+    /// Largest value a `PUT` may carry (413 above it).
+    pub max_value_bytes: usize,
+    /// Largest request head (431 above it).
+    pub max_header_bytes: usize,
+    /// A request head must arrive within this (slowloris); also closes
+    /// idle keep-alive connections.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this (408).
+    pub body_read_timeout: Duration,
+    /// A connection whose writes make no progress for this long is closed.
+    pub write_stall_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Install SIGINT/SIGTERM handlers that trigger shutdown.
+    pub handle_signals: bool,
+    /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
+    /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
+    /// in its read buffer, so with it on a malformed request is closed
+    /// without its automatic 400/431 (the bad bytes stay in the buffer).
+    /// Pipelining works either way.
+    pub pipeline_flush: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            db_path: PathBuf::from("weft-kv.sqlite3"),
+            readers: 4,
+            max_value_bytes: 1 << 20,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            handle_signals: false,
+            pipeline_flush: false,
+        }
+    }
+}
+
+/// Starts a graceful shutdown from any thread (`Clone + Send + Sync`).
+///
+/// # Examples
+///
+/// ```
+/// let t = weft_kv::ShutdownTrigger::new();
+/// assert!(!t.is_triggered());
+/// t.trigger();
+/// assert!(t.is_triggered());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownTrigger {
+    inner: Arc<TriggerInner>,
+}
+
+#[derive(Debug, Default)]
+struct TriggerInner {
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ShutdownTrigger {
+    /// A trigger not yet fired.
+    ///
+    /// # Examples
+    ///
+    /// See [`ShutdownTrigger`].
+    pub fn new() -> ShutdownTrigger {
+        ShutdownTrigger::default()
+    }
+
+    /// Starts the shutdown (idempotent).
+    ///
+    /// # Examples
+    ///
+    /// See [`ShutdownTrigger`].
+    pub fn trigger(&self) {
+        self.inner.fired.store(true, Ordering::Release);
+        let w = match self.inner.waker.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Whether [`trigger`](Self::trigger) was called.
+    ///
+    /// # Examples
+    ///
+    /// See [`ShutdownTrigger`].
+    pub fn is_triggered(&self) -> bool {
+        self.inner.fired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn poll(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.is_triggered() {
+            return Poll::Ready(());
+        }
+        match self.inner.waker.lock() {
+            Ok(mut g) => *g = Some(cx.waker().clone()),
+            Err(p) => *p.into_inner() = Some(cx.waker().clone()),
+        }
+        if self.is_triggered() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// What [`run`] hands its `on_ready` callback once it serves.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ready {
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// Fires the graceful shutdown.
+    pub shutdown: ShutdownTrigger,
+}
+
+/// Why [`run`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding, the reactor or the signal handlers failed.
+    Io(std::io::Error),
+    /// The database could not be set up.
+    Db(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Db(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// What a finished [`run`] reports.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Connections accepted over the run.
+    pub connections: u64,
+    /// Connections still open when the drain timeout ended the wait.
+    pub abandoned: u64,
+}
+
+/// Runs the server on a new reactor on this thread until its shutdown
+/// trigger fires (or a signal, with [`Config::handle_signals`]); see the
+/// crate docs for the sequence. `on_ready` runs on the loop once the
+/// listener is bound and the table exists.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the reactor or the listener cannot be set up,
+/// [`Error::Db`] if the database cannot be opened.
+///
+/// # Examples
+///
+/// See the crate docs.
+pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
+    let reactor = weft::Reactor::new()?;
+    let shutdown = ShutdownTrigger::new();
+    if config.handle_signals {
+        server::install_signal_thread(shutdown.clone())?;
+    }
+    reactor
+        .run_until_complete(server::serve(config, shutdown, on_ready))
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+}

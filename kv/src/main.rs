@@ -1,0 +1,58 @@
+//! `weft-kv`: the key-value HTTP service (see the `weft_kv` crate docs).
+//!
+//! ```text
+//! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N]
+//!     [--max-value BYTES] [--header-timeout SECS]
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS]"
+    );
+    std::process::exit(2);
+}
+
+fn main() -> ExitCode {
+    let mut cfg = weft_kv::Config::default();
+    cfg.handle_signals = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--listen" => cfg.listen = val().parse().unwrap_or_else(|_| usage()),
+            "--db" => cfg.db_path = val().into(),
+            "--readers" => cfg.readers = val().parse().unwrap_or_else(|_| usage()),
+            "--max-value" => cfg.max_value_bytes = val().parse().unwrap_or_else(|_| usage()),
+            "--header-timeout" => {
+                cfg.header_read_timeout =
+                    Duration::from_secs_f64(val().parse().unwrap_or_else(|_| usage()))
+            }
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    let db = cfg.db_path.display().to_string();
+    let r = weft_kv::run(cfg, move |ready| {
+        println!("weft-kv listening on http://{}/ (data in {db})", ready.addr);
+        println!(
+            "try: curl -X PUT --data-binary hello http://{0}/v1/kv/greeting && curl http://{0}/v1/kv/greeting",
+            ready.addr
+        );
+    });
+    match r {
+        Ok(s) => {
+            eprintln!(
+                "weft-kv: stopped cleanly ({} connections served, {} abandoned at drain)",
+                s.connections, s.abandoned
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft-kv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Request routing and the handlers: parse on the loop, run SQL on the
+//! pool's threads, answer on the loop.
+//!
+//! A handler never blocks the loop: every database call is a `Deferred`
+//! awaited by the connection's task. A request's whole state (parsed key,
+//! body, timing) lives in that task.
+
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use weft_db::{ConnectionPool, DbError};
+
+use crate::metrics::Metrics;
+
+/// SQL of the store (one table, `WITHOUT ROWID`: the key is the B-tree key).
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID";
+const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+/// Default and largest `limit` of `GET /v1/kv`.
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+/// Largest `limit` of `GET /v1/kv` accepted.
+pub const LIST_LIMIT_MAX: usize = 10_000;
+
+/// What every handler shares (loop-local).
+pub(crate) struct App {
+    pub(crate) pool: ConnectionPool,
+    pub(crate) metrics: Rc<Metrics>,
+    pub(crate) handle: weft::reactor::Handle,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) accept_stats: std::cell::Cell<Option<weft::net::AcceptStatistics>>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn db_failure(app: &App, e: &DbError) -> Resp {
+    app.metrics.bump(&app.metrics.db_errors);
+    match e {
+        DbError::Stopped | DbError::Cancelled => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
+        _ => {
+            tracing::warn!(error = %e, "database error");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "database error\n")
+        }
+    }
+}
+
+/// Percent-decodes a path or query component; `None` on a bad escape or
+/// invalid UTF-8. `plus_space` turns `+` into a space (query strings).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft_kv::routes::percent_decode("a%2Fb", false).as_deref(), Some("a/b"));
+/// assert_eq!(weft_kv::routes::percent_decode("%FF", false), None);
+/// ```
+pub fn percent_decode(s: &str, plus_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                let hi = hex(*b.get(i + 1)?)?;
+                let lo = hex(*b.get(i + 2)?)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b'+' if plus_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Awaits `fut` for at most `limit` on the loop's clock; `None` on timeout.
+async fn within<F: Future>(
+    handle: &weft::reactor::Handle,
+    limit: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut sleep = handle.sleep(limit);
+    let out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match std::pin::Pin::new(&mut sleep).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    sleep.cancel();
+    out
+}
+
+/// Reads the request body, at most `max` bytes, within the body timeout.
+async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        let len: Option<u64> = len.to_str().ok().and_then(|s| s.parse().ok());
+        match len {
+            Some(n) if n > max as u64 => {
+                return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"));
+            }
+            None => return Err(text(StatusCode::BAD_REQUEST, "bad content-length\n")),
+            _ => {}
+        }
+    }
+    let body = Limited::new(req.into_body(), max);
+    match within(&app.handle, app.body_read_timeout, body.collect()).await {
+        None => {
+            app.metrics.bump(&app.metrics.body_timeouts);
+            Err(text(StatusCode::REQUEST_TIMEOUT, "body timeout\n"))
+        }
+        Some(Ok(c)) => Ok(c.to_bytes()),
+        Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"))
+        }
+        Some(Err(_)) => Err(text(StatusCode::BAD_REQUEST, "body read failed\n")),
+    }
+}
+
+/// Runs one database Deferred, counting it in flight.
+async fn db<T: 'static>(app: &App, d: weft::Deferred<T, DbError>) -> Result<T, DbError> {
+    let m = &app.metrics;
+    m.db_in_flight.set(m.db_in_flight.get() + 1);
+    let r = d.await;
+    m.db_in_flight.set(m.db_in_flight.get() - 1);
+    r
+}
+
+/// The smallest string greater than every string starting with `p`, if any.
+fn prefix_upper_bound(p: &str) -> Option<String> {
+    let mut chars: Vec<char> = p.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Answers one request; returns the route label for metrics.
+pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static str, Resp) {
+    let path = req.uri().path().to_owned();
+    let m = req.method().clone();
+    match path.as_str() {
+        "/healthz" => (
+            "healthz",
+            match m {
+                Method::GET => text(StatusCode::OK, "ok\n"),
+                _ => method_not_allowed("GET"),
+            },
+        ),
+        "/metrics" => (
+            "metrics",
+            match m {
+                Method::GET => {
+                    let stats = app.handle.statistics();
+                    let accept = app.accept_stats.get();
+                    let mut r = text(
+                        StatusCode::OK,
+                        app.metrics
+                            .render(&stats, accept.as_ref(), app.pool.max_connections()),
+                    );
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    r
+                }
+                _ => method_not_allowed("GET"),
+            },
+        ),
+        "/v1/kv" => (
+            "kv_list",
+            match m {
+                Method::GET => list(&app, req.uri().query().unwrap_or("")).await,
+                _ => method_not_allowed("GET"),
+            },
+        ),
+        "/v1/batch" => (
+            "batch",
+            match m {
+                Method::POST => batch(&app, req).await,
+                _ => method_not_allowed("POST"),
+            },
+        ),
+        p if p.starts_with("/v1/kv/") => {
+            let Some(key) = percent_decode(&p["/v1/kv/".len()..], false) else {
+                return (
+                    "kv_bad_key",
+                    text(StatusCode::BAD_REQUEST, "key is not valid UTF-8\n"),
+                );
+            };
+            if key.is_empty() {
+                return ("kv_bad_key", text(StatusCode::BAD_REQUEST, "empty key\n"));
+            }
+            match m {
+                Method::GET => ("kv_get", get(&app, key).await),
+                Method::PUT => ("kv_put", put(&app, key, req).await),
+                Method::DELETE => ("kv_delete", delete(&app, key).await),
+                _ => ("kv_key", method_not_allowed("GET, PUT, DELETE")),
+            }
+        }
+        _ => ("unknown", text(StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+async fn get(app: &App, key: String) -> Resp {
+    let d = app
+        .pool
+        .run_query_map("SELECT value FROM kv WHERE key = ?1", [key], |r| {
+            r.get::<_, Vec<u8>>(0)
+        });
+    match db(app, d).await {
+        Ok(mut rows) => match rows.pop() {
+            Some(v) => {
+                let mut r = Response::new(Full::new(Bytes::from(v)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "no such key\n"),
+        },
+        Err(e) => db_failure(app, &e),
+    }
+}
+
+async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
+    let body = match read_body(app, req, app.max_value_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let d = app.pool.run_operation(UPSERT, (key, body.to_vec()));
+    match db(app, d).await {
+        Ok(_) => text(StatusCode::OK, "ok\n"),
+        Err(e) => db_failure(app, &e),
+    }
+}
+
+async fn delete(app: &App, key: String) -> Resp {
+    let d = app
+        .pool
+        .run_operation("DELETE FROM kv WHERE key = ?1", [key]);
+    match db(app, d).await {
+        Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
+        Ok(_) => text(StatusCode::OK, "deleted\n"),
+        Err(e) => db_failure(app, &e),
+    }
+}
+
+async fn list(app: &App, query: &str) -> Resp {
+    let mut prefix = String::new();
+    let mut limit = LIST_LIMIT_DEFAULT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(v) = percent_decode(v, true) else {
+            return text(StatusCode::BAD_REQUEST, "query is not valid UTF-8\n");
+        };
+        match k {
+            "prefix" => prefix = v,
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if n <= LIST_LIMIT_MAX => limit = n,
+                _ => return text(StatusCode::BAD_REQUEST, "bad limit\n"),
+            },
+            _ => {}
+        }
+    }
+    let upper = prefix_upper_bound(&prefix);
+    let d = app.pool.run_query_map(
+        "SELECT key, value FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3",
+        (prefix, upper, limit as i64),
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+    );
+    match db(app, d).await {
+        Ok(rows) => {
+            let items: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": String::from_utf8_lossy(&v)}))
+                .collect();
+            json(StatusCode::OK, &serde_json::Value::Array(items))
+        }
+        Err(e) => db_failure(app, &e),
+    }
+}
+
+async fn batch(app: &App, req: Request<Incoming>) -> Resp {
+    // A batch may carry many values: allow 16 of them at full size.
+    let body = match read_body(app, req, app.max_value_bytes.saturating_mul(16)).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "body must be a JSON object\n"),
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        match v {
+            serde_json::Value::String(s) if !k.is_empty() => pairs.push((k, s)),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "every value must be a string and every key non-empty\n",
+                );
+            }
+        }
+    }
+    let n = pairs.len();
+    let d = app.pool.run_interaction(move |conn| {
+        let mut stmt = conn.prepare_cached(UPSERT)?;
+        for (k, v) in &pairs {
+            stmt.execute((k, v.as_bytes()))?;
+        }
+        Ok::<_, DbError>(())
+    });
+    match db(app, d).await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"written": n})),
+        Err(e) => db_failure(app, &e),
+    }
+}
+
+/// Wall-clock start of a request, for the latency histogram.
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}

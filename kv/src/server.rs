@@ -1,0 +1,275 @@
+//! The accept loop, the per-connection tasks and the shutdown sequence.
+//!
+//! Invariants:
+//! - `Conns` is touched only on the loop thread: a slab of the wakers of
+//!   live connection tasks, so draining can wake each one to call hyper's
+//!   `graceful_shutdown` from inside its own task.
+//! - A connection task removes its slot on every exit path (a guard's
+//!   `Drop`), and the drain waiter is woken when the slab empties.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use weft::net::{TcpListener, TcpStream};
+use weft_db::{ConnectionPool, SqliteConnector};
+
+use crate::metrics::Metrics;
+use crate::routes::{self, App};
+use crate::rt::{HyperIo, WeftTimer};
+use crate::{Config, Error, Ready, ShutdownTrigger, Summary};
+
+#[derive(Default)]
+struct Conns {
+    wakers: RefCell<slab::Slab<Option<Waker>>>,
+    draining: Cell<bool>,
+    empty_waker: RefCell<Option<Waker>>,
+}
+
+struct ConnGuard {
+    conns: Rc<Conns>,
+    key: usize,
+    metrics: Rc<Metrics>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut w = self.conns.wakers.borrow_mut();
+        w.remove(self.key);
+        let empty = w.is_empty();
+        drop(w);
+        let m = &self.metrics;
+        m.connections_open.set(m.connections_open.get() - 1);
+        if empty && let Some(w) = self.conns.empty_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) fn install_signal_thread(trigger: ShutdownTrigger) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("weft-kv-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    eprintln!("weft-kv: signal {sig}: shutting down (again to exit now)");
+                    trigger.trigger();
+                } else {
+                    eprintln!("weft-kv: second signal: exiting now");
+                    std::process::exit(1);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Probes loop lag: a 10 ms timer that records how late it fires.
+fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: Rc<Cell<bool>>) {
+    const TICK: Duration = Duration::from_millis(10);
+    fn arm(
+        handle: weft::reactor::Handle,
+        metrics: Rc<Metrics>,
+        stop: Rc<Cell<bool>>,
+        expected: std::time::Instant,
+    ) {
+        let h2 = handle.clone();
+        handle.call_later(TICK, move || {
+            if stop.get() {
+                return;
+            }
+            let now = std::time::Instant::now();
+            let lag = now.saturating_duration_since(expected);
+            metrics.loop_lag_last.set(lag);
+            if lag > metrics.loop_lag_max.get() {
+                metrics.loop_lag_max.set(lag);
+            }
+            arm(h2, metrics, stop, now + TICK);
+        });
+    }
+    arm(
+        handle.clone(),
+        metrics,
+        stop,
+        std::time::Instant::now() + TICK,
+    );
+}
+
+pub(crate) async fn serve(
+    config: Config,
+    shutdown: ShutdownTrigger,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Summary, Error> {
+    let handle = weft::reactor::current().expect("serve runs on the loop");
+    let pool = ConnectionPool::builder(SqliteConnector::new(&config.db_path))
+        .name("kv")
+        .max(config.readers.max(1) + 1)
+        .min(config.readers.max(1) + 1)
+        .build(&handle)
+        .map_err(|e| Error::Db(e.to_string()))?;
+    pool.run_interaction(|c| {
+        c.execute_batch(routes::SCHEMA)?;
+        Ok::<_, weft_db::DbError>(())
+    })
+    .await
+    .map_err(|e| Error::Db(e.to_string()))?;
+
+    let listener = TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let metrics = Rc::new(Metrics::default());
+    let app = Rc::new(App {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        handle: handle.clone(),
+        max_value_bytes: config.max_value_bytes,
+        body_read_timeout: config.body_read_timeout,
+        accept_stats: Cell::new(None),
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(WeftTimer)
+        .header_read_timeout(config.header_read_timeout)
+        .max_header_size(config.max_header_bytes)
+        .keep_alive(true)
+        .pipeline_flush(config.pipeline_flush);
+    let builder = Rc::new(builder);
+    let conns = Rc::new(Conns::default());
+    let lag_stop = Rc::new(Cell::new(false));
+    start_lag_probe(&handle, metrics.clone(), lag_stop.clone());
+
+    on_ready(&Ready {
+        addr,
+        shutdown: shutdown.clone(),
+    });
+
+    // Accept until the trigger fires.
+    loop {
+        let next = poll_fn(|cx| {
+            if shutdown.poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            listener.poll_accept(cx).map(Some)
+        })
+        .await;
+        match next {
+            None => break,
+            Some(Ok((stream, _peer))) => {
+                app.accept_stats.set(Some(listener.accept_statistics()));
+                spawn_connection(&handle, &app, &builder, &conns, stream, &config);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+    drop(listener);
+    tracing::info!("weft-kv: stopped accepting; draining connections");
+
+    // Drain: wake every connection so it calls graceful_shutdown.
+    conns.draining.set(true);
+    let wakers: Vec<Waker> = conns
+        .wakers
+        .borrow_mut()
+        .iter_mut()
+        .filter_map(|(_, w)| w.take())
+        .collect();
+    for w in wakers {
+        w.wake();
+    }
+    let mut deadline = handle.sleep(config.drain_timeout);
+    poll_fn(|cx| {
+        if conns.wakers.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        *conns.empty_waker.borrow_mut() = Some(cx.waker().clone());
+        std::pin::Pin::new(&mut deadline).poll(cx).map(|_| ())
+    })
+    .await;
+    deadline.cancel();
+    let abandoned = conns.wakers.borrow().len() as u64;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "drain timeout: closing connections still open");
+    }
+    lag_stop.set(true);
+    let _ = pool.close().await;
+    Ok(Summary {
+        connections: metrics.connections_accepted.get(),
+        abandoned,
+    })
+}
+
+use std::future::Future as _;
+
+fn spawn_connection(
+    handle: &weft::reactor::Handle,
+    app: &Rc<App>,
+    builder: &Rc<http1::Builder>,
+    conns: &Rc<Conns>,
+    stream: TcpStream,
+    config: &Config,
+) {
+    let _ = stream.set_nodelay(true);
+    let m = app.metrics.clone();
+    m.bump(&m.connections_accepted);
+    m.connections_open.set(m.connections_open.get() + 1);
+    let key = conns.wakers.borrow_mut().insert(None);
+    let guard = ConnGuard {
+        conns: conns.clone(),
+        key,
+        metrics: m.clone(),
+    };
+    let m2 = m.clone();
+    let io = HyperIo::new(
+        stream,
+        config.write_stall_timeout,
+        Some(Box::new(move || m2.bump(&m2.write_timeouts))),
+    );
+    let app2 = app.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let app = app2.clone();
+        async move {
+            let start = routes::now();
+            let m = &app.metrics;
+            m.requests_in_flight.set(m.requests_in_flight.get() + 1);
+            let (route, resp) = routes::handle(app.clone(), req).await;
+            m.requests_in_flight.set(m.requests_in_flight.get() - 1);
+            app.metrics
+                .record(route, resp.status().as_u16(), start.elapsed());
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    let conns = conns.clone();
+    let task = async move {
+        let guard = guard;
+        let mut conn = pin!(conn);
+        let mut shut = false;
+        let r = poll_fn(|cx| {
+            if !shut {
+                if conns.draining.get() {
+                    conn.as_mut().graceful_shutdown();
+                    shut = true;
+                } else {
+                    let mut w = conns.wakers.borrow_mut();
+                    let slot = &mut w[guard.key];
+                    match slot {
+                        Some(old) if old.will_wake(cx.waker()) => {}
+                        _ => *slot = Some(cx.waker().clone()),
+                    }
+                }
+            }
+            conn.as_mut().poll(cx)
+        })
+        .await;
+        if let Err(e) = r {
+            guard.metrics.bump(&guard.metrics.connection_errors);
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    };
+    handle.spawn_local(task).detach();
+}

@@ -1,0 +1,133 @@
+//! Graceful shutdown with requests in flight, restart, read back; and the
+//! binary's SIGTERM path.
+
+mod common;
+use common::*;
+use std::io::{BufRead, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[test]
+fn graceful_shutdown_loses_nothing_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(config(dir.path()));
+    // A PUT whose body is half sent: in flight when the trigger fires.
+    let mut inflight = TcpStream::connect(srv.addr).unwrap();
+    inflight
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    inflight
+        .write_all(b"PUT /v1/kv/inflight HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    srv.wait_metric("weft_http_requests_in_flight", |v| v >= 2.0); // it + the scrape
+
+    // Writers hammering PUTs; each records what was answered 200.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let addr = srv.addr;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let a = agent();
+                    let key = format!("w{w}-{i}");
+                    let r = a
+                        .put(&format!("http://{addr}/v1/kv/{key}"))
+                        .send(key.as_bytes());
+                    match r {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push(key),
+                        Ok(r) if r.status() == 503 => {}
+                        Ok(r) => panic!("unexpected status {}", r.status()),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let them land a few writes, then shut down.
+    while acked.lock().unwrap().len() < 50 {
+        std::thread::yield_now();
+    }
+    srv.shutdown.trigger();
+    // The listener closes...
+    let end = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < end, "listener never closed");
+        std::thread::yield_now();
+    }
+    // ...but the request in flight is still served.
+    inflight.write_all(b"56789").unwrap();
+    assert_eq!(read_response(&mut inflight).0, 200);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut srv = srv;
+    let summary = srv.thread.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(summary.abandoned, 0);
+
+    // Restart on the same file: every answered PUT is there.
+    let srv = Server::start(config(dir.path()));
+    let a = agent();
+    assert_eq!(
+        get(&a, &srv.url("/v1/kv/inflight")),
+        (200, "0123456789".into())
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 50);
+    for key in &acked {
+        assert_eq!(
+            get(&a, &srv.url(&format!("/v1/kv/{key}"))),
+            (200, key.clone()),
+            "{key}"
+        );
+    }
+    srv.stop();
+}
+
+#[test]
+fn binary_serves_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bin.sqlite3");
+    let start = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-kv"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .args(["--readers", "2"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let mut curl = String::new();
+        out.read_line(&mut curl).unwrap();
+        assert!(curl.contains("curl"), "{curl}");
+        (child, url)
+    };
+    let sigterm = |child: &mut std::process::Child| {
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    };
+    let (mut child, url) = start();
+    let a = agent();
+    assert_eq!(put(&a, &format!("{url}/v1/kv/persist"), b"yes").0, 200);
+    sigterm(&mut child);
+    let (mut child, url) = start();
+    assert_eq!(
+        get(&agent(), &format!("{url}/v1/kv/persist")),
+        (200, "yes".into())
+    );
+    sigterm(&mut child);
+}
