@@ -85,15 +85,10 @@ pub use pool::{
     CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
     StopReport, ThreadPool, ThreadPoolBuilder,
 };
-#[allow(unused_imports)] // the bridge's (contract C1)
 pub(crate) use pool::{SharedTask, TaskKey};
 pub use quit::Quit;
 pub use team::{Statistics, Team, pool};
 pub use thread_worker::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue};
-
-/// The old name of [`WorkItem`].
-#[deprecated(note = "renamed `WorkItem`: `Job` named three different things")]
-pub type Job = WorkItem;
 
 use crate::error::AlreadyQuit;
 
