@@ -55,8 +55,11 @@
 
 use std::time::Duration;
 
+mod histogram;
 mod loop_watch;
 mod wedge;
+
+pub use histogram::{Histogram, HistogramSnapshot};
 
 pub(crate) use loop_watch::{LoopDiag, LoopWords};
 pub use wedge::{PoolWatchdog, PoolWedgeDetector, WedgeReport};
