@@ -1,0 +1,317 @@
+//! `kv-tokio`: weft-kv's tokio twin, a benchmark peer written the way tokio
+//! users write it: axum (`axum::serve`) on tokio's multi-thread runtime,
+//! rusqlite reached through `spawn_blocking` in one of three ways
+//! (`--variant`, see `store.rs`). Same routes, statuses, SQL, schema and
+//! SQLite settings as weft-kv; `/metrics` is a stub (the twin is measured
+//! from outside).
+//!
+//! ```text
+//! cargo run --release -p weft-bench --bin kv-tokio -- [--listen ADDR] [--db PATH]
+//!     [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N]
+//! ```
+//!
+//! - `--blocking N` caps tokio's blocking pool (`max_blocking_threads`;
+//!   default: tokio's 512).
+//! - `--pool N` sizes the deadpool (default: deadpool's, 2 × CPUs).
+//! - `--workers N` sets tokio's worker threads (default: one per CPU).
+//!
+//! Shared with weft-kv rather than copied: the schema
+//! (`weft_kv::routes::SCHEMA`), the largest value
+//! (`weft_kv::Config::default().max_value_bytes`) and the list limits. The
+//! upsert, point-read, delete and range-scan SQL and the prefix bound are
+//! private to weft-kv's `routes.rs`, so they are repeated here word for word.
+
+mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
+use rusqlite::OptionalExtension;
+use serde::Deserialize;
+use store::{Store, Variant};
+use weft_kv::routes::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+
+const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+const SELECT_ONE: &str = "SELECT value FROM kv WHERE key = ?1";
+const DELETE_ONE: &str = "DELETE FROM kv WHERE key = ?1";
+const RANGE: &str =
+    "SELECT key, value FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3";
+
+fn max_value() -> usize {
+    weft_kv::Config::default().max_value_bytes
+}
+
+/// The app: every route of weft-kv over `store`.
+fn app(store: Store) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(|| async { "# kv-tokio: no metrics\n" }))
+        .route("/v1/kv", get(list))
+        .route(
+            "/v1/batch",
+            // A batch may carry 16 values at full size, as in weft-kv.
+            post(batch).layer(DefaultBodyLimit::max(max_value().saturating_mul(16))),
+        )
+        .route(
+            "/v1/kv/",
+            any(|| async { (StatusCode::BAD_REQUEST, "empty key\n") }),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key)
+                .put(put_key)
+                .delete(delete_key)
+                .layer(DefaultBodyLimit::max(max_value())),
+        )
+        .with_state(store)
+}
+
+async fn get_key(State(s): State<Store>, UrlPath(key): UrlPath<String>) -> Response {
+    let r = s
+        .run(move |c| {
+            c.prepare_cached(SELECT_ONE)?
+                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+        })
+        .await;
+    match r {
+        Ok(Some(v)) => ([(CONTENT_TYPE, "application/octet-stream")], v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such key\n").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn put_key(State(s): State<Store>, UrlPath(key): UrlPath<String>, body: Bytes) -> Response {
+    match s
+        .run(move |c| c.prepare_cached(UPSERT)?.execute((key, body.to_vec())))
+        .await
+    {
+        Ok(_) => "ok\n".into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_key(State(s): State<Store>, UrlPath(key): UrlPath<String>) -> Response {
+    match s
+        .run(move |c| c.prepare_cached(DELETE_ONE)?.execute([key]))
+        .await
+    {
+        Ok(0) => (StatusCode::NOT_FOUND, "no such key\n").into_response(),
+        Ok(_) => "deleted\n".into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+}
+
+/// The smallest string greater than every string starting with `p`, if any
+/// (weft-kv's bound, repeated).
+fn prefix_upper_bound(p: &str) -> Option<String> {
+    let mut chars: Vec<char> = p.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+async fn list(State(s): State<Store>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if limit > LIST_LIMIT_MAX {
+        return (StatusCode::BAD_REQUEST, "bad limit\n").into_response();
+    }
+    let upper = prefix_upper_bound(&q.prefix);
+    let r = s
+        .run(move |c| {
+            let mut stmt = c.prepare_cached(RANGE)?;
+            let rows = stmt.query_map((q.prefix, upper, limit as i64), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await;
+    match r {
+        Ok(rows) => {
+            let items: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": String::from_utf8_lossy(&v)}))
+                .collect();
+            axum::Json(serde_json::Value::Array(items)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/batch`: the body is parsed by hand, not with axum's `Json`,
+/// because weft-kv (and weft-load) do not require a JSON content type.
+async fn batch(State(s): State<Store>, body: Bytes) -> Response {
+    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+    else {
+        return (StatusCode::BAD_REQUEST, "body must be a JSON object\n").into_response();
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        match v {
+            serde_json::Value::String(v) if !k.is_empty() => pairs.push((k, v)),
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "every value must be a string and every key non-empty\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let n = pairs.len();
+    let r = s
+        .run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(UPSERT)?;
+                for (k, v) in &pairs {
+                    stmt.execute((k, v.as_bytes()))?;
+                }
+            }
+            tx.commit()
+        })
+        .await;
+    match r {
+        Ok(()) => axum::Json(serde_json::json!({ "written": n })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What to run.
+struct Options {
+    listen: SocketAddr,
+    db: PathBuf,
+    variant: Variant,
+    blocking: Option<usize>,
+    pool: Option<usize>,
+    workers: Option<usize>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N]"
+    );
+    std::process::exit(2);
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        db: PathBuf::from("kv-tokio.sqlite3"),
+        variant: Variant::Mutex,
+        blocking: None,
+        pool: None,
+        workers: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        let n = || v.parse::<usize>().ok().filter(|&n| n > 0);
+        match a.as_str() {
+            "--listen" => o.listen = v.parse().unwrap_or_else(|_| usage()),
+            "--db" => o.db = PathBuf::from(&v),
+            "--variant" => o.variant = Variant::parse(&v).unwrap_or_else(|| usage()),
+            "--blocking" => o.blocking = Some(n().unwrap_or_else(|| usage())),
+            "--pool" => o.pool = Some(n().unwrap_or_else(|| usage())),
+            "--workers" => o.workers = Some(n().unwrap_or_else(|| usage())),
+            _ => usage(),
+        }
+    }
+    o
+}
+
+/// Builds the runtime as configured.
+fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = o.blocking {
+        rt.max_blocking_threads(n);
+    }
+    if let Some(n) = o.workers {
+        rt.worker_threads(n);
+    }
+    rt.build()
+}
+
+/// Serves `listener` until `stop` resolves.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // As weft-kv does for every accepted connection.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app(store))
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+fn make_store(o: &Options, path: &Path) -> Result<Store, String> {
+    let first = store::init(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    Store::new(o.variant, path, first, o.pool)
+}
+
+fn main() -> ExitCode {
+    let o = parse_args();
+    let store = match make_store(&o, &o.db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kv-tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime(&o) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kv-tokio: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(o.listen).await?;
+        println!(
+            "kv-tokio listening on http://{}/ (variant {:?}, blocking cap {}, data in {})",
+            listener.local_addr()?,
+            o.variant,
+            o.blocking.map_or("default".to_owned(), |n| n.to_string()),
+            o.db.display()
+        );
+        serve(listener, store, std::future::pending()).await
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kv-tokio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

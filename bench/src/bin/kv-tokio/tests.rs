@@ -1,0 +1,140 @@
+//! The twin answers like weft-kv, in every variant, with weft-db's settings.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+
+use super::*;
+
+fn temp_db(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("kv-tokio-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("kv.sqlite3");
+    (dir, db)
+}
+
+/// One request on a fresh connection (`Connection: close`): status, body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn connections_get_weft_db_writer_settings() {
+    use weft_db::{Connector, Role, SqliteConnector};
+    let (dir, db) = temp_db("pragmas");
+    let ours = store::init(&db).unwrap();
+    let second = store::open(&db).unwrap();
+    let weft = SqliteConnector::new(&db).open(Role::Writer).unwrap();
+    for pragma in [
+        "journal_mode",
+        "synchronous",
+        "busy_timeout",
+        "foreign_keys",
+    ] {
+        let q = format!("pragma {pragma}");
+        let get = |c: &rusqlite::Connection| -> String {
+            c.query_row(&q, [], |r| r.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(get(&ours), get(&weft), "{pragma}");
+        assert_eq!(get(&second), get(&weft), "{pragma}");
+    }
+    drop((ours, second, weft));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
+    let (dir, db) = temp_db(name);
+    let o = Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.clone(),
+        variant,
+        blocking: Some(2),
+        pool: Some(2),
+        workers: Some(1),
+    };
+    let store = make_store(&o, &db).unwrap();
+    let rt = runtime(&o).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(o.listen))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        rt.block_on(serve(listener, store, async {
+            let _ = stop_rx.await;
+        }))
+    });
+
+    assert_eq!(request(addr, "GET", "/healthz", b""), (200, "ok\n".into()));
+    assert_eq!(
+        request(addr, "PUT", "/v1/kv/a%2Fb", b"one"),
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        request(addr, "GET", "/v1/kv/a%2Fb", b""),
+        (200, "one".into())
+    );
+    assert_eq!(request(addr, "GET", "/v1/kv/nope", b"").0, 404);
+    assert_eq!(
+        request(addr, "POST", "/v1/batch", br#"{"p1":"x","p2":"y","q":"z"}"#),
+        (200, r#"{"written":3}"#.into())
+    );
+    assert_eq!(
+        request(addr, "GET", "/v1/kv?prefix=p&limit=10", b""),
+        (
+            200,
+            r#"[{"key":"p1","value":"x"},{"key":"p2","value":"y"}]"#.into()
+        )
+    );
+    assert_eq!(request(addr, "GET", "/v1/kv?limit=10001", b"").0, 400);
+    assert_eq!(request(addr, "POST", "/v1/batch", b"[1]").0, 400);
+    assert_eq!(request(addr, "POST", "/v1/batch", br#"{"k":1}"#).0, 400);
+    assert_eq!(
+        request(addr, "DELETE", "/v1/kv/q", b""),
+        (200, "deleted\n".into())
+    );
+    assert_eq!(request(addr, "DELETE", "/v1/kv/q", b"").0, 404);
+    assert_eq!(request(addr, "POST", "/v1/kv/q", b"").0, 405);
+    assert_eq!(request(addr, "GET", "/v1/kv/", b"").0, 400);
+    assert_eq!(request(addr, "GET", "/v1/kv/%FF", b"").0, 400);
+    assert_eq!(request(addr, "GET", "/nowhere", b"").0, 404);
+    let big = vec![b'v'; max_value() + 1];
+    assert_eq!(request(addr, "PUT", "/v1/kv/big", &big).0, 413);
+
+    stop_tx.send(()).unwrap();
+    server.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn thread_local_variant_serves_every_route() {
+    routes_answer_like_weft_kv(Variant::ThreadLocal, "tls");
+}
+
+#[test]
+fn mutex_variant_serves_every_route() {
+    routes_answer_like_weft_kv(Variant::Mutex, "mutex");
+}
+
+#[test]
+fn deadpool_variant_serves_every_route() {
+    routes_answer_like_weft_kv(Variant::Deadpool, "deadpool");
+}
