@@ -1,0 +1,529 @@
+//! `kv-load`: the load-test table of weft-kv against its tokio twin
+//! (`kv-tokio`, three variants, default and capped), each run by weft-load
+//! and by `wrk` (where installed) with the same connections and duration.
+//!
+//! ```text
+//! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
+//!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N]
+//! ```
+//!
+//! # Method
+//!
+//! - **One server per row**: every (mix, client, server) row starts its
+//!   server afresh on `127.0.0.1:0` (the address is read from the line it
+//!   prints) with a fresh database in a temporary directory, fills the key
+//!   space (`load-0..keys`, `value` bytes each, weft-load's batch fill),
+//!   runs the client, then kills the server. Rows run one at a time.
+//! - **Same work for every server**: the same routes over the same SQLite
+//!   settings; weft-load and the `bench/wrk/*.lua` scripts draw keys
+//!   uniformly from the same key space and PUT the same values.
+//! - **Counted the same way**: req/s and latencies are the client's (both
+//!   clients run one request at a time per connection); errors are failed
+//!   requests plus unexpected statuses. Server CPU is the server process's
+//!   user + system time (`/proc/PID/stat`, all threads, exited ones
+//!   included) across the client run, per 1,000 requests. weft-load fills
+//!   the key space again before its timed phase; that fill's CPU (measured
+//!   once per row on the first fill) is subtracted.
+//! - **Loop lag max** (weft-kv only): `weft_reactor_loop_lag_max_seconds`
+//!   from its `/metrics` after the run (its 10 ms lag probe, since start:
+//!   the server is fresh for every row).
+//! - The load average before and after is printed: a table from a busy
+//!   machine is not a result.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `/proc/PID/stat` counts CPU in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A server under test: its row name and how to start it (`{db}` is the
+/// database path; the listen address is always `127.0.0.1:0`).
+struct Server {
+    name: &'static str,
+    binary: &'static str,
+    args: &'static [&'static str],
+}
+
+/// The servers, weft-kv first. Caps are the connection counts: weft-kv's
+/// (1 writer + 4 readers) for the thread-local variant, the one connection
+/// for the mutex; deadpool's pool size (its default, 2 × CPUs) already
+/// bounds its blocking calls.
+const SERVERS: &[Server] = &[
+    Server {
+        name: "weft-kv",
+        binary: "weft-kv",
+        args: &[],
+    },
+    Server {
+        name: "tokio-thread-local",
+        binary: "kv-tokio",
+        args: &["--variant", "thread-local"],
+    },
+    Server {
+        name: "tokio-thread-local-cap5",
+        binary: "kv-tokio",
+        args: &["--variant", "thread-local", "--blocking", "5"],
+    },
+    Server {
+        name: "tokio-mutex",
+        binary: "kv-tokio",
+        args: &["--variant", "mutex"],
+    },
+    Server {
+        name: "tokio-mutex-cap1",
+        binary: "kv-tokio",
+        args: &["--variant", "mutex", "--blocking", "1"],
+    },
+    Server {
+        name: "tokio-deadpool",
+        binary: "kv-tokio",
+        args: &["--variant", "deadpool"],
+    },
+];
+
+/// What a client measured.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Measured {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+struct Options {
+    secs: u32,
+    conns: u32,
+    keys: u32,
+    value: u32,
+    mixes: Vec<u32>,
+    clients: Vec<String>,
+    only: Option<Vec<String>>,
+    wrk_threads: u32,
+    bin_dir: PathBuf,
+    wrk_dir: PathBuf,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--bin-dir DIR]"
+    );
+    std::process::exit(2);
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_args() -> Options {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/release"));
+    let mut o = Options {
+        secs: 10,
+        conns: 64,
+        keys: 10_000,
+        value: 64,
+        mixes: vec![90, 10],
+        clients: vec!["weft-load".into(), "wrk".into()],
+        only: None,
+        wrk_threads: 2,
+        bin_dir: exe_dir,
+        wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        let n = || v.parse::<u32>().unwrap_or_else(|_| usage());
+        match a.as_str() {
+            "-d" => o.secs = n(),
+            "-c" => o.conns = n(),
+            "--keys" => o.keys = n(),
+            "--value" => o.value = n(),
+            "--wrk-threads" => o.wrk_threads = n(),
+            "--only" => o.only = Some(list(&v)),
+            "--clients" => o.clients = list(&v),
+            "--bin-dir" => o.bin_dir = PathBuf::from(&v),
+            "--mixes" => {
+                o.mixes = list(&v)
+                    .iter()
+                    .map(|m| match m.parse() {
+                        Ok(m @ (90 | 10)) => m,
+                        _ => usage(),
+                    })
+                    .collect()
+            }
+            _ => usage(),
+        }
+    }
+    o
+}
+
+/// Server CPU seconds (user + system, all threads) from `/proc/PID/stat`.
+fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'. utime and stime are fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / TICKS_PER_SECOND)
+}
+
+fn process_cpu(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| parse_stat_cpu(&s))
+        .unwrap_or(f64::NAN)
+}
+
+fn ms(cell: &str) -> Option<f64> {
+    cell.trim().trim_end_matches("ms").trim().parse().ok()
+}
+
+/// weft-load's result row: `| req/s | p50 | p90 | p99 | max | requests | errors |`.
+fn parse_weft_load(out: &str) -> Option<Measured> {
+    let row = out
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .nth(1)?;
+    let c: Vec<&str> = row.trim_matches('|').split('|').collect();
+    if c.len() != 7 {
+        return None;
+    }
+    Some(Measured {
+        rate: c[0].trim().parse().ok()?,
+        p50_ms: ms(c[1])?,
+        p99_ms: ms(c[3])?,
+        max_ms: ms(c[4])?,
+        requests: c[5].trim().parse().ok()?,
+        errors: c[6].trim().parse().ok()?,
+    })
+}
+
+/// The `wrk-result k=v ...` line the `bench/wrk` scripts print.
+fn parse_wrk(out: &str) -> Option<Measured> {
+    let line = out.lines().find(|l| l.starts_with("wrk-result "))?;
+    let get = |k: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    let requests = get("requests")?;
+    Some(Measured {
+        rate: requests / (get("duration_us")? / 1e6).max(1e-9),
+        p50_ms: get("p50_us")? / 1e3,
+        p99_ms: get("p99_us")? / 1e3,
+        max_ms: get("max_us")? / 1e3,
+        requests: requests as u64,
+        errors: get("errors")? as u64,
+    })
+}
+
+/// `weft_reactor_loop_lag_max_seconds` from a Prometheus text page.
+fn parse_lag_max(metrics: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_reactor_loop_lag_max_seconds "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One `GET path` with `Connection: close`; the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: kv-load\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// A running server; killed when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
+    let dir = std::env::temp_dir().join(format!("kv-load-{}-{row}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let log = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(o.bin_dir.join(s.binary))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.join("kv.sqlite3"))
+        .args(s.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", o.bin_dir.join(s.binary).display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let running = |addr: SocketAddr| Running { child, addr, dir };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(a) => match a.parse() {
+            Ok(addr) => Ok(running(addr)),
+            Err(_) => Err(format!("{}: bad address {a:?}", s.name)),
+        },
+        Err(_) => {
+            let r = running(SocketAddr::from(([127, 0, 0, 1], 0)));
+            let log = std::fs::read_to_string(r.dir.join("stderr.log")).unwrap_or_default();
+            Err(format!("{} did not start: {log}", s.name))
+        }
+    }
+}
+
+fn weft_load(o: &Options, addr: SocketAddr, conns: u32, secs: u32, reads: u32) -> Command {
+    let mut c = Command::new(o.bin_dir.join("weft-load"));
+    c.arg("--url")
+        .arg(format!("http://{addr}"))
+        .args(["-c", &conns.to_string(), "-d", &secs.to_string()])
+        .args(["--reads", &reads.to_string(), "--keys", &o.keys.to_string()])
+        .args(["--value", &o.value.to_string()]);
+    c
+}
+
+fn output(mut c: Command) -> Result<String, String> {
+    let out = c
+        .output()
+        .map_err(|e| format!("{:?}: {e}", c.get_program()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+struct Row {
+    server: &'static str,
+    mix: u32,
+    client: String,
+    result: Result<(Measured, f64, Option<f64>), String>,
+}
+
+fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
+    let result = (|| {
+        let srv = start(o, s, n)?;
+        let pid = srv.child.id();
+        // Fill the key space, timing the fill's server CPU.
+        let c0 = process_cpu(pid);
+        let fill = output(weft_load(o, srv.addr, 1, 0, mix))?;
+        parse_weft_load(&fill).ok_or_else(|| format!("fill failed: {fill}"))?;
+        let fill_cpu = process_cpu(pid) - c0;
+        let c0 = process_cpu(pid);
+        let (m, refill) = if client == "wrk" {
+            let script = o
+                .wrk_dir
+                .join(if mix == 90 { "mix90.lua" } else { "write.lua" });
+            let mut c = Command::new("wrk");
+            c.arg(format!("-t{}", o.wrk_threads))
+                .arg(format!("-c{}", o.conns))
+                .arg(format!("-d{}s", o.secs))
+                .arg("-s")
+                .arg(&script)
+                .arg(format!("http://{}", srv.addr))
+                .args(["--", &o.keys.to_string(), &o.value.to_string()]);
+            let out = output(c)?;
+            (parse_wrk(&out).ok_or_else(|| format!("wrk: {out}"))?, 0.0)
+        } else {
+            let out = output(weft_load(o, srv.addr, o.conns, o.secs, mix))?;
+            (
+                parse_weft_load(&out).ok_or_else(|| format!("weft-load: {out}"))?,
+                fill_cpu,
+            )
+        };
+        let cpu = (process_cpu(pid) - c0 - refill).max(0.0);
+        let lag = (s.name == "weft-kv")
+            .then(|| http_get(srv.addr, "/metrics").ok())
+            .flatten()
+            .and_then(|page| parse_lag_max(&page));
+        let per_1k = cpu / (m.requests.max(1) as f64 / 1000.0);
+        Ok((m, per_1k, lag))
+    })();
+    Row {
+        server: s.name,
+        mix,
+        client: client.to_owned(),
+        result,
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | loop lag max | weft-kv req/s ÷ this |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let head = format!(
+            "| {} | {}/{} | {} |",
+            r.server,
+            r.mix,
+            100 - r.mix,
+            r.client
+        );
+        match &r.result {
+            Ok((m, cpu, lag)) => {
+                let weft = rows.iter().find_map(|w| match &w.result {
+                    Ok((wm, ..))
+                        if w.server == "weft-kv" && w.mix == r.mix && w.client == r.client =>
+                    {
+                        Some(wm.rate)
+                    }
+                    _ => None,
+                });
+                println!(
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {} | {} |",
+                    m.rate,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.max_ms,
+                    m.errors,
+                    cpu * 1e3,
+                    lag.map_or("—".into(), |l| format!("{:.2} ms", l * 1e3)),
+                    weft.map_or("—".into(), |w| format!("{:.2}×", w / m.rate.max(1e-9))),
+                );
+            }
+            Err(e) => println!("{head} failed: {} |||||||", e.replace(['\n', '|'], " ")),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut o = parse_args();
+    let have_wrk = Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| !out.stdout.is_empty() || !out.stderr.is_empty());
+    if !have_wrk && o.clients.iter().any(|c| c == "wrk") {
+        eprintln!("kv-load: wrk not found: weft-load only (apt-get install wrk)");
+        o.clients.retain(|c| c != "wrk");
+    }
+    let servers: Vec<&Server> = SERVERS
+        .iter()
+        .filter(|s| {
+            o.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == s.name))
+        })
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "kv-load: {} connections, {} s per row, {} keys, {} B values, {cores} CPUs, load average before: {}",
+        o.conns,
+        o.secs,
+        o.keys,
+        o.value,
+        load_average()
+    );
+    let mut rows = Vec::new();
+    let mut n = 0;
+    for &mix in &o.mixes {
+        for client in &o.clients {
+            for s in &servers {
+                n += 1;
+                eprintln!("kv-load: {} {mix}/{} {client}", s.name, 100 - mix);
+                let row = run_row(&o, s, mix, client, n);
+                if let Err(e) = &row.result {
+                    eprintln!("kv-load: {} failed: {e}", s.name);
+                }
+                rows.push(row);
+            }
+        }
+    }
+    println!("load average after: {}\n", load_average());
+    print_table(&rows);
+    if rows
+        .iter()
+        .all(|r| matches!(&r.result, Ok((m, ..)) if m.errors == 0))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_after_the_command_name() {
+        let stat = "4242 (weft kv (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 7 0";
+        assert_eq!(parse_stat_cpu(stat), Some(3.0));
+        assert_eq!(parse_stat_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn reads_weft_load_row() {
+        let out = "weft-load: 64 connections, 2.0 s, 90/10 read/write\n\
+                   | requests/s | p50 | p90 | p99 | max | requests | errors |\n\
+                   |---|---|---|---|---|---|---|\n\
+                   | 31234 | 1.500 ms | 2.000 ms | 4.250 ms | 20.000 ms | 62468 | 0 |\n";
+        let m = parse_weft_load(out).unwrap();
+        assert_eq!(
+            m,
+            Measured {
+                rate: 31234.0,
+                p50_ms: 1.5,
+                p99_ms: 4.25,
+                max_ms: 20.0,
+                requests: 62468,
+                errors: 0
+            }
+        );
+        assert_eq!(parse_weft_load("weft-load: refused\n"), None);
+    }
+
+    #[test]
+    fn reads_wrk_result_line() {
+        let out = "Running 2s test\n  47502 requests in 2.05s\n\
+                   wrk-result requests=40000 duration_us=2000000 p50_us=1890 p90_us=6152 p99_us=32195 max_us=66801 errors=3\n";
+        let m = parse_wrk(out).unwrap();
+        assert_eq!(m.rate, 20000.0);
+        assert_eq!((m.p50_ms, m.p99_ms, m.max_ms), (1.89, 32.195, 66.801));
+        assert_eq!((m.requests, m.errors), (40000, 3));
+        assert_eq!(parse_wrk("no result"), None);
+    }
+
+    #[test]
+    fn reads_lag_max_from_metrics() {
+        let page = "# TYPE weft_reactor_loop_lag_max_seconds gauge\n\
+                    weft_reactor_loop_lag_max_seconds 0.0125\n\
+                    weft_reactor_loop_lag_seconds 0.001\n";
+        assert_eq!(parse_lag_max(page), Some(0.0125));
+        assert_eq!(parse_lag_max("weft_turns 3\n"), None);
+    }
+}
