@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
-//!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N]
+//!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
 //! ```
 //!
 //! # Method
@@ -27,6 +27,9 @@
 //! - **Loop lag max** (weft-kv only): `weft_reactor_loop_lag_max_seconds`
 //!   from its `/metrics` after the run (its 10 ms lag probe, since start:
 //!   the server is fresh for every row).
+//! - `--rounds N` runs every row N times, round after round, with the
+//!   server order rotated each round so drift hits every server alike; the
+//!   table shows the run with the median req/s and the range of req/s.
 //! - The load average before and after is printed: a table from a busy
 //!   machine is not a result.
 
@@ -105,13 +108,14 @@ struct Options {
     clients: Vec<String>,
     only: Option<Vec<String>>,
     wrk_threads: u32,
+    rounds: u32,
     bin_dir: PathBuf,
     wrk_dir: PathBuf,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--bin-dir DIR]"
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -137,6 +141,7 @@ fn parse_args() -> Options {
         clients: vec!["weft-load".into(), "wrk".into()],
         only: None,
         wrk_threads: 2,
+        rounds: 1,
         bin_dir: exe_dir,
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
     };
@@ -150,6 +155,7 @@ fn parse_args() -> Options {
             "--keys" => o.keys = n(),
             "--value" => o.value = n(),
             "--wrk-threads" => o.wrk_threads = n(),
+            "--rounds" => o.rounds = n().max(1),
             "--only" => o.only = Some(list(&v)),
             "--clients" => o.clients = list(&v),
             "--bin-dir" => o.bin_dir = PathBuf::from(&v),
@@ -381,12 +387,39 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-fn print_table(rows: &[Row]) {
+/// The row to show for one (server, mix, client): the first failure, or the
+/// run with the median req/s; and the range of req/s over the runs.
+fn median(runs: Vec<Row>) -> (Row, Option<(f64, f64)>) {
+    let mut ok: Vec<Row> = Vec::new();
+    for r in runs {
+        if r.result.is_err() {
+            return (r, None);
+        }
+        ok.push(r);
+    }
+    let rate = |r: &Row| r.result.as_ref().map_or(0.0, |(m, ..)| m.rate);
+    ok.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let range = (rate(&ok[0]), rate(&ok[ok.len() - 1]));
+    let mid = ok.swap_remove(ok.len() / 2);
+    (mid, Some(range))
+}
+
+fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
+    let (extra_head, extra_rule) = if rounds > 1 {
+        (" req/s range |", "---|")
+    } else {
+        ("", "")
+    };
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | loop lag max | weft-kv req/s ÷ this |"
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | loop lag max | weft-kv req/s ÷ this |{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|{extra_rule}");
+    for (r, range) in rows {
+        let range = match range {
+            Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
+            _ if rounds > 1 => " |".into(),
+            _ => String::new(),
+        };
         let head = format!(
             "| {} | {}/{} | {} |",
             r.server,
@@ -396,7 +429,7 @@ fn print_table(rows: &[Row]) {
         );
         match &r.result {
             Ok((m, cpu, lag)) => {
-                let weft = rows.iter().find_map(|w| match &w.result {
+                let weft = rows.iter().find_map(|(w, _)| match &w.result {
                     Ok((wm, ..))
                         if w.server == "weft-kv" && w.mix == r.mix && w.client == r.client =>
                     {
@@ -405,7 +438,7 @@ fn print_table(rows: &[Row]) {
                     _ => None,
                 });
                 println!(
-                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {} | {} |",
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {} | {} |{range}",
                     m.rate,
                     m.p50_ms,
                     m.p99_ms,
@@ -416,7 +449,10 @@ fn print_table(rows: &[Row]) {
                     weft.map_or("—".into(), |w| format!("{:.2}×", w / m.rate.max(1e-9))),
                 );
             }
-            Err(e) => println!("{head} failed: {} |||||||", e.replace(['\n', '|'], " ")),
+            Err(e) => println!(
+                "{head} failed: {} |||||||{range}",
+                e.replace(['\n', '|'], " ")
+            ),
         }
     }
 }
@@ -441,33 +477,50 @@ fn main() -> ExitCode {
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "kv-load: {} connections, {} s per row, {} keys, {} B values, {cores} CPUs, load average before: {}",
+        "kv-load: {} connections, {} s per row, {} round(s), {} keys, {} B values, {cores} CPUs, load average before: {}",
         o.conns,
         o.secs,
+        o.rounds,
         o.keys,
         o.value,
         load_average()
     );
-    let mut rows = Vec::new();
+    // One cell per (mix, client, server), in table order; each holds its runs.
+    let mut cells: Vec<Vec<Row>> = Vec::new();
+    cells.resize_with(o.mixes.len() * o.clients.len() * servers.len(), Vec::new);
     let mut n = 0;
-    for &mix in &o.mixes {
-        for client in &o.clients {
-            for s in &servers {
-                n += 1;
-                eprintln!("kv-load: {} {mix}/{} {client}", s.name, 100 - mix);
-                let row = run_row(&o, s, mix, client, n);
-                if let Err(e) = &row.result {
-                    eprintln!("kv-load: {} failed: {e}", s.name);
+    for round in 0..o.rounds as usize {
+        let mut first = 0;
+        for &mix in &o.mixes {
+            for client in &o.clients {
+                // Rotate the server order each round.
+                for i in 0..servers.len() {
+                    let at = (i + round) % servers.len();
+                    let s = servers[at];
+                    n += 1;
+                    eprintln!(
+                        "kv-load: round {}/{}: {} {mix}/{} {client}",
+                        round + 1,
+                        o.rounds,
+                        s.name,
+                        100 - mix
+                    );
+                    let row = run_row(&o, s, mix, client, n);
+                    if let Err(e) = &row.result {
+                        eprintln!("kv-load: {} failed: {e}", s.name);
+                    }
+                    cells[first + at].push(row);
                 }
-                rows.push(row);
+                first += servers.len();
             }
         }
     }
     println!("load average after: {}\n", load_average());
-    print_table(&rows);
+    let rows: Vec<_> = cells.into_iter().map(median).collect();
+    print_table(&rows, o.rounds);
     if rows
         .iter()
-        .all(|r| matches!(&r.result, Ok((m, ..)) if m.errors == 0))
+        .all(|(r, _)| matches!(&r.result, Ok((m, ..)) if m.errors == 0))
     {
         ExitCode::SUCCESS
     } else {
@@ -516,6 +569,34 @@ mod tests {
         assert_eq!((m.p50_ms, m.p99_ms, m.max_ms), (1.89, 32.195, 66.801));
         assert_eq!((m.requests, m.errors), (40000, 3));
         assert_eq!(parse_wrk("no result"), None);
+    }
+
+    fn row(rate: f64) -> Row {
+        Row {
+            server: "weft-kv",
+            mix: 90,
+            client: "wrk".into(),
+            result: Ok((
+                Measured {
+                    rate,
+                    ..Measured::default()
+                },
+                0.0,
+                None,
+            )),
+        }
+    }
+
+    #[test]
+    fn median_run_and_range() {
+        let (mid, range) = median(vec![row(30.0), row(10.0), row(20.0)]);
+        assert_eq!(mid.result.unwrap().0.rate, 20.0);
+        assert_eq!(range, Some((10.0, 30.0)));
+        let mut failed = row(0.0);
+        failed.result = Err("did not start".into());
+        let (shown, range) = median(vec![row(10.0), failed]);
+        assert!(shown.result.is_err());
+        assert_eq!(range, None);
     }
 
     #[test]
