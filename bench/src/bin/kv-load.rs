@@ -365,7 +365,9 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
                 fill_cpu,
             )
         };
-        let cpu = (process_cpu(pid) - c0 - refill).max(0.0);
+        // NaN (an unreadable /proc) stays NaN and prints as such.
+        let cpu = process_cpu(pid) - c0 - refill;
+        let cpu = if cpu < 0.0 { 0.0 } else { cpu };
         let lag = (s.name == "weft-kv")
             .then(|| http_get(srv.addr, "/metrics").ok())
             .flatten()
