@@ -15,7 +15,29 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
+/// Raises the open-file soft limit to the hard limit (as Go's runtime
+/// does): every connection is a descriptor, and the usual soft limit of
+/// 1024 would cap idle keep-alive connections far below what the loop
+/// holds. A failure only leaves the limit as it was.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let below = match (lim.current, lim.maximum) {
+        (Some(cur), Some(max)) => cur < max,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            eprintln!("weft-kv: cannot raise the open-file limit: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    raise_fd_limit();
     let mut cfg = weft_kv::Config::default();
     cfg.handle_signals = true;
     let mut args = std::env::args().skip(1);
