@@ -222,7 +222,10 @@ impl Scrape {
     /// See [`Scrape`].
     pub fn parse(text: &str) -> Scrape {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (series, v) = match line.rsplit_once(' ') {
                 Some(x) => x,
                 None => continue,
@@ -263,7 +266,11 @@ impl Scrape {
             .filter(|s| s.0 == bucket)
             .filter_map(|s| {
                 let le = s.1.strip_prefix("le=\"")?.strip_suffix('"')?;
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
                 Some((le, s.2))
             })
             .collect();
