@@ -58,11 +58,21 @@ fn main() -> ExitCode {
     }
     let db = cfg.db_path.display().to_string();
     let r = weft_kv::run(cfg, move |ready| {
-        println!("weft-kv listening on http://{}/ (data in {db})", ready.addr);
-        println!(
+        // Not println!: a closed stdout (a parent that read only the first
+        // line) must not panic on the loop and take the server down.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "weft-kv listening on http://{}/ (data in {db}; dashboard at /)",
+            ready.addr
+        );
+        let _ = writeln!(
+            out,
             "try: curl -X PUT --data-binary hello http://{0}/v1/kv/greeting && curl http://{0}/v1/kv/greeting",
             ready.addr
         );
+        let _ = out.flush();
     });
     match r {
         Ok(s) => {

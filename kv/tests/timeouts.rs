@@ -132,10 +132,11 @@ impl Child {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        // Both start-up lines are read: a closed pipe would fail the second.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut line, mut curl) = (String::new(), String::new());
+        out.read_line(&mut line).unwrap();
+        out.read_line(&mut curl).unwrap();
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http://"))
