@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N]
-//!     [--max-value BYTES] [--header-timeout SECS]
+//!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -51,6 +51,10 @@ fn main() -> ExitCode {
             "--header-timeout" => {
                 cfg.header_read_timeout =
                     Duration::from_secs_f64(val().parse().unwrap_or_else(|_| usage()))
+            }
+            "--slow-callback-ms" => {
+                let ms: u64 = val().parse().unwrap_or_else(|_| usage());
+                cfg.slow_callback_threshold = (ms > 0).then(|| Duration::from_millis(ms));
             }
             "-h" | "--help" => usage(),
             _ => usage(),

@@ -107,3 +107,37 @@ fn page_series_lists_each_name_once() {
         );
     }
 }
+
+#[test]
+fn database_pool_figures_follow_the_operations_in_flight() {
+    use weft_kv::metrics::{Metrics, Sources};
+    let line = |text: &str, name: &str| -> u64 {
+        let prefix = format!("{name}{{pool=\"db\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut src = Sources::default();
+    src.db_connections = 3; // one writer, two readers
+    let m = Metrics::default();
+    // (writes, reads) in flight -> (busy, idle, backlog)
+    for ((writes, reads), want) in [
+        ((0, 0), (0, 3, 0)),
+        ((1, 0), (1, 2, 0)),
+        ((0, 2), (2, 1, 0)),
+        ((3, 0), (1, 2, 2)),
+        ((1, 4), (3, 0, 2)),
+    ] {
+        m.db_in_flight.set(writes + reads);
+        m.db_reads_in_flight.set(reads);
+        let text = m.render(&src);
+        let got = (
+            line(&text, "weft_pool_busy"),
+            line(&text, "weft_pool_idle"),
+            line(&text, "weft_pool_backlog"),
+        );
+        assert_eq!(got, want, "writes {writes}, reads {reads}");
+    }
+}
