@@ -261,7 +261,9 @@ pub struct Summary {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the reactor or the listener cannot be set up,
+/// [`Error::Io`] if the reactor or the listener cannot be set up, or (with
+/// [`Config::handle_signals`]) the signal handlers cannot be installed, e.g.
+/// because another reactor of the process handles SIGINT or SIGTERM;
 /// [`Error::Db`] if the database cannot be opened.
 ///
 /// # Examples
