@@ -182,3 +182,26 @@ fn binary_exits_one_on_a_second_signal_during_the_drain() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{status:?}");
 }
+
+#[test]
+fn signal_handlers_are_per_server_and_given_back_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_signals = |name: &str| {
+        let mut c = config(dir.path());
+        c.db_path = dir.path().join(name);
+        c.handle_signals = true;
+        c
+    };
+    let first = Server::start(with_signals("a.sqlite3"));
+    // A second server in the process cannot take SIGINT/SIGTERM as well.
+    let second = std::thread::spawn({
+        let c = with_signals("b.sqlite3");
+        move || weft_kv::run(c, |_| panic!("must not start serving"))
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(second, Err(weft_kv::Error::Io(_))), "{second:?}");
+    first.stop();
+    // The first gave its handlers back when it finished.
+    Server::start(with_signals("c.sqlite3")).stop();
+}
