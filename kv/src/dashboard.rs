@@ -24,8 +24,9 @@ pub const PAGE: &str = include_str!("dashboard.html");
 /// Series the page reads that `/metrics` does not export yet: the ones
 /// round 3's diagnostics branch adds (`Handle::turn_histogram()`,
 /// `ReactorStatistics::inbox_oldest_age`). The page's `diag3Series()`
-/// skips them while absent. Emptied when `metrics::render_diag3` renders
-/// them; a test fails if one is both listed here and exported.
+/// skips them while absent. Emptied when `routes.rs` hands them to
+/// `metrics::render_diag3`; a test fails if one is both listed here and
+/// exported.
 ///
 /// # Examples
 ///

@@ -85,6 +85,12 @@ pub struct Sources {
     pub db_connections: usize,
     /// The reactor's thread pool (`Handle::thread_pool`).
     pub reactor_pool: weft::threads::PoolStatistics,
+    /// The loop-turn histogram (`Handle::turn_histogram`, from the diag3
+    /// merge on; `None`: not rendered).
+    pub turn: Option<HistogramSnapshot>,
+    /// The inbox's oldest waiting call (`ReactorStatistics::inbox_oldest_age`,
+    /// from the diag3 merge on; `None`: not rendered).
+    pub inbox_oldest_age: Option<Duration>,
 }
 
 impl Metrics {
@@ -440,23 +446,34 @@ fn render_pools(s: &mut String, m: &Metrics, src: &Sources) {
     );
 }
 
-/// The series round 3's core branches add (diag3: the loop-turn histogram
-/// and the inbox's oldest age; pool3: queue-wait and run-time histograms),
-/// kept apart so the merge only touches this function and
-/// [`crate::dashboard::PENDING_SERIES`].
+/// The series round 3's diagnostics branch (diag3) makes possible: the
+/// loop-turn histogram and the inbox's oldest age, kept apart so the merge
+/// only fills [`Sources::turn`] and [`Sources::inbox_oldest_age`] where
+/// `routes.rs` builds the sources and empties
+/// [`crate::dashboard::PENDING_SERIES`] (a test fails until both are done).
+/// The dashboard's `diag3Series()` and weft-load's loop report already read
+/// these names.
 ///
-/// TODO(lead, at the diag3/pool3 merge): add the fields to [`Sources`]
-/// (`turn: HistogramSnapshot` from `Handle::turn_histogram()`, filled in
-/// `routes.rs` where `Sources` is built), then render here:
+/// TODO(lead, at the diag3 merge), in `routes.rs`:
 ///
 /// ```text
-/// write_histogram(s, "weft_reactor_turn_seconds",
-///     "Wall time of each loop turn's work (not its idle wait).", &src.turn);
-/// metric "weft_reactor_inbox_oldest_age_seconds" (gauge) =
-///     src.reactor.inbox_oldest_age.as_secs_f64()
+/// turn: Some(app.handle.turn_histogram()),
+/// inbox_oldest_age: Some(stats.inbox_oldest_age),   // stats = app.handle.statistics()
 /// ```
-///
-/// and remove both names from `PENDING_SERIES` (a test fails until then).
-/// The dashboard's `diag3Series()` and weft-load's loop report already read
-/// these names when present.
-fn render_diag3(_s: &mut String, _src: &Sources) {}
+fn render_diag3(s: &mut String, src: &Sources) {
+    if let Some(turn) = &src.turn {
+        write_histogram(
+            s,
+            "weft_reactor_turn_seconds",
+            "Work time of each loop turn, idle waits left out (the loop lag).",
+            turn,
+        );
+    }
+    if let Some(age) = src.inbox_oldest_age {
+        let _ = writeln!(
+            s,
+            "# HELP weft_reactor_inbox_oldest_age_seconds Age of the oldest call waiting in the inbox.\n# TYPE weft_reactor_inbox_oldest_age_seconds gauge\nweft_reactor_inbox_oldest_age_seconds {}",
+            age.as_secs_f64()
+        );
+    }
+}

@@ -243,6 +243,9 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
                         accept: app.accept_stats.get(),
                         db_connections: app.pool.max_connections(),
                         reactor_pool: app.reactor_pool.statistics(),
+                        // TODO(lead, diag3 merge): see `metrics::render_diag3`.
+                        turn: None,
+                        inbox_oldest_age: None,
                     };
                     let mut r = text(StatusCode::OK, app.metrics.render(&src));
                     r.headers_mut().insert(

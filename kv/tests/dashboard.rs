@@ -141,3 +141,31 @@ fn database_pool_figures_follow_the_operations_in_flight() {
         assert_eq!(got, want, "writes {writes}, reads {reads}");
     }
 }
+
+/// The diag3 series the page already reads are the ones `/metrics` renders
+/// once the merge hands it the turn histogram and the inbox age.
+#[test]
+fn pending_series_are_rendered_once_their_sources_are_given() {
+    use std::time::Duration;
+    use weft_kv::metrics::{Metrics, Sources};
+    let h = weft::diagnostics::Histogram::new();
+    h.record(Duration::from_micros(300));
+    let mut src = Sources::default();
+    assert!(
+        families(&Metrics::default().render(&src))
+            .iter()
+            .all(|f| { !weft_kv::dashboard::PENDING_SERIES.contains(&f.as_str()) })
+    );
+    src.turn = Some(h.snapshot());
+    src.inbox_oldest_age = Some(Duration::from_millis(2));
+    let text = Metrics::default().render(&src);
+    let exported = families(&text);
+    for name in weft_kv::dashboard::PENDING_SERIES {
+        assert!(exported.iter().any(|e| e == name), "{name}");
+    }
+    assert!(
+        text.contains("weft_reactor_turn_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("weft_reactor_inbox_oldest_age_seconds 0.002\n"));
+}
