@@ -28,11 +28,12 @@
 //!   page that polls `/metrics` and charts requests/s, loop lag, the inbox
 //!   and both pools.
 //! - **Graceful shutdown** ([`ShutdownTrigger`], `SIGINT`/`SIGTERM` in the
-//!   binary, handled on the loop by weft's signal handlers): stop accepting (the listener is dropped), ask every connection
-//!   to finish its in-flight request and close (hyper's
-//!   `graceful_shutdown`), wait for all of them (bounded by
-//!   [`Config::drain_timeout`]), then close the pool (its threads finish
-//!   queued work and close their connections) and return.
+//!   binary, handled on the loop by weft's signal handlers): stop accepting
+//!   (the listener is dropped), ask every connection to finish its
+//!   in-flight request and close (hyper's `graceful_shutdown`), wait for all
+//!   of them (bounded by [`Config::drain_timeout`]), then close the pool
+//!   (its threads finish queued work and close their connections) and
+//!   return.
 //!
 //! ## Invariants
 //! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer

@@ -123,6 +123,14 @@ pub(crate) async fn serve(
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Summary, Error> {
     let handle = weft::reactor::current().expect("serve runs on the loop");
+    // First, so a refusal (another server of the process holds the
+    // signals) happens before the database and the port are touched. An
+    // early return drops the handlers with the reactor.
+    let signal_ids = if config.handle_signals {
+        install_signal_handlers(&handle, &shutdown)?
+    } else {
+        Vec::new()
+    };
     let pool = ConnectionPool::builder(SqliteConnector::new(&config.db_path))
         .name("kv")
         .max(config.readers.max(1) + 1)
@@ -160,11 +168,6 @@ pub(crate) async fn serve(
     let conns = Rc::new(Conns::default());
     let lag_stop = Rc::new(Cell::new(false));
     start_lag_probe(&handle, metrics.clone(), lag_stop.clone());
-    let signal_ids = if config.handle_signals {
-        install_signal_handlers(&handle, &shutdown)?
-    } else {
-        Vec::new()
-    };
 
     on_ready(&Ready {
         addr,
