@@ -132,8 +132,9 @@ pub struct LoopReport {
     pub lag_p99: Duration,
     /// Largest lateness.
     pub lag_max: Duration,
-    /// The longest turn since the server started (weft's diagnostics;
-    /// counts only callbacks that spanned a watchdog tick).
+    /// The longest turn since the server started
+    /// (`ReactorStatistics::longest_turn`; see its docs for when it is
+    /// measured).
     pub longest_turn: Duration,
     /// The longest single callback since the server started.
     pub longest_callback: Duration,

@@ -292,13 +292,13 @@ impl Metrics {
         metric(
             "weft_reactor_longest_callback_seconds",
             "gauge",
-            "Longest single callback so far (diagnostics on; counts callbacks spanning a watchdog tick).",
+            "Longest single callback so far (ReactorStatistics::longest_callback).",
             secs(reactor.longest_callback),
         );
         metric(
             "weft_reactor_longest_turn_seconds",
             "gauge",
-            "Most time one turn's callbacks held the loop so far (diagnostics on; counts callbacks spanning a watchdog tick).",
+            "Most time one turn's work held the loop so far (ReactorStatistics::longest_turn).",
             secs(reactor.longest_turn),
         );
         metric(

@@ -95,7 +95,7 @@ fn print_loop(l: &weft_kv::load::LoopReport) {
         ms(l.lag_max)
     );
     println!(
-        "  longest turn {} / longest callback {} (since start; diagnostics time only callbacks spanning a watchdog tick); slow callbacks +{}; stalls +{}",
+        "  longest turn {} / longest callback {} (since the server started); slow callbacks +{}; stalls +{}",
         ms(l.longest_turn),
         ms(l.longest_callback),
         l.slow_callbacks,
