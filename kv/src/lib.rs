@@ -24,12 +24,16 @@
 //!   timer (given); the body read timeout wraps body collection; the write
 //!   stall timeout lives in [`rt::HyperIo`] (a peer that never reads is
 //!   closed).
+//! - **A live dashboard** at `GET /` ([`dashboard`]): one self-contained
+//!   page that polls `/metrics` and charts requests/s, loop lag, the inbox
+//!   and both pools.
 //! - **Graceful shutdown** ([`ShutdownTrigger`], `SIGINT`/`SIGTERM` in the
-//!   binary): stop accepting (the listener is dropped), ask every connection
-//!   to finish its in-flight request and close (hyper's
-//!   `graceful_shutdown`), wait for all of them (bounded by
-//!   [`Config::drain_timeout`]), then close the pool (its threads finish
-//!   queued work and close their connections) and return.
+//!   binary, handled on the loop by weft's signal handlers): stop accepting
+//!   (the listener is dropped), ask every connection to finish its
+//!   in-flight request and close (hyper's `graceful_shutdown`), wait for all
+//!   of them (bounded by [`Config::drain_timeout`]), then close the pool
+//!   (its threads finish queued work and close their connections) and
+//!   return.
 //!
 //! ## Invariants
 //! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer
@@ -61,6 +65,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+pub mod dashboard;
 pub mod load;
 pub mod metrics;
 pub mod routes;
@@ -97,8 +102,13 @@ pub struct Config {
     pub write_stall_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Install SIGINT/SIGTERM handlers that trigger shutdown.
+    /// Handle SIGINT/SIGTERM on the loop (weft's signal handlers): the
+    /// first starts the graceful shutdown, a second exits at once (status 1).
     pub handle_signals: bool,
+    /// The loop's slow-callback threshold (weft's diagnostics; `None`: off).
+    /// On, it also feeds the `weft_reactor_longest_*` and
+    /// `weft_reactor_slow_callbacks_total` series.
+    pub slow_callback_threshold: Option<Duration>,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
     /// in its read buffer, so with it on a malformed request is closed
@@ -120,6 +130,7 @@ impl Default for Config {
             write_stall_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             handle_signals: false,
+            slow_callback_threshold: Some(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD),
             pipeline_flush: false,
         }
     }
@@ -251,18 +262,19 @@ pub struct Summary {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the reactor or the listener cannot be set up,
+/// [`Error::Io`] if the reactor or the listener cannot be set up, or (with
+/// [`Config::handle_signals`]) the signal handlers cannot be installed, e.g.
+/// because another reactor of the process handles SIGINT or SIGTERM;
 /// [`Error::Db`] if the database cannot be opened.
 ///
 /// # Examples
 ///
 /// See the crate docs.
 pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
-    let reactor = weft::Reactor::new()?;
+    let reactor = weft::Reactor::builder()
+        .slow_callback_threshold(config.slow_callback_threshold)
+        .build()?;
     let shutdown = ShutdownTrigger::new();
-    if config.handle_signals {
-        server::install_signal_thread(shutdown.clone())?;
-    }
     reactor
         .run_until_complete(server::serve(config, shutdown, on_ready))
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?

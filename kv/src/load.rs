@@ -6,6 +6,11 @@
 //! Invariants: all state is loop-local (`Rc`/`RefCell`); a request counts as
 //! an error unless it got the status its route promises (GET: 200 or 404,
 //! PUT: 200); latencies are recorded for successes only.
+//!
+//! Around the measured phase it scrapes the server's `/metrics` and reports
+//! what weft's own statistics saw of the server's loop during the run
+//! ([`LoopReport`]); a server without those series (another
+//! implementation) just gets no loop report.
 
 use std::cell::RefCell;
 use std::io;
@@ -87,6 +92,224 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Sorted latencies of successful requests, in microseconds.
     pub latencies_us: Vec<u32>,
+    /// The server loop's statistics over the run, if it exports weft-kv's
+    /// series.
+    pub server_loop: Option<LoopReport>,
+}
+
+/// The server loop as weft's statistics saw it during a run: from two
+/// scrapes of `/metrics`, one before the measured phase and one after.
+///
+/// Histogram quantiles are bucket upper bounds (weft's histograms have
+/// power-of-two buckets): they err high by less than 2×, never low.
+///
+/// # Examples
+///
+/// ```
+/// use weft_kv::load::{LoopReport, Scrape};
+///
+/// let before = Scrape::parse("weft_reactor_lag_probe_seconds_bucket{le=\"+Inf\"} 0\n");
+/// let after = Scrape::parse(
+///     "weft_reactor_lag_probe_seconds_bucket{le=\"0.000001024\"} 9\n\
+///      weft_reactor_lag_probe_seconds_bucket{le=\"0.002048\"} 10\n\
+///      weft_reactor_lag_probe_seconds_bucket{le=\"+Inf\"} 10\n\
+///      weft_reactor_longest_turn_seconds 0.0005\n",
+/// );
+/// let r = LoopReport::between(&before, &after).unwrap();
+/// assert_eq!(r.lag_ticks, 10);
+/// assert_eq!(r.lag_p50.as_nanos(), 1024);
+/// assert_eq!(r.lag_max.as_micros(), 2048);
+/// assert!(r.turn.is_none()); // not exported yet
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct LoopReport {
+    /// Ticks of the server's 10 ms lag probe during the run.
+    pub lag_ticks: u64,
+    /// Median lateness of those ticks.
+    pub lag_p50: Duration,
+    /// 99th percentile lateness.
+    pub lag_p99: Duration,
+    /// Largest lateness.
+    pub lag_max: Duration,
+    /// The longest turn since the server started
+    /// (`ReactorStatistics::longest_turn`; see its docs for when it is
+    /// measured).
+    pub longest_turn: Duration,
+    /// The longest single callback since the server started.
+    pub longest_callback: Duration,
+    /// Slow callbacks during the run.
+    pub slow_callbacks: u64,
+    /// Stalls the watchdog caught during the run.
+    pub stalls: u64,
+    /// Loop turns during the run: (p50, p99, max), once the server
+    /// exports the turn histogram.
+    pub turn: Option<(Duration, Duration, Duration)>,
+    /// The inbox's oldest queued call at the end, once exported.
+    pub inbox_oldest_age: Option<Duration>,
+}
+
+impl LoopReport {
+    /// The report between two scrapes; `None` if the server lacks the lag
+    /// probe (not weft-kv).
+    ///
+    /// # Examples
+    ///
+    /// See [`LoopReport`].
+    pub fn between(before: &Scrape, after: &Scrape) -> Option<LoopReport> {
+        const LAG: &str = "weft_reactor_lag_probe_seconds";
+        let lag = after.histogram(LAG)?;
+        let lag = delta(&before.histogram(LAG).unwrap_or_default(), &lag);
+        let secs = |v: Option<f64>| Duration::from_secs_f64(v.unwrap_or(0.0).max(0.0));
+        let grew = |name: &str| {
+            let a = after.value(name).unwrap_or(0.0);
+            (a - before.value(name).unwrap_or(0.0)).max(0.0) as u64
+        };
+        let mut r = LoopReport {
+            lag_ticks: lag.last().map_or(0, |b| b.1 as u64),
+            lag_p50: quantile(&lag, 0.5),
+            lag_p99: quantile(&lag, 0.99),
+            lag_max: quantile(&lag, 1.0),
+            longest_turn: secs(after.value("weft_reactor_longest_turn_seconds")),
+            longest_callback: secs(after.value("weft_reactor_longest_callback_seconds")),
+            slow_callbacks: grew("weft_reactor_slow_callbacks_total"),
+            stalls: grew("weft_reactor_stalls_detected_total"),
+            ..LoopReport::default()
+        };
+        diag3_loop_series(&mut r, before, after);
+        Some(r)
+    }
+}
+
+/// TODO(lead, at the diag3 merge): the loop-turn histogram and the inbox's
+/// oldest age. Read by name when present; check the names against
+/// `metrics::render_diag3`.
+fn diag3_loop_series(r: &mut LoopReport, before: &Scrape, after: &Scrape) {
+    const TURN: &str = "weft_reactor_turn_seconds";
+    if let Some(turn) = after.histogram(TURN) {
+        let turn = delta(&before.histogram(TURN).unwrap_or_default(), &turn);
+        r.turn = Some((
+            quantile(&turn, 0.5),
+            quantile(&turn, 0.99),
+            quantile(&turn, 1.0),
+        ));
+    }
+    r.inbox_oldest_age = after
+        .value("weft_reactor_inbox_oldest_age_seconds")
+        .map(|v| Duration::from_secs_f64(v.max(0.0)));
+}
+
+/// A parsed Prometheus text scrape (what `/metrics` returns).
+///
+/// # Examples
+///
+/// ```
+/// let s = weft_kv::load::Scrape::parse("# HELP x y\nup 1\nreq{route=\"a\"} 2\nreq{route=\"b\"} 3\n");
+/// assert_eq!(s.value("up"), Some(1.0));
+/// assert_eq!(s.value("req"), Some(5.0));
+/// assert_eq!(s.value("down"), None);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    /// (name, labels as written, value).
+    samples: Vec<(String, String, f64)>,
+}
+
+impl Scrape {
+    /// Parses the text format; lines it does not understand are skipped.
+    ///
+    /// # Examples
+    ///
+    /// See [`Scrape`].
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (series, v) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let v = match v {
+                "+Inf" => f64::INFINITY,
+                v => match v.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            samples.push((name.to_owned(), labels.to_owned(), v));
+        }
+        Scrape { samples }
+    }
+
+    /// The sum of a family's samples (over all labels); `None` if absent.
+    ///
+    /// # Examples
+    ///
+    /// See [`Scrape`].
+    pub fn value(&self, name: &str) -> Option<f64> {
+        let mut it = self.samples.iter().filter(|s| s.0 == name).peekable();
+        it.peek()?;
+        Some(it.map(|s| s.2).sum())
+    }
+
+    /// A histogram's cumulative buckets `(le seconds, count)`, sorted.
+    fn histogram(&self, name: &str) -> Option<Vec<(f64, f64)>> {
+        let bucket = format!("{name}_bucket");
+        let mut out: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|s| s.0 == bucket)
+            .filter_map(|s| {
+                let le = s.1.strip_prefix("le=\"")?.strip_suffix('"')?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, s.2))
+            })
+            .collect();
+        if out.is_empty() {
+            return None;
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(out)
+    }
+}
+
+/// The records between two cumulative bucket lists of one histogram. weft
+/// lists buckets only up to its highest non-empty one, so a bucket missing
+/// from `before` held all of `before`'s records.
+fn delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let total = before.last().map_or(0.0, |b| b.1);
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(total, |b| b.1);
+            (le, (n - was).max(0.0))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q`; zero when empty.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Duration {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return Duration::ZERO;
+    }
+    let rank = (q * total).ceil().max(1.0);
+    buckets
+        .iter()
+        .find(|b| b.1 >= rank)
+        .map_or(Duration::MAX, |b| {
+            Duration::try_from_secs_f64(b.0).unwrap_or(Duration::MAX)
+        })
 }
 
 impl LoadReport {
@@ -141,6 +364,22 @@ pub fn run(opts: LoadOptions) -> io::Result<LoadReport> {
         .map_err(|e| io::Error::other(e.to_string()))?
 }
 
+/// Fetches and parses `/metrics`; `None` if the server does not answer it
+/// with 200.
+async fn scrape(addr: SocketAddr) -> Option<Scrape> {
+    let mut sender = connect(addr).await.ok()?;
+    let req = Request::get("/metrics")
+        .header("host", "weft-load")
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(Scrape::parse(std::str::from_utf8(&body).ok()?))
+}
+
 async fn connect(
     addr: SocketAddr,
 ) -> io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
@@ -192,6 +431,7 @@ async fn fill(opts: &LoadOptions, value: &str) -> io::Result<()> {
 async fn run_on_loop(opts: LoadOptions) -> io::Result<LoadReport> {
     let value = "v".repeat(opts.value_size);
     fill(&opts, &value).await?;
+    let before = scrape(opts.addr).await;
     let handle = weft::reactor::current().expect("on the loop");
     let start = Instant::now();
     let shared = Rc::new(Shared {
@@ -209,6 +449,9 @@ async fn run_on_loop(opts: LoadOptions) -> io::Result<LoadReport> {
     let mut report = shared.report.borrow().clone();
     report.elapsed = start.elapsed();
     report.latencies_us.sort_unstable();
+    if let (Some(before), Some(after)) = (before, scrape(opts.addr).await) {
+        report.server_loop = LoopReport::between(&before, &after);
+    }
     Ok(report)
 }
 

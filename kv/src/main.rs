@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N]
-//!     [--max-value BYTES] [--header-timeout SECS]
+//!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
 use std::process::ExitCode;
@@ -10,12 +10,34 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
 
+/// Raises the open-file soft limit to the hard limit (as Go's runtime
+/// does): every connection is a descriptor, and the usual soft limit of
+/// 1024 would cap idle keep-alive connections far below what the loop
+/// holds. A failure only leaves the limit as it was.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let below = match (lim.current, lim.maximum) {
+        (Some(cur), Some(max)) => cur < max,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            eprintln!("weft-kv: cannot raise the open-file limit: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    raise_fd_limit();
     let mut cfg = weft_kv::Config::default();
     cfg.handle_signals = true;
     let mut args = std::env::args().skip(1);
@@ -30,17 +52,31 @@ fn main() -> ExitCode {
                 cfg.header_read_timeout =
                     Duration::from_secs_f64(val().parse().unwrap_or_else(|_| usage()))
             }
+            "--slow-callback-ms" => {
+                let ms: u64 = val().parse().unwrap_or_else(|_| usage());
+                cfg.slow_callback_threshold = (ms > 0).then(|| Duration::from_millis(ms));
+            }
             "-h" | "--help" => usage(),
             _ => usage(),
         }
     }
     let db = cfg.db_path.display().to_string();
     let r = weft_kv::run(cfg, move |ready| {
-        println!("weft-kv listening on http://{}/ (data in {db})", ready.addr);
-        println!(
+        // Not println!: a closed stdout (a parent that read only the first
+        // line) must not panic on the loop and take the server down.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "weft-kv listening on http://{}/ (data in {db}; dashboard at /)",
+            ready.addr
+        );
+        let _ = writeln!(
+            out,
             "try: curl -X PUT --data-binary hello http://{0}/v1/kv/greeting && curl http://{0}/v1/kv/greeting",
             ready.addr
         );
+        let _ = out.flush();
     });
     match r {
         Ok(s) => {

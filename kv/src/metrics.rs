@@ -1,13 +1,19 @@
 //! Loop-local request metrics and their Prometheus text rendering.
 //!
 //! Everything here lives on the loop thread (`Rc<Metrics>` with `Cell` /
-//! `RefCell`): no lock, no atomics. Scraping reads the reactor's and the
-//! listener's statistics at render time.
+//! `RefCell`): no lock, no atomics (the lag probe's [`Histogram`] is
+//! weft's lock-free one). Scraping reads the reactor's, the listener's and
+//! the reactor pool's statistics at render time ([`Sources`]).
+//!
+//! The dashboard (`GET /`, [`crate::dashboard`]) reads these series by
+//! name; a test checks that every name it reads is rendered here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use weft::diagnostics::{Histogram, HistogramSnapshot};
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -44,12 +50,47 @@ pub struct Metrics {
     pub connection_errors: Cell<u64>,
     /// Database operations submitted and not yet answered.
     pub db_in_flight: Cell<u64>,
+    /// Of those, reads (routed to the reader connections).
+    pub db_reads_in_flight: Cell<u64>,
     /// Database operations answered with an error.
     pub db_errors: Cell<u64>,
     /// Largest loop lag seen by the lag probe.
     pub loop_lag_max: Cell<Duration>,
     /// Lag of the last probe tick.
     pub loop_lag_last: Cell<Duration>,
+    /// Every probe tick's lag.
+    pub loop_lag: Histogram,
+    /// When the server started (the `weft_kv_uptime_seconds` clock).
+    pub started: Cell<Option<std::time::Instant>>,
+}
+
+/// What [`Metrics::render`] reads besides its own counters.
+///
+/// # Examples
+///
+/// ```
+/// let mut src = weft_kv::metrics::Sources::default();
+/// src.db_connections = 3;
+/// let text = weft_kv::metrics::Metrics::default().render(&src);
+/// assert!(text.contains("weft_pool_idle{pool=\"db\"} 3"));
+/// ```
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct Sources {
+    /// The loop's statistics.
+    pub reactor: weft::reactor::ReactorStatistics,
+    /// The listener's accept statistics, once it accepted.
+    pub accept: Option<weft::net::AcceptStatistics>,
+    /// Database connections: one writer, the rest readers.
+    pub db_connections: usize,
+    /// The reactor's thread pool (`Handle::thread_pool`).
+    pub reactor_pool: weft::threads::PoolStatistics,
+    /// The loop-turn histogram (`Handle::turn_histogram`, from the diag3
+    /// merge on; `None`: not rendered).
+    pub turn: Option<HistogramSnapshot>,
+    /// The inbox's oldest waiting call (`ReactorStatistics::inbox_oldest_age`,
+    /// from the diag3 merge on; `None`: not rendered).
+    pub inbox_oldest_age: Option<Duration>,
 }
 
 impl Metrics {
@@ -101,23 +142,19 @@ impl Metrics {
         c.set(c.get() + 1);
     }
 
-    /// Renders the Prometheus text format, with the reactor's statistics,
-    /// the listener's accept statistics and the pool size appended.
+    /// Renders the Prometheus text format: this server's counters, then
+    /// what `src` holds (loop, listener, pools).
     ///
     /// # Examples
     ///
     /// ```
     /// let m = weft_kv::metrics::Metrics::default();
-    /// let text = m.render(&Default::default(), None, 3);
+    /// let text = m.render(&Default::default());
     /// assert!(text.contains("weft_http_request_duration_seconds_count 0"));
     /// ```
-    pub fn render(
-        &self,
-        reactor: &weft::reactor::ReactorStatistics,
-        accept: Option<&weft::net::AcceptStatistics>,
-        db_connections: usize,
-    ) -> String {
-        let mut s = String::with_capacity(4096);
+    pub fn render(&self, src: &Sources) -> String {
+        let reactor = &src.reactor;
+        let mut s = String::with_capacity(8192);
         s.push_str("# HELP weft_http_requests_total HTTP requests answered, by route and status.\n# TYPE weft_http_requests_total counter\n");
         for ((route, status), n) in self.by_route.borrow().iter() {
             let _ = writeln!(
@@ -145,6 +182,14 @@ impl Metrics {
             self.latency_sum.get()
         );
         let _ = writeln!(s, "weft_http_request_duration_seconds_count {count}");
+        write_histogram(
+            &mut s,
+            "weft_reactor_lag_probe_seconds",
+            "Lateness of each tick of a 10 ms timer on the loop (loop lag as a timer sees it).",
+            &self.loop_lag.snapshot(),
+        );
+        render_pools(&mut s, self, src);
+        render_diag3(&mut s, src);
         let mut metric = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
@@ -201,7 +246,7 @@ impl Metrics {
             "weft_db_connections",
             "gauge",
             "Database connections (writer + readers).",
-            db_connections.to_string(),
+            src.db_connections.to_string(),
         );
         metric(
             "weft_reactor_loop_lag_max_seconds",
@@ -214,6 +259,53 @@ impl Metrics {
             "gauge",
             "Lateness of the last lag probe tick.",
             self.loop_lag_last.get().as_secs_f64().to_string(),
+        );
+        let uptime = self
+            .started
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        metric(
+            "weft_kv_uptime_seconds",
+            "gauge",
+            "Seconds since the server started (the dashboard's clock for rates).",
+            uptime.to_string(),
+        );
+        let secs = |d: Duration| d.as_secs_f64().to_string();
+        metric(
+            "weft_reactor_inbox_depth",
+            "gauge",
+            "Calls queued from other threads, not yet taken by the loop.",
+            reactor.inbox_depth.to_string(),
+        );
+        metric(
+            "weft_reactor_calls_run_total",
+            "counter",
+            "Calls from other threads run on the loop.",
+            reactor.calls_run.to_string(),
+        );
+        metric(
+            "weft_reactor_slow_callbacks_total",
+            "counter",
+            "Callbacks that held the loop longer than the slow-callback threshold.",
+            reactor.slow_callbacks.to_string(),
+        );
+        metric(
+            "weft_reactor_longest_callback_seconds",
+            "gauge",
+            "Longest single callback so far (ReactorStatistics::longest_callback).",
+            secs(reactor.longest_callback),
+        );
+        metric(
+            "weft_reactor_longest_turn_seconds",
+            "gauge",
+            "Most time one turn's work held the loop so far (ReactorStatistics::longest_turn).",
+            secs(reactor.longest_turn),
+        );
+        metric(
+            "weft_reactor_stalls_detected_total",
+            "counter",
+            "Stalls the watchdog caught while they happened.",
+            reactor.stalls_detected.to_string(),
         );
         metric(
             "weft_reactor_turns_total",
@@ -263,7 +355,7 @@ impl Metrics {
             "Panics caught on the loop.",
             reactor.panics.to_string(),
         );
-        if let Some(a) = accept {
+        if let Some(a) = &src.accept {
             metric(
                 "weft_accept_accepted_total",
                 "counter",
@@ -284,5 +376,104 @@ impl Metrics {
             );
         }
         s
+    }
+}
+
+/// Writes one weft [`HistogramSnapshot`] as a Prometheus histogram
+/// (`_bucket{le}`, `_sum`, `_count`, in seconds).
+fn write_histogram(s: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (le, n) in h.cumulative() {
+        let _ = writeln!(s, "{name}_bucket{{le=\"{}\"}} {n}", le.as_secs_f64());
+    }
+    let count = h.count();
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(s, "{name}_sum {}", h.sum().as_secs_f64());
+    let _ = writeln!(s, "{name}_count {count}");
+}
+
+/// Busy / idle / backlog of the database pool and the reactor pool, as
+/// `weft_pool_*{pool="db"|"reactor"}`.
+///
+/// weft-db exposes no statistics of its own, so the database pool's figures
+/// are derived on the loop from the operations in flight: the writer takes
+/// the writes one at a time, the readers the reads. An operation counts as
+/// busy from submission until its answer is back on the loop (so a figure
+/// errs high by the results in transit, never low).
+fn render_pools(s: &mut String, m: &Metrics, src: &Sources) {
+    let conns = src.db_connections as u64;
+    let readers = conns.saturating_sub(1);
+    let reads = m.db_reads_in_flight.get();
+    let writes = m.db_in_flight.get().saturating_sub(reads);
+    let (busy_w, busy_r) = (writes.min(conns.min(1)), reads.min(readers));
+    let db_busy = busy_w + busy_r;
+    let db = [
+        conns.saturating_sub(db_busy),
+        db_busy,
+        writes - busy_w + reads - busy_r,
+    ];
+    let p = &src.reactor_pool;
+    let reactor = [p.idle as u64, p.busy as u64, p.backlog as u64];
+    for (i, (name, help)) in [
+        ("weft_pool_idle", "Pool threads waiting for work."),
+        (
+            "weft_pool_busy",
+            "Pool threads running a job (db: estimated on the loop).",
+        ),
+        (
+            "weft_pool_backlog",
+            "Jobs queued and not started (db: estimated on the loop).",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pool=\"db\"}} {}\n{name}{{pool=\"reactor\"}} {}",
+            db[i], reactor[i]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP weft_pool_threads_alive Pool threads alive.\n# TYPE weft_pool_threads_alive gauge\nweft_pool_threads_alive{{pool=\"db\"}} {conns}\nweft_pool_threads_alive{{pool=\"reactor\"}} {}",
+        p.threads_alive
+    );
+    let _ = writeln!(
+        s,
+        "# HELP weft_pool_completed_total Jobs finished by the reactor pool.\n# TYPE weft_pool_completed_total counter\nweft_pool_completed_total{{pool=\"reactor\"}} {}",
+        p.completed
+    );
+}
+
+/// The series round 3's diagnostics branch (diag3) makes possible: the
+/// loop-turn histogram and the inbox's oldest age, kept apart so the merge
+/// only fills [`Sources::turn`] and [`Sources::inbox_oldest_age`] where
+/// `routes.rs` builds the sources and empties
+/// [`crate::dashboard::PENDING_SERIES`] (a test fails until both are done).
+/// The dashboard's `diag3Series()` and weft-load's loop report already read
+/// these names.
+///
+/// TODO(lead, at the diag3 merge), in `routes.rs`:
+///
+/// ```text
+/// turn: Some(app.handle.turn_histogram()),
+/// inbox_oldest_age: Some(stats.inbox_oldest_age),   // stats = app.handle.statistics()
+/// ```
+fn render_diag3(s: &mut String, src: &Sources) {
+    if let Some(turn) = &src.turn {
+        write_histogram(
+            s,
+            "weft_reactor_turn_seconds",
+            "Work time of each loop turn, idle waits left out (the loop lag).",
+            turn,
+        );
+    }
+    if let Some(age) = src.inbox_oldest_age {
+        let _ = writeln!(
+            s,
+            "# HELP weft_reactor_inbox_oldest_age_seconds Age of the oldest call waiting in the inbox.\n# TYPE weft_reactor_inbox_oldest_age_seconds gauge\nweft_reactor_inbox_oldest_age_seconds {}",
+            age.as_secs_f64()
+        );
     }
 }

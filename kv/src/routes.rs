@@ -37,6 +37,16 @@ pub(crate) struct App {
     pub(crate) max_value_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) accept_stats: std::cell::Cell<Option<weft::net::AcceptStatistics>>,
+    /// The reactor's pool, fetched once at start (`Handle::thread_pool`
+    /// creates it on first use), for `/metrics`.
+    pub(crate) reactor_pool: std::sync::Arc<weft::ThreadPool>,
+}
+
+/// Which connections serve a database operation (for the pool figures).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DbRoute {
+    Read,
+    Write,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -163,11 +173,22 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
 }
 
 /// Runs one database Deferred, counting it in flight.
-async fn db<T: 'static>(app: &App, d: weft::Deferred<T, DbError>) -> Result<T, DbError> {
+async fn db<T: 'static>(
+    app: &App,
+    route: DbRoute,
+    d: weft::Deferred<T, DbError>,
+) -> Result<T, DbError> {
     let m = &app.metrics;
-    m.db_in_flight.set(m.db_in_flight.get() + 1);
+    let add = |c: &std::cell::Cell<u64>, by: i64| c.set(c.get().wrapping_add_signed(by));
+    add(&m.db_in_flight, 1);
+    if route == DbRoute::Read {
+        add(&m.db_reads_in_flight, 1);
+    }
     let r = d.await;
-    m.db_in_flight.set(m.db_in_flight.get() - 1);
+    add(&m.db_in_flight, -1);
+    if route == DbRoute::Read {
+        add(&m.db_reads_in_flight, -1);
+    }
     r
 }
 
@@ -192,6 +213,20 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
     let path = req.uri().path().to_owned();
     let m = req.method().clone();
     match path.as_str() {
+        "/" => (
+            "dashboard",
+            match m {
+                Method::GET => {
+                    let mut r = text(StatusCode::OK, crate::dashboard::PAGE);
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    r
+                }
+                _ => method_not_allowed("GET"),
+            },
+        ),
         "/healthz" => (
             "healthz",
             match m {
@@ -203,13 +238,16 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
             "metrics",
             match m {
                 Method::GET => {
-                    let stats = app.handle.statistics();
-                    let accept = app.accept_stats.get();
-                    let mut r = text(
-                        StatusCode::OK,
-                        app.metrics
-                            .render(&stats, accept.as_ref(), app.pool.max_connections()),
-                    );
+                    let src = crate::metrics::Sources {
+                        reactor: app.handle.statistics(),
+                        accept: app.accept_stats.get(),
+                        db_connections: app.pool.max_connections(),
+                        reactor_pool: app.reactor_pool.statistics(),
+                        // TODO(lead, diag3 merge): see `metrics::render_diag3`.
+                        turn: None,
+                        inbox_oldest_age: None,
+                    };
+                    let mut r = text(StatusCode::OK, app.metrics.render(&src));
                     r.headers_mut().insert(
                         CONTENT_TYPE,
                         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -260,7 +298,7 @@ async fn get(app: &App, key: String) -> Resp {
         .run_query_map("SELECT value FROM kv WHERE key = ?1", [key], |r| {
             r.get::<_, Vec<u8>>(0)
         });
-    match db(app, d).await {
+    match db(app, DbRoute::Read, d).await {
         Ok(mut rows) => match rows.pop() {
             Some(v) => {
                 let mut r = Response::new(Full::new(Bytes::from(v)));
@@ -282,7 +320,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let d = app.pool.run_operation(UPSERT, (key, body.to_vec()));
-    match db(app, d).await {
+    match db(app, DbRoute::Write, d).await {
         Ok(_) => text(StatusCode::OK, "ok\n"),
         Err(e) => db_failure(app, &e),
     }
@@ -292,7 +330,7 @@ async fn delete(app: &App, key: String) -> Resp {
     let d = app
         .pool
         .run_operation("DELETE FROM kv WHERE key = ?1", [key]);
-    match db(app, d).await {
+    match db(app, DbRoute::Write, d).await {
         Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Ok(_) => text(StatusCode::OK, "deleted\n"),
         Err(e) => db_failure(app, &e),
@@ -322,7 +360,7 @@ async fn list(app: &App, query: &str) -> Resp {
         (prefix, upper, limit as i64),
         |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
     );
-    match db(app, d).await {
+    match db(app, DbRoute::Read, d).await {
         Ok(rows) => {
             let items: Vec<serde_json::Value> = rows
                 .into_iter()
@@ -364,7 +402,7 @@ async fn batch(app: &App, req: Request<Incoming>) -> Resp {
         }
         Ok::<_, DbError>(())
     });
-    match db(app, d).await {
+    match db(app, DbRoute::Write, d).await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"written": n})),
         Err(e) => db_failure(app, &e),
     }

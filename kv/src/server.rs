@@ -50,25 +50,39 @@ impl Drop for ConnGuard {
     }
 }
 
-pub(crate) fn install_signal_thread(trigger: ShutdownTrigger) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("weft-kv-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                if seen == 1 {
-                    eprintln!("weft-kv: signal {sig}: shutting down (again to exit now)");
-                    trigger.trigger();
-                } else {
-                    eprintln!("weft-kv: second signal: exiting now");
-                    std::process::exit(1);
-                }
+/// SIGINT and SIGTERM on the loop (weft's `add_signal_handler`): the first
+/// fires the graceful shutdown, a second one exits at once with status 1.
+/// Returns the handler ids, to remove when the server is done (which gives
+/// the signals back their default disposition).
+fn install_signal_handlers(
+    handle: &weft::reactor::Handle,
+    trigger: &ShutdownTrigger,
+) -> Result<Vec<weft::reactor::SignalHandlerId>, Error> {
+    let seen = Rc::new(Cell::new(0u32));
+    let mut ids = Vec::with_capacity(2);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (seen, trigger) = (seen.clone(), trigger.clone());
+        let id = handle.add_signal_handler(sig, move || {
+            seen.set(seen.get() + 1);
+            if seen.get() == 1 {
+                eprintln!("weft-kv: signal {sig}: shutting down (again to exit now)");
+                trigger.trigger();
+            } else {
+                eprintln!("weft-kv: second signal: exiting now");
+                std::process::exit(1);
             }
-        })?;
-    Ok(())
+        });
+        match id {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                for id in ids {
+                    handle.remove_signal_handler(id);
+                }
+                return Err(Error::Io(e.into()));
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Probes loop lag: a 10 ms timer that records how late it fires.
@@ -87,6 +101,7 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
             }
             let now = std::time::Instant::now();
             let lag = now.saturating_duration_since(expected);
+            metrics.loop_lag.record(lag);
             metrics.loop_lag_last.set(lag);
             if lag > metrics.loop_lag_max.get() {
                 metrics.loop_lag_max.set(lag);
@@ -108,6 +123,14 @@ pub(crate) async fn serve(
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Summary, Error> {
     let handle = weft::reactor::current().expect("serve runs on the loop");
+    // First, so a refusal (another server of the process holds the
+    // signals) happens before the database and the port are touched. An
+    // early return drops the handlers with the reactor.
+    let signal_ids = if config.handle_signals {
+        install_signal_handlers(&handle, &shutdown)?
+    } else {
+        Vec::new()
+    };
     let pool = ConnectionPool::builder(SqliteConnector::new(&config.db_path))
         .name("kv")
         .max(config.readers.max(1) + 1)
@@ -124,7 +147,9 @@ pub(crate) async fn serve(
     let listener = TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let metrics = Rc::new(Metrics::default());
+    metrics.started.set(Some(std::time::Instant::now()));
     let app = Rc::new(App {
+        reactor_pool: handle.thread_pool(),
         pool: pool.clone(),
         metrics: metrics.clone(),
         handle: handle.clone(),
@@ -197,6 +222,9 @@ pub(crate) async fn serve(
     }
     lag_stop.set(true);
     let _ = pool.close().await;
+    for id in signal_ids {
+        handle.remove_signal_handler(id);
+    }
     Ok(Summary {
         connections: metrics.connections_accepted.get(),
         abandoned,

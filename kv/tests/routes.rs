@@ -171,3 +171,36 @@ fn keep_alive_and_pipelining() {
     assert_eq!(srv.metric("weft_http_connections_accepted_total"), 2.0); // + the metrics scrape
     srv.stop();
 }
+
+/// A pipelined pair whose second request is malformed: the first gets its
+/// 200 and the second hyper's automatic 400. With hyper 1.12's
+/// `pipeline_flush(true)` the 400 is never written (the flush is skipped
+/// while the bad bytes sit in the read buffer), so it stays off by default.
+#[test]
+fn pipelined_pair_with_a_malformed_second_gets_both_answers() {
+    assert!(!weft_kv::Config::default().pipeline_flush);
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(config(dir.path()));
+    let r = raw(
+        srv.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
+    );
+    let statuses: Vec<u16> = r
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|s| s[..3].parse().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 400], "{r}");
+    // And a well-formed pipelined pair on one write.
+    let r = raw(
+        srv.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<u16> = r
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|s| s[..3].parse().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 404], "{r}");
+    srv.stop();
+}

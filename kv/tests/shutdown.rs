@@ -111,23 +111,97 @@ fn binary_serves_and_exits_zero_on_sigterm() {
         assert!(curl.contains("curl"), "{curl}");
         (child, url)
     };
-    let sigterm = |child: &mut std::process::Child| {
+    let signal = |child: &mut std::process::Child, sig: &str| {
         let st = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([sig, &child.id().to_string()])
             .status()
             .unwrap();
         assert!(st.success());
         let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "{status:?}");
+        assert_eq!(status.code(), Some(0), "{sig}: {status:?}");
     };
     let (mut child, url) = start();
     let a = agent();
     assert_eq!(put(&a, &format!("{url}/v1/kv/persist"), b"yes").0, 200);
-    sigterm(&mut child);
+    signal(&mut child, "-TERM");
     let (mut child, url) = start();
     assert_eq!(
         get(&agent(), &format!("{url}/v1/kv/persist")),
         (200, "yes".into())
     );
-    sigterm(&mut child);
+    signal(&mut child, "-INT");
+}
+
+#[test]
+fn binary_exits_one_on_a_second_signal_during_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-kv"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("kv.sqlite3"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both start-up lines are read: a closed pipe would fail the second.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut line, mut curl) = (String::new(), String::new());
+    out.read_line(&mut line).unwrap();
+    out.read_line(&mut curl).unwrap();
+    let addr: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    // A half-sent PUT keeps the drain waiting (up to its 10 s bound).
+    let mut inflight = TcpStream::connect(addr).unwrap();
+    inflight
+        .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    let kill = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    // Make sure the request reached the server before the first signal.
+    assert_eq!(
+        get(&agent(), &format!("http://{addr}/healthz")),
+        (200, "ok\n".into())
+    );
+    kill("-TERM");
+    // Draining: the listener is closed, the PUT still holds its connection.
+    let end = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < end, "listener never closed");
+        std::thread::yield_now();
+    }
+    kill("-INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[test]
+fn signal_handlers_are_per_server_and_given_back_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_signals = |name: &str| {
+        let mut c = config(dir.path());
+        c.db_path = dir.path().join(name);
+        c.handle_signals = true;
+        c
+    };
+    let first = Server::start(with_signals("a.sqlite3"));
+    // A second server in the process cannot take SIGINT/SIGTERM as well.
+    let second = std::thread::spawn({
+        let c = with_signals("b.sqlite3");
+        move || weft_kv::run(c, |_| panic!("must not start serving"))
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(second, Err(weft_kv::Error::Io(_))), "{second:?}");
+    first.stop();
+    // The first gave its handlers back when it finished.
+    Server::start(with_signals("c.sqlite3")).stop();
 }

@@ -54,6 +54,13 @@ fn soak_mixed_load_with_churn() {
         r.connections,
         r.errors
     );
+    // weft-load read the server loop's statistics around the run.
+    let lp = r
+        .server_loop
+        .clone()
+        .expect("weft-kv exports its loop series");
+    eprintln!("soak: server loop {lp:?}");
+    assert!(lp.lag_ticks > 0, "the lag probe ticked during the run");
     assert_eq!(r.errors, 0);
     assert!(r.requests > 0 && r.connections > 32, "churn happened");
     // The last scrape's socket may still be closing on the server side

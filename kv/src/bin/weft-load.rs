@@ -64,6 +64,10 @@ fn main() -> ExitCode {
                 r.requests,
                 r.errors
             );
+            match &r.server_loop {
+                Some(l) => print_loop(l),
+                None => println!("server loop: no weft statistics at /metrics"),
+            }
             if r.errors > 0 {
                 ExitCode::FAILURE
             } else {
@@ -74,5 +78,47 @@ fn main() -> ExitCode {
             eprintln!("weft-load: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What weft's own statistics saw of the server's loop during the run.
+fn print_loop(l: &weft_kv::load::LoopReport) {
+    let ms = |x: Duration| format!("{:.3} ms", x.as_secs_f64() * 1e3);
+    println!(
+        "server loop during the run (weft's statistics; quantiles are bucket upper bounds, high by < 2x):"
+    );
+    println!(
+        "  timer lag (10 ms probe, {} ticks): p50 {} / p99 {} / max {}",
+        l.lag_ticks,
+        ms(l.lag_p50),
+        ms(l.lag_p99),
+        ms(l.lag_max)
+    );
+    println!(
+        "  longest turn {} / longest callback {} (since the server started); slow callbacks +{}; stalls +{}",
+        ms(l.longest_turn),
+        ms(l.longest_callback),
+        l.slow_callbacks,
+        l.stalls
+    );
+    if let Some((p50, p99, max)) = l.turn {
+        println!(
+            "  loop turns: p50 {} / p99 {} / max {}",
+            ms(p50),
+            ms(p99),
+            ms(max)
+        );
+    }
+    if let Some(age) = l.inbox_oldest_age {
+        println!("  inbox oldest age at the end: {}", ms(age));
+    }
+    // The turn histogram when the server has it, else the probe's lag.
+    let worst = l.turn.map_or(l.lag_max, |t| t.2);
+    // 2^20 ns: the histogram's bucket bound nearest 1 ms.
+    let bound = Duration::from_nanos(1 << 20);
+    if worst <= bound {
+        println!("  loop stalled > 1 ms: no (worst below {})", ms(bound));
+    } else {
+        println!("  loop stalled > 1 ms: yes (worst below {})", ms(worst));
     }
 }
