@@ -284,13 +284,23 @@ impl Row {
     }
 
     fn print(&mut self, name: &str, n: u64, unit: &str) {
+        // The median of each round's own on/off ratio: the two runs of a
+        // round saw about the same load.
+        let mut paired: Vec<f64> = self
+            .on
+            .iter()
+            .zip(&self.off)
+            .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
+            .collect();
+        paired.sort_by(f64::total_cmp);
         let (off, on) = (median(&mut self.off), median(&mut self.on));
         let per = |d: Duration| d.as_nanos() as f64 / n as f64;
         println!(
-            "  {name:<28} off {:>8.1} ns/{unit}  on {:>8.1} ns/{unit}  on/off {:.3}",
+            "  {name:<28} off {:>8.1} ns/{unit}  on {:>8.1} ns/{unit}  on/off {:.3} (paired {:.3})",
             per(off),
             per(on),
             on.as_secs_f64() / off.as_secs_f64(),
+            paired[paired.len() / 2],
         );
     }
 }

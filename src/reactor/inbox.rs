@@ -32,7 +32,8 @@
 //! jobs it describes; it adds no atomic and no step to the wake protocol
 //! (the loom models below cover that protocol unchanged; the stamp needs
 //! no model of its own, since every read and write of it holds the lock).
-//! A sampler reads it under the same lock.
+//! A sampler reads it under the same lock. (So the clock must not call
+//! back into the inbox: every clock in the crate only reads time.)
 //!
 //! Invariants:
 //! - `queue` is `None` once closed; a push then fails and returns the job.
