@@ -17,8 +17,13 @@
 //!
 //! `cargo bench --bench diagnostics` (`-- --quick` for a short criterion
 //! pass). `DIAG_SUMMARY_ONLY=1` skips criterion; `DIAG_ROUNDS=n` sets the
-//! summary's rounds (default 21). `DIAG_PROFILE=drain:on` (or `burst1:off`,
-//! `burst2:on`, `pool:off`, ...) runs one row once, for callgrind.
+//! summary's rounds (default 21). `DIAG_AA=1` turns diagnostics off in both
+//! columns: the ratios it prints are the machine's noise floor (on a shared
+//! 2-core VM the burst rows swing 0.8-1.5 with nothing changed, so quote
+//! the instruction counts for them). `DIAG_PROFILE=drain:on` (or
+//! `burst1:off`, `burst2:on`, `pool:off`, ...) runs one row once, of
+//! `DIAG_N` calls or jobs, for callgrind:
+//! `DIAG_PROFILE=burst1:on DIAG_N=100000 valgrind --tool=callgrind target/release/deps/diagnostics-*`.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -32,6 +37,8 @@ use weft::diagnostics::{DEFAULT_SLOW_CALLBACK_THRESHOLD, DEFAULT_WEDGE_THRESHOLD
 use weft::{Deferred, Reactor, Remote};
 
 fn reactor(diag: bool) -> Reactor {
+    // An A/A run (both columns off) shows the machine's noise floor.
+    let diag = diag && std::env::var_os("DIAG_AA").is_none();
     let threshold = diag.then_some(DEFAULT_SLOW_CALLBACK_THRESHOLD);
     Reactor::builder()
         .slow_callback_threshold(threshold)
@@ -237,18 +244,22 @@ fn bench(c: &mut Criterion) {
 fn profile(what: &str) {
     let (row, diag) = what.split_once(':').unwrap_or((what, "on"));
     let diag = diag == "on";
+    let n = std::env::var("DIAG_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BURST);
     match row {
         "burst1" | "burst2" => {
             let lt = LoopThread::start(diag);
             let producers = if row == "burst1" { 1 } else { 2 };
-            burst(&lt.remote, producers, BURST);
+            burst(&lt.remote, producers, n);
         }
         "pool" => {
-            PoolRow::new(diag).round_trips(JOBS);
+            PoolRow::new(diag).round_trips(n);
         }
         _ => {
             let r = reactor(diag);
-            drain(&r, &r.remote(), BURST);
+            drain(&r, &r.remote(), n);
         }
     }
 }

@@ -199,7 +199,10 @@ pub(crate) struct LoopDiag {
     reading_tick: Cell<u64>,
     /// The last clock reading.
     reading_at: Cell<Duration>,
-    /// Direct-mapped cache of site indexes, keyed by location address.
+    /// The last site interned, and a direct-mapped cache of site indexes,
+    /// keyed by location and kind addresses (`(0, 0)`: empty; no real
+    /// location lives at address 0).
+    last: Cell<(usize, usize, u64)>,
     cache: [Cell<(usize, usize, u64)>; CACHE],
     index: RefCell<HashMap<(usize, usize), u64>>,
     watchdog: Option<Watchdog>,
@@ -221,6 +224,7 @@ impl LoopDiag {
             words,
             reading_tick: Cell::new(u64::MAX),
             reading_at: Cell::new(Duration::ZERO),
+            last: Cell::new((0, 0, 0)),
             cache: std::array::from_fn(|_| Cell::new((0, 0, 0))),
             index: RefCell::new(HashMap::new()),
             watchdog: Some(watchdog),
@@ -232,37 +236,45 @@ impl LoopDiag {
     }
 
     #[inline]
-    fn intern(&self, site: Site) -> u64 {
+    fn intern(&self, kind: &'static str, location: &'static Location<'static>) -> u64 {
         let key = (
-            std::ptr::from_ref(site.location) as usize,
-            site.kind.as_ptr() as usize,
+            std::ptr::from_ref(location) as usize,
+            kind.as_ptr() as usize,
         );
-        let slot = &self.cache[(key.0 >> 3) % CACHE];
-        let (l, k, i) = slot.get();
+        // A burst usually comes from one site: try the last one first.
+        let (l, k, i) = self.last.get();
         if (l, k) == key {
             return i;
         }
-        self.intern_slow(site, key, slot)
+        let slot = &self.cache[(key.0 >> 3) % CACHE];
+        let (l, k, i) = slot.get();
+        if (l, k) == key {
+            self.last.set((l, k, i));
+            return i;
+        }
+        self.intern_slow(kind, location, key)
     }
 
     #[cold]
     #[inline(never)]
     fn intern_slow(
         &self,
-        site: Site,
+        kind: &'static str,
+        location: &'static Location<'static>,
         key: (usize, usize),
-        slot: &Cell<(usize, usize, u64)>,
     ) -> u64 {
         let i = *self.index.borrow_mut().entry(key).or_insert_with(|| {
             let mut sites = self.words.sites.lock();
-            sites.push(site);
+            sites.push(Site { kind, location });
             sites.len() as u64 - 1
         });
-        slot.set((key.0, key.1, i));
+        self.cache[(key.0 >> 3) % CACHE].set((key.0, key.1, i));
+        self.last.set((key.0, key.1, i));
         i
     }
 
-    /// A callback starts; returns its start estimate if it is top-level.
+    /// A callback starts; returns `Some` if it is top-level (to hand back to
+    /// [`end`](Self::end)).
     #[inline]
     pub(crate) fn begin(
         &self,
@@ -274,31 +286,36 @@ impl LoopDiag {
         if current.load(Ordering::Relaxed) != 0 {
             return None; // nested: the caller's time
         }
-        let site = self.intern(Site { kind, location });
+        let site = self.intern(kind, location);
         if self.words.tick() != self.reading_tick.get() {
             // Time moved since the last reading.
             self.read_clock();
         }
         current.store(site.wrapping_add(1), Ordering::Release);
-        Some(self.reading_at.get())
+        // Its start estimate stays in `reading_at` until it ends: nothing
+        // else reads the clock while a top-level callback runs (nested ones
+        // return above, and turns do not nest).
+        Some(Duration::ZERO)
     }
 
-    /// The callback `begin` returned `started` for has returned (or
-    /// unwound): counts it, and reports it if it was slow.
+    /// The callback `begin` returned `top` for has returned (or unwound):
+    /// counts it, and reports it if it was slow.
     #[inline]
     pub(crate) fn end(
         &self,
-        started: Option<Duration>,
+        top: Option<Duration>,
         kind: &'static str,
         location: &'static Location<'static>,
     ) {
-        let Some(started) = started else { return };
+        if top.is_none() {
+            return;
+        }
         self.words.hot.0.current.store(0, Ordering::Release);
         if self.words.tick() == self.reading_tick.get() {
             // Shorter than one check interval: not slow, not timed.
             return;
         }
-        self.timed(started, kind, location);
+        self.timed(self.reading_at.get(), kind, location);
     }
 
     /// The rare path of `end`: the callback spanned a tick.
@@ -524,7 +541,7 @@ mod tests {
         d.end(a, "timed call", here);
         clock.advance(Duration::from_secs(1));
         let b = d.begin("timed call", here);
-        assert_eq!(b, Some(Duration::from_secs(1)));
+        assert_eq!(d.words.snapshot().unwrap().since, Duration::from_secs(1));
         clock.advance(Duration::from_millis(10));
         d.end(b, "timed call", here);
         assert_eq!(
@@ -581,18 +598,9 @@ mod tests {
         let clock = ManualClock::new();
         let d = diag(&clock);
         let here = Location::caller();
-        let a = d.intern(Site {
-            kind: "timed call",
-            location: here,
-        });
-        let b = d.intern(Site {
-            kind: "timed call",
-            location: here,
-        });
-        let c = d.intern(Site {
-            kind: "local task",
-            location: here,
-        });
+        let a = d.intern("timed call", here);
+        let b = d.intern("timed call", here);
+        let c = d.intern("local task", here);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(d.words.sites.lock().len(), 2);
