@@ -38,11 +38,12 @@
 //! # Cost
 //!
 //! Off (the default) the loop pays one predictable branch per callback.
-//! On, a top-level callback costs an interned-site lookup (a compare in a
-//! small cache), two stores of one word and two loads of the watchdog's
-//! tick: about 40 instructions, +0.5-0.7 ns per callback on the loop-side
-//! drain benchmark (`cargo bench --bench diagnostics`; it was +7-10 ns
-//! before the per-callback work was cut to this). The clock is read only
+//! On, a top-level callback costs an interned-site lookup (a compare with
+//! the last site, then a small cache), two stores of one word and two
+//! loads of the watchdog's tick: about 30 instructions (callgrind), +0.1-0.3
+//! ns per callback on the loop-side drain benchmark, within 5% of the
+//! burst and pool rows' wall time (`cargo bench --bench diagnostics`; it
+//! was about 115 instructions, +7-10 ns, before). The clock is read only
 //! per turn (the turn histogram's reading is reused) and for a callback
 //! during which a watchdog tick (every threshold / 4) or a clock wake
 //! (`ManualClock::advance`) happened, since any other callback was shorter
