@@ -1,18 +1,34 @@
-//! The cost of diagnostics, on vs off in the same run: the
-//! `call_from_thread` burst (100k calls from one producer into a running
-//! loop) and a pool round-trip loop (`defer_to_thread` jobs whose results
-//! come back through the loop's inbox, with a `PoolWatchdog` on the pool
-//! when diagnostics are on); and the loop side alone (calls queued from the
-//! loop thread, then drained in one turn: the least noisy figure of the
-//! per-callback cost). After criterion, an interleaved summary runs
-//! each row alternately and prints the on/off ratio of the medians.
+//! The cost of diagnostics (`slow_callback_threshold` on, which also starts
+//! the stall watchdog), on vs off in the same run, on the rows issue 13
+//! names:
 //!
-//! `cargo bench --bench diagnostics` (add `-- --quick` for a short run).
+//! - **burst**: 100k `call_from_thread` calls into a running loop, from one
+//!   and from two producer threads, each call capturing an index and an
+//!   `Arc` it uses (as in the fair harness); timed until the last one ran;
+//! - **pool**: 20k `defer_to_thread` round trips (job on the pool, result
+//!   delivered on the loop), with a `PoolWatchdog` on the pool when on;
+//! - **loop side** (for reference): calls queued from the loop's own thread
+//!   and drained in one turn, the per-callback cost alone.
+//!
+//! Criterion measures each row off and on; then an interleaved summary runs
+//! every row off and on alternately (the order flipped every round), and
+//! prints the medians and the on/off ratio of the medians, which is the
+//! figure to quote on a shared machine.
+//!
+//! `cargo bench --bench diagnostics` (`-- --quick` for a short criterion
+//! pass). `DIAG_SUMMARY_ONLY=1` skips criterion; `DIAG_ROUNDS=n` sets the
+//! summary's rounds (default 21). `DIAG_AA=1` turns diagnostics off in both
+//! columns: the ratios it prints are the machine's noise floor (on a shared
+//! 2-core VM the burst rows swing 0.8-1.5 with nothing changed, so quote
+//! the instruction counts for them). `DIAG_PROFILE=drain:on` (or
+//! `burst1:off`, `burst2:on`, `pool:off`, ...) runs one row once, of
+//! `DIAG_N` calls or jobs, for callgrind:
+//! `DIAG_PROFILE=burst1:on DIAG_N=100000 valgrind --tool=callgrind target/release/deps/diagnostics-*`.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +37,8 @@ use weft::diagnostics::{DEFAULT_SLOW_CALLBACK_THRESHOLD, DEFAULT_WEDGE_THRESHOLD
 use weft::{Deferred, Reactor, Remote};
 
 fn reactor(diag: bool) -> Reactor {
+    // An A/A run (both columns off) shows the machine's noise floor.
+    let diag = diag && std::env::var_os("DIAG_AA").is_none();
     let threshold = diag.then_some(DEFAULT_SLOW_CALLBACK_THRESHOLD);
     Reactor::builder()
         .slow_callback_threshold(threshold)
@@ -59,33 +77,57 @@ impl Drop for LoopThread {
     }
 }
 
-static DONE: AtomicU64 = AtomicU64::new(0);
-static WAITER: Mutex<Option<thread::Thread>> = Mutex::new(None);
+/// What every call of a burst captures and uses.
+struct Ctx {
+    sum: AtomicU64,
+    done: AtomicU64,
+    total: u64,
+    waiter: Mutex<Option<thread::Thread>>,
+}
 
-/// `n` calls from one producer; the time until the last one ran.
-fn burst(remote: &Remote, n: u64) -> Duration {
-    DONE.store(0, Ordering::SeqCst);
-    *WAITER.lock().unwrap() = Some(thread::current());
-    let start = Instant::now();
-    let remote = remote.clone();
-    let producer = thread::spawn(move || {
-        for _ in 0..n {
-            remote
-                .call_from_thread(move || {
-                    if DONE.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                        if let Some(t) = WAITER.lock().unwrap().take() {
-                            t.unpark();
-                        }
-                    }
-                })
-                .unwrap();
+impl Ctx {
+    fn tick(&self, i: u64) {
+        self.sum.fetch_add(i, Ordering::Relaxed);
+        if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            if let Some(t) = self.waiter.lock().unwrap().take() {
+                t.unpark();
+            }
         }
+    }
+}
+
+/// `n` calls split over `producers` threads; the time until the last ran.
+fn burst(remote: &Remote, producers: u64, n: u64) -> Duration {
+    let per = n / producers;
+    let ctx = Arc::new(Ctx {
+        sum: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        total: per * producers,
+        waiter: Mutex::new(Some(thread::current())),
     });
-    while DONE.load(Ordering::SeqCst) < n {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..producers)
+        .map(|_| {
+            let (remote, ctx) = (remote.clone(), ctx.clone());
+            thread::spawn(move || {
+                for i in 0..per {
+                    let ctx = ctx.clone();
+                    remote.call_from_thread(move || ctx.tick(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    while ctx.done.load(Ordering::Acquire) < ctx.total {
         thread::park();
     }
     let elapsed = start.elapsed();
-    producer.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        ctx.sum.load(Ordering::Relaxed),
+        producers * (per * (per - 1) / 2)
+    );
     elapsed
 }
 
@@ -112,12 +154,14 @@ impl PoolRow {
         let all: Deferred<()> = Deferred::new();
         let resolver = all.resolver();
         let left = Rc::new(Cell::new(n));
+        let data = Arc::new(7u64);
         let start = Instant::now();
         for i in 0..n {
             let left = left.clone();
             let resolver = resolver.clone();
+            let data = data.clone();
             self.reactor
-                .defer_to_thread(move || std::hint::black_box(i))
+                .defer_to_thread(move || std::hint::black_box(i + *data))
                 .add_both(move |_| {
                     left.set(left.get() - 1);
                     if left.get() == 0 {
@@ -130,61 +174,14 @@ impl PoolRow {
     }
 }
 
-const BURST: u64 = 100_000;
-const JOBS: u64 = 20_000;
-
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("diagnostics_burst");
-    group.throughput(Throughput::Elements(1));
-    for (name, diag) in [("off", false), ("on", true)] {
-        let lt = LoopThread::start(diag);
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let n = iters.max(1000);
-                burst(&lt.remote, n).mul_f64(iters as f64 / n as f64)
-            })
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("diagnostics_pool_round_trip");
-    group.throughput(Throughput::Elements(1));
-    for (name, diag) in [("off", false), ("on", true)] {
-        let row = PoolRow::new(diag);
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let n = iters.max(1000);
-                row.round_trips(n).mul_f64(iters as f64 / n as f64)
-            })
-        });
-    }
-    group.finish();
-
-    // The loop side alone, one thread (least noise): n calls queued, then
-    // one turn runs them.
-    let mut group = c.benchmark_group("diagnostics_loop_side_drain");
-    group.throughput(Throughput::Elements(1));
-    for (name, diag) in [("off", false), ("on", true)] {
-        let reactor = reactor(diag);
-        let remote = reactor.remote();
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let n = iters.max(1000);
-                drain(&reactor, &remote, n).mul_f64(iters as f64 / n as f64)
-            })
-        });
-    }
-    group.finish();
-
-    summary();
-}
-
 /// Queues `n` calls from this thread, then times the turn that runs them.
 fn drain(reactor: &Reactor, remote: &Remote, n: u64) -> Duration {
+    let data = Arc::new(AtomicU64::new(0));
     for i in 0..n {
+        let data = data.clone();
         remote
             .call_from_thread(move || {
-                std::hint::black_box(i);
+                data.fetch_add(i, Ordering::Relaxed);
             })
             .unwrap();
     }
@@ -193,53 +190,174 @@ fn drain(reactor: &Reactor, remote: &Remote, n: u64) -> Duration {
     start.elapsed()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+const BURST: u64 = 100_000;
+const JOBS: u64 = 20_000;
+
+fn per_element(iters: u64, run: impl FnOnce(u64) -> Duration) -> Duration {
+    let n = iters.max(1000);
+    run(n).mul_f64(iters as f64 / n as f64)
+}
+
+fn bench(c: &mut Criterion) {
+    if let Ok(what) = std::env::var("DIAG_PROFILE") {
+        profile(&what);
+        return;
+    }
+    if std::env::var_os("DIAG_SUMMARY_ONLY").is_none() {
+        for producers in [1, 2] {
+            let mut group = c.benchmark_group(format!("diagnostics_burst_{producers}p"));
+            group.throughput(Throughput::Elements(1));
+            for (name, diag) in [("off", false), ("on", true)] {
+                let lt = LoopThread::start(diag);
+                group.bench_function(name, |b| {
+                    b.iter_custom(|iters| per_element(iters, |n| burst(&lt.remote, producers, n)))
+                });
+            }
+            group.finish();
+        }
+
+        let mut group = c.benchmark_group("diagnostics_pool_round_trip");
+        group.throughput(Throughput::Elements(1));
+        for (name, diag) in [("off", false), ("on", true)] {
+            let row = PoolRow::new(diag);
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| per_element(iters, |n| row.round_trips(n)))
+            });
+        }
+        group.finish();
+
+        let mut group = c.benchmark_group("diagnostics_loop_side_drain");
+        group.throughput(Throughput::Elements(1));
+        for (name, diag) in [("off", false), ("on", true)] {
+            let reactor = reactor(diag);
+            let remote = reactor.remote();
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| per_element(iters, |n| drain(&reactor, &remote, n)))
+            });
+        }
+        group.finish();
+    }
+    summary();
+}
+
+/// One row, once (for callgrind): `row:on` or `row:off`.
+fn profile(what: &str) {
+    let (row, diag) = what.split_once(':').unwrap_or((what, "on"));
+    let diag = diag == "on";
+    let n = std::env::var("DIAG_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BURST);
+    match row {
+        "burst1" | "burst2" => {
+            let lt = LoopThread::start(diag);
+            let producers = if row == "burst1" { 1 } else { 2 };
+            burst(&lt.remote, producers, n);
+        }
+        "pool" => {
+            PoolRow::new(diag).round_trips(n);
+        }
+        _ => {
+            let r = reactor(diag);
+            drain(&r, &r.remote(), n);
+        }
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-/// Alternates off/on rounds so both see the same machine load.
+/// Off and on samples of one row, taken alternately.
+#[derive(Default)]
+struct Row {
+    off: Vec<Duration>,
+    on: Vec<Duration>,
+}
+
+impl Row {
+    /// Runs `off` then `on`, or the other way round on odd rounds, so
+    /// neither always goes first.
+    fn round(
+        &mut self,
+        i: usize,
+        mut off: impl FnMut() -> Duration,
+        mut on: impl FnMut() -> Duration,
+    ) {
+        if i % 2 == 0 {
+            self.off.push(off());
+            self.on.push(on());
+        } else {
+            self.on.push(on());
+            self.off.push(off());
+        }
+    }
+
+    fn print(&mut self, name: &str, n: u64, unit: &str) {
+        // The median of each round's own on/off ratio: the two runs of a
+        // round saw about the same load.
+        let mut paired: Vec<f64> = self
+            .on
+            .iter()
+            .zip(&self.off)
+            .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let (off, on) = (median(&mut self.off), median(&mut self.on));
+        let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+        println!(
+            "  {name:<28} off {:>8.1} ns/{unit}  on {:>8.1} ns/{unit}  on/off {:.3} (paired {:.3})",
+            per(off),
+            per(on),
+            on.as_secs_f64() / off.as_secs_f64(),
+            paired[paired.len() / 2],
+        );
+    }
+}
+
+/// Alternates off/on rounds of every row so both see the same machine load.
 fn summary() {
-    const ROUNDS: usize = 15;
+    let rounds: usize = std::env::var("DIAG_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
     let (off, on) = (LoopThread::start(false), LoopThread::start(true));
-    let (mut b_off, mut b_on) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        b_off.push(burst(&off.remote, BURST));
-        b_on.push(burst(&on.remote, BURST));
+    let (mut b1, mut b2) = (Row::default(), Row::default());
+    for i in 0..rounds {
+        b1.round(
+            i,
+            || burst(&off.remote, 1, BURST),
+            || burst(&on.remote, 1, BURST),
+        );
+        b2.round(
+            i,
+            || burst(&off.remote, 2, BURST),
+            || burst(&on.remote, 2, BURST),
+        );
     }
     drop((off, on));
     let (p_off, p_on) = (PoolRow::new(false), PoolRow::new(true));
-    let (mut q_off, mut q_on) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        q_off.push(p_off.round_trips(JOBS));
-        q_on.push(p_on.round_trips(JOBS));
+    let mut pool = Row::default();
+    for i in 0..rounds {
+        pool.round(i, || p_off.round_trips(JOBS), || p_on.round_trips(JOBS));
     }
+    drop((p_off, p_on));
     let (d_off, d_on) = (reactor(false), reactor(true));
     let (r_off, r_on) = (d_off.remote(), d_on.remote());
-    let (mut l_off, mut l_on) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        l_off.push(drain(&d_off, &r_off, BURST));
-        l_on.push(drain(&d_on, &r_on, BURST));
+    let mut loop_side = Row::default();
+    for i in 0..rounds {
+        loop_side.round(
+            i,
+            || drain(&d_off, &r_off, BURST),
+            || drain(&d_on, &r_on, BURST),
+        );
     }
-    let (lo, ln) = (median(l_off), median(l_on));
-    println!(
-        "  loop-side drain: off {:.1} ns/call, on {:.1} ns/call, on/off {:.3}",
-        lo.as_nanos() as f64 / BURST as f64,
-        ln.as_nanos() as f64 / BURST as f64,
-        ln.as_secs_f64() / lo.as_secs_f64(),
-    );
-    let per = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
-    let (bo, bn) = (median(b_off), median(b_on));
-    let (qo, qn) = (median(q_off), median(q_on));
-    println!(
-        "interleaved summary ({ROUNDS} rounds, medians):\n  burst: off {:.1} ns/call, on {:.1} ns/call, on/off {:.3}\n  pool round trip: off {:.1} ns/job, on {:.1} ns/job, on/off {:.3}",
-        per(bo, BURST),
-        per(bn, BURST),
-        bn.as_secs_f64() / bo.as_secs_f64(),
-        per(qo, JOBS),
-        per(qn, JOBS),
-        qn.as_secs_f64() / qo.as_secs_f64(),
-    );
+    println!("interleaved summary ({rounds} rounds, medians, diagnostics on vs off):");
+    b1.print("burst, 1 producer", BURST, "call");
+    b2.print("burst, 2 producers", BURST, "call");
+    pool.print("pool round trip", JOBS, "job");
+    loop_side.print("loop side (drain, reference)", BURST, "call");
 }
 
 criterion_group! {

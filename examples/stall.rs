@@ -19,9 +19,9 @@ fn main() {
         });
     }
 
-    // The offending line: this callback blocks the loop thread.
+    // The offending line: a callback that blocks the loop thread.
     reactor.call_later(Duration::from_millis(10), || {
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(400))
     });
 
     reactor.call_later(Duration::from_millis(500), || {
@@ -30,8 +30,13 @@ fn main() {
     reactor.run().expect("run");
 
     let stats = reactor.statistics();
+    let lag = reactor.turn_histogram();
     println!(
-        "slow callbacks: {}, stalls caught while stalled: {}, longest callback: {:?}, longest turn: {:?}",
-        stats.slow_callbacks, stats.stalls_detected, stats.longest_callback, stats.longest_turn
+        "slow callbacks: {}, stalls caught while stalled: {}, longest turn: {:?} ({} turns, median <= {:?})",
+        stats.slow_callbacks,
+        stats.stalls_detected,
+        lag.largest(),
+        lag.count(),
+        lag.quantile(0.5),
     );
 }

@@ -294,3 +294,113 @@ fn a_prompt_blocking_call_logs_nothing() {
     assert_eq!(caller.join().unwrap(), Ok(7));
     assert!(events.all().is_empty(), "{:?}", events.all());
 }
+
+/// A manual clock that moves by `idle` whenever the loop asks how long it
+/// may sleep: time that passes while the loop is idle.
+struct IdleClock {
+    inner: ManualClock,
+    idle: Duration,
+}
+
+impl weft::Clock for IdleClock {
+    fn now(&self) -> Duration {
+        self.inner.now()
+    }
+
+    fn sleep_until(&self, _deadline: Duration) -> Option<Duration> {
+        self.inner.advance(self.idle);
+        Some(Duration::ZERO)
+    }
+
+    fn register_waker(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.inner.register_waker(wake);
+    }
+}
+
+#[test]
+fn the_turn_histogram_records_each_turns_work_exactly() {
+    use weft::Clock as _;
+    let clock = ManualClock::new();
+    let reactor = Reactor::builder().clock(clock.clone()).build().unwrap();
+    let remote = reactor.remote();
+    let c = clock.clone();
+    remote
+        .call_from_thread(move || c.advance(Duration::from_millis(3)))
+        .unwrap();
+    reactor.iterate(Some(Duration::ZERO));
+    // Time between turns belongs to no turn.
+    clock.advance(Duration::from_secs(1));
+    let c = clock.clone();
+    reactor.call_soon(move || c.advance(Duration::from_micros(700)));
+    reactor.iterate(Some(Duration::ZERO));
+    reactor.iterate(Some(Duration::ZERO));
+    let lag = reactor.turn_histogram();
+    assert_eq!(lag.count(), 3);
+    assert_eq!(lag.sum(), Duration::from_micros(3_700));
+    assert_eq!(lag.largest(), Duration::from_millis(3));
+    // 700 µs falls in [2^19, 2^20) ns; 3 ms in [2^21, 2^22); 0 in bucket 0.
+    assert_eq!(lag.quantile(0.34), Duration::from_nanos(1 << 20));
+    assert_eq!(lag.quantile(0.0), Duration::from_nanos(1));
+    assert_eq!(lag.max(), Duration::from_nanos(1 << 22));
+    assert_eq!(reactor.statistics().longest_turn, Duration::from_millis(3));
+    assert_eq!(remote.turn_histogram(), reactor.handle().turn_histogram());
+    assert_eq!(clock.now(), Duration::from_micros(1_003_700));
+}
+
+#[test]
+fn time_the_loop_spends_idle_is_not_part_of_a_turn() {
+    let clock = ManualClock::new();
+    let reactor = Reactor::builder()
+        .clock(IdleClock {
+            inner: clock.clone(),
+            idle: Duration::from_secs(5),
+        })
+        .build()
+        .unwrap();
+    // A pending timer, so an idle turn asks the clock how long to sleep.
+    reactor.call_later(Duration::from_secs(3600), || ());
+    let c = clock.clone();
+    reactor.call_soon(move || c.advance(Duration::from_millis(2)));
+    // Turn 1 works (2 ms) and does not go idle; turn 2 goes idle for 5 s.
+    reactor.iterate(Some(Duration::ZERO));
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(weft::Clock::now(&clock), Duration::from_millis(5_002));
+    let lag = reactor.turn_histogram();
+    assert_eq!(lag.count(), 2);
+    assert_eq!(lag.sum(), Duration::from_millis(2));
+    assert_eq!(reactor.statistics().longest_turn, Duration::from_millis(2));
+}
+
+#[test]
+fn the_inbox_reports_how_long_its_oldest_call_has_waited() {
+    let clock = ManualClock::new();
+    let reactor = Reactor::builder().clock(clock.clone()).build().unwrap();
+    let remote = reactor.remote();
+    assert_eq!(reactor.statistics().inbox_oldest_age, Duration::ZERO);
+    remote.call_from_thread(|| ()).unwrap();
+    clock.advance(Duration::from_millis(5));
+    remote.call_from_thread(|| ()).unwrap();
+    clock.advance(Duration::from_millis(2));
+    let stats = remote.statistics();
+    assert_eq!(stats.inbox_depth, 2);
+    assert_eq!(stats.inbox_oldest_age, Duration::from_millis(7));
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(reactor.statistics().inbox_oldest_age, Duration::ZERO);
+
+    // A call queued while a callback holds the loop ages with it.
+    let seen = Arc::new(Mutex::new(None));
+    let (c, r, s) = (clock.clone(), remote.clone(), seen.clone());
+    reactor.call_soon(move || {
+        r.call_from_thread(|| ()).unwrap();
+        c.advance(Duration::from_millis(30));
+        *s.lock().unwrap() = Some(r.statistics().inbox_oldest_age);
+    });
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(*seen.lock().unwrap(), Some(Duration::from_millis(30)));
+    assert_eq!(
+        reactor.statistics().inbox_oldest_age,
+        Duration::from_millis(30)
+    );
+    reactor.iterate(Some(Duration::ZERO));
+    assert_eq!(reactor.statistics().inbox_oldest_age, Duration::ZERO);
+}

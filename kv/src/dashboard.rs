@@ -21,12 +21,10 @@
 /// ```
 pub const PAGE: &str = include_str!("dashboard.html");
 
-/// Series the page reads that `/metrics` does not export yet: the ones
-/// round 3's diagnostics branch adds (`Handle::turn_histogram()`,
-/// `ReactorStatistics::inbox_oldest_age`). The page's `diag3Series()`
-/// skips them while absent. Emptied when `routes.rs` hands them to
-/// `metrics::render_diag3`; a test fails if one is both listed here and
-/// exported.
+/// Series the page reads that `/metrics` does not export (none today: the
+/// page skips a series while it is absent, so a name may be listed here
+/// while its source is being built). A test fails if a name is both
+/// listed here and exported, or neither.
 ///
 /// # Examples
 ///
@@ -35,10 +33,7 @@ pub const PAGE: &str = include_str!("dashboard.html");
 ///     assert!(weft_kv::dashboard::PAGE.contains(name));
 /// }
 /// ```
-pub const PENDING_SERIES: &[&str] = &[
-    "weft_reactor_turn_seconds",
-    "weft_reactor_inbox_oldest_age_seconds",
-];
+pub const PENDING_SERIES: &[&str] = &[];
 
 /// The distinct `weft_*` names the page mentions, in order of first use.
 ///

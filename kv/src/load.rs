@@ -176,15 +176,15 @@ impl LoopReport {
             stalls: grew("weft_reactor_stalls_detected_total"),
             ..LoopReport::default()
         };
-        diag3_loop_series(&mut r, before, after);
+        loop_turn_series(&mut r, before, after);
         Some(r)
     }
 }
 
-/// TODO(lead, at the diag3 merge): the loop-turn histogram and the inbox's
-/// oldest age. Read by name when present; check the names against
-/// `metrics::render_diag3`.
-fn diag3_loop_series(r: &mut LoopReport, before: &Scrape, after: &Scrape) {
+/// The loop-turn histogram and the inbox's oldest age
+/// (`metrics::render_loop_turns`), read by name when the server exports
+/// them.
+fn loop_turn_series(r: &mut LoopReport, before: &Scrape, after: &Scrape) {
     const TURN: &str = "weft_reactor_turn_seconds";
     if let Some(turn) = after.histogram(TURN) {
         let turn = delta(&before.histogram(TURN).unwrap_or_default(), &turn);

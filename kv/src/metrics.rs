@@ -85,11 +85,11 @@ pub struct Sources {
     pub db_connections: usize,
     /// The reactor's thread pool (`Handle::thread_pool`).
     pub reactor_pool: weft::threads::PoolStatistics,
-    /// The loop-turn histogram (`Handle::turn_histogram`, from the diag3
-    /// merge on; `None`: not rendered).
+    /// The loop-turn histogram (`Handle::turn_histogram`; `None`: not
+    /// rendered).
     pub turn: Option<HistogramSnapshot>,
-    /// The inbox's oldest waiting call (`ReactorStatistics::inbox_oldest_age`,
-    /// from the diag3 merge on; `None`: not rendered).
+    /// The inbox's oldest waiting call (`ReactorStatistics::inbox_oldest_age`;
+    /// `None`: not rendered).
     pub inbox_oldest_age: Option<Duration>,
 }
 
@@ -189,7 +189,7 @@ impl Metrics {
             &self.loop_lag.snapshot(),
         );
         render_pools(&mut s, self, src);
-        render_diag3(&mut s, src);
+        render_loop_turns(&mut s, src);
         let mut metric = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
@@ -446,21 +446,10 @@ fn render_pools(s: &mut String, m: &Metrics, src: &Sources) {
     );
 }
 
-/// The series round 3's diagnostics branch (diag3) makes possible: the
-/// loop-turn histogram and the inbox's oldest age, kept apart so the merge
-/// only fills [`Sources::turn`] and [`Sources::inbox_oldest_age`] where
-/// `routes.rs` builds the sources and empties
-/// [`crate::dashboard::PENDING_SERIES`] (a test fails until both are done).
-/// The dashboard's `diag3Series()` and weft-load's loop report already read
-/// these names.
-///
-/// TODO(lead, at the diag3 merge), in `routes.rs`:
-///
-/// ```text
-/// turn: Some(app.handle.turn_histogram()),
-/// inbox_oldest_age: Some(stats.inbox_oldest_age),   // stats = app.handle.statistics()
-/// ```
-fn render_diag3(s: &mut String, src: &Sources) {
+/// The loop-turn histogram (the loop lag: each turn's work time, idle
+/// waits left out) and the inbox's oldest waiting call, when the sources
+/// carry them. The dashboard and weft-load's loop report read these names.
+fn render_loop_turns(s: &mut String, src: &Sources) {
     if let Some(turn) = &src.turn {
         write_histogram(
             s,

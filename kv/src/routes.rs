@@ -238,14 +238,14 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
             "metrics",
             match m {
                 Method::GET => {
+                    let reactor = app.handle.statistics();
                     let src = crate::metrics::Sources {
-                        reactor: app.handle.statistics(),
+                        inbox_oldest_age: Some(reactor.inbox_oldest_age),
+                        reactor,
                         accept: app.accept_stats.get(),
                         db_connections: app.pool.max_connections(),
                         reactor_pool: app.reactor_pool.statistics(),
-                        // TODO(lead, diag3 merge): see `metrics::render_diag3`.
-                        turn: None,
-                        inbox_oldest_age: None,
+                        turn: Some(app.handle.turn_histogram()),
                     };
                     let mut r = text(StatusCode::OK, app.metrics.render(&src));
                     r.headers_mut().insert(

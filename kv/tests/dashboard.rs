@@ -142,10 +142,10 @@ fn database_pool_figures_follow_the_operations_in_flight() {
     }
 }
 
-/// The diag3 series the page already reads are the ones `/metrics` renders
-/// once the merge hands it the turn histogram and the inbox age.
+/// The loop-turn series are rendered exactly when their sources are given
+/// (and any name still listed as pending is not).
 #[test]
-fn pending_series_are_rendered_once_their_sources_are_given() {
+fn loop_turn_series_are_rendered_once_their_sources_are_given() {
     use std::time::Duration;
     use weft_kv::metrics::{Metrics, Sources};
     let h = weft::diagnostics::Histogram::new();

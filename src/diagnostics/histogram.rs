@@ -3,7 +3,10 @@
 //!
 //! Bucket `i` (for `i >= 1`) counts durations of `[2^(i-1), 2^i)` ns; bucket
 //! 0 counts zero. Recording is a `leading_zeros` and two relaxed
-//! `fetch_add`s, so any thread may record while another reads. A snapshot
+//! `fetch_add`s (plus a `fetch_max` only when a new largest value is seen),
+//! so any thread may record while another reads. The largest value is kept
+//! exactly beside the buckets, so a bound such as "no loop turn took over
+//! 1 ms" can be checked without the buckets' factor-of-two resolution. A snapshot
 //! is not atomic as a whole: under concurrent recording its count and sum
 //! may disagree by the records in flight, never more. Quantiles are
 //! reported as the upper bound of the bucket they fall in, so they err
@@ -36,6 +39,7 @@ const BUCKETS: usize = 65;
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     sum_nanos: AtomicU64,
+    largest_nanos: AtomicU64,
 }
 
 impl Histogram {
@@ -50,6 +54,7 @@ impl Histogram {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
+            largest_nanos: AtomicU64::new(0),
         }
     }
 
@@ -81,6 +86,11 @@ impl Histogram {
         self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
         // Wraps only after ~584 years of summed time; the sum is advisory.
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        // A plain load first: a new record is rare, a read-modify-write on
+        // every call would not be.
+        if nanos > self.largest_nanos.load(Ordering::Relaxed) {
+            self.largest_nanos.fetch_max(nanos, Ordering::Relaxed);
+        }
     }
 
     /// Copies the current counts.
@@ -98,7 +108,15 @@ impl Histogram {
         HistogramSnapshot {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
             sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
+            largest_nanos: self.largest_nanos.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Histogram {
+    /// The largest duration recorded, without copying the buckets.
+    pub(crate) fn largest(&self) -> Duration {
+        Duration::from_nanos(self.largest_nanos.load(Ordering::Relaxed))
     }
 }
 
@@ -149,6 +167,7 @@ fn upper_bound_nanos(i: usize) -> u64 {
 pub struct HistogramSnapshot {
     buckets: [u64; BUCKETS],
     sum_nanos: u64,
+    largest_nanos: u64,
 }
 
 impl HistogramSnapshot {
@@ -221,6 +240,31 @@ impl HistogramSnapshot {
         }
     }
 
+    /// The largest duration recorded, exactly (zero when empty), where
+    /// [`max`](Self::max) gives only its bucket's upper bound.
+    ///
+    /// For a difference made by [`since`](Self::since) it is exact when the
+    /// interval recorded a new largest value; otherwise it is an upper
+    /// bound: the smaller of the earlier largest value and the interval's
+    /// [`max`](Self::max).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let h = weft::diagnostics::Histogram::new();
+    /// h.record(Duration::from_micros(700));
+    /// h.record(Duration::from_micros(900));
+    /// let s = h.snapshot();
+    /// assert_eq!(s.largest(), Duration::from_micros(900));
+    /// // The bucket bound alone could not show "under 1 ms".
+    /// assert!(s.max() > Duration::from_millis(1));
+    /// ```
+    pub fn largest(&self) -> Duration {
+        Duration::from_nanos(self.largest_nanos)
+    }
+
     /// Cumulative counts per bucket, as Prometheus `le` buckets want them:
     /// `(upper bound, records below it)`, one per bucket up to the highest
     /// non-empty one.
@@ -262,10 +306,19 @@ impl HistogramSnapshot {
     /// assert_eq!(d.sum().as_nanos(), 100);
     /// ```
     pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
-        HistogramSnapshot {
+        let mut diff = HistogramSnapshot {
             buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i])),
             sum_nanos: self.sum_nanos.saturating_sub(earlier.sum_nanos),
-        }
+            largest_nanos: 0,
+        };
+        diff.largest_nanos = if self.largest_nanos > earlier.largest_nanos {
+            // Recorded after `earlier` was taken: exact.
+            self.largest_nanos
+        } else {
+            let top = u64::try_from(diff.max().as_nanos()).unwrap_or(u64::MAX);
+            earlier.largest_nanos.min(top)
+        };
+        diff
     }
 }
 
@@ -277,6 +330,7 @@ impl fmt::Debug for HistogramSnapshot {
             .field("p50", &self.quantile(0.5))
             .field("p99", &self.quantile(0.99))
             .field("max", &self.max())
+            .field("largest", &self.largest())
             .finish()
     }
 }
@@ -329,11 +383,33 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_value_is_exact_and_bounded_in_a_difference() {
+        let h = Histogram::new();
+        h.record_nanos(1_000_000);
+        h.record_nanos(600_000);
+        let a = h.snapshot();
+        assert_eq!(a.largest().as_nanos(), 1_000_000);
+        assert_eq!(a.max().as_nanos(), 1 << 20);
+        h.record_nanos(5);
+        let quiet = h.snapshot().since(&a);
+        // No new record: bounded by the interval's top bucket.
+        assert_eq!(quiet.largest().as_nanos(), 8);
+        h.record_nanos(3_000_000);
+        let d = h.snapshot().since(&a);
+        assert_eq!(d.largest().as_nanos(), 3_000_000);
+        assert_eq!(
+            Histogram::new().snapshot().since(&a).largest(),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
     fn empty_histogram_reports_zero() {
         let s = Histogram::new().snapshot();
         assert_eq!(s.count(), 0);
         assert_eq!(s.quantile(0.5), Duration::ZERO);
         assert_eq!(s.max(), Duration::ZERO);
+        assert_eq!(s.largest(), Duration::ZERO);
         assert_eq!(s.cumulative().count(), 0);
     }
 

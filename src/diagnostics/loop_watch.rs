@@ -1,30 +1,49 @@
 //! The loop side of the slow-callback and stall detectors, and the watchdog
 //! thread that reads what the loop publishes.
 //!
+//! The loop pays per callback only what naming a stall needs; everything
+//! that needs the time is paid per turn or when time has visibly moved.
+//!
 //! Invariants:
 //! - Only top-level callbacks are timed: a callback run inside another one
 //!   (a `call_when_running` on a running loop, a `Deferred` fired from a
 //!   callback) belongs to its caller's time, so nothing is counted twice.
-//! - The loop is the only writer of [`LoopWords`]. It publishes a callback
-//!   as a seqlock: `started_at` and `site` are stored (release) before
-//!   `seq` becomes odd, and `seq` becomes even again when the callback
-//!   returns. A reader that sees the same odd `seq` before and after reading
-//!   the two words read the words of that callback.
-//! - Sites (kind + scheduling location) are interned into a table the
-//!   watchdog can read, so the hot path stores one `u64`, never a pointer.
-//!   The table only grows, by one entry per distinct call site.
-//! - The watchdog's decision is [`check_stall`], a plain function of a
-//!   [`Snapshot`], a time and a threshold: the thread around it only sleeps
-//!   and logs.
+//! - The loop is the only writer of [`LoopWords::current`] and
+//!   [`LoopWords::since`]. `current` is one word: zero between callbacks,
+//!   otherwise the running callback's interned site (kind + scheduling
+//!   location) plus one, stored (release) when a top-level callback starts
+//!   and cleared when it returns; a callback that starts while it is
+//!   non-zero is nested and publishes nothing. `since` is a clock reading
+//!   taken before the running callback started (the turn's start, or a
+//!   later reading); it is stored before the `current` word it covers, and
+//!   re-read whenever a callback starts in a later tick than it, so it is
+//!   never more than about one interval older than the callback's start.
+//!   Two callbacks with the same site and the same `since` ran within one
+//!   tick, so they need no serial number to be told apart: at most one of
+//!   them can be stalled.
+//! - Sites are interned into a table the watchdog can read, so the hot path
+//!   stores one `u64`, never a pointer. The table only grows, by one entry
+//!   per distinct call site; a small direct-mapped cache makes the lookup a
+//!   compare in the common case.
 //! - The clock is read only when time has visibly moved: `tick` is bumped
 //!   by the watchdog every check interval (threshold / 4) and by the clock's
-//!   waker (a `ManualClock::advance`). A callback during which `tick` did
-//!   not change took less than one interval, so it cannot be slow and
-//!   needs no clock read; one during which it changed is timed on the
-//!   clock. Its start is the last reading taken in the same tick, so it is
-//!   early by at most one interval (measured time errs long, never short).
-//!   A reading is forgotten before the loop blocks in `poll`. This keeps a
-//!   burst of quick callbacks to a few plain loads and stores each.
+//!   waker (a `ManualClock::advance`). The loop keeps its last reading with
+//!   the `tick` it was taken in (the turn hands it the reading it takes for
+//!   the turn histogram). A callback during which `tick` did not change took
+//!   less than one interval, so it cannot be slow and is not timed; one
+//!   during which it changed is timed on the clock from the last reading,
+//!   which is early by at most one interval (measured time errs long, never
+//!   short). A callback that begins in a later tick than the reading reads
+//!   the clock first, so the reading never goes stale by more than that.
+//! - The watchdog's decision is [`check_stall`], a plain function of a
+//!   [`Snapshot`], a time and a threshold: the thread around it only sleeps
+//!   and logs. It dates a callback from the later of `since` and its own
+//!   last check that saw something else running (read before that check's
+//!   snapshot), both at or before the callback's start: so it reports a
+//!   stall at most one interval early, and never one that did not run
+//!   past the threshold minus one interval.
+//! - Hot words the loop writes per callback, the watchdog's `tick` and the
+//!   rarely written counters sit on separate cache lines.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -44,44 +63,58 @@ pub(crate) struct Site {
     pub(crate) location: &'static Location<'static>,
 }
 
+/// Keeps a value on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// The loop's per-callback words.
+#[derive(Default)]
+struct Hot {
+    /// Zero between callbacks; else the running callback's site plus one.
+    current: AtomicU64,
+    /// A clock reading (ns) taken before the running callback started.
+    since: AtomicU64,
+}
+
 /// The words the loop publishes for the watchdog, and the counters of the
 /// diagnostics (read by `Reactor::statistics`).
 #[derive(Default)]
 pub(crate) struct LoopWords {
-    /// Odd while a top-level callback runs.
-    seq: AtomicU64,
+    hot: Line<Hot>,
     /// Bumped every watchdog interval and on every clock wake.
-    tick: AtomicU64,
-    /// When the running callback started, in nanoseconds on the clock.
-    started_at: AtomicU64,
-    /// Index of the running callback's site in `sites`.
-    site: AtomicU64,
+    tick: Line<AtomicU64>,
     sites: Mutex<Vec<Site>>,
     pub(crate) slow_callbacks: AtomicU64,
     pub(crate) longest_callback_ns: AtomicU64,
-    pub(crate) longest_turn_ns: AtomicU64,
     pub(crate) stalls: AtomicU64,
 }
 
 /// One consistent reading of [`LoopWords`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Snapshot {
-    pub(crate) seq: u64,
-    pub(crate) started_at: Duration,
-    pub(crate) site: u64,
+    /// The `current` word: zero when no callback runs.
+    pub(crate) current: u64,
+    /// `since`, as a time on the clock.
+    pub(crate) since: Duration,
+}
+
+impl Snapshot {
+    fn site(&self) -> u64 {
+        self.current.wrapping_sub(1)
+    }
 }
 
 impl LoopWords {
     /// Reads the published words; `None` if the loop moved on mid-read.
     pub(crate) fn snapshot(&self) -> Option<Snapshot> {
-        let seq = self.seq.load(Ordering::Acquire);
-        let started_at = self.started_at.load(Ordering::Acquire);
-        let site = self.site.load(Ordering::Acquire);
+        let hot = &self.hot.0;
+        let current = hot.current.load(Ordering::Acquire);
+        let since = hot.since.load(Ordering::Acquire);
         std::sync::atomic::fence(Ordering::Acquire);
-        (self.seq.load(Ordering::Relaxed) == seq).then(|| Snapshot {
-            seq,
-            started_at: Duration::from_nanos(started_at),
-            site,
+        (hot.current.load(Ordering::Relaxed) == current).then(|| Snapshot {
+            current,
+            since: Duration::from_nanos(since),
         })
     }
 
@@ -90,13 +123,27 @@ impl LoopWords {
             .ok()
             .and_then(|i| self.sites.lock().get(i).copied())
     }
+
+    fn tick(&self) -> u64 {
+        self.tick.0.load(Ordering::Acquire)
+    }
+
+    fn bump_tick(&self) {
+        self.tick.0.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// The watchdog's memory between two checks.
 #[derive(Debug, Default)]
 pub(crate) struct StallState {
-    /// The `seq` of the callback already reported.
-    reported: Option<u64>,
+    /// What the last check saw running (`current`, `since`), and the clock
+    /// read just before that check.
+    last: Option<((u64, Duration), Duration)>,
+    /// The clock read before the last check that saw something other than
+    /// the callback now running (so at or before its start).
+    before: Option<Duration>,
+    /// The callback (`current`, `since`) already reported.
+    reported: Option<(u64, Duration)>,
 }
 
 /// A callback found running for longer than the threshold.
@@ -107,23 +154,34 @@ pub(crate) struct Stall {
 }
 
 /// The watchdog's decision: reports a callback that has run longer than
-/// `threshold` at `now`, once per callback.
+/// `threshold` at `now` (read before `snapshot` was taken), once per
+/// callback.
 pub(crate) fn check_stall(
     snapshot: Snapshot,
     now: Duration,
     threshold: Duration,
     state: &mut StallState,
 ) -> Option<Stall> {
-    if snapshot.seq % 2 == 0 || state.reported == Some(snapshot.seq) {
+    let running = (snapshot.current, snapshot.since);
+    match state.last {
+        Some((seen, _)) if seen == running => {}
+        Some((_, at)) => state.before = Some(at),
+        None => state.before = None,
+    }
+    state.last = Some((running, now));
+    if snapshot.current == 0 || state.reported == Some(running) {
         return None;
     }
-    let running_for = now.saturating_sub(snapshot.started_at);
+    let began = state
+        .before
+        .map_or(snapshot.since, |b| b.max(snapshot.since));
+    let running_for = now.saturating_sub(began);
     if running_for <= threshold {
         return None;
     }
-    state.reported = Some(snapshot.seq);
+    state.reported = Some(running);
     Some(Stall {
-        site: snapshot.site,
+        site: snapshot.site(),
         running_for,
     })
 }
@@ -136,15 +194,15 @@ pub(crate) struct LoopDiag {
     clock: Arc<dyn Clock>,
     threshold: Duration,
     words: Arc<LoopWords>,
-    depth: Cell<u32>,
-    seq: Cell<u64>,
-    turn_busy: Cell<Duration>,
-    /// The last clock reading and the `tick` it was taken in; `None` when
-    /// forgotten (the loop blocked since).
-    reading: Cell<Option<(u64, Duration)>>,
-    /// The `tick` seen when the running callback began.
-    begun_in: Cell<u64>,
-    /// Direct-mapped cache of site indexes, keyed by location address.
+    /// The `tick` the last clock reading was taken in; `u64::MAX` when
+    /// none yet.
+    reading_tick: Cell<u64>,
+    /// The last clock reading.
+    reading_at: Cell<Duration>,
+    /// The last site interned, and a direct-mapped cache of site indexes,
+    /// keyed by location and kind addresses (`(0, 0)`: empty; no real
+    /// location lives at address 0).
+    last: Cell<(usize, usize, u64)>,
     cache: [Cell<(usize, usize, u64)>; CACHE],
     index: RefCell<HashMap<(usize, usize), u64>>,
     watchdog: Option<Watchdog>,
@@ -157,20 +215,16 @@ impl LoopDiag {
         let words = Arc::new(LoopWords::default());
         {
             let words = words.clone();
-            clock.register_waker(Arc::new(move || {
-                words.tick.fetch_add(1, Ordering::Release);
-            }));
+            clock.register_waker(Arc::new(move || words.bump_tick()));
         }
         let watchdog = Watchdog::start(words.clone(), clock.clone(), threshold)?;
         Ok(LoopDiag {
             clock,
             threshold,
             words,
-            depth: Cell::new(0),
-            seq: Cell::new(0),
-            turn_busy: Cell::new(Duration::ZERO),
-            reading: Cell::new(None),
-            begun_in: Cell::new(0),
+            reading_tick: Cell::new(u64::MAX),
+            reading_at: Cell::new(Duration::ZERO),
+            last: Cell::new((0, 0, 0)),
             cache: std::array::from_fn(|_| Cell::new((0, 0, 0))),
             index: RefCell::new(HashMap::new()),
             watchdog: Some(watchdog),
@@ -182,75 +236,94 @@ impl LoopDiag {
     }
 
     #[inline]
-    fn intern(&self, site: Site) -> u64 {
+    fn intern(&self, kind: &'static str, location: &'static Location<'static>) -> u64 {
         let key = (
-            std::ptr::from_ref(site.location) as usize,
-            site.kind.as_ptr() as usize,
+            std::ptr::from_ref(location) as usize,
+            kind.as_ptr() as usize,
         );
-        let slot = &self.cache[(key.0 >> 3) % CACHE];
-        let (l, k, i) = slot.get();
+        // A burst usually comes from one site: try the last one first.
+        let (l, k, i) = self.last.get();
         if (l, k) == key {
             return i;
         }
+        let slot = &self.cache[(key.0 >> 3) % CACHE];
+        let (l, k, i) = slot.get();
+        if (l, k) == key {
+            self.last.set((l, k, i));
+            return i;
+        }
+        self.intern_slow(kind, location, key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn intern_slow(
+        &self,
+        kind: &'static str,
+        location: &'static Location<'static>,
+        key: (usize, usize),
+    ) -> u64 {
         let i = *self.index.borrow_mut().entry(key).or_insert_with(|| {
             let mut sites = self.words.sites.lock();
-            sites.push(site);
+            sites.push(Site { kind, location });
             sites.len() as u64 - 1
         });
-        slot.set((key.0, key.1, i));
+        self.cache[(key.0 >> 3) % CACHE].set((key.0, key.1, i));
+        self.last.set((key.0, key.1, i));
         i
     }
 
-    /// A callback starts; returns its start time if it is top-level.
+    /// A callback starts; returns `Some` if it is top-level (to hand back to
+    /// [`end`](Self::end)).
     #[inline]
     pub(crate) fn begin(
         &self,
         kind: &'static str,
         location: &'static Location<'static>,
     ) -> Option<Duration> {
-        let depth = self.depth.get();
-        self.depth.set(depth + 1);
-        if depth > 0 {
-            return None;
+        let current = &self.words.hot.0.current;
+        // Only the loop writes it, so this reads its own last store.
+        if current.load(Ordering::Relaxed) != 0 {
+            return None; // nested: the caller's time
         }
-        let site = self.intern(Site { kind, location });
-        let tick = self.words.tick.load(Ordering::Acquire);
-        self.begun_in.set(tick);
-        let now = match self.reading.get() {
-            Some((t, at)) if t == tick => at,
-            _ => self.read_clock(),
-        };
-        let w = &self.words;
-        w.started_at.store(nanos(now), Ordering::Release);
-        w.site.store(site, Ordering::Release);
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        w.seq.store(seq, Ordering::Release);
-        Some(now)
+        let site = self.intern(kind, location);
+        if self.words.tick() != self.reading_tick.get() {
+            // Time moved since the last reading.
+            self.read_clock();
+        }
+        current.store(site.wrapping_add(1), Ordering::Release);
+        // Its start estimate stays in `reading_at` until it ends: nothing
+        // else reads the clock while a top-level callback runs (nested ones
+        // return above, and turns do not nest).
+        Some(Duration::ZERO)
     }
 
-    /// The callback `begin` returned `started` for has returned (or
-    /// unwound): counts it, and reports it if it was slow.
+    /// The callback `begin` returned `top` for has returned (or unwound):
+    /// counts it, and reports it if it was slow.
     #[inline]
     pub(crate) fn end(
         &self,
-        started: Option<Duration>,
+        top: Option<Duration>,
         kind: &'static str,
         location: &'static Location<'static>,
     ) {
-        self.depth.set(self.depth.get().saturating_sub(1));
-        let Some(started) = started else { return };
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        let w = &self.words;
-        w.seq.store(seq, Ordering::Release);
-        if w.tick.load(Ordering::Acquire) == self.begun_in.get() {
+        if top.is_none() {
+            return;
+        }
+        self.words.hot.0.current.store(0, Ordering::Release);
+        if self.words.tick() == self.reading_tick.get() {
             // Shorter than one check interval: not slow, not timed.
             return;
         }
+        self.timed(self.reading_at.get(), kind, location);
+    }
+
+    /// The rare path of `end`: the callback spanned a tick.
+    #[cold]
+    #[inline(never)]
+    fn timed(&self, started: Duration, kind: &'static str, location: &'static Location<'static>) {
         let took = self.read_clock().saturating_sub(started);
-        self.turn_busy
-            .set(self.turn_busy.get().saturating_add(took));
+        let w = &self.words;
         raise(&w.longest_callback_ns, nanos(took));
         if took > self.threshold {
             w.slow_callbacks.fetch_add(1, Ordering::Relaxed);
@@ -268,24 +341,15 @@ impl LoopDiag {
     }
 
     /// Reads the clock, remembering the tick it was read in (loaded first,
-    /// so a tick that moves during the read forces the next one).
-    fn read_clock(&self) -> Duration {
-        let tick = self.words.tick.load(Ordering::Acquire);
+    /// so a tick that moves during the read forces the next one), and
+    /// publishes it as the start bound of what runs next.
+    pub(crate) fn read_clock(&self) -> Duration {
+        let tick = self.words.tick();
         let now = self.clock.now();
-        self.reading.set(Some((tick, now)));
+        self.reading_tick.set(tick);
+        self.reading_at.set(now);
+        self.words.hot.0.since.store(nanos(now), Ordering::Release);
         now
-    }
-
-    /// The loop may block now: forget the last reading.
-    pub(crate) fn before_poll(&self) {
-        self.reading.set(None);
-    }
-
-    /// A turn ended: its callback time is a candidate for the longest turn.
-    pub(crate) fn end_turn(&self) {
-        self.reading.set(None);
-        let busy = self.turn_busy.replace(Duration::ZERO);
-        raise(&self.words.longest_turn_ns, nanos(busy));
     }
 }
 
@@ -329,13 +393,13 @@ impl Watchdog {
                     let mut state = StallState::default();
                     while !flag.load(Ordering::Acquire) {
                         std::thread::park_timeout(interval);
-                        words.tick.fetch_add(1, Ordering::Release);
+                        words.bump_tick();
+                        // Read before the snapshot (see `check_stall`).
+                        let now = clock.now();
                         let Some(snapshot) = words.snapshot() else {
                             continue;
                         };
-                        if let Some(stall) =
-                            check_stall(snapshot, clock.now(), threshold, &mut state)
-                        {
+                        if let Some(stall) = check_stall(snapshot, now, threshold, &mut state) {
                             report_stall(&words, stall, threshold);
                         }
                     }
@@ -409,7 +473,7 @@ mod tests {
         assert_eq!(check_stall(snap, clock.now(), threshold, &mut state), None);
         d.end(started, "timed call", here);
         let idle = d.words.snapshot().unwrap();
-        assert_eq!(idle.seq % 2, 0);
+        assert_eq!(idle.current, 0);
         assert_eq!(check_stall(idle, clock.now(), threshold, &mut state), None);
         assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
     }
@@ -456,10 +520,77 @@ mod tests {
         assert_eq!(inner, None);
         clock.advance(Duration::from_millis(30));
         d.end(inner, "call_when_running", Location::caller());
-        assert_eq!(d.words.snapshot().unwrap().seq % 2, 1);
+        // Still the outer callback's.
+        assert_ne!(d.words.snapshot().unwrap().current, 0);
         d.end(outer, "call from thread", Location::caller());
-        d.end_turn();
-        assert_eq!(d.words.longest_turn_ns.load(Ordering::Relaxed), 30_000_000);
+        assert_eq!(d.words.snapshot().unwrap().current, 0);
+        assert_eq!(
+            d.words.longest_callback_ns.load(Ordering::Relaxed),
+            30_000_000
+        );
+    }
+
+    /// Time that passed between callbacks (here: outside any) is never
+    /// charged to the next one: it reads the clock before it starts.
+    #[test]
+    fn a_callback_after_a_tick_is_timed_from_its_own_start() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let a = d.begin("timed call", here);
+        d.end(a, "timed call", here);
+        clock.advance(Duration::from_secs(1));
+        let b = d.begin("timed call", here);
+        assert_eq!(d.words.snapshot().unwrap().since, Duration::from_secs(1));
+        clock.advance(Duration::from_millis(10));
+        d.end(b, "timed call", here);
+        assert_eq!(
+            d.words.longest_callback_ns.load(Ordering::Relaxed),
+            10_000_000
+        );
+        assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 0);
+    }
+
+    /// The check dates a callback from the later of the loop's reading and
+    /// its own last sight of something else running: a callback that
+    /// started late in a long turn of quick ones is not called stalled.
+    #[test]
+    fn the_check_dates_a_callback_no_earlier_than_it_was_last_absent() {
+        let threshold = Duration::from_millis(100);
+        let mut state = StallState::default();
+        let ms = Duration::from_millis;
+        let snap = |current, since| Snapshot { current, since };
+        // Callback 1 seen at 500 ms (the loop's reading: 450 ms).
+        assert_eq!(
+            check_stall(snap(3, ms(450)), ms(500), threshold, &mut state),
+            None
+        );
+        // Callback 2 (site 7) seen at 600 ms, with an older reading (as a
+        // clock that moved without a tick would leave it): it began after
+        // the last check, at 500 ms.
+        let second = 8;
+        assert_eq!(
+            check_stall(snap(second, ms(0)), ms(600), threshold, &mut state),
+            None
+        );
+        let stall = check_stall(snap(second, ms(0)), ms(601), threshold, &mut state).unwrap();
+        assert_eq!(
+            stall,
+            Stall {
+                site: 7,
+                running_for: ms(101)
+            }
+        );
+        // Reported once.
+        assert_eq!(
+            check_stall(snap(second, ms(0)), ms(900), threshold, &mut state),
+            None
+        );
+        // The first sight of a callback with nothing earlier: dated from the
+        // loop's reading.
+        let mut fresh = StallState::default();
+        let stall = check_stall(snap(second, ms(50)), ms(200), threshold, &mut fresh).unwrap();
+        assert_eq!(stall.running_for, ms(150));
     }
 
     #[test]
@@ -467,18 +598,9 @@ mod tests {
         let clock = ManualClock::new();
         let d = diag(&clock);
         let here = Location::caller();
-        let a = d.intern(Site {
-            kind: "timed call",
-            location: here,
-        });
-        let b = d.intern(Site {
-            kind: "timed call",
-            location: here,
-        });
-        let c = d.intern(Site {
-            kind: "local task",
-            location: here,
-        });
+        let a = d.intern("timed call", here);
+        let b = d.intern("timed call", here);
+        let c = d.intern("local task", here);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(d.words.sites.lock().len(), 2);

@@ -270,7 +270,7 @@ impl Builder {
         let poll = MioPoll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shared = Arc::new(Shared {
-            inbox: Inbox::new(MioWaker(waker)),
+            inbox: Inbox::with_clock(MioWaker(waker), self.clock.clone()),
             run_queue: Mutex::new(RunQueue::default()),
             stop_requested: AtomicBool::new(false),
             started: AtomicBool::new(false),

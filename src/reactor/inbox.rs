@@ -24,17 +24,34 @@
 //! the loop swaps out whole (one short critical section per turn), never a
 //! slot-based queue whose consumer may spin on a half-written slot.
 //!
+//! The age of the oldest waiting call (`ReactorStatistics::inbox_oldest_age`)
+//! costs one clock read per batch, not per call: the push that finds the
+//! queue empty stamps it with the reactor's clock, under the lock, and the
+//! loop's drain takes the whole queue, so the stamp always belongs to the
+//! oldest job queued (FIFO). The stamp lives in the locked part, beside the
+//! jobs it describes; it adds no atomic and no step to the wake protocol
+//! (the loom models below cover that protocol unchanged; the stamp needs
+//! no model of its own, since every read and write of it holds the lock).
+//! A sampler reads it under the same lock. (So the clock must not call
+//! back into the inbox: every clock in the crate only reads time.)
+//!
 //! Invariants:
 //! - `queue` is `None` once closed; a push then fails and returns the job.
+//! - While the queue holds jobs, `oldest` is the time its first job was
+//!   pushed (when the inbox has a clock).
 //! - Every job pushed before `close` is handed to the loop by a drain or by
 //!   `close` itself.
 
 use std::collections::VecDeque;
 use std::panic::Location;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::inline_call::{self, InlineCall};
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicU8, AtomicU64, Ordering};
+use crate::time::Clock;
 
 /// The loop is (about to be) blocked: the next producer wakes it.
 const SLEEPY: u8 = 0;
@@ -83,6 +100,8 @@ pub(crate) struct Inbox<W> {
     state: AtomicU8,
     wakes: AtomicU64,
     waker: W,
+    /// Stamps the oldest waiting job; `None`: ages are not kept.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// The guarded part: `jobs` is `None` once closed; `pushes` is counted under
@@ -91,18 +110,49 @@ pub(crate) struct Inbox<W> {
 struct Queue {
     jobs: Option<VecDeque<Job>>,
     pushes: u64,
+    /// When the first job now queued was pushed (meaningless when empty).
+    oldest: Duration,
+}
+
+impl Queue {
+    /// The open queue, ready for one more job: stamped if it is empty, the
+    /// push counted. `None` when closed.
+    #[inline]
+    fn slot(&mut self, clock: Option<&Arc<dyn Clock>>) -> Option<&mut VecDeque<Job>> {
+        let q = self.jobs.as_mut()?;
+        if q.is_empty() {
+            if let Some(clock) = clock {
+                self.oldest = clock.now();
+            }
+        }
+        self.pushes += 1;
+        Some(q)
+    }
 }
 
 impl<W: Wake> Inbox<W> {
+    /// An inbox that keeps no ages (`oldest_age` is zero).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(waker: W) -> Self {
+        Self::build(waker, None)
+    }
+
+    /// An inbox that stamps its oldest waiting job with `clock`.
+    pub(crate) fn with_clock(waker: W, clock: Arc<dyn Clock>) -> Self {
+        Self::build(waker, Some(clock))
+    }
+
+    fn build(waker: W, clock: Option<Arc<dyn Clock>>) -> Self {
         Inbox {
             queue: Mutex::new(Queue {
                 jobs: Some(VecDeque::new()),
                 pushes: 0,
+                oldest: Duration::ZERO,
             }),
             state: AtomicU8::new(SLEEPY),
             wakes: AtomicU64::new(0),
             waker,
+            clock,
         }
     }
 
@@ -130,14 +180,13 @@ impl<W: Wake> Inbox<W> {
     ) -> Result<(), G> {
         {
             let mut queue = self.queue.lock();
-            match queue.jobs.as_mut() {
+            match queue.slot(self.clock.as_ref()) {
                 Some(q) => q.push_back(Job {
                     message: Message::Call(InlineCall::new(g)),
                     location,
                 }),
                 None => return Err(g),
             }
-            queue.pushes += 1;
         }
         self.notify();
         Ok(())
@@ -151,14 +200,13 @@ impl<W: Wake> Inbox<W> {
     ) -> Result<(), std::sync::Arc<dyn Deliver>> {
         {
             let mut queue = self.queue.lock();
-            match queue.jobs.as_mut() {
+            match queue.slot(self.clock.as_ref()) {
                 Some(q) => q.push_back(Job {
                     message: Message::Deliver(message),
                     location,
                 }),
                 None => return Err(message),
             }
-            queue.pushes += 1;
         }
         self.notify();
         Ok(())
@@ -266,6 +314,23 @@ impl<W: Wake> Inbox<W> {
 
     pub(crate) fn pushes(&self) -> u64 {
         self.queue.lock().pushes
+    }
+
+    /// How long the oldest queued job has waited (zero when empty, closed,
+    /// or kept without a clock).
+    pub(crate) fn oldest_age(&self) -> Duration {
+        let Some(clock) = &self.clock else {
+            return Duration::ZERO;
+        };
+        let stamp = {
+            let queue = self.queue.lock();
+            match &queue.jobs {
+                Some(q) if !q.is_empty() => queue.oldest,
+                _ => return Duration::ZERO,
+            }
+        };
+        // Read after the stamp, so never before it.
+        clock.now().saturating_sub(stamp)
     }
 
     pub(crate) fn wakes(&self) -> u64 {
@@ -394,6 +459,44 @@ mod tests {
         // Still awake: no syscall for the next push either.
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert_eq!(wakes(&inbox), 0);
+    }
+
+    /// One stamp per batch: the push into an empty inbox dates it, later
+    /// pushes do not, and a drain starts the next batch.
+    #[test]
+    fn the_oldest_waiting_job_is_dated_by_the_push_that_found_the_inbox_empty() {
+        use crate::testing::ManualClock;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let clock = ManualClock::new();
+        let inbox = Inbox::with_clock(CountingWaker::default(), Arc::new(clock.clone()));
+        assert_eq!(inbox.oldest_age(), Duration::ZERO);
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        clock.advance(ms(5));
+        assert_eq!(inbox.oldest_age(), ms(5));
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        clock.advance(ms(2));
+        assert_eq!(inbox.oldest_age(), ms(7));
+        assert_eq!(run_all(&inbox), 2);
+        assert_eq!(inbox.oldest_age(), Duration::ZERO);
+        clock.advance(ms(1));
+        let d: Arc<dyn Deliver> = Arc::new(Noop);
+        assert!(inbox.push_deliver(d, Location::caller()).is_ok());
+        clock.advance(ms(3));
+        assert_eq!(inbox.oldest_age(), ms(3));
+        assert_eq!(inbox.close().len(), 1);
+        assert_eq!(inbox.oldest_age(), Duration::ZERO);
+        // Without a clock no age is kept.
+        let plain = Inbox::new(CountingWaker::default());
+        assert!(plain.push(|| (), Location::caller()).is_ok());
+        clock.advance(ms(3));
+        assert_eq!(plain.oldest_age(), Duration::ZERO);
+    }
+
+    struct Noop;
+
+    impl Deliver for Noop {
+        fn deliver(self: Arc<Self>) {}
     }
 
     /// Captures of every size and alignment run once, in FIFO order, and

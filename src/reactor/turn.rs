@@ -11,6 +11,12 @@
 //!   wake slipped in (the wake protocol in `inbox.rs`).
 //! - I/O readiness is dispatched by [`Inner::dispatch_events`], a function
 //!   of its own so the I/O registry hooks in there (contract C2).
+//! - Each turn records its work in the turn histogram (the loop lag): the
+//!   clock is read when the turn starts and when it ends and, around the
+//!   stretch where the loop may go idle (the spin before sleeping and the
+//!   blocking poll), before and after it, so the wait is left out. A turn
+//!   with work costs two clock reads, an idle one four; time between turns
+//!   (a caller's code between two `iterate`s) belongs to no turn.
 
 use std::any::Any;
 use std::io;
@@ -48,11 +54,15 @@ impl Inner {
         location: &'static Location<'static>,
         f: impl FnOnce(),
     ) {
-        let started = self.diag.as_ref().map(|d| d.begin(kind, location));
-        let outcome = catch_unwind(AssertUnwindSafe(f));
-        if let Some(d) = &self.diag {
-            d.end(started.flatten(), kind, location);
-        }
+        let outcome = match &self.diag {
+            None => catch_unwind(AssertUnwindSafe(f)),
+            Some(d) => {
+                let started = d.begin(kind, location);
+                let outcome = catch_unwind(AssertUnwindSafe(f));
+                d.end(started, kind, location);
+                outcome
+            }
+        };
         if let Err(payload) = outcome {
             self.on_panic(kind, location, payload);
         }
@@ -77,6 +87,7 @@ impl Inner {
         self.in_turn.set(true);
         let _reset = ResetOnDrop(&self.in_turn);
         SharedStats::bump(&self.shared.stats.turns, 1);
+        let mut lap = Lap::start(self.now());
 
         // 1. Calls from other threads: the snapshot present now.
         let mut worked = self.run_calls() > 0;
@@ -94,17 +105,27 @@ impl Inner {
         let timeout = if worked {
             Some(Duration::ZERO)
         } else {
+            // The loop may go idle: its spin and its wait are not work.
+            lap.pause(self.now());
             self.poll_timeout(max_wait)
         };
-        if let Some(d) = &self.diag {
-            d.before_poll();
-        }
-        self.poll_io(timeout);
+        self.poll_io(timeout, (!worked).then_some(&mut lap));
 
         // 4. Local tasks ready now.
         let polled = self.run_tasks();
         self.busy.set(polled > 0);
         self.publish_gauges();
+        let work = lap.finish(self.now());
+        self.shared.stats.turn_histogram.record(work);
+    }
+
+    /// The reactor's time; with diagnostics on, also their reading (so a
+    /// turn's first callback needs no clock read of its own).
+    fn now(&self) -> Duration {
+        match &self.diag {
+            Some(d) => d.read_clock(),
+            None => self.shared.clock.now(),
+        }
     }
 
     /// Runs the calls queued from other threads that are present now (and
@@ -161,9 +182,6 @@ impl Inner {
         SharedStats::set(&s.timers_live, self.timers.live_count() as u64);
         SharedStats::set(&s.timer_heap_entries, self.timers.heap_len() as u64);
         SharedStats::set(&s.tasks_alive, self.tasks.len() as u64);
-        if let Some(d) = &self.diag {
-            d.end_turn();
-        }
     }
 
     /// A stop was requested and shutdown has not begun acting on it.
@@ -213,12 +231,17 @@ impl Inner {
         timeout
     }
 
-    fn poll_io(&self, timeout: Option<Duration>) {
+    /// Polls for I/O and dispatches it; `idle` (the turn's lap, paused) is
+    /// resumed as soon as the poll returns, so handlers count as work.
+    fn poll_io(&self, timeout: Option<Duration>, idle: Option<&mut Lap>) {
         // With no I/O source registered, a non-blocking poll could only
         // report the waker, which the next turn's drain covers: skip the
         // syscall.
         if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
             self.shared.inbox.awake();
+            if let Some(lap) = idle {
+                lap.resume(self.now());
+            }
             return;
         }
         if let Some(timer) = &self.precise_timer {
@@ -227,6 +250,9 @@ impl Inner {
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
+        if let Some(lap) = idle {
+            lap.resume(self.now());
+        }
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "weft: poll failed");
@@ -254,5 +280,35 @@ impl Inner {
                 _ => self.io.push_event(event),
             }
         }
+    }
+}
+
+/// A turn's work time: the time from its start to its end, less the
+/// stretch it spent idle.
+struct Lap {
+    from: Duration,
+    work: Duration,
+}
+
+impl Lap {
+    fn start(now: Duration) -> Lap {
+        Lap {
+            from: now,
+            work: Duration::ZERO,
+        }
+    }
+
+    fn pause(&mut self, now: Duration) {
+        self.work += now.saturating_sub(self.from);
+        self.from = now;
+    }
+
+    fn resume(&mut self, now: Duration) {
+        self.from = now;
+    }
+
+    fn finish(mut self, now: Duration) -> Duration {
+        self.pause(now);
+        self.work
     }
 }
