@@ -10,6 +10,13 @@
 //! `spawn_blocking` with `max_blocking_threads(POOL)`, and a baseline of std
 //! threads sharing an mpsc job queue with an mpsc result channel. The
 //! machine is shared: read the ratios, not the absolute times.
+//!
+//! `bridge_span` measures what carrying the caller's `tracing` span costs:
+//! the same 1000-in-flight wave and sequential round trip with no span
+//! current (`off`: nothing is carried) and inside a span recorded by a
+//! `tracing_subscriber::registry()` (`on`: the span is cloned into each job,
+//! entered around the work on the pool thread and around the completion on
+//! the loop, then dropped).
 
 use std::sync::mpsc;
 use std::thread;
@@ -270,9 +277,67 @@ fn bench_in_flight_peers(c: &mut Criterion) {
     group.finish();
 }
 
+/// One wave of `WAVE` jobs in flight, then a sequential round trip, each
+/// with and without a current span.
+fn bench_span(c: &mut Criterion) {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(POOL).unwrap();
+    reactor.run_until_complete(async {}).unwrap();
+    let h = reactor.handle();
+    let mut group = c.benchmark_group("bridge_span");
+    group.throughput(Throughput::Elements(WAVE));
+    let wave = |iters: u64| {
+        let h = h.clone();
+        reactor
+            .run_until_complete(async move {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let wave: Vec<_> = (0..WAVE)
+                        .map(|i| h.defer_to_thread(move || i + 1))
+                        .collect();
+                    for d in wave {
+                        d.await.unwrap();
+                    }
+                }
+                t.elapsed()
+            })
+            .unwrap()
+    };
+    let round_trip = |iters: u64| {
+        let h = h.clone();
+        reactor
+            .run_until_complete(async move {
+                let t = Instant::now();
+                for i in 0..iters {
+                    h.defer_to_thread(move || i + 1).await.unwrap();
+                }
+                t.elapsed()
+            })
+            .unwrap()
+    };
+    group.bench_function("in_flight_off", |b| b.iter_custom(wave));
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        group.bench_function("in_flight_on", |b| b.iter_custom(wave));
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("round_trip_off", |b| b.iter_custom(round_trip));
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        group.bench_function("round_trip_on", |b| b.iter_custom(round_trip));
+    });
+    group.finish();
+    reactor.stop();
+    reactor.run().unwrap();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_defer, bench_blocking_call, bench_in_flight_peers
+    targets = bench_defer, bench_blocking_call, bench_in_flight_peers, bench_span
 }
 criterion_main!(benches);

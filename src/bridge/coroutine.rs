@@ -18,7 +18,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::oneshot;
+use crate::deferred::span;
 use crate::error::{CallError, Panic};
 use crate::reactor::{self, Handle, Remote};
 
@@ -53,7 +56,12 @@ where
             let Some(handle) = reactor::current() else {
                 return;
             };
-            let task = handle.spawn_local(future);
+            // Polled in the caller's span (entered around this call by
+            // `call_from_thread`), as the call itself runs.
+            let task = match span::current() {
+                Some(span) => handle.spawn_local(future.instrument(span)),
+                None => handle.spawn_local(future),
+            };
             let resolver = task.resolver();
             CrossCancels::register(&handle, id, Box::new(move || resolver.cancel()));
             // `tx` moves into the callback; if the task is dropped at shutdown

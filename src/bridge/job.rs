@@ -30,6 +30,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 use super::table::Threads;
+use crate::deferred::span;
 use crate::error::{ThreadError, copy_payload, panic_message};
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Remote};
@@ -49,7 +50,9 @@ pub(super) struct Job<T, F> {
     remote: Remote,
     /// Where the job was submitted (the public entry point's caller).
     location: &'static Location<'static>,
-    span: tracing::Span,
+    /// The submitter's `tracing` span (`None` when nothing listens): the
+    /// closure runs in it, and so do the `Deferred`'s callbacks on delivery.
+    span: Option<tracing::Span>,
 }
 
 impl<T, F> Job<T, F>
@@ -68,7 +71,7 @@ where
             key,
             remote,
             location,
-            span: tracing::Span::current(),
+            span: span::current(),
         })
     }
 
@@ -87,7 +90,7 @@ where
 
     /// Runs a started closure in the submitter's `tracing` span.
     pub(super) fn call(&self, f: F) -> T {
-        self.span.in_scope(f)
+        span::in_span(self.span.as_ref(), f)
     }
 
     /// On a worker thread: runs the closure unless the job was cancelled,
@@ -165,7 +168,8 @@ where
         };
         // The resolver runs the Deferred's callbacks; a panic there is logged
         // with where the job was submitted, then left to the reactor's policy.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| resolver.resolve(result))) {
+        let resolve = || span::in_span(self.span.as_ref(), || resolver.resolve(result));
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(resolve)) {
             tracing::error!(
                 kind = "thread job completion",
                 location = %self.location,

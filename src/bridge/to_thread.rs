@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::job::{Job, Runner};
 use super::table::Threads;
-use crate::deferred::Deferred;
+use crate::deferred::{Deferred, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
@@ -176,10 +176,9 @@ impl Handle {
         F: FnOnce() + Send + 'static,
     {
         let pool = self.thread_pool();
-        let span = tracing::Span::current();
-        if span.is_none() {
+        let Some(span) = span::current() else {
             return pool.call_in_thread(f);
-        }
+        };
         // Carry the span; keep `f` reachable so a refusal can hand it back.
         let slot = Arc::new(Mutex::new(Some(f)));
         let job_slot = slot.clone();
@@ -228,10 +227,10 @@ impl Handle {
     pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
         let slot = Arc::new(Mutex::new(Some(calls)));
         let job_slot = slot.clone();
-        let span = tracing::Span::current();
+        let span = span::current();
         let submitted = self.thread_pool().call_in_thread(move || {
             let calls = job_slot.lock().take().unwrap_or_default();
-            let _entered = span.enter();
+            let _entered = span.as_ref().map(tracing::Span::enter);
             let total = calls.len();
             for (i, call) in calls.into_iter().enumerate() {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(call)) {

@@ -30,6 +30,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::{AlreadyResolved, Cancelled, ThreadError};
 
 mod chain;
+pub(crate) mod span;
 
 pub use chain::gather;
 
