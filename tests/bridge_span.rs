@@ -177,12 +177,18 @@ fn a_refused_call_is_handed_back_with_a_span_current() {
     let _entered = span.enter();
     let (tx, rx) = mpsc::channel();
     let t = tx.clone();
-    let err = remote.call_from_thread(move || t.send(7).unwrap()).unwrap_err();
+    let err = remote
+        .call_from_thread(move || t.send(7).unwrap())
+        .unwrap_err();
     (err.0)();
     let t = tx.clone();
-    let err = remote.try_call_from_thread(move || t.send(8).unwrap()).unwrap_err();
+    let err = remote
+        .try_call_from_thread(move || t.send(8).unwrap())
+        .unwrap_err();
     err.into_inner()();
-    let err = remote.call_later(Duration::ZERO, move || tx.send(9).unwrap()).unwrap_err();
+    let err = remote
+        .call_later(Duration::ZERO, move || tx.send(9).unwrap())
+        .unwrap_err();
     (err.0)();
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![7, 8, 9]);
 }

@@ -57,6 +57,8 @@ pub use from_thread::{
 };
 pub use timing::{AlreadyRunning, LoopingCall};
 
+use crate::reactor::{Builder, Handle};
+
 /// What shutdown does with thread-pool work that was queued but not started.
 ///
 /// A bridge setting (the bridge's `Before` shutdown trigger acts on it), set
@@ -85,4 +87,43 @@ pub enum QueuedWork {
     Run,
     /// Drop it unrun; its `Deferred`s get `ThreadError::Cancelled`.
     Cancel,
+}
+
+/// The bridge's reactor settings: kept as typed extensions of the reactor
+/// (seeded by the builder), so the reactor layer never names them.
+impl Builder {
+    /// Sets what shutdown does with pool work queued but not started
+    /// (default: run it and deliver its results).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    /// let r = weft::Reactor::builder().queued_work_at_shutdown(QueuedWork::Run).build().unwrap();
+    /// # drop(r);
+    /// ```
+    pub fn queued_work_at_shutdown(self, policy: QueuedWork) -> Self {
+        self.with_extension(policy)
+    }
+}
+
+impl Handle {
+    /// What shutdown does with pool work queued but not started, as set by
+    /// [`Builder::queued_work_at_shutdown`]: for pools built on the loop
+    /// that should follow the reactor's policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    ///
+    /// let reactor = weft::Reactor::builder()
+    ///     .queued_work_at_shutdown(QueuedWork::Cancel)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Cancel);
+    /// ```
+    pub fn queued_work_at_shutdown(&self) -> QueuedWork {
+        *self.extension(QueuedWork::default)
+    }
 }

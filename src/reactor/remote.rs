@@ -191,13 +191,7 @@ impl fmt::Debug for Remote {
 /// `f` to run inside `span`, kept in a shared slot so that a refused push
 /// can hand `f` back: returns the call to queue (one pointer, stored in the
 /// inbox's slot) and what recovers `f` from a refused call.
-fn carry_span<F>(
-    span: tracing::Span,
-    f: F,
-) -> (
-    impl FnOnce() + Send + 'static,
-    impl FnOnce() -> F,
-)
+fn carry_span<F>(span: tracing::Span, f: F) -> (impl FnOnce() + Send + 'static, impl FnOnce() -> F)
 where
     F: FnOnce() + Send + 'static,
 {
@@ -253,12 +247,10 @@ impl Remote {
             None => self.shared.push(f).map_err(LoopStopped),
             Some(span) => {
                 let (call, back) = carry_span(span, f);
-                self.shared
-                    .push(call)
-                    .map_err(|call| {
-                        drop(call);
-                        LoopStopped(back())
-                    })
+                self.shared.push(call).map_err(|call| {
+                    drop(call);
+                    LoopStopped(back())
+                })
             }
         }
     }
