@@ -103,8 +103,9 @@ impl<F> Error for LoopStopped<F> {}
 /// A caught panic: its message, and the original payload for
 /// [`std::panic::resume_unwind`] (as tokio's `JoinError::into_panic` gives).
 ///
-/// It is what [`ThreadError::Panicked`], [`CallError::Panicked`] and
-/// [`RunError::Panicked`] carry in their `message` field. It reads as the
+/// It is what [`ThreadError::Panicked`] (also inside
+/// [`CallError::Failed`]) and [`RunError::Panicked`] carry in their
+/// `message` field. It reads as the
 /// panic message (`Deref<Target = str>`, `Display`) and compares by message.
 /// Clones share the one payload: the first [`into_payload`](Panic::into_payload)
 /// takes it, later ones get the message as a `String`.
@@ -582,38 +583,46 @@ impl RunError {
 }
 
 /// Why a call onto the loop from another thread
-/// ([`blocking_call_from_thread`](crate::blocking_call_from_thread),
+/// ([`Remote::blocking_call`](crate::Remote::blocking_call),
 /// [`CrossThreadFuture`](crate::CrossThreadFuture)) produced no value.
+///
+/// The call's own fate is the one job error, [`ThreadError`], in
+/// [`CallError::Failed`]: the same type a `defer_to_thread` gives on the
+/// loop, so code on either side matches the same variants. The other
+/// variants are the waiting caller's own cases: misuse (`OnLoopThread`,
+/// `AlreadyTaken`) and a wait that gave up (`TimedOut`, while the call may
+/// still run). `?` converts a [`ThreadError`] or [`Cancelled`] into it.
 ///
 /// # Examples
 ///
 /// ```
+/// use weft::{CallError, ThreadError};
+///
 /// let reactor = weft::Reactor::new().unwrap();
 /// // On the loop thread it would deadlock, so it fails at once.
 /// let err = weft::blocking_call_from_thread(&reactor.remote(), || 1).unwrap_err();
-/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// assert_eq!(err, CallError::OnLoopThread);
+/// // A job error converts with `?`.
+/// fn relay(r: Result<u8, ThreadError>) -> Result<u8, CallError> {
+///     Ok(r?)
+/// }
+/// assert_eq!(relay(Err(ThreadError::Stopped)), Err(CallError::Failed(ThreadError::Stopped)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
     /// Called on the loop thread, where waiting would deadlock.
     OnLoopThread,
-    /// The loop had stopped, is stopping, or shut down before the call
-    /// produced a value.
-    LoopStopped,
-    /// The closure or the future it returned panicked; `message` holds the
-    /// original payload ([`CallError::try_into_panic`]).
-    Panicked {
-        /// The panic: its message and payload.
-        message: Panic,
-    },
     /// The wait timed out. The call itself is not withdrawn: it may still
     /// run on the loop later.
     TimedOut,
-    /// The call was cancelled.
-    Cancelled,
     /// The outcome was already taken by an earlier wait or poll.
     AlreadyTaken,
+    /// The call produced no value: it panicked ([`ThreadError::Panicked`],
+    /// with the original payload), was cancelled ([`ThreadError::Cancelled`]),
+    /// or the loop stopped, is stopping, or shut down before it completed
+    /// ([`ThreadError::Stopped`]).
+    Failed(ThreadError),
 }
 
 impl fmt::Display for CallError {
@@ -622,20 +631,40 @@ impl fmt::Display for CallError {
             CallError::OnLoopThread => {
                 f.write_str("called on the loop thread; waiting would deadlock")
             }
-            CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
-            CallError::Panicked { message } => write!(f, "call panicked: {message}"),
             CallError::TimedOut => {
                 f.write_str("timed out waiting for the loop; the call may still run")
             }
-            CallError::Cancelled => f.write_str("call cancelled"),
             CallError::AlreadyTaken => f.write_str("outcome already taken"),
+            CallError::Failed(ThreadError::Panicked { message }) => {
+                write!(f, "call panicked: {message}")
+            }
+            CallError::Failed(ThreadError::Cancelled) => f.write_str("call cancelled"),
+            CallError::Failed(ThreadError::Stopped) => {
+                f.write_str("reactor loop stopped before the call completed")
+            }
+            CallError::Failed(ThreadError::TimedOut) => f.write_str("call timed out"),
         }
     }
 }
 
-impl Error for CallError {}
+impl Error for CallError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CallError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl CallError {
+    /// The loop stopped (or is stopping) before the call completed.
+    pub(crate) const LOOP_STOPPED: CallError = CallError::Failed(ThreadError::Stopped);
+
+    /// A call that panicked, keeping the payload.
+    pub(crate) fn panicked(payload: Box<dyn Any + Send>) -> CallError {
+        CallError::Failed(ThreadError::from_panic_payload(payload))
+    }
+
     /// Whether the call panicked.
     ///
     /// # Examples
@@ -644,7 +673,7 @@ impl CallError {
     /// assert!(!weft::CallError::TimedOut.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
-        matches!(self, CallError::Panicked { .. })
+        matches!(self, CallError::Failed(e) if e.is_panic())
     }
 
     /// Whether the call was cancelled.
@@ -652,10 +681,10 @@ impl CallError {
     /// # Examples
     ///
     /// ```
-    /// assert!(weft::CallError::Cancelled.is_cancelled());
+    /// assert!(weft::CallError::from(weft::Cancelled).is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, CallError::Cancelled)
+        matches!(self, CallError::Failed(e) if e.is_cancelled())
     }
 
     /// The call's original panic payload, for
@@ -663,7 +692,7 @@ impl CallError {
     ///
     /// # Errors
     ///
-    /// `self` when it is not [`CallError::Panicked`].
+    /// `self` when it is not a panic.
     ///
     /// # Examples
     ///
@@ -681,28 +710,23 @@ impl CallError {
     /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, CallError> {
         match self {
-            CallError::Panicked { message } => Ok(message.into_payload()),
+            CallError::Failed(e) => e.try_into_panic().map_err(CallError::Failed),
             other => Err(other),
         }
     }
 }
 
-/// A job's failure as seen by a cross-thread caller: `Stopped` is
-/// [`CallError::LoopStopped`]; the panic keeps its payload.
+/// A job's failure as seen by a cross-thread caller: the same error, in
+/// [`CallError::Failed`].
 impl From<ThreadError> for CallError {
     fn from(err: ThreadError) -> Self {
-        match err {
-            ThreadError::Panicked { message } => CallError::Panicked { message },
-            ThreadError::Cancelled => CallError::Cancelled,
-            ThreadError::TimedOut => CallError::TimedOut,
-            ThreadError::Stopped => CallError::LoopStopped,
-        }
+        CallError::Failed(err)
     }
 }
 
 impl From<Cancelled> for CallError {
     fn from(_: Cancelled) -> Self {
-        CallError::Cancelled
+        CallError::Failed(ThreadError::Cancelled)
     }
 }
 
