@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use weft::{Reactor, blocking_call_from_thread};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -340,4 +340,53 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     targets = bench_defer, bench_blocking_call, bench_in_flight_peers, bench_span
 }
-criterion_main!(benches);
+/// `BRIDGE_PROFILE=in_flight:N` (waves of 1000 in flight) or
+/// `round_trip:N` (sequential jobs) runs only that workload, for callgrind
+/// or perf: instructions per job are the difference of two sizes.
+fn profile(spec: &str) {
+    let (what, n) = spec.split_once(':').expect("WHAT:N");
+    let n: u64 = n.parse().expect("a count");
+    let what = what.to_owned();
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(POOL).unwrap();
+    let h = reactor.handle();
+    let sum = reactor
+        .run_until_complete(async move {
+            let mut sum = 0;
+            match what.as_str() {
+                "in_flight" => {
+                    for _ in 0..n {
+                        let wave: Vec<_> = (0..WAVE)
+                            .map(|i| {
+                                let data = [i; 4];
+                                h.defer_to_thread(move || data.iter().sum::<u64>())
+                            })
+                            .collect();
+                        for d in wave {
+                            sum += d.await.unwrap();
+                        }
+                    }
+                }
+                "round_trip" => {
+                    for i in 0..n {
+                        sum += h.defer_to_thread(move || i).await.unwrap();
+                    }
+                }
+                other => panic!("unknown workload {other}"),
+            }
+            sum
+        })
+        .unwrap();
+    println!("{spec}: checksum {sum}");
+    reactor.stop();
+    reactor.run().unwrap();
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("BRIDGE_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

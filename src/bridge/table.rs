@@ -10,6 +10,18 @@
 //!   queued on the inbox after the pool has stopped, so FIFO order puts it
 //!   behind every completion the pool's threads posted, whichever way the
 //!   reactor orders its own inbox drain and its shutdown triggers.
+//!
+//! Why a table at all, when the job record (`job.rs`) already carries the
+//! result to the loop: the `Resolver` is `!Send` (an `Rc` cell, so that
+//! `Deferred` callbacks can be plain `FnOnce` closures), and the record
+//! must be `Send + Sync` to reach a pool thread. Holding the `Resolver` in
+//! the record would need a thread-checked wrapper (unsafe code, or one that
+//! panics if a pool thread drops the last `Arc`, which happens when a loop
+//! has ended). A `Deferred` that polled the record directly would still
+//! have to be found by the shutdown (`fail_all` resolves what will never be
+//! delivered), i.e. by a table. So the table stays, made cheap: an index
+//! (no hashing), a generation against stale keys, and one type check when
+//! the typed resolver is taken back (`AnyResolver::unerase`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
