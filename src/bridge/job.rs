@@ -30,7 +30,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 use super::table::Threads;
-use crate::deferred::span;
+use crate::deferred::{CancelJob, span};
 use crate::error::{ThreadError, copy_payload, panic_message};
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Remote};
@@ -178,6 +178,17 @@ where
             );
             resume_unwind(payload);
         }
+    }
+}
+
+/// A cancel of the job's `Deferred` empties the record (see `cancel`).
+impl<T, F> CancelJob for Job<T, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn cancel_job(&self) -> bool {
+        self.cancel()
     }
 }
 

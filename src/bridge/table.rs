@@ -27,11 +27,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::slab::JobSlab;
-use crate::deferred::{AnyResolver, Deferred, Resolver};
+use super::slab::{Entry, JobSlab};
+use crate::deferred::{AnyResolver, Deferred, JobTable, Resolver};
 use crate::error::{Cancelled, ThreadError};
 use crate::pool::ThreadPool;
 use crate::reactor::{self, Handle, Phase, QueuedWork, SystemEvent};
+use crate::threads::TaskKey;
 
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
@@ -149,21 +150,23 @@ impl Threads {
         self.jobs.borrow().next_key()
     }
 
-    pub(super) fn register<T: 'static>(&self, key: u64, resolver: Resolver<T>) {
-        self.jobs.borrow_mut().insert(key, resolver.erase());
+    pub(super) fn register<T: 'static>(
+        &self,
+        key: u64,
+        resolver: Resolver<T>,
+        task: Option<TaskKey>,
+    ) {
+        let entry = Entry {
+            resolver: resolver.erase(),
+            task,
+        };
+        self.jobs.borrow_mut().insert(key, entry);
     }
 
     pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
         let entry = self.jobs.borrow_mut().remove(id);
         self.check_drained();
-        entry.and_then(AnyResolver::unerase)
-    }
-
-    /// Removes a job's entry without resolving it (its canceller resolves).
-    pub(super) fn forget(&self, id: u64) {
-        let entry = self.jobs.borrow_mut().remove(id);
-        drop(entry);
-        self.check_drained();
+        entry.and_then(|e| e.resolver.unerase())
     }
 
     fn check_drained(&self) {
@@ -184,5 +187,24 @@ impl Threads {
             self.drained.borrow_mut().push(d.resolver());
         }
         d
+    }
+}
+
+/// A cancelled job's entry goes (its canceller resolves the `Deferred`); an
+/// unstarted job of the reactor pool also leaves the pool's backlog at once.
+impl JobTable for Threads {
+    fn forget_job(&self, key: u64, unstarted: bool) {
+        let entry = self.jobs.borrow_mut().remove(key);
+        if let Some(Entry {
+            task: Some(task), ..
+        }) = &entry
+        {
+            let pool = self.pool.borrow().clone();
+            if let (true, Some(pool)) = (unstarted, pool) {
+                pool.withdraw(*task);
+            }
+        }
+        drop(entry);
+        self.check_drained();
     }
 }
