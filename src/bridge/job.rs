@@ -33,7 +33,7 @@ use super::table::Threads;
 use crate::deferred::{CancelJob, span};
 use crate::error::{ThreadError, copy_payload, panic_message};
 use crate::loom::Mutex;
-use crate::reactor::{self, Deliver, Remote};
+use crate::reactor::{Deliver, Remote};
 use crate::threads::SharedTask;
 
 enum Slot<T, F> {
@@ -160,10 +160,10 @@ where
             Slot::Done(result) => result,
             _ => return,
         };
-        let Some(handle) = reactor::current() else {
+        let Some(threads) = Threads::of_remote(&self.remote) else {
             return;
         };
-        let Some(resolver) = Threads::of(&handle).take::<T>(self.key) else {
+        let Some(resolver) = threads.take::<T>(self.key) else {
             return;
         };
         // The resolver runs the Deferred's callbacks; a panic there is logged

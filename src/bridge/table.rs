@@ -31,8 +31,19 @@ use super::slab::{Entry, JobSlab};
 use crate::deferred::{AnyResolver, Deferred, JobTable, Resolver};
 use crate::error::{Cancelled, ThreadError};
 use crate::pool::ThreadPool;
-use crate::reactor::{self, Handle, Phase, QueuedWork, SystemEvent};
+use crate::reactor::{self, Handle, Phase, QueuedWork, Remote, SystemEvent};
 use crate::threads::TaskKey;
+
+/// A reactor's identity (see [`Remote::downgrade`]) and its bridge state.
+type LastTable = (
+    std::sync::Weak<dyn std::any::Any + Send + Sync>,
+    std::rc::Weak<Threads>,
+);
+
+thread_local! {
+    /// The bridge state the last completion on this thread went to.
+    static LAST: RefCell<Option<LastTable>> = const { RefCell::new(None) };
+}
 
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
@@ -66,6 +77,30 @@ impl Threads {
             Threads::register_shutdown(handle, &threads);
         }
         threads
+    }
+
+    /// On the loop thread of `remote`'s reactor: its bridge state, if it
+    /// has one. Completions come in batches from one reactor, so the last
+    /// answer is cached per thread, keyed by the reactor's identity (a weak
+    /// reference, so the key cannot be reused by another reactor while
+    /// cached): most completions skip `reactor::current()` and the
+    /// extension lookup.
+    pub(super) fn of_remote(remote: &Remote) -> Option<Rc<Threads>> {
+        let cached = LAST.with(|last| match &*last.borrow() {
+            Some((id, threads)) if remote.is(id) => threads.upgrade(),
+            _ => None,
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let handle = reactor::current()?;
+        if !handle.remote().is(&remote.downgrade()) {
+            return None; // not this reactor's loop thread
+        }
+        let threads = Threads::of(&handle);
+        let entry = (remote.downgrade(), Rc::downgrade(&threads));
+        LAST.with(|last| *last.borrow_mut() = Some(entry));
+        Some(threads)
     }
 
     /// Whether jobs can still be accepted: until the `During` shutdown step

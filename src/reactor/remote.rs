@@ -376,6 +376,20 @@ impl Remote {
             })
     }
 
+    /// A weak reference that identifies this reactor: while it is held, the
+    /// reactor's shared state is not freed, so its address is not reused,
+    /// and [`is`](Remote::is) can compare against it safely.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let shared: Arc<dyn std::any::Any + Send + Sync> = self.shared.clone();
+        Arc::downgrade(&shared)
+    }
+
+    /// Whether `weak` came from [`downgrade`](Remote::downgrade) on a
+    /// `Remote` of this reactor.
+    pub(crate) fn is(&self, weak: &std::sync::Weak<dyn std::any::Any + Send + Sync>) -> bool {
+        std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(&self.shared))
+    }
+
     /// Asks the loop to stop; harmless if repeated or if it already stopped.
     ///
     /// # Examples
