@@ -342,8 +342,17 @@ criterion_group! {
 }
 /// `BRIDGE_PROFILE=in_flight:N` (waves of 1000 in flight) or
 /// `round_trip:N` (sequential jobs) runs only that workload, for callgrind
-/// or perf: instructions per job are the difference of two sizes.
+/// or perf: instructions per job are the difference of two sizes. A
+/// `span_` prefix (`span_in_flight:N`) runs it inside a span recorded by a
+/// `tracing_subscriber::registry()`.
 fn profile(spec: &str) {
+    if let Some(rest) = spec.strip_prefix("span_") {
+        let subscriber = tracing_subscriber::registry();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        return profile(rest);
+    }
     let (what, n) = spec.split_once(':').expect("WHAT:N");
     let n: u64 = n.parse().expect("a count");
     let what = what.to_owned();

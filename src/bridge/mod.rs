@@ -22,7 +22,19 @@
 //! `Arc` on the reactor's coalesced inbox (no allocation), so completions
 //! arrive in batches, in a later turn, never synchronously, and in FIFO order
 //! with the worker's own `call_from_thread`s. On the loop the key is looked up
-//! and the resolver fires.
+//! (the table of the record's reactor, cached per thread) and the resolver
+//! fires. Per job: the record (`Arc`) and the `Deferred`'s cell (`Rc`, its
+//! canceller held inline); a `Worker` other than a `ThreadPool` also needs
+//! the boxed [`Task`](crate::threads::Task) its trait takes.
+//!
+//! # Tracing spans
+//!
+//! The submitter's `tracing` span (if a subscriber is interested in it) is
+//! carried in the record: the closure runs in it on the worker, and the
+//! `Deferred`'s callbacks run in it on delivery. Calls queued from threads
+//! ([`Remote::call_from_thread`](crate::Remote::call_from_thread) and its
+//! siblings) run in their caller's span too. With no span current nothing is
+//! carried; the cost with one is in `deferred/span.rs`.
 //!
 //! Cancelling the `Deferred` empties the record (the closure and its
 //! captures are dropped at once; a worker reaching the job finds nothing to
