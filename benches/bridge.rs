@@ -10,12 +10,19 @@
 //! `spawn_blocking` with `max_blocking_threads(POOL)`, and a baseline of std
 //! threads sharing an mpsc job queue with an mpsc result channel. The
 //! machine is shared: read the ratios, not the absolute times.
+//!
+//! `bridge_span` measures what carrying the caller's `tracing` span costs:
+//! the same 1000-in-flight wave and sequential round trip with no span
+//! current (`off`: nothing is carried) and inside a span recorded by a
+//! `tracing_subscriber::registry()` (`on`: the span is cloned into each job,
+//! entered around the work on the pool thread and around the completion on
+//! the loop, then dropped).
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use weft::{Reactor, blocking_call_from_thread};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -270,9 +277,125 @@ fn bench_in_flight_peers(c: &mut Criterion) {
     group.finish();
 }
 
+/// One wave of `WAVE` jobs in flight, then a sequential round trip, each
+/// with and without a current span.
+fn bench_span(c: &mut Criterion) {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(POOL).unwrap();
+    reactor.run_until_complete(async {}).unwrap();
+    let h = reactor.handle();
+    let mut group = c.benchmark_group("bridge_span");
+    group.throughput(Throughput::Elements(WAVE));
+    let wave = |iters: u64| {
+        let h = h.clone();
+        reactor
+            .run_until_complete(async move {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let wave: Vec<_> = (0..WAVE)
+                        .map(|i| h.defer_to_thread(move || i + 1))
+                        .collect();
+                    for d in wave {
+                        d.await.unwrap();
+                    }
+                }
+                t.elapsed()
+            })
+            .unwrap()
+    };
+    let round_trip = |iters: u64| {
+        let h = h.clone();
+        reactor
+            .run_until_complete(async move {
+                let t = Instant::now();
+                for i in 0..iters {
+                    h.defer_to_thread(move || i + 1).await.unwrap();
+                }
+                t.elapsed()
+            })
+            .unwrap()
+    };
+    group.bench_function("in_flight_off", |b| b.iter_custom(wave));
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        group.bench_function("in_flight_on", |b| b.iter_custom(wave));
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("round_trip_off", |b| b.iter_custom(round_trip));
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        group.bench_function("round_trip_on", |b| b.iter_custom(round_trip));
+    });
+    group.finish();
+    reactor.stop();
+    reactor.run().unwrap();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_defer, bench_blocking_call, bench_in_flight_peers
+    targets = bench_defer, bench_blocking_call, bench_in_flight_peers, bench_span
 }
-criterion_main!(benches);
+/// `BRIDGE_PROFILE=in_flight:N` (waves of 1000 in flight) or
+/// `round_trip:N` (sequential jobs) runs only that workload, for callgrind
+/// or perf: instructions per job are the difference of two sizes. A
+/// `span_` prefix (`span_in_flight:N`) runs it inside a span recorded by a
+/// `tracing_subscriber::registry()`.
+fn profile(spec: &str) {
+    if let Some(rest) = spec.strip_prefix("span_") {
+        let subscriber = tracing_subscriber::registry();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let span = tracing::info_span!("bench");
+        let _entered = span.enter();
+        return profile(rest);
+    }
+    let (what, n) = spec.split_once(':').expect("WHAT:N");
+    let n: u64 = n.parse().expect("a count");
+    let what = what.to_owned();
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(POOL).unwrap();
+    let h = reactor.handle();
+    let sum = reactor
+        .run_until_complete(async move {
+            let mut sum = 0;
+            match what.as_str() {
+                "in_flight" => {
+                    for _ in 0..n {
+                        let wave: Vec<_> = (0..WAVE)
+                            .map(|i| {
+                                let data = [i; 4];
+                                h.defer_to_thread(move || data.iter().sum::<u64>())
+                            })
+                            .collect();
+                        for d in wave {
+                            sum += d.await.unwrap();
+                        }
+                    }
+                }
+                "round_trip" => {
+                    for i in 0..n {
+                        sum += h.defer_to_thread(move || i).await.unwrap();
+                    }
+                }
+                other => panic!("unknown workload {other}"),
+            }
+            sum
+        })
+        .unwrap();
+    println!("{spec}: checksum {sum}");
+    reactor.stop();
+    reactor.run().unwrap();
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("BRIDGE_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

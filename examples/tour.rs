@@ -446,7 +446,7 @@ async fn coroutine_from_thread() -> bool {
             let ok = value == Ok(42)
                 && timed_out == Err(CallError::TimedOut)
                 && cancelled
-                && after_cancel == Err(CallError::Cancelled);
+                && after_cancel == Err(CallError::Failed(ThreadError::Cancelled));
             println!("    [{}]", check(ok));
             ok
         }

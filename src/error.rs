@@ -7,7 +7,11 @@
 use std::any::Any;
 use std::error::Error;
 use std::fmt;
-use std::sync::Arc;
+
+mod panic;
+
+pub use panic::Panic;
+pub(crate) use panic::{copy_payload, panic_message};
 
 /// A worker, team or pool has been told to quit; it takes no more work.
 ///
@@ -99,140 +103,6 @@ impl<F> fmt::Display for LoopStopped<F> {
 }
 
 impl<F> Error for LoopStopped<F> {}
-
-/// A caught panic: its message, and the original payload for
-/// [`std::panic::resume_unwind`] (as tokio's `JoinError::into_panic` gives).
-///
-/// It is what [`ThreadError::Panicked`], [`CallError::Panicked`] and
-/// [`RunError::Panicked`] carry in their `message` field. It reads as the
-/// panic message (`Deref<Target = str>`, `Display`) and compares by message.
-/// Clones share the one payload: the first [`into_payload`](Panic::into_payload)
-/// takes it, later ones get the message as a `String`.
-///
-/// # Examples
-///
-/// ```
-/// let reactor = weft::Reactor::new().unwrap();
-/// let d = reactor.defer_to_thread(|| -> u8 { std::panic::panic_any(7_u32) });
-/// let err = reactor.run_until_complete(d).unwrap().unwrap_err();
-/// let weft::ThreadError::Panicked { message } = err else { unreachable!() };
-/// assert_eq!(message.message(), "<non-string panic payload>");
-/// // The original payload, not a copy of its message:
-/// assert_eq!(message.into_payload().downcast_ref::<u32>(), Some(&7));
-/// ```
-#[derive(Clone)]
-pub struct Panic {
-    message: Arc<str>,
-    /// A value holder, not a synchronisation point: a std mutex (never
-    /// poisoned in practice; taken back if it is) keeps `Panic` `Sync` and
-    /// needs no loom model.
-    payload: Arc<std::sync::Mutex<Option<Box<dyn Any + Send>>>>,
-}
-
-impl Panic {
-    /// Wraps a payload caught by [`std::panic::catch_unwind`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
-    /// let panic = weft::Panic::new(payload);
-    /// assert_eq!(panic.message(), "boom");
-    /// assert_eq!(panic.into_payload().downcast_ref::<&str>(), Some(&"boom"));
-    /// ```
-    pub fn new(payload: Box<dyn Any + Send>) -> Panic {
-        Panic {
-            message: panic_message(&*payload).into(),
-            payload: Arc::new(std::sync::Mutex::new(Some(payload))),
-        }
-    }
-
-    /// The panic message, or `<non-string panic payload>` when the payload
-    /// was neither a `&str` nor a `String`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(weft::Panic::from("boom").message(), "boom");
-    /// ```
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The payload, for [`std::panic::resume_unwind`]. If a clone took it
-    /// already, the message as a `String`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let panic = weft::Panic::from("boom");
-    /// let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-    ///     std::panic::resume_unwind(panic.into_payload())
-    /// }))
-    /// .unwrap_err();
-    /// assert_eq!(caught.downcast_ref::<String>().map(String::as_str), Some("boom"));
-    /// ```
-    pub fn into_payload(self) -> Box<dyn Any + Send> {
-        let taken = self
-            .payload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        taken.unwrap_or_else(|| Box::new(self.message.to_string()))
-    }
-}
-
-impl From<&str> for Panic {
-    fn from(message: &str) -> Panic {
-        Panic::from(message.to_owned())
-    }
-}
-
-impl From<String> for Panic {
-    fn from(message: String) -> Panic {
-        Panic::new(Box::new(message))
-    }
-}
-
-impl std::ops::Deref for Panic {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.message
-    }
-}
-
-impl PartialEq for Panic {
-    fn eq(&self, other: &Panic) -> bool {
-        self.message == other.message
-    }
-}
-
-impl Eq for Panic {}
-
-impl PartialEq<str> for Panic {
-    fn eq(&self, other: &str) -> bool {
-        &*self.message == other
-    }
-}
-
-impl PartialEq<&str> for Panic {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.message == *other
-    }
-}
-
-impl fmt::Debug for Panic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.message, f)
-    }
-}
-
-impl fmt::Display for Panic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 /// Why a job or future on the other side (pool work, a worker's job, a
 /// local task) produced no value: it panicked, was cancelled, was refused
@@ -374,27 +244,6 @@ impl ThreadError {
     /// its type, any other becomes its placeholder message.
     pub(crate) fn from_panic(payload: &(dyn Any + Send)) -> Self {
         Self::from_panic_payload(copy_payload(payload))
-    }
-}
-
-/// A copy of a borrowed panic payload, of the same type when it is a
-/// `&'static str` or a `String` (what `panic!` produces).
-pub(crate) fn copy_payload(payload: &(dyn Any + Send)) -> Box<dyn Any + Send> {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        Box::new(*s)
-    } else {
-        Box::new(panic_message(payload))
-    }
-}
-
-/// Extracts the message from a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
 
@@ -582,38 +431,46 @@ impl RunError {
 }
 
 /// Why a call onto the loop from another thread
-/// ([`blocking_call_from_thread`](crate::blocking_call_from_thread),
+/// ([`Remote::blocking_call`](crate::Remote::blocking_call),
 /// [`CrossThreadFuture`](crate::CrossThreadFuture)) produced no value.
+///
+/// The call's own fate is the one job error, [`ThreadError`], in
+/// [`CallError::Failed`]: the same type a `defer_to_thread` gives on the
+/// loop, so code on either side matches the same variants. The other
+/// variants are the waiting caller's own cases: misuse (`OnLoopThread`,
+/// `AlreadyTaken`) and a wait that gave up (`TimedOut`, while the call may
+/// still run). `?` converts a [`ThreadError`] or [`Cancelled`] into it.
 ///
 /// # Examples
 ///
 /// ```
+/// use weft::{CallError, ThreadError};
+///
 /// let reactor = weft::Reactor::new().unwrap();
 /// // On the loop thread it would deadlock, so it fails at once.
 /// let err = weft::blocking_call_from_thread(&reactor.remote(), || 1).unwrap_err();
-/// assert_eq!(err, weft::CallError::OnLoopThread);
+/// assert_eq!(err, CallError::OnLoopThread);
+/// // A job error converts with `?`.
+/// fn relay(r: Result<u8, ThreadError>) -> Result<u8, CallError> {
+///     Ok(r?)
+/// }
+/// assert_eq!(relay(Err(ThreadError::Stopped)), Err(CallError::Failed(ThreadError::Stopped)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
     /// Called on the loop thread, where waiting would deadlock.
     OnLoopThread,
-    /// The loop had stopped, is stopping, or shut down before the call
-    /// produced a value.
-    LoopStopped,
-    /// The closure or the future it returned panicked; `message` holds the
-    /// original payload ([`CallError::try_into_panic`]).
-    Panicked {
-        /// The panic: its message and payload.
-        message: Panic,
-    },
     /// The wait timed out. The call itself is not withdrawn: it may still
     /// run on the loop later.
     TimedOut,
-    /// The call was cancelled.
-    Cancelled,
     /// The outcome was already taken by an earlier wait or poll.
     AlreadyTaken,
+    /// The call produced no value: it panicked ([`ThreadError::Panicked`],
+    /// with the original payload), was cancelled ([`ThreadError::Cancelled`]),
+    /// or the loop stopped, is stopping, or shut down before it completed
+    /// ([`ThreadError::Stopped`]).
+    Failed(ThreadError),
 }
 
 impl fmt::Display for CallError {
@@ -622,20 +479,40 @@ impl fmt::Display for CallError {
             CallError::OnLoopThread => {
                 f.write_str("called on the loop thread; waiting would deadlock")
             }
-            CallError::LoopStopped => f.write_str("reactor loop stopped before the call completed"),
-            CallError::Panicked { message } => write!(f, "call panicked: {message}"),
             CallError::TimedOut => {
                 f.write_str("timed out waiting for the loop; the call may still run")
             }
-            CallError::Cancelled => f.write_str("call cancelled"),
             CallError::AlreadyTaken => f.write_str("outcome already taken"),
+            CallError::Failed(ThreadError::Panicked { message }) => {
+                write!(f, "call panicked: {message}")
+            }
+            CallError::Failed(ThreadError::Cancelled) => f.write_str("call cancelled"),
+            CallError::Failed(ThreadError::Stopped) => {
+                f.write_str("reactor loop stopped before the call completed")
+            }
+            CallError::Failed(ThreadError::TimedOut) => f.write_str("call timed out"),
         }
     }
 }
 
-impl Error for CallError {}
+impl Error for CallError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CallError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl CallError {
+    /// The loop stopped (or is stopping) before the call completed.
+    pub(crate) const LOOP_STOPPED: CallError = CallError::Failed(ThreadError::Stopped);
+
+    /// A call that panicked, keeping the payload.
+    pub(crate) fn panicked(payload: Box<dyn Any + Send>) -> CallError {
+        CallError::Failed(ThreadError::from_panic_payload(payload))
+    }
+
     /// Whether the call panicked.
     ///
     /// # Examples
@@ -644,7 +521,7 @@ impl CallError {
     /// assert!(!weft::CallError::TimedOut.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
-        matches!(self, CallError::Panicked { .. })
+        matches!(self, CallError::Failed(e) if e.is_panic())
     }
 
     /// Whether the call was cancelled.
@@ -652,10 +529,10 @@ impl CallError {
     /// # Examples
     ///
     /// ```
-    /// assert!(weft::CallError::Cancelled.is_cancelled());
+    /// assert!(weft::CallError::from(weft::Cancelled).is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, CallError::Cancelled)
+        matches!(self, CallError::Failed(e) if e.is_cancelled())
     }
 
     /// The call's original panic payload, for
@@ -663,7 +540,7 @@ impl CallError {
     ///
     /// # Errors
     ///
-    /// `self` when it is not [`CallError::Panicked`].
+    /// `self` when it is not a panic.
     ///
     /// # Examples
     ///
@@ -681,28 +558,23 @@ impl CallError {
     /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, CallError> {
         match self {
-            CallError::Panicked { message } => Ok(message.into_payload()),
+            CallError::Failed(e) => e.try_into_panic().map_err(CallError::Failed),
             other => Err(other),
         }
     }
 }
 
-/// A job's failure as seen by a cross-thread caller: `Stopped` is
-/// [`CallError::LoopStopped`]; the panic keeps its payload.
+/// A job's failure as seen by a cross-thread caller: the same error, in
+/// [`CallError::Failed`].
 impl From<ThreadError> for CallError {
     fn from(err: ThreadError) -> Self {
-        match err {
-            ThreadError::Panicked { message } => CallError::Panicked { message },
-            ThreadError::Cancelled => CallError::Cancelled,
-            ThreadError::TimedOut => CallError::TimedOut,
-            ThreadError::Stopped => CallError::LoopStopped,
-        }
+        CallError::Failed(err)
     }
 }
 
 impl From<Cancelled> for CallError {
     fn from(_: Cancelled) -> Self {
-        CallError::Cancelled
+        CallError::Failed(ThreadError::Cancelled)
     }
 }
 

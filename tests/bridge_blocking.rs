@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use weft::{
-    CallError, Cancelled, Deferred, Reactor, blocking_call_from_thread,
+    CallError, Cancelled, Deferred, Reactor, ThreadError, blocking_call_from_thread,
     blocking_call_from_thread_future, blocking_call_from_thread_future_timeout,
     blocking_call_from_thread_timeout,
 };
@@ -132,9 +132,9 @@ fn a_panic_in_the_blocking_call_comes_back_as_an_error() {
     });
     assert_eq!(
         out,
-        Err(CallError::Panicked {
+        Err(CallError::Failed(ThreadError::Panicked {
             message: "on the loop".into()
-        })
+        }))
     );
     assert_eq!(
         reactor.statistics().panics,
@@ -171,7 +171,7 @@ fn blocking_call_after_the_loop_stopped_fails_at_once() {
     let out = thread::spawn(move || blocking_call_from_thread(&remote, || 1))
         .join()
         .unwrap();
-    assert_eq!(out, Err(CallError::LoopStopped));
+    assert_eq!(out, Err(CallError::Failed(ThreadError::Stopped)));
 }
 
 #[test]
@@ -209,7 +209,10 @@ fn blocking_call_whose_future_is_dropped_at_shutdown_reports_loop_stopped() {
         });
     });
     reactor.run().unwrap();
-    assert_eq!(t.join().unwrap(), Err(CallError::LoopStopped));
+    assert_eq!(
+        t.join().unwrap(),
+        Err(CallError::Failed(ThreadError::Stopped))
+    );
 }
 
 #[test]
@@ -259,9 +262,9 @@ fn run_coroutine_threadsafe_reports_a_panicking_future() {
     });
     assert_eq!(
         out,
-        Err::<(), _>(CallError::Panicked {
+        Err::<(), _>(CallError::Failed(ThreadError::Panicked {
             message: "Fail!".into()
-        })
+        }))
     );
 }
 
@@ -293,7 +296,7 @@ fn run_coroutine_threadsafe_wait_timeout_does_not_cancel_but_cancel_does() {
     );
     assert!(!fut.cancel(), "nothing left to cancel");
     let out = thread::spawn(move || fut.wait()).join().unwrap();
-    assert_eq!(out, Err(CallError::Cancelled));
+    assert_eq!(out, Err(CallError::Failed(ThreadError::Cancelled)));
 }
 
 #[test]
@@ -336,6 +339,39 @@ fn run_coroutine_threadsafe_after_stop_fails_with_loop_stopped() {
     assert!(fut.is_done());
     assert_eq!(
         thread::spawn(move || fut.wait()).join().unwrap(),
-        Err(CallError::LoopStopped)
+        Err(CallError::Failed(ThreadError::Stopped))
     );
+}
+
+/// One job error across the bridge: the `ThreadError` a loop-side await
+/// gives is the one a thread's wait gives inside `CallError::Failed`, and
+/// `?` carries either way without `map_err`.
+#[test]
+fn the_job_error_crosses_the_bridge_with_question_mark_and_no_map_err() {
+    fn relay(r: Result<u8, ThreadError>) -> Result<u8, CallError> {
+        Ok(r?)
+    }
+    fn relay_cancelled(r: Result<u8, Cancelled>) -> Result<u8, CallError> {
+        Ok(r?)
+    }
+    assert_eq!(
+        relay(Err(ThreadError::Stopped)),
+        Err(CallError::Failed(ThreadError::Stopped))
+    );
+    assert!(relay_cancelled(Err(Cancelled)).unwrap_err().is_cancelled());
+    let reactor = Reactor::new().unwrap();
+    let out = with_worker(&reactor, |remote| -> Result<u8, CallError> {
+        // A failed job's error, awaited on the loop, reaches the thread as
+        // the same value.
+        let inner = remote.blocking_await(|| async {
+            let h = weft::reactor::current().unwrap();
+            h.defer_to_thread(|| -> u8 { panic!("deep") }).await
+        })?;
+        Ok(inner?)
+    });
+    let err = out.unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.to_string(), "call panicked: deep");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert_eq!(source, "job panicked: deep");
 }

@@ -345,3 +345,13 @@ fn the_handle_reports_the_shutdown_settings_pools_on_the_loop_follow() {
     );
     assert_eq!(reactor.handle().shutdown_timeout(), Duration::MAX);
 }
+
+#[test]
+fn the_last_queued_work_setting_wins() {
+    let reactor = Reactor::builder()
+        .queued_work_at_shutdown(QueuedWork::Cancel)
+        .queued_work_at_shutdown(QueuedWork::Run)
+        .build()
+        .unwrap();
+    assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Run);
+}

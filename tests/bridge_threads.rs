@@ -423,3 +423,24 @@ fn the_callers_tracing_span_is_carried_into_pool_work() {
         1
     );
 }
+
+/// Completions find their own reactor's table even when one thread drives
+/// several reactors in turn and reactors come and go (the loop caches the
+/// last table it delivered to).
+#[test]
+fn completions_reach_their_own_reactor_when_a_thread_drives_several() {
+    let a = Reactor::new().unwrap();
+    let b = Reactor::new().unwrap();
+    for round in 0..3u32 {
+        let da = a.defer_to_thread(move || ("a", round));
+        let db = b.defer_to_thread(move || ("b", round));
+        assert_eq!(b.run_until_complete(db).unwrap(), Ok(("b", round)));
+        assert_eq!(a.run_until_complete(da).unwrap(), Ok(("a", round)));
+    }
+    drop(a);
+    let c = Reactor::new().unwrap();
+    let dc = c.defer_to_thread(|| "c");
+    let db = b.defer_to_thread(|| "b again");
+    assert_eq!(c.run_until_complete(dc).unwrap(), Ok("c"));
+    assert_eq!(b.run_until_complete(db).unwrap(), Ok("b again"));
+}

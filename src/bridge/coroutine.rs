@@ -18,8 +18,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::oneshot;
-use crate::error::{CallError, Panic};
+use crate::deferred::span;
+use crate::error::CallError;
 use crate::reactor::{self, Handle, Remote};
 
 /// Queues `make` onto the loop, where it builds a future that is spawned as a
@@ -44,16 +47,19 @@ where
             let future = match catch_unwind(AssertUnwindSafe(make)) {
                 Ok(fut) => fut,
                 Err(p) => {
-                    tx.send(Err(CallError::Panicked {
-                        message: Panic::new(p),
-                    }));
+                    tx.send(Err(CallError::panicked(p)));
                     return;
                 }
             };
             let Some(handle) = reactor::current() else {
                 return;
             };
-            let task = handle.spawn_local(future);
+            // Polled in the caller's span (entered around this call by
+            // `call_from_thread`), as the call itself runs.
+            let task = match span::current() {
+                Some(span) => handle.spawn_local(future.instrument(span)),
+                None => handle.spawn_local(future),
+            };
             let resolver = task.resolver();
             CrossCancels::register(&handle, id, Box::new(move || resolver.cancel()));
             // `tx` moves into the callback; if the task is dropped at shutdown
@@ -65,7 +71,7 @@ where
                 tx.send(res.map_err(CallError::from))
             });
         })
-        .map_err(|_| CallError::LoopStopped)?;
+        .map_err(|_| CallError::LOOP_STOPPED)?;
     Ok(CrossThreadFuture {
         receiver: rx,
         remote: remote.clone(),
@@ -184,8 +190,8 @@ impl<T> CrossThreadFuture<T> {
     /// # Errors
     ///
     /// [`CallError::OnLoopThread`] on the loop thread (it would deadlock),
-    /// [`CallError::Panicked`], [`CallError::Cancelled`], or
-    /// [`CallError::LoopStopped`] if the loop shut down first.
+    /// [`CallError::Failed`] with the call's [`ThreadError`](crate::ThreadError): `Panicked`,
+    /// `Cancelled`, or `Stopped` if the loop shut down first.
     ///
     /// # Examples
     ///
@@ -233,7 +239,7 @@ impl<T> CrossThreadFuture<T> {
         self.receiver.wait_timeout(timeout)
     }
 
-    /// Cancels: the outcome becomes [`CallError::Cancelled`] and the loop is
+    /// Cancels: the outcome becomes `CallError::Failed(ThreadError::Cancelled)` and the loop is
     /// asked to drop the future. Returns `false` if the outcome had already
     /// been decided, so there was nothing to cancel; `true` guarantees that
     /// [`wait`](CrossThreadFuture::wait) gives `Cancelled`, even if the
@@ -247,7 +253,7 @@ impl<T> CrossThreadFuture<T> {
     /// assert!(fut.cancel());
     /// reactor.iterate(Some(std::time::Duration::ZERO));
     /// let r = std::thread::spawn(move || fut.wait()).join().unwrap();
-    /// assert_eq!(r, Err(weft::CallError::Cancelled));
+    /// assert_eq!(r, Err(weft::CallError::Failed(weft::ThreadError::Cancelled)));
     /// ```
     pub fn cancel(&self) -> bool {
         if !self.receiver.cancel() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::coroutine::spawn_from_thread;
 use super::oneshot;
-use crate::error::{CallError, Panic};
+use crate::error::CallError;
 use crate::reactor::Remote;
 
 impl Remote {
@@ -27,9 +27,9 @@ impl Remote {
     /// # Errors
     ///
     /// - [`CallError::OnLoopThread`] at once on the loop thread (Twisted deadlocks);
-    /// - [`CallError::LoopStopped`] at once if the loop has stopped or is
+    /// - `CallError::Failed(ThreadError::Stopped)` at once if the loop has stopped or is
     ///   stopping, or if it shuts down before `f` ran;
-    /// - [`CallError::Panicked`] if `f` panicked.
+    /// - `CallError::Failed(ThreadError::Panicked { .. })` if `f` panicked.
     ///
     /// # Examples
     ///
@@ -91,7 +91,7 @@ impl Remote {
     /// # Errors
     ///
     /// As [`blocking_call`](Remote::blocking_call); a future dropped unfinished at shutdown
-    /// gives [`CallError::LoopStopped`].
+    /// gives `CallError::Failed(ThreadError::Stopped)`.
     ///
     /// # Examples
     ///
@@ -178,12 +178,10 @@ where
     let (tx, rx) = oneshot::channel();
     remote
         .call_from_thread(move || {
-            let result = catch_unwind(AssertUnwindSafe(f)).map_err(|p| CallError::Panicked {
-                message: Panic::new(p),
-            });
+            let result = catch_unwind(AssertUnwindSafe(f)).map_err(CallError::panicked);
             tx.send(result);
         })
-        .map_err(|_| CallError::LoopStopped)?;
+        .map_err(|_| CallError::LOOP_STOPPED)?;
     Ok(rx)
 }
 

@@ -30,9 +30,10 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 use super::table::Threads;
+use crate::deferred::{CancelJob, span};
 use crate::error::{ThreadError, copy_payload, panic_message};
 use crate::loom::Mutex;
-use crate::reactor::{self, Deliver, Remote};
+use crate::reactor::{Deliver, Remote};
 use crate::threads::SharedTask;
 
 enum Slot<T, F> {
@@ -49,7 +50,9 @@ pub(super) struct Job<T, F> {
     remote: Remote,
     /// Where the job was submitted (the public entry point's caller).
     location: &'static Location<'static>,
-    span: tracing::Span,
+    /// The submitter's `tracing` span (`None` when nothing listens): the
+    /// closure runs in it, and so do the `Deferred`'s callbacks on delivery.
+    span: Option<tracing::Span>,
 }
 
 impl<T, F> Job<T, F>
@@ -68,7 +71,7 @@ where
             key,
             remote,
             location,
-            span: tracing::Span::current(),
+            span: span::current(),
         })
     }
 
@@ -87,7 +90,7 @@ where
 
     /// Runs a started closure in the submitter's `tracing` span.
     pub(super) fn call(&self, f: F) -> T {
-        self.span.in_scope(f)
+        span::in_span(self.span.as_ref(), f)
     }
 
     /// On a worker thread: runs the closure unless the job was cancelled,
@@ -157,15 +160,16 @@ where
             Slot::Done(result) => result,
             _ => return,
         };
-        let Some(handle) = reactor::current() else {
+        let Some(threads) = Threads::of_remote(&self.remote) else {
             return;
         };
-        let Some(resolver) = Threads::of(&handle).take::<T>(self.key) else {
+        let Some(resolver) = threads.take::<T>(self.key) else {
             return;
         };
         // The resolver runs the Deferred's callbacks; a panic there is logged
         // with where the job was submitted, then left to the reactor's policy.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| resolver.resolve(result))) {
+        let resolve = || span::in_span(self.span.as_ref(), || resolver.resolve(result));
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(resolve)) {
             tracing::error!(
                 kind = "thread job completion",
                 location = %self.location,
@@ -174,6 +178,17 @@ where
             );
             resume_unwind(payload);
         }
+    }
+}
+
+/// A cancel of the job's `Deferred` empties the record (see `cancel`).
+impl<T, F> CancelJob for Job<T, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn cancel_job(&self) -> bool {
+        self.cancel()
     }
 }
 

@@ -22,7 +22,19 @@
 //! `Arc` on the reactor's coalesced inbox (no allocation), so completions
 //! arrive in batches, in a later turn, never synchronously, and in FIFO order
 //! with the worker's own `call_from_thread`s. On the loop the key is looked up
-//! and the resolver fires.
+//! (the table of the record's reactor, cached per thread) and the resolver
+//! fires. Per job: the record (`Arc`) and the `Deferred`'s cell (`Rc`, its
+//! canceller held inline); a `Worker` other than a `ThreadPool` also needs
+//! the boxed [`Task`](crate::threads::Task) its trait takes.
+//!
+//! # Tracing spans
+//!
+//! The submitter's `tracing` span (if a subscriber is interested in it) is
+//! carried in the record: the closure runs in it on the worker, and the
+//! `Deferred`'s callbacks run in it on delivery. Calls queued from threads
+//! ([`Remote::call_from_thread`](crate::Remote::call_from_thread) and its
+//! siblings) run in their caller's span too. With no span current nothing is
+//! carried; the cost with one is in `deferred/span.rs`.
 //!
 //! Cancelling the `Deferred` empties the record (the closure and its
 //! captures are dropped at once; a worker reaching the job finds nothing to
@@ -57,6 +69,8 @@ pub use from_thread::{
 };
 pub use timing::{AlreadyRunning, LoopingCall};
 
+use crate::reactor::{Builder, Handle};
+
 /// What shutdown does with thread-pool work that was queued but not started.
 ///
 /// A bridge setting (the bridge's `Before` shutdown trigger acts on it), set
@@ -85,4 +99,43 @@ pub enum QueuedWork {
     Run,
     /// Drop it unrun; its `Deferred`s get `ThreadError::Cancelled`.
     Cancel,
+}
+
+/// The bridge's reactor settings: kept as typed extensions of the reactor
+/// (seeded by the builder), so the reactor layer never names them.
+impl Builder {
+    /// Sets what shutdown does with pool work queued but not started
+    /// (default: run it and deliver its results).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    /// let r = weft::Reactor::builder().queued_work_at_shutdown(QueuedWork::Run).build().unwrap();
+    /// # drop(r);
+    /// ```
+    pub fn queued_work_at_shutdown(self, policy: QueuedWork) -> Self {
+        self.with_extension(policy)
+    }
+}
+
+impl Handle {
+    /// What shutdown does with pool work queued but not started, as set by
+    /// [`Builder::queued_work_at_shutdown`]: for pools built on the loop
+    /// that should follow the reactor's policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::reactor::QueuedWork;
+    ///
+    /// let reactor = weft::Reactor::builder()
+    ///     .queued_work_at_shutdown(QueuedWork::Cancel)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Cancel);
+    /// ```
+    pub fn queued_work_at_shutdown(&self) -> QueuedWork {
+        *self.extension(QueuedWork::default)
+    }
 }

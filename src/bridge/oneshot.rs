@@ -12,7 +12,7 @@
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::CallError;
+use crate::error::{CallError, ThreadError};
 use crate::loom::{Arc, Condvar, Mutex};
 
 struct Slot<T> {
@@ -86,7 +86,7 @@ fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> bool {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            let _ = deliver(&shared, Err(CallError::LoopStopped));
+            let _ = deliver(&shared, Err(CallError::LOOP_STOPPED));
         }
     }
 }
@@ -95,7 +95,7 @@ impl<T> Receiver<T> {
     /// Decides the outcome as `Cancelled` unless one is already stored;
     /// `true` means it was (and no sender can change it any more).
     pub(crate) fn cancel(&self) -> bool {
-        deliver(&self.shared, Err(CallError::Cancelled))
+        deliver(&self.shared, Err(CallError::Failed(ThreadError::Cancelled)))
     }
 
     /// Identifies the cell while either end lives (its address).
@@ -181,7 +181,7 @@ mod loom_tests {
         ::loom::model(|| {
             let (tx, rx) = channel::<u32>();
             let t = thread::spawn(move || drop(tx));
-            assert_eq!(rx.wait(), Err(CallError::LoopStopped));
+            assert_eq!(rx.wait(), Err(CallError::LOOP_STOPPED));
             t.join().unwrap();
         });
     }
@@ -197,7 +197,7 @@ mod loom_tests {
             let outcome = rx.wait();
             t.join().unwrap();
             if cancelled {
-                assert_eq!(outcome, Err(CallError::Cancelled));
+                assert_eq!(outcome, Err(CallError::Failed(ThreadError::Cancelled)));
             } else {
                 assert_eq!(outcome, Ok(1));
             }

@@ -1,5 +1,7 @@
 //! The loop's job table: a slab of erased resolvers indexed by key, so a
-//! completion finds its `Resolver` by indexing, not hashing.
+//! completion finds its `Resolver` by indexing, not hashing. Each entry also
+//! keeps the job's key in the reactor pool's backlog, if it has one, so a
+//! cancel can withdraw it.
 //!
 //! A key is `generation << 32 | index`. A slot's generation changes each
 //! time it is vacated, so a stale key (a job cancelled, its slot reused)
@@ -8,15 +10,18 @@
 //! other use of the slab in between.
 
 use crate::deferred::AnyResolver;
+use crate::threads::TaskKey;
+
+/// One job in flight: its erased resolver, and where it waits in the
+/// reactor pool's backlog (`None` on other pools and workers).
+pub(super) struct Entry {
+    pub(super) resolver: AnyResolver,
+    pub(super) task: Option<TaskKey>,
+}
 
 enum Slot {
-    Vacant {
-        generation: u32,
-    },
-    Occupied {
-        generation: u32,
-        resolver: AnyResolver,
-    },
+    Vacant { generation: u32 },
+    Occupied { generation: u32, entry: Entry },
 }
 
 #[derive(Default)]
@@ -49,26 +54,20 @@ impl JobSlab {
 
     /// Stores `resolver` under `key`, which must come from the
     /// [`next_key`](JobSlab::next_key) just before.
-    pub(super) fn insert(&mut self, key: u64, resolver: AnyResolver) {
+    pub(super) fn insert(&mut self, key: u64, entry: Entry) {
         let (index, generation) = split(key);
         if index == self.slots.len() {
-            self.slots.push(Slot::Occupied {
-                generation,
-                resolver,
-            });
+            self.slots.push(Slot::Occupied { generation, entry });
         } else {
             let popped = self.free.pop();
             debug_assert_eq!(popped, Some(index as u32));
-            self.slots[index] = Slot::Occupied {
-                generation,
-                resolver,
-            };
+            self.slots[index] = Slot::Occupied { generation, entry };
         }
         self.len += 1;
     }
 
-    /// Takes the resolver under `key`, if it is still there.
-    pub(super) fn remove(&mut self, key: u64) -> Option<AnyResolver> {
+    /// Takes the entry under `key`, if it is still there.
+    pub(super) fn remove(&mut self, key: u64) -> Option<Entry> {
         let (index, generation) = split(key);
         let slot = self.slots.get_mut(index)?;
         if !matches!(slot, Slot::Occupied { generation: g, .. } if *g == generation) {
@@ -77,12 +76,12 @@ impl JobSlab {
         let vacant = Slot::Vacant {
             generation: generation.wrapping_add(1),
         };
-        let Slot::Occupied { resolver, .. } = std::mem::replace(slot, vacant) else {
+        let Slot::Occupied { entry, .. } = std::mem::replace(slot, vacant) else {
             unreachable!("checked above")
         };
         self.free.push(index as u32);
         self.len -= 1;
-        Some(resolver)
+        Some(entry)
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -97,8 +96,8 @@ impl JobSlab {
                 let vacant = Slot::Vacant {
                     generation: generation.wrapping_add(1),
                 };
-                if let Slot::Occupied { resolver, .. } = std::mem::replace(slot, vacant) {
-                    out.push(resolver);
+                if let Slot::Occupied { entry, .. } = std::mem::replace(slot, vacant) {
+                    out.push(entry.resolver);
                     self.free.push(index as u32);
                 }
             }
@@ -114,10 +113,16 @@ mod tests {
     use crate::deferred::Deferred;
     use crate::error::ThreadError;
 
-    fn resolver() -> (Deferred<u8>, AnyResolver) {
+    fn resolver() -> (Deferred<u8>, Entry) {
         let d = Deferred::new();
-        let r = d.resolver().erase();
-        (d, r)
+        let resolver = d.resolver().erase();
+        (
+            d,
+            Entry {
+                resolver,
+                task: None,
+            },
+        )
     }
 
     #[test]

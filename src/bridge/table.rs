@@ -10,16 +10,40 @@
 //!   queued on the inbox after the pool has stopped, so FIFO order puts it
 //!   behind every completion the pool's threads posted, whichever way the
 //!   reactor orders its own inbox drain and its shutdown triggers.
+//!
+//! Why a table at all, when the job record (`job.rs`) already carries the
+//! result to the loop: the `Resolver` is `!Send` (an `Rc` cell, so that
+//! `Deferred` callbacks can be plain `FnOnce` closures), and the record
+//! must be `Send + Sync` to reach a pool thread. Holding the `Resolver` in
+//! the record would need a thread-checked wrapper (unsafe code, or one that
+//! panics if a pool thread drops the last `Arc`, which happens when a loop
+//! has ended). A `Deferred` that polled the record directly would still
+//! have to be found by the shutdown (`fail_all` resolves what will never be
+//! delivered), i.e. by a table. So the table stays, made cheap: an index
+//! (no hashing), a generation against stale keys, and one type check when
+//! the typed resolver is taken back (`AnyResolver::unerase`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::slab::JobSlab;
-use crate::deferred::{AnyResolver, Deferred, Resolver};
+use super::slab::{Entry, JobSlab};
+use crate::deferred::{AnyResolver, Deferred, JobTable, Resolver};
 use crate::error::{Cancelled, ThreadError};
 use crate::pool::ThreadPool;
-use crate::reactor::{self, Handle, Phase, QueuedWork, SystemEvent};
+use crate::reactor::{self, Handle, Phase, QueuedWork, Remote, SystemEvent};
+use crate::threads::TaskKey;
+
+/// A reactor's identity (see [`Remote::downgrade`]) and its bridge state.
+type LastTable = (
+    std::sync::Weak<dyn std::any::Any + Send + Sync>,
+    std::rc::Weak<Threads>,
+);
+
+thread_local! {
+    /// The bridge state the last completion on this thread went to.
+    static LAST: RefCell<Option<LastTable>> = const { RefCell::new(None) };
+}
 
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
@@ -53,6 +77,30 @@ impl Threads {
             Threads::register_shutdown(handle, &threads);
         }
         threads
+    }
+
+    /// On the loop thread of `remote`'s reactor: its bridge state, if it
+    /// has one. Completions come in batches from one reactor, so the last
+    /// answer is cached per thread, keyed by the reactor's identity (a weak
+    /// reference, so the key cannot be reused by another reactor while
+    /// cached): most completions skip `reactor::current()` and the
+    /// extension lookup.
+    pub(super) fn of_remote(remote: &Remote) -> Option<Rc<Threads>> {
+        let cached = LAST.with(|last| match &*last.borrow() {
+            Some((id, threads)) if remote.is(id) => threads.upgrade(),
+            _ => None,
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let handle = reactor::current()?;
+        if !handle.remote().is(&remote.downgrade()) {
+            return None; // not this reactor's loop thread
+        }
+        let threads = Threads::of(&handle);
+        let entry = (remote.downgrade(), Rc::downgrade(&threads));
+        LAST.with(|last| *last.borrow_mut() = Some(entry));
+        Some(threads)
     }
 
     /// Whether jobs can still be accepted: until the `During` shutdown step
@@ -137,21 +185,23 @@ impl Threads {
         self.jobs.borrow().next_key()
     }
 
-    pub(super) fn register<T: 'static>(&self, key: u64, resolver: Resolver<T>) {
-        self.jobs.borrow_mut().insert(key, resolver.erase());
+    pub(super) fn register<T: 'static>(
+        &self,
+        key: u64,
+        resolver: Resolver<T>,
+        task: Option<TaskKey>,
+    ) {
+        let entry = Entry {
+            resolver: resolver.erase(),
+            task,
+        };
+        self.jobs.borrow_mut().insert(key, entry);
     }
 
     pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
         let entry = self.jobs.borrow_mut().remove(id);
         self.check_drained();
-        entry.and_then(AnyResolver::unerase)
-    }
-
-    /// Removes a job's entry without resolving it (its canceller resolves).
-    pub(super) fn forget(&self, id: u64) {
-        let entry = self.jobs.borrow_mut().remove(id);
-        drop(entry);
-        self.check_drained();
+        entry.and_then(|e| e.resolver.unerase())
     }
 
     fn check_drained(&self) {
@@ -172,5 +222,24 @@ impl Threads {
             self.drained.borrow_mut().push(d.resolver());
         }
         d
+    }
+}
+
+/// A cancelled job's entry goes (its canceller resolves the `Deferred`); an
+/// unstarted job of the reactor pool also leaves the pool's backlog at once.
+impl JobTable for Threads {
+    fn forget_job(&self, key: u64, unstarted: bool) {
+        let entry = self.jobs.borrow_mut().remove(key);
+        if let Some(Entry {
+            task: Some(task), ..
+        }) = &entry
+        {
+            let pool = self.pool.borrow().clone();
+            if let (true, Some(pool)) = (unstarted, pool) {
+                pool.withdraw(*task);
+            }
+        }
+        drop(entry);
+        self.check_drained();
     }
 }

@@ -7,12 +7,12 @@
 //! its captures are dropped by the cancel, not when a worker reaches it.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use super::job::{Job, Runner};
 use super::table::Threads;
-use crate::deferred::Deferred;
+use crate::deferred::{Deferred, JobTable, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
@@ -34,62 +34,35 @@ const REACTOR_POOL_MIN: usize = 0;
 const REACTOR_POOL_MAX: usize = 64;
 const REACTOR_POOL_NAME: &str = "weft-reactor";
 
-/// Registers a `Deferred` for `f` and builds its job record; the
-/// `Deferred`'s canceller empties the record and forgets the entry.
-fn prepare<T, F>(
+/// Builds the job record for `f`, registered under a fresh key.
+fn new_job<T, F>(
     handle: &Handle,
-    threads: &Rc<Threads>,
+    threads: &Threads,
     f: F,
     location: &'static Location<'static>,
-) -> (Deferred<T>, Arc<Job<T, F>>)
+) -> Arc<Job<T, F>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let key = threads.next_key();
-    let job = Job::new(f, key, handle.remote(), location);
-    let deferred = canceller_for(threads, key, job.clone(), None);
-    threads.register(key, deferred.resolver());
-    (deferred, job)
+    Job::new(f, threads.next_key(), handle.remote(), location)
 }
 
-/// A `Deferred` whose canceller empties `job` (dropping its closure now),
-/// withdraws it from the reactor pool's backlog if `task` names it there,
-/// and forgets its entry.
-fn canceller_for<T, F>(
-    threads: &Rc<Threads>,
-    key: u64,
-    job: Arc<Job<T, F>>,
-    task: Option<TaskKey>,
-) -> Deferred<T>
+/// The `Deferred` of a submitted `job`, registered in the loop's table
+/// (with its place in the reactor pool's backlog, `task`, if any). Its
+/// canceller empties the record (dropping the closure now), withdraws an
+/// unstarted job from the reactor pool and forgets the entry; it is held
+/// inline in the `Deferred`, so this allocates only the `Deferred`'s cell.
+fn register<T, F>(threads: &Rc<Threads>, job: Arc<Job<T, F>>, task: Option<TaskKey>) -> Deferred<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let weak = Rc::downgrade(threads);
-    Deferred::with_canceller(move || {
-        let unstarted = job.cancel();
-        let Some(t) = weak.upgrade() else { return };
-        if let (true, Some(task)) = (unstarted, task) {
-            let pool = t.pool.borrow().clone();
-            if let Some(pool) = pool {
-                pool.withdraw(task);
-            }
-        }
-        t.forget(key);
-    })
-}
-
-/// A job refused at submission: it will post nothing; resolve it `Stopped`.
-fn refused<T, F>(threads: &Threads, job: &Job<T, F>, key: u64)
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    job.refuse();
-    if let Some(r) = threads.take::<T>(key) {
-        let _ = r.errback(ThreadError::Stopped);
-    }
+    let key = job.key();
+    let table: Weak<dyn JobTable> = Rc::downgrade(threads) as Weak<Threads>;
+    let deferred = Deferred::with_job_canceller(job, table, key);
+    threads.register(key, deferred.resolver(), task);
+    deferred
 }
 
 impl Handle {
@@ -107,7 +80,11 @@ impl Handle {
     /// assert_eq!(pool.statistics().threads_alive, 0); // not started before run
     /// ```
     pub fn thread_pool(&self) -> Arc<ThreadPool> {
-        let threads = Threads::of(self);
+        self.reactor_pool(&Threads::of(self))
+    }
+
+    /// The reactor pool held by `threads`, created on first use.
+    fn reactor_pool(&self, threads: &Threads) -> Arc<ThreadPool> {
         if let Some(pool) = threads.pool.borrow().as_ref() {
             return pool.clone();
         }
@@ -176,10 +153,9 @@ impl Handle {
         F: FnOnce() + Send + 'static,
     {
         let pool = self.thread_pool();
-        let span = tracing::Span::current();
-        if span.is_none() {
+        let Some(span) = span::current() else {
             return pool.call_in_thread(f);
-        }
+        };
         // Carry the span; keep `f` reachable so a refusal can hand it back.
         let slot = Arc::new(Mutex::new(Some(f)));
         let job_slot = slot.clone();
@@ -228,10 +204,10 @@ impl Handle {
     pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
         let slot = Arc::new(Mutex::new(Some(calls)));
         let job_slot = slot.clone();
-        let span = tracing::Span::current();
+        let span = span::current();
         let submitted = self.thread_pool().call_in_thread(move || {
             let calls = job_slot.lock().take().unwrap_or_default();
-            let _entered = span.enter();
+            let _entered = span.as_ref().map(tracing::Span::enter);
             let total = calls.len();
             for (i, call) in calls.into_iter().enumerate() {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(call)) {
@@ -273,9 +249,23 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let location = Location::caller();
-        let pool = self.thread_pool();
-        self.defer_to_pool_at(&pool, true, f, location)
+        self.defer_to_reactor_pool_at(f, Location::caller())
+    }
+
+    /// `defer_to_thread` with the submitter's location: one lookup of the
+    /// bridge state for both the pool and the job table.
+    fn defer_to_reactor_pool_at<T, F>(
+        &self,
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let threads = Threads::of(self);
+        let pool = self.reactor_pool(&threads);
+        self.defer_to_pool_in(&threads, &pool, true, f, location)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -296,14 +286,16 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.defer_to_pool_at(pool, false, f, Location::caller())
+        self.defer_to_pool_in(&Threads::of(self), pool, false, f, Location::caller())
     }
 
-    /// Submits the job record itself to `pool` (one allocation per job);
-    /// if `pool` is the reactor pool (`reactor_pool`), a cancel also
-    /// withdraws the job from its backlog at once.
-    fn defer_to_pool_at<T, F>(
+    /// Submits the job record itself to `pool` (one allocation per job,
+    /// plus the `Deferred`'s cell); if `pool` is the reactor pool
+    /// (`reactor_pool`), a cancel also withdraws the job from its backlog
+    /// at once.
+    fn defer_to_pool_in<T, F>(
         &self,
+        threads: &Rc<Threads>,
         pool: &ThreadPool,
         reactor_pool: bool,
         f: F,
@@ -313,12 +305,10 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let threads = Threads::of(self);
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let key = threads.next_key();
-        let job = Job::new(f, key, self.remote(), location);
+        let job = new_job(self, threads, f, location);
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
         let task = match pool.submit_shared(job.clone() as Arc<dyn SharedTask>) {
@@ -328,9 +318,7 @@ impl Handle {
                 return Deferred::fail(ThreadError::Stopped);
             }
         };
-        let deferred = canceller_for(&threads, key, job, reactor_pool.then_some(task));
-        threads.register(key, deferred.resolver());
-        deferred
+        register(threads, job, reactor_pool.then_some(task))
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on any [`Worker`] (asyncio's
@@ -363,14 +351,17 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let (deferred, job) = prepare(self, &threads, f, location);
+        let job = new_job(self, &threads, f, location);
         let runner = Runner::new(job.clone());
         let task: Task = Box::new(move || runner.run());
-        if let Err(refused_task) = worker.do_work(task) {
-            refused(&threads, &job, job.key());
-            drop(refused_task);
+        if let Err(refused) = worker.do_work(task) {
+            job.refuse(); // emptied first: dropping the runner posts nothing
+            drop(refused);
+            return Deferred::fail(ThreadError::Stopped);
         }
-        deferred
+        // Registered after submission, as on a pool: a worker may run the
+        // job at once, but its completion is delivered on this thread, later.
+        register(&threads, job, None)
     }
 }
 
@@ -462,10 +453,8 @@ impl Reactor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let location = Location::caller();
-        let handle = self.handle();
-        let pool = handle.thread_pool();
-        handle.defer_to_pool_at(&pool, true, f, location)
+        self.handle()
+            .defer_to_reactor_pool_at(f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on a pool of your own;
@@ -487,8 +476,8 @@ impl Reactor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.handle()
-            .defer_to_pool_at(pool, false, f, Location::caller())
+        let handle = self.handle();
+        handle.defer_to_pool_in(&Threads::of(&handle), pool, false, f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see

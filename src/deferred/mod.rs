@@ -24,12 +24,14 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{AlreadyResolved, Cancelled, ThreadError};
 
 mod chain;
+pub(crate) mod span;
 
 pub use chain::gather;
 
@@ -44,9 +46,48 @@ enum State<T, E> {
     Consumed,
 }
 
+/// What [`Deferred::cancel`] runs first: a closure, or (for the bridge's
+/// thread jobs) the job record and its loop table, held inline so that a
+/// job's `Deferred` costs no canceller allocation.
+enum Canceller {
+    Boxed(Box<dyn FnOnce()>),
+    Job {
+        job: Arc<dyn CancelJob>,
+        table: Weak<dyn JobTable>,
+        key: u64,
+    },
+}
+
+/// A job record shared with a worker thread that a cancel empties.
+pub(crate) trait CancelJob {
+    /// Drops the job's closure (or undelivered result) now; whether the job
+    /// had not started.
+    fn cancel_job(&self) -> bool;
+}
+
+/// The loop-side table of jobs in flight.
+pub(crate) trait JobTable {
+    /// The job under `key` was cancelled (`unstarted`: before it ran).
+    fn forget_job(&self, key: u64, unstarted: bool);
+}
+
+impl Canceller {
+    fn run(self) {
+        match self {
+            Canceller::Boxed(f) => f(),
+            Canceller::Job { job, table, key } => {
+                let unstarted = job.cancel_job();
+                if let Some(table) = table.upgrade() {
+                    table.forget_job(key, unstarted);
+                }
+            }
+        }
+    }
+}
+
 struct Cell<T, E> {
     state: RefCell<State<T, E>>,
-    canceller: RefCell<Option<Box<dyn FnOnce()>>>,
+    canceller: RefCell<Option<Canceller>>,
     resolved: std::cell::Cell<bool>,
     /// Live `Resolver`s (plus one while a canceller runs).
     resolvers: std::cell::Cell<usize>,
@@ -100,7 +141,7 @@ impl<T, E> Cell<T, E> {
         let canceller = self.canceller.borrow_mut().take();
         if let Some(c) = canceller {
             self.resolvers.set(self.resolvers.get() + 1);
-            c();
+            c.run();
             self.resolvers.set(self.resolvers.get() - 1);
         }
     }
@@ -232,7 +273,20 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
     /// ```
     pub fn with_canceller(canceller: impl FnOnce() + 'static) -> Self {
         let d = Self::new();
-        *d.cell.canceller.borrow_mut() = Some(Box::new(canceller));
+        *d.cell.canceller.borrow_mut() = Some(Canceller::Boxed(Box::new(canceller)));
+        d
+    }
+
+    /// An unresolved `Deferred` whose cancel empties `job` and then tells
+    /// `table` (if still alive) to forget `key`: what a closure canceller
+    /// would do, without its allocation.
+    pub(crate) fn with_job_canceller(
+        job: Arc<dyn CancelJob>,
+        table: Weak<dyn JobTable>,
+        key: u64,
+    ) -> Self {
+        let d = Self::new();
+        *d.cell.canceller.borrow_mut() = Some(Canceller::Job { job, table, key });
         d
     }
 }
@@ -501,7 +555,7 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     /// Replaces the canceller run by [`cancel`](Resolver::cancel).
     pub(crate) fn set_canceller(&self, canceller: impl FnOnce() + 'static) {
         if !self.cell.resolved.get() {
-            *self.cell.canceller.borrow_mut() = Some(Box::new(canceller));
+            *self.cell.canceller.borrow_mut() = Some(Canceller::Boxed(Box::new(canceller)));
         }
     }
 }

@@ -1,6 +1,10 @@
-//! [`Builder`] and the settings it takes ([`PanicPolicy`], and the bridge's
-//! [`QueuedWork`], defined with the bridge that acts on it).
+//! [`Builder`] and the settings it takes ([`PanicPolicy`]).
+//!
+//! Layers above the reactor (the bridge's `QueuedWork`) keep their settings
+//! as typed extension values the builder carries opaquely and seeds into the
+//! reactor's loop-local extensions: the reactor names no type of theirs.
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -11,7 +15,6 @@ use std::time::Duration;
 
 use mio::{Events, Poll as MioPoll};
 
-use crate::bridge::QueuedWork;
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use crate::time::{Clock, SystemClock, Timers};
@@ -66,7 +69,9 @@ pub struct Builder {
     panic_policy: PanicPolicy,
     handle_signals: bool,
     shutdown_timeout: Duration,
-    queued_work: QueuedWork,
+    /// Settings of layers above the reactor, one per type (see the module
+    /// docs); they become the reactor's extensions.
+    extensions: Vec<(TypeId, Box<dyn Any + Send>)>,
     events_capacity: usize,
     inbox_capacity: usize,
     slow_callback_threshold: Option<Duration>,
@@ -93,7 +98,7 @@ impl Default for Builder {
             panic_policy: PanicPolicy::Log,
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(30),
-            queued_work: QueuedWork::Run,
+            extensions: Vec::new(),
             events_capacity: 256,
             inbox_capacity: usize::MAX,
             slow_callback_threshold: None,
@@ -165,18 +170,13 @@ impl Builder {
         self
     }
 
-    /// Sets what shutdown does with pool work queued but not started
-    /// (default: run it and deliver its results).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use weft::reactor::QueuedWork;
-    /// let r = weft::Reactor::builder().queued_work_at_shutdown(QueuedWork::Run).build().unwrap();
-    /// # drop(r);
-    /// ```
-    pub fn queued_work_at_shutdown(mut self, policy: QueuedWork) -> Self {
-        self.queued_work = policy;
+    /// Seeds the reactor's extension of type `T` (a setting of a layer above
+    /// the reactor, read back with `Handle::extension`), replacing an earlier
+    /// value of the same type.
+    pub(crate) fn with_extension<T: Any + Send>(mut self, value: T) -> Self {
+        let key = TypeId::of::<T>();
+        self.extensions.retain(|(k, _)| *k != key);
+        self.extensions.push((key, Box::new(value)));
         self
     }
 
@@ -308,10 +308,9 @@ impl Builder {
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_deadline: Cell::new(None),
-            queued_work: self.queued_work,
             after_drain: RefCell::new(Vec::new()),
             signals: super::signals::SignalTable::default(),
-            locals: Locals::default(),
+            locals: Locals::with_extensions(self.extensions),
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
             diag,

@@ -28,7 +28,6 @@ use super::local::Locals;
 use super::remote::{Remote, STATE_STOPPED, Shared};
 use super::tasks::Tasks;
 use super::triggers::Triggers;
-use crate::bridge::QueuedWork;
 
 pub(super) const WAKER_TOKEN: Token = Token(0);
 /// The precise timer's token: outside the range of I/O source tokens.
@@ -56,7 +55,6 @@ pub(crate) struct Inner {
     /// When the shutdown gives up waiting, on the reactor's clock; set when
     /// the shutdown begins.
     pub(super) shutdown_deadline: Cell<Option<Duration>>,
-    pub(super) queued_work: QueuedWork,
     /// Run once the final drain is done (see `Handle::after_final_drain`).
     pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Signal handlers (`Handle::add_signal_handler`, `handle_signals`).

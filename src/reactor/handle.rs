@@ -15,7 +15,6 @@ use super::core::Inner;
 use super::remote::{Remote, STATE_RUNNING, STATE_STOPPING};
 use super::stats::{ReactorStatistics, statistics_of};
 use super::triggers::{Phase, SystemEvent, TriggerId, TriggerOutcome};
-use crate::bridge::QueuedWork;
 
 /// The loop-side handle to a reactor: cheap to clone, `!Send`.
 ///
@@ -402,25 +401,6 @@ impl Handle {
             Some(deadline) => deadline.saturating_sub(self.inner.timers.now()),
             None => self.inner.shutdown_timeout,
         }
-    }
-
-    /// What shutdown does with pool work queued but not started, as set by
-    /// [`Builder::queued_work_at_shutdown`](super::Builder::queued_work_at_shutdown):
-    /// for pools built on the loop that should follow the reactor's policy.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use weft::reactor::QueuedWork;
-    ///
-    /// let reactor = weft::Reactor::builder()
-    ///     .queued_work_at_shutdown(QueuedWork::Cancel)
-    ///     .build()
-    ///     .unwrap();
-    /// assert_eq!(reactor.handle().queued_work_at_shutdown(), QueuedWork::Cancel);
-    /// ```
-    pub fn queued_work_at_shutdown(&self) -> QueuedWork {
-        self.inner.queued_work
     }
 
     /// The shutdown budget, as set by

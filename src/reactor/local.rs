@@ -26,6 +26,18 @@ pub(super) struct Locals {
 }
 
 impl Locals {
+    /// A table whose extensions start with the builder's seeds.
+    pub(super) fn with_extensions(seeds: Vec<(TypeId, Box<dyn Any + Send>)>) -> Locals {
+        let extensions = seeds
+            .into_iter()
+            .map(|(key, value)| (key, Rc::<dyn Any + Send>::from(value) as Rc<dyn Any>))
+            .collect();
+        Locals {
+            slots: RefCell::default(),
+            extensions: RefCell::new(extensions),
+        }
+    }
+
     fn slot(&self, key: TypeId) -> Option<Slot> {
         self.slots
             .borrow()
@@ -162,7 +174,8 @@ impl Handle {
     }
 
     /// Loop-local state owned by a layer above the reactor (the bridge),
-    /// created on first use. Dropped when the reactor is.
+    /// created on first use unless the builder seeded it
+    /// (`Builder::with_extension`). Dropped when the reactor is.
     pub(crate) fn extension<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
         let key = TypeId::of::<T>();
         let extensions = &self.inner.locals.extensions;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use crate::deferred::span;
 use crate::error::LoopStopped;
 use crate::loom::Mutex;
 use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -187,6 +188,28 @@ impl fmt::Debug for Remote {
     }
 }
 
+/// `f` to run inside `span`, kept in a shared slot so that a refused push
+/// can hand `f` back: returns the call to queue (one pointer, stored in the
+/// inbox's slot) and what recovers `f` from a refused call.
+fn carry_span<F>(span: tracing::Span, f: F) -> (impl FnOnce() + Send + 'static, impl FnOnce() -> F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let slot = Arc::new(Mutex::new(Some((span, f))));
+    let taken = slot.clone();
+    let call = move || {
+        let job = taken.lock().take();
+        if let Some((span, f)) = job {
+            span.in_scope(f);
+        }
+    };
+    let back = move || {
+        let job = slot.lock().take();
+        job.expect("a refused call is handed back unrun").1
+    };
+    (call, back)
+}
+
 impl Remote {
     /// Queues `f` to run on the loop thread: the one thread-safe way onto the
     /// loop. Calls run in the order they were queued (FIFO across all
@@ -220,7 +243,16 @@ impl Remote {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.shared.push(f).map_err(LoopStopped)
+        match span::current() {
+            None => self.shared.push(f).map_err(LoopStopped),
+            Some(span) => {
+                let (call, back) = carry_span(span, f);
+                self.shared.push(call).map_err(|call| {
+                    drop(call);
+                    LoopStopped(back())
+                })
+            }
+        }
     }
 
     /// Queues `f` like [`call_from_thread`](Remote::call_from_thread) unless
@@ -261,10 +293,22 @@ impl Remote {
                 TrySendError::Full(f)
             });
         }
-        shared.inbox.push(f, Location::caller()).map_err(|f| {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            TrySendError::Stopped(f)
-        })
+        let location = Location::caller();
+        let refused = || shared.queued.fetch_sub(1, Ordering::AcqRel);
+        match span::current() {
+            None => shared.inbox.push(f, location).map_err(|f| {
+                refused();
+                TrySendError::Stopped(f)
+            }),
+            Some(span) => {
+                let (call, back) = carry_span(span, f);
+                shared.inbox.push(call, location).map_err(|call| {
+                    drop(call);
+                    refused();
+                    TrySendError::Stopped(back())
+                })
+            }
+        }
     }
 
     /// Runs `f` on the loop thread once `delay` has passed on the reactor's
@@ -298,10 +342,15 @@ impl Remote {
         // The closure travels in an Option so a refused push hands it back.
         let slot = Arc::new(Mutex::new(Some(f)));
         let taken = slot.clone();
+        let span = span::current();
         let schedule = move || {
             let Some(f) = taken.lock().take() else { return };
             if let Some(handle) = context::current() {
-                handle.schedule_at(deadline, Box::new(f), location);
+                let call: Box<dyn FnOnce()> = match span {
+                    Some(span) => Box::new(move || span.in_scope(f)),
+                    None => Box::new(f),
+                };
+                handle.schedule_at(deadline, call, location);
             }
         };
         match self.shared.push(schedule) {
@@ -325,6 +374,20 @@ impl Remote {
             .inspect_err(|_| {
                 self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             })
+    }
+
+    /// A weak reference that identifies this reactor: while it is held, the
+    /// reactor's shared state is not freed, so its address is not reused,
+    /// and [`is`](Remote::is) can compare against it safely.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let shared: Arc<dyn std::any::Any + Send + Sync> = self.shared.clone();
+        Arc::downgrade(&shared)
+    }
+
+    /// Whether `weak` came from [`downgrade`](Remote::downgrade) on a
+    /// `Remote` of this reactor.
+    pub(crate) fn is(&self, weak: &std::sync::Weak<dyn std::any::Any + Send + Sync>) -> bool {
+        std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(&self.shared))
     }
 
     /// Asks the loop to stop; harmless if repeated or if it already stopped.
