@@ -425,7 +425,7 @@ fn the_oldest_job_is_the_front_live_one_through_withdrawals_and_pops() {
         st.sleeper_step(&mut Waiting::default(), &ManualClock::new()),
         SleepStep::Run { item, .. } if item.meta.enqueued == 1
     ));
-    // The withdrawn job behind it went with it: the front is live.
+    // The withdrawn job behind it is skipped.
     assert_eq!(st.oldest().map(|m| m.enqueued), Some(3));
     assert!(st.withdraw(keys[3]).is_some());
     assert_eq!(st.oldest(), None);

@@ -343,8 +343,12 @@ fn thread_main(core: Arc<Core>, role: Role) {
                 drop(st);
                 let ended = run(&core, item, meta.enqueued, started);
                 st = core.state.lock();
-                st.running[slot].0 = None;
-                match st.after_task(ended.1) {
+                let after = st.after_task(ended.1);
+                // One write: the next job (set below) or nothing.
+                if !matches!(after, AfterTask::Run(_)) {
+                    st.running[slot].0 = None;
+                }
+                match after {
                     AfterTask::Run(item) => Next::Run(item, ended.0),
                     AfterTask::Sleep => {
                         exit.position = Position::Sleeping;
