@@ -126,7 +126,7 @@ pub trait Worker: Send + Sync {
     /// [`AlreadyQuit`] with the task when [`quit`](Worker::quit) was called.
     ///
     /// `#[track_caller]`: an implementation may record where the work was
-    /// submitted ([`ThreadPool`](crate::ThreadPool) does, for diagnostics).
+    /// submitted ([`ThreadPool`] does, for diagnostics).
     #[track_caller]
     fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>>;
 

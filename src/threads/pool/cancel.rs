@@ -11,7 +11,7 @@ use super::thread::Core;
 use crate::loom::Arc;
 
 /// Withdraws one unstarted call from its pool; see
-/// [`ThreadPool::call_in_thread_cancellable`].
+/// [`ThreadPool::call_in_thread_cancellable`](super::ThreadPool::call_in_thread_cancellable).
 ///
 /// Dropping the handle does not cancel the call.
 ///

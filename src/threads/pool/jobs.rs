@@ -61,7 +61,7 @@ impl ThreadPool {
 
     /// The time each job waited between its submission and its start, over
     /// the pool's life, on the pool's clock. Empty when histograms are off
-    /// ([`ThreadPoolBuilder::histograms`]).
+    /// ([`ThreadPoolBuilder::histograms`](super::ThreadPoolBuilder::histograms)).
     ///
     /// # Examples
     ///
@@ -80,7 +80,7 @@ impl ThreadPool {
 
     /// The time each job ran (its callback included), over the pool's life,
     /// on the pool's clock; recorded when the job ends. Empty when
-    /// histograms are off ([`ThreadPoolBuilder::histograms`]).
+    /// histograms are off ([`ThreadPoolBuilder::histograms`](super::ThreadPoolBuilder::histograms)).
     ///
     /// # Examples
     ///
