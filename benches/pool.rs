@@ -1,7 +1,9 @@
 //! Thread pool throughput and latency, beside a plain `std::sync::mpsc` +
-//! fixed threads baseline measured in the same run.
+//! fixed threads baseline measured in the same run; and the cost of the
+//! pool's job histograms, on vs off, in the same run (issue 13).
 //!
-//! `cargo bench --bench pool` (add `-- --quick` for a short run).
+//! `cargo bench --bench pool` (add `-- --quick` for a short run;
+//! `cargo bench --bench pool -- histograms` for the on/off rows only).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -204,5 +206,48 @@ fn throughput_capturing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, throughput_capturing, latency);
+/// Capturing jobs through a pool with job histograms off (the default: job
+/// locations and coarse ages only) and on (precise clock, two histograms).
+fn histograms(c: &mut Criterion) {
+    const JOBS: usize = 200_000;
+    let mut group = c.benchmark_group("histograms_200k_capturing_tasks");
+    group.throughput(Throughput::Elements(JOBS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
+    for on in [false, true] {
+        let pool = ThreadPool::builder()
+            .min(THREADS)
+            .max(THREADS)
+            .histograms(on)
+            .build()
+            .unwrap();
+        pool.start();
+        let name = if on { "on" } else { "off" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let countdown = Countdown::new(JOBS);
+                for i in 0..JOBS {
+                    let (c, data) = (countdown.clone(), data.clone());
+                    pool.call_in_thread(move || {
+                        black_box(data[i % data.len()]);
+                        c.tick();
+                    })
+                    .unwrap_or_else(|_| panic!("refused"));
+                }
+                countdown.wait();
+            })
+        });
+        pool.stop();
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    throughput,
+    throughput_capturing,
+    latency,
+    histograms
+);
 criterion_main!(benches);

@@ -1,4 +1,4 @@
-//! Shows the wedged-pool and cross-wait diagnostics: (1) pool jobs that block on work queued to their own full pool (the pool watchdog warns once, with the cure); (2) a loop callback that waits for a pool job which itself waits for the loop with `blocking_call` (the stall watchdog and the blocking-call warning name both lines). Run: `cargo run --release --example wedge`
+//! Shows the wedged-pool and cross-wait diagnostics: (1) pool jobs that block on work queued to their own full pool (the pool watchdog warns once, naming the line that queued the stuck job, the lines that queued the running ones, and the cure); (2) a loop callback that waits for a pool job which itself waits for the loop with `blocking_call` (the stall watchdog and the blocking-call warning name both lines). Run: `cargo run --release --example wedge`
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -25,7 +25,8 @@ fn same_pool_wedge() {
         let done = done_tx.clone();
         pool.call_in_thread(move || {
             let (tx, rx) = mpsc::channel();
-            // The offending line: queued to the pool this job occupies.
+            // The offending line: queued to the pool this job occupies (the
+            // warning names it as the oldest queued job).
             inner_pool
                 .call_in_thread(move || {
                     let _ = tx.send(job);

@@ -11,13 +11,18 @@
 //!   backlog) ends it.
 //! - The decision is [`PoolWedgeDetector::observe`], a plain function of a
 //!   statistics snapshot and a time; [`PoolWatchdog`] only samples and logs.
+//! - The report names the code: the oldest queued job's submission
+//!   location and age come with the statistics
+//!   ([`PoolStatistics::oldest_backlog`]), the running jobs' locations and
+//!   ages with the sample ([`PoolWatchdog::watch_jobs`], from
+//!   [`ThreadPool::running_jobs`](crate::ThreadPool::running_jobs)).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::loom::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::threads::PoolStatistics;
+use crate::threads::{JobInfo, PoolStatistics};
 use crate::time::{Clock, SystemClock};
 
 /// What [`PoolWedgeDetector::observe`] reports when a wedge episode begins.
@@ -25,7 +30,7 @@ use crate::time::{Clock, SystemClock};
 /// # Examples
 ///
 /// See [`PoolWedgeDetector`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WedgeReport {
     /// Threads busy.
@@ -36,6 +41,11 @@ pub struct WedgeReport {
     pub max: usize,
     /// How long the pool has been saturated with no completion.
     pub stuck_for: Duration,
+    /// The oldest queued job: where it was submitted, how long it waited.
+    pub oldest_backlog: Option<JobInfo>,
+    /// The running jobs, longest-running first (empty when the sample had
+    /// none: [`PoolWedgeDetector::observe`] sees only statistics).
+    pub running: Vec<JobInfo>,
 }
 
 /// Decides from successive pool statistics whether a pool is wedged.
@@ -126,6 +136,8 @@ impl PoolWedgeDetector {
             backlog: stats.backlog,
             max: stats.max,
             stuck_for,
+            oldest_backlog: stats.oldest_backlog,
+            running: Vec::new(),
         })
     }
 
@@ -197,9 +209,9 @@ impl PoolWatchdog {
     pub fn start(pool: &Arc<crate::ThreadPool>, threshold: Duration) -> std::io::Result<Self> {
         let pool = pool.clone();
         let name = pool.name().to_string();
-        Self::watch(
+        Self::watch_jobs(
             name,
-            move || pool.statistics(),
+            move || (pool.statistics(), pool.running_jobs()),
             threshold,
             SystemClock::new(),
         )
@@ -207,7 +219,8 @@ impl PoolWatchdog {
 
     /// Watches any statistics source on `clock` (e.g. a
     /// [`ManualClock`](crate::testing::ManualClock) in tests). `name` goes
-    /// into the warning.
+    /// into the warning, which names no running job (see
+    /// [`watch_jobs`](Self::watch_jobs)).
     ///
     /// # Errors
     ///
@@ -229,6 +242,42 @@ impl PoolWatchdog {
         threshold: Duration,
         clock: impl Clock,
     ) -> std::io::Result<Self> {
+        Self::watch_jobs(name, move || (statistics(), Vec::new()), threshold, clock)
+    }
+
+    /// Like [`watch`](Self::watch), with a source that also gives the
+    /// running jobs ([`ThreadPool::running_jobs`](crate::ThreadPool::running_jobs)),
+    /// which the warning then names with their ages.
+    ///
+    /// # Errors
+    ///
+    /// The OS refused the thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use weft::{ThreadPool, diagnostics::PoolWatchdog, testing::ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let pool = Arc::new(ThreadPool::builder().clock(clock.clone()).build().unwrap());
+    /// let p = pool.clone();
+    /// let w = PoolWatchdog::watch_jobs(
+    ///     "db",
+    ///     move || (p.statistics(), p.running_jobs()),
+    ///     Duration::from_secs(1),
+    ///     clock,
+    /// )
+    /// .unwrap();
+    /// assert!(!w.is_wedged());
+    /// ```
+    pub fn watch_jobs(
+        name: impl Into<String>,
+        mut sample: impl FnMut() -> (PoolStatistics, Vec<JobInfo>) + Send + 'static,
+        threshold: Duration,
+        clock: impl Clock,
+    ) -> std::io::Result<Self> {
         let name = name.into();
         let shared = Arc::new(WatchShared::default());
         let seen = shared.clone();
@@ -242,8 +291,9 @@ impl PoolWatchdog {
                     while !seen.stop.load(Ordering::Acquire) {
                         // Time first: a sample is never older than its time.
                         let now = clock.now();
-                        let stats = statistics();
-                        if let Some(report) = detector.observe(&stats, now) {
+                        let (statistics, running) = sample();
+                        if let Some(mut report) = detector.observe(&statistics, now) {
+                            report.running = running;
                             seen.episodes.fetch_add(1, Ordering::Relaxed);
                             report_wedge(&name, &report);
                         }
@@ -288,6 +338,24 @@ impl Drop for PoolWatchdog {
 }
 
 fn report_wedge(name: &str, r: &WedgeReport) {
+    let oldest = match &r.oldest_backlog {
+        Some(job) => format!(
+            "; the oldest queued job, submitted at {}, has waited {:?}",
+            job.location,
+            to_millis(job.age)
+        ),
+        None => String::new(),
+    };
+    let running = if r.running.is_empty() {
+        String::new()
+    } else {
+        let jobs: Vec<String> = r
+            .running
+            .iter()
+            .map(|job| format!("{} for {:?}", job.location, to_millis(job.age)))
+            .collect();
+        format!("; running: {}", jobs.join(", "))
+    };
     tracing::warn!(
         target: "weft::diagnostics",
         pool = name,
@@ -295,11 +363,19 @@ fn report_wedge(name: &str, r: &WedgeReport) {
         backlog = r.backlog,
         max = r.max,
         stuck_ms = r.stuck_for.as_secs_f64() * 1e3,
+        oldest_location = r.oldest_backlog.map(|job| tracing::field::display(job.location)),
+        oldest_age_ms = r.oldest_backlog.map(|job| job.age.as_secs_f64() * 1e3),
         "weft: thread pool {name:?} looks wedged: all {} threads busy, {} tasks queued, nothing \
-         completed for {:?}. Raise the pool's max, or do not block a pool thread on work queued \
-         to the same pool (nor on a blocking_call to a loop that waits for this pool)",
+         completed for {:?}{oldest}{running}. Raise the pool's max, or do not block a pool thread \
+         on work queued to the same pool (nor on a blocking_call to a loop that waits for this \
+         pool)",
         r.busy,
         r.backlog,
-        r.stuck_for,
+        to_millis(r.stuck_for),
     );
+}
+
+/// Whole milliseconds, for reading (the fields keep the exact values).
+fn to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

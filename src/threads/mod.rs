@@ -82,8 +82,8 @@ mod loom_tests;
 pub use lock_worker::{Lock, LockWorker, MutexLock};
 pub use memory::{MemoryWorker, Perform, memory_worker};
 pub use pool::{
-    CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
-    StopReport, ThreadPool, ThreadPoolBuilder,
+    CancelHandle, DEFAULT_HISTOGRAMS, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS,
+    JobInfo, PoolStatistics, StopReport, ThreadPool, ThreadPoolBuilder,
 };
 pub(crate) use pool::{SharedTask, TaskKey};
 pub use quit::Quit;
@@ -124,6 +124,10 @@ pub trait Worker: Send + Sync {
     /// # Errors
     ///
     /// [`AlreadyQuit`] with the task when [`quit`](Worker::quit) was called.
+    ///
+    /// `#[track_caller]`: an implementation may record where the work was
+    /// submitted ([`ThreadPool`] does, for diagnostics).
+    #[track_caller]
     fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>>;
 
     /// Frees the worker's resources and refuses all future work.

@@ -81,7 +81,9 @@
 //!   a log line: closures are dropped (their destructors run) and shared
 //!   records are told ([`SharedTask::discard`]); nothing waits forever.
 
+mod cancel;
 mod config;
+mod jobs;
 mod queue;
 mod state;
 mod thread;
@@ -90,17 +92,19 @@ mod thread;
 mod tests;
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::time::{Duration, Instant};
 
+pub use cancel::CancelHandle;
 pub use config::{
-    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics, StopReport,
-    ThreadPoolBuilder,
+    DEFAULT_HISTOGRAMS, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, JobInfo,
+    PoolStatistics, StopReport, ThreadPoolBuilder,
 };
 pub(crate) use queue::TaskKey;
 
+use self::cancel::withdraw;
 use self::config::check_size;
-use self::queue::{Call, Item, message_and_drop};
+use self::queue::{Call, Item, Meta, Queued, message_and_drop};
 use self::state::{Role, Wake};
 use self::thread::Core;
 use super::{Task, Worker};
@@ -165,60 +169,6 @@ where
 /// and backlogged work still finishes, then the threads exit.
 pub struct ThreadPool {
     core: Arc<Core>,
-}
-
-/// Withdraws one unstarted call from its pool; see
-/// [`ThreadPool::call_in_thread_cancellable`].
-///
-/// Dropping the handle does not cancel the call.
-///
-/// # Examples
-///
-/// ```
-/// let pool = weft::ThreadPool::new(0, 1).unwrap();
-/// let handle = pool.call_in_thread_cancellable(|| unreachable!()).unwrap_or_else(|_| unreachable!());
-/// assert!(handle.cancel());
-/// assert!(!handle.cancel());
-/// ```
-pub struct CancelHandle {
-    core: Arc<Core>,
-    key: TaskKey,
-}
-
-impl fmt::Debug for CancelHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelHandle")
-            .field("pool", &self.core.name)
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-impl CancelHandle {
-    /// Removes the call from the pool's queue if no thread has taken it yet,
-    /// and drops its closure (outside the pool's lock). Returns whether it
-    /// did; `false` means the call has started (or finished, or was already
-    /// cancelled or discarded).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = weft::ThreadPool::new(0, 1).unwrap();
-    /// let h = pool.call_in_thread_cancellable(|| ()).unwrap_or_else(|_| unreachable!());
-    /// assert_eq!(pool.statistics().backlog, 1);
-    /// assert!(h.cancel());
-    /// assert_eq!(pool.statistics().backlog, 0);
-    /// ```
-    pub fn cancel(&self) -> bool {
-        withdraw(&self.core, self.key)
-    }
-}
-
-fn withdraw(core: &Core, key: TaskKey) -> bool {
-    let item = core.state.lock().withdraw(key);
-    let found = item.is_some();
-    drop(item);
-    found
 }
 
 impl Default for ThreadPool {
@@ -323,11 +273,27 @@ impl ThreadPool {
     /// assert_eq!(rx.recv().unwrap(), "ran");
     /// pool.stop();
     /// ```
+    #[track_caller]
     pub fn call_in_thread<F>(&self, f: F) -> Result<(), AlreadyQuit<F>>
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit(Box::new(f), |f| Item::Task(f))
+        self.call_in_thread_at(f, Location::caller())
+    }
+
+    /// [`call_in_thread`](Self::call_in_thread) on behalf of the code at
+    /// `location` (for callers that are themselves submitted from
+    /// elsewhere, e.g. the bridge).
+    #[inline]
+    pub(crate) fn call_in_thread_at<F>(
+        &self,
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Result<(), AlreadyQuit<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.submit(Box::new(f), |f| Item::Task(f), location)
             .map(drop)
             .map_err(|f| AlreadyQuit(*f))
     }
@@ -352,11 +318,12 @@ impl ThreadPool {
     /// assert!(handle.cancel());
     /// assert_eq!(Arc::strong_count(&captured), 1); // the closure is gone
     /// ```
+    #[track_caller]
     pub fn call_in_thread_cancellable<F>(&self, f: F) -> Result<CancelHandle, AlreadyQuit<F>>
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit(Box::new(f), |f| Item::Task(f))
+        self.submit(Box::new(f), |f| Item::Task(f), Location::caller())
             .map(|key| CancelHandle {
                 core: self.core.clone(),
                 key,
@@ -388,6 +355,7 @@ impl ThreadPool {
     /// assert_eq!(rx.recv().unwrap(), Err(ThreadError::Panicked { message: "boom".into() }));
     /// pool.stop();
     /// ```
+    #[track_caller]
     pub fn call_in_thread_with_callback<T, F, C>(
         &self,
         f: F,
@@ -397,9 +365,11 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         C: FnOnce(Result<T, ThreadError>) + Send + 'static,
     {
-        self.submit(Box::new(WithCallback(f, on_result)), |call| {
-            Item::Call(call)
-        })
+        self.submit(
+            Box::new(WithCallback(f, on_result)),
+            |call| Item::Call(call),
+            Location::caller(),
+        )
         .map(drop)
         .map_err(|call| AlreadyQuit((call.0, call.1)))
     }
@@ -411,11 +381,28 @@ impl ThreadPool {
     ///
     /// As [`call_in_thread`](Self::call_in_thread), handing the `Arc` back;
     /// neither `run` nor `discard` has been called.
+    #[track_caller]
     pub(crate) fn submit_shared(
         &self,
         task: std::sync::Arc<dyn SharedTask>,
     ) -> Result<TaskKey, AlreadyQuit<std::sync::Arc<dyn SharedTask>>> {
-        self.submit(task, Item::Shared).map_err(AlreadyQuit)
+        self.submit_shared_at(task, Location::caller())
+    }
+
+    /// [`submit_shared`](Self::submit_shared) on behalf of the code at
+    /// `location` (the bridge passes its own caller's), which diagnostics
+    /// name for this job.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_shared`](Self::submit_shared).
+    pub(crate) fn submit_shared_at(
+        &self,
+        task: std::sync::Arc<dyn SharedTask>,
+        location: &'static Location<'static>,
+    ) -> Result<TaskKey, AlreadyQuit<std::sync::Arc<dyn SharedTask>>> {
+        self.submit(task, Item::Shared, location)
+            .map_err(AlreadyQuit)
     }
 
     /// Removes the item named by `key` if no thread has taken it: the
@@ -428,10 +415,17 @@ impl ThreadPool {
 
     /// Queues an item and wakes or starts a thread for it; hands the work
     /// back when the pool is stopped, or started with no thread and none
-    /// can start. `erase` runs under the lock and must not allocate.
+    /// can start. `erase` runs under the lock and must not allocate. The
+    /// clock is read before the lock is taken.
     #[inline]
-    fn submit<B>(&self, work: B, erase: impl FnOnce(B) -> Item) -> Result<TaskKey, B> {
+    fn submit<B>(
+        &self,
+        work: B,
+        erase: impl FnOnce(B) -> Item,
+        location: &'static Location<'static>,
+    ) -> Result<TaskKey, B> {
         let core = &self.core;
+        let enqueued = core.job_stamp();
         let mut st = core.state.lock();
         if st.needs_first_thread() {
             match self.first_thread(st) {
@@ -442,7 +436,10 @@ impl ThreadPool {
         if st.stopped || st.needs_first_thread() {
             return Err(work);
         }
-        let (key, wake) = st.submit(erase(work));
+        let (key, wake) = st.submit(Queued {
+            item: erase(work),
+            meta: Meta { location, enqueued },
+        });
         drop(st);
         if wake != Wake::Nothing {
             Core::wake(core, wake);
@@ -660,7 +657,8 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn statistics(&self) -> PoolStatistics {
-        PoolStatistics::of(&self.core.state.lock())
+        let now = self.core.job_stamp();
+        PoolStatistics::of(&self.core.state.lock(), now)
     }
 
     /// The thread name prefix.
@@ -695,8 +693,11 @@ impl ThreadPool {
 /// assert!(pool.quit().is_err());
 /// ```
 impl Worker for ThreadPool {
+    #[track_caller]
     fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
-        self.submit(task, Item::Task).map(drop).map_err(AlreadyQuit)
+        self.submit(task, Item::Task, Location::caller())
+            .map(drop)
+            .map_err(AlreadyQuit)
     }
 
     fn quit(&self) -> Result<(), AlreadyQuit> {

@@ -31,9 +31,10 @@
 //!   the backlog drains through the threads that exist, or, when none can
 //!   run it, is handed out to be discarded.
 
+use std::panic::Location;
 use std::time::Duration;
 
-use super::queue::{Item, Queue, TaskKey};
+use super::queue::{Item, Meta, Queue, Queued, TaskKey};
 use crate::time::Clock;
 
 /// How long queued work may wait with every thread busy and no task taken
@@ -74,7 +75,7 @@ pub(super) enum Wake {
 pub(super) enum SleepStep {
     /// Run this item; `wake_next` asks to notify one more sleeper.
     Run {
-        item: Item,
+        item: Queued,
         wake_next: bool,
     },
     Exit,
@@ -86,7 +87,7 @@ pub(super) enum SleepStep {
 pub(super) enum SpareStep {
     /// Run this item as a worker; start the new spare first, if any.
     Run {
-        item: Item,
+        item: Queued,
         spare: Option<Ticket>,
     },
     Exit,
@@ -96,7 +97,7 @@ pub(super) enum SpareStep {
 
 /// What a thread does after its task.
 pub(super) enum AfterTask {
-    Run(Item),
+    Run(Queued),
     Sleep,
     Exit,
 }
@@ -154,6 +155,28 @@ pub(super) struct State {
     /// Threads that may be busy before growth waits for a stall.
     pub(super) eager: usize,
     pub(super) keep_alive: Duration,
+    /// Threads whose body started running, and those of them that exited.
+    pub(super) threads_created: u64,
+    pub(super) threads_reaped: u64,
+    /// What each thread runs, by the slot it took at its start
+    /// ([`enter_thread`](Self::enter_thread)); `None` between jobs. One
+    /// cache line per thread: each thread writes its own on every job.
+    pub(super) running: Vec<RunningSlot>,
+    /// Slots of `running` whose thread exited, for reuse.
+    free_slots: Vec<usize>,
+}
+
+/// A thread's `running` entry, alone in its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(super) struct RunningSlot(pub(super) Option<RunningJob>);
+
+/// A job a thread runs: where it was submitted, and when it started (pool
+/// clock, nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RunningJob {
+    pub(super) location: &'static Location<'static>,
+    pub(super) started: u64,
 }
 
 impl State {
@@ -180,7 +203,35 @@ impl State {
             alive: 0,
             eager: eager.max(1),
             keep_alive,
+            threads_created: 0,
+            threads_reaped: 0,
+            running: Vec::new(),
+            free_slots: Vec::new(),
         }
+    }
+
+    /// A thread's body starts: counts it and gives it a `running` slot.
+    pub(super) fn enter_thread(&mut self) -> usize {
+        self.threads_created += 1;
+        match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.running.push(RunningSlot(None));
+                self.running.len() - 1
+            }
+        }
+    }
+
+    /// A thread that [entered](Self::enter_thread) exits (any reason).
+    pub(super) fn exit_thread(&mut self, slot: usize) {
+        self.threads_reaped += 1;
+        self.running[slot].0 = None;
+        self.free_slots.push(slot);
+    }
+
+    /// The oldest queued (accepted, not started) job.
+    pub(super) fn oldest(&self) -> Option<Meta> {
+        self.queue.front()
     }
 
     #[inline]
@@ -199,7 +250,7 @@ impl State {
     }
 
     #[inline]
-    fn take(&mut self) -> Item {
+    fn take(&mut self) -> Queued {
         self.taken += 1;
         self.queue
             .pop()
@@ -304,7 +355,7 @@ impl State {
 
     /// Queues `item` (the caller checked `stopped` and the first thread).
     #[inline(always)] // the hot path: keep it in the caller's lock hold
-    pub(super) fn submit(&mut self, item: Item) -> (TaskKey, Wake) {
+    pub(super) fn submit(&mut self, item: Queued) -> (TaskKey, Wake) {
         let key = self.queue.push(item);
         let wake = if self.idle > 0 && self.claimed > 0 {
             // A sleeper is already waking; it takes this item too, or wakes

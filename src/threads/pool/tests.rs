@@ -6,15 +6,21 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::ThreadPool;
-use super::queue::Item;
+use super::queue::{Item, Meta, Queued};
 use super::state::GROWTH_DELAY;
 use super::state::{AfterTask, Position, Rehome, Role, SleepStep, SpareStep, State, Waiting, Wake};
 use crate::testing::ManualClock;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-fn item() -> Item {
-    Item::Task(Box::new(|| ()))
+fn item() -> Queued {
+    Queued {
+        item: Item::Task(Box::new(|| ())),
+        meta: Meta {
+            location: std::panic::Location::caller(),
+            enqueued: 0,
+        },
+    }
 }
 
 /// A pool state of `min..=max` threads, one busy thread per core allowed
@@ -383,4 +389,75 @@ fn stop_on_a_loop_thread_does_not_wait_for_work_that_waits_for_the_loop() {
     let report = pool.stop();
     assert!(!report.detached);
     assert!(report.is_complete());
+}
+
+// --- Job metadata (issue 13) ---
+
+#[test]
+fn running_slots_are_reused_and_threads_counted_in_and_out() {
+    let mut st = state(0, 4, 2);
+    let (a, b) = (st.enter_thread(), st.enter_thread());
+    assert_ne!(a, b);
+    st.exit_thread(a);
+    assert_eq!(st.enter_thread(), a, "a freed slot is reused");
+    st.exit_thread(b);
+    assert_eq!((st.threads_created, st.threads_reaped), (3, 2));
+    assert_eq!(st.running.len(), 2);
+}
+
+#[test]
+fn the_oldest_job_is_the_front_live_one_through_withdrawals_and_pops() {
+    let mut st = state(0, 4, 2);
+    let job = |enqueued| Queued {
+        item: Item::Task(Box::new(|| ())),
+        meta: Meta {
+            location: std::panic::Location::caller(),
+            enqueued,
+        },
+    };
+    let keys: Vec<_> = (0..4).map(|t| st.submit(job(t)).0).collect();
+    assert_eq!(st.oldest().map(|m| m.enqueued), Some(0));
+    assert!(st.withdraw(keys[0]).is_some());
+    assert!(st.withdraw(keys[2]).is_some());
+    assert_eq!(st.oldest().map(|m| m.enqueued), Some(1));
+    let _ = st.start(); // one thread per backlogged job, each with a claim
+    assert!(matches!(
+        st.sleeper_step(&mut Waiting::default(), &ManualClock::new()),
+        SleepStep::Run { item, .. } if item.meta.enqueued == 1
+    ));
+    // The withdrawn job behind it is skipped.
+    assert_eq!(st.oldest().map(|m| m.enqueued), Some(3));
+    assert!(st.withdraw(keys[3]).is_some());
+    assert_eq!(st.oldest(), None);
+}
+
+struct Shared(mpsc::Sender<()>);
+
+impl super::SharedTask for Shared {
+    fn run(self: std::sync::Arc<Self>) {
+        let _ = self.0.send(());
+    }
+    fn discard(self: std::sync::Arc<Self>) {}
+}
+
+#[test]
+fn shared_tasks_carry_the_location_they_are_given() {
+    let pool = ThreadPool::new(0, 1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let at = std::panic::Location::caller();
+    pool.submit_shared_at(std::sync::Arc::new(Shared(tx.clone())), at)
+        .unwrap_or_else(|_| panic!("refused"));
+    assert_eq!(pool.statistics().oldest_backlog.unwrap().location, at);
+    pool.discard_backlog();
+    let line = line!() + 1;
+    let key = pool.submit_shared(std::sync::Arc::new(Shared(tx)));
+    let key = key.unwrap_or_else(|_| panic!("refused"));
+    assert_eq!(
+        pool.statistics().oldest_backlog.unwrap().location.line(),
+        line
+    );
+    assert!(pool.withdraw(key));
+    pool.start();
+    pool.stop();
+    assert!(rx.try_recv().is_err());
 }
