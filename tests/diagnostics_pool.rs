@@ -134,6 +134,12 @@ fn a_wedged_pool_is_reported_once_with_the_hint_and_flagged() {
             .unwrap();
     }
     wait_for(&pool, 2, 1);
+    // `busy` counts a claim as soon as it is made; a job's run time starts
+    // when its thread takes it. Both threads must have taken theirs before
+    // the clock moves, or one would look younger than 1.5 s.
+    while pool.running_jobs().len() < 2 {
+        std::thread::yield_now();
+    }
 
     let (dispatch, events) = capture();
     let (stats, samples) = sampled_jobs(&pool);

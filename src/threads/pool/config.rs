@@ -388,7 +388,10 @@ pub struct JobInfo {
 pub struct PoolStatistics {
     /// Threads waiting for work.
     pub idle: usize,
-    /// Threads running a task.
+    /// Threads running a task, or woken to take one (a thread counts as
+    /// busy from the moment work is handed to it, so a burst never finds
+    /// a thread "idle" that is already on its way;
+    /// [`ThreadPool::running_jobs`] lists only jobs a thread has taken).
     pub busy: usize,
     /// Tasks accepted but not yet started (withdrawn ones are not counted).
     pub backlog: usize,
