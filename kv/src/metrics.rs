@@ -485,7 +485,13 @@ fn render_pools(s: &mut String, src: &Sources) {
 /// run-time histograms when the sources carry them.
 fn render_db(s: &mut String, src: &Sources) {
     let groups = [("writer", &src.db.writer), ("readers", &src.db.readers)];
-    let gauges: [(&str, &str, fn(&weft_db::GroupStatistics) -> usize); 5] = [
+    /// (name, help, the figure)
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&weft_db::GroupStatistics) -> usize,
+    );
+    let gauges: [Gauge; 5] = [
         (
             "weft_db_connections",
             "Database connection threads alive.",
