@@ -5,6 +5,9 @@
 //! - `point_read`: point reads by primary key, 16 in flight;
 //! - `mix_90_10`: 90 % point reads, 10 % single-row inserts, 16 in flight.
 //!
+//! `point_read/weft_db_histograms_off` is weft-db with
+//! `PoolBuilder::histograms(false)`, for the cost of the job histograms.
+//!
 //! weft-db uses one writer and four readers; tokio runs on a current-thread
 //! runtime whose blocking pool is capped at 16 threads, sharing one
 //! connection behind a mutex (the common pattern). Set
@@ -62,13 +65,16 @@ struct Weft {
 }
 
 impl Weft {
-    fn new(dir: &std::path::Path) -> Self {
-        let path = dir.join("weft.db");
+    /// A pool on its own file; `histograms` as
+    /// `PoolBuilder::histograms` (on by default).
+    fn new(dir: &std::path::Path, file: &str, histograms: bool) -> Self {
+        let path = dir.join(file);
         schema(&Connection::open(&path).unwrap());
         let reactor = Reactor::new().unwrap();
         let pool = ConnectionPool::builder(SqliteConnector::new(&path))
             .max(1 + READERS)
             .min(1 + READERS)
+            .histograms(histograms)
             .build(&reactor.handle())
             .unwrap();
         Weft { reactor, pool }
@@ -189,7 +195,8 @@ impl Tokio {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let weft = Weft::new(dir.path());
+    let weft = Weft::new(dir.path(), "weft.db", true);
+    let weft_off = Weft::new(dir.path(), "weft_off.db", false);
     let tokio = Tokio::new(dir.path());
     let n = inserts();
 
@@ -213,6 +220,11 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(READS as u64));
     group.bench_function("weft_db", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| weft.run(READS, 16, |_| false)).sum())
+    });
+    // The cost of the job histograms (on by default): the same row with
+    // them off.
+    group.bench_function("weft_db_histograms_off", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| weft_off.run(READS, 16, |_| false)).sum())
     });
     group.bench_function("tokio_mutex", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| tokio.run(READS, 16, |_| false)).sum())

@@ -59,6 +59,13 @@
 //!   it fails [`DbError::Stopped`] at once (Twisted's `Deferred`s never
 //!   fired); queued work runs, or is cancelled under
 //!   [`QueuedWork::Cancel`](weft::reactor::QueuedWork::Cancel).
+//! - **Statistics**: [`ConnectionPool::statistics`] gives exact counts per
+//!   connection group (writer, readers): threads, open connections, busy,
+//!   idle, backlog, and jobs submitted, completed, failed, panicked,
+//!   interrupted, cancelled and refused; every job's queue wait and run
+//!   time go to per-group histograms
+//!   ([`ConnectionPool::queue_wait_histogram`]; on by default, see
+//!   [`PoolBuilder::histograms`] for the cost).
 //! - **Errors** are typed ([`DbError`]): SQL errors carry the statement text
 //!   when known, constraint violations are distinguishable
 //!   ([`DbError::is_constraint`]), a panic reaches the awaiter as
@@ -114,11 +121,13 @@
 mod connector;
 mod error;
 mod pool;
+mod stats;
 mod worker;
 
 pub use connector::{Connector, Interrupter, Role, SqliteConnector, Synchronous};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
 pub use pool::{ConnectionPool, PoolBuilder};
+pub use stats::{DbPoolStatistics, Group, GroupStatistics};
 
 /// Locks `m`, ignoring poisoning: a panic elsewhere never wedges the pool.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

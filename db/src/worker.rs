@@ -28,12 +28,14 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
 
 use weft::threads::{ThreadWorker, WorkQueue};
 
 use crate::connector::{Connector, Interrupter, Role};
 use crate::error::{DbError, DriverError, ErrorKind};
 use crate::lock;
+use crate::stats::{Group, Outcome, Stats};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -62,6 +64,7 @@ pub(crate) struct Shared<C: Connector> {
     /// cancelled instead of run.
     pub(crate) discard_queued: AtomicBool,
     pub(crate) name: String,
+    pub(crate) stats: Stats,
 }
 
 /// One job's cancel state.
@@ -70,15 +73,36 @@ pub(crate) struct JobState {
     state: AtomicU8,
     /// The connection it runs on, while it runs.
     on: Mutex<Option<Arc<ConnGuard>>>,
+    /// The group whose statistics count it (`Group::index`); changed only
+    /// on the loop, before the job is handed to a thread.
+    group: AtomicU8,
+    /// When it was submitted, if the pool times jobs.
+    queued_at: Option<Instant>,
 }
 
 impl JobState {
-    pub(crate) fn new(id: u64) -> Arc<Self> {
+    pub(crate) fn new(id: u64, group: Group, queued_at: Option<Instant>) -> Arc<Self> {
         Arc::new(JobState {
             id,
             state: AtomicU8::new(QUEUED),
             on: Mutex::new(None),
+            group: AtomicU8::new(group.index() as u8),
+            queued_at,
         })
+    }
+
+    fn group(&self) -> Group {
+        Group::from_index(self.group.load(Ordering::Relaxed))
+    }
+
+    /// Moves a job still queued (on the loop, before its hand-off) to the
+    /// group that will serve it.
+    pub(crate) fn regroup(&self, to: Group, stats: &Stats) {
+        let from = self.group();
+        if from != to && self.state.load(Ordering::Acquire) == QUEUED {
+            self.group.store(to.index() as u8, Ordering::Relaxed);
+            stats.moved(from, to);
+        }
     }
 
     fn cas(&self, from: u8, to: u8) -> bool {
@@ -89,8 +113,12 @@ impl JobState {
 
     /// The `Deferred`'s canceller: a queued job will be skipped; a running
     /// one is interrupted (guarded) and rolled back by its worker.
-    pub(crate) fn cancel(&self) {
-        if self.cas(QUEUED, CANCELLED) || !self.cas(RUNNING, CANCELLED) {
+    pub(crate) fn cancel(&self, stats: &Stats) {
+        if self.cas(QUEUED, CANCELLED) {
+            stats.withdrawn(self.group());
+            return;
+        }
+        if !self.cas(RUNNING, CANCELLED) {
             return;
         }
         let guard = lock(&self.on).clone();
@@ -136,6 +164,22 @@ struct ConnState<C: Connector> {
     conn: Option<C::Connection>,
     guard: Arc<ConnGuard>,
     role: Role,
+    group: Group,
+}
+
+/// A job as handed to its thread: whoever drops it while the job is still
+/// Queued (the job never reached `run_job`) counts it refused.
+pub(crate) struct Ticket<C: Connector> {
+    pub(crate) shared: Arc<Shared<C>>,
+    pub(crate) job: Arc<JobState>,
+}
+
+impl<C: Connector> Drop for Ticket<C> {
+    fn drop(&mut self) {
+        if self.job.cas(QUEUED, CANCELLED) {
+            self.shared.stats.dropped(self.job.group());
+        }
+    }
 }
 
 thread_local! {
@@ -157,14 +201,18 @@ fn with_state<C: Connector, R>(f: impl FnOnce(&mut ConnState<C>) -> R) -> Option
 pub(crate) fn spawn_worker<C: Connector, Q: WorkQueue>(
     shared: &Arc<Shared<C>>,
     role: Role,
+    group: Group,
     thread_name: String,
     eager: bool,
     queue: Q,
     exited: mpsc::Sender<()>,
 ) -> io::Result<ThreadWorker<Q>> {
     let shared = shared.clone();
+    let counted = shared.clone();
     let builder = std::thread::Builder::new().name(thread_name);
-    ThreadWorker::with_parts(queue, move |body| {
+    // Counted before the spawn, so the thread's exit can never come first.
+    counted.stats.group(group).thread_started();
+    let worker = ThreadWorker::with_parts(queue, move |body| {
         builder
             .spawn(move || {
                 let guard = Arc::new(ConnGuard {
@@ -178,6 +226,7 @@ pub(crate) fn spawn_worker<C: Connector, Q: WorkQueue>(
                     conn: None,
                     guard,
                     role,
+                    group,
                 };
                 STATE.with_borrow_mut(|slot| *slot = Some(Box::new(state)));
                 if eager {
@@ -190,10 +239,15 @@ pub(crate) fn spawn_worker<C: Connector, Q: WorkQueue>(
                 body();
                 with_state::<C, _>(|st| drop_connection(&shared, st));
                 STATE.with_borrow_mut(|slot| *slot = None);
+                shared.stats.group(group).thread_exited();
                 let _ = exited.send(());
             })
             .map(drop)
-    })
+    });
+    if worker.is_err() {
+        counted.stats.group(group).thread_exited();
+    }
+    worker
 }
 
 fn ensure_open<'a, C: Connector>(
@@ -209,6 +263,7 @@ fn ensure_open<'a, C: Connector>(
             .connector
             .install_cancel(&mut conn, st.guard.cancelled.clone());
         lock(&st.guard.current).interrupter = interrupter;
+        shared.stats.group(st.group).opened();
         tracing::debug!(pool = %shared.name, role = ?st.role, "weft-db: connected");
         st.conn = Some(conn);
     }
@@ -219,6 +274,7 @@ fn ensure_open<'a, C: Connector>(
 fn drop_connection<C: Connector>(shared: &Shared<C>, st: &mut ConnState<C>) {
     lock(&st.guard.current).interrupter = None;
     if let Some(conn) = st.conn.take() {
+        shared.stats.group(st.group).closed();
         tracing::debug!(pool = %shared.name, role = ?st.role, "weft-db: closing connection");
         if let Err(e) = shared.connector.close(conn) {
             tracing::error!(pool = %shared.name, error = %e, "weft-db: connection close failed");
@@ -229,8 +285,7 @@ fn drop_connection<C: Connector>(shared: &Shared<C>, st: &mut ConnState<C>) {
 /// Runs one job on this thread's connection (the worker side of every
 /// operation).
 pub(crate) fn run_job<C, T, W>(
-    shared: &Shared<C>,
-    job: &JobState,
+    ticket: &Ticket<C>,
     mode: Mode,
     work: W,
 ) -> Result<T, DbError<C::Error>>
@@ -238,15 +293,24 @@ where
     C: Connector,
     W: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>>,
 {
-    if shared.discard_queued.load(Ordering::Acquire) {
-        job.cas(QUEUED, CANCELLED);
+    let (shared, job) = (&*ticket.shared, &*ticket.job);
+    if shared.discard_queued.load(Ordering::Acquire) && job.cas(QUEUED, CANCELLED) {
+        shared.stats.withdrawn(job.group());
     }
     with_state::<C, _>(|st| {
         let guard = st.guard.clone();
         guard.attach(job.id);
         *lock(&job.on) = Some(guard.clone());
         let result = if job.cas(QUEUED, RUNNING) {
-            run_started(shared, st, job, mode, work)
+            let mut running = shared.stats.start(job.group(), job.queued_at);
+            let result = run_started(shared, st, job, mode, work);
+            running.outcome = match &result {
+                Ok(_) => Outcome::Succeeded,
+                Err(DbError::Cancelled) => Outcome::Interrupted,
+                Err(DbError::Panicked { .. }) => Outcome::Panicked,
+                Err(_) => Outcome::Failed,
+            };
+            result
         } else {
             Err(DbError::Cancelled)
         };

@@ -2,8 +2,9 @@
 //! (inline CSS and JavaScript, no build step, no CDN, no web fonts) that
 //! polls `/metrics` every second, parses the Prometheus text itself and
 //! draws the last two minutes as canvas time charts: requests/s, loop lag,
-//! the inbox, and busy/idle/backlog of the database pool and the reactor
-//! pool.
+//! the inbox, busy/idle/backlog of the database pool and the reactor
+//! pool, and the database jobs' queue-wait and run-time p99 per connection
+//! group.
 //!
 //! Invariants:
 //! - Every `weft_*` name the page reads is rendered by

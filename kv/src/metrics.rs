@@ -2,8 +2,10 @@
 //!
 //! Everything here lives on the loop thread (`Rc<Metrics>` with `Cell` /
 //! `RefCell`): no lock, no atomics (the lag probe's [`Histogram`] is
-//! weft's lock-free one). Scraping reads the reactor's, the listener's and
-//! the reactor pool's statistics at render time ([`Sources`]).
+//! weft's lock-free one). Scraping reads the reactor's, the listener's,
+//! the reactor pool's and the database pool's statistics at render time
+//! ([`Sources`]); the database pool's figures are weft-db's own
+//! ([`weft_db::ConnectionPool::statistics`]), exact.
 //!
 //! The dashboard (`GET /`, [`crate::dashboard`]) reads these series by
 //! name; a test checks that every name it reads is rendered here.
@@ -48,10 +50,8 @@ pub struct Metrics {
     pub body_timeouts: Cell<u64>,
     /// Connections that ended with an error (parse errors, resets, timeouts).
     pub connection_errors: Cell<u64>,
-    /// Database operations submitted and not yet answered.
+    /// Database operations submitted and not yet answered on the loop.
     pub db_in_flight: Cell<u64>,
-    /// Of those, reads (routed to the reader connections).
-    pub db_reads_in_flight: Cell<u64>,
     /// Database operations answered with an error.
     pub db_errors: Cell<u64>,
     /// Largest loop lag seen by the lag probe.
@@ -70,9 +70,12 @@ pub struct Metrics {
 ///
 /// ```
 /// let mut src = weft_kv::metrics::Sources::default();
-/// src.db_connections = 3;
+/// src.db.readers.connections = 2;
+/// src.db.readers.busy = 1;
+/// src.db.readers.idle = 1;
 /// let text = weft_kv::metrics::Metrics::default().render(&src);
-/// assert!(text.contains("weft_pool_idle{pool=\"db\"} 3"));
+/// assert!(text.contains("weft_pool_idle{pool=\"db\"} 1"));
+/// assert!(text.contains("weft_db_busy{group=\"readers\"} 1"));
 /// ```
 #[derive(Debug, Default, Clone)]
 #[non_exhaustive]
@@ -81,8 +84,10 @@ pub struct Sources {
     pub reactor: weft::reactor::ReactorStatistics,
     /// The listener's accept statistics, once it accepted.
     pub accept: Option<weft::net::AcceptStatistics>,
-    /// Database connections: one writer, the rest readers.
-    pub db_connections: usize,
+    /// The database pool (`ConnectionPool::statistics`).
+    pub db: weft_db::DbPoolStatistics,
+    /// The database pool's job histograms, per group (none: not rendered).
+    pub db_histograms: Vec<DbHistograms>,
     /// The reactor's thread pool (`Handle::thread_pool`).
     pub reactor_pool: weft::threads::PoolStatistics,
     /// The loop-turn histogram (`Handle::turn_histogram`; `None`: not
@@ -91,6 +96,33 @@ pub struct Sources {
     /// The inbox's oldest waiting call (`ReactorStatistics::inbox_oldest_age`;
     /// `None`: not rendered).
     pub inbox_oldest_age: Option<Duration>,
+}
+
+/// One database connection group's job histograms
+/// (`ConnectionPool::queue_wait_histogram` and `run_time_histogram`).
+///
+/// # Examples
+///
+/// ```
+/// let h = weft::diagnostics::Histogram::new();
+/// h.record_nanos(5_000);
+/// let mut src = weft_kv::metrics::Sources::default();
+/// src.db_histograms.push(weft_kv::metrics::DbHistograms {
+///     group: weft_db::Group::Writer,
+///     queue_wait: h.snapshot(),
+///     run_time: h.snapshot(),
+/// });
+/// let text = weft_kv::metrics::Metrics::default().render(&src);
+/// assert!(text.contains("weft_db_queue_wait_seconds_count{group=\"writer\"} 1"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DbHistograms {
+    /// The group.
+    pub group: weft_db::Group,
+    /// Submission to start, per job.
+    pub queue_wait: HistogramSnapshot,
+    /// Start to end, per job.
+    pub run_time: HistogramSnapshot,
 }
 
 impl Metrics {
@@ -188,7 +220,8 @@ impl Metrics {
             "Lateness of each tick of a 10 ms timer on the loop (loop lag as a timer sees it).",
             &self.loop_lag.snapshot(),
         );
-        render_pools(&mut s, self, src);
+        render_pools(&mut s, src);
+        render_db(&mut s, src);
         render_loop_turns(&mut s, src);
         let mut metric = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -241,12 +274,6 @@ impl Metrics {
             "counter",
             "Database operations that failed.",
             c(&self.db_errors),
-        );
-        metric(
-            "weft_db_connections",
-            "gauge",
-            "Database connections (writer + readers).",
-            src.db_connections.to_string(),
         );
         metric(
             "weft_reactor_loop_lag_max_seconds",
@@ -382,48 +409,55 @@ impl Metrics {
 /// Writes one weft [`HistogramSnapshot`] as a Prometheus histogram
 /// (`_bucket{le}`, `_sum`, `_count`, in seconds).
 fn write_histogram(s: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    write_histograms(s, name, help, &[("", h)]);
+}
+
+/// Writes one histogram family whose series differ by `labels` (each
+/// `key="value"`, or empty for none).
+fn write_histograms(s: &mut String, name: &str, help: &str, series: &[(&str, &HistogramSnapshot)]) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (le, n) in h.cumulative() {
-        let _ = writeln!(s, "{name}_bucket{{le=\"{}\"}} {n}", le.as_secs_f64());
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (le, n) in h.cumulative() {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {n}",
+                le.as_secs_f64()
+            );
+        }
+        let count = h.count();
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let _ = writeln!(s, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(s, "{name}_sum{} {}", braces(labels), h.sum().as_secs_f64());
+        let _ = writeln!(s, "{name}_count{} {count}", braces(labels));
     }
-    let count = h.count();
-    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(s, "{name}_sum {}", h.sum().as_secs_f64());
-    let _ = writeln!(s, "{name}_count {count}");
+}
+
+fn group_label(g: weft_db::Group) -> &'static str {
+    match g {
+        weft_db::Group::Writer => "writer",
+        weft_db::Group::Readers => "readers",
+    }
 }
 
 /// Busy / idle / backlog of the database pool and the reactor pool, as
-/// `weft_pool_*{pool="db"|"reactor"}`.
-///
-/// weft-db exposes no statistics of its own, so the database pool's figures
-/// are derived on the loop from the operations in flight: the writer takes
-/// the writes one at a time, the readers the reads. An operation counts as
-/// busy from submission until its answer is back on the loop (so a figure
-/// errs high by the results in transit, never low).
-fn render_pools(s: &mut String, m: &Metrics, src: &Sources) {
-    let conns = src.db_connections as u64;
-    let readers = conns.saturating_sub(1);
-    let reads = m.db_reads_in_flight.get();
-    let writes = m.db_in_flight.get().saturating_sub(reads);
-    let (busy_w, busy_r) = (writes.min(conns.min(1)), reads.min(readers));
-    let db_busy = busy_w + busy_r;
-    let db = [
-        conns.saturating_sub(db_busy),
-        db_busy,
-        writes - busy_w + reads - busy_r,
-    ];
+/// `weft_pool_*{pool="db"|"reactor"}`; the database pool's are the totals
+/// of its exact statistics (both connection groups).
+fn render_pools(s: &mut String, src: &Sources) {
+    let t = src.db.total();
+    let db = [t.idle, t.busy, t.backlog];
     let p = &src.reactor_pool;
-    let reactor = [p.idle as u64, p.busy as u64, p.backlog as u64];
+    let reactor = [p.idle, p.busy, p.backlog];
     for (i, (name, help)) in [
         ("weft_pool_idle", "Pool threads waiting for work."),
-        (
-            "weft_pool_busy",
-            "Pool threads running a job (db: estimated on the loop).",
-        ),
-        (
-            "weft_pool_backlog",
-            "Jobs queued and not started (db: estimated on the loop).",
-        ),
+        ("weft_pool_busy", "Pool threads running a job."),
+        ("weft_pool_backlog", "Jobs queued and not started."),
     ]
     .into_iter()
     .enumerate()
@@ -436,13 +470,120 @@ fn render_pools(s: &mut String, m: &Metrics, src: &Sources) {
     }
     let _ = writeln!(
         s,
-        "# HELP weft_pool_threads_alive Pool threads alive.\n# TYPE weft_pool_threads_alive gauge\nweft_pool_threads_alive{{pool=\"db\"}} {conns}\nweft_pool_threads_alive{{pool=\"reactor\"}} {}",
-        p.threads_alive
+        "# HELP weft_pool_threads_alive Pool threads alive.\n# TYPE weft_pool_threads_alive gauge\nweft_pool_threads_alive{{pool=\"db\"}} {}\nweft_pool_threads_alive{{pool=\"reactor\"}} {}",
+        t.connections, p.threads_alive
     );
     let _ = writeln!(
         s,
-        "# HELP weft_pool_completed_total Jobs finished by the reactor pool.\n# TYPE weft_pool_completed_total counter\nweft_pool_completed_total{{pool=\"reactor\"}} {}",
-        p.completed
+        "# HELP weft_pool_completed_total Jobs finished.\n# TYPE weft_pool_completed_total counter\nweft_pool_completed_total{{pool=\"db\"}} {}\nweft_pool_completed_total{{pool=\"reactor\"}} {}",
+        t.completed, p.completed
+    );
+}
+
+/// The database pool per connection group (`weft_db_*{group="writer"|"readers"}`):
+/// connections, busy/idle/backlog, jobs by outcome, and the queue-wait and
+/// run-time histograms when the sources carry them.
+fn render_db(s: &mut String, src: &Sources) {
+    let groups = [("writer", &src.db.writer), ("readers", &src.db.readers)];
+    /// (name, help, the figure)
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&weft_db::GroupStatistics) -> usize,
+    );
+    let gauges: [Gauge; 5] = [
+        (
+            "weft_db_connections",
+            "Database connection threads alive.",
+            |g| g.connections,
+        ),
+        (
+            "weft_db_connections_open",
+            "Database connections open.",
+            |g| g.open,
+        ),
+        ("weft_db_busy", "Database connections running a job.", |g| {
+            g.busy
+        }),
+        (
+            "weft_db_idle",
+            "Database connections alive and not running a job.",
+            |g| g.idle,
+        ),
+        (
+            "weft_db_backlog",
+            "Database jobs queued and not started.",
+            |g| g.backlog,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (label, g) in groups {
+            let _ = writeln!(s, "{name}{{group=\"{label}\"}} {}", get(g));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP weft_db_jobs_submitted_total Database jobs submitted.\n# TYPE weft_db_jobs_submitted_total counter"
+    );
+    for (label, g) in groups {
+        let _ = writeln!(
+            s,
+            "weft_db_jobs_submitted_total{{group=\"{label}\"}} {}",
+            g.submitted
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP weft_db_jobs_total Database jobs ended, by outcome (ok, failed, panicked, interrupted: ran; cancelled, refused: never ran).\n# TYPE weft_db_jobs_total counter"
+    );
+    for (label, g) in groups {
+        // Saturating: a snapshot taken while a job ends may see its
+        // outcome before its completion.
+        let ok = g
+            .completed
+            .saturating_sub(g.failed + g.panicked + g.interrupted);
+        for (outcome, n) in [
+            ("ok", ok),
+            ("failed", g.failed),
+            ("panicked", g.panicked),
+            ("interrupted", g.interrupted),
+            ("cancelled", g.cancelled),
+            ("refused", g.refused),
+        ] {
+            let _ = writeln!(
+                s,
+                "weft_db_jobs_total{{group=\"{label}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    if src.db_histograms.is_empty() {
+        return;
+    }
+    let labels: Vec<String> = src
+        .db_histograms
+        .iter()
+        .map(|h| format!("group=\"{}\"", group_label(h.group)))
+        .collect();
+    let series =
+        |pick: fn(&DbHistograms) -> &HistogramSnapshot| -> Vec<(&str, &HistogramSnapshot)> {
+            labels
+                .iter()
+                .zip(&src.db_histograms)
+                .map(|(l, h)| (l.as_str(), pick(h)))
+                .collect()
+        };
+    write_histograms(
+        s,
+        "weft_db_queue_wait_seconds",
+        "Database jobs' wait from submission to start (ConnectionPool::queue_wait_histogram).",
+        &series(|h| &h.queue_wait),
+    );
+    write_histograms(
+        s,
+        "weft_db_run_time_seconds",
+        "Database jobs' run time, commit or rollback included (ConnectionPool::run_time_histogram).",
+        &series(|h| &h.run_time),
     );
 }
 

@@ -42,13 +42,6 @@ pub(crate) struct App {
     pub(crate) reactor_pool: std::sync::Arc<weft::ThreadPool>,
 }
 
-/// Which connections serve a database operation (for the pool figures).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum DbRoute {
-    Read,
-    Write,
-}
-
 type Resp = Response<Full<Bytes>>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
@@ -172,23 +165,14 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
     }
 }
 
-/// Runs one database Deferred, counting it in flight.
-async fn db<T: 'static>(
-    app: &App,
-    route: DbRoute,
-    d: weft::Deferred<T, DbError>,
-) -> Result<T, DbError> {
+/// Runs one database Deferred, counting it in flight (submitted and not
+/// yet answered on the loop; the pool's own figures come from
+/// `ConnectionPool::statistics`).
+async fn db<T: 'static>(app: &App, d: weft::Deferred<T, DbError>) -> Result<T, DbError> {
     let m = &app.metrics;
-    let add = |c: &std::cell::Cell<u64>, by: i64| c.set(c.get().wrapping_add_signed(by));
-    add(&m.db_in_flight, 1);
-    if route == DbRoute::Read {
-        add(&m.db_reads_in_flight, 1);
-    }
+    m.db_in_flight.set(m.db_in_flight.get() + 1);
     let r = d.await;
-    add(&m.db_in_flight, -1);
-    if route == DbRoute::Read {
-        add(&m.db_reads_in_flight, -1);
-    }
+    m.db_in_flight.set(m.db_in_flight.get() - 1);
     r
 }
 
@@ -243,7 +227,14 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
                         inbox_oldest_age: Some(reactor.inbox_oldest_age),
                         reactor,
                         accept: app.accept_stats.get(),
-                        db_connections: app.pool.max_connections(),
+                        db: app.pool.statistics(),
+                        db_histograms: [weft_db::Group::Writer, weft_db::Group::Readers]
+                            .map(|group| crate::metrics::DbHistograms {
+                                group,
+                                queue_wait: app.pool.queue_wait_histogram(group),
+                                run_time: app.pool.run_time_histogram(group),
+                            })
+                            .to_vec(),
                         reactor_pool: app.reactor_pool.statistics(),
                         turn: Some(app.handle.turn_histogram()),
                     };
@@ -298,7 +289,7 @@ async fn get(app: &App, key: String) -> Resp {
         .run_query_map("SELECT value FROM kv WHERE key = ?1", [key], |r| {
             r.get::<_, Vec<u8>>(0)
         });
-    match db(app, DbRoute::Read, d).await {
+    match db(app, d).await {
         Ok(mut rows) => match rows.pop() {
             Some(v) => {
                 let mut r = Response::new(Full::new(Bytes::from(v)));
@@ -320,7 +311,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let d = app.pool.run_operation(UPSERT, (key, body.to_vec()));
-    match db(app, DbRoute::Write, d).await {
+    match db(app, d).await {
         Ok(_) => text(StatusCode::OK, "ok\n"),
         Err(e) => db_failure(app, &e),
     }
@@ -330,7 +321,7 @@ async fn delete(app: &App, key: String) -> Resp {
     let d = app
         .pool
         .run_operation("DELETE FROM kv WHERE key = ?1", [key]);
-    match db(app, DbRoute::Write, d).await {
+    match db(app, d).await {
         Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Ok(_) => text(StatusCode::OK, "deleted\n"),
         Err(e) => db_failure(app, &e),
@@ -360,7 +351,7 @@ async fn list(app: &App, query: &str) -> Resp {
         (prefix, upper, limit as i64),
         |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
     );
-    match db(app, DbRoute::Read, d).await {
+    match db(app, d).await {
         Ok(rows) => {
             let items: Vec<serde_json::Value> = rows
                 .into_iter()
@@ -402,7 +393,7 @@ async fn batch(app: &App, req: Request<Incoming>) -> Resp {
         }
         Ok::<_, DbError>(())
     });
-    match db(app, DbRoute::Write, d).await {
+    match db(app, d).await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"written": n})),
         Err(e) => db_failure(app, &e),
     }

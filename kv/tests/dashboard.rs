@@ -109,37 +109,66 @@ fn page_series_lists_each_name_once() {
 }
 
 #[test]
-fn database_pool_figures_follow_the_operations_in_flight() {
+fn database_pool_figures_are_the_pools_own_statistics() {
     use weft_kv::metrics::{Metrics, Sources};
-    let line = |text: &str, name: &str| -> u64 {
-        let prefix = format!("{name}{{pool=\"db\"}} ");
+    let line = |text: &str, series: &str| -> u64 {
+        let prefix = format!("{series} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap()
+            .unwrap_or_else(|| panic!("{series} in {text}"))
             .parse()
             .unwrap()
     };
     let mut src = Sources::default();
-    src.db_connections = 3; // one writer, two readers
-    let m = Metrics::default();
-    // (writes, reads) in flight -> (busy, idle, backlog)
-    for ((writes, reads), want) in [
-        ((0, 0), (0, 3, 0)),
-        ((1, 0), (1, 2, 0)),
-        ((0, 2), (2, 1, 0)),
-        ((3, 0), (1, 2, 2)),
-        ((1, 4), (3, 0, 2)),
+    let (w, r) = (&mut src.db.writer, &mut src.db.readers);
+    (w.connections, w.busy, w.idle, w.backlog) = (1, 1, 0, 4);
+    (r.connections, r.busy, r.idle, r.backlog) = (2, 1, 1, 0);
+    (
+        w.submitted,
+        w.completed,
+        w.failed,
+        w.panicked,
+        w.interrupted,
+    ) = (20, 15, 2, 1, 1);
+    (w.cancelled, w.refused) = (1, 0);
+    let text = Metrics::default().render(&src);
+    // The page's pool chart: the totals of both groups.
+    assert_eq!(line(&text, "weft_pool_busy{pool=\"db\"}"), 2);
+    assert_eq!(line(&text, "weft_pool_idle{pool=\"db\"}"), 1);
+    assert_eq!(line(&text, "weft_pool_backlog{pool=\"db\"}"), 4);
+    assert_eq!(line(&text, "weft_pool_threads_alive{pool=\"db\"}"), 3);
+    // Per group, and the jobs by outcome (ok = completed less the rest).
+    assert_eq!(line(&text, "weft_db_backlog{group=\"writer\"}"), 4);
+    assert_eq!(line(&text, "weft_db_idle{group=\"readers\"}"), 1);
+    for (outcome, n) in [
+        ("ok", 11),
+        ("failed", 2),
+        ("panicked", 1),
+        ("interrupted", 1),
+        ("cancelled", 1),
+        ("refused", 0),
     ] {
-        m.db_in_flight.set(writes + reads);
-        m.db_reads_in_flight.set(reads);
-        let text = m.render(&src);
-        let got = (
-            line(&text, "weft_pool_busy"),
-            line(&text, "weft_pool_idle"),
-            line(&text, "weft_pool_backlog"),
-        );
-        assert_eq!(got, want, "writes {writes}, reads {reads}");
+        let series = format!("weft_db_jobs_total{{group=\"writer\",outcome=\"{outcome}\"}}");
+        assert_eq!(line(&text, &series), n, "{outcome}");
     }
+    // No histograms given: none rendered.
+    assert!(!text.contains("weft_db_queue_wait_seconds"));
+    let h = weft::diagnostics::Histogram::new();
+    h.record_nanos(3_000);
+    src.db_histograms.push(weft_kv::metrics::DbHistograms {
+        group: weft_db::Group::Readers,
+        queue_wait: h.snapshot(),
+        run_time: h.snapshot(),
+    });
+    let text = Metrics::default().render(&src);
+    assert!(
+        text.contains(
+            "weft_db_queue_wait_seconds_bucket{group=\"readers\",le=\"0.000004096\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("weft_db_queue_wait_seconds_bucket{group=\"readers\",le=\"+Inf\"} 1\n"));
+    assert!(text.contains("weft_db_run_time_seconds_count{group=\"readers\"} 1\n"));
 }
 
 /// The loop-turn series are rendered exactly when their sources are given
