@@ -345,6 +345,11 @@ criterion_group! {
 /// or perf: instructions per job are the difference of two sizes. A
 /// `span_` prefix (`span_in_flight:N`) runs it inside a span recorded by a
 /// `tracing_subscriber::registry()`.
+///
+/// Under valgrind, build with `RUSTFLAGS="--cfg rustix_use_libc"` (and a
+/// separate `CARGO_TARGET_DIR`): the pool's coarse clock reads the vDSO
+/// through rustix, whose auxv lookup faults under valgrind (SIGSEGV in
+/// `check_elf_base` before the workload starts).
 fn profile(spec: &str) {
     if let Some(rest) = spec.strip_prefix("span_") {
         let subscriber = tracing_subscriber::registry();
