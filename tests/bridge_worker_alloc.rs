@@ -65,12 +65,15 @@ fn defer_to_worker_on_a_pool_allocates_no_box_around_the_record() {
     let on_pool = fewest(|| reactor.defer_to_worker(&pool, || 1));
     let on_arc = fewest(|| reactor.defer_to_worker(&shared, || 1));
     let as_dyn = fewest(|| reactor.defer_to_worker(&pool as &dyn Worker, || 1));
+    let boxed_pool: Box<dyn Worker> = Box::new(ThreadPool::new(0, 1).unwrap());
+    let in_box = fewest(|| reactor.defer_to_worker(&boxed_pool, || 1));
     let boxed = fewest(|| reactor.defer_to_worker(&memory, || 1));
 
     assert!(record > 0, "the record and the Deferred are allocated");
     assert_eq!(on_pool, record, "a pool queues the record itself");
     assert_eq!(on_arc, record, "an Arc<ThreadPool> forwards to the pool");
     assert_eq!(as_dyn, record, "so does a &dyn Worker");
+    assert_eq!(in_box, record, "and a Box<dyn Worker>");
     // The memory worker's queue grows too, but the fewest also has the box.
     assert!(
         boxed > record,
