@@ -131,7 +131,9 @@ impl Handle {
     }
 
     /// Runs `f` on the reactor's thread pool; nothing comes back. A panic is
-    /// caught and logged. The caller's `tracing` span is carried into `f`.
+    /// caught and logged. The caller's `tracing` span is carried into `f`,
+    /// and the pool's diagnostics (`oldest_backlog`, `running_jobs`, the
+    /// wedge warning) name the caller's line, as for every submit here.
     ///
     /// # Errors
     ///
@@ -331,7 +333,10 @@ impl Handle {
     /// [`defer_to_thread`](Handle::defer_to_thread) on any [`Worker`] (asyncio's
     /// `run_in_executor` with any executor): for instance a
     /// [`ThreadWorker`](crate::threads::ThreadWorker) for a library that must
-    /// always be called from one thread, like SQLite.
+    /// always be called from one thread, like SQLite. On a [`ThreadPool`]
+    /// (also behind an `Arc`, a `Box` or `&dyn Worker`) the job costs the
+    /// same single record as [`defer_to_thread_pool`](Handle::defer_to_thread_pool);
+    /// other workers get it in a boxed [`Task`].
     ///
     /// # Examples
     ///
