@@ -190,11 +190,13 @@ fn a_panic_in_deferred_work_is_counted_in_the_pool_statistics() {
     let reactor = Reactor::new().unwrap();
     let d = reactor.defer_to_thread(|| -> u8 { panic!("counted") });
     assert!(reactor.run_until_complete(d).unwrap().is_err());
+    // A panic is counted before its outcome is posted to the loop.
+    let pool = reactor.thread_pool();
+    assert_eq!(pool.statistics().panicked, 1);
     let ok = reactor.defer_to_thread(|| 1);
     assert_eq!(reactor.run_until_complete(ok).unwrap(), Ok(1));
-    // The pool counts the panic (and the completion) once the worker is done
-    // with the task, just after the result was handed to the loop.
-    let pool = reactor.thread_pool();
+    // A success is counted when the worker is done with the task, just
+    // after its result was handed to the loop.
     assert!(common::wait_until(|| {
         let s = pool.statistics();
         s.panicked == 1 && s.completed == 2

@@ -4,7 +4,7 @@
 //! the loop takes it. On a `ThreadPool` that same `Arc` is the pool's queue
 //! item (contract C1, `SharedTask`), and it rides back through the reactor's
 //! inbox as the completion message: one allocation per job besides the
-//! `Deferred`'s own cell. Other `Worker`s get it inside a boxed [`Runner`]. Whether the
+//! `Deferred`'s own cell. Other `Worker`s get it boxed (`Worker::do_shared`'s default). Whether the
 //! job is still wanted is decided in one place, the record's `slot`, under
 //! its mutex:
 //!
@@ -31,10 +31,10 @@ use std::sync::Arc;
 
 use super::table::Threads;
 use crate::deferred::{CancelJob, span};
-use crate::error::{ThreadError, copy_payload, panic_message};
+use crate::error::{ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::reactor::{Deliver, Remote};
-use crate::threads::SharedTask;
+use crate::threads::pool::{PanicCounter, SharedTask};
 
 enum Slot<T, F> {
     Queued(F),
@@ -91,15 +91,6 @@ where
     /// Runs a started closure in the submitter's `tracing` span.
     pub(super) fn call(&self, f: F) -> T {
         span::in_span(self.span.as_ref(), f)
-    }
-
-    /// On a worker thread: runs the closure unless the job was cancelled,
-    /// then posts the outcome to the loop.
-    pub(super) fn run(self: Arc<Self>) {
-        let Some(f) = self.start() else { return };
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.call(f)))
-            .map_err(ThreadError::from_panic_payload);
-        self.post(outcome);
     }
 
     /// The job will never run (dropped by a stopped worker, a discarded
@@ -199,60 +190,17 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Arc<Self>) {
+    fn run(self: Arc<Self>, panics: &PanicCounter<'_>) {
         let Some(f) = self.start() else { return };
-        match catch_unwind(AssertUnwindSafe(|| self.call(f))) {
-            Ok(value) => self.post(Ok(value)),
-            Err(payload) => {
-                // The awaiter gets the payload; the pool counts (and logs)
-                // a copy.
-                let copy = copy_payload(&*payload);
-                self.clone()
-                    .post(Err(ThreadError::from_panic_payload(payload)));
-                resume_unwind(copy);
-            }
-        }
+        // A panic is counted by the pool before the loop can see it.
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.call(f))).map_err(|payload| {
+            panics.count(&*payload);
+            ThreadError::from_panic_payload(payload)
+        });
+        self.post(outcome);
     }
 
     fn discard(self: Arc<Self>) {
         Job::discard(self);
-    }
-}
-
-/// The queue item handed to a `Worker`: runs the job, or discards it if the
-/// worker drops it unrun.
-pub(super) struct Runner<T, F>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    job: Option<Arc<Job<T, F>>>,
-}
-
-impl<T, F> Runner<T, F>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    pub(super) fn new(job: Arc<Job<T, F>>) -> Self {
-        Runner { job: Some(job) }
-    }
-
-    pub(super) fn run(mut self) {
-        if let Some(job) = self.job.take() {
-            job.run();
-        }
-    }
-}
-
-impl<T, F> Drop for Runner<T, F>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            job.discard();
-        }
     }
 }

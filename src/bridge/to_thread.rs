@@ -10,14 +10,14 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
-use super::job::{Job, Runner};
+use super::job::Job;
 use super::table::Threads;
 use crate::deferred::{Deferred, JobTable, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
 use crate::reactor::{Handle, Reactor};
-use crate::threads::{SharedTask, Task, TaskKey, Worker};
+use crate::threads::{SharedJob, SharedTask, Task, TaskKey, Worker};
 
 /// The reactor pool's size when nothing is suggested: no thread until work
 /// arrives, and up to 64 threads.
@@ -131,7 +131,9 @@ impl Handle {
     }
 
     /// Runs `f` on the reactor's thread pool; nothing comes back. A panic is
-    /// caught and logged. The caller's `tracing` span is carried into `f`.
+    /// caught and logged. The caller's `tracing` span is carried into `f`,
+    /// and the pool's diagnostics (`oldest_backlog`, `running_jobs`, the
+    /// wedge warning) name the caller's line, as for every submit here.
     ///
     /// # Errors
     ///
@@ -148,23 +150,28 @@ impl Handle {
     /// }).unwrap();
     /// reactor.run().unwrap();
     /// ```
+    #[track_caller]
     pub fn call_in_thread<F>(&self, f: F) -> Result<(), AlreadyQuit<F>>
     where
         F: FnOnce() + Send + 'static,
     {
+        let location = Location::caller();
         let pool = self.thread_pool();
         let Some(span) = span::current() else {
-            return pool.call_in_thread(f);
+            return pool.call_in_thread_at(f, location);
         };
         // Carry the span; keep `f` reachable so a refusal can hand it back.
         let slot = Arc::new(Mutex::new(Some(f)));
         let job_slot = slot.clone();
-        let submitted = pool.call_in_thread(move || {
-            let f = job_slot.lock().take();
-            if let Some(f) = f {
-                span.in_scope(f);
-            }
-        });
+        let submitted = pool.call_in_thread_at(
+            move || {
+                let f = job_slot.lock().take();
+                if let Some(f) = f {
+                    span.in_scope(f);
+                }
+            },
+            location,
+        );
         match submitted {
             Ok(()) => Ok(()),
             Err(refused) => {
@@ -201,11 +208,13 @@ impl Handle {
     /// reactor.run().unwrap();
     /// assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
     /// ```
+    #[track_caller]
     pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
+        let location = Location::caller();
         let slot = Arc::new(Mutex::new(Some(calls)));
         let job_slot = slot.clone();
         let span = span::current();
-        let submitted = self.thread_pool().call_in_thread(move || {
+        let work = move || {
             let calls = job_slot.lock().take().unwrap_or_default();
             let _entered = span.as_ref().map(tracing::Span::enter);
             let total = calls.len();
@@ -220,8 +229,8 @@ impl Handle {
                     break;
                 }
             }
-        });
-        match submitted {
+        };
+        match self.thread_pool().call_in_thread_at(work, location) {
             Ok(()) => Ok(()),
             Err(_) => Err(AlreadyQuit(slot.lock().take().unwrap_or_default())),
         }
@@ -311,7 +320,7 @@ impl Handle {
         let job = new_job(self, threads, f, location);
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
-        let task = match pool.submit_shared(job.clone() as Arc<dyn SharedTask>) {
+        let task = match pool.submit_shared_at(job.clone() as Arc<dyn SharedTask>, location) {
             Ok(task) => task,
             Err(refused) => {
                 drop(refused); // neither run nor discarded: posts nothing
@@ -324,7 +333,10 @@ impl Handle {
     /// [`defer_to_thread`](Handle::defer_to_thread) on any [`Worker`] (asyncio's
     /// `run_in_executor` with any executor): for instance a
     /// [`ThreadWorker`](crate::threads::ThreadWorker) for a library that must
-    /// always be called from one thread, like SQLite.
+    /// always be called from one thread, like SQLite. On a [`ThreadPool`]
+    /// (also behind an `Arc`, a `Box` or `&dyn Worker`) the job costs the
+    /// same single record as [`defer_to_thread_pool`](Handle::defer_to_thread_pool);
+    /// other workers get it in a boxed [`Task`].
     ///
     /// # Examples
     ///
@@ -352,10 +364,10 @@ impl Handle {
             return Deferred::fail(ThreadError::Stopped);
         }
         let job = new_job(self, &threads, f, location);
-        let runner = Runner::new(job.clone());
-        let task: Task = Box::new(move || runner.run());
-        if let Err(refused) = worker.do_work(task) {
-            job.refuse(); // emptied first: dropping the runner posts nothing
+        // A pool queues the record itself; other workers box it.
+        let shared = SharedJob::new(job.clone() as Arc<dyn SharedTask>);
+        if let Err(refused) = worker.do_shared(shared, location) {
+            job.refuse(); // emptied first: dropping a boxed runner posts nothing
             drop(refused);
             return Deferred::fail(ThreadError::Stopped);
         }
@@ -411,6 +423,7 @@ impl Reactor {
     /// reactor.call_in_thread(move || remote.stop()).unwrap();
     /// reactor.run().unwrap();
     /// ```
+    #[track_caller]
     pub fn call_in_thread<F>(&self, f: F) -> Result<(), AlreadyQuit<F>>
     where
         F: FnOnce() + Send + 'static,
@@ -433,6 +446,7 @@ impl Reactor {
     /// reactor.call_multiple_in_thread(vec![Box::new(|| ()), Box::new(move || remote.stop())]).unwrap();
     /// reactor.run().unwrap();
     /// ```
+    #[track_caller]
     pub fn call_multiple_in_thread(&self, calls: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
         self.handle().call_multiple_in_thread(calls)
     }

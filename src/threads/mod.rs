@@ -90,6 +90,10 @@ pub use quit::Quit;
 pub use team::{Statistics, Team, pool};
 pub use thread_worker::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue};
 
+pub(crate) use sealed::SharedJob;
+
+use std::panic::Location;
+
 use crate::error::AlreadyQuit;
 
 /// A unit of work: a boxed closure run once, somewhere, by a [`Worker`].
@@ -130,6 +134,35 @@ pub trait Worker: Send + Sync {
     #[track_caller]
     fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>>;
 
+    /// Crate-internal (the type cannot be named outside weft): schedules a
+    /// job record the submitter shares, submitted at `location`. The default
+    /// boxes it into a [`Task`] for [`do_work`](Worker::do_work) (run on
+    /// call, discarded if dropped unrun); [`ThreadPool`] queues the record
+    /// itself, so the job costs no box.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with the job when the worker quit. Dropping a job
+    /// refused by the default may discard the record: the submitter marks
+    /// it refused first.
+    #[doc(hidden)]
+    fn do_shared(
+        &self,
+        job: sealed::SharedJob,
+        location: &'static Location<'static>,
+    ) -> Result<(), AlreadyQuit<sealed::SharedJob>> {
+        let _ = location; // only a pool records it
+        let record = job.task.clone();
+        let runner = sealed::Runner(Some(job.into_task()));
+        match self.do_work(Box::new(move || runner.run())) {
+            Ok(()) => Ok(()),
+            Err(AlreadyQuit(refused)) => Err(AlreadyQuit(sealed::SharedJob {
+                task: record,
+                _refused: Some(refused),
+            })),
+        }
+    }
+
     /// Frees the worker's resources and refuses all future work.
     ///
     /// # Errors
@@ -156,6 +189,14 @@ impl<W: Worker + ?Sized> Worker for Box<W> {
         (**self).do_work(task)
     }
 
+    fn do_shared(
+        &self,
+        job: sealed::SharedJob,
+        location: &'static Location<'static>,
+    ) -> Result<(), AlreadyQuit<sealed::SharedJob>> {
+        (**self).do_shared(job, location)
+    }
+
     fn quit(&self) -> Result<(), AlreadyQuit> {
         (**self).quit()
     }
@@ -168,9 +209,68 @@ impl<W: Worker + ?Sized> Worker for std::sync::Arc<W> {
         (**self).do_work(task)
     }
 
+    fn do_shared(
+        &self,
+        job: sealed::SharedJob,
+        location: &'static Location<'static>,
+    ) -> Result<(), AlreadyQuit<sealed::SharedJob>> {
+        (**self).do_shared(job, location)
+    }
+
     fn quit(&self) -> Result<(), AlreadyQuit> {
         (**self).quit()
     }
 }
 
 impl<W: ExclusiveWorker + ?Sized> ExclusiveWorker for std::sync::Arc<W> {}
+
+/// The job record behind [`Worker::do_shared`]: public only so the trait
+/// can name it, in a private module so no one outside weft can.
+mod sealed {
+    use std::sync::Arc;
+
+    use super::Task;
+    use super::pool::{PanicCounter, SharedTask};
+
+    /// A shared job record on its way to a worker (or refused by one).
+    pub struct SharedJob {
+        pub(super) task: Arc<dyn SharedTask>,
+        /// The box a default `do_shared` made and the worker refused: it
+        /// discards the record when dropped, so it is dropped last.
+        pub(super) _refused: Option<Task>,
+    }
+
+    impl SharedJob {
+        pub(crate) fn new(task: Arc<dyn SharedTask>) -> Self {
+            SharedJob {
+                task,
+                _refused: None,
+            }
+        }
+
+        /// The record, to queue (a job that was not refused).
+        pub(crate) fn into_task(self) -> Arc<dyn SharedTask> {
+            self.task
+        }
+    }
+
+    /// A default `do_shared`'s box: runs the record, or discards it if the
+    /// worker drops it unrun.
+    pub(super) struct Runner(pub(super) Option<Arc<dyn SharedTask>>);
+
+    impl Runner {
+        pub(super) fn run(mut self) {
+            if let Some(task) = self.0.take() {
+                task.run(&PanicCounter::none());
+            }
+        }
+    }
+
+    impl Drop for Runner {
+        fn drop(&mut self) {
+            if let Some(task) = self.0.take() {
+                task.discard();
+            }
+        }
+    }
+}

@@ -85,6 +85,7 @@ mod cancel;
 mod config;
 mod jobs;
 mod queue;
+mod shared;
 mod state;
 mod thread;
 
@@ -101,29 +102,16 @@ pub use config::{
     PoolStatistics, StopReport, ThreadPoolBuilder,
 };
 pub(crate) use queue::TaskKey;
+pub(crate) use shared::{PanicCounter, SharedTask};
 
 use self::cancel::withdraw;
 use self::config::check_size;
 use self::queue::{Call, Item, Meta, Queued, message_and_drop};
 use self::state::{Role, Wake};
 use self::thread::Core;
-use super::{Task, Worker};
+use super::{SharedJob, Task, Worker};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError};
 use crate::loom::{Arc, MutexGuard};
-
-/// Work that brings its own shared record: the caller's `Arc` *is* the queue
-/// item, so a job costs one allocation, and the caller keeps a handle to
-/// withdraw it ([`ThreadPool::withdraw`]).
-pub(crate) trait SharedTask: Send + Sync + 'static {
-    /// Runs on a pool thread; called at most once. A panic is caught and
-    /// counted by the pool.
-    fn run(self: std::sync::Arc<Self>);
-
-    /// The pool will never run it (backlog discarded, or the pool stopped
-    /// with no thread to run it): drop captures and report. Called at most
-    /// once, never after `run`, never after a successful `withdraw`.
-    fn discard(self: std::sync::Arc<Self>);
-}
 
 /// `call_in_thread_with_callback`'s item.
 struct WithCallback<F, C>(F, C);
@@ -133,14 +121,17 @@ where
     F: FnOnce() -> T + Send,
     C: FnOnce(Result<T, ThreadError>) + Send,
 {
-    fn call(self: Box<Self>) -> (bool, Option<String>) {
+    fn call(self: Box<Self>, panics: &PanicCounter<'_>) -> Option<String> {
         let WithCallback(f, on_result) = *self;
-        // The callback gets the original payload (it may `resume_unwind` it).
-        let result = catch_unwind(AssertUnwindSafe(f)).map_err(ThreadError::from_panic_payload);
-        let panicked = result.is_err();
+        // The callback gets the original payload (it may `resume_unwind` it);
+        // the panic is counted before the callback can report it.
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            panics.count_silently();
+            ThreadError::from_panic_payload(payload)
+        });
         match catch_unwind(AssertUnwindSafe(move || on_result(result))) {
-            Ok(()) => (panicked, None),
-            Err(payload) => (panicked, Some(message_and_drop(payload))),
+            Ok(()) => None,
+            Err(payload) => Some(message_and_drop(payload)),
         }
     }
 }
@@ -374,13 +365,8 @@ impl ThreadPool {
         .map_err(|call| AlreadyQuit((call.0, call.1)))
     }
 
-    /// Queues the caller's shared record (one allocation per job: the `Arc`
-    /// is the queue item). The key withdraws it while unstarted.
-    ///
-    /// # Errors
-    ///
-    /// As [`call_in_thread`](Self::call_in_thread), handing the `Arc` back;
-    /// neither `run` nor `discard` has been called.
+    /// `submit_shared_at` at the caller's location (tests only).
+    #[cfg(test)]
     #[track_caller]
     pub(crate) fn submit_shared(
         &self,
@@ -389,13 +375,15 @@ impl ThreadPool {
         self.submit_shared_at(task, Location::caller())
     }
 
-    /// [`submit_shared`](Self::submit_shared) on behalf of the code at
-    /// `location` (the bridge passes its own caller's), which diagnostics
-    /// name for this job.
+    /// Queues the caller's shared record (one allocation per job: the `Arc`
+    /// is the queue item), submitted by the code at `location` (the bridge
+    /// passes its own caller's), which diagnostics name for this job. The
+    /// key withdraws it while unstarted.
     ///
     /// # Errors
     ///
-    /// As [`submit_shared`](Self::submit_shared).
+    /// As [`call_in_thread`](Self::call_in_thread), handing the `Arc` back;
+    /// neither `run` nor `discard` has been called.
     pub(crate) fn submit_shared_at(
         &self,
         task: std::sync::Arc<dyn SharedTask>,
@@ -698,6 +686,17 @@ impl Worker for ThreadPool {
         self.submit(task, Item::Task, Location::caller())
             .map(drop)
             .map_err(AlreadyQuit)
+    }
+
+    /// The record itself is the queue item: no box around it.
+    fn do_shared(
+        &self,
+        job: SharedJob,
+        location: &'static Location<'static>,
+    ) -> Result<(), AlreadyQuit<SharedJob>> {
+        self.submit_shared_at(job.into_task(), location)
+            .map(drop)
+            .map_err(|AlreadyQuit(task)| AlreadyQuit(SharedJob::new(task)))
     }
 
     fn quit(&self) -> Result<(), AlreadyQuit> {

@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 
-use super::SharedTask;
+use super::thread::Core;
+use super::{PanicCounter, SharedTask};
 use crate::error::panic_message;
 use crate::threads::Task;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub(super) enum Item {
     Task(Task),
     /// A closure with its result callback (`call_in_thread_with_callback`).
     Call(Box<dyn Call>),
-    /// The caller's shared record (`submit_shared`).
+    /// The caller's shared record (`submit_shared_at`).
     Shared(Arc<dyn SharedTask>),
 }
 
@@ -55,37 +56,39 @@ pub(super) struct Queued {
 
 /// A queued closure that reports its own outcome.
 pub(super) trait Call: Send {
-    /// Runs the closure; returns whether it panicked (the callback has been
-    /// told) and the message of a panic in the callback, if any.
-    fn call(self: Box<Self>) -> (bool, Option<String>);
+    /// Runs the closure, counting a panic of it in `panics` before the
+    /// callback hears of it; returns the message of a panic in the
+    /// callback, if any.
+    fn call(self: Box<Self>, panics: &PanicCounter<'_>) -> Option<String>;
 }
 
 impl Item {
-    /// Runs the item on a pool thread; never unwinds. Returns whether the
-    /// work panicked; a panic nobody else hears of (fire-and-forget work, a
-    /// callback, a shared task) is logged here, on the cold path.
+    /// Runs the item on a pool thread; never unwinds. A panic is counted in
+    /// `core`'s statistics (and logged) before anyone can learn of it: for
+    /// a callback or a shared task, before the outcome is handed on.
+    /// Returns whether the job was counted that way, so the thread does
+    /// not count it again when it is done with it.
     #[inline]
-    pub(super) fn run(self, pool: &str) -> bool {
-        let payload = match self {
-            Item::Task(task) => match catch_unwind(AssertUnwindSafe(task)) {
-                Ok(()) => return false,
-                Err(payload) => payload,
-            },
-            Item::Call(call) => match catch_unwind(AssertUnwindSafe(move || call.call())) {
-                Ok((panicked, None)) => return panicked,
-                Ok((_, Some(message))) => {
-                    log_panic(pool, &message);
-                    return true;
+    pub(super) fn run(self, core: &Core) -> bool {
+        let panics = PanicCounter::of(core);
+        let escaped = match self {
+            Item::Task(task) => catch_unwind(AssertUnwindSafe(task)).err(),
+            Item::Call(call) => match catch_unwind(AssertUnwindSafe(|| call.call(&panics))) {
+                Ok(None) => None,
+                Ok(Some(message)) => {
+                    log_panic(&core.name, &message);
+                    panics.count_silently();
+                    None
                 }
-                Err(payload) => payload,
+                Err(payload) => Some(payload),
             },
-            Item::Shared(shared) => match catch_unwind(AssertUnwindSafe(move || shared.run())) {
-                Ok(()) => return false,
-                Err(payload) => payload,
-            },
+            Item::Shared(shared) => catch_unwind(AssertUnwindSafe(|| shared.run(&panics))).err(),
         };
-        log_panic(pool, &message_and_drop(payload));
-        true
+        if let Some(payload) = escaped {
+            log_panic(&core.name, &message_and_drop(payload));
+            panics.count_silently();
+        }
+        panics.finish()
     }
 
     /// The pool will never run this item: drops it (its destructors report)
@@ -104,7 +107,7 @@ impl Item {
 }
 
 #[cold]
-fn log_panic(pool: &str, message: &str) {
+pub(super) fn log_panic(pool: &str, message: &str) {
     tracing::error!(pool = %pool, panic = %message, "pool task panicked");
 }
 

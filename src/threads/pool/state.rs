@@ -480,12 +480,19 @@ impl State {
         }
     }
 
-    /// A busy thread's task ended: backlog first, then quit, then debt,
-    /// then idle.
-    #[inline]
-    pub(super) fn after_task(&mut self, panicked: bool) -> AfterTask {
+    /// A job panicked: it is counted as completed and panicked now, before
+    /// its outcome is published (the thread then calls `after_task(true)`).
+    #[cold]
+    pub(super) fn count_panic(&mut self) {
         self.completed += 1;
-        self.panicked += u64::from(panicked);
+        self.panicked += 1;
+    }
+
+    /// A busy thread's task ended: backlog first, then quit, then debt,
+    /// then idle. `counted`: the job was already counted (`count_panic`).
+    #[inline]
+    pub(super) fn after_task(&mut self, counted: bool) -> AfterTask {
+        self.completed += u64::from(!counted);
         if self.backlog() > 0 {
             AfterTask::Run(self.take())
         } else if self.stopped || self.to_shrink > 0 {

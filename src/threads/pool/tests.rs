@@ -115,6 +115,8 @@ fn a_busy_thread_drains_the_backlog_before_going_idle() {
     let _ = sleeper_takes(&mut st, &ManualClock::new());
     let _ = st.submit(item());
     assert!(matches!(st.after_task(false), AfterTask::Run(_)));
+    st.count_panic();
+    assert_eq!((st.completed, st.panicked), (2, 1));
     assert!(matches!(st.after_task(true), AfterTask::Sleep));
     assert_eq!((st.completed, st.panicked), (2, 1));
     assert_eq!(counts(&st), (1, 0, 0, 0, 0, 1));
@@ -434,7 +436,7 @@ fn the_oldest_job_is_the_front_live_one_through_withdrawals_and_pops() {
 struct Shared(mpsc::Sender<()>);
 
 impl super::SharedTask for Shared {
-    fn run(self: std::sync::Arc<Self>) {
+    fn run(self: std::sync::Arc<Self>, _: &super::PanicCounter<'_>) {
         let _ = self.0.send(());
     }
     fn discard(self: std::sync::Arc<Self>) {}

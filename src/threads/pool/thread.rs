@@ -412,7 +412,7 @@ fn run(core: &Core, item: Item, enqueued: u64, started: u64) -> (u64, bool) {
         core.queue_wait
             .record_nanos(started.saturating_sub(enqueued));
     }
-    let panicked = item.run(&core.name);
+    let panicked = item.run(core);
     let ended = core.job_stamp();
     if core.histograms {
         core.run_time.record_nanos(ended.saturating_sub(started));
