@@ -43,50 +43,48 @@ use std::time::Duration;
 /// `/proc/PID/stat` counts CPU in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// A server under test: its row name and how to start it (`{db}` is the
-/// database path; the listen address is always `127.0.0.1:0`).
+/// A server under test: its row name and how to start it (the database
+/// path and the listen address `127.0.0.1:0` are added).
 struct Server {
-    name: &'static str,
+    name: String,
     binary: &'static str,
-    args: &'static [&'static str],
+    args: Vec<String>,
 }
 
-/// The servers, weft-kv first. Caps are the connection counts: weft-kv's
-/// (1 writer + 4 readers) for the thread-local variant, the one connection
+/// The servers, weft-kv first. Caps are the database connection counts:
+/// weft-kv's (1 writer + [`weft_kv::default_readers`] readers, the cores
+/// its loop leaves free) for the thread-local variant, the one connection
 /// for the mutex; deadpool's pool size (its default, 2 × CPUs) already
 /// bounds its blocking calls.
-const SERVERS: &[Server] = &[
-    Server {
-        name: "weft-kv",
-        binary: "weft-kv",
-        args: &[],
-    },
-    Server {
-        name: "tokio-thread-local",
-        binary: "kv-tokio",
-        args: &["--variant", "thread-local"],
-    },
-    Server {
-        name: "tokio-thread-local-cap5",
-        binary: "kv-tokio",
-        args: &["--variant", "thread-local", "--blocking", "5"],
-    },
-    Server {
-        name: "tokio-mutex",
-        binary: "kv-tokio",
-        args: &["--variant", "mutex"],
-    },
-    Server {
-        name: "tokio-mutex-cap1",
-        binary: "kv-tokio",
-        args: &["--variant", "mutex", "--blocking", "1"],
-    },
-    Server {
-        name: "tokio-deadpool",
-        binary: "kv-tokio",
-        args: &["--variant", "deadpool"],
-    },
-];
+fn servers() -> Vec<Server> {
+    let conns = weft_kv::default_readers() + 1;
+    let row = |name: String, binary: &'static str, args: &[&str]| Server {
+        name,
+        binary,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    let tokio = |name: &str, args: &[&str]| row(name.to_owned(), "kv-tokio", args);
+    vec![
+        row("weft-kv".to_owned(), "weft-kv", &[]),
+        tokio("tokio-thread-local", &["--variant", "thread-local"]),
+        row(
+            format!("tokio-thread-local-cap{conns}"),
+            "kv-tokio",
+            &[
+                "--variant",
+                "thread-local",
+                "--blocking",
+                &conns.to_string(),
+            ],
+        ),
+        tokio("tokio-mutex", &["--variant", "mutex"]),
+        tokio(
+            "tokio-mutex-cap1",
+            &["--variant", "mutex", "--blocking", "1"],
+        ),
+        tokio("tokio-deadpool", &["--variant", "deadpool"]),
+    ]
+}
 
 /// What a client measured.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -281,7 +279,7 @@ fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
     let mut child = Command::new(o.bin_dir.join(s.binary))
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("kv.sqlite3"))
-        .args(s.args)
+        .args(&s.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -328,7 +326,7 @@ fn output(mut c: Command) -> Result<String, String> {
 }
 
 struct Row {
-    server: &'static str,
+    server: String,
     mix: u32,
     client: String,
     result: Result<(Measured, f64, Option<f64>), String>,
@@ -376,7 +374,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         Ok((m, per_1k, lag))
     })();
     Row {
-        server: s.name,
+        server: s.name.clone(),
         mix,
         client: client.to_owned(),
         result,
@@ -469,13 +467,10 @@ fn main() -> ExitCode {
         eprintln!("kv-load: wrk not found: weft-load only (apt-get install wrk)");
         o.clients.retain(|c| c != "wrk");
     }
-    let servers: Vec<&Server> = SERVERS
+    let all = servers();
+    let servers: Vec<&Server> = all
         .iter()
-        .filter(|s| {
-            o.only
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|n| n == s.name))
-        })
+        .filter(|s| o.only.as_ref().is_none_or(|only| only.contains(&s.name)))
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -575,7 +570,7 @@ mod tests {
 
     fn row(rate: f64) -> Row {
         Row {
-            server: "weft-kv",
+            server: "weft-kv".to_owned(),
             mix: 90,
             client: "wrk".into(),
             result: Ok((
