@@ -22,7 +22,40 @@ use crate::metrics::Metrics;
 
 /// SQL of the store (one table, `WITHOUT ROWID`: the key is the B-tree key).
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID";
-const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+/// Writes one key (insert or replace its value).
+///
+/// # Examples
+///
+/// ```
+/// assert!(weft_kv::routes::UPSERT.starts_with("INSERT INTO kv"));
+/// ```
+pub const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+/// Reads one key's value.
+///
+/// # Examples
+///
+/// ```
+/// assert!(weft_kv::routes::SELECT_ONE.contains("WHERE key = ?1"));
+/// ```
+pub const SELECT_ONE: &str = "SELECT value FROM kv WHERE key = ?1";
+/// Deletes one key.
+///
+/// # Examples
+///
+/// ```
+/// assert!(weft_kv::routes::DELETE_ONE.starts_with("DELETE"));
+/// ```
+pub const DELETE_ONE: &str = "DELETE FROM kv WHERE key = ?1";
+/// Lists keys from `?1` up to `?2` (exclusive; `NULL`: no bound), at most
+/// `?3` of them, in key order.
+///
+/// # Examples
+///
+/// ```
+/// assert!(weft_kv::routes::RANGE.ends_with("LIMIT ?3"));
+/// ```
+pub const RANGE: &str =
+    "SELECT key, value FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3";
 
 /// Default and largest `limit` of `GET /v1/kv`.
 pub const LIST_LIMIT_DEFAULT: usize = 100;
@@ -176,8 +209,17 @@ async fn db<T: 'static>(app: &App, d: weft::Deferred<T, DbError>) -> Result<T, D
     r
 }
 
-/// The smallest string greater than every string starting with `p`, if any.
-fn prefix_upper_bound(p: &str) -> Option<String> {
+/// The smallest string greater than every string starting with `p`, if any
+/// (the exclusive upper bound of a prefix scan).
+///
+/// # Examples
+///
+/// ```
+/// use weft_kv::routes::prefix_upper_bound;
+/// assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+/// assert_eq!(prefix_upper_bound(""), None);
+/// ```
+pub fn prefix_upper_bound(p: &str) -> Option<String> {
     let mut chars: Vec<char> = p.chars().collect();
     while let Some(last) = chars.pop() {
         let mut next = last as u32 + 1;
@@ -286,9 +328,7 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
 async fn get(app: &App, key: String) -> Resp {
     let d = app
         .pool
-        .run_query_map("SELECT value FROM kv WHERE key = ?1", [key], |r| {
-            r.get::<_, Vec<u8>>(0)
-        });
+        .run_query_map(SELECT_ONE, [key], |r| r.get::<_, Vec<u8>>(0));
     match db(app, d).await {
         Ok(mut rows) => match rows.pop() {
             Some(v) => {
@@ -318,9 +358,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
 }
 
 async fn delete(app: &App, key: String) -> Resp {
-    let d = app
-        .pool
-        .run_operation("DELETE FROM kv WHERE key = ?1", [key]);
+    let d = app.pool.run_operation(DELETE_ONE, [key]);
     match db(app, d).await {
         Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Ok(_) => text(StatusCode::OK, "deleted\n"),
@@ -346,11 +384,11 @@ async fn list(app: &App, query: &str) -> Resp {
         }
     }
     let upper = prefix_upper_bound(&prefix);
-    let d = app.pool.run_query_map(
-        "SELECT key, value FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3",
-        (prefix, upper, limit as i64),
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
-    );
+    let d = app
+        .pool
+        .run_query_map(RANGE, (prefix, upper, limit as i64), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        });
     match db(app, d).await {
         Ok(rows) => {
             let items: Vec<serde_json::Value> = rows

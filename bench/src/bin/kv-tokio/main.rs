@@ -15,11 +15,10 @@
 //! - `--pool N` sizes the deadpool (default: deadpool's, 2 × CPUs).
 //! - `--workers N` sets tokio's worker threads (default: one per CPU).
 //!
-//! Shared with weft-kv rather than copied: the schema
-//! (`weft_kv::routes::SCHEMA`), the largest value
-//! (`weft_kv::Config::default().max_value_bytes`) and the list limits. The
-//! upsert, point-read, delete and range-scan SQL and the prefix bound are
-//! private to weft-kv's `routes.rs`, so they are repeated here word for word.
+//! Shared with weft-kv rather than copied: the schema and every statement
+//! (`weft_kv::routes::{SCHEMA, UPSERT, SELECT_ONE, DELETE_ONE, RANGE}`), the
+//! prefix bound, the largest value
+//! (`weft_kv::Config::default().max_value_bytes`) and the list limits.
 
 mod store;
 
@@ -38,13 +37,9 @@ use axum::serve::ListenerExt;
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use store::{Store, Variant};
-use weft_kv::routes::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
-
-const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
-const SELECT_ONE: &str = "SELECT value FROM kv WHERE key = ?1";
-const DELETE_ONE: &str = "DELETE FROM kv WHERE key = ?1";
-const RANGE: &str =
-    "SELECT key, value FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3";
+use weft_kv::routes::{
+    DELETE_ONE, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, RANGE, SELECT_ONE, UPSERT, prefix_upper_bound,
+};
 
 fn max_value() -> usize {
     weft_kv::Config::default().max_value_bytes
@@ -116,23 +111,6 @@ struct ListQuery {
     #[serde(default)]
     prefix: String,
     limit: Option<usize>,
-}
-
-/// The smallest string greater than every string starting with `p`, if any
-/// (weft-kv's bound, repeated).
-fn prefix_upper_bound(p: &str) -> Option<String> {
-    let mut chars: Vec<char> = p.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = last as u32 + 1;
-        if (0xD800..=0xDFFF).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 async fn list(State(s): State<Store>, Query(q): Query<ListQuery>) -> Response {
