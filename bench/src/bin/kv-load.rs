@@ -343,9 +343,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         let fill_cpu = process_cpu(pid) - c0;
         let c0 = process_cpu(pid);
         let (m, refill) = if client == "wrk" {
-            let script = o
-                .wrk_dir
-                .join(if mix == 90 { "mix90.lua" } else { "write.lua" });
+            let script = o.wrk_dir.join("mix.lua");
             let mut c = Command::new("wrk");
             c.arg(format!("-t{}", o.wrk_threads))
                 .arg(format!("-c{}", o.conns))
@@ -353,7 +351,8 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
                 .arg("-s")
                 .arg(&script)
                 .arg(format!("http://{}", srv.addr))
-                .args(["--", &o.keys.to_string(), &o.value.to_string()]);
+                .args(["--", &mix.to_string(), &o.keys.to_string()])
+                .arg(o.value.to_string());
             let out = output(c)?;
             (parse_wrk(&out).ok_or_else(|| format!("wrk: {out}"))?, 0.0)
         } else {

@@ -1,9 +1,9 @@
--- wrk script for weft-kv and its twin: 90 % GET / 10 % PUT over weft-load's
--- key space (`load-0` .. `load-9999`, filled beforehand) with weft-load's
--- 64-byte PUT values. Usage:
---   wrk -t2 -c64 -d10s --latency -s bench/wrk/mix90.lua http://127.0.0.1:PORT [-- KEYS VALUE_BYTES]
+-- wrk script for weft-kv and its twin: READS % GET, the rest PUT, over
+-- weft-load's key space (`load-0` .. `load-9999`, filled beforehand) with
+-- weft-load's 64-byte PUT values (the defaults). Usage:
+--   wrk -t2 -c64 -d10s --latency -s bench/wrk/mix.lua http://127.0.0.1:PORT [-- READS KEYS VALUE_BYTES]
+-- (`-- 90` is the read-heavy mix, `-- 10` the write-heavy one.)
 -- The last line printed is machine-readable (bench kv-load parses it).
--- bench/wrk/write.lua is the same script with `reads = 10`.
 
 local reads = 90
 
@@ -16,8 +16,9 @@ function setup(thread)
 end
 
 function init(args)
-   if args[1] then keys = tonumber(args[1]) end
-   if args[2] then value = string.rep("v", tonumber(args[2])) end
+   if args[1] then reads = tonumber(args[1]) end
+   if args[2] then keys = tonumber(args[2]) end
+   if args[3] then value = string.rep("v", tonumber(args[3])) end
    math.randomseed(id)
 end
 
