@@ -6,6 +6,7 @@ use std::panic::Location;
 use std::time::Duration;
 
 use super::ThreadPool;
+use super::spin::SpinHint;
 use super::state::State;
 use super::thread::{Body, Core, JobClock, ThreadFactory};
 
@@ -299,6 +300,7 @@ impl ThreadPoolBuilder {
             clock: clock.clone(),
             state: Mutex::new(State::new(self.min, self.max, eager, self.keep_alive)),
             work: Condvar::new(),
+            spin_hint: SpinHint::new(),
             spare: Condvar::new(),
             exited: Condvar::new(),
             histograms: self.histograms,

@@ -18,6 +18,7 @@
 //!   exit guard that never lets a dying thread swallow work.
 //! - `config.rs`: builder, statistics, stop report.
 //! - `stop.rs`: `stop` and its variants, discarding the backlog.
+//! - `spin.rs`: the bounded spin of an idle thread before it parks.
 //!
 //! # Design
 //!
@@ -87,6 +88,7 @@ mod config;
 mod jobs;
 mod queue;
 mod shared;
+mod spin;
 mod state;
 mod stop;
 mod thread;

@@ -27,6 +27,9 @@
 //!   claimed ones; withdrawing an item revokes a claim it would break.
 //! - While the backlog is non-empty no thread is idle, or a claimed sleeper
 //!   is on its way and will wake the next one.
+//! - `spinning <= 1`, and a spinning thread is counted idle (or ordered to
+//!   exit): it takes the lock and steps within the spin bound, so a claim
+//!   made while `spinning > 0` needs no notify ([`Wake::Spinner`]).
 //! - Before `started` the limit is 0; after `stopped` nothing is accepted and
 //!   the backlog drains through the threads that exist, or, when none can
 //!   run it, is handed out to be discarded.
@@ -65,6 +68,9 @@ pub(super) enum Wake {
     Nothing,
     /// Notify one sleeper on the work condvar (a claim was made).
     Worker,
+    /// A claim was made while a sleeper spins: raise the spin hint (an
+    /// atomic store, no syscall); the spinner takes the claim.
+    Spinner,
     /// Notify the spare.
     Spare,
     /// Start this thread.
@@ -73,10 +79,11 @@ pub(super) enum Wake {
 
 /// What a sleeping worker does next.
 pub(super) enum SleepStep {
-    /// Run this item; `wake_next` asks to notify one more sleeper.
+    /// Run this item; `wake_next` is [`Wake::Worker`] or [`Wake::Spinner`]
+    /// when one more sleeper was claimed, else [`Wake::Nothing`].
     Run {
         item: Queued,
-        wake_next: bool,
+        wake_next: Wake,
     },
     Exit,
     /// Wait on the work condvar, until the clock reaches the deadline if any.
@@ -130,6 +137,10 @@ pub(super) struct State {
     pub(super) queue: Queue,
     pub(super) claimed: usize,
     pub(super) idle: usize,
+    /// Idle threads spinning before they wait (0 or 1; counted in `idle`,
+    /// or ordered to exit). Such a thread takes the lock and looks for a
+    /// claim within the spin bound, so a claim needs no notify.
+    pub(super) spinning: usize,
     pub(super) busy: usize,
     /// Spare threads (0 or 1) not told to exit.
     pub(super) spare: usize,
@@ -185,6 +196,7 @@ impl State {
             queue: Queue::default(),
             claimed: 0,
             idle: 0,
+            spinning: 0,
             busy: 0,
             spare: 0,
             armed: false,
@@ -362,10 +374,7 @@ impl State {
             // the next sleeper if work is still waiting (one wake at a time).
             Wake::Nothing
         } else if self.idle > 0 {
-            self.idle -= 1;
-            self.busy += 1;
-            self.claimed += 1;
-            Wake::Worker
+            self.claim_idle()
         } else if !self.started || self.threads() >= self.limit {
             self.arm_spare()
         } else if self.busy < self.eager {
@@ -377,6 +386,37 @@ impl State {
             self.arm_spare()
         };
         (key, wake)
+    }
+
+    /// Claims one idle thread: a spinner sees the hint, a waiter needs a
+    /// notify. The caller checked `idle > 0`.
+    #[inline]
+    fn claim_idle(&mut self) -> Wake {
+        self.idle -= 1;
+        self.busy += 1;
+        self.claimed += 1;
+        if self.spinning > 0 {
+            Wake::Spinner
+        } else {
+            Wake::Worker
+        }
+    }
+
+    /// A thread whose [`sleeper_step`](Self::sleeper_step) said `Wait`, for
+    /// the first time since it went idle, may spin before it waits: at most
+    /// one thread spins at a time (its CPU is bounded; on two cores a crowd
+    /// of spinners would only take the CPU a submitter needs), and none
+    /// after `stop`. Returns whether this one may; it must then call
+    /// [`end_spin`](Self::end_spin) under the lock before its next step.
+    pub(super) fn begin_spin(&mut self) -> bool {
+        let may = self.spinning == 0 && !self.stopped;
+        self.spinning += usize::from(may);
+        may
+    }
+
+    /// The spin is over (the lock is held again).
+    pub(super) fn end_spin(&mut self) {
+        self.spinning -= 1;
     }
 
     fn arm_spare(&mut self) -> Wake {
@@ -515,12 +555,11 @@ impl State {
             self.claimed -= 1;
             let item = self.take();
             // Work still waits and a thread is idle: wake the next one.
-            let wake_next = self.backlog() > 0 && self.idle > 0;
-            if wake_next {
-                self.idle -= 1;
-                self.busy += 1;
-                self.claimed += 1;
-            }
+            let wake_next = if self.backlog() > 0 && self.idle > 0 {
+                self.claim_idle()
+            } else {
+                Wake::Nothing
+            };
             waiting.idle_since = None;
             return SleepStep::Run { item, wake_next };
         }
@@ -531,7 +570,7 @@ impl State {
             waiting.idle_since = None;
             return SleepStep::Run {
                 item: self.take(),
-                wake_next: false,
+                wake_next: Wake::Nothing,
             };
         }
         if self.exit_idle > 0 {

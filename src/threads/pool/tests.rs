@@ -44,7 +44,7 @@ fn counts(st: &State) -> (usize, usize, usize, usize, usize, usize) {
 /// Runs a sleeper step that must hand out an item.
 fn sleeper_takes(st: &mut State, clock: &ManualClock) -> bool {
     match st.sleeper_step(&mut Waiting::default(), clock) {
-        SleepStep::Run { wake_next, .. } => wake_next,
+        SleepStep::Run { wake_next, .. } => wake_next != Wake::Nothing,
         SleepStep::Exit => panic!("expected work, got exit"),
         SleepStep::Wait(_) => panic!("expected work, got wait"),
     }
@@ -462,4 +462,97 @@ fn shared_tasks_carry_the_location_they_are_given() {
     pool.start();
     pool.stop();
     assert!(rx.try_recv().is_err());
+}
+
+// --- spin-then-park (spin.rs) ---
+
+/// Runs a sleeper step that must say `Wait`.
+fn sleeper_waits(st: &mut State, clock: &ManualClock) {
+    assert!(matches!(
+        st.sleeper_step(&mut Waiting::default(), clock),
+        SleepStep::Wait(_)
+    ));
+}
+
+#[test]
+fn a_claim_on_a_spinning_sleeper_raises_the_hint_instead_of_a_notify() {
+    let clock = ManualClock::new();
+    let mut st = state(2, 2, 2);
+    let _ = st.start();
+    sleeper_waits(&mut st, &clock);
+    assert!(st.begin_spin());
+    assert!(!st.begin_spin(), "one spinner at a time");
+    assert_eq!(st.submit(item()).1, Wake::Spinner);
+    assert_eq!(st.submit(item()).1, Wake::Nothing, "one wake in flight");
+    st.end_spin();
+    // The spinner's step after its spin takes the claim, and claims the
+    // other (parked) sleeper for the second item with a notify.
+    assert_eq!(
+        match st.sleeper_step(&mut Waiting::default(), &clock) {
+            SleepStep::Run { wake_next, .. } => wake_next,
+            _ => panic!("the spinner must find its claim"),
+        },
+        Wake::Worker
+    );
+    assert_eq!(counts(&st), (0, 2, 0, 1, 0, 2));
+    assert_eq!(st.spinning, 0);
+}
+
+#[test]
+fn a_parked_sleeper_that_takes_the_claim_wakes_the_next_through_the_spinner() {
+    let clock = ManualClock::new();
+    let mut st = state(3, 3, 3);
+    let _ = st.start();
+    assert!(st.begin_spin());
+    assert_eq!(st.submit(item()).1, Wake::Spinner);
+    let _ = st.submit(item());
+    // A parked sleeper woke (spuriously) first: it takes the claim, and the
+    // next claim goes to the spinner, which needs no notify.
+    assert_eq!(
+        match st.sleeper_step(&mut Waiting::default(), &clock) {
+            SleepStep::Run { wake_next, .. } => wake_next,
+            _ => panic!("expected work"),
+        },
+        Wake::Spinner
+    );
+    st.end_spin();
+    assert!(!sleeper_takes(&mut st, &clock));
+    assert_eq!(counts(&st), (1, 2, 0, 0, 0, 3));
+}
+
+#[test]
+fn a_spinner_ordered_to_exit_exits_after_its_spin_and_none_spins_after_stop() {
+    let clock = ManualClock::new();
+    let mut st = state(2, 2, 2);
+    let _ = st.start();
+    assert!(st.begin_spin());
+    assert!(st.adjust(1, 1).is_empty());
+    st.end_spin();
+    assert!(matches!(
+        st.sleeper_step(&mut Waiting::default(), &clock),
+        SleepStep::Exit
+    ));
+    assert!(st.stop().is_some());
+    assert!(
+        !st.begin_spin(),
+        "a stopped pool's threads go straight to exit"
+    );
+}
+
+#[test]
+fn withdrawing_the_item_a_spinner_was_claimed_for_leaves_it_idle() {
+    let clock = ManualClock::new();
+    let mut st = state(1, 1, 1);
+    let _ = st.start();
+    assert!(st.begin_spin());
+    let (key, wake) = st.submit(item());
+    assert_eq!(wake, Wake::Spinner);
+    assert!(st.withdraw(key).is_some());
+    st.end_spin();
+    sleeper_waits(&mut st, &clock);
+    assert_eq!(counts(&st), (1, 0, 0, 0, 0, 1));
+    assert!(
+        st.begin_spin(),
+        "the hint is only a hint: it may spin again"
+    );
 }

@@ -33,6 +33,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use super::queue::{Item, Queued, message_and_drop};
+use super::spin::SpinHint;
 use super::state::{
     AfterTask, Position, Rehome, Role, RunningJob, SleepStep, SpareStep, State, Ticket, Waiting,
     Wake,
@@ -54,6 +55,8 @@ pub(super) struct Core {
     pub(super) state: Mutex<State>,
     /// Idle threads (and those with a claim or an exit order) wait here.
     pub(super) work: Condvar,
+    /// What the one spinning idle thread watches instead (`spin.rs`).
+    pub(super) spin_hint: SpinHint,
     /// The spare waits here.
     pub(super) spare: Condvar,
     /// Signalled whenever a thread exits or a start is given back.
@@ -145,6 +148,7 @@ impl Core {
         match wake {
             Wake::Nothing => {}
             Wake::Worker => this.work.notify_one(),
+            Wake::Spinner => this.spin_hint.raise(),
             Wake::Spare => this.spare.notify_one(),
             Wake::Start(ticket) => {
                 Core::start_thread(this, ticket);
@@ -184,6 +188,7 @@ impl Core {
         match rehome {
             Rehome::Nothing => {}
             Rehome::Wake => {
+                this.spin_hint.raise();
                 this.work.notify_one();
                 this.spare.notify_one();
             }
@@ -362,18 +367,26 @@ fn thread_main(core: Arc<Core>, role: Role) {
             }
             Next::Sleep => {
                 let mut waiting = Waiting::default();
+                let mut spun = false;
                 loop {
                     match st.sleeper_step(&mut waiting, clock) {
                         SleepStep::Run { item, wake_next } => {
                             exit.position = Position::Busy;
-                            if wake_next {
-                                core.work.notify_one();
-                            }
+                            Core::wake(&core, wake_next);
                             break Next::Run(item, core.job_stamp());
                         }
                         SleepStep::Exit => {
                             exit.position = Position::Gone;
                             return;
+                        }
+                        // Once per idle spell, spin before parking (`spin.rs`).
+                        SleepStep::Wait(_) if !spun && st.begin_spin() => {
+                            spun = true;
+                            let seen = core.spin_hint.current();
+                            drop(st);
+                            core.spin_hint.spin(seen);
+                            st = core.state.lock();
+                            st.end_spin();
                         }
                         SleepStep::Wait(deadline) => st = wait(&core.work, clock, st, deadline),
                     }
