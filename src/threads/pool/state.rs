@@ -44,6 +44,10 @@ use crate::time::Clock;
 /// before the spare becomes a worker (above one busy thread per core).
 pub(crate) const GROWTH_DELAY: Duration = Duration::from_millis(1);
 
+/// The most idle spells without a spin after spins that found nothing
+/// ([`State::end_spin`]).
+pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
+
 /// The role a new thread starts in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Role {
@@ -141,6 +145,10 @@ pub(super) struct State {
     /// or ordered to exit). Such a thread takes the lock and looks for a
     /// claim within the spin bound, so a claim needs no notify.
     pub(super) spinning: usize,
+    /// Idle spells left in which no thread spins (after spins that found
+    /// nothing), and the length of the next such pause.
+    pub(super) spin_skip: u32,
+    pub(super) spin_backoff: u32,
     pub(super) busy: usize,
     /// Spare threads (0 or 1) not told to exit.
     pub(super) spare: usize,
@@ -197,6 +205,8 @@ impl State {
             claimed: 0,
             idle: 0,
             spinning: 0,
+            spin_skip: 0,
+            spin_backoff: 0,
             busy: 0,
             spare: 0,
             armed: false,
@@ -405,18 +415,37 @@ impl State {
     /// A thread whose [`sleeper_step`](Self::sleeper_step) said `Wait`, for
     /// the first time since it went idle, may spin before it waits: at most
     /// one thread spins at a time (its CPU is bounded; on two cores a crowd
-    /// of spinners would only take the CPU a submitter needs), and none
-    /// after `stop`. Returns whether this one may; it must then call
-    /// [`end_spin`](Self::end_spin) under the lock before its next step.
+    /// of spinners would only take the CPU a submitter needs), none after
+    /// `stop`, and none while spins are paused (see
+    /// [`end_spin`](Self::end_spin)). Returns whether this one may; it must
+    /// then call `end_spin` under the lock before its next step.
     pub(super) fn begin_spin(&mut self) -> bool {
-        let may = self.spinning == 0 && !self.stopped;
-        self.spinning += usize::from(may);
-        may
+        if self.spinning > 0 || self.stopped {
+            return false;
+        }
+        if self.spin_skip > 0 {
+            self.spin_skip -= 1;
+            return false;
+        }
+        self.spinning += 1;
+        true
     }
 
-    /// The spin is over (the lock is held again).
+    /// The spin is over (the lock is held again); it paid off if a claim
+    /// waits for this thread now. Spins that find nothing pause spinning
+    /// for a number of idle spells that doubles with each miss (up to
+    /// [`MAX_SPIN_PAUSE`]); a hit halves it. So where the next job never
+    /// comes within the spin (the submitter shares this thread's only
+    /// core, or work is rare) a spin is tried about once per
+    /// `MAX_SPIN_PAUSE` spells, and where it does, every spell spins.
     pub(super) fn end_spin(&mut self) {
         self.spinning -= 1;
+        if self.claimed > 0 {
+            self.spin_backoff /= 2;
+        } else {
+            self.spin_backoff = (self.spin_backoff * 2).clamp(1, MAX_SPIN_PAUSE);
+            self.spin_skip = self.spin_backoff;
+        }
     }
 
     fn arm_spare(&mut self) -> Wake {

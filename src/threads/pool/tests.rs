@@ -551,8 +551,40 @@ fn withdrawing_the_item_a_spinner_was_claimed_for_leaves_it_idle() {
     st.end_spin();
     sleeper_waits(&mut st, &clock);
     assert_eq!(counts(&st), (1, 0, 0, 0, 0, 1));
-    assert!(
-        st.begin_spin(),
-        "the hint is only a hint: it may spin again"
+    // Its spin found nothing in the end: a miss pauses one spell.
+    assert!(!st.begin_spin());
+    assert!(st.begin_spin());
+}
+
+#[test]
+fn spins_that_find_nothing_pause_spinning_for_doubling_spells_and_hits_halve_the_pause() {
+    use super::state::MAX_SPIN_PAUSE;
+    let mut st = state(1, 1, 1);
+    let _ = st.start();
+    // Misses: 1, 2, 4, ... idle spells without a spin, up to the cap.
+    let mut pauses = Vec::new();
+    for _ in 0..10 {
+        let mut skipped = 0;
+        while !st.begin_spin() {
+            skipped += 1;
+        }
+        st.end_spin(); // no claim waits: a miss
+        pauses.push(skipped);
+    }
+    assert_eq!(
+        pauses,
+        [0, 1, 2, 4, 8, 16, 32, 64, MAX_SPIN_PAUSE, MAX_SPIN_PAUSE]
     );
+    // Hits (a claim waits when the spin ends) halve the pause until spins
+    // come every spell again.
+    while !st.begin_spin() {}
+    for _ in 0..9 {
+        let (key, wake) = st.submit(item());
+        assert_eq!(wake, Wake::Spinner);
+        st.end_spin();
+        assert!(st.withdraw(key).is_some());
+        assert!(st.begin_spin(), "after a hit the next spell spins");
+    }
+    st.end_spin();
+    assert_eq!(st.spin_skip, 1, "one miss after the hits: a pause of one");
 }
