@@ -250,4 +250,57 @@ criterion_group!(
     latency,
     histograms
 );
-criterion_main!(benches);
+
+/// `POOL_PROFILE=burst:N` (N capturing jobs from one submitter through a
+/// pool of two threads) or `round_trip:N` (N jobs in sequence, each
+/// submitted when the last one's reply arrived) runs only that workload,
+/// for callgrind: instructions per job are the difference of two sizes.
+///
+/// Under valgrind, build with `RUSTFLAGS="--cfg rustix_use_libc"` and a
+/// separate `CARGO_TARGET_DIR` (see `benches/bridge.rs`). Callgrind runs
+/// one thread at a time, so an idle thread's spin (`SpinHint::spin`) runs
+/// until the scheduler switches: subtract its inclusive cost.
+fn profile(spec: &str) {
+    let (what, n) = spec
+        .split_once(':')
+        .expect("POOL_PROFILE=burst:N or round_trip:N");
+    let n: usize = n.parse().expect("a job count");
+    let pool = ThreadPool::new(THREADS, THREADS).unwrap();
+    pool.start();
+    let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
+    match what {
+        "burst" => {
+            let countdown = Countdown::new(n);
+            for i in 0..n {
+                let (c, data) = (countdown.clone(), data.clone());
+                pool.call_in_thread(move || {
+                    black_box(data[i % data.len()]);
+                    c.tick();
+                })
+                .unwrap_or_else(|_| panic!("refused"));
+            }
+            countdown.wait();
+        }
+        "round_trip" => {
+            let (tx, rx) = mpsc::channel::<usize>();
+            for i in 0..n {
+                let (tx, data) = (tx.clone(), data.clone());
+                pool.call_in_thread(move || {
+                    tx.send(black_box(data[i % data.len()]) as usize).unwrap()
+                })
+                .unwrap_or_else(|_| panic!("refused"));
+                rx.recv().unwrap();
+            }
+        }
+        _ => panic!("POOL_PROFILE=burst:N or round_trip:N"),
+    }
+    pool.stop();
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("POOL_PROFILE") {
+        return profile(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
