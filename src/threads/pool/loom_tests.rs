@@ -1,5 +1,5 @@
-//! loom models of the pool's hand-off protocol: claims, backlog drained by
-//! busy threads, exit orders and stop (at most three threads each).
+//! loom models of the pool's hand-off protocol: claims (of a parked or a
+//! spinning thread), backlog drained by busy threads, exit orders and stop (at most three threads each).
 //!
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom
 //! cargo test --release -p weft --lib loom_`
@@ -101,5 +101,25 @@ fn loom_pool_withdraw_racing_the_claim_runs_or_removes_exactly_once() {
         assert_eq!(cancelled, !ran.load(Ordering::SeqCst));
         let s = pool.statistics();
         assert_eq!((s.threads_alive, s.backlog, s.busy), (0, 0, 0));
+    });
+}
+
+#[test]
+fn loom_pool_round_trip_claims_a_spinning_or_parked_thread_without_loss() {
+    // The second job arrives while the thread spins (the claim raises the
+    // hint, no notify), as its spin ends, or after it parked (a notify).
+    loom::model(|| {
+        let pool = ThreadPool::new(1, 1).unwrap();
+        pool.start();
+        let done = Arc::new(Done::default());
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        done.wait_for(1);
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        done.wait_for(2);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
     });
 }

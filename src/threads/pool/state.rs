@@ -127,6 +127,9 @@ pub(super) struct Waiting {
 pub(super) enum Position {
     /// Counted as a sleeper (idle, claimed or ordered to exit).
     Sleeping,
+    /// A sleeper counted in `spinning` too (between `begin_spin` and
+    /// `end_spin`).
+    Spinning,
     /// Counted busy without a claim (running or about to recycle).
     Busy,
     /// Counted as the spare (or ordered to exit as one).
@@ -318,6 +321,11 @@ impl State {
     /// goes last, and comes back to the backlog.
     pub(super) fn leave(&mut self, position: Position) {
         match position {
+            Position::Spinning => {
+                // A stale `spinning` would make claims skip their notify.
+                self.spinning -= 1;
+                self.leave(Position::Sleeping);
+            }
             Position::Sleeping => {
                 if self.idle > 0 {
                     self.idle -= 1;

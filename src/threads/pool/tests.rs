@@ -588,3 +588,17 @@ fn spins_that_find_nothing_pause_spinning_for_doubling_spells_and_hits_halve_the
     st.end_spin();
     assert_eq!(st.spin_skip, 1, "one miss after the hits: a pause of one");
 }
+
+#[test]
+fn a_spinner_that_dies_mid_spin_leaves_no_stale_spinner_to_skip_the_next_notify() {
+    let mut st = state(2, 2, 2);
+    let _ = st.start();
+    assert!(st.begin_spin());
+    // Its exit guard runs (a panic in the pool's own code while spinning).
+    st.leave(Position::Spinning);
+    st.alive -= 1;
+    assert!(matches!(st.rehome(true), Rehome::Nothing));
+    assert_eq!((st.spinning, st.idle), (0, 1));
+    // The one parked sleeper must be notified, not left to a dead spinner.
+    assert_eq!(st.submit(item()).1, Wake::Worker);
+}

@@ -382,11 +382,13 @@ fn thread_main(core: Arc<Core>, role: Role) {
                         // Once per idle spell, spin before parking (`spin.rs`).
                         SleepStep::Wait(_) if !spun && st.begin_spin() => {
                             spun = true;
+                            exit.position = Position::Spinning;
                             let seen = core.spin_hint.current();
                             drop(st);
                             core.spin_hint.spin(seen);
                             st = core.state.lock();
                             st.end_spin();
+                            exit.position = Position::Sleeping;
                         }
                         SleepStep::Wait(deadline) => st = wait(&core.work, clock, st, deadline),
                     }
