@@ -12,6 +12,8 @@
 //!
 //! - `state.rs`: every decision as a plain function on the state behind the
 //!   pool's one mutex; unit-tested with a manual clock and no threads.
+//! - `sizes.rs`: the size rules (`start`, `adjust_pool_size`, `stop`) as
+//!   transitions of the same state.
 //! - `queue.rs`: the FIFO with sequence numbers, so unstarted work can be
 //!   withdrawn in O(1).
 //! - `thread.rs`: starting threads (outside the lock), their loop, and the
@@ -88,6 +90,7 @@ mod config;
 mod jobs;
 mod queue;
 mod shared;
+mod sizes;
 mod spin;
 mod state;
 mod stop;
