@@ -255,18 +255,28 @@ criterion_group!(
 /// pool of two threads) or `round_trip:N` (N jobs in sequence, each
 /// submitted when the last one's reply arrived) runs only that workload,
 /// for callgrind: instructions per job are the difference of two sizes.
+/// A third field sets the pool's threads (`round_trip:N:8`: eight threads,
+/// more than this machine's cores), and the run prints its wall and
+/// process CPU time per job (from `/proc/self/stat`, 10 ms ticks: use a
+/// run of a second or more).
 ///
 /// Under valgrind, build with `RUSTFLAGS="--cfg rustix_use_libc"` and a
 /// separate `CARGO_TARGET_DIR` (see `benches/bridge.rs`). Callgrind runs
 /// one thread at a time, so an idle thread's spin (`SpinHint::spin`) runs
 /// until the scheduler switches: subtract its inclusive cost.
 fn profile(spec: &str) {
-    let (what, n) = spec
-        .split_once(':')
+    let mut fields = spec.split(':');
+    let what = fields.next().unwrap_or_default();
+    let n: usize = fields
+        .next()
+        .and_then(|n| n.parse().ok())
         .expect("POOL_PROFILE=burst:N or round_trip:N");
-    let n: usize = n.parse().expect("a job count");
-    let pool = ThreadPool::new(THREADS, THREADS).unwrap();
+    let threads: usize = fields
+        .next()
+        .map_or(THREADS, |t| t.parse().expect("threads"));
+    let pool = ThreadPool::new(threads, threads).unwrap();
     pool.start();
+    let (t0, cpu0) = (std::time::Instant::now(), cpu_ticks());
     let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
     match what {
         "burst" => {
@@ -294,7 +304,29 @@ fn profile(spec: &str) {
         }
         _ => panic!("POOL_PROFILE=burst:N or round_trip:N"),
     }
+    let (wall, cpu) = (t0.elapsed(), cpu_ticks() - cpu0);
     pool.stop();
+    println!(
+        "{what} n={n} threads={threads}: {:.0} ns/job wall, {:.0} ns/job CPU",
+        wall.as_nanos() as f64 / n as f64,
+        cpu as f64 * 1e7 / n as f64
+    );
+}
+
+/// This process's user + system CPU time, in 10 ms ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 fn main() {
