@@ -298,3 +298,18 @@ impl Drop for ResetOnDrop<'_> {
         self.0.set(false);
     }
 }
+
+/// The bridge's delivery hook for thread-job callbacks.
+impl Handle {
+    /// Spawns a local task with no `Deferred` and no canceller of its own
+    /// (one allocation): the bridge runs a thread job's callbacks in one,
+    /// woken when the job's record is delivered. Dropped unpolled if the
+    /// reactor has closed its task queue (its future's drop then reports).
+    pub(crate) fn spawn_detached(
+        &self,
+        future: impl Future<Output = ()> + 'static,
+        location: &'static std::panic::Location<'static>,
+    ) {
+        let _ = self.inner.tasks.spawn(&self.inner.shared, future, location);
+    }
+}
