@@ -202,9 +202,10 @@ impl Reactor {
     ///
     /// # Errors
     ///
-    /// [`RunError::StoppedBeforeCompletion`] if the loop was stopped first (its
-    /// shutdown sequence then runs), [`RunError::Panicked`] if the future
-    /// panicked, and the errors of [`run`](Reactor::run).
+    /// [`RunError::Failed`] with [`ThreadError::Stopped`] if the loop was
+    /// stopped first (its shutdown sequence then runs), or with
+    /// [`ThreadError::Panicked`] (the original payload inside) if the future
+    /// panicked; and the errors of [`run`](Reactor::run).
     ///
     /// # Examples
     ///
@@ -238,10 +239,7 @@ impl Reactor {
             }
             inner.turn(None);
         };
-        result.map_err(|e| match e {
-            ThreadError::Panicked { message } => RunError::Panicked { message },
-            _ => RunError::StoppedBeforeCompletion,
-        })
+        result.map_err(RunError::Failed)
     }
 
     /// Runs exactly one turn of the loop (see the [module docs](crate::reactor)
