@@ -13,11 +13,16 @@
 //! - No borrow of the cell is held while user code (callbacks, cancellers)
 //!   runs, so they may freely touch the same `Deferred`.
 //! - Every piece of work is accounted for: once the last [`Resolver`] goes
-//!   away without resolving (work dropped unrun, a task aborted, a bridge
-//!   table cleared), the `Deferred` resolves `Cancelled`. That is why
-//!   [`Deferred::new`] needs `E: From<Cancelled>`. The count of live
-//!   resolvers is held up while a canceller runs, so a canceller that drops
-//!   resolvers cannot resolve the cell under a borrow of its own.
+//!   away without resolving (work dropped unrun, a task aborted), the
+//!   `Deferred` resolves `Cancelled`. That is why [`Deferred::new`] needs
+//!   `E: From<Cancelled>`. The count of live resolvers is held up while a
+//!   canceller runs, so a canceller that drops resolvers cannot resolve the
+//!   cell under a borrow of its own.
+//! - A thread job's `Deferred` has no cell: its state is the job's shared
+//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation. Its
+//!   callbacks run when the loop delivers the record (in the task pass of
+//!   that turn, not inside the delivery itself); the job reports work that
+//!   can never run, so its resolvers count nothing.
 
 use std::cell::RefCell;
 use std::fmt;
