@@ -276,10 +276,7 @@ where
     }
 
     fn is_resolved(&self) -> bool {
-        matches!(
-            self.state.lock().stage,
-            Stage::Ready(_) | Stage::Consumed
-        )
+        matches!(self.state.lock().stage, Stage::Ready(_) | Stage::Consumed)
     }
 
     fn resolve(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
@@ -375,13 +372,11 @@ where
     fn run(self: Arc<Self>, panics: &PanicCounter<'_>) {
         let Some(f) = self.start() else { return };
         // A panic is counted by the pool before the loop can see it.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            span::in_span(self.span.as_ref(), f)
-        }))
-        .map_err(|payload| {
-            panics.count(&*payload);
-            ThreadError::from_panic_payload(payload)
-        });
+        let outcome = catch_unwind(AssertUnwindSafe(|| span::in_span(self.span.as_ref(), f)))
+            .map_err(|payload| {
+                panics.count(&*payload);
+                ThreadError::from_panic_payload(payload)
+            });
         self.post(outcome);
     }
 
