@@ -352,15 +352,26 @@ impl<T> fmt::Display for AlreadyResolved<T> {
 impl<T> Error for AlreadyResolved<T> {}
 
 /// Why [`Reactor::run`](crate::Reactor::run) or
-/// [`Reactor::run_until_complete`](crate::Reactor::run_until_complete) could not run.
+/// [`Reactor::run_until_complete`](crate::Reactor::run_until_complete) gave
+/// no value.
+///
+/// The future's own fate is the one job error, [`ThreadError`], in
+/// [`RunError::Failed`], as in [`CallError::Failed`]: it panicked
+/// ([`ThreadError::Panicked`], with the original payload) or the loop was
+/// stopped before it completed ([`ThreadError::Stopped`]). The other
+/// variants say the loop could not run at all. `?` converts a
+/// [`ThreadError`] or [`Cancelled`] into it.
 ///
 /// # Examples
 ///
 /// ```
+/// use weft::{RunError, ThreadError};
+///
 /// let reactor = weft::Reactor::new().unwrap();
 /// reactor.stop();
-/// reactor.run().unwrap();
-/// assert_eq!(reactor.run(), Err(weft::RunError::Stopped));
+/// let err = reactor.run_until_complete(std::future::pending::<()>()).unwrap_err();
+/// assert_eq!(err, RunError::Failed(ThreadError::Stopped));
+/// assert_eq!(reactor.run(), Err(RunError::Stopped)); // it cannot restart
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -369,14 +380,10 @@ pub enum RunError {
     AlreadyRunning,
     /// The loop has shut down; a reactor cannot be restarted.
     Stopped,
-    /// The loop was stopped before the future completed.
-    StoppedBeforeCompletion,
-    /// The future panicked; `message` holds the original payload
-    /// ([`RunError::try_into_panic`]).
-    Panicked {
-        /// The panic: its message and payload.
-        message: Panic,
-    },
+    /// The future produced no value: it panicked
+    /// ([`ThreadError::Panicked`], see [`RunError::try_into_panic`]) or the
+    /// loop was stopped before it completed ([`ThreadError::Stopped`]).
+    Failed(ThreadError),
 }
 
 impl fmt::Display for RunError {
@@ -384,15 +391,26 @@ impl fmt::Display for RunError {
         match self {
             RunError::AlreadyRunning => f.write_str("reactor is already running"),
             RunError::Stopped => f.write_str("reactor has stopped and cannot be restarted"),
-            RunError::StoppedBeforeCompletion => {
+            RunError::Failed(ThreadError::Panicked { message }) => {
+                write!(f, "future panicked: {message}")
+            }
+            RunError::Failed(ThreadError::Stopped) => {
                 f.write_str("reactor stopped before the future completed")
             }
-            RunError::Panicked { message } => write!(f, "future panicked: {message}"),
+            RunError::Failed(ThreadError::Cancelled) => f.write_str("future cancelled"),
+            RunError::Failed(ThreadError::TimedOut) => f.write_str("future timed out"),
         }
     }
 }
 
-impl Error for RunError {}
+impl Error for RunError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            RunError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl RunError {
     /// Whether the future panicked.
@@ -405,7 +423,7 @@ impl RunError {
     /// assert!(err.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
-        matches!(self, RunError::Panicked { .. })
+        matches!(self, RunError::Failed(e) if e.is_panic())
     }
 
     /// The future's original panic payload, for
@@ -413,7 +431,7 @@ impl RunError {
     ///
     /// # Errors
     ///
-    /// `self` when it is not [`RunError::Panicked`].
+    /// `self` when it is not a panic.
     ///
     /// # Examples
     ///
@@ -424,9 +442,34 @@ impl RunError {
     /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, RunError> {
         match self {
-            RunError::Panicked { message } => Ok(message.into_payload()),
+            RunError::Failed(e) => e.try_into_panic().map_err(RunError::Failed),
             other => Err(other),
         }
+    }
+}
+
+/// A job's failure as seen by `run_until_complete`'s caller: the same
+/// error, in [`RunError::Failed`].
+///
+/// # Examples
+///
+/// ```
+/// use weft::{RunError, ThreadError};
+///
+/// fn relay(r: Result<u8, ThreadError>) -> Result<u8, RunError> {
+///     Ok(r?)
+/// }
+/// assert_eq!(relay(Err(ThreadError::Stopped)), Err(RunError::Failed(ThreadError::Stopped)));
+/// ```
+impl From<ThreadError> for RunError {
+    fn from(err: ThreadError) -> Self {
+        RunError::Failed(err)
+    }
+}
+
+impl From<Cancelled> for RunError {
+    fn from(_: Cancelled) -> Self {
+        RunError::Failed(ThreadError::Cancelled)
     }
 }
 

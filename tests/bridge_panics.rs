@@ -65,7 +65,10 @@ fn run_until_complete_hands_back_the_futures_payload() {
     let err = reactor
         .run_until_complete(async { panic_any::<u32>(10) })
         .unwrap_err();
-    assert!(matches!(err, RunError::Panicked { .. }));
+    assert!(matches!(
+        err,
+        RunError::Failed(ThreadError::Panicked { .. })
+    ));
     assert_eq!(payload_u32(err.try_into_panic().unwrap()), Some(10));
 }
 

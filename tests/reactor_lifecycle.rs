@@ -201,7 +201,7 @@ fn run_until_complete_reports_a_stop_before_completion() {
     let never: Deferred<(), Cancelled> = Deferred::new();
     assert_eq!(
         reactor.run_until_complete(never),
-        Err(RunError::StoppedBeforeCompletion)
+        Err(RunError::Failed(ThreadError::Stopped))
     );
     assert!(reactor.is_stopped());
 }
@@ -212,10 +212,43 @@ fn run_until_complete_reports_a_panicking_future() {
     let r = reactor.run_until_complete(async { panic!("kaboom") });
     assert_eq!(
         r,
-        Err::<(), _>(RunError::Panicked {
+        Err::<(), _>(RunError::Failed(ThreadError::Panicked {
             message: "kaboom".into()
-        })
+        }))
     );
+}
+
+#[test]
+fn run_error_wraps_the_job_error_with_its_source_and_conversions() {
+    use std::error::Error;
+
+    let reactor = Reactor::new().unwrap();
+    let err = reactor
+        .run_until_complete(async { panic!("kaboom") })
+        .unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.to_string(), "future panicked: kaboom");
+    let source = err.source().expect("the job error is the source");
+    assert_eq!(source.to_string(), "job panicked: kaboom");
+    assert_eq!(
+        RunError::from(ThreadError::Stopped),
+        RunError::Failed(ThreadError::Stopped)
+    );
+    assert_eq!(
+        RunError::from(Cancelled),
+        RunError::Failed(ThreadError::Cancelled)
+    );
+    assert!(RunError::Stopped.source().is_none());
+    assert_eq!(
+        RunError::Stopped.try_into_panic().unwrap_err(),
+        RunError::Stopped
+    );
+    // A job's error crosses `run_until_complete` with `?`, no `map_err`.
+    fn job(reactor: &Reactor) -> Result<u8, RunError> {
+        let d = reactor.defer_to_thread(|| -> u8 { panic!("in a job") });
+        Ok(reactor.run_until_complete(d)??)
+    }
+    assert!(job(&reactor).unwrap_err().is_panic());
 }
 
 /// A oneshot completed from another thread, to test cross-thread wakes.

@@ -15,17 +15,19 @@
 //!
 //! # How a `defer_to_thread` result travels
 //!
-//! The loop registers the `Deferred`'s resolver under a job key in a
-//! loop-local table and hands the pool one shared job record holding the
-//! closure (see `job.rs`). The worker takes the closure out, runs it under
-//! `catch_unwind`, stores the result in the same record and queues that same
-//! `Arc` on the reactor's coalesced inbox (no allocation), so completions
-//! arrive in batches, in a later turn, never synchronously, and in FIFO order
-//! with the worker's own `call_from_thread`s. On the loop the key is looked up
-//! (the table of the record's reactor, cached per thread) and the resolver
-//! fires. Per job: the record (`Arc`) and the `Deferred`'s cell (`Rc`, its
-//! canceller held inline); a `Worker` other than a `ThreadPool` also needs
-//! the boxed [`Task`](crate::threads::Task) its trait takes.
+//! The loop hands the pool one shared job record holding the closure (see
+//! `job.rs`) and returns a `Deferred` whose state is that same record. The
+//! worker takes the closure out, runs it under `catch_unwind`, stores the
+//! result in the record and queues that same `Arc` on the reactor's
+//! coalesced inbox (no allocation), so completions arrive in batches, in a
+//! later turn, never synchronously, and in FIFO order with the worker's own
+//! `call_from_thread`s. On the loop the delivery marks the outcome ready
+//! and wakes the awaiter parked in the record; a callback
+//! ([`Deferred::add_both`](crate::Deferred::add_both) and the chains)
+//! waits in a small local task woken the same way, so its callback runs in
+//! the task pass of the same turn. Per job: the record (`Arc`), nothing
+//! else; a callback adds its task; a `Worker` other than a `ThreadPool`
+//! also needs the boxed [`Task`](crate::threads::Task) its trait takes.
 //!
 //! # Tracing spans
 //!
@@ -38,8 +40,8 @@
 //!
 //! Cancelling the `Deferred` empties the record (the closure and its
 //! captures are dropped at once; a worker reaching the job finds nothing to
-//! run) and removes the table entry (a running job's late result is dropped
-//! on its worker). A job dropped unrun (a stopped worker, `QueuedWork::Cancel`
+//! run; unstarted reactor-pool work leaves the backlog) and a running job's
+//! late result is dropped on its worker. A job dropped unrun (a stopped worker, `QueuedWork::Cancel`
 //! at shutdown) reports `Cancelled`; a job refused at submission resolves
 //! `Stopped` once and posts nothing. Nothing is lost.
 //!
@@ -50,14 +52,13 @@
 //! delivered, so results of work in flight reach their `Deferred`s before the
 //! loop exits; under `QueuedWork::Cancel` it first discards the pool's
 //! backlog. A `During` trigger then stops the pool with what is left of the
-//! deadline and reports what did not finish; `Deferred`s still waiting are
-//! resolved `Cancelled`. Nothing hangs.
+//! deadline and reports what did not finish; callbacks still waiting get
+//! `Cancelled` when the reactor stops its tasks. Nothing hangs.
 
 mod coroutine;
 mod from_thread;
 mod job;
 mod oneshot;
-mod slab;
 mod table;
 mod timing;
 mod to_thread;

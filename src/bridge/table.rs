@@ -1,35 +1,28 @@
-//! The loop's side of the thread bridge: the reactor pool, the `Resolver`s
-//! of jobs in flight, and the shutdown sequence that accounts for them.
+//! The loop's side of the thread bridge: the reactor pool, the count of
+//! jobs in flight, and the shutdown sequence that accounts for them.
 //!
 //! Invariants:
 //! - touched only on the loop thread (a reactor extension);
-//! - no borrow of a `RefCell` here is held while a `Resolver` is resolved or
-//!   dropped (either may run user callbacks that submit more jobs);
+//! - no borrow of a `RefCell` here is held while a waiter is resolved (it
+//!   may run user callbacks that submit more jobs);
 //! - at shutdown, results already posted to the inbox are delivered before
-//!   what is left is resolved `Cancelled`: the "fail the rest" step is itself
-//!   queued on the inbox after the pool has stopped, so FIFO order puts it
-//!   behind every completion the pool's threads posted, whichever way the
-//!   reactor orders its own inbox drain and its shutdown triggers.
+//!   what is left is given up: that happens after the reactor's final
+//!   drain, when nothing can arrive any more.
 //!
-//! Why a table at all, when the job record (`job.rs`) already carries the
-//! result to the loop: the `Resolver` is `!Send` (an `Rc` cell, so that
-//! `Deferred` callbacks can be plain `FnOnce` closures), and the record
-//! must be `Send + Sync` to reach a pool thread. Holding the `Resolver` in
-//! the record would need a thread-checked wrapper (unsafe code, or one that
-//! panics if a pool thread drops the last `Arc`, which happens when a loop
-//! has ended). A `Deferred` that polled the record directly would still
-//! have to be found by the shutdown (`fail_all` resolves what will never be
-//! delivered), i.e. by a table. So the table stays, made cheap: an index
-//! (no hashing), a generation against stale keys, and one type check when
-//! the typed resolver is taken back (`AnyResolver::unerase`).
+//! No table of jobs: each job's record is its `Deferred`'s state (see
+//! `job.rs`), awaiters park their wakers in it and callbacks wait in local
+//! tasks. The loop keeps only a count of jobs in flight, for the shutdown
+//! drain. Jobs still running when the loop ends (past the shutdown
+//! deadline) can no longer be delivered; the tasks waiting on them are
+//! stopped at the end of shutdown, and a stopped callback task hands its
+//! callback `Cancelled` (`OnResult`'s drop), so nothing waits forever.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::slab::{Entry, JobSlab};
-use crate::deferred::{AnyResolver, Deferred, JobTable, Resolver};
-use crate::error::{Cancelled, ThreadError};
+use crate::deferred::{Deferred, Resolver};
+use crate::error::Cancelled;
 use crate::pool::ThreadPool;
 use crate::reactor::{self, Handle, Phase, QueuedWork, Remote, SystemEvent};
 use crate::threads::TaskKey;
@@ -48,8 +41,8 @@ thread_local! {
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
     pub(super) pool: RefCell<Option<Arc<ThreadPool>>>,
-    /// Job key → its `Resolver<T>` (type-erased), until delivered.
-    jobs: RefCell<JobSlab>,
+    /// Jobs submitted and neither delivered nor given up.
+    in_flight: Cell<usize>,
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
     triggers_registered: Cell<bool>,
@@ -61,7 +54,7 @@ impl Threads {
     fn new() -> Threads {
         Threads {
             pool: RefCell::new(None),
-            jobs: RefCell::new(JobSlab::default()),
+            in_flight: Cell::new(0),
             drained: RefCell::new(Vec::new()),
             triggers_registered: Cell::new(false),
             closed: Cell::new(false),
@@ -163,49 +156,41 @@ impl Threads {
         });
     }
 
-    /// Resolves every job still registered `Cancelled`: it can no longer be
-    /// delivered.
+    /// After the final drain: the jobs still in flight can no longer be
+    /// delivered. Their waiting callbacks get `Cancelled` when the reactor
+    /// stops its tasks; here they are reported and the count released.
     pub(super) fn fail_all(&self) {
-        let left: Vec<AnyResolver> = self.jobs.borrow_mut().drain();
-        if !left.is_empty() {
+        let left = self.in_flight.replace(0);
+        if left > 0 {
             tracing::warn!(
-                jobs = left.len(),
+                jobs = left,
                 "weft: thread jobs still running at shutdown resolved as cancelled"
             );
         }
-        for r in left {
-            r.fail(ThreadError::Cancelled);
+        self.check_drained();
+    }
+
+    /// A job was submitted: it is in flight until delivered or given up.
+    pub(super) fn register(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// A job left the count (delivered, or given up on the loop).
+    pub(super) fn job_done(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        self.check_drained();
+    }
+
+    /// Withdraws a cancelled job from the reactor pool's backlog.
+    pub(super) fn withdraw(&self, task: TaskKey) {
+        let pool = self.pool.borrow().clone();
+        if let Some(pool) = pool {
+            pool.withdraw(task);
         }
-        self.check_drained();
-    }
-
-    /// The key the next [`register`](Threads::register) will use; nothing
-    /// may use the table in between.
-    pub(super) fn next_key(&self) -> u64 {
-        self.jobs.borrow().next_key()
-    }
-
-    pub(super) fn register<T: 'static>(
-        &self,
-        key: u64,
-        resolver: Resolver<T>,
-        task: Option<TaskKey>,
-    ) {
-        let entry = Entry {
-            resolver: resolver.erase(),
-            task,
-        };
-        self.jobs.borrow_mut().insert(key, entry);
-    }
-
-    pub(super) fn take<T: 'static>(&self, id: u64) -> Option<Resolver<T>> {
-        let entry = self.jobs.borrow_mut().remove(id);
-        self.check_drained();
-        entry.and_then(|e| e.resolver.unerase())
     }
 
     fn check_drained(&self) {
-        if self.jobs.borrow().is_empty() {
+        if self.in_flight.get() == 0 {
             let waiters = std::mem::take(&mut *self.drained.borrow_mut());
             for w in waiters {
                 let _ = w.callback(());
@@ -216,30 +201,11 @@ impl Threads {
     /// A `Deferred` that fires once no registered job is left.
     fn when_drained(&self) -> Deferred<(), Cancelled> {
         let d = Deferred::new();
-        if self.jobs.borrow().is_empty() {
+        if self.in_flight.get() == 0 {
             let _ = d.callback(());
         } else {
             self.drained.borrow_mut().push(d.resolver());
         }
         d
-    }
-}
-
-/// A cancelled job's entry goes (its canceller resolves the `Deferred`); an
-/// unstarted job of the reactor pool also leaves the pool's backlog at once.
-impl JobTable for Threads {
-    fn forget_job(&self, key: u64, unstarted: bool) {
-        let entry = self.jobs.borrow_mut().remove(key);
-        if let Some(Entry {
-            task: Some(task), ..
-        }) = &entry
-        {
-            let pool = self.pool.borrow().clone();
-            if let (true, Some(pool)) = (unstarted, pool) {
-                pool.withdraw(*task);
-            }
-        }
-        drop(entry);
-        self.check_drained();
     }
 }

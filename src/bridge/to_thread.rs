@@ -1,18 +1,18 @@
 //! Loop → threads: `call_in_thread`, `defer_to_thread` and friends, the
 //! reactor pool, and `Reactor`'s forwarding methods for them.
 //!
-//! A `defer_to_*` call registers the `Deferred`'s resolver in the loop's
-//! table (`table.rs`) and hands the worker one [`Job`] record (`job.rs`);
-//! cancelling the `Deferred` empties the record at once, so the closure and
-//! its captures are dropped by the cancel, not when a worker reaches it.
+//! A `defer_to_*` call hands the worker one [`Job`] record (`job.rs`) and
+//! returns a `Deferred` whose state is that same record, counted in flight
+//! by the loop (`table.rs`); cancelling the `Deferred` empties the record
+//! at once, so the closure and its captures are dropped by the cancel, not
+//! when a worker reaches it.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use super::job::Job;
 use super::table::Threads;
-use crate::deferred::{Deferred, JobTable, span};
+use crate::deferred::{Deferred, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
@@ -34,35 +34,19 @@ const REACTOR_POOL_MIN: usize = 0;
 const REACTOR_POOL_MAX: usize = 64;
 const REACTOR_POOL_NAME: &str = "weft-reactor";
 
-/// Builds the job record for `f`, registered under a fresh key.
-fn new_job<T, F>(
-    handle: &Handle,
-    threads: &Threads,
-    f: F,
-    location: &'static Location<'static>,
-) -> Arc<Job<T, F>>
+/// The `Deferred` of a submitted `job`: the record itself, counted in
+/// flight by the loop (with its place in the reactor pool's backlog,
+/// `task`, if any, so a cancel withdraws it). No allocation.
+fn register<T, F>(threads: &Threads, job: Arc<Job<T, F>>, task: Option<TaskKey>) -> Deferred<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Job::new(f, threads.next_key(), handle.remote(), location)
-}
-
-/// The `Deferred` of a submitted `job`, registered in the loop's table
-/// (with its place in the reactor pool's backlog, `task`, if any). Its
-/// canceller empties the record (dropping the closure now), withdraws an
-/// unstarted job from the reactor pool and forgets the entry; it is held
-/// inline in the `Deferred`, so this allocates only the `Deferred`'s cell.
-fn register<T, F>(threads: &Rc<Threads>, job: Arc<Job<T, F>>, task: Option<TaskKey>) -> Deferred<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let key = job.key();
-    let table: Weak<dyn JobTable> = Rc::downgrade(threads) as Weak<Threads>;
-    let deferred = Deferred::with_job_canceller(job, table, key);
-    threads.register(key, deferred.resolver(), task);
-    deferred
+    threads.register();
+    if let Some(task) = task {
+        job.set_task(task);
+    }
+    Deferred::from_job(job)
 }
 
 impl Handle {
@@ -298,13 +282,13 @@ impl Handle {
         self.defer_to_pool_in(&Threads::of(self), pool, false, f, Location::caller())
     }
 
-    /// Submits the job record itself to `pool` (one allocation per job,
-    /// plus the `Deferred`'s cell); if `pool` is the reactor pool
+    /// Submits the job record itself to `pool` (one allocation per job:
+    /// the record is also the `Deferred`'s state); if `pool` is the reactor pool
     /// (`reactor_pool`), a cancel also withdraws the job from its backlog
     /// at once.
     fn defer_to_pool_in<T, F>(
         &self,
-        threads: &Rc<Threads>,
+        threads: &Threads,
         pool: &ThreadPool,
         reactor_pool: bool,
         f: F,
@@ -317,7 +301,7 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let job = new_job(self, threads, f, location);
+        let job = Job::new(f, self.remote(), location);
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
         let task = match pool.submit_shared_at(job.clone() as Arc<dyn SharedTask>, location) {
@@ -363,7 +347,7 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let job = new_job(self, &threads, f, location);
+        let job = Job::new(f, self.remote(), location);
         // A pool queues the record itself; other workers box it.
         let shared = SharedJob::new(job.clone() as Arc<dyn SharedTask>);
         if let Err(refused) = worker.do_shared(shared, location) {

@@ -12,20 +12,13 @@
 //!   waited for before the chain goes on (Twisted's chaining).
 
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
-use super::{Cell, Deferred, Resolver};
+use super::{Deferred, Link, Resolver};
 use crate::error::Cancelled;
 
 /// Cancels whichever link of an `and_then` chain is pending.
 type CancelLink = Box<dyn Fn()>;
-
-/// Cancels the input `Deferred` behind a weak link, if it is still there.
-fn cancel_upstream<T, E: From<Cancelled>>(upstream: &Weak<Cell<T, E>>) {
-    if let Some(cell) = upstream.upgrade() {
-        cell.cancel();
-    }
-}
 
 impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
     /// A `Deferred` resolved with `f(result)` once this one resolves:
@@ -52,8 +45,8 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
         U: 'static,
         E2: From<Cancelled> + 'static,
     {
-        let upstream = Rc::downgrade(&self.cell);
-        let out = Deferred::with_canceller(move || cancel_upstream(&upstream));
+        let upstream = self.link();
+        let out = Deferred::with_canceller(move || upstream.cancel());
         let r = out.resolver();
         self.add_both(move |res| {
             let _ = r.resolve(f(res));
@@ -150,8 +143,8 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
     ) -> Deferred<U, E> {
         // The link that is pending now: the input, then the inner Deferred.
         let pending: Rc<RefCell<Option<CancelLink>>> = Rc::new(RefCell::new(None));
-        let upstream = Rc::downgrade(&self.cell);
-        *pending.borrow_mut() = Some(Box::new(move || cancel_upstream(&upstream)));
+        let upstream = self.link();
+        *pending.borrow_mut() = Some(Box::new(move || upstream.cancel()));
         let canceller = {
             let pending = pending.clone();
             move || {
@@ -169,8 +162,8 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
             }
             Ok(v) => {
                 let inner = f(v);
-                let inner_cell = Rc::downgrade(&inner.cell);
-                *pending.borrow_mut() = Some(Box::new(move || cancel_upstream(&inner_cell)));
+                let inner_link = inner.link();
+                *pending.borrow_mut() = Some(Box::new(move || inner_link.cancel()));
                 inner.add_both(move |res| {
                     let _ = r.resolve(res);
                 });
@@ -202,12 +195,12 @@ where
         values: Vec<Option<T>>,
         left: usize,
         out: Option<Resolver<Vec<T>, E>>,
-        inputs: Vec<Weak<Cell<T, E>>>,
+        inputs: Vec<Link<T, E>>,
     }
 
-    fn cancel_all<T, E: From<Cancelled>>(inputs: Vec<Weak<Cell<T, E>>>) {
+    fn cancel_all<T, E: From<Cancelled>>(inputs: Vec<Link<T, E>>) {
         for input in inputs {
-            cancel_upstream(&input);
+            input.cancel();
         }
     }
 
@@ -219,7 +212,7 @@ where
         values: (0..n).map(|_| None).collect(),
         left: n,
         out: None,
-        inputs: deferreds.iter().map(|d| Rc::downgrade(&d.cell)).collect(),
+        inputs: deferreds.iter().map(Deferred::link).collect(),
     }));
     let out = {
         let state = Rc::downgrade(&state);

@@ -13,25 +13,34 @@
 //! - No borrow of the cell is held while user code (callbacks, cancellers)
 //!   runs, so they may freely touch the same `Deferred`.
 //! - Every piece of work is accounted for: once the last [`Resolver`] goes
-//!   away without resolving (work dropped unrun, a task aborted, a bridge
-//!   table cleared), the `Deferred` resolves `Cancelled`. That is why
-//!   [`Deferred::new`] needs `E: From<Cancelled>`. The count of live
-//!   resolvers is held up while a canceller runs, so a canceller that drops
-//!   resolvers cannot resolve the cell under a borrow of its own.
+//!   away without resolving (work dropped unrun, a task aborted), the
+//!   `Deferred` resolves `Cancelled`. That is why [`Deferred::new`] needs
+//!   `E: From<Cancelled>`. The count of live resolvers is held up while a
+//!   canceller runs, so a canceller that drops resolvers cannot resolve the
+//!   cell under a borrow of its own.
+//! - A thread job's `Deferred` has no cell: its state is the job's shared
+//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation. Its
+//!   callbacks run when the loop delivers the record (in the task pass of
+//!   that turn, not inside the delivery itself); the job reports work that
+//!   can never run, so its resolvers count nothing.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{AlreadyResolved, Cancelled, ThreadError};
 
 mod chain;
+mod job;
 pub(crate) mod span;
+
+pub(crate) use job::JobCell;
+use job::Link;
 
 pub use chain::gather;
 
@@ -46,48 +55,9 @@ enum State<T, E> {
     Consumed,
 }
 
-/// What [`Deferred::cancel`] runs first: a closure, or (for the bridge's
-/// thread jobs) the job record and its loop table, held inline so that a
-/// job's `Deferred` costs no canceller allocation.
-enum Canceller {
-    Boxed(Box<dyn FnOnce()>),
-    Job {
-        job: Arc<dyn CancelJob>,
-        table: Weak<dyn JobTable>,
-        key: u64,
-    },
-}
-
-/// A job record shared with a worker thread that a cancel empties.
-pub(crate) trait CancelJob {
-    /// Drops the job's closure (or undelivered result) now; whether the job
-    /// had not started.
-    fn cancel_job(&self) -> bool;
-}
-
-/// The loop-side table of jobs in flight.
-pub(crate) trait JobTable {
-    /// The job under `key` was cancelled (`unstarted`: before it ran).
-    fn forget_job(&self, key: u64, unstarted: bool);
-}
-
-impl Canceller {
-    fn run(self) {
-        match self {
-            Canceller::Boxed(f) => f(),
-            Canceller::Job { job, table, key } => {
-                let unstarted = job.cancel_job();
-                if let Some(table) = table.upgrade() {
-                    table.forget_job(key, unstarted);
-                }
-            }
-        }
-    }
-}
-
 struct Cell<T, E> {
     state: RefCell<State<T, E>>,
-    canceller: RefCell<Option<Canceller>>,
+    canceller: RefCell<Option<Box<dyn FnOnce()>>>,
     resolved: std::cell::Cell<bool>,
     /// Live `Resolver`s (plus one while a canceller runs).
     resolvers: std::cell::Cell<usize>,
@@ -141,7 +111,7 @@ impl<T, E> Cell<T, E> {
         let canceller = self.canceller.borrow_mut().take();
         if let Some(c) = canceller {
             self.resolvers.set(self.resolvers.get() + 1);
-            c.run();
+            c();
             self.resolvers.set(self.resolvers.get() - 1);
         }
     }
@@ -192,8 +162,51 @@ fn cancelled_error<E: From<Cancelled>>() -> E {
 /// behind it; use [`cancel`](Deferred::cancel).
 #[must_use = "a Deferred does nothing unless awaited, given a callback, or detached"]
 pub struct Deferred<T, E = ThreadError> {
-    cell: Rc<Cell<T, E>>,
+    repr: Repr<T, E>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// Where a `Deferred`'s state lives: a loop-local cell, or the shared record
+/// of a thread job (see `job.rs`).
+enum Repr<T, E> {
+    Local(Rc<Cell<T, E>>),
+    Job(Arc<dyn JobCell<T, E>>),
+}
+
+impl<T, E> Repr<T, E> {
+    fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
+        match self {
+            Repr::Local(cell) => cell.resolve(result),
+            Repr::Job(job) => job.resolve(result).map_err(AlreadyResolved),
+        }
+    }
+
+    fn is_resolved(&self) -> bool {
+        match self {
+            Repr::Local(cell) => cell.resolved.get(),
+            Repr::Job(job) => job.is_resolved(),
+        }
+    }
+
+    fn cancel(&self)
+    where
+        E: From<Cancelled>,
+    {
+        match self {
+            Repr::Local(cell) => cell.cancel(),
+            Repr::Job(job) => job.cancel(),
+        }
+    }
+
+    /// A new handle: a counted resolver of a local cell, or the record.
+    fn resolver(&self) -> Resolver<T, E> {
+        match self {
+            Repr::Local(cell) => Resolver::of(cell),
+            Repr::Job(job) => Resolver {
+                repr: Repr::Job(job.clone()),
+            },
+        }
+    }
 }
 
 /// A handle that resolves or cancels a [`Deferred`]; cheap to clone.
@@ -220,25 +233,31 @@ pub struct Deferred<T, E = ThreadError> {
 /// assert_eq!(reactor.run_until_complete(d).unwrap(), Err(weft::Cancelled));
 /// ```
 pub struct Resolver<T, E = ThreadError> {
-    cell: Rc<Cell<T, E>>,
+    /// A thread job's resolver names its record: the job itself reports
+    /// work that can no longer run, so dropping it releases nothing.
+    repr: Repr<T, E>,
 }
 
 impl<T, E> Resolver<T, E> {
     fn of(cell: &Rc<Cell<T, E>>) -> Self {
         cell.resolvers.set(cell.resolvers.get() + 1);
-        Resolver { cell: cell.clone() }
+        Resolver {
+            repr: Repr::Local(cell.clone()),
+        }
     }
 }
 
 impl<T, E> Clone for Resolver<T, E> {
     fn clone(&self) -> Self {
-        Resolver::of(&self.cell)
+        self.repr.resolver()
     }
 }
 
 impl<T, E> Drop for Resolver<T, E> {
     fn drop(&mut self) {
-        release(&self.cell);
+        if let Repr::Local(cell) = &self.repr {
+            release(cell);
+        }
     }
 }
 
@@ -272,30 +291,34 @@ impl<T: 'static, E: From<Cancelled> + 'static> Deferred<T, E> {
     /// assert!(stopped.get());
     /// ```
     pub fn with_canceller(canceller: impl FnOnce() + 'static) -> Self {
-        let d = Self::new();
-        *d.cell.canceller.borrow_mut() = Some(Canceller::Boxed(Box::new(canceller)));
-        d
-    }
-
-    /// An unresolved `Deferred` whose cancel empties `job` and then tells
-    /// `table` (if still alive) to forget `key`: what a closure canceller
-    /// would do, without its allocation.
-    pub(crate) fn with_job_canceller(
-        job: Arc<dyn CancelJob>,
-        table: Weak<dyn JobTable>,
-        key: u64,
-    ) -> Self {
-        let d = Self::new();
-        *d.cell.canceller.borrow_mut() = Some(Canceller::Job { job, table, key });
-        d
+        let cell = Cell::pending(Some(cancelled_error::<E>));
+        *cell.canceller.borrow_mut() = Some(Box::new(canceller));
+        Deferred::from_cell(cell)
     }
 }
 
 impl<T: 'static, E: 'static> Deferred<T, E> {
     fn from_cell(cell: Cell<T, E>) -> Self {
         Deferred {
-            cell: Rc::new(cell),
+            repr: Repr::Local(Rc::new(cell)),
             _not_send: PhantomData,
+        }
+    }
+
+    /// The `Deferred` of a thread job, whose state is the job's shared
+    /// record (no allocation of its own).
+    pub(crate) fn from_job(job: Arc<dyn JobCell<T, E>>) -> Self {
+        Deferred {
+            repr: Repr::Job(job),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// A weak link to this `Deferred`'s state (for chains).
+    fn link(&self) -> Link<T, E> {
+        match &self.repr {
+            Repr::Local(cell) => Link::Local(Rc::downgrade(cell)),
+            Repr::Job(job) => Link::Job(Arc::downgrade(job)),
         }
     }
 
@@ -308,9 +331,9 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.is_resolved());
     /// ```
     pub fn succeed(value: T) -> Self {
-        let d = Self::from_cell(Cell::pending(None));
-        let _ = d.cell.resolve(Ok(value));
-        d
+        let cell = Cell::pending(None);
+        let _ = cell.resolve(Ok(value));
+        Self::from_cell(cell)
     }
 
     /// A `Deferred` that already holds the error `error`.
@@ -322,9 +345,9 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.is_resolved());
     /// ```
     pub fn fail(error: E) -> Self {
-        let d = Self::from_cell(Cell::pending(None));
-        let _ = d.cell.resolve(Err(error));
-        d
+        let cell = Cell::pending(None);
+        let _ = cell.resolve(Err(error));
+        Self::from_cell(cell)
     }
 
     /// A handle that can resolve or cancel this `Deferred`.
@@ -336,7 +359,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// d.resolver().callback(1).unwrap();
     /// ```
     pub fn resolver(&self) -> Resolver<T, E> {
-        Resolver::of(&self.cell)
+        self.repr.resolver()
     }
 
     /// Resolves with `result`.
@@ -353,7 +376,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.resolve(Ok(1)).is_err());
     /// ```
     pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(result)
+        self.repr.resolve(result)
     }
 
     /// Resolves with a value (Twisted's `callback`).
@@ -369,7 +392,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// d.callback(9).unwrap();
     /// ```
     pub fn callback(&self, value: T) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(Ok(value))
+        self.repr.resolve(Ok(value))
     }
 
     /// Resolves with an error (Twisted's `errback`).
@@ -385,7 +408,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// d.errback(weft::ThreadError::Stopped).unwrap();
     /// ```
     pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(Err(error))
+        self.repr.resolve(Err(error))
     }
 
     /// Cancels: runs the canceller, then resolves with `Cancelled` unless the
@@ -405,7 +428,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     where
         E: From<Cancelled>,
     {
-        self.cell.cancel();
+        self.repr.cancel();
     }
 
     /// Whether a result has arrived (or been consumed).
@@ -417,7 +440,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert!(d.is_resolved());
     /// ```
     pub fn is_resolved(&self) -> bool {
-        self.cell.resolved.get()
+        self.repr.is_resolved()
     }
 
     /// Consumes the `Deferred`, calling `f` with the result on the loop: at
@@ -438,7 +461,11 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// assert_eq!(seen.get(), 5);
     /// ```
     pub fn add_both(self, f: impl FnOnce(Result<T, E>) + 'static) {
-        let mut state = self.cell.state.borrow_mut();
+        let cell = match self.repr {
+            Repr::Local(cell) => cell,
+            Repr::Job(job) => return job.on_result(Box::new(f)),
+        };
+        let mut state = cell.state.borrow_mut();
         match std::mem::replace(&mut *state, State::Consumed) {
             State::Ready(result) => {
                 drop(state);
@@ -465,7 +492,11 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// d2.detach();
     /// ```
     pub fn detach(self) {
-        self.add_both(drop);
+        match self.repr {
+            // A job's record drops its outcome with the record.
+            Repr::Job(_) => {}
+            Repr::Local(_) => self.add_both(drop),
+        }
     }
 }
 
@@ -489,7 +520,7 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     /// d.resolver().resolve(Ok(1)).unwrap();
     /// ```
     pub fn resolve(&self, result: Result<T, E>) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(result)
+        self.repr.resolve(result)
     }
 
     /// Resolves with a value.
@@ -505,7 +536,7 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     /// d.resolver().callback(1).unwrap();
     /// ```
     pub fn callback(&self, value: T) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(Ok(value))
+        self.repr.resolve(Ok(value))
     }
 
     /// Resolves with an error.
@@ -521,7 +552,7 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     /// d.resolver().errback(weft::Cancelled).unwrap();
     /// ```
     pub fn errback(&self, error: E) -> Result<(), AlreadyResolved<Result<T, E>>> {
-        self.cell.resolve(Err(error))
+        self.repr.resolve(Err(error))
     }
 
     /// Cancels the `Deferred`; see [`Deferred::cancel`].
@@ -537,7 +568,7 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     where
         E: From<Cancelled>,
     {
-        self.cell.cancel();
+        self.repr.cancel();
     }
 
     /// Whether a result has arrived.
@@ -549,40 +580,16 @@ impl<T: 'static, E: 'static> Resolver<T, E> {
     /// assert!(!d.resolver().is_resolved());
     /// ```
     pub fn is_resolved(&self) -> bool {
-        self.cell.resolved.get()
+        self.repr.is_resolved()
     }
 
     /// Replaces the canceller run by [`cancel`](Resolver::cancel).
     pub(crate) fn set_canceller(&self, canceller: impl FnOnce() + 'static) {
-        if !self.cell.resolved.get() {
-            *self.cell.canceller.borrow_mut() = Some(Canceller::Boxed(Box::new(canceller)));
+        if let Repr::Local(cell) = &self.repr {
+            if !cell.resolved.get() {
+                *cell.canceller.borrow_mut() = Some(Box::new(canceller));
+            }
         }
-    }
-}
-
-/// A `Resolver<T, ThreadError>` with `T` erased, so one loop table holds
-/// the bridge's jobs of every type. It counts as a live resolver: dropping
-/// it unresolved resolves the `Deferred` `Cancelled`, as any resolver does.
-pub(crate) struct AnyResolver(Option<Rc<dyn ErasedCell>>);
-
-pub(crate) trait ErasedCell {
-    fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any>;
-    fn fail(&self, error: ThreadError);
-    /// Gives up one resolver count (the erased resolver's).
-    fn release(&self);
-}
-
-impl<T: 'static> ErasedCell for Cell<T, ThreadError> {
-    fn into_any(self: Rc<Self>) -> Rc<dyn std::any::Any> {
-        self
-    }
-
-    fn fail(&self, error: ThreadError) {
-        let _ = self.resolve(Err(error));
-    }
-
-    fn release(&self) {
-        release(self);
     }
 }
 
@@ -598,47 +605,15 @@ fn release<T, E>(cell: &Cell<T, E>) {
     }
 }
 
-impl AnyResolver {
-    /// Resolves the erased `Deferred` with `error` (if still unresolved).
-    pub(crate) fn fail(&self, error: ThreadError) {
-        if let Some(cell) = &self.0 {
-            cell.fail(error);
-        }
-    }
-
-    /// The typed resolver back, if `T` is right.
-    pub(crate) fn unerase<T: 'static>(mut self) -> Option<Resolver<T, ThreadError>> {
-        let cell = self.0.take()?;
-        match cell.into_any().downcast::<Cell<T, ThreadError>>() {
-            // The count moves over to the typed resolver unchanged.
-            Ok(cell) => Some(Resolver { cell }),
-            Err(_) => None,
-        }
-    }
-}
-
-impl Drop for AnyResolver {
-    fn drop(&mut self) {
-        if let Some(cell) = self.0.take() {
-            cell.release();
-        }
-    }
-}
-
-impl<T: 'static> Resolver<T, ThreadError> {
-    pub(crate) fn erase(self) -> AnyResolver {
-        // Keep this resolver's count for the erased one.
-        self.cell.resolvers.set(self.cell.resolvers.get() + 1);
-        let cell: Rc<dyn ErasedCell> = self.cell.clone();
-        AnyResolver(Some(cell))
-    }
-}
-
 impl<T, E> Future for Deferred<T, E> {
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.cell.state.borrow_mut();
+        let cell = match &self.repr {
+            Repr::Local(cell) => cell,
+            Repr::Job(job) => return job.poll_take(cx),
+        };
+        let mut state = cell.state.borrow_mut();
         match std::mem::replace(&mut *state, State::Consumed) {
             State::Ready(result) => Poll::Ready(result),
             State::Pending { callback, .. } => {
@@ -656,7 +631,7 @@ impl<T, E> Future for Deferred<T, E> {
 impl<T, E> fmt::Debug for Deferred<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deferred")
-            .field("resolved", &self.cell.resolved.get())
+            .field("resolved", &self.repr.is_resolved())
             .finish()
     }
 }
@@ -664,7 +639,7 @@ impl<T, E> fmt::Debug for Deferred<T, E> {
 impl<T, E> fmt::Debug for Resolver<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolver")
-            .field("resolved", &self.cell.resolved.get())
+            .field("resolved", &self.repr.is_resolved())
             .finish()
     }
 }

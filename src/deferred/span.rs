@@ -10,11 +10,12 @@
 //! atomic load. With a subscriber but no span entered, it asks
 //! `tracing`'s dispatcher for the current span and returns `None`, so the
 //! crossing stores nothing and enters nothing: about 70 instructions per
-//! `defer_to_thread` job, 3% of its ~2,400 (callgrind, 1000 jobs in
+//! `defer_to_thread` job, 4% of its ~1,700 (callgrind, 1000 jobs in
 //! flight). With a span recorded by `tracing_subscriber::registry()` it
 //! costs one span clone (a reference-count increment in the subscriber),
-//! one enter and exit on the worker and one on the loop, and one drop:
-//! about 710 more instructions per job (+28%). `benches/bridge.rs` measures
+//! one enter and exit on the worker (and one on the loop around a
+//! callback), and one drop: about 660 more instructions per awaited job
+//! (+39%). `benches/bridge.rs` measures
 //! both (`bridge_span` in criterion; `BRIDGE_PROFILE=in_flight:N` against
 //! `span_in_flight:N` for instruction counts).
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 /// [`std::panic::resume_unwind`] (as tokio's `JoinError::into_panic` gives).
 ///
 /// It is what [`ThreadError::Panicked`](crate::ThreadError::Panicked)
-/// (also inside [`CallError::Failed`](crate::CallError::Failed)) and
-/// [`RunError::Panicked`](crate::RunError::Panicked) carry in their
-/// `message` field. It reads as the panic message (`Deref<Target = str>`,
+/// carries in its `message` field, also inside
+/// [`CallError::Failed`](crate::CallError::Failed) and
+/// [`RunError::Failed`](crate::RunError::Failed). It reads as the panic message (`Deref<Target = str>`,
 /// `Display`) and compares by message. Clones share the one payload: the
 /// first [`into_payload`](Panic::into_payload)
 /// takes it, later ones get the message as a `String`.

@@ -202,9 +202,10 @@ impl Reactor {
     ///
     /// # Errors
     ///
-    /// [`RunError::StoppedBeforeCompletion`] if the loop was stopped first (its
-    /// shutdown sequence then runs), [`RunError::Panicked`] if the future
-    /// panicked, and the errors of [`run`](Reactor::run).
+    /// [`RunError::Failed`] with [`ThreadError::Stopped`] if the loop was
+    /// stopped first (its shutdown sequence then runs), or with
+    /// [`ThreadError::Panicked`] (the original payload inside) if the future
+    /// panicked; and the errors of [`run`](Reactor::run).
     ///
     /// # Examples
     ///
@@ -238,10 +239,7 @@ impl Reactor {
             }
             inner.turn(None);
         };
-        result.map_err(|e| match e {
-            ThreadError::Panicked { message } => RunError::Panicked { message },
-            _ => RunError::StoppedBeforeCompletion,
-        })
+        result.map_err(RunError::Failed)
     }
 
     /// Runs exactly one turn of the loop (see the [module docs](crate::reactor)
@@ -296,5 +294,20 @@ pub(super) struct ResetOnDrop<'a>(pub(super) &'a Cell<bool>);
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+    }
+}
+
+/// The bridge's delivery hook for thread-job callbacks.
+impl Handle {
+    /// Spawns a local task with no `Deferred` and no canceller of its own
+    /// (one allocation): the bridge runs a thread job's callbacks in one,
+    /// woken when the job's record is delivered. Dropped unpolled if the
+    /// reactor has closed its task queue (its future's drop then reports).
+    pub(crate) fn spawn_detached(
+        &self,
+        future: impl Future<Output = ()> + 'static,
+        location: &'static std::panic::Location<'static>,
+    ) {
+        let _ = self.inner.tasks.spawn(&self.inner.shared, future, location);
     }
 }

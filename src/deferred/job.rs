@@ -1,0 +1,80 @@
+//! The second way a [`Deferred`] can hold its state: a shared job record
+//! that a worker thread fills (the bridge's `defer_to_*`), instead of a
+//! loop-local cell.
+//!
+//! Design: the record is one `Arc` that is at once the pool's queue item,
+//! the completion message on the reactor's inbox and this `Deferred`'s
+//! state, so a thread job costs one allocation. It carries only `Send`
+//! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
+//! the loop:
+//! - an awaiter parks its `Waker` in the record, and the loop wakes it when
+//!   it delivers the outcome;
+//! - a callback ([`Deferred::add_both`] and the chains built on it) runs in
+//!   a small local task that awaits the record, spawned by the record's
+//!   owner ([`JobCell::on_result`]); the task is the loop-side registration,
+//!   so no table of callbacks is needed;
+//! - a [`Resolver`](super::Resolver) or a chain link of such a `Deferred`
+//!   names the record itself.
+//!
+//! Invariants (kept by the implementor, `bridge/job.rs`): the outcome is
+//! visible here only once the loop has delivered it (never synchronously),
+//! the first of delivery, cancel and manual resolution wins, and every
+//! method runs on the loop thread.
+
+use std::rc::Weak;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::Cell;
+use crate::error::Cancelled;
+
+/// A `Deferred`'s state held in a job record shared with a worker thread.
+pub(crate) trait JobCell<T, E> {
+    /// The outcome, once delivered (taken out: the record is consumed);
+    /// otherwise `cx`'s waker is parked in the record.
+    ///
+    /// # Panics
+    ///
+    /// If the outcome was taken before.
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, E>>;
+
+    /// Whether an outcome was delivered (or set on the loop), taken or not.
+    fn is_resolved(&self) -> bool;
+
+    /// Resolves on the loop (first result wins); the work is given up as by
+    /// a cancel. Hands `result` back if already resolved.
+    fn resolve(&self, result: Result<T, E>) -> Result<(), Result<T, E>>;
+
+    /// The work is no longer wanted: unstarted work never runs, running work
+    /// finishes detached; the outcome is `Cancelled` unless already resolved.
+    fn cancel(&self);
+
+    /// Calls `f` with the outcome on the loop, at once if it has arrived,
+    /// else when it does (or with `Cancelled` if it never can).
+    fn on_result(self: Arc<Self>, f: Box<dyn FnOnce(Result<T, E>)>);
+}
+
+/// A weak link to a `Deferred`'s state, for chains that cancel their input
+/// without keeping it alive.
+pub(super) enum Link<T, E> {
+    Local(Weak<Cell<T, E>>),
+    Job(std::sync::Weak<dyn JobCell<T, E>>),
+}
+
+impl<T, E: From<Cancelled>> Link<T, E> {
+    /// Cancels the linked `Deferred`, if it is still there.
+    pub(super) fn cancel(&self) {
+        match self {
+            Link::Local(cell) => {
+                if let Some(cell) = cell.upgrade() {
+                    cell.cancel();
+                }
+            }
+            Link::Job(job) => {
+                if let Some(job) = job.upgrade() {
+                    job.cancel();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A thread job's `Deferred` is its shared record (see `bridge/job.rs`):
+//! what its other handles (resolvers, late callbacks) do with it.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use weft::{Reactor, ThreadError};
+
+#[test]
+fn a_resolver_of_a_job_resolves_it_first_and_the_late_result_is_dropped() {
+    let reactor = Reactor::new().unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let d = reactor.defer_to_thread(move || {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        1
+    });
+    let r = d.resolver();
+    reactor.run_until_complete(async {}).unwrap(); // start the pool
+    started_rx.recv().unwrap(); // the job runs
+    r.callback(2).unwrap();
+    assert!(d.is_resolved());
+    assert!(r.callback(3).is_err(), "the first result wins");
+    release_tx.send(()).unwrap();
+    assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(2));
+}
+
+#[test]
+fn a_callback_added_after_delivery_runs_at_once_with_the_value() {
+    let reactor = Reactor::new().unwrap();
+    let d = reactor.defer_to_thread(|| 5);
+    let r = d.resolver();
+    let delivered = reactor.defer_to_thread(|| ());
+    // Both jobs go through the same inbox; wait until the second arrived.
+    reactor.run_until_complete(delivered).unwrap().unwrap();
+    while !r.is_resolved() {
+        reactor.iterate(Some(std::time::Duration::from_millis(10)));
+    }
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    d.add_both(move |res| s.set(Some(res)));
+    assert_eq!(seen.take(), Some(Ok(5)), "no turn needed once delivered");
+}
+
+#[test]
+fn a_callback_added_after_the_loop_ended_gets_cancelled_at_once() {
+    let reactor = Reactor::new().unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let d = reactor.defer_to_thread(move || {
+        let _ = release_rx.recv();
+    });
+    drop(reactor); // never run: the job can never be delivered
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    d.add_both(move |res| s.set(Some(res)));
+    assert_eq!(seen.take(), Some(Err(ThreadError::Cancelled)));
+    drop(release_tx);
+}
+
+#[test]
+fn cancelling_a_job_wakes_its_awaiter_with_cancelled() {
+    let reactor = Reactor::new().unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let d = reactor.defer_to_thread(move || {
+        let _ = release_rx.recv();
+    });
+    let r = d.resolver();
+    reactor.call_soon(move || r.cancel());
+    assert_eq!(
+        reactor.run_until_complete(d).unwrap(),
+        Err(ThreadError::Cancelled)
+    );
+    drop(release_tx);
+}
