@@ -118,15 +118,20 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod builder;
 mod connector;
 mod error;
+mod lifecycle;
 mod pool;
+mod sqlite;
 mod stats;
 mod worker;
 
-pub use connector::{Connector, Interrupter, Role, SqliteConnector, Synchronous};
+pub use builder::PoolBuilder;
+pub use connector::{Connector, Interrupter, Role};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
-pub use pool::{ConnectionPool, PoolBuilder};
+pub use pool::ConnectionPool;
+pub use sqlite::{SqliteConnector, Synchronous};
 pub use stats::{DbPoolStatistics, Group, GroupStatistics};
 
 /// Locks `m`, ignoring poisoning: a panic elsewhere never wedges the pool.
