@@ -119,6 +119,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod builder;
+mod checkpoint;
 mod connector;
 mod error;
 mod lifecycle;
@@ -128,6 +129,7 @@ mod stats;
 mod worker;
 
 pub use builder::PoolBuilder;
+pub use checkpoint::{CheckpointStatistics, Checkpoints};
 pub use connector::{Connector, Interrupter, Role};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
 pub use pool::ConnectionPool;
