@@ -30,7 +30,8 @@
 //! buckets; `max` is exact), plus each commit's own time, measured around
 //! the connector's `commit`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +92,8 @@ struct Log {
     /// Every commit: its time, and the checkpoint it ran, if any.
     commits: Mutex<Vec<(Duration, Option<Duration>)>>,
     checkpoints: Histogram,
+    /// When each checkpoint ran (traced variants).
+    windows: Mutex<Vec<(Instant, Instant)>>,
     busy_calls: AtomicU64,
 }
 
@@ -149,6 +152,7 @@ impl Connector for Probe {
                     let _ = wal.checkpoint();
                     let took = t.elapsed();
                     log.checkpoints.record(took);
+                    weft_db_lock(&log.windows).push((t, t + took));
                     CHECKPOINT_IN_COMMIT.set(Some(took));
                 }
                 Ok(())
@@ -262,6 +266,50 @@ struct Outcome {
     checkpoints: weft_db::CheckpointStatistics,
     /// Involuntary context switches per thread name during the run.
     preempted: Vec<(String, u64)>,
+    /// Every write's and read's (submission, round trip), seen on the loop.
+    trips: [Vec<(Instant, Duration)>; 2],
+}
+
+type Trips = Rc<RefCell<[Vec<(Instant, Duration)>; 2]>>;
+
+/// p99 and max of `trips`, split by whether the operation overlapped a
+/// checkpoint in `windows` (sorted by start).
+fn split_by_checkpoint(trips: &[(Instant, Duration)], windows: &[(Instant, Instant)]) -> String {
+    let overlaps = |(sent, rtt): &(Instant, Duration)| {
+        let done = *sent + *rtt;
+        // The last window starting before `done`, or any earlier one still
+        // running at `sent` (checkpoints do not overlap each other).
+        let i = windows.partition_point(|w| w.0 < done);
+        windows[..i].iter().rev().take(2).any(|w| w.1 > *sent)
+    };
+    let (mut inside, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for t in trips {
+        if overlaps(t) {
+            inside.push(t.1);
+        } else {
+            outside.push(t.1);
+        }
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        match v.last() {
+            None => "n 0".to_owned(),
+            Some(max) => format!(
+                "n {} p99 {} max {}",
+                v.len(),
+                ms(v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]),
+                ms(*max)
+            ),
+        }
+    };
+    if windows.is_empty() {
+        return stats(&mut outside);
+    }
+    format!(
+        "during a checkpoint: {}; otherwise: {}",
+        stats(&mut inside),
+        stats(&mut outside)
+    )
 }
 
 /// `nonvoluntary_ctxt_switches` of this process's threads, by name
@@ -313,7 +361,7 @@ fn run(o: &Opts, variant: Variant, round: usize) -> Outcome {
     let h = reactor.handle();
     let (keys, value, ops, in_flight) = (o.keys, o.value, o.ops, o.in_flight);
     let p = pool.clone();
-    let (elapsed, preempted) = reactor
+    let (elapsed, preempted, trips) = reactor
         .run_until_complete(async move {
             p.run_interaction(move |c| {
                 c.execute_batch(SCHEMA)?;
@@ -335,15 +383,19 @@ fn run(o: &Opts, variant: Variant, round: usize) -> Outcome {
             let before = preemptions();
             let t = Instant::now();
             let per = ops / in_flight;
+            let trips: Trips = Rc::default();
             let tasks: Vec<_> = (0..in_flight)
                 .map(|s| {
                     let p = p.clone();
+                    let trips = trips.clone();
                     h.spawn_local(async move {
                         let mut rng = 0x9E37_79B9_7F4A_7C15 ^ ((s as u64 + 1) << 20) ^ round as u64;
                         for _ in 0..per {
                             let r = next(&mut rng);
                             let key = format!("load-{}", (r >> 8) % keys);
-                            if r % 10 == 0 {
+                            let sent = Instant::now();
+                            let write = r % 10 == 0;
+                            if write {
                                 let v = vec![(r >> 40) as u8; value];
                                 p.run_interaction(move |c| {
                                     c.prepare_cached(UPSERT)?.execute((key, v))?;
@@ -363,6 +415,7 @@ fn run(o: &Opts, variant: Variant, round: usize) -> Outcome {
                                     .unwrap();
                                 assert_eq!(v.len(), value);
                             }
+                            trips.borrow_mut()[usize::from(!write)].push((sent, sent.elapsed()));
                         }
                     })
                 })
@@ -377,7 +430,8 @@ fn run(o: &Opts, variant: Variant, round: usize) -> Outcome {
                 })
                 .filter(|(name, _)| !name.starts_with("weft-pool"))
                 .collect::<Vec<_>>();
-            (elapsed, after)
+            let trips = std::mem::take(&mut *trips.borrow_mut());
+            (elapsed, after, trips)
         })
         .unwrap();
     let wal_bytes = std::fs::metadata(dir.path().join("kv.sqlite3-wal")).map_or(0, |m| m.len());
@@ -390,6 +444,7 @@ fn run(o: &Opts, variant: Variant, round: usize) -> Outcome {
         wal_bytes,
         checkpoints: pool.connector().inner.checkpoint_statistics(),
         preempted,
+        trips,
     };
     let p = pool.clone();
     reactor
@@ -476,6 +531,16 @@ fn report(o: &Opts, v: Variant, out: &Outcome) {
             String::new()
         }
     );
+    // Exact round trips on the loop; the traced variants split them by
+    // whether they overlapped a checkpoint in a commit.
+    let mut windows = weft_db_lock(&out.log.windows).clone();
+    windows.sort();
+    for (i, g) in ["writes", "reads"].iter().enumerate() {
+        println!(
+            "  {g:<6} round trip (ms) {}",
+            split_by_checkpoint(&out.trips[i], &windows)
+        );
+    }
     if v == Variant::Background {
         let c = out.checkpoints;
         println!(
