@@ -94,7 +94,8 @@ struct Log {
     checkpoints: Histogram,
     /// When each checkpoint ran (traced variants).
     windows: Mutex<Vec<(Instant, Instant)>>,
-    busy_calls: AtomicU64,
+    /// Busy-handler calls on the writer and on the readers.
+    busy_calls: [AtomicU64; 2],
 }
 
 thread_local! {
@@ -105,10 +106,14 @@ thread_local! {
 /// SQLite's default busy handler (`sqliteDefaultBusyCallback`, with
 /// `usleep`): sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms,
 /// up to the timeout; counted.
-fn busy_handler(log: Arc<Log>, timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+fn busy_handler(
+    log: Arc<Log>,
+    role: Role,
+    timeout: Duration,
+) -> impl FnMut(i32) -> bool + Send + 'static {
     const DELAYS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
     move |count| {
-        log.busy_calls.fetch_add(1, Relaxed);
+        log.busy_calls[usize::from(role == Role::Reader)].fetch_add(1, Relaxed);
         let n = count as usize;
         let (delay, prior) = if n < DELAYS.len() {
             (DELAYS[n], DELAYS[..n].iter().sum::<u64>())
@@ -143,7 +148,11 @@ impl Connector for Probe {
     fn open(&self, role: Role) -> rusqlite::Result<Connection> {
         let mut conn = self.inner.open(role)?;
         if self.variant.traced() {
-            conn.busy_handler(Some(busy_handler(self.log.clone(), Duration::from_secs(5))))?;
+            conn.busy_handler(Some(busy_handler(
+                self.log.clone(),
+                role,
+                Duration::from_secs(5),
+            )))?;
             let log = self.log.clone();
             conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames| {
                 // sqlite3WalDefaultHook: `if( nFrame>=N ) sqlite3_wal_checkpoint(db, zDb)`.
@@ -273,22 +282,21 @@ struct Outcome {
 type Trips = Rc<RefCell<[Vec<(Instant, Duration)>; 2]>>;
 
 /// p99 and max of `trips`, split by whether the operation overlapped a
-/// checkpoint in `windows` (sorted by start).
+/// checkpoint in `windows` (sorted by start, never overlapping), was sent
+/// within `AFTER` of one's end (the refill once a stall ends), or neither.
 fn split_by_checkpoint(trips: &[(Instant, Duration)], windows: &[(Instant, Instant)]) -> String {
-    let overlaps = |(sent, rtt): &(Instant, Duration)| {
+    const AFTER: Duration = Duration::from_millis(5);
+    let mut parts: [Vec<Duration>; 3] = Default::default();
+    for (sent, rtt) in trips {
         let done = *sent + *rtt;
-        // The last window starting before `done`, or any earlier one still
-        // running at `sent` (checkpoints do not overlap each other).
         let i = windows.partition_point(|w| w.0 < done);
-        windows[..i].iter().rev().take(2).any(|w| w.1 > *sent)
-    };
-    let (mut inside, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-    for t in trips {
-        if overlaps(t) {
-            inside.push(t.1);
-        } else {
-            outside.push(t.1);
-        }
+        let last = i.checked_sub(1).map(|i| windows[i]);
+        let part = match last {
+            Some((_, end)) if end > *sent => 0,
+            Some((_, end)) if *sent >= end && *sent < end + AFTER => 1,
+            _ => 2,
+        };
+        parts[part].push(*rtt);
     }
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
@@ -303,12 +311,14 @@ fn split_by_checkpoint(trips: &[(Instant, Duration)], windows: &[(Instant, Insta
         }
     };
     if windows.is_empty() {
-        return stats(&mut outside);
+        return stats(&mut parts[2]);
     }
+    let [during, after, other] = &mut parts;
     format!(
-        "during a checkpoint: {}; otherwise: {}",
-        stats(&mut inside),
-        stats(&mut outside)
+        "during a checkpoint: {}; sent within 5 ms after one: {}; otherwise: {}",
+        stats(during),
+        stats(after),
+        stats(other)
     )
 }
 
@@ -520,12 +530,13 @@ fn report(o: &Opts, v: Variant, out: &Outcome) {
             .map_or("-".into(), ms),
         if v.traced() {
             format!(
-                "; {} commits ran a checkpoint (max {} ms), the others max {} ms; checkpoint time {}; busy-handler calls {}",
+                "; {} commits ran a checkpoint (max {} ms), the others max {} ms; checkpoint time {}; busy-handler calls: writer {}, readers {}",
                 with_ckpt,
                 max_with.map_or("-".into(), ms),
                 max_without.map_or("-".into(), ms),
                 row(&out.log.checkpoints.snapshot()),
-                out.log.busy_calls.load(Relaxed)
+                out.log.busy_calls[0].load(Relaxed),
+                out.log.busy_calls[1].load(Relaxed)
             )
         } else {
             String::new()
