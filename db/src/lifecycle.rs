@@ -168,7 +168,7 @@ impl<C: Connector> Inner<C> {
 
 impl<C: Connector> ConnectionPool<C> {
     /// Closes the pool; idempotent (every call's `Deferred` fires when the
-    /// pool has closed). New work fails with [`DbError::Stopped`] at once;
+    /// pool has closed). New work fails with [`DbError::Stopped`](crate::DbError::Stopped) at once;
     /// jobs in flight finish and deliver; queued jobs run, or are cancelled
     /// under [`QueuedWork::Cancel`]; then each connection is closed on its
     /// own thread and the threads exit. The reactor calls it at shutdown.

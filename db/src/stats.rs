@@ -402,7 +402,7 @@ impl<C: crate::Connector> crate::ConnectionPool<C> {
 
     /// The queue wait of every job `group` started (submission to start,
     /// the wait for the pool to start included), since the pool was built.
-    /// Empty with [`PoolBuilder::histograms(false)`](PoolBuilder::histograms).
+    /// Empty with [`PoolBuilder::histograms(false)`](crate::PoolBuilder::histograms).
     ///
     /// # Examples
     ///
@@ -419,7 +419,7 @@ impl<C: crate::Connector> crate::ConnectionPool<C> {
 
     /// The run time of every job `group` completed (start to end, its
     /// begin and commit or rollback included), since the pool was built.
-    /// Empty with [`PoolBuilder::histograms(false)`](PoolBuilder::histograms).
+    /// Empty with [`PoolBuilder::histograms(false)`](crate::PoolBuilder::histograms).
     ///
     /// # Examples
     ///
