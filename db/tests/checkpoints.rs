@@ -177,3 +177,25 @@ fn closing_the_pool_stops_the_checkpointer_and_removes_the_wal() {
     assert_eq!(n, COMMITS + 1);
     assert!(!dir.path().join("close.db-wal").exists());
 }
+
+#[test]
+fn a_connection_dropped_without_close_stops_the_checkpointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drop.db");
+    let connector =
+        SqliteConnector::new(&path).checkpoints(Checkpoints::Background { pages: 1, limit: 0 });
+    let w = connector.open(Role::Writer).unwrap();
+    w.execute_batch("create table t (x); insert into t values (1)")
+        .unwrap();
+    // SQLite frees the hook (and its lease) when the connection closes:
+    // the last lease joins the checkpointer from inside that close.
+    drop(w);
+    // Everything is closed: the last closer removed the WAL.
+    assert!(!dir.path().join("drop.db-wal").exists());
+    let again = connector.open(Role::Writer).unwrap();
+    let n: i64 = again
+        .query_row("select count(*) from t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    connector.close(again).unwrap();
+}
