@@ -29,7 +29,8 @@
 //!   private to one connection) the writer serves everything.
 //! - **SQLite defaults**: WAL journal mode (set once, by the first
 //!   connection, before any other opens), `synchronous = NORMAL` on the
-//!   writer, a 5 s busy timeout, `foreign_keys` set explicitly, and a
+//!   writer, a 5 s busy timeout, `foreign_keys` set explicitly, SQLite's
+//!   automatic checkpoint at 1000 WAL pages (set explicitly), and a
 //!   64-entry prepared-statement cache per connection (rusqlite's
 //!   `prepare_cached`; the pool's own statements use it).
 //! - **Transactions**: committed when the closure returns `Ok`; rolled back
@@ -85,6 +86,12 @@
 //! - Read-only readers: [`SqliteConnector::read_only_readers(false)`](SqliteConnector::read_only_readers).
 //! - Durability: [`SqliteConnector::synchronous`] with [`Synchronous::Full`]
 //!   syncs the WAL on every commit.
+//! - Checkpoints: by default the commit that fills the WAL to 1000 pages
+//!   checkpoints it itself (SQLite's automatic checkpoint), which stalls
+//!   that commit and the writes queued behind it for the copy and two
+//!   fsyncs. [`SqliteConnector::checkpoints`] with
+//!   [`Checkpoints::background()`] moves them to a checkpointer thread
+//!   (`db/examples/queue_wait.rs` measures both).
 //!
 //! # Examples
 //!
@@ -118,15 +125,22 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod builder;
+mod checkpoint;
 mod connector;
 mod error;
+mod lifecycle;
 mod pool;
+mod sqlite;
 mod stats;
 mod worker;
 
-pub use connector::{Connector, Interrupter, Role, SqliteConnector, Synchronous};
+pub use builder::PoolBuilder;
+pub use checkpoint::{CheckpointStatistics, Checkpoints};
+pub use connector::{Connector, Interrupter, Role};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
-pub use pool::{ConnectionPool, PoolBuilder};
+pub use pool::ConnectionPool;
+pub use sqlite::{SqliteConnector, Synchronous};
 pub use stats::{DbPoolStatistics, Group, GroupStatistics};
 
 /// Locks `m`, ignoring poisoning: a panic elsewhere never wedges the pool.

@@ -360,3 +360,79 @@ impl Drop for Running<'_> {
         dec(&c.busy);
     }
 }
+
+impl<C: crate::Connector> crate::ConnectionPool<C> {
+    /// The pool's statistics now, per connection group: threads, open
+    /// connections, busy, idle, backlog, and how many jobs were submitted,
+    /// completed, failed, panicked, interrupted, cancelled or refused.
+    ///
+    /// Exact: a job counts in `backlog` from submission until its thread
+    /// starts it or it is withdrawn or dropped unrun, and in `busy` while
+    /// it runs (its commit or rollback included); a job's counts are
+    /// updated before its result leaves its thread, so they are final once
+    /// its `Deferred` has fired. A snapshot taken while jobs move may be
+    /// off by those moving at that instant. Reading it costs a few dozen
+    /// relaxed atomic loads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft_db::{ConnectionPool, SqliteConnector};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = ConnectionPool::builder(SqliteConnector::new(dir.path().join("s.db")))
+    ///     .max(3)
+    ///     .build(&reactor.handle())
+    ///     .unwrap();
+    /// let p = pool.clone();
+    /// reactor.run_until_complete(async move {
+    ///     p.run_operation("create table t (x)", []).await.unwrap();
+    ///     p.run_query("select * from t", []).await.unwrap();
+    ///     assert!(p.run_operation("insert into nowhere values (1)", []).await.is_err());
+    /// }).unwrap();
+    /// let s = pool.statistics();
+    /// assert_eq!((s.writer.completed, s.writer.failed), (2, 1));
+    /// assert_eq!((s.readers.completed, s.readers.connections), (1, 2));
+    /// assert_eq!((s.total().busy, s.total().idle, s.total().backlog), (0, 3, 0));
+    /// ```
+    pub fn statistics(&self) -> DbPoolStatistics {
+        self.stats().snapshot()
+    }
+
+    /// The queue wait of every job `group` started (submission to start,
+    /// the wait for the pool to start included), since the pool was built.
+    /// Empty with [`PoolBuilder::histograms(false)`](crate::PoolBuilder::histograms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = weft_db::ConnectionPool::new(&reactor.handle(), weft_db::SqliteConnector::new(":memory:")).unwrap();
+    /// let d = pool.run_query("select 1", []);
+    /// reactor.run_until_complete(d).unwrap().unwrap();
+    /// assert_eq!(pool.queue_wait_histogram(weft_db::Group::Writer).count(), 1);
+    /// ```
+    pub fn queue_wait_histogram(&self, group: Group) -> HistogramSnapshot {
+        self.stats().queue_wait(group)
+    }
+
+    /// The run time of every job `group` completed (start to end, its
+    /// begin and commit or rollback included), since the pool was built.
+    /// Empty with [`PoolBuilder::histograms(false)`](crate::PoolBuilder::histograms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let pool = weft_db::ConnectionPool::new(&reactor.handle(), weft_db::SqliteConnector::new(":memory:")).unwrap();
+    /// let d = pool.run_query("select 1", []);
+    /// reactor.run_until_complete(d).unwrap().unwrap();
+    /// let h = pool.run_time_histogram(weft_db::Group::Writer);
+    /// assert_eq!(h.count(), 1);
+    /// assert!(h.sum() > std::time::Duration::ZERO);
+    /// ```
+    pub fn run_time_histogram(&self, group: Group) -> HistogramSnapshot {
+        self.stats().run_time(group)
+    }
+}
