@@ -67,6 +67,7 @@ use std::time::Duration;
 
 pub mod dashboard;
 pub mod load;
+mod loops;
 pub mod metrics;
 pub mod routes;
 pub mod rt;
@@ -110,6 +111,10 @@ pub struct Config {
     /// On, it also feeds the `weft_reactor_longest_*` and
     /// `weft_reactor_slow_callbacks_total` series.
     pub slow_callback_threshold: Option<Duration>,
+    /// Loops serving HTTP, each a weft reactor on its own thread with its
+    /// own listener on the same address (`SO_REUSEPORT` when above 1); the
+    /// database pool stays on loop 0. Default: [`default_loops`].
+    pub loops: usize,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
     /// in its read buffer, so with it on a malformed request is closed
@@ -135,6 +140,20 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
+/// The default number of HTTP loops: 1. On the 2-core machine of the
+/// measurements a second loop did not pay for its hops to loop 0's database
+/// pool (see the crate docs); raise it with [`Config::loops`] on machines
+/// with more cores.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft_kv::Config::default().loops, weft_kv::default_loops());
+/// ```
+pub fn default_loops() -> usize {
+    1
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -150,6 +169,7 @@ impl Default for Config {
             handle_signals: false,
             slow_callback_threshold: Some(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD),
             pipeline_flush: false,
+            loops: default_loops(),
         }
     }
 }
@@ -172,7 +192,8 @@ pub struct ShutdownTrigger {
 #[derive(Debug, Default)]
 struct TriggerInner {
     fired: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    /// One waker per waiting task (one accept loop per server loop).
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl ShutdownTrigger {
@@ -192,11 +213,11 @@ impl ShutdownTrigger {
     /// See [`ShutdownTrigger`].
     pub fn trigger(&self) {
         self.inner.fired.store(true, Ordering::Release);
-        let w = match self.inner.waker.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
+        let wakers = match self.inner.wakers.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
         };
-        if let Some(w) = w {
+        for w in wakers {
             w.wake();
         }
     }
@@ -214,10 +235,14 @@ impl ShutdownTrigger {
         if self.is_triggered() {
             return Poll::Ready(());
         }
-        match self.inner.waker.lock() {
-            Ok(mut g) => *g = Some(cx.waker().clone()),
-            Err(p) => *p.into_inner() = Some(cx.waker().clone()),
+        let mut g = match self.inner.wakers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !g.iter().any(|w| w.will_wake(cx.waker())) {
+            g.push(cx.waker().clone());
         }
+        drop(g);
         if self.is_triggered() {
             Poll::Ready(())
         } else {
@@ -289,11 +314,23 @@ pub struct Summary {
 ///
 /// See the crate docs.
 pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
-    let reactor = weft::Reactor::builder()
-        .slow_callback_threshold(config.slow_callback_threshold)
-        .build()?;
+    let reactor = build_reactor(&config)?;
     let shutdown = ShutdownTrigger::new();
-    reactor
-        .run_until_complete(server::serve(config, shutdown, on_ready))
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+    let threads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let r = reactor
+        .run_until_complete(server::serve(config, shutdown, on_ready, threads.clone()))
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
+    // The other loops reported Done (or never started): they only tear
+    // down their reactors now.
+    for t in threads.take() {
+        let _ = t.join();
+    }
+    r?
+}
+
+/// One loop's reactor, as the config asks.
+pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
+    weft::Reactor::builder()
+        .slow_callback_threshold(config.slow_callback_threshold)
+        .build()
 }
