@@ -1,16 +1,23 @@
 //! # weft-kv: a key-value HTTP service on weft
 //!
 //! The flagship example of issue 12: an HTTP/1.1 key-value store whose
-//! network side runs on one weft loop and whose storage runs on `weft-db`'s
-//! SQLite threads.
+//! network side runs on weft loops (one by default) and whose storage runs
+//! on `weft-db`'s SQLite threads.
 //!
 //! ## Design
 //!
-//! - **One loop owns every connection.** The accept loop and each
+//! - **A loop owns each connection.** The accept loop and each
 //!   connection are local tasks (`Handle::spawn_local`); a connection's
 //!   state (hyper's buffers, the request in progress, its stall timer) is
 //!   owned by its task. Shared server state is `Rc` + `Cell`/`RefCell`:
 //!   no lock anywhere on the request path.
+//! - **One loop or several** ([`Config::loops`]): each loop is a weft
+//!   reactor on its own thread with its own listener on the same address
+//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 owns the
+//!   database pool (weft-db's pool is loop-bound); the others reach it
+//!   through loop 0's `Remote` and get each result back on their own loop.
+//!   `/metrics` on any loop sums all loops and shows each
+//!   (`weft_kv_loop_*{loop="i"}`).
 //! - **HTTP is hyper 1.x**, driven through its `rt` traits
 //!   ([`rt::HyperIo`] over `weft::net::TcpStream`, [`rt::WeftTimer`] for the
 //!   header timeout). HTTP/1 server connections need no executor.
@@ -28,12 +35,12 @@
 //!   page that polls `/metrics` and charts requests/s, loop lag, the inbox
 //!   and both pools.
 //! - **Graceful shutdown** ([`ShutdownTrigger`], `SIGINT`/`SIGTERM` in the
-//!   binary, handled on the loop by weft's signal handlers): stop accepting
-//!   (the listener is dropped), ask every connection to finish its
-//!   in-flight request and close (hyper's `graceful_shutdown`), wait for all
-//!   of them (bounded by [`Config::drain_timeout`]), then close the pool
-//!   (its threads finish queued work and close their connections) and
-//!   return.
+//!   binary, handled on loop 0 by weft's signal handlers): every loop stops
+//!   accepting (its listener is dropped), asks each of its connections to
+//!   finish its in-flight request and close (hyper's `graceful_shutdown`)
+//!   and waits for them (bounded by [`Config::drain_timeout`]); once every
+//!   loop is done, loop 0 closes the pool (its threads finish queued work
+//!   and close their connections) and [`run`] returns.
 //!
 //! ## Invariants
 //! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer

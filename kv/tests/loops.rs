@@ -134,3 +134,35 @@ fn one_loop_reports_itself_as_loop_zero() {
     assert_eq!(per_loop(&page, "weft_kv_loop_requests_total").len(), 1);
     srv.stop();
 }
+
+#[test]
+fn render_loops_merges_the_loops_histograms_bucket_by_bucket() {
+    use weft_kv::metrics::{LoopSources, Metrics, Sources, render_loops};
+    let lag = |us: &[u64]| {
+        let m = Metrics::default();
+        for &u in us {
+            m.loop_lag.record(Duration::from_micros(u));
+        }
+        let mut l = LoopSources::default();
+        l.metrics = m.snapshot();
+        l
+    };
+    // Loop 0's records stop below loop 1's highest bucket: its buckets
+    // above its highest hold all of its records.
+    let text = render_loops(&[lag(&[1, 1, 1]), lag(&[1, 100])], &Sources::default());
+    let bucket = |le: &str| -> u64 {
+        let prefix = format!("weft_reactor_lag_probe_seconds_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no bucket {le}"))
+            .parse()
+            .unwrap()
+    };
+    // 1 µs falls in [512, 1024) ns; 100 µs in [65536, 131072) ns.
+    assert_eq!(bucket("0.000001024"), 4);
+    assert_eq!(bucket("0.000131072"), 5);
+    assert_eq!(bucket("+Inf"), 5);
+    assert!(text.contains("weft_reactor_lag_probe_seconds_count 5\n"));
+    assert!(text.contains("weft_kv_loop_lag_probe_seconds_count{loop=\"0\"} 3\n"));
+    assert!(text.contains("weft_kv_loop_lag_probe_seconds_count{loop=\"1\"} 2\n"));
+}
