@@ -122,6 +122,14 @@ pub struct Config {
     /// own listener on the same address (`SO_REUSEPORT` when above 1); the
     /// database pool stays on loop 0. Default: [`default_loops`].
     pub loops: usize,
+    /// The nice value of every loop thread (`None`: leave it). Lower is
+    /// more CPU: on a machine with more runnable threads than cores the
+    /// scheduler preempts the loop mid-turn (the usual cause of turns over
+    /// 1 ms; see `bench/README.md`), and a negative value makes that rarer.
+    /// Negative values need `CAP_SYS_NICE` (or `RLIMIT_NICE`); [`run`]
+    /// fails if the value cannot be set or is outside `-20..=19`. Loop 0 is the thread that calls
+    /// [`run`]: it keeps the value afterwards.
+    pub loop_nice: Option<i32>,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
     /// in its read buffer, so with it on a malformed request is closed
@@ -147,18 +155,23 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
-/// The default number of HTTP loops: 1. On the 2-core machine of the
-/// measurements a second loop did not pay for its hops to loop 0's database
-/// pool (see the crate docs); raise it with [`Config::loops`] on machines
-/// with more cores.
+/// The default number of HTTP loops: one per core, from 1 to 8. On the
+/// 2-core machine of the measurements two loops served 1.1–1.7× the
+/// requests/s of one in every interleaved cell (90/10 and 10/90 mixes,
+/// wrk and weft-load, 64 connections), despite the hops to loop 0's
+/// database pool; the bound keeps threads few on big machines, where more
+/// loops than the database can feed only add hand-offs.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(weft_kv::Config::default().loops, weft_kv::default_loops());
+/// let n = weft_kv::default_loops();
+/// assert!((1..=8).contains(&n));
+/// assert_eq!(weft_kv::Config::default().loops, n);
 /// ```
 pub fn default_loops() -> usize {
-    1
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 8)
 }
 
 impl Default for Config {
@@ -177,6 +190,7 @@ impl Default for Config {
             slow_callback_threshold: Some(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD),
             pipeline_flush: false,
             loops: default_loops(),
+            loop_nice: None,
         }
     }
 }
@@ -335,8 +349,25 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
     r?
 }
 
-/// One loop's reactor, as the config asks.
+/// One loop's reactor, as the config asks, with this thread's nice value
+/// set when the config has one.
 pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
+    if let Some(n) = config.loop_nice {
+        // The kernel would clamp silently: refuse instead.
+        if !(-20..=19).contains(&n) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("loop nice value {n} is outside -20..=19"),
+            ));
+        }
+        // `None`: the calling thread (Linux keeps nice values per thread).
+        rustix::process::setpriority_process(None, n).map_err(|e| {
+            std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!("cannot set the loop thread's nice value to {n}: {e}"),
+            )
+        })?;
+    }
     weft::Reactor::builder()
         .slow_callback_threshold(config.slow_callback_threshold)
         .build()
