@@ -42,6 +42,25 @@
 //!   loop is done, loop 0 closes the pool (its threads finish queued work
 //!   and close their connections) and [`run`] returns.
 //!
+//! ## Loop stalls
+//!
+//! Turns over 1 ms under load (`weft_kv_loop_turn_seconds`) measured on a
+//! shared 2-core VM came from the scheduler, not from work on the loop:
+//! - `perf sched timehist` of loop 0 during a 64-connection wrk run (3 s):
+//!   93,738 runs, 57,170 of them ended by preemption, 34 scheduling delays
+//!   over 1 ms (the longest 38 ms); the turn histogram counted 45 turns
+//!   over 1 ms in that run (6 s). `/proc/PID/task/TID/schedstat`: 2.2 s
+//!   waiting runnable beside 3.5 s on CPU, 111,000 involuntary switches.
+//! - The same load with the loop thread under `SCHED_FIFO` (`chrt -f`):
+//!   358,041 turns, none over 0.52 ms; 1 involuntary switch. With nice -10
+//!   ([`Config::loop_nice`]): 16 turns over 1 ms instead of 45 (one loop),
+//!   2 instead of 141 (two loops).
+//!
+//! So the bound holds when the loop threads get their CPU; on an
+//! overcommitted machine no setting inside the process guarantees it.
+//! `bench/kv-load.sh` prints each weft-kv row's loop-thread run-queue
+//! wait and preemptions beside its longest turns.
+//!
 //! ## Invariants
 //! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer
 //!   was written.
@@ -124,8 +143,9 @@ pub struct Config {
     pub loops: usize,
     /// The nice value of every loop thread (`None`: leave it). Lower is
     /// more CPU: on a machine with more runnable threads than cores the
-    /// scheduler preempts the loop mid-turn (the usual cause of turns over
-    /// 1 ms; see `bench/README.md`), and a negative value makes that rarer.
+    /// scheduler preempts the loop mid-turn (the cause of turns over 1 ms
+    /// measured so far: see "Loop stalls" in the crate docs), and a
+    /// negative value makes that rarer.
     /// Negative values need `CAP_SYS_NICE` (or `RLIMIT_NICE`); [`run`]
     /// fails if the value cannot be set or is outside `-20..=19`. Loop 0 is the thread that calls
     /// [`run`]: it keeps the value afterwards.
