@@ -175,12 +175,14 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
-/// The default number of HTTP loops: one per core, from 1 to 8. On the
-/// 2-core machine of the measurements two loops served 1.1–1.7× the
-/// requests/s of one in every interleaved cell (90/10 and 10/90 mixes,
-/// wrk and weft-load, 64 connections), despite the hops to loop 0's
-/// database pool; the bound keeps threads few on big machines, where more
-/// loops than the database can feed only add hand-offs.
+/// The default number of HTTP loops: one per core, from 1 to 8.
+/// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
+/// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
+/// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
+/// in 10 of 14 cells, at about 15% more server CPU per request (the hops
+/// to loop 0's database pool). The bound keeps threads few on big
+/// machines, where more loops than the database can feed only add
+/// hand-offs. To be confirmed on a quiet machine.
 ///
 /// # Examples
 ///
