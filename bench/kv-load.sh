@@ -1,5 +1,5 @@
 #!/bin/sh
-# The load-test table: weft-kv against its tokio twin (bench/src/bin/kv-tokio),
+# The load-test table: weft-kv (--loops 1 and 2) against its tokio twin (bench/src/bin/kv-tokio),
 # each server started fresh per row, run by weft-load and by wrk (if installed:
 # apt-get install wrk) with the same connections and duration.
 #
@@ -7,7 +7,7 @@
 #                    [--mixes 90,10] [--clients weft-load,wrk]
 #
 # Defaults: 64 connections, 10 s per row, 90/10 and 10/90 read/write, both
-# clients, all six servers (about 6 minutes). Run it on a quiet machine: the
+# clients, all seven servers (about 7 minutes). Run it on a quiet machine: the
 # load average is printed before and after.
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,16 +1,23 @@
 //! # weft-kv: a key-value HTTP service on weft
 //!
 //! The flagship example of issue 12: an HTTP/1.1 key-value store whose
-//! network side runs on one weft loop and whose storage runs on `weft-db`'s
-//! SQLite threads.
+//! network side runs on weft loops (one by default) and whose storage runs
+//! on `weft-db`'s SQLite threads.
 //!
 //! ## Design
 //!
-//! - **One loop owns every connection.** The accept loop and each
+//! - **A loop owns each connection.** The accept loop and each
 //!   connection are local tasks (`Handle::spawn_local`); a connection's
 //!   state (hyper's buffers, the request in progress, its stall timer) is
 //!   owned by its task. Shared server state is `Rc` + `Cell`/`RefCell`:
 //!   no lock anywhere on the request path.
+//! - **One loop or several** ([`Config::loops`]): each loop is a weft
+//!   reactor on its own thread with its own listener on the same address
+//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 owns the
+//!   database pool (weft-db's pool is loop-bound); the others reach it
+//!   through loop 0's `Remote` and get each result back on their own loop.
+//!   `/metrics` on any loop sums all loops and shows each
+//!   (`weft_kv_loop_*{loop="i"}`).
 //! - **HTTP is hyper 1.x**, driven through its `rt` traits
 //!   ([`rt::HyperIo`] over `weft::net::TcpStream`, [`rt::WeftTimer`] for the
 //!   header timeout). HTTP/1 server connections need no executor.
@@ -28,12 +35,31 @@
 //!   page that polls `/metrics` and charts requests/s, loop lag, the inbox
 //!   and both pools.
 //! - **Graceful shutdown** ([`ShutdownTrigger`], `SIGINT`/`SIGTERM` in the
-//!   binary, handled on the loop by weft's signal handlers): stop accepting
-//!   (the listener is dropped), ask every connection to finish its
-//!   in-flight request and close (hyper's `graceful_shutdown`), wait for all
-//!   of them (bounded by [`Config::drain_timeout`]), then close the pool
-//!   (its threads finish queued work and close their connections) and
-//!   return.
+//!   binary, handled on loop 0 by weft's signal handlers): every loop stops
+//!   accepting (its listener is dropped), asks each of its connections to
+//!   finish its in-flight request and close (hyper's `graceful_shutdown`)
+//!   and waits for them (bounded by [`Config::drain_timeout`]); once every
+//!   loop is done, loop 0 closes the pool (its threads finish queued work
+//!   and close their connections) and [`run`] returns.
+//!
+//! ## Loop stalls
+//!
+//! Turns over 1 ms under load (`weft_kv_loop_turn_seconds`) measured on a
+//! shared 2-core VM came from the scheduler, not from work on the loop:
+//! - `perf sched timehist` of loop 0 during a 64-connection wrk run (3 s):
+//!   93,738 runs, 57,170 of them ended by preemption, 34 scheduling delays
+//!   over 1 ms (the longest 38 ms); the turn histogram counted 45 turns
+//!   over 1 ms in that run (6 s). `/proc/PID/task/TID/schedstat`: 2.2 s
+//!   waiting runnable beside 3.5 s on CPU, 111,000 involuntary switches.
+//! - The same load with the loop thread under `SCHED_FIFO` (`chrt -f`):
+//!   358,041 turns, none over 0.52 ms; 1 involuntary switch. With nice -10
+//!   ([`Config::loop_nice`]): 16 turns over 1 ms instead of 45 (one loop),
+//!   2 instead of 141 (two loops).
+//!
+//! So the bound holds when the loop threads get their CPU; on an
+//! overcommitted machine no setting inside the process guarantees it.
+//! `bench/kv-load.sh` prints each weft-kv row's loop-thread run-queue
+//! wait and preemptions beside its longest turns.
 //!
 //! ## Invariants
 //! - Every `PUT`/`DELETE`/batch answered 2xx was committed before the answer
@@ -67,6 +93,7 @@ use std::time::Duration;
 
 pub mod dashboard;
 pub mod load;
+mod loops;
 pub mod metrics;
 pub mod routes;
 pub mod rt;
@@ -110,6 +137,19 @@ pub struct Config {
     /// On, it also feeds the `weft_reactor_longest_*` and
     /// `weft_reactor_slow_callbacks_total` series.
     pub slow_callback_threshold: Option<Duration>,
+    /// Loops serving HTTP, each a weft reactor on its own thread with its
+    /// own listener on the same address (`SO_REUSEPORT` when above 1); the
+    /// database pool stays on loop 0. Default: [`default_loops`].
+    pub loops: usize,
+    /// The nice value of every loop thread (`None`: leave it). Lower is
+    /// more CPU: on a machine with more runnable threads than cores the
+    /// scheduler preempts the loop mid-turn (the cause of turns over 1 ms
+    /// measured so far: see "Loop stalls" in the crate docs), and a
+    /// negative value makes that rarer.
+    /// Negative values need `CAP_SYS_NICE` (or `RLIMIT_NICE`); [`run`]
+    /// fails if the value cannot be set or is outside `-20..=19`. Loop 0 is the thread that calls
+    /// [`run`]: it keeps the value afterwards.
+    pub loop_nice: Option<i32>,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
     /// in its read buffer, so with it on a malformed request is closed
@@ -135,6 +175,27 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
+/// The default number of HTTP loops: one per core, from 1 to 8.
+/// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
+/// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
+/// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
+/// in 10 of 14 cells, at about 15% more server CPU per request (the hops
+/// to loop 0's database pool). The bound keeps threads few on big
+/// machines, where more loops than the database can feed only add
+/// hand-offs. To be confirmed on a quiet machine.
+///
+/// # Examples
+///
+/// ```
+/// let n = weft_kv::default_loops();
+/// assert!((1..=8).contains(&n));
+/// assert_eq!(weft_kv::Config::default().loops, n);
+/// ```
+pub fn default_loops() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 8)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -150,6 +211,8 @@ impl Default for Config {
             handle_signals: false,
             slow_callback_threshold: Some(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD),
             pipeline_flush: false,
+            loops: default_loops(),
+            loop_nice: None,
         }
     }
 }
@@ -172,7 +235,8 @@ pub struct ShutdownTrigger {
 #[derive(Debug, Default)]
 struct TriggerInner {
     fired: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    /// One waker per waiting task (one accept loop per server loop).
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl ShutdownTrigger {
@@ -192,11 +256,11 @@ impl ShutdownTrigger {
     /// See [`ShutdownTrigger`].
     pub fn trigger(&self) {
         self.inner.fired.store(true, Ordering::Release);
-        let w = match self.inner.waker.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
+        let wakers = match self.inner.wakers.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
         };
-        if let Some(w) = w {
+        for w in wakers {
             w.wake();
         }
     }
@@ -214,10 +278,14 @@ impl ShutdownTrigger {
         if self.is_triggered() {
             return Poll::Ready(());
         }
-        match self.inner.waker.lock() {
-            Ok(mut g) => *g = Some(cx.waker().clone()),
-            Err(p) => *p.into_inner() = Some(cx.waker().clone()),
+        let mut g = match self.inner.wakers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !g.iter().any(|w| w.will_wake(cx.waker())) {
+            g.push(cx.waker().clone());
         }
+        drop(g);
         if self.is_triggered() {
             Poll::Ready(())
         } else {
@@ -289,11 +357,40 @@ pub struct Summary {
 ///
 /// See the crate docs.
 pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
-    let reactor = weft::Reactor::builder()
-        .slow_callback_threshold(config.slow_callback_threshold)
-        .build()?;
+    let reactor = build_reactor(&config)?;
     let shutdown = ShutdownTrigger::new();
-    reactor
-        .run_until_complete(server::serve(config, shutdown, on_ready))
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+    let threads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let r = reactor
+        .run_until_complete(server::serve(config, shutdown, on_ready, threads.clone()))
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
+    // The other loops reported Done (or never started): they only tear
+    // down their reactors now.
+    for t in threads.take() {
+        let _ = t.join();
+    }
+    r?
+}
+
+/// One loop's reactor, as the config asks, with this thread's nice value
+/// set when the config has one.
+pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
+    if let Some(n) = config.loop_nice {
+        // The kernel would clamp silently: refuse instead.
+        if !(-20..=19).contains(&n) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("loop nice value {n} is outside -20..=19"),
+            ));
+        }
+        // `None`: the calling thread (Linux keeps nice values per thread).
+        rustix::process::setpriority_process(None, n).map_err(|e| {
+            std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!("cannot set the loop thread's nice value to {n}: {e}"),
+            )
+        })?;
+    }
+    weft::Reactor::builder()
+        .slow_callback_threshold(config.slow_callback_threshold)
+        .build()
 }

@@ -147,6 +147,51 @@ pub struct LoopReport {
     pub turn: Option<(Duration, Duration, Duration)>,
     /// The inbox's oldest queued call at the end, once exported.
     pub inbox_oldest_age: Option<Duration>,
+    /// Each server loop during the run, in loop order (weft-kv's
+    /// `weft_kv_loop_*{loop="i"}` series; empty for a server without them).
+    pub loops: Vec<PerLoop>,
+}
+
+/// One server loop during a run (quantiles are bucket upper bounds, as in
+/// [`LoopReport`]).
+///
+/// # Examples
+///
+/// ```
+/// use weft_kv::load::{LoopReport, Scrape};
+///
+/// let after = Scrape::parse(
+///     "weft_reactor_lag_probe_seconds_bucket{le=\"+Inf\"} 0\n\
+///      weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.000016384\"} 99\n\
+///      weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.002097152\"} 100\n\
+///      weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"+Inf\"} 100\n\
+///      weft_kv_loop_turn_seconds_bucket{loop=\"1\",le=\"0.000016384\"} 7\n\
+///      weft_kv_loop_turn_seconds_bucket{loop=\"1\",le=\"+Inf\"} 7\n\
+///      weft_kv_loop_requests_total{loop=\"0\"} 40\n",
+/// );
+/// let r = LoopReport::between(&Scrape::default(), &after).unwrap();
+/// assert_eq!(r.loops.len(), 2);
+/// assert_eq!(r.loops[0].turns, 100);
+/// assert_eq!(r.loops[0].turn_p99.as_nanos(), 16384);
+/// assert_eq!(r.loops[0].turn_max.as_nanos(), 2097152);
+/// assert_eq!(r.loops[0].requests, 40);
+/// assert_eq!(r.loops[1].turn_max.as_nanos(), 16384);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct PerLoop {
+    /// Requests the loop answered during the run.
+    pub requests: u64,
+    /// Turns during the run.
+    pub turns: u64,
+    /// 99th percentile turn.
+    pub turn_p99: Duration,
+    /// Longest turn (its bucket's upper bound).
+    pub turn_max: Duration,
+    /// 99th percentile lateness of the loop's 10 ms lag probe.
+    pub lag_p99: Duration,
+    /// Largest lateness of the probe.
+    pub lag_max: Duration,
 }
 
 impl LoopReport {
@@ -197,6 +242,43 @@ fn loop_turn_series(r: &mut LoopReport, before: &Scrape, after: &Scrape) {
     r.inbox_oldest_age = after
         .value("weft_reactor_inbox_oldest_age_seconds")
         .map(|v| Duration::from_secs_f64(v.max(0.0)));
+    r.loops = per_loop(before, after);
+}
+
+/// The `weft_kv_loop_*{loop="i"}` series, loop by loop, until one is
+/// missing.
+fn per_loop(before: &Scrape, after: &Scrape) -> Vec<PerLoop> {
+    const TURN: &str = "weft_kv_loop_turn_seconds";
+    const LAG: &str = "weft_kv_loop_lag_probe_seconds";
+    let mut out = Vec::new();
+    for i in 0.. {
+        let label = format!("loop=\"{i}\"");
+        let Some(turn) = after.histogram_with(TURN, &label) else {
+            break;
+        };
+        let turn = delta(
+            &before.histogram_with(TURN, &label).unwrap_or_default(),
+            &turn,
+        );
+        let lag = after.histogram_with(LAG, &label).unwrap_or_default();
+        let lag = delta(
+            &before.histogram_with(LAG, &label).unwrap_or_default(),
+            &lag,
+        );
+        let requests = |s: &Scrape| {
+            s.labeled("weft_kv_loop_requests_total", &label)
+                .unwrap_or(0.0)
+        };
+        out.push(PerLoop {
+            requests: (requests(after) - requests(before)).max(0.0) as u64,
+            turns: turn.last().map_or(0, |b| b.1 as u64),
+            turn_p99: quantile(&turn, 0.99),
+            turn_max: quantile(&turn, 1.0),
+            lag_p99: quantile(&lag, 0.99),
+            lag_max: quantile(&lag, 1.0),
+        });
+    }
+    out
 }
 
 /// A parsed Prometheus text scrape (what `/metrics` returns).
@@ -258,15 +340,34 @@ impl Scrape {
         Some(it.map(|s| s.2).sum())
     }
 
+    /// The sample of `name` whose labels are exactly `labels`.
+    fn labeled(&self, name: &str, labels: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.0 == name && s.1 == labels)
+            .map(|s| s.2)
+    }
+
     /// A histogram's cumulative buckets `(le seconds, count)`, sorted.
     fn histogram(&self, name: &str) -> Option<Vec<(f64, f64)>> {
+        self.histogram_with(name, "")
+    }
+
+    /// The buckets of the series of `name` with the other labels `labels`
+    /// (`key="value",...` before `le`; empty: none).
+    fn histogram_with(&self, name: &str, labels: &str) -> Option<Vec<(f64, f64)>> {
         let bucket = format!("{name}_bucket");
+        let prefix = if labels.is_empty() {
+            "le=\"".to_owned()
+        } else {
+            format!("{labels},le=\"")
+        };
         let mut out: Vec<(f64, f64)> = self
             .samples
             .iter()
             .filter(|s| s.0 == bucket)
             .filter_map(|s| {
-                let le = s.1.strip_prefix("le=\"")?.strip_suffix('"')?;
+                let le = s.1.strip_prefix(prefix.as_str())?.strip_suffix('"')?;
                 let le = if le == "+Inf" {
                     f64::INFINITY
                 } else {

@@ -1,7 +1,8 @@
 //! `weft-kv`: the key-value HTTP service (see the `weft_kv` crate docs).
 //!
 //! ```text
-//! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N]
+//! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
+//!     [--loop-nice N]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -47,6 +48,13 @@ fn main() -> ExitCode {
             "--listen" => cfg.listen = val().parse().unwrap_or_else(|_| usage()),
             "--db" => cfg.db_path = val().into(),
             "--readers" => cfg.readers = val().parse().unwrap_or_else(|_| usage()),
+            "--loops" => {
+                cfg.loops = val().parse().unwrap_or_else(|_| usage());
+                if cfg.loops == 0 {
+                    usage();
+                }
+            }
+            "--loop-nice" => cfg.loop_nice = Some(val().parse().unwrap_or_else(|_| usage())),
             "--max-value" => cfg.max_value_bytes = val().parse().unwrap_or_else(|_| usage()),
             "--header-timeout" => {
                 cfg.header_read_timeout =

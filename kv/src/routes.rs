@@ -64,15 +64,15 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 
 /// What every handler shares (loop-local).
 pub(crate) struct App {
-    pub(crate) pool: ConnectionPool,
+    /// Which loop this is (0: the one that owns the pool).
+    pub(crate) index: usize,
+    pub(crate) db: crate::loops::Db,
+    pub(crate) peers: std::sync::Arc<crate::loops::Peers>,
     pub(crate) metrics: Rc<Metrics>,
     pub(crate) handle: weft::reactor::Handle,
     pub(crate) max_value_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) accept_stats: std::cell::Cell<Option<weft::net::AcceptStatistics>>,
-    /// The reactor's pool, fetched once at start (`Handle::thread_pool`
-    /// creates it on first use), for `/metrics`.
-    pub(crate) reactor_pool: std::sync::Arc<weft::ThreadPool>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -198,13 +198,18 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
     }
 }
 
-/// Runs one database Deferred, counting it in flight (submitted and not
-/// yet answered on the loop; the pool's own figures come from
+/// Runs one database call (`f` gets the pool, on loop 0: see
+/// `crate::loops`), counting it in flight (submitted and not yet answered
+/// on this loop; the pool's own figures come from
 /// `ConnectionPool::statistics`).
-async fn db<T: 'static>(app: &App, d: weft::Deferred<T, DbError>) -> Result<T, DbError> {
+async fn db<T, F>(app: &App, f: F) -> Result<T, DbError>
+where
+    T: Send + 'static,
+    F: FnOnce(&ConnectionPool) -> weft::Deferred<T, DbError> + Send + 'static,
+{
     let m = &app.metrics;
     m.db_in_flight.set(m.db_in_flight.get() + 1);
-    let r = d.await;
+    let r = app.db.call(f).await;
     m.db_in_flight.set(m.db_in_flight.get() - 1);
     r
 }
@@ -264,23 +269,7 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
             "metrics",
             match m {
                 Method::GET => {
-                    let reactor = app.handle.statistics();
-                    let src = crate::metrics::Sources {
-                        inbox_oldest_age: Some(reactor.inbox_oldest_age),
-                        reactor,
-                        accept: app.accept_stats.get(),
-                        db: app.pool.statistics(),
-                        db_histograms: [weft_db::Group::Writer, weft_db::Group::Readers]
-                            .map(|group| crate::metrics::DbHistograms {
-                                group,
-                                queue_wait: app.pool.queue_wait_histogram(group),
-                                run_time: app.pool.run_time_histogram(group),
-                            })
-                            .to_vec(),
-                        reactor_pool: app.reactor_pool.statistics(),
-                        turn: Some(app.handle.turn_histogram()),
-                    };
-                    let mut r = text(StatusCode::OK, app.metrics.render(&src));
+                    let mut r = text(StatusCode::OK, crate::loops::scrape(&app).await);
                     r.headers_mut().insert(
                         CONTENT_TYPE,
                         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -326,9 +315,8 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
 }
 
 async fn get(app: &App, key: String) -> Resp {
-    let d = app
-        .pool
-        .run_query_map(SELECT_ONE, [key], |r| r.get::<_, Vec<u8>>(0));
+    let d =
+        move |p: &ConnectionPool| p.run_query_map(SELECT_ONE, [key], |r| r.get::<_, Vec<u8>>(0));
     match db(app, d).await {
         Ok(mut rows) => match rows.pop() {
             Some(v) => {
@@ -350,7 +338,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let d = app.pool.run_operation(UPSERT, (key, body.to_vec()));
+    let d = move |p: &ConnectionPool| p.run_operation(UPSERT, (key, body.to_vec()));
     match db(app, d).await {
         Ok(_) => text(StatusCode::OK, "ok\n"),
         Err(e) => db_failure(app, &e),
@@ -358,7 +346,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
 }
 
 async fn delete(app: &App, key: String) -> Resp {
-    let d = app.pool.run_operation(DELETE_ONE, [key]);
+    let d = move |p: &ConnectionPool| p.run_operation(DELETE_ONE, [key]);
     match db(app, d).await {
         Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Ok(_) => text(StatusCode::OK, "deleted\n"),
@@ -384,11 +372,11 @@ async fn list(app: &App, query: &str) -> Resp {
         }
     }
     let upper = prefix_upper_bound(&prefix);
-    let d = app
-        .pool
-        .run_query_map(RANGE, (prefix, upper, limit as i64), |r| {
+    let d = move |p: &ConnectionPool| {
+        p.run_query_map(RANGE, (prefix, upper, limit as i64), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        });
+        })
+    };
     match db(app, d).await {
         Ok(rows) => {
             let items: Vec<serde_json::Value> = rows
@@ -424,13 +412,15 @@ async fn batch(app: &App, req: Request<Incoming>) -> Resp {
         }
     }
     let n = pairs.len();
-    let d = app.pool.run_interaction(move |conn| {
-        let mut stmt = conn.prepare_cached(UPSERT)?;
-        for (k, v) in &pairs {
-            stmt.execute((k, v.as_bytes()))?;
-        }
-        Ok::<_, DbError>(())
-    });
+    let d = move |p: &ConnectionPool| {
+        p.run_interaction(move |conn| {
+            let mut stmt = conn.prepare_cached(UPSERT)?;
+            for (k, v) in &pairs {
+                stmt.execute((k, v.as_bytes()))?;
+            }
+            Ok::<_, DbError>(())
+        })
+    };
     match db(app, d).await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"written": n})),
         Err(e) => db_failure(app, &e),

@@ -14,10 +14,13 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
 use hyper::server::conn::http1;
 use weft::net::{TcpListener, TcpStream};
 use weft_db::{ConnectionPool, SqliteConnector};
 
+use crate::loops::{self, Db, LoopEvent, LoopStart, Mailbox, Peers};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
 use crate::rt::{HyperIo, WeftTimer};
@@ -117,10 +120,14 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
     );
 }
 
+/// Loop 0: signals, the database pool and its table, every listener, the
+/// other loops; then it serves like the others and, once all of them are
+/// done, closes the pool.
 pub(crate) async fn serve(
     config: Config,
     shutdown: ShutdownTrigger,
     on_ready: impl FnOnce(&Ready),
+    threads: Rc<RefCell<Vec<std::thread::JoinHandle<()>>>>,
 ) -> Result<Summary, Error> {
     let handle = weft::reactor::current().expect("serve runs on the loop");
     // First, so a refusal (another server of the process holds the
@@ -144,19 +151,143 @@ pub(crate) async fn serve(
     .await
     .map_err(|e| Error::Db(e.to_string()))?;
 
-    let listener = TcpListener::bind(config.listen)?;
+    let loops = config.loops.max(1);
+    let mut listeners = loops::bind_listeners(config.listen, loops)?.into_iter();
+    let listener = TcpListener::from_std(listeners.next().expect("one listener at least"))?;
     let addr = listener.local_addr()?;
+    let home_pool = loops::set_home_pool(&pool);
+    let peers = Arc::new(Peers {
+        remotes: OnceLock::new(),
+        reactor_pool: handle.thread_pool(),
+    });
+    let mailbox = Mailbox::default();
+    let mut remotes = vec![Some(handle.remote())];
+    remotes.resize(loops, None);
+    let mut failure: Option<String> = None;
+    let mut running = 0;
+    for (i, l) in listeners.enumerate() {
+        let start = LoopStart {
+            index: i + 1,
+            listener: l,
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            home: handle.remote(),
+            peers: peers.clone(),
+            mailbox: mailbox.clone(),
+        };
+        match loops::spawn_loop(start) {
+            Ok(t) => {
+                threads.borrow_mut().push(t);
+                running += 1;
+            }
+            Err(e) => {
+                failure = Some(format!("cannot start loop {}: {e}", i + 1));
+                break;
+            }
+        }
+    }
+    // Every loop reports Started before anything else.
+    let mut done = Vec::new();
+    let mut started = 0;
+    while started < running {
+        match mailbox.recv().await {
+            LoopEvent::Started(i, r) => {
+                started += 1;
+                match r {
+                    Ok(r) => remotes[i] = Some(r),
+                    Err(e) => {
+                        failure.get_or_insert(format!("loop {i}: {e}"));
+                    }
+                }
+            }
+            LoopEvent::Done(i, r) => done.push((i, r)),
+        }
+    }
+    if failure.is_none() {
+        let _ = peers.remotes.set(remotes.into_iter().flatten().collect());
+        let env = LoopEnv {
+            index: 0,
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            db: Db::Home(pool.clone()),
+            peers: peers.clone(),
+        };
+        on_ready(&Ready {
+            addr,
+            shutdown: shutdown.clone(),
+        });
+        serve_loop(env, listener).await
+    } else {
+        drop(listener);
+        shutdown.trigger();
+        Ok((0, 0))
+    }
+    .map(|(c, a)| done.push((0, Ok((c, a)))))
+    .unwrap_or_else(|e| {
+        failure.get_or_insert(e.to_string());
+    });
+    // Wait for every other loop to drain before the pool goes away.
+    while done.iter().filter(|d| d.0 != 0).count() < running {
+        if let LoopEvent::Done(i, r) = mailbox.recv().await {
+            done.push((i, r));
+        }
+    }
+    let _ = pool.close().await;
+    drop(home_pool);
+    for id in signal_ids {
+        handle.remove_signal_handler(id);
+    }
+    let mut summary = Summary::default();
+    for (i, r) in done {
+        match r {
+            Ok((c, a)) => {
+                summary.connections += c;
+                summary.abandoned += a;
+            }
+            Err(e) => {
+                failure.get_or_insert(format!("loop {i}: {e}"));
+            }
+        }
+    }
+    match failure {
+        None => Ok(summary),
+        Some(e) => Err(Error::Io(std::io::Error::other(e))),
+    }
+}
+
+/// What one loop serves with.
+pub(crate) struct LoopEnv {
+    pub(crate) index: usize,
+    pub(crate) config: Config,
+    pub(crate) shutdown: ShutdownTrigger,
+    pub(crate) db: Db,
+    pub(crate) peers: Arc<Peers>,
+}
+
+/// Serves one loop until the trigger fires and its connections drained:
+/// (connections accepted, abandoned at the drain).
+pub(crate) async fn serve_loop(env: LoopEnv, listener: TcpListener) -> Result<(u64, u64), Error> {
+    let handle = weft::reactor::current().expect("serve runs on the loop");
+    let LoopEnv {
+        index,
+        config,
+        shutdown,
+        db,
+        peers,
+    } = env;
     let metrics = Rc::new(Metrics::default());
     metrics.started.set(Some(std::time::Instant::now()));
     let app = Rc::new(App {
-        reactor_pool: handle.thread_pool(),
-        pool: pool.clone(),
+        index,
+        db,
+        peers,
         metrics: metrics.clone(),
         handle: handle.clone(),
         max_value_bytes: config.max_value_bytes,
         body_read_timeout: config.body_read_timeout,
         accept_stats: Cell::new(None),
     });
+    let _local = loops::LocalGuard::set(&app);
     let mut builder = http1::Builder::new();
     builder
         .timer(WeftTimer)
@@ -168,11 +299,6 @@ pub(crate) async fn serve(
     let conns = Rc::new(Conns::default());
     let lag_stop = Rc::new(Cell::new(false));
     start_lag_probe(&handle, metrics.clone(), lag_stop.clone());
-
-    on_ready(&Ready {
-        addr,
-        shutdown: shutdown.clone(),
-    });
 
     // Accept until the trigger fires.
     loop {
@@ -193,7 +319,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    tracing::info!("weft-kv: stopped accepting; draining connections");
+    tracing::info!(loop = index, "weft-kv: stopped accepting; draining connections");
 
     // Drain: wake every connection so it calls graceful_shutdown.
     conns.draining.set(true);
@@ -221,14 +347,7 @@ pub(crate) async fn serve(
         tracing::warn!(abandoned, "drain timeout: closing connections still open");
     }
     lag_stop.set(true);
-    let _ = pool.close().await;
-    for id in signal_ids {
-        handle.remove_signal_handler(id);
-    }
-    Ok(Summary {
-        connections: metrics.connections_accepted.get(),
-        abandoned,
-    })
+    Ok((metrics.connections_accepted.get(), abandoned))
 }
 
 use std::future::Future as _;

@@ -10,8 +10,22 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn graceful_shutdown_loses_nothing_answered() {
+    graceful_shutdown_loses_nothing_answered_on(1);
+}
+
+#[test]
+fn graceful_shutdown_loses_nothing_answered_with_two_loops() {
+    graceful_shutdown_loses_nothing_answered_on(2);
+}
+
+fn graceful_shutdown_loses_nothing_answered_on(loops: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(config(dir.path()));
+    let cfg = |dir: &std::path::Path| {
+        let mut c = config(dir);
+        c.loops = loops;
+        c
+    };
+    let srv = Server::start(cfg(dir.path()));
     // A PUT whose body is half sent: in flight when the trigger fires.
     let mut inflight = TcpStream::connect(srv.addr).unwrap();
     inflight
@@ -67,7 +81,7 @@ fn graceful_shutdown_loses_nothing_answered() {
     assert_eq!(summary.abandoned, 0);
 
     // Restart on the same file: every answered PUT is there.
-    let srv = Server::start(config(dir.path()));
+    let srv = Server::start(cfg(dir.path()));
     let a = agent();
     assert_eq!(
         get(&a, &srv.url("/v1/kv/inflight")),
@@ -87,13 +101,22 @@ fn graceful_shutdown_loses_nothing_answered() {
 
 #[test]
 fn binary_serves_and_exits_zero_on_sigterm() {
+    binary_serves_and_exits_zero_on_sigterm_with("1");
+}
+
+#[test]
+fn binary_with_two_loops_serves_and_exits_zero_on_sigterm() {
+    binary_serves_and_exits_zero_on_sigterm_with("2");
+}
+
+fn binary_serves_and_exits_zero_on_sigterm_with(loops: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bin.sqlite3");
     let start = || {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-kv"))
             .args(["--listen", "127.0.0.1:0", "--db"])
             .arg(&db)
-            .args(["--readers", "2"])
+            .args(["--readers", "2", "--loops", loops])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -136,7 +159,7 @@ fn binary_serves_and_exits_zero_on_sigterm() {
 fn binary_exits_one_on_a_second_signal_during_the_drain() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-kv"))
-        .args(["--listen", "127.0.0.1:0", "--db"])
+        .args(["--listen", "127.0.0.1:0", "--loops", "2", "--db"])
         .arg(dir.path().join("kv.sqlite3"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

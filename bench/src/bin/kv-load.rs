@@ -1,4 +1,4 @@
-//! `kv-load`: the load-test table of weft-kv against its tokio twin
+//! `kv-load`: the load-test table of weft-kv (one and two loops) against its tokio twin
 //! (`kv-tokio`, three variants, default and capped), each run by weft-load
 //! and by `wrk` (where installed) with the same connections and duration.
 //!
@@ -24,9 +24,16 @@
 //!   included) across the client run, per 1,000 requests. weft-load fills
 //!   the key space again before its timed phase; that fill's CPU (measured
 //!   once per row on the first fill) is subtracted.
-//! - **Loop lag max** (weft-kv only): `weft_reactor_loop_lag_max_seconds`
-//!   from its `/metrics` after the run (its 10 ms lag probe, since start:
-//!   the server is fresh for every row).
+//! - **weft-kv's loops** (weft-kv rows only): the longest turn of each
+//!   loop since the server started (`weft_kv_loop_longest_turn_seconds`,
+//!   weft's turn histogram; the server is fresh for every row), and what
+//!   the scheduler did to the loop threads during the client run, from
+//!   `/proc/PID/task/TID/{schedstat,status}`: time runnable but waiting
+//!   for a CPU, involuntary context switches (preemptions) and CPU time.
+//!   A turn longer than 1 ms with preemptions and run-queue wait beside it
+//!   is the scheduler's, not the loop's work.
+//! - weft-kv runs twice, with one loop and with two (`--loops`); each gets
+//!   its own ratio column.
 //! - `--rounds N` runs every row N times, round after round, with the
 //!   server order rotated each round so drift hits every server alike; the
 //!   table shows the run with the median req/s and the range of req/s.
@@ -51,7 +58,7 @@ struct Server {
     args: Vec<String>,
 }
 
-/// The servers, weft-kv first. Caps are the database connection counts:
+/// The servers, weft-kv first (one and two loops). Caps are the database connection counts:
 /// weft-kv's (1 writer + [`weft_kv::default_readers`] readers, the cores
 /// its loop leaves free) for the thread-local variant, the one connection
 /// for the mutex; deadpool's pool size (its default, 2 × CPUs) already
@@ -65,7 +72,8 @@ fn servers() -> Vec<Server> {
     };
     let tokio = |name: &str, args: &[&str]| row(name.to_owned(), "kv-tokio", args);
     vec![
-        row("weft-kv".to_owned(), "weft-kv", &[]),
+        row("weft-kv-1loop".to_owned(), "weft-kv", &["--loops", "1"]),
+        row("weft-kv-2loops".to_owned(), "weft-kv", &["--loops", "2"]),
         tokio("tokio-thread-local", &["--variant", "thread-local"]),
         row(
             format!("tokio-thread-local-cap{conns}"),
@@ -233,14 +241,58 @@ fn parse_wrk(out: &str) -> Option<Measured> {
     })
 }
 
-/// `weft_reactor_loop_lag_max_seconds` from a Prometheus text page.
-fn parse_lag_max(metrics: &str) -> Option<f64> {
-    metrics
+/// `weft_kv_loop_longest_turn_seconds{loop="i"}` for each loop, in ms.
+fn parse_longest_turns(metrics: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let prefix = format!("weft_kv_loop_longest_turn_seconds{{loop=\"{i}\"}} ");
+        match metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            Some(v) => out.push(v * 1e3),
+            None => break,
+        }
+    }
+    out
+}
+
+/// Scheduler figures of one thread: (CPU ns, run-queue wait ns) from
+/// `schedstat`, involuntary switches from `status`.
+fn parse_schedstat(schedstat: &str, status: &str) -> Option<(u64, u64, u64)> {
+    let mut f = schedstat.split_whitespace();
+    let cpu = f.next()?.parse().ok()?;
+    let wait = f.next()?.parse().ok()?;
+    let nonvol = status
         .lines()
-        .find_map(|l| l.strip_prefix("weft_reactor_loop_lag_max_seconds "))?
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
         .trim()
         .parse()
-        .ok()
+        .ok()?;
+    Some((cpu, wait, nonvol))
+}
+
+/// The server's loop threads (named `weft-kv` (loop 0, the main thread)
+/// and `weft-kv-loop-N`) and their scheduler figures, summed.
+fn loop_threads_sched(pid: u32) -> (u64, u64, u64) {
+    let mut sum = (0, 0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return sum;
+    };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if comm != "weft-kv" && !comm.starts_with("weft-kv-loop") {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        if let Some((c, w, n)) = parse_schedstat(&read("schedstat"), &read("status")) {
+            sum = (sum.0 + c, sum.1 + w, sum.2 + n);
+        }
+    }
+    sum
 }
 
 /// One `GET path` with `Connection: close`; the whole response.
@@ -325,11 +377,25 @@ fn output(mut c: Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What weft-kv's loop threads went through during the client run.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct LoopThreads {
+    /// Per loop (0, 1, ..): the longest turn since the server started
+    /// (`weft_kv_loop_longest_turn_seconds`), ms.
+    longest_turn_ms: Vec<f64>,
+    /// Summed over the loop threads, from `/proc/PID/task/TID/schedstat`
+    /// and `status`: time runnable but waiting for a CPU (ms), involuntary
+    /// context switches (preemptions), and CPU time (ms).
+    runq_wait_ms: f64,
+    preemptions: u64,
+    cpu_ms: f64,
+}
+
 struct Row {
     server: String,
     mix: u32,
     client: String,
-    result: Result<(Measured, f64, Option<f64>), String>,
+    result: Result<(Measured, f64, Option<LoopThreads>), String>,
 }
 
 fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
@@ -342,6 +408,8 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         parse_weft_load(&fill).ok_or_else(|| format!("fill failed: {fill}"))?;
         let fill_cpu = process_cpu(pid) - c0;
         let c0 = process_cpu(pid);
+        let weft = s.binary == "weft-kv";
+        let sched0 = loop_threads_sched(pid);
         let (m, refill) = if client == "wrk" {
             let script = o.wrk_dir.join("mix.lua");
             let mut c = Command::new("wrk");
@@ -365,12 +433,18 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         // NaN (an unreadable /proc) stays NaN and prints as such.
         let cpu = process_cpu(pid) - c0 - refill;
         let cpu = if cpu < 0.0 { 0.0 } else { cpu };
-        let lag = (s.name == "weft-kv")
+        let sched1 = loop_threads_sched(pid);
+        let loops = weft
             .then(|| http_get(srv.addr, "/metrics").ok())
             .flatten()
-            .and_then(|page| parse_lag_max(&page));
+            .map(|page| LoopThreads {
+                longest_turn_ms: parse_longest_turns(&page),
+                cpu_ms: sched1.0.saturating_sub(sched0.0) as f64 / 1e6,
+                runq_wait_ms: sched1.1.saturating_sub(sched0.1) as f64 / 1e6,
+                preemptions: sched1.2.saturating_sub(sched0.2),
+            });
         let per_1k = cpu / (m.requests.max(1) as f64 / 1000.0);
-        Ok((m, per_1k, lag))
+        Ok((m, per_1k, loops))
     })();
     Row {
         server: s.name.clone(),
@@ -409,10 +483,19 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
     } else {
         ("", "")
     };
+    // One ratio column per weft-kv row in the run.
+    let mut weft_rows: Vec<&str> = Vec::new();
+    for (r, _) in rows {
+        if r.server.starts_with("weft-kv") && !weft_rows.contains(&r.server.as_str()) {
+            weft_rows.push(&r.server);
+        }
+    }
+    let ratio_head: String = weft_rows.iter().map(|w| format!(" {w} ÷ this |")).collect();
+    let ratio_rule = "---|".repeat(weft_rows.len());
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | loop lag max | weft-kv req/s ÷ this |{extra_head}"
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|{extra_rule}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
     for (r, range) in rows {
         let range = match range {
             Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
@@ -427,30 +510,52 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
             r.client
         );
         match &r.result {
-            Ok((m, cpu, lag)) => {
-                let weft = rows.iter().find_map(|(w, _)| match &w.result {
-                    Ok((wm, ..))
-                        if w.server == "weft-kv" && w.mix == r.mix && w.client == r.client =>
-                    {
-                        Some(wm.rate)
-                    }
-                    _ => None,
-                });
+            Ok((m, cpu, loops)) => {
+                let ratios: String = weft_rows
+                    .iter()
+                    .map(|name| {
+                        let weft = rows.iter().find_map(|(w, _)| match &w.result {
+                            Ok((wm, ..))
+                                if w.server == *name && w.mix == r.mix && w.client == r.client =>
+                            {
+                                Some(wm.rate)
+                            }
+                            _ => None,
+                        });
+                        weft.map_or(" — |".into(), |w| {
+                            format!(" {:.2}× |", w / m.rate.max(1e-9))
+                        })
+                    })
+                    .collect();
+                let (turns, sched) = match loops {
+                    Some(l) => (
+                        l.longest_turn_ms
+                            .iter()
+                            .map(|t| format!("{t:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(" / ")
+                            + " ms",
+                        format!(
+                            "{:.0} ms / {} / {:.0} ms",
+                            l.runq_wait_ms, l.preemptions, l.cpu_ms
+                        ),
+                    ),
+                    None => ("—".into(), "—".into()),
+                };
                 println!(
-                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {} | {} |{range}",
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {sched} |{ratios}{range}",
                     m.rate,
                     m.p50_ms,
                     m.p99_ms,
                     m.max_ms,
                     m.errors,
                     cpu * 1e3,
-                    lag.map_or("—".into(), |l| format!("{:.2} ms", l * 1e3)),
-                    weft.map_or("—".into(), |w| format!("{:.2}×", w / m.rate.max(1e-9))),
                 );
             }
             Err(e) => println!(
-                "{head} failed: {} |||||||{range}",
-                e.replace(['\n', '|'], " ")
+                "{head} failed: {} |||||||||{}{range}",
+                e.replace(['\n', '|'], " "),
+                "|".repeat(weft_rows.len())
             ),
         }
     }
@@ -596,11 +701,22 @@ mod tests {
     }
 
     #[test]
-    fn reads_lag_max_from_metrics() {
-        let page = "# TYPE weft_reactor_loop_lag_max_seconds gauge\n\
-                    weft_reactor_loop_lag_max_seconds 0.0125\n\
-                    weft_reactor_loop_lag_seconds 0.001\n";
-        assert_eq!(parse_lag_max(page), Some(0.0125));
-        assert_eq!(parse_lag_max("weft_turns 3\n"), None);
+    fn reads_longest_turn_per_loop_from_metrics() {
+        let page = "# TYPE weft_kv_loop_longest_turn_seconds gauge\n\
+                    weft_kv_loop_longest_turn_seconds{loop=\"0\"} 0.0125\n\
+                    weft_kv_loop_longest_turn_seconds{loop=\"1\"} 0.0005\n";
+        assert_eq!(parse_longest_turns(page), vec![12.5, 0.5]);
+        assert!(parse_longest_turns("weft_turns 3\n").is_empty());
+    }
+
+    #[test]
+    fn reads_scheduler_figures_of_a_thread() {
+        let status =
+            "Name:\tweft-kv\nvoluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(
+            parse_schedstat("2000000 3000000 42\n", status),
+            Some((2_000_000, 3_000_000, 7))
+        );
+        assert_eq!(parse_schedstat("", status), None);
     }
 }

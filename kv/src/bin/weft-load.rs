@@ -109,6 +109,17 @@ fn print_loop(l: &weft_kv::load::LoopReport) {
             ms(max)
         );
     }
+    for (i, p) in l.loops.iter().enumerate() {
+        println!(
+            "  loop {i}: {} requests, {} turns: turn p99 {} / max {}; lag probe p99 {} / max {}",
+            p.requests,
+            p.turns,
+            ms(p.turn_p99),
+            ms(p.turn_max),
+            ms(p.lag_p99),
+            ms(p.lag_max)
+        );
+    }
     if let Some(age) = l.inbox_oldest_age {
         println!("  inbox oldest age at the end: {}", ms(age));
     }

@@ -1,0 +1,70 @@
+//! `Config::loop_nice`: every loop thread gets the nice value (alone in
+//! its test binary: it reads the process's threads).
+
+mod common;
+use common::*;
+use std::sync::mpsc;
+
+/// The nice value (field 19) of a `/proc/.../stat` line.
+fn nice_of(stat: &str) -> i32 {
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_loop_thread_gets_the_nice_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 2;
+    // Raising one's nice value needs no privilege.
+    c.loop_nice = Some(7);
+    let (tx, rx) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        weft_kv::run(c, move |ready| {
+            let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            tx.send((nice_of(&own), ready.shutdown.clone())).unwrap();
+        })
+    });
+    let (loop0, shutdown) = rx.recv().unwrap();
+    assert_eq!(loop0, 7);
+    // Threads a loop thread starts unnamed inherit its name (and its nice
+    // value): every one named after loop 1 has it.
+    let mut loop1 = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap();
+        if comm.trim() == "weft-kv-loop-1" {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            loop1.push(nice_of(&stat));
+        }
+    }
+    assert!(!loop1.is_empty());
+    assert!(loop1.iter().all(|&n| n == 7), "{loop1:?}");
+    shutdown.trigger();
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_nice_value_out_of_range_is_an_error_not_a_silent_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 1;
+    c.loop_nice = Some(1000);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = served.clone();
+    let r = std::thread::spawn(move || {
+        weft_kv::run(c, move |ready| {
+            s2.store(true, std::sync::atomic::Ordering::SeqCst);
+            ready.shutdown.trigger();
+        })
+    })
+    .join()
+    .unwrap();
+    match r {
+        Err(weft_kv::Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("1000"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!served.load(std::sync::atomic::Ordering::SeqCst));
+}
