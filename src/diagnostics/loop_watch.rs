@@ -384,26 +384,24 @@ impl Watchdog {
     ) -> std::io::Result<Watchdog> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let report_to = super::ReportTo::current();
         let interval = super::check_interval(threshold);
         let thread = std::thread::Builder::new()
             .name("weft-loop-watchdog".into())
             .spawn(move || {
-                tracing::dispatcher::with_default(&dispatch, || {
-                    let mut state = StallState::default();
-                    while !flag.load(Ordering::Acquire) {
-                        std::thread::park_timeout(interval);
-                        words.bump_tick();
-                        // Read before the snapshot (see `check_stall`).
-                        let now = clock.now();
-                        let Some(snapshot) = words.snapshot() else {
-                            continue;
-                        };
-                        if let Some(stall) = check_stall(snapshot, now, threshold, &mut state) {
-                            report_stall(&words, stall, threshold);
-                        }
+                let mut state = StallState::default();
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    words.bump_tick();
+                    // Read before the snapshot (see `check_stall`).
+                    let now = clock.now();
+                    let Some(snapshot) = words.snapshot() else {
+                        continue;
+                    };
+                    if let Some(stall) = check_stall(snapshot, now, threshold, &mut state) {
+                        report_to.report(|| report_stall(&words, stall, threshold));
                     }
-                });
+                }
             })?;
         Ok(Watchdog {
             stop,

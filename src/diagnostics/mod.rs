@@ -98,6 +98,40 @@ pub const DEFAULT_SLOW_CALLBACK_THRESHOLD: Duration = Duration::from_millis(100)
 /// ```
 pub const DEFAULT_WEDGE_THRESHOLD: Duration = Duration::from_secs(1);
 
+/// Where a watchdog thread sends its reports: the `tracing` dispatcher that
+/// was the default on the thread that started it, if there was one.
+///
+/// The dispatcher is entered only around a report, never for the thread's
+/// whole life: a scoped default raises `tracing`'s process-wide "a
+/// dispatcher has been set" flag for good and, while it lives, sends every
+/// thread's dispatcher lookups through thread-local state. Held by the
+/// watchdog, that would make every `call_from_thread` and
+/// `defer_to_thread` in the process look for a span to carry (about 100
+/// instructions each, `crate::deferred::span`) just because diagnostics
+/// are on. With no dispatcher set anywhere at start, reports go to the
+/// global default of when they happen, if one was set meanwhile.
+pub(crate) struct ReportTo(Option<tracing::Dispatch>);
+
+impl ReportTo {
+    /// The calling thread's dispatcher (none if no dispatcher was ever set).
+    pub(crate) fn current() -> ReportTo {
+        if !tracing::dispatcher::has_been_set() {
+            return ReportTo(None);
+        }
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let none = dispatch.is::<tracing::subscriber::NoSubscriber>();
+        ReportTo((!none).then_some(dispatch))
+    }
+
+    /// Runs `report` (which logs) with the dispatcher as the default.
+    pub(crate) fn report(&self, report: impl FnOnce()) {
+        match &self.0 {
+            Some(dispatch) => tracing::dispatcher::with_default(dispatch, report),
+            None => report(),
+        }
+    }
+}
+
 /// How often a watchdog looks: a few times per threshold, within bounds.
 pub(crate) fn check_interval(threshold: Duration) -> Duration {
     (threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(250))
