@@ -75,6 +75,9 @@ struct Hot {
     current: AtomicU64,
     /// A clock reading (ns) taken before the running callback started.
     since: AtomicU64,
+    /// The key of the site a [`Run`] published (zero: none, or a tick
+    /// since).
+    key: AtomicU64,
 }
 
 /// The words the loop publishes for the watchdog, and the counters of the
@@ -128,8 +131,11 @@ impl LoopWords {
         self.tick.0.load(Ordering::Acquire)
     }
 
+    /// Moves time on for the loop: bumps `tick`, then zeroes a [`Run`]'s
+    /// `key` so its next callback looks at the tick.
     fn bump_tick(&self) {
-        self.tick.0.fetch_add(1, Ordering::Release);
+        self.tick.0.fetch_add(1, Ordering::SeqCst);
+        self.hot.0.key.store(0, Ordering::SeqCst);
     }
 }
 
@@ -340,6 +346,23 @@ impl LoopDiag {
         }
     }
 
+    /// Begins a [`Run`] of top-level callbacks of the given kinds; `None`
+    /// if a callback is running (the run is nested in it, and part of its
+    /// time).
+    #[inline]
+    pub(crate) fn run<const K: usize>(&self, kinds: [&'static str; K]) -> Option<Run<'_, K>> {
+        let hot = &self.words.hot.0;
+        if hot.current.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        Some(Run {
+            diag: self,
+            key: &hot.key,
+            kinds,
+            site: None,
+        })
+    }
+
     /// Reads the clock, remembering the tick it was read in (loaded first,
     /// so a tick that moves during the read forces the next one), and
     /// publishes it as the start bound of what runs next.
@@ -350,6 +373,102 @@ impl LoopDiag {
         self.reading_at.set(now);
         self.words.hot.0.since.store(nanos(now), Ordering::Release);
         now
+    }
+}
+
+/// A run of top-level callbacks the loop makes one after another (the
+/// calls of a turn), of a few kinds fixed when it begins, watched for one
+/// load and one compare each.
+///
+/// The loop publishes, besides `current`, the run's `key`: the running
+/// site's location address with its kind's index in the low bits (a
+/// `Location` is aligned to at least `K`, so the two never collide and a
+/// key is never zero). A callback whose key equals the published one runs
+/// at once: same site, and no tick since the last look, because every tick
+/// zeroes `key` ([`LoopWords::bump_tick`]). Otherwise [`announce`] runs
+/// first: it times the previous callback of the run if a tick passed (as
+/// [`LoopDiag::end`] would have, at its end; the few instructions between
+/// its end and now make the time err long, never short), re-reads the
+/// clock then, and publishes the new site. The end of the run times its
+/// last callback the same way and clears `current` and `key`.
+///
+/// So the module's invariants hold: `since` is re-read at the first start
+/// of a callback after a tick (at most about one interval older than that
+/// callback's start); a callback during which a tick happened is timed from
+/// the last reading; two callbacks of a run with the same site and `since`
+/// ran within about one interval, so at most one of them can be stalled.
+/// `key` is stored before the tick is read, and a tick is bumped before
+/// `key` is zeroed (both sequentially consistent), so either the loop sees
+/// the tick now or its next compare fails.
+///
+/// [`announce`]: Run::announce
+pub(crate) struct Run<'a, const K: usize> {
+    diag: &'a LoopDiag,
+    key: &'a AtomicU64,
+    kinds: [&'static str; K],
+    /// The site of the callback running or last run, if any.
+    site: Option<Site>,
+}
+
+impl<const K: usize> Run<'_, K> {
+    const FITS: () = assert!(K <= std::mem::align_of::<Location<'static>>());
+
+    #[inline]
+    fn key(kind: usize, location: &'static Location<'static>) -> u64 {
+        let () = Self::FITS;
+        (std::ptr::from_ref(location) as usize | kind) as u64
+    }
+
+    /// Whether the next callback, of kind `kinds[kind]`, may start at once;
+    /// if not, [`announce`](Self::announce) it first.
+    #[inline]
+    pub(crate) fn is_current(&self, kind: usize, location: &'static Location<'static>) -> bool {
+        self.key.load(Ordering::Relaxed) == Self::key(kind, location)
+    }
+
+    /// The next callback starts with a new site or after a tick: times the
+    /// previous one if a tick passed, and publishes this one's site.
+    #[inline(never)]
+    pub(crate) fn announce(&mut self, kind: usize, location: &'static Location<'static>) {
+        let d = self.diag;
+        let hot = &d.words.hot.0;
+        // Before the tick is read: a tick after this zeroes it again.
+        hot.key.store(Self::key(kind, location), Ordering::SeqCst);
+        if d.words.tick.0.load(Ordering::SeqCst) != d.reading_tick.get() {
+            match self.site {
+                Some(last) => d.timed(d.reading_at.get(), last.kind, last.location),
+                None => {
+                    d.read_clock();
+                }
+            }
+        }
+        let site = Site {
+            kind: self.kinds[kind],
+            location,
+        };
+        let same = self.site.is_some_and(|last| {
+            std::ptr::eq(last.location, location) && std::ptr::eq(last.kind, site.kind)
+        });
+        if !same {
+            let word = d.intern(site.kind, location).wrapping_add(1);
+            hot.current.store(word, Ordering::Release);
+        }
+        self.site = Some(site);
+    }
+}
+
+impl<const K: usize> Drop for Run<'_, K> {
+    fn drop(&mut self) {
+        let Some(last) = self.site else {
+            return;
+        };
+        let d = self.diag;
+        if d.words.tick() != d.reading_tick.get() {
+            d.timed(d.reading_at.get(), last.kind, last.location);
+        }
+        let hot = &d.words.hot.0;
+        hot.current.store(0, Ordering::Release);
+        hot.key.store(0, Ordering::Relaxed);
     }
 }
 

@@ -75,7 +75,7 @@ mod wedge;
 
 pub use histogram::{Histogram, HistogramSnapshot};
 
-pub(crate) use loop_watch::{LoopDiag, LoopWords};
+pub(crate) use loop_watch::{LoopDiag, LoopWords, Run};
 pub use wedge::{PoolWatchdog, PoolWedgeDetector, WedgeReport};
 
 /// The slow-callback threshold asyncio's debug mode uses (100 ms); pass it
