@@ -42,6 +42,10 @@
 //!   snapshot), both at or before the callback's start: so it reports a
 //!   stall at most one interval early, and never one that did not run
 //!   past the threshold minus one interval.
+//! - The calls of a turn run as a [`Run`]: `current` stays set from one
+//!   call to the next and is stored only when the site changes, and the
+//!   tick is looked at through one compare per call with a word every tick
+//!   zeroes (see [`Run`]); the rules above hold unchanged.
 //! - Hot words the loop writes per callback, the watchdog's `tick` and the
 //!   rarely written counters sit on separate cache lines.
 
@@ -708,6 +712,114 @@ mod tests {
         let mut fresh = StallState::default();
         let stall = check_stall(snap(second, ms(50)), ms(200), threshold, &mut fresh).unwrap();
         assert_eq!(stall.running_for, ms(150));
+    }
+
+    /// Runs a batch the way `turn.rs` does: announce when not current.
+    fn run_one<const K: usize>(
+        run: &mut Run<'_, K>,
+        kind: usize,
+        at: &'static Location<'static>,
+        f: impl FnOnce(),
+    ) {
+        if !run.is_current(kind, at) {
+            run.announce(kind, at);
+        }
+        f();
+    }
+
+    #[test]
+    fn a_run_publishes_a_site_once_and_clears_it_at_its_end() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let mut run = d
+            .run(["call from thread", "thread job completion"])
+            .unwrap();
+        assert!(!run.is_current(0, here));
+        run_one(&mut run, 0, here, || ());
+        let word = d.words.snapshot().unwrap().current;
+        assert_ne!(word, 0);
+        assert_eq!(d.words.sites.lock().len(), 1);
+        // Same site: current at once; the other kind at the same line is
+        // not.
+        assert!(run.is_current(0, here));
+        assert!(!run.is_current(1, here));
+        run_one(&mut run, 1, here, || ());
+        assert_ne!(d.words.snapshot().unwrap().current, word);
+        assert_eq!(d.words.sites.lock().len(), 2);
+        run_one(&mut run, 0, here, || ());
+        assert_eq!(d.words.snapshot().unwrap().current, word);
+        // A nested run (a callback is running) is its caller's.
+        assert!(d.run(["call from thread"]).is_none());
+        assert_eq!(d.begin("timed call", here), None);
+        drop(run);
+        assert_eq!(d.words.snapshot().unwrap().current, 0);
+        assert!(
+            d.run(["call from thread"])
+                .unwrap()
+                .key
+                .load(Ordering::Relaxed)
+                == 0
+        );
+    }
+
+    /// Every callback of a run during which the clock moved is timed, on
+    /// its own (the next one's start, or the end of the run), and the slow
+    /// one is counted.
+    #[test]
+    fn a_run_times_each_callback_during_which_time_moved() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let ms = Duration::from_millis;
+        {
+            let mut run = d.run(["call from thread"]).unwrap();
+            for step in [10, 0, 150, 0, 30] {
+                run_one(&mut run, 0, here, || {
+                    if step > 0 {
+                        clock.advance(ms(step));
+                    }
+                });
+                // A tick makes the site not current, so the next callback
+                // looks at the clock.
+                assert_eq!(run.is_current(0, here), step == 0);
+            }
+            assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
+        }
+        // The last one was timed as the run ended.
+        assert_eq!(
+            d.words.longest_callback_ns.load(Ordering::Relaxed),
+            150_000_000
+        );
+        assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
+        assert_eq!(d.reading_at.get(), ms(190));
+    }
+
+    /// The watchdog sees the callback of a run that stalls, dated from the
+    /// reading taken after the last tick, not from the start of the run.
+    #[test]
+    fn a_stalled_callback_of_a_run_is_seen_from_its_own_start() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let threshold = Duration::from_millis(100);
+        let mut state = StallState::default();
+        let mut run = d.run(["call from thread"]).unwrap();
+        run_one(&mut run, 0, here, || {
+            clock.advance(Duration::from_millis(80))
+        });
+        run_one(&mut run, 0, here, || {
+            clock.advance(Duration::from_millis(90));
+            let snap = d.words.snapshot().unwrap();
+            assert_eq!(snap.since, Duration::from_millis(80));
+            assert_eq!(check_stall(snap, clock.now(), threshold, &mut state), None);
+            clock.advance(Duration::from_millis(20));
+            let stall = check_stall(snap, clock.now(), threshold, &mut state).unwrap();
+            assert_eq!(stall.running_for, Duration::from_millis(110));
+            assert_eq!(d.words.site(stall.site).unwrap().location, here);
+        });
+        drop(run);
+        assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
     }
 
     #[test]
