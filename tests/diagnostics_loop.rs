@@ -458,3 +458,31 @@ fn the_inbox_reports_how_long_its_oldest_call_has_waited() {
     reactor.iterate(Some(Duration::ZERO));
     assert_eq!(reactor.statistics().inbox_oldest_age, Duration::ZERO);
 }
+
+/// `calls_run` is counted once per batch, so a panic that propagates out of
+/// a batch must still count the calls that ran, with diagnostics on or off.
+#[test]
+fn calls_run_counts_the_calls_before_a_propagated_panic() {
+    for diag in [false, true] {
+        let clock = ManualClock::new();
+        let reactor = Reactor::builder()
+            .clock(clock.clone())
+            .panic_policy(weft::reactor::PanicPolicy::Propagate)
+            .slow_callback_threshold(diag.then_some(Duration::from_millis(100)))
+            .build()
+            .unwrap();
+        let remote = reactor.remote();
+        remote.call_from_thread(|| ()).unwrap();
+        remote.call_from_thread(|| panic!("boom")).unwrap();
+        remote.call_from_thread(|| ()).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reactor.iterate(Some(Duration::ZERO))
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(reactor.statistics().calls_run, 2, "diagnostics {diag}");
+        reactor.iterate(Some(Duration::ZERO));
+        let stats = reactor.statistics();
+        assert_eq!(stats.calls_run, 3, "diagnostics {diag}");
+        assert_eq!(stats.panics, 1, "diagnostics {diag}");
+    }
+}

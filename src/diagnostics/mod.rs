@@ -37,19 +37,35 @@
 //!
 //! # Cost
 //!
-//! Off (the default) the loop pays one predictable branch per callback.
-//! On, a top-level callback costs an interned-site lookup (a compare with
-//! the last site, then a small cache), two stores of one word and two
-//! loads of the watchdog's tick: about 30 instructions (callgrind), +0.1-0.3
-//! ns per callback on the loop-side drain benchmark, within 5% of the
-//! burst and pool rows' wall time (`cargo bench --bench diagnostics`; it
-//! was about 115 instructions, +7-10 ns, before). The clock is read only
-//! per turn (the turn histogram's reading is reused) and for a callback
-//! during which a watchdog tick (every threshold / 4) or a clock wake
-//! (`ManualClock::advance`) happened, since any other callback was shorter
-//! than one tick. So measured times err long by at most one tick, never
-//! short, and `longest_callback` counts only callbacks that spanned a tick
-//! (on a manual clock: every callback that advanced it).
+//! Off (the default) the loop pays nothing per callback: the calls of a
+//! turn run through the same loop as when on, with a watch that compiles
+//! to nothing. On:
+//!
+//! - the calls of a turn (calls from threads and pool completions, the
+//!   burst and pool rows) run as one watched run: per call, one load and
+//!   one compare (is this call's site the one published, with no watchdog
+//!   tick since?). The site is published, and the clock read, only when
+//!   the site changes or a tick passed (every threshold / 4, or a
+//!   `ManualClock::advance`). About 7 instructions per call (callgrind:
+//!   199 → 206 on the loop-side drain), within 5% of the burst rows'
+//!   instructions per call and under 1% of the pool row's per job
+//!   (`DIAG_CALLGRIND=1 cargo bench --bench diagnostics`, which also
+//!   prints the A/A spread to judge them by);
+//! - other top-level callbacks (timed calls, task polls, I/O handlers,
+//!   triggers) pay an interned-site lookup (a compare with the last site,
+//!   then a small cache), two stores of one word and two loads of the
+//!   tick: about 30 instructions;
+//! - the watchdogs log through the `tracing` dispatcher of the thread that
+//!   started them, entered only around a report: a watchdog that kept it
+//!   entered for its whole life made every `call_from_thread` and
+//!   `defer_to_thread` in the process look for a span to carry (+100
+//!   instructions each, the +13-18% once measured on the burst rows).
+//!
+//! The clock is read per turn (the turn histogram's reading is reused) and
+//! for a callback during which a tick happened, since any other callback
+//! was shorter than one tick. So measured times err long by at most one
+//! tick, never short, and `longest_callback` counts only callbacks that
+//! spanned a tick (on a manual clock: every callback that advanced it).
 //!
 //! # Examples
 //!
