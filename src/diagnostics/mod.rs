@@ -87,6 +87,7 @@ use std::time::Duration;
 
 mod histogram;
 mod loop_watch;
+mod stall;
 mod wedge;
 
 pub use histogram::{Histogram, HistogramSnapshot};
