@@ -10,20 +10,36 @@
 //! - **loop side** (for reference): calls queued from the loop's own thread
 //!   and drained in one turn, the per-callback cost alone.
 //!
-//! Criterion measures each row off and on; then an interleaved summary runs
-//! every row off and on alternately (the order flipped every round), and
-//! prints the medians and the on/off ratio of the medians, which is the
-//! figure to quote on a shared machine.
+//! # How to run it, and which figure to quote
 //!
-//! `cargo bench --bench diagnostics` (`-- --quick` for a short criterion
-//! pass). `DIAG_SUMMARY_ONLY=1` skips criterion; `DIAG_ROUNDS=n` sets the
-//! summary's rounds (default 21). `DIAG_AA=1` turns diagnostics off in both
-//! columns: the ratios it prints are the machine's noise floor (on a shared
-//! 2-core VM the burst rows swing 0.8-1.5 with nothing changed, so quote
-//! the instruction counts for them). `DIAG_PROFILE=drain:on` (or
-//! `burst1:off`, `burst2:on`, `pool:off`, ...) runs one row once, of
-//! `DIAG_N` calls or jobs, for callgrind:
-//! `DIAG_PROFILE=burst1:on DIAG_N=100000 valgrind --tool=callgrind target/release/deps/diagnostics-*`.
+//! - `cargo bench --bench diagnostics`: criterion measures each row off and
+//!   on, then the **interleaved summary** runs every row in three columns,
+//!   off, off again (a second, identical instance: the A/A column) and on,
+//!   in a rotating order every round, and prints per row the medians and
+//!   the medians of each round's own ratios: on/off, and A/A (off again /
+//!   off) with its spread (the 25th to 75th percentile of the A/A ratios).
+//!   An on/off ratio is only meaningful where it lies outside the A/A
+//!   spread of the same run; on a shared 2-core VM that spread is often
+//!   wider than 5% for the burst rows. `DIAG_SUMMARY_ONLY=1` skips
+//!   criterion; `DIAG_ROUNDS=n` sets the summary's rounds (default 21).
+//!   `DIAG_AA=1` turns diagnostics off in every column.
+//! - **Instructions per op** resolve 5% where wall time on a shared machine
+//!   does not. `DIAG_CALLGRIND=1` runs each row (off, off again, on) under
+//!   `valgrind --tool=callgrind` as a child process, at two sizes, and
+//!   takes the difference (so start-up and thread creation cancel): the
+//!   instructions per call or job of every thread of the process. It
+//!   repeats that `DIAG_IR_ROUNDS` times (default 5) and prints the medians
+//!   and the A/A ratio's range. Build for valgrind with
+//!   `RUSTFLAGS="--cfg rustix_use_libc"` in a separate target directory
+//!   (the pool's clock reads the vDSO through rustix, whose auxv lookup
+//!   faults under valgrind):
+//!   `RUSTFLAGS="--cfg rustix_use_libc" CARGO_TARGET_DIR=target/vg DIAG_CALLGRIND=1 cargo bench --bench diagnostics`.
+//!   The burst rows' counts include the producers' and the loop's spins
+//!   and wakes, which depend on how the threads interleave, hence the
+//!   repetitions; the pool and drain rows are steady to well under 1%.
+//! - `DIAG_PROFILE=drain:on` (or `burst1:off`, `burst2:on`, `pool:off`,
+//!   ...) runs one row once, of `DIAG_N` calls or jobs, for a profiler:
+//!   `DIAG_PROFILE=burst1:on DIAG_N=100000 valgrind --tool=callgrind target/vg/release/deps/diagnostics-*`.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -203,6 +219,10 @@ fn bench(c: &mut Criterion) {
         profile(&what);
         return;
     }
+    if std::env::var_os("DIAG_CALLGRIND").is_some() {
+        callgrind_summary();
+        return;
+    }
     if std::env::var_os("DIAG_SUMMARY_ONLY").is_none() {
         for producers in [1, 2] {
             let mut group = c.benchmark_group(format!("diagnostics_burst_{producers}p"));
@@ -269,95 +289,198 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// Off and on samples of one row, taken alternately.
+/// The `p`-th quantile (0..=1) of sorted ratios.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Samples of one row in three columns, taken in turn: off, off again (the
+/// A/A column) and on.
 #[derive(Default)]
 struct Row {
     off: Vec<Duration>,
+    again: Vec<Duration>,
     on: Vec<Duration>,
 }
 
 impl Row {
-    /// Runs `off` then `on`, or the other way round on odd rounds, so
-    /// neither always goes first.
+    /// Runs the three columns once each, starting with a different one
+    /// every round, so none is always first or always after another.
     fn round(
         &mut self,
         i: usize,
         mut off: impl FnMut() -> Duration,
+        mut again: impl FnMut() -> Duration,
         mut on: impl FnMut() -> Duration,
     ) {
-        if i % 2 == 0 {
-            self.off.push(off());
-            self.on.push(on());
-        } else {
-            self.on.push(on());
-            self.off.push(off());
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => self.off.push(off()),
+                1 => self.again.push(again()),
+                _ => self.on.push(on()),
+            }
         }
     }
 
     fn print(&mut self, name: &str, n: u64, unit: &str) {
-        // The median of each round's own on/off ratio: the two runs of a
-        // round saw about the same load.
-        let mut paired: Vec<f64> = self
-            .on
-            .iter()
-            .zip(&self.off)
-            .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
-            .collect();
-        paired.sort_by(f64::total_cmp);
+        // Ratios within a round: its runs saw about the same load.
+        let paired = |x: &[Duration], y: &[Duration]| {
+            let mut r: Vec<f64> = x
+                .iter()
+                .zip(y)
+                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                .collect();
+            r.sort_by(f64::total_cmp);
+            r
+        };
+        let on_off = paired(&self.on, &self.off);
+        let aa = paired(&self.again, &self.off);
         let (off, on) = (median(&mut self.off), median(&mut self.on));
         let per = |d: Duration| d.as_nanos() as f64 / n as f64;
         println!(
-            "  {name:<28} off {:>8.1} ns/{unit}  on {:>8.1} ns/{unit}  on/off {:.3} (paired {:.3})",
+            "  {name:<28} off {:>7.1} ns/{unit}  on {:>7.1} ns/{unit}  on/off {:.3}  A/A {:.3} [{:.3}, {:.3}]",
             per(off),
             per(on),
-            on.as_secs_f64() / off.as_secs_f64(),
-            paired[paired.len() / 2],
+            quantile(&on_off, 0.5),
+            quantile(&aa, 0.5),
+            quantile(&aa, 0.25),
+            quantile(&aa, 0.75),
         );
     }
 }
 
-/// Alternates off/on rounds of every row so both see the same machine load.
+/// Runs every row in three columns, in turn, so all see the same load.
 fn summary() {
     let rounds: usize = std::env::var("DIAG_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(21);
-    let (off, on) = (LoopThread::start(false), LoopThread::start(true));
+    let (off, again, on) = (
+        LoopThread::start(false),
+        LoopThread::start(false),
+        LoopThread::start(true),
+    );
     let (mut b1, mut b2) = (Row::default(), Row::default());
     for i in 0..rounds {
         b1.round(
             i,
             || burst(&off.remote, 1, BURST),
+            || burst(&again.remote, 1, BURST),
             || burst(&on.remote, 1, BURST),
         );
         b2.round(
             i,
             || burst(&off.remote, 2, BURST),
+            || burst(&again.remote, 2, BURST),
             || burst(&on.remote, 2, BURST),
         );
     }
-    drop((off, on));
-    let (p_off, p_on) = (PoolRow::new(false), PoolRow::new(true));
+    drop((off, again, on));
+    let (p_off, p_again, p_on) = (PoolRow::new(false), PoolRow::new(false), PoolRow::new(true));
     let mut pool = Row::default();
     for i in 0..rounds {
-        pool.round(i, || p_off.round_trips(JOBS), || p_on.round_trips(JOBS));
+        pool.round(
+            i,
+            || p_off.round_trips(JOBS),
+            || p_again.round_trips(JOBS),
+            || p_on.round_trips(JOBS),
+        );
     }
-    drop((p_off, p_on));
-    let (d_off, d_on) = (reactor(false), reactor(true));
-    let (r_off, r_on) = (d_off.remote(), d_on.remote());
+    drop((p_off, p_again, p_on));
+    let (d_off, d_again, d_on) = (reactor(false), reactor(false), reactor(true));
+    let (r_off, r_again, r_on) = (d_off.remote(), d_again.remote(), d_on.remote());
     let mut loop_side = Row::default();
     for i in 0..rounds {
         loop_side.round(
             i,
             || drain(&d_off, &r_off, BURST),
+            || drain(&d_again, &r_again, BURST),
             || drain(&d_on, &r_on, BURST),
         );
     }
-    println!("interleaved summary ({rounds} rounds, medians, diagnostics on vs off):");
+    println!(
+        "interleaved summary ({rounds} rounds; medians; ratios are medians of per-round ratios, \
+         A/A = a second off instance / off, [25th, 75th percentile]):"
+    );
     b1.print("burst, 1 producer", BURST, "call");
     b2.print("burst, 2 producers", BURST, "call");
     pool.print("pool round trip", JOBS, "job");
     loop_side.print("loop side (drain, reference)", BURST, "call");
+}
+
+/// Instructions of one run of `DIAG_PROFILE=what` under callgrind: those of
+/// the largest process valgrind reports (the bench itself).
+fn instructions(what: &str, n: u64) -> u64 {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .env("DIAG_PROFILE", what)
+        .env("DIAG_N", n.to_string())
+        .env_remove("DIAG_CALLGRIND")
+        .output()
+        .expect("valgrind (DIAG_CALLGRIND needs it on the PATH)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .filter_map(|l| l.split("Collected :").nth(1))
+        .filter_map(|v| v.trim().replace(',', "").parse().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no callgrind total for {what}:\n{stderr}"))
+}
+
+/// Instructions per op of `row:mode`: the difference between `2n` and `n`
+/// ops, over `n`.
+fn per_op(row: &str, mode: &str, n: u64) -> f64 {
+    let what = format!("{row}:{mode}");
+    let small = instructions(&what, n);
+    let large = instructions(&what, 2 * n);
+    (large as f64 - small as f64) / n as f64
+}
+
+/// `DIAG_CALLGRIND=1`: instructions per op, off, off again and on, in turn,
+/// `DIAG_IR_ROUNDS` times (see the module docs).
+fn callgrind_summary() {
+    let rounds: usize = std::env::var("DIAG_IR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "instructions per op under callgrind ({rounds} rounds; medians; A/A = off again / off, \
+         [min, max]):"
+    );
+    for (row, n, unit) in [
+        ("burst1", 50_000, "call"),
+        ("burst2", 50_000, "call"),
+        ("pool", 10_000, "job"),
+        ("drain", 50_000, "call"),
+    ] {
+        let (mut off, mut again, mut on) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..rounds {
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => off.push(per_op(row, "off", n)),
+                    1 => again.push(per_op(row, "off", n)),
+                    _ => on.push(per_op(row, "on", n)),
+                }
+            }
+        }
+        let mut on_off: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+        let mut aa: Vec<f64> = again.iter().zip(&off).map(|(a, b)| a / b).collect();
+        for v in [&mut off, &mut on, &mut on_off, &mut aa] {
+            v.sort_by(f64::total_cmp);
+        }
+        println!(
+            "  {row:<8} off {:>7.1} /{unit}  on {:>7.1} /{unit}  on/off {:.3} (of medians {:.3})  A/A {:.3} [{:.3}, {:.3}]",
+            quantile(&off, 0.5),
+            quantile(&on, 0.5),
+            quantile(&on_off, 0.5),
+            quantile(&on, 0.5) / quantile(&off, 0.5),
+            quantile(&aa, 0.5),
+            aa[0],
+            aa[aa.len() - 1],
+        );
+    }
 }
 
 criterion_group! {

@@ -248,6 +248,60 @@ fn the_watchdog_reports_a_stalled_loop_while_it_is_stalled() {
     assert_eq!(stats.slow_callbacks, 1);
 }
 
+/// The calls of a turn are watched as one run (the site is published once
+/// for a burst from one line): the one that stalls, behind quick ones from
+/// the same line, is still named while it is stalled, and timed on its own.
+#[test]
+fn a_stalled_call_from_a_thread_in_a_burst_is_reported_while_it_is_stalled() {
+    let (dispatch, events) = capture();
+    let clock = ManualClock::new();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (line_tx, line_rx) = mpsc::channel();
+    let loop_clock = clock.clone();
+    let loop_thread = std::thread::spawn(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            let reactor = diag_reactor(&loop_clock);
+            let remote = reactor.remote();
+            let release_rx = Arc::new(Mutex::new(release_rx));
+            let line = line!() + 5;
+            for i in 0..5 {
+                let c = loop_clock.clone();
+                let release_rx = release_rx.clone();
+                remote
+                    .call_from_thread(move || {
+                        if i == 3 {
+                            c.advance(Duration::from_millis(250));
+                            // Held until the test has seen the report.
+                            release_rx.lock().unwrap().recv().unwrap();
+                        } else {
+                            c.advance(Duration::from_millis(10));
+                        }
+                    })
+                    .unwrap();
+            }
+            line_tx.send(line).unwrap();
+            reactor.iterate(Some(Duration::ZERO));
+            reactor.statistics()
+        })
+    });
+    let line = line_rx.recv().unwrap();
+    let stall = events.next();
+    assert!(stall.message.contains("stalled"), "{stall:?}");
+    assert!(stall.message.contains("call from thread"), "{stall:?}");
+    assert!(stall.location.starts_with(&here(line)), "{stall:?}");
+    assert!(stall.message.contains("250ms"), "{stall:?}");
+    release_tx.send(()).unwrap();
+    let stats = loop_thread.join().unwrap();
+    let slow = events.slow();
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert!(slow[0].location.starts_with(&here(line)), "{slow:?}");
+    assert!(slow[0].message.contains("250ms"), "{slow:?}");
+    assert_eq!(stats.stalls_detected, 1);
+    assert_eq!(stats.slow_callbacks, 1);
+    assert_eq!(stats.calls_run, 5);
+    assert_eq!(stats.longest_callback, Duration::from_millis(250));
+}
+
 #[test]
 fn a_long_blocking_call_is_logged_with_its_callers_line_and_again_when_it_returns() {
     let (dispatch, events) = capture();
@@ -403,4 +457,32 @@ fn the_inbox_reports_how_long_its_oldest_call_has_waited() {
     );
     reactor.iterate(Some(Duration::ZERO));
     assert_eq!(reactor.statistics().inbox_oldest_age, Duration::ZERO);
+}
+
+/// `calls_run` is counted once per batch, so a panic that propagates out of
+/// a batch must still count the calls that ran, with diagnostics on or off.
+#[test]
+fn calls_run_counts_the_calls_before_a_propagated_panic() {
+    for diag in [false, true] {
+        let clock = ManualClock::new();
+        let reactor = Reactor::builder()
+            .clock(clock.clone())
+            .panic_policy(weft::reactor::PanicPolicy::Propagate)
+            .slow_callback_threshold(diag.then_some(Duration::from_millis(100)))
+            .build()
+            .unwrap();
+        let remote = reactor.remote();
+        remote.call_from_thread(|| ()).unwrap();
+        remote.call_from_thread(|| panic!("boom")).unwrap();
+        remote.call_from_thread(|| ()).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reactor.iterate(Some(Duration::ZERO))
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(reactor.statistics().calls_run, 2, "diagnostics {diag}");
+        reactor.iterate(Some(Duration::ZERO));
+        let stats = reactor.statistics();
+        assert_eq!(stats.calls_run, 3, "diagnostics {diag}");
+        assert_eq!(stats.panics, 1, "diagnostics {diag}");
+    }
 }

@@ -35,13 +35,18 @@
 //!   which is early by at most one interval (measured time errs long, never
 //!   short). A callback that begins in a later tick than the reading reads
 //!   the clock first, so the reading never goes stale by more than that.
-//! - The watchdog's decision is [`check_stall`], a plain function of a
+//! - The watchdog's decision is `check_stall` (in `stall.rs`, with the
+//!   watchdog thread), a plain function of a
 //!   [`Snapshot`], a time and a threshold: the thread around it only sleeps
 //!   and logs. It dates a callback from the later of `since` and its own
 //!   last check that saw something else running (read before that check's
 //!   snapshot), both at or before the callback's start: so it reports a
 //!   stall at most one interval early, and never one that did not run
 //!   past the threshold minus one interval.
+//! - The calls of a turn run as a [`Run`]: `current` stays set from one
+//!   call to the next and is stored only when the site changes, and the
+//!   tick is looked at through one compare per call with a word every tick
+//!   zeroes (see [`Run`]); the rules above hold unchanged.
 //! - Hot words the loop writes per callback, the watchdog's `tick` and the
 //!   rarely written counters sit on separate cache lines.
 
@@ -49,11 +54,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::stall::Watchdog;
 use crate::loom::Mutex;
-use crate::loom::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::time::Clock;
 
 /// What a callback is and where it was scheduled from.
@@ -75,6 +80,9 @@ struct Hot {
     current: AtomicU64,
     /// A clock reading (ns) taken before the running callback started.
     since: AtomicU64,
+    /// The key of the site a [`Run`] published (zero: none, or a tick
+    /// since).
+    key: AtomicU64,
 }
 
 /// The words the loop publishes for the watchdog, and the counters of the
@@ -84,7 +92,7 @@ pub(crate) struct LoopWords {
     hot: Line<Hot>,
     /// Bumped every watchdog interval and on every clock wake.
     tick: Line<AtomicU64>,
-    sites: Mutex<Vec<Site>>,
+    pub(super) sites: Mutex<Vec<Site>>,
     pub(crate) slow_callbacks: AtomicU64,
     pub(crate) longest_callback_ns: AtomicU64,
     pub(crate) stalls: AtomicU64,
@@ -100,7 +108,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    fn site(&self) -> u64 {
+    pub(super) fn site(&self) -> u64 {
         self.current.wrapping_sub(1)
     }
 }
@@ -128,62 +136,12 @@ impl LoopWords {
         self.tick.0.load(Ordering::Acquire)
     }
 
-    fn bump_tick(&self) {
-        self.tick.0.fetch_add(1, Ordering::Release);
+    /// Moves time on for the loop: bumps `tick`, then zeroes a [`Run`]'s
+    /// `key` so its next callback looks at the tick.
+    pub(super) fn bump_tick(&self) {
+        self.tick.0.fetch_add(1, Ordering::SeqCst);
+        self.hot.0.key.store(0, Ordering::SeqCst);
     }
-}
-
-/// The watchdog's memory between two checks.
-#[derive(Debug, Default)]
-pub(crate) struct StallState {
-    /// What the last check saw running (`current`, `since`), and the clock
-    /// read just before that check.
-    last: Option<((u64, Duration), Duration)>,
-    /// The clock read before the last check that saw something other than
-    /// the callback now running (so at or before its start).
-    before: Option<Duration>,
-    /// The callback (`current`, `since`) already reported.
-    reported: Option<(u64, Duration)>,
-}
-
-/// A callback found running for longer than the threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stall {
-    pub(crate) site: u64,
-    pub(crate) running_for: Duration,
-}
-
-/// The watchdog's decision: reports a callback that has run longer than
-/// `threshold` at `now` (read before `snapshot` was taken), once per
-/// callback.
-pub(crate) fn check_stall(
-    snapshot: Snapshot,
-    now: Duration,
-    threshold: Duration,
-    state: &mut StallState,
-) -> Option<Stall> {
-    let running = (snapshot.current, snapshot.since);
-    match state.last {
-        Some((seen, _)) if seen == running => {}
-        Some((_, at)) => state.before = Some(at),
-        None => state.before = None,
-    }
-    state.last = Some((running, now));
-    if snapshot.current == 0 || state.reported == Some(running) {
-        return None;
-    }
-    let began = state
-        .before
-        .map_or(snapshot.since, |b| b.max(snapshot.since));
-    let running_for = now.saturating_sub(began);
-    if running_for <= threshold {
-        return None;
-    }
-    state.reported = Some(running);
-    Some(Stall {
-        site: snapshot.site(),
-        running_for,
-    })
 }
 
 const CACHE: usize = 64;
@@ -340,6 +298,23 @@ impl LoopDiag {
         }
     }
 
+    /// Begins a [`Run`] of top-level callbacks of the given kinds; `None`
+    /// if a callback is running (the run is nested in it, and part of its
+    /// time).
+    #[inline]
+    pub(crate) fn run<const K: usize>(&self, kinds: [&'static str; K]) -> Option<Run<'_, K>> {
+        let hot = &self.words.hot.0;
+        if hot.current.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        Some(Run {
+            diag: self,
+            key: &hot.key,
+            kinds,
+            site: None,
+        })
+    }
+
     /// Reads the clock, remembering the tick it was read in (loaded first,
     /// so a tick that moves during the read forces the next one), and
     /// publishes it as the start bound of what runs next.
@@ -350,6 +325,102 @@ impl LoopDiag {
         self.reading_at.set(now);
         self.words.hot.0.since.store(nanos(now), Ordering::Release);
         now
+    }
+}
+
+/// A run of top-level callbacks the loop makes one after another (the
+/// calls of a turn), of a few kinds fixed when it begins, watched for one
+/// load and one compare each.
+///
+/// The loop publishes, besides `current`, the run's `key`: the running
+/// site's location address with its kind's index in the low bits (a
+/// `Location` is aligned to at least `K`, so the two never collide and a
+/// key is never zero). A callback whose key equals the published one runs
+/// at once: same site, and no tick since the last look, because every tick
+/// zeroes `key` ([`LoopWords::bump_tick`]). Otherwise [`announce`] runs
+/// first: it times the previous callback of the run if a tick passed (as
+/// [`LoopDiag::end`] would have, at its end; the few instructions between
+/// its end and now make the time err long, never short), re-reads the
+/// clock then, and publishes the new site. The end of the run times its
+/// last callback the same way and clears `current` and `key`.
+///
+/// So the module's invariants hold: `since` is re-read at the first start
+/// of a callback after a tick (at most about one interval older than that
+/// callback's start); a callback during which a tick happened is timed from
+/// the last reading; two callbacks of a run with the same site and `since`
+/// ran within about one interval, so at most one of them can be stalled.
+/// `key` is stored before the tick is read, and a tick is bumped before
+/// `key` is zeroed (both sequentially consistent), so either the loop sees
+/// the tick now or its next compare fails.
+///
+/// [`announce`]: Run::announce
+pub(crate) struct Run<'a, const K: usize> {
+    diag: &'a LoopDiag,
+    key: &'a AtomicU64,
+    kinds: [&'static str; K],
+    /// The site of the callback running or last run, if any.
+    site: Option<Site>,
+}
+
+impl<const K: usize> Run<'_, K> {
+    const FITS: () = assert!(K <= std::mem::align_of::<Location<'static>>());
+
+    #[inline]
+    fn key(kind: usize, location: &'static Location<'static>) -> u64 {
+        let () = Self::FITS;
+        (std::ptr::from_ref(location) as usize | kind) as u64
+    }
+
+    /// Whether the next callback, of kind `kinds[kind]`, may start at once;
+    /// if not, [`announce`](Self::announce) it first.
+    #[inline]
+    pub(crate) fn is_current(&self, kind: usize, location: &'static Location<'static>) -> bool {
+        self.key.load(Ordering::Relaxed) == Self::key(kind, location)
+    }
+
+    /// The next callback starts with a new site or after a tick: times the
+    /// previous one if a tick passed, and publishes this one's site.
+    #[inline(never)]
+    pub(crate) fn announce(&mut self, kind: usize, location: &'static Location<'static>) {
+        let d = self.diag;
+        let hot = &d.words.hot.0;
+        // Before the tick is read: a tick after this zeroes it again.
+        hot.key.store(Self::key(kind, location), Ordering::SeqCst);
+        if d.words.tick.0.load(Ordering::SeqCst) != d.reading_tick.get() {
+            match self.site {
+                Some(last) => d.timed(d.reading_at.get(), last.kind, last.location),
+                None => {
+                    d.read_clock();
+                }
+            }
+        }
+        let site = Site {
+            kind: self.kinds[kind],
+            location,
+        };
+        let same = self.site.is_some_and(|last| {
+            std::ptr::eq(last.location, location) && std::ptr::eq(last.kind, site.kind)
+        });
+        if !same {
+            let word = d.intern(site.kind, location).wrapping_add(1);
+            hot.current.store(word, Ordering::Release);
+        }
+        self.site = Some(site);
+    }
+}
+
+impl<const K: usize> Drop for Run<'_, K> {
+    fn drop(&mut self) {
+        let Some(last) = self.site else {
+            return;
+        };
+        let d = self.diag;
+        if d.words.tick() != d.reading_tick.get() {
+            d.timed(d.reading_at.get(), last.kind, last.location);
+        }
+        let hot = &d.words.hot.0;
+        hot.current.store(0, Ordering::Release);
+        hot.key.store(0, Ordering::Relaxed);
     }
 }
 
@@ -370,81 +441,10 @@ fn raise(max: &AtomicU64, value: u64) {
     }
 }
 
-/// The watchdog thread: checks the loop's words a few times per threshold.
-struct Watchdog {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Watchdog {
-    fn start(
-        words: Arc<LoopWords>,
-        clock: Arc<dyn Clock>,
-        threshold: Duration,
-    ) -> std::io::Result<Watchdog> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
-        let interval = super::check_interval(threshold);
-        let thread = std::thread::Builder::new()
-            .name("weft-loop-watchdog".into())
-            .spawn(move || {
-                tracing::dispatcher::with_default(&dispatch, || {
-                    let mut state = StallState::default();
-                    while !flag.load(Ordering::Acquire) {
-                        std::thread::park_timeout(interval);
-                        words.bump_tick();
-                        // Read before the snapshot (see `check_stall`).
-                        let now = clock.now();
-                        let Some(snapshot) = words.snapshot() else {
-                            continue;
-                        };
-                        if let Some(stall) = check_stall(snapshot, now, threshold, &mut state) {
-                            report_stall(&words, stall, threshold);
-                        }
-                    }
-                });
-            })?;
-        Ok(Watchdog {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-fn report_stall(words: &LoopWords, stall: Stall, threshold: Duration) {
-    words.stalls.fetch_add(1, Ordering::Relaxed);
-    let (kind, location) = match words.site(stall.site) {
-        Some(site) => (site.kind, site.location.to_string()),
-        None => ("callback", "<unknown>".to_string()),
-    };
-    tracing::warn!(
-        target: "weft::diagnostics",
-        kind,
-        location = %location,
-        running_ms = stall.running_for.as_secs_f64() * 1e3,
-        "weft: the loop is stalled: a {kind} scheduled at {location} has been running for \
-         {:?} (threshold {threshold:?}) and has not returned; nothing else runs on the loop \
-         meanwhile",
-        stall.running_for,
-    );
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            // Joined so no watchdog outlives its reactor; it only ever
-            // sleeps at most one interval.
-            let _ = thread.join();
-        }
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::diagnostics::stall::{StallState, check_stall};
     use crate::testing::ManualClock;
 
     fn diag(clock: &ManualClock) -> LoopDiag {
@@ -551,46 +551,112 @@ mod tests {
         assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 0);
     }
 
-    /// The check dates a callback from the later of the loop's reading and
-    /// its own last sight of something else running: a callback that
-    /// started late in a long turn of quick ones is not called stalled.
+    /// Runs a batch the way `turn.rs` does: announce when not current.
+    fn run_one<const K: usize>(
+        run: &mut Run<'_, K>,
+        kind: usize,
+        at: &'static Location<'static>,
+        f: impl FnOnce(),
+    ) {
+        if !run.is_current(kind, at) {
+            run.announce(kind, at);
+        }
+        f();
+    }
+
     #[test]
-    fn the_check_dates_a_callback_no_earlier_than_it_was_last_absent() {
+    fn a_run_publishes_a_site_once_and_clears_it_at_its_end() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let mut run = d
+            .run(["call from thread", "thread job completion"])
+            .unwrap();
+        assert!(!run.is_current(0, here));
+        run_one(&mut run, 0, here, || ());
+        let word = d.words.snapshot().unwrap().current;
+        assert_ne!(word, 0);
+        assert_eq!(d.words.sites.lock().len(), 1);
+        // Same site: current at once; the other kind at the same line is
+        // not.
+        assert!(run.is_current(0, here));
+        assert!(!run.is_current(1, here));
+        run_one(&mut run, 1, here, || ());
+        assert_ne!(d.words.snapshot().unwrap().current, word);
+        assert_eq!(d.words.sites.lock().len(), 2);
+        run_one(&mut run, 0, here, || ());
+        assert_eq!(d.words.snapshot().unwrap().current, word);
+        // A nested run (a callback is running) is its caller's.
+        assert!(d.run(["call from thread"]).is_none());
+        assert_eq!(d.begin("timed call", here), None);
+        drop(run);
+        assert_eq!(d.words.snapshot().unwrap().current, 0);
+        assert!(
+            d.run(["call from thread"])
+                .unwrap()
+                .key
+                .load(Ordering::Relaxed)
+                == 0
+        );
+    }
+
+    /// Every callback of a run during which the clock moved is timed, on
+    /// its own (the next one's start, or the end of the run), and the slow
+    /// one is counted.
+    #[test]
+    fn a_run_times_each_callback_during_which_time_moved() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
+        let ms = Duration::from_millis;
+        {
+            let mut run = d.run(["call from thread"]).unwrap();
+            for step in [10, 0, 150, 0, 30] {
+                run_one(&mut run, 0, here, || {
+                    if step > 0 {
+                        clock.advance(ms(step));
+                    }
+                });
+                // A tick makes the site not current, so the next callback
+                // looks at the clock.
+                assert_eq!(run.is_current(0, here), step == 0);
+            }
+            assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
+        }
+        // The last one was timed as the run ended.
+        assert_eq!(
+            d.words.longest_callback_ns.load(Ordering::Relaxed),
+            150_000_000
+        );
+        assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
+        assert_eq!(d.reading_at.get(), ms(190));
+    }
+
+    /// The watchdog sees the callback of a run that stalls, dated from the
+    /// reading taken after the last tick, not from the start of the run.
+    #[test]
+    fn a_stalled_callback_of_a_run_is_seen_from_its_own_start() {
+        let clock = ManualClock::new();
+        let d = diag(&clock);
+        let here = Location::caller();
         let threshold = Duration::from_millis(100);
         let mut state = StallState::default();
-        let ms = Duration::from_millis;
-        let snap = |current, since| Snapshot { current, since };
-        // Callback 1 seen at 500 ms (the loop's reading: 450 ms).
-        assert_eq!(
-            check_stall(snap(3, ms(450)), ms(500), threshold, &mut state),
-            None
-        );
-        // Callback 2 (site 7) seen at 600 ms, with an older reading (as a
-        // clock that moved without a tick would leave it): it began after
-        // the last check, at 500 ms.
-        let second = 8;
-        assert_eq!(
-            check_stall(snap(second, ms(0)), ms(600), threshold, &mut state),
-            None
-        );
-        let stall = check_stall(snap(second, ms(0)), ms(601), threshold, &mut state).unwrap();
-        assert_eq!(
-            stall,
-            Stall {
-                site: 7,
-                running_for: ms(101)
-            }
-        );
-        // Reported once.
-        assert_eq!(
-            check_stall(snap(second, ms(0)), ms(900), threshold, &mut state),
-            None
-        );
-        // The first sight of a callback with nothing earlier: dated from the
-        // loop's reading.
-        let mut fresh = StallState::default();
-        let stall = check_stall(snap(second, ms(50)), ms(200), threshold, &mut fresh).unwrap();
-        assert_eq!(stall.running_for, ms(150));
+        let mut run = d.run(["call from thread"]).unwrap();
+        run_one(&mut run, 0, here, || {
+            clock.advance(Duration::from_millis(80))
+        });
+        run_one(&mut run, 0, here, || {
+            clock.advance(Duration::from_millis(90));
+            let snap = d.words.snapshot().unwrap();
+            assert_eq!(snap.since, Duration::from_millis(80));
+            assert_eq!(check_stall(snap, clock.now(), threshold, &mut state), None);
+            clock.advance(Duration::from_millis(20));
+            let stall = check_stall(snap, clock.now(), threshold, &mut state).unwrap();
+            assert_eq!(stall.running_for, Duration::from_millis(110));
+            assert_eq!(d.words.site(stall.site).unwrap().location, here);
+        });
+        drop(run);
+        assert_eq!(d.words.slow_callbacks.load(Ordering::Relaxed), 1);
     }
 
     #[test]

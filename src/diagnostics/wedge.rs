@@ -281,26 +281,24 @@ impl PoolWatchdog {
         let name = name.into();
         let shared = Arc::new(WatchShared::default());
         let seen = shared.clone();
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let report_to = super::ReportTo::current();
         let interval = super::check_interval(threshold);
         let thread = std::thread::Builder::new()
             .name("weft-pool-watchdog".into())
             .spawn(move || {
-                tracing::dispatcher::with_default(&dispatch, || {
-                    let mut detector = PoolWedgeDetector::new(threshold);
-                    while !seen.stop.load(Ordering::Acquire) {
-                        // Time first: a sample is never older than its time.
-                        let now = clock.now();
-                        let (statistics, running) = sample();
-                        if let Some(mut report) = detector.observe(&statistics, now) {
-                            report.running = running;
-                            seen.episodes.fetch_add(1, Ordering::Relaxed);
-                            report_wedge(&name, &report);
-                        }
-                        seen.wedged.store(detector.is_wedged(), Ordering::Release);
-                        std::thread::park_timeout(interval);
+                let mut detector = PoolWedgeDetector::new(threshold);
+                while !seen.stop.load(Ordering::Acquire) {
+                    // Time first: a sample is never older than its time.
+                    let now = clock.now();
+                    let (statistics, running) = sample();
+                    if let Some(mut report) = detector.observe(&statistics, now) {
+                        report.running = running;
+                        seen.episodes.fetch_add(1, Ordering::Relaxed);
+                        report_to.report(|| report_wedge(&name, &report));
                     }
-                });
+                    seen.wedged.store(detector.is_wedged(), Ordering::Release);
+                    std::thread::park_timeout(interval);
+                }
             })?;
         Ok(PoolWatchdog {
             shared,

@@ -1,24 +1,14 @@
-//! The cross-thread inbox and its coalesced wake protocol.
+//! The cross-thread inbox: the queue of jobs for the loop, and its
+//! coalesced wake protocol (the states and the spin live in [`wake`]).
 //!
-//! Producers (any thread) push a job under a short mutex, then look at the
-//! atomic `state`; only the producer that moves it from `SLEEPY` to `AWAKE`
-//! writes the waker (one syscall). The loop keeps it `AWAKE` while it runs,
-//! so producers into a busy loop make one plain load and no syscall. Before
-//! it blocks, the loop sets `SLEEPY` and then re-checks the queue: a push that
-//! lands after the re-check sees `SLEEPY` and wakes the loop; a push before it
-//! is seen by the re-check and the loop does not block. This is the protocol
-//! modelled under loom below.
-//!
-//! Bounded spin before sleeping: when a producer is mid-burst, its next call
-//! is often a microsecond away, and a sleep then costs an eventfd write on
-//! the producer and a wakeup on the loop. So before `SLEEPY` the loop sets
-//! `SPINNING` and watches `state` for at most [`SPIN_LIMIT`]; a producer that
-//! finds `SPINNING` moves it to `WORK` (one compare-exchange, no syscall) and
-//! the loop goes on without sleeping. The spin reads only `state` (no lock,
-//! no `sched_yield`, so nothing to fight over with a producer sharing its CPU,
-//! crossbeam #821), it is bounded in time (an idle loop spins once, then
-//! sleeps with 0 CPU), and the loop still never waits on a producer: it reads
-//! the queue only under the lock, as before.
+//! Producers (any thread) push a job under a short mutex, then call
+//! [`WakeState::notify`]: only the producer that finds the loop about to
+//! sleep writes the waker (one syscall), so producers into a busy loop make
+//! one plain load and no syscall. Before it blocks, the loop asks
+//! [`Inbox::prepare_to_sleep`], which marks the loop sleepy and then
+//! re-checks the queue under its lock: a push after the re-check sees the
+//! mark and wakes the loop; a push before it is seen by the re-check. This
+//! is the protocol modelled under loom below.
 //!
 //! The loop never waits on a producer: the queue is a `Mutex<VecDeque>` that
 //! the loop swaps out whole (one short critical section per turn), never a
@@ -50,29 +40,12 @@ use std::time::Duration;
 
 use super::inline_call::{self, InlineCall};
 use crate::loom::Mutex;
-use crate::loom::atomic::{AtomicU8, AtomicU64, Ordering};
 use crate::time::Clock;
 
-/// The loop is (about to be) blocked: the next producer wakes it.
-const SLEEPY: u8 = 0;
-/// The loop is running and will drain the queue before it blocks.
-const AWAKE: u8 = 1;
-/// The loop is spinning before it blocks; a producer sets `WORK`.
-const SPINNING: u8 = 2;
-/// A producer arrived during the spin.
-const WORK: u8 = 3;
+mod wake;
 
-/// The longest spin before the loop blocks: a few wake costs (an eventfd
-/// write plus a wakeup is 3-15 µs on a VM), so a failed spin costs less CPU
-/// than the sleep and wake it tries to save.
-#[cfg_attr(loom, allow(dead_code))]
-pub(crate) const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(3);
-
-/// Something that wakes a sleeping loop (an eventfd in production, a condvar
-/// under loom).
-pub(crate) trait Wake: Send + Sync {
-    fn wake(&self);
-}
+pub(crate) use wake::Wake;
+use wake::WakeState;
 
 /// A message that is its own shared allocation: delivering it on the loop
 /// needs no box of its own (pool completions ride in the job's state).
@@ -96,9 +69,7 @@ pub(crate) struct Job {
 
 pub(crate) struct Inbox<W> {
     queue: Mutex<Queue>,
-    /// `SLEEPY`, `AWAKE`, `SPINNING` or `WORK` (see the module notes).
-    state: AtomicU8,
-    wakes: AtomicU64,
+    wake: WakeState,
     waker: W,
     /// Stamps the oldest waiting job; `None`: ages are not kept.
     clock: Option<Arc<dyn Clock>>,
@@ -149,8 +120,7 @@ impl<W: Wake> Inbox<W> {
                 pushes: 0,
                 oldest: Duration::ZERO,
             }),
-            state: AtomicU8::new(SLEEPY),
-            wakes: AtomicU64::new(0),
+            wake: WakeState::new(),
             waker,
             clock,
         }
@@ -214,28 +184,7 @@ impl<W: Wake> Inbox<W> {
 
     /// Wakes the loop unless a wake is already pending or the loop is awake.
     pub(crate) fn notify(&self) {
-        // Read first: while the loop is awake the state stays `AWAKE` and the
-        // cache line stays shared, so a burst costs no read-modify-write.
-        let mut state = self.state.load(Ordering::SeqCst);
-        loop {
-            let next = match state {
-                AWAKE | WORK => return,
-                SPINNING => WORK,
-                _ => AWAKE,
-            };
-            match self
-                .state
-                .compare_exchange(state, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) if state == SLEEPY => {
-                    self.wakes.fetch_add(1, Ordering::Relaxed);
-                    self.waker.wake();
-                    return;
-                }
-                Ok(_) => return,
-                Err(now) => state = now,
-            }
-        }
+        self.wake.notify(&self.waker);
     }
 
     /// Loop: moves every queued job into `into` (which must be empty), keeping
@@ -248,63 +197,23 @@ impl<W: Wake> Inbox<W> {
         }
     }
 
-    /// Loop, before blocking: spins briefly for a producer, then clears the
-    /// state and reports whether work arrived meanwhile (`false`: do not
-    /// block). If it did, the state is `AWAKE` again (the loop stays awake
-    /// and producers need not write the waker).
+    /// Loop, before blocking: reports whether it may block (`false`: work
+    /// arrived, or `other_work` says there is some; the loop stays awake).
+    /// See [`WakeState::prepare_to_sleep`].
     pub(crate) fn prepare_to_sleep(&self, other_work: impl FnOnce() -> bool) -> bool {
-        if self.spin_for_work() {
-            return false;
-        }
-        // The spin found nothing: `SPINNING` becomes `SLEEPY`, unless a
-        // producer made it `WORK` at the last moment.
-        if self
-            .state
-            .compare_exchange(SPINNING, SLEEPY, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            self.state.swap(AWAKE, Ordering::SeqCst);
-            return false;
-        }
-        let has_work = self
-            .queue
-            .lock()
-            .jobs
-            .as_ref()
-            .is_some_and(|q| !q.is_empty())
-            || other_work();
-        if has_work {
-            self.state.swap(AWAKE, Ordering::SeqCst);
-        }
-        !has_work
-    }
-
-    /// Loop: announces `SPINNING` and watches for a producer for at most
-    /// [`SPIN_LIMIT`]. `true` (state `AWAKE` again): one arrived.
-    fn spin_for_work(&self) -> bool {
-        self.state.swap(SPINNING, Ordering::SeqCst);
-        let mut spin = Spin::new();
-        loop {
-            if self.state.load(Ordering::SeqCst) == WORK {
-                self.state.swap(AWAKE, Ordering::SeqCst);
-                return true;
-            }
-            if !spin.again() {
-                return false;
-            }
-        }
+        self.wake.prepare_to_sleep(|| {
+            self.queue
+                .lock()
+                .jobs
+                .as_ref()
+                .is_some_and(|q| !q.is_empty())
+                || other_work()
+        })
     }
 
     /// Loop, after waking: marks the loop awake so producers skip the waker.
     pub(crate) fn awake(&self) {
-        // A read-modify-write, like every write of `state` (here and in
-        // `notify`): all of them read the latest value, so the states form
-        // one chain in which a producer's `WORK` or `AWAKE` can never be
-        // ordered after the loop's `SLEEPY` unseen. (Loom, which keeps a
-        // partial order for plain stores, checks exactly this.)
-        if self.state.load(Ordering::Relaxed) != AWAKE {
-            self.state.swap(AWAKE, Ordering::SeqCst);
-        }
+        self.wake.awake();
     }
 
     /// Closes the inbox; later pushes fail. Returns the jobs still queued.
@@ -334,54 +243,12 @@ impl<W: Wake> Inbox<W> {
     }
 
     pub(crate) fn wakes(&self) -> u64 {
-        self.wakes.load(Ordering::Relaxed)
+        self.wake.wakes()
     }
 
     #[cfg(all(test, loom))]
     pub(crate) fn waker(&self) -> &W {
         &self.waker
-    }
-}
-
-/// The spin's bound: [`SPIN_LIMIT`] of CPU-relax hints, measured with the
-/// monotonic clock every few rounds. Under loom a single round, so the
-/// models explore both outcomes of the spin without an unbounded loop.
-struct Spin {
-    #[cfg(not(loom))]
-    until: Option<std::time::Instant>,
-    rounds: u32,
-}
-
-impl Spin {
-    fn new() -> Spin {
-        Spin {
-            #[cfg(not(loom))]
-            until: None,
-            rounds: 0,
-        }
-    }
-
-    /// Relaxes once and says whether the spin may go on.
-    #[cfg(not(loom))]
-    fn again(&mut self) -> bool {
-        self.rounds += 1;
-        if self.rounds % 16 == 1 {
-            // Read the clock only now and then: it costs more than a relax.
-            let now = std::time::Instant::now();
-            match self.until {
-                None => self.until = Some(now + SPIN_LIMIT),
-                Some(until) if now >= until => return false,
-                Some(_) => {}
-            }
-        }
-        std::hint::spin_loop();
-        true
-    }
-
-    #[cfg(loom)]
-    fn again(&mut self) -> bool {
-        self.rounds += 1;
-        self.rounds < 2
     }
 }
 
@@ -391,6 +258,7 @@ mod tests {
     //! the loom models' job), and the jobs' ownership.
 
     use super::*;
+    use crate::loom::atomic::Ordering;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
@@ -560,6 +428,7 @@ mod loom_tests {
     //! reported by loom as a deadlock).
 
     use super::*;
+    use crate::loom::atomic::Ordering;
     use crate::loom::{Arc, Condvar, thread};
     use ::loom::sync::atomic::{AtomicBool, AtomicUsize};
 

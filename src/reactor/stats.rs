@@ -14,6 +14,8 @@
 //! - the inbox's oldest-call stamp: one clock read, under the inbox's lock,
 //!   by the push that finds the inbox empty (see `inbox.rs`), so one per
 //!   batch the loop takes, not one per call.
+//! - `calls_run`: one atomic add per batch of calls (also when a propagated
+//!   panic unwinds out of the batch), not one per call.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,6 +23,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::time::Duration;
 
+use crate::diagnostics::Run;
 use crate::error::{RunError, panic_message};
 use crate::loom::atomic::Ordering;
 
@@ -31,6 +32,10 @@ use super::core::{Inner, ResetOnDrop, TIMER_TOKEN, WAKER_TOKEN};
 use super::inbox::{Job, Message};
 use super::remote::STATE_STOPPING;
 use super::stats::SharedStats;
+
+/// The kinds of callback `run_calls` runs, as the diagnostics name them,
+/// and their indexes.
+const KINDS: [&str; 2] = ["call from thread", "thread job completion"];
 
 /// The longest single poll: a timer years away must not overflow anything.
 const MAX_POLL: Duration = Duration::from_secs(3600);
@@ -145,24 +150,54 @@ impl Inner {
             };
             self.shared.taken(taken);
         }
-        let mut ran = 0;
+        // The same loop either way; with diagnostics off (or in a batch
+        // nested in a callback, which is that callback's time) the watch
+        // compiles to nothing.
+        match self.diag.as_ref().and_then(|d| d.run(KINDS)) {
+            Some(mut run) => self.run_batch(&mut run),
+            None => self.run_batch(&mut Unwatched),
+        }
+    }
+
+    /// Runs `self.batch` to the end, one call at a time (so a propagated
+    /// panic leaves the rest queued). `calls_run` is bumped once, at the
+    /// end or as a panic unwinds.
+    fn run_batch(&self, watch: &mut impl Watch) -> usize {
+        let ran = CountOnDrop::new(&self.shared.stats.calls_run);
         loop {
             let Some(job) = self.batch.borrow_mut().pop_front() else {
                 break;
             };
-            ran += 1;
-            self.run_job(job);
+            ran.add(1);
+            let kind = usize::from(matches!(job.message, Message::Deliver(_)));
+            // A call from the site already published (and no tick since)
+            // runs with no call out before it, so the job goes from the
+            // batch to the call without being copied around; otherwise it
+            // is announced first, out of line.
+            if watch.is_current(kind, job.location) {
+                self.run_job(kind, job);
+            } else {
+                self.announce_and_run(kind, job, watch);
+            }
         }
-        ran
+        ran.count()
     }
 
-    pub(super) fn run_job(&self, job: Job) {
-        SharedStats::bump(&self.shared.stats.calls_run, 1);
-        match job.message {
-            Message::Call(f) => self.guard("call from thread", job.location, || f.call()),
-            Message::Deliver(d) => {
-                self.guard("thread job completion", job.location, || d.deliver())
-            }
+    #[inline(never)]
+    fn announce_and_run(&self, kind: usize, job: Job, watch: &mut impl Watch) {
+        watch.announce(kind, job.location);
+        self.run_job(kind, job);
+    }
+
+    #[inline(always)]
+    fn run_job(&self, kind: usize, job: Job) {
+        let Job { message, location } = job;
+        let outcome = catch_unwind(AssertUnwindSafe(|| match message {
+            Message::Call(f) => f.call(),
+            Message::Deliver(d) => d.deliver(),
+        }));
+        if let Err(payload) = outcome {
+            self.on_panic(KINDS[kind], location, payload);
         }
     }
 
@@ -310,5 +345,68 @@ impl Lap {
     fn finish(mut self, now: Duration) -> Duration {
         self.pause(now);
         self.work
+    }
+}
+
+/// What a batch of calls does before each one: nothing, or the
+/// diagnostics' [`Run`] (publish the running call's site, time a slow one;
+/// the end of the run is its `Drop`).
+trait Watch {
+    /// Whether the call (of kind `KINDS[kind]`) may start at once.
+    fn is_current(&self, kind: usize, location: &'static Location<'static>) -> bool;
+    /// Otherwise this, first.
+    fn announce(&mut self, kind: usize, location: &'static Location<'static>);
+}
+
+/// Diagnostics off, or a batch nested in a callback.
+struct Unwatched;
+
+impl Watch for Unwatched {
+    #[inline(always)]
+    fn is_current(&self, _: usize, _: &'static Location<'static>) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn announce(&mut self, _: usize, _: &'static Location<'static>) {}
+}
+
+impl<const K: usize> Watch for Run<'_, K> {
+    #[inline(always)]
+    fn is_current(&self, kind: usize, location: &'static Location<'static>) -> bool {
+        Run::is_current(self, kind, location)
+    }
+    #[inline(always)]
+    fn announce(&mut self, kind: usize, location: &'static Location<'static>) {
+        Run::announce(self, kind, location);
+    }
+}
+
+/// A count added to a shared counter once, when dropped (also when a
+/// propagated panic unwinds), rather than one atomic add per event.
+struct CountOnDrop<'a> {
+    counter: &'a crate::loom::atomic::AtomicU64,
+    n: std::cell::Cell<usize>,
+}
+
+impl<'a> CountOnDrop<'a> {
+    fn new(counter: &'a crate::loom::atomic::AtomicU64) -> Self {
+        CountOnDrop {
+            counter,
+            n: std::cell::Cell::new(0),
+        }
+    }
+
+    fn add(&self, n: usize) {
+        self.n.set(self.n.get() + n);
+    }
+
+    fn count(&self) -> usize {
+        self.n.get()
+    }
+}
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        SharedStats::bump(self.counter, self.n.get() as u64);
     }
 }

@@ -1,0 +1,192 @@
+//! The inbox's wake protocol: whether a producer must write the loop's
+//! waker, and the loop's bounded spin before it sleeps.
+//!
+//! One atomic `state`. The loop keeps it `AWAKE` while it runs, so
+//! producers into a busy loop make one plain load and no syscall; only the
+//! producer that moves it from `SLEEPY` to `AWAKE` writes the waker (one
+//! syscall per sleep, however many producers). Before it blocks, the loop
+//! sets `SLEEPY` and then re-checks for work (the inbox's queue, under its
+//! lock, and whatever else the caller names): a producer that notifies
+//! after the re-check sees `SLEEPY` and wakes the loop; one before it is
+//! seen by the re-check, and the loop does not block.
+//!
+//! Bounded spin before sleeping: when a producer is mid-burst, its next call
+//! is often a microsecond away, and a sleep then costs an eventfd write on
+//! the producer and a wakeup on the loop. So before `SLEEPY` the loop sets
+//! `SPINNING` and watches `state` for at most [`SPIN_LIMIT`]; a producer that
+//! finds `SPINNING` moves it to `WORK` (one compare-exchange, no syscall) and
+//! the loop goes on without sleeping. The spin reads only `state` (no lock,
+//! no `sched_yield`, so nothing to fight over with a producer sharing its CPU,
+//! crossbeam #821), it is bounded in time (an idle loop spins once, then
+//! sleeps with 0 CPU), and the loop still never waits on a producer.
+//!
+//! Invariants:
+//! - Every write of `state` is a read-modify-write (the loop's and the
+//!   producers'): all of them read the latest value, so the states form one
+//!   chain in which a producer's `WORK` or `AWAKE` can never be ordered
+//!   after the loop's `SLEEPY` unseen. (Loom, which keeps a partial order
+//!   for plain stores, checks exactly this: the models in `inbox.rs`.)
+//! - A producer notifies after its work is visible to the loop's re-check
+//!   (a push under the queue's lock, a flag set with a read-modify-write).
+
+use crate::loom::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// The loop is (about to be) blocked: the next producer wakes it.
+const SLEEPY: u8 = 0;
+/// The loop is running and will drain the queue before it blocks.
+const AWAKE: u8 = 1;
+/// The loop is spinning before it blocks; a producer sets `WORK`.
+const SPINNING: u8 = 2;
+/// A producer arrived during the spin.
+const WORK: u8 = 3;
+
+/// The longest spin before the loop blocks: a few wake costs (an eventfd
+/// write plus a wakeup is 3-15 µs on a VM), so a failed spin costs less CPU
+/// than the sleep and wake it tries to save.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(3);
+
+/// Something that wakes a sleeping loop (an eventfd in production, a condvar
+/// under loom).
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// The protocol's state and its count of waker writes.
+pub(super) struct WakeState {
+    /// `SLEEPY`, `AWAKE`, `SPINNING` or `WORK`.
+    state: AtomicU8,
+    wakes: AtomicU64,
+}
+
+impl WakeState {
+    pub(super) fn new() -> WakeState {
+        WakeState {
+            state: AtomicU8::new(SLEEPY),
+            wakes: AtomicU64::new(0),
+        }
+    }
+
+    /// Producer, after its work is visible: wakes the loop through `waker`
+    /// unless a wake is already pending or the loop is awake.
+    pub(super) fn notify(&self, waker: &impl Wake) {
+        // Read first: while the loop is awake the state stays `AWAKE` and the
+        // cache line stays shared, so a burst costs no read-modify-write.
+        let mut state = self.state.load(Ordering::SeqCst);
+        loop {
+            let next = match state {
+                AWAKE | WORK => return,
+                SPINNING => WORK,
+                _ => AWAKE,
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) if state == SLEEPY => {
+                    self.wakes.fetch_add(1, Ordering::Relaxed);
+                    waker.wake();
+                    return;
+                }
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Loop, before blocking: spins briefly for a producer, then marks the
+    /// loop sleepy and asks `has_work` (the re-check) whether work arrived
+    /// meanwhile. `false`: do not block; the state is `AWAKE` again (the
+    /// loop stays awake and producers need not write the waker).
+    pub(super) fn prepare_to_sleep(&self, has_work: impl FnOnce() -> bool) -> bool {
+        if self.spin_for_work() {
+            return false;
+        }
+        // The spin found nothing: `SPINNING` becomes `SLEEPY`, unless a
+        // producer made it `WORK` at the last moment.
+        if self
+            .state
+            .compare_exchange(SPINNING, SLEEPY, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            self.state.swap(AWAKE, Ordering::SeqCst);
+            return false;
+        }
+        let has_work = has_work();
+        if has_work {
+            self.state.swap(AWAKE, Ordering::SeqCst);
+        }
+        !has_work
+    }
+
+    /// Loop: announces `SPINNING` and watches for a producer for at most
+    /// [`SPIN_LIMIT`]. `true` (state `AWAKE` again): one arrived.
+    fn spin_for_work(&self) -> bool {
+        self.state.swap(SPINNING, Ordering::SeqCst);
+        let mut spin = Spin::new();
+        loop {
+            if self.state.load(Ordering::SeqCst) == WORK {
+                self.state.swap(AWAKE, Ordering::SeqCst);
+                return true;
+            }
+            if !spin.again() {
+                return false;
+            }
+        }
+    }
+
+    /// Loop, after waking: marks the loop awake so producers skip the waker.
+    pub(super) fn awake(&self) {
+        // A read-modify-write, like every write of `state` (module notes).
+        if self.state.load(Ordering::Relaxed) != AWAKE {
+            self.state.swap(AWAKE, Ordering::SeqCst);
+        }
+    }
+
+    /// Waker writes so far.
+    pub(super) fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
+    }
+}
+
+/// The spin's bound: [`SPIN_LIMIT`] of CPU-relax hints, measured with the
+/// monotonic clock every few rounds. Under loom a single round, so the
+/// models explore both outcomes of the spin without an unbounded loop.
+struct Spin {
+    #[cfg(not(loom))]
+    until: Option<std::time::Instant>,
+    rounds: u32,
+}
+
+impl Spin {
+    fn new() -> Spin {
+        Spin {
+            #[cfg(not(loom))]
+            until: None,
+            rounds: 0,
+        }
+    }
+
+    /// Relaxes once and says whether the spin may go on.
+    #[cfg(not(loom))]
+    fn again(&mut self) -> bool {
+        self.rounds += 1;
+        if self.rounds % 16 == 1 {
+            // Read the clock only now and then: it costs more than a relax.
+            let now = std::time::Instant::now();
+            match self.until {
+                None => self.until = Some(now + SPIN_LIMIT),
+                Some(until) if now >= until => return false,
+                Some(_) => {}
+            }
+        }
+        std::hint::spin_loop();
+        true
+    }
+
+    #[cfg(loom)]
+    fn again(&mut self) -> bool {
+        self.rounds += 1;
+        self.rounds < 2
+    }
+}
