@@ -74,3 +74,41 @@ fn cancelling_a_job_wakes_its_awaiter_with_cancelled() {
     );
     drop(release_tx);
 }
+
+/// Polls `d` once on the current thread (no executor, no waiting).
+fn poll_once<F: std::future::Future + Unpin>(d: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(d).poll(&mut cx)
+}
+
+#[test]
+fn a_job_deferred_polled_after_the_loop_ended_is_never_left_pending() {
+    use std::task::Poll;
+    use std::time::Duration;
+    let reactor = Reactor::builder()
+        .shutdown_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    // Still running when the loop ends: its result arrives after the end.
+    let mut running = reactor.defer_to_thread(move || {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        done_tx.send(()).unwrap();
+        7
+    });
+    reactor.run_until_complete(async {}).unwrap(); // start the pool
+    started_rx.recv().unwrap();
+    reactor.stop();
+    reactor.run().unwrap();
+    release_tx.send(()).unwrap();
+    done_rx.recv().unwrap();
+    // The loop will never deliver again: the outcome that arrived is given,
+    // or `Cancelled`, but never `Pending` forever.
+    match poll_once(&mut running) {
+        Poll::Ready(r) => assert!(matches!(r, Ok(7) | Err(ThreadError::Cancelled)), "{r:?}"),
+        Poll::Pending => panic!("a job's Deferred stayed pending after its loop ended"),
+    }
+}

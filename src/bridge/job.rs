@@ -264,6 +264,19 @@ where
                 drop(st);
                 panic!("Deferred polled after it returned its result");
             }
+            // The loop has ended and will never deliver: give the outcome
+            // that arrived after the end, else `Cancelled`, so a `Deferred`
+            // polled late (outside any task) never stays pending forever.
+            Stage::Posted(outcome) if self.remote.has_ended() => Poll::Ready(outcome),
+            other if self.remote.has_ended() => {
+                st.stage = other;
+                drop(st);
+                let _ = self.settle(Err(ThreadError::Cancelled));
+                match self.take_ready() {
+                    Some(outcome) => Poll::Ready(outcome),
+                    None => unreachable!("settled, and only this poll takes"),
+                }
+            }
             other => {
                 st.stage = other;
                 match &mut st.waker {

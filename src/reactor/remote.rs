@@ -457,6 +457,12 @@ impl Remote {
         self.shared.state() >= STATE_STOPPING
     }
 
+    /// Whether the shutdown sequence has finished (state `STOPPED`): the
+    /// loop will never run a call or deliver a result again.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.shared.state() == STATE_STOPPED
+    }
+
     /// A snapshot of the reactor's counters, readable from any thread (the
     /// timer and task gauges are as of the end of the last turn).
     ///
