@@ -131,6 +131,7 @@ mod connector;
 mod error;
 mod lifecycle;
 mod pool;
+mod shared;
 mod sqlite;
 mod stats;
 mod worker;
@@ -140,6 +141,7 @@ pub use checkpoint::{CheckpointStatistics, Checkpoints};
 pub use connector::{Connector, Interrupter, Role};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
 pub use pool::ConnectionPool;
+pub use shared::SharedPool;
 pub use sqlite::{SqliteConnector, Synchronous};
 pub use stats::{DbPoolStatistics, Group, GroupStatistics};
 
