@@ -138,8 +138,9 @@ pub struct Config {
     /// `weft_reactor_slow_callbacks_total` series.
     pub slow_callback_threshold: Option<Duration>,
     /// Loops serving HTTP, each a weft reactor on its own thread with its
-    /// own listener on the same address (`SO_REUSEPORT` when above 1); the
-    /// database pool stays on loop 0. Default: [`default_loops`].
+    /// own listener on the same address (`SO_REUSEPORT` when above 1); loop
+    /// 0 owns the database pool, and every loop calls it directly (weft-db's
+    /// `SharedPool`). Default: [`default_loops`].
     pub loops: usize,
     /// The nice value of every loop thread (`None`: leave it). Lower is
     /// more CPU: on a machine with more runnable threads than cores the
@@ -156,6 +157,13 @@ pub struct Config {
     /// without its automatic 400/431 (the bad bytes stay in the buffer).
     /// Pipelining works either way.
     pub pipeline_flush: bool,
+    /// How the SQLite file's WAL is checkpointed (weft-db's
+    /// [`Checkpoints`](weft_db::Checkpoints)). Default: SQLite's own, in the
+    /// commit that crosses 1000 WAL pages (`Checkpoints::default()`);
+    /// [`Checkpoints::background`](weft_db::Checkpoints::background) moves
+    /// it to a thread of its own (see the crate docs for the measurement
+    /// behind the default).
+    pub checkpoints: weft_db::Checkpoints,
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -213,6 +221,7 @@ impl Default for Config {
             pipeline_flush: false,
             loops: default_loops(),
             loop_nice: None,
+            checkpoints: weft_db::Checkpoints::default(),
         }
     }
 }

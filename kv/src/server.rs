@@ -138,12 +138,14 @@ pub(crate) async fn serve(
     } else {
         Vec::new()
     };
-    let pool = ConnectionPool::builder(SqliteConnector::new(&config.db_path))
-        .name("kv")
-        .max(config.readers.max(1) + 1)
-        .min(config.readers.max(1) + 1)
-        .build(&handle)
-        .map_err(|e| Error::Db(e.to_string()))?;
+    let pool = ConnectionPool::builder(
+        SqliteConnector::new(&config.db_path).checkpoints(config.checkpoints),
+    )
+    .name("kv")
+    .max(config.readers.max(1) + 1)
+    .min(config.readers.max(1) + 1)
+    .build(&handle)
+    .map_err(|e| Error::Db(e.to_string()))?;
     pool.run_interaction(|c| {
         c.execute_batch(routes::SCHEMA)?;
         Ok::<_, weft_db::DbError>(())
