@@ -13,9 +13,10 @@
 //!   no lock anywhere on the request path.
 //! - **One loop or several** ([`Config::loops`]): each loop is a weft
 //!   reactor on its own thread with its own listener on the same address
-//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 owns the
-//!   database pool (weft-db's pool is loop-bound); the others reach it
-//!   through loop 0's `Remote` and get each result back on their own loop.
+//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 builds and
+//!   closes the database pool; every loop calls it through weft-db's
+//!   `SharedPool`, which hands each job straight to the connection threads
+//!   and delivers the result on the calling loop (no hop through loop 0).
 //!   `/metrics` on any loop sums all loops and shows each
 //!   (`weft_kv_loop_*{loop="i"}`).
 //! - **HTTP is hyper 1.x**, driven through its `rt` traits
@@ -187,8 +188,9 @@ pub fn default_readers() -> usize {
 /// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
 /// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
 /// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
-/// in 10 of 14 cells, at about 15% more server CPU per request (the hops
-/// to loop 0's database pool). The bound keeps threads few on big
+/// in 10 of 14 cells, at about 15% more server CPU per request (then
+/// spent on hops to loop 0's database pool, since removed: weft-db's
+/// `SharedPool`). The bound keeps threads few on big
 /// machines, where more loops than the database can feed only add
 /// hand-offs. To be confirmed on a quiet machine.
 ///
