@@ -312,3 +312,10 @@ fn jobs_handed_over_to_a_pool_that_closes_before_it_starts_fail_stopped() {
 }
 
 use std::future::Future as _;
+
+#[test]
+fn a_shared_pool_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<SharedPool>();
+    check::<SharedPool<SqliteConnector>>();
+}
