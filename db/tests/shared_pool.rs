@@ -319,3 +319,69 @@ fn a_shared_pool_is_send_sync_and_clone() {
     check::<SharedPool>();
     check::<SharedPool<SqliteConnector>>();
 }
+
+#[test]
+fn jobs_from_two_loops_racing_close_all_resolve_and_every_ok_is_committed() {
+    const EACH: usize = 300;
+    let reactor = Reactor::new().unwrap();
+    let (dir, pool) = file_pool(&reactor, 2);
+    let (first_tx, first_rx) = mpsc::channel::<()>();
+    let spawn = |tag: &'static str, first: mpsc::Sender<()>| {
+        let shared = pool.shared();
+        thread::spawn(move || {
+            let reactor = Reactor::new().unwrap();
+            reactor
+                .run_until_complete(async move {
+                    let mut out = Vec::with_capacity(EACH);
+                    // Two in flight at a time, so close meets queued jobs too.
+                    for i in (0..EACH).step_by(2) {
+                        let a =
+                            shared.run_operation("insert into t values (?1, ?2)", (i as i64, tag));
+                        let b = shared
+                            .run_operation("insert into t values (?1, ?2)", (i as i64 + 1, tag));
+                        out.push(a.await);
+                        out.push(b.await);
+                        let _ = first.send(());
+                    }
+                    out
+                })
+                .unwrap()
+        })
+    };
+    let a = spawn("a", first_tx.clone());
+    let b = spawn("b", first_tx);
+    let p = pool.clone();
+    let results = reactor
+        .run_until_complete(async move {
+            let handle = weft::reactor::current().unwrap();
+            handle
+                .defer_to_thread(move || first_rx.recv().unwrap())
+                .await
+                .unwrap();
+            p.close().await.unwrap();
+            handle
+                .defer_to_thread(move || {
+                    let mut all = a.join().unwrap();
+                    all.extend(b.join().unwrap());
+                    all
+                })
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(results.len(), 2 * EACH);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let stopped = results
+        .iter()
+        .filter(|r| matches!(r, Err(DbError::Stopped)))
+        .count();
+    assert_eq!(ok + stopped, 2 * EACH, "only committed or Stopped");
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("shared.db"))
+        .unwrap()
+        .query_row("select count(*) from t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as usize, ok, "every Ok is committed, nothing else is");
+    let s = pool.statistics().writer;
+    assert_eq!(s.submitted, 2 * EACH as u64);
+    assert_eq!((s.completed, s.refused), (ok as u64, stopped as u64));
+}
