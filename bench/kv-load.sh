@@ -4,7 +4,8 @@
 # apt-get install wrk) with the same connections and duration.
 #
 #   bench/kv-load.sh [-d SECS] [-c CONNS] [--only weft-kv,tokio-mutex-cap1,..]
-#                    [--mixes 90,10] [--clients weft-load,wrk]
+#                    [--mixes 90,10] [--clients weft-load,wrk] [--rounds N]
+#                    [--before-dir DIR]   (A/B rows: see bench/src/bin/kv-load.rs)
 #
 # Defaults: 64 connections, 10 s per row, 90/10 and 10/90 read/write, both
 # clients, all seven servers (about 7 minutes). Run it on a quiet machine: the

@@ -130,6 +130,10 @@ pub enum DbError<E = rusqlite::Error> {
     },
     /// The pool is closed (or its reactor has shut down).
     Stopped,
+    /// A [`SharedPool`](crate::SharedPool) was called on a thread that runs
+    /// no reactor: there is no loop to deliver the result on. The job was
+    /// not submitted.
+    NotOnLoop,
 }
 
 impl<E: DriverError> DbError<E> {
@@ -244,6 +248,7 @@ impl<E: fmt::Display> fmt::Display for DbError<E> {
             DbError::Cancelled => f.write_str("database job cancelled"),
             DbError::Panicked { message } => write!(f, "database job panicked: {message}"),
             DbError::Stopped => f.write_str("connection pool closed"),
+            DbError::NotOnLoop => f.write_str("not called on a reactor's loop thread"),
         }
     }
 }

@@ -60,6 +60,13 @@
 //!   it fails [`DbError::Stopped`] at once (Twisted's `Deferred`s never
 //!   fired); queued work runs, or is cancelled under
 //!   [`QueuedWork::Cancel`](weft::reactor::QueuedWork::Cancel).
+//! - **Several loops**: the pool belongs to the loop that built it, and
+//!   [`ConnectionPool::shared`] gives a [`SharedPool`] (`Send + Sync +
+//!   Clone`) for every other reactor: its calls hand the job straight to the
+//!   connection threads from the calling loop and resolve on that loop, so
+//!   the owner's loop does no work for them. Routing, statistics, cancel
+//!   and close are the pool's own; called off any loop, it fails
+//!   [`DbError::NotOnLoop`].
 //! - **Statistics**: [`ConnectionPool::statistics`] gives exact counts per
 //!   connection group (writer, readers): threads, open connections, busy,
 //!   idle, backlog, and jobs submitted, completed, failed, panicked,
@@ -131,6 +138,7 @@ mod connector;
 mod error;
 mod lifecycle;
 mod pool;
+mod shared;
 mod sqlite;
 mod stats;
 mod worker;
@@ -140,6 +148,7 @@ pub use checkpoint::{CheckpointStatistics, Checkpoints};
 pub use connector::{Connector, Interrupter, Role};
 pub use error::{DbError, DriverError, ErrorKind, WithStatement};
 pub use pool::ConnectionPool;
+pub use shared::SharedPool;
 pub use sqlite::{SqliteConnector, Synchronous};
 pub use stats::{DbPoolStatistics, Group, GroupStatistics};
 

@@ -13,9 +13,8 @@
 //! - `close`'s `Deferred`s fire only after every thread has reported its
 //!   exit, so each connection is closed (on its thread) by then.
 
-use std::cell::Cell;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use weft::Deferred;
@@ -24,6 +23,7 @@ use weft::threads::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue, Worker};
 
 use crate::connector::{Connector, Role};
 use crate::pool::{ConnectionPool, Inner, Route};
+use crate::shared::Gate;
 use crate::stats::Group;
 use crate::worker::spawn_worker;
 
@@ -52,7 +52,8 @@ pub(crate) enum Lifecycle {
 pub(crate) struct Workers {
     pub(crate) writer: Option<ThreadWorker>,
     pub(crate) group: Vec<ThreadWorker<SharedQueue>>,
-    pub(crate) next: Cell<usize>,
+    /// Round-robin over `group` (any of them serves the whole group).
+    pub(crate) next: AtomicUsize,
 }
 
 /// The group serving `route`, given which groups have threads.
@@ -67,6 +68,11 @@ pub(crate) fn target(route: Route, has_writer: bool, has_group: bool) -> Group {
 impl Workers {
     pub(crate) fn target(&self, route: Route) -> Group {
         target(route, self.writer.is_some(), !self.group.is_empty())
+    }
+
+    /// Whether any thread could be started.
+    pub(crate) fn usable(&self) -> bool {
+        self.writer.is_some() || !self.group.is_empty()
     }
 
     pub(crate) fn quit(&self) {
@@ -139,14 +145,15 @@ impl<C: Connector> Inner<C> {
         drop(tx);
         this.threads.set(spawned);
         *this.exits.borrow_mut() = Some(rx);
-        let workers = Workers {
+        let workers = Arc::new(Workers {
             writer,
             group,
-            next: Cell::new(0),
-        };
-        let usable = workers.writer.is_some() || !workers.group.is_empty();
-        *this.workers.borrow_mut() = Some(workers);
+            next: AtomicUsize::new(0),
+        });
+        let usable = workers.usable();
+        *this.workers.borrow_mut() = Some(workers.clone());
         this.state.set(Lifecycle::Running);
+        Gate::open(&this.shared, usable.then_some(workers));
         // The trigger keeps the pool alive until shutdown (or `close`, which
         // removes it), as Twisted's reactor does: dropping every handle
         // must not leave its threads unobserved.
@@ -161,7 +168,7 @@ impl<C: Connector> Inner<C> {
         let backlog = std::mem::take(&mut *this.backlog.borrow_mut());
         let workers = this.workers.borrow();
         for job in backlog {
-            job(workers.as_ref().filter(|_| usable));
+            job(workers.as_deref().filter(|_| usable));
         }
     }
 }
@@ -202,6 +209,7 @@ impl<C: Connector> ConnectionPool<C> {
                     inner.handle.remove_system_event_trigger(id);
                 }
                 inner.state.set(Lifecycle::Closed);
+                Gate::close(&inner.shared.gate, Lifecycle::Closed);
                 let backlog = std::mem::take(&mut *inner.backlog.borrow_mut());
                 for job in backlog {
                     job(None);
@@ -214,6 +222,10 @@ impl<C: Connector> ConnectionPool<C> {
             inner.handle.remove_system_event_trigger(id);
         }
         inner.state.set(Lifecycle::Closing);
+        // Before the quit orders: a job another loop hands over from now on
+        // is refused, and every job handed over before is queued ahead of
+        // them (the gate forwards under its lock).
+        Gate::close(&inner.shared.gate, Lifecycle::Closing);
         if inner.queued_work == QueuedWork::Cancel {
             inner.shared.discard_queued.store(true, Ordering::Release);
         }
@@ -228,6 +240,7 @@ impl<C: Connector> ConnectionPool<C> {
         let finish = move |_| {
             if let Some(inner) = weak.upgrade() {
                 inner.state.set(Lifecycle::Closed);
+                Gate::close(&inner.shared.gate, Lifecycle::Closed);
                 let waiters = std::mem::take(&mut *inner.close_waiters.borrow_mut());
                 for w in waiters {
                     let _ = w.callback(());

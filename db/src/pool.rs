@@ -16,7 +16,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use weft::reactor::{Handle, Phase, QueuedWork, SystemEvent, TriggerId};
@@ -25,6 +25,7 @@ use weft::{Deferred, Resolver, ThreadError};
 use crate::connector::Connector;
 use crate::error::DbError;
 use crate::lifecycle::{Lifecycle, Workers, target};
+use crate::shared::Gate;
 use crate::sqlite::SqliteConnector;
 use crate::stats::{Group, Stats};
 use crate::worker::{JobState, Mode, Shared, Ticket, run_job};
@@ -47,14 +48,13 @@ pub(crate) struct Inner<C: Connector> {
     pub(crate) single_writer: bool,
     pub(crate) queued_work: QueuedWork,
     pub(crate) state: Cell<Lifecycle>,
-    pub(crate) workers: RefCell<Option<Workers>>,
+    pub(crate) workers: RefCell<Option<Arc<Workers>>>,
     pub(crate) backlog: RefCell<Vec<Backlogged>>,
     pub(crate) start_trigger: Cell<Option<TriggerId>>,
     pub(crate) shutdown_trigger: Cell<Option<TriggerId>>,
     pub(crate) threads: Cell<usize>,
     pub(crate) exits: RefCell<Option<mpsc::Receiver<()>>>,
     pub(crate) close_waiters: RefCell<Vec<Resolver<(), weft::Cancelled>>>,
-    pub(crate) next_id: Cell<u64>,
 }
 
 impl<C: Connector> Drop for Inner<C> {
@@ -63,6 +63,9 @@ impl<C: Connector> Drop for Inner<C> {
         if let Some(workers) = self.workers.get_mut().as_ref() {
             workers.quit();
         }
+        // Handles on other loops must not wait for a start that cannot
+        // come any more, nor submit to the threads just told to quit.
+        Gate::close(&self.shared.gate, Lifecycle::Closed);
     }
 }
 
@@ -126,6 +129,10 @@ impl<C: Connector> ConnectionPool<C> {
                 discard_queued: AtomicBool::new(false),
                 name: config.name,
                 stats: Stats::new(config.histograms),
+                next_id: AtomicU64::new(1),
+                single_writer: config.single_writer,
+                max: config.max,
+                gate: Gate::new(),
             }),
             min: config.min,
             max: config.max,
@@ -139,7 +146,6 @@ impl<C: Connector> ConnectionPool<C> {
             threads: Cell::new(0),
             exits: RefCell::new(None),
             close_waiters: RefCell::new(Vec::new()),
-            next_id: Cell::new(1),
         });
         if handle.has_started() && handle.is_running() {
             Inner::start(&inner);
@@ -163,7 +169,9 @@ impl<C: Connector> ConnectionPool<C> {
     }
 }
 
-fn flatten<T, E>(result: Result<Result<T, DbError<E>>, ThreadError>) -> Result<T, DbError<E>> {
+pub(crate) fn flatten<T, E>(
+    result: Result<Result<T, DbError<E>>, ThreadError>,
+) -> Result<T, DbError<E>> {
     match result {
         Ok(r) => r,
         Err(ThreadError::Panicked { message }) => Err(DbError::Panicked {
@@ -242,8 +250,7 @@ impl<C: Connector> ConnectionPool<C> {
             inner.shared.stats.refused_at_once(group);
             return Deferred::fail(DbError::Stopped);
         }
-        let id = inner.next_id.get();
-        inner.next_id.set(id + 1);
+        let id = inner.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let queued_at = inner.shared.stats.queued(group);
         let job = JobState::new(id, group, queued_at);
         // From here on the ticket accounts for the job if it is dropped
@@ -268,8 +275,7 @@ impl<C: Connector> ConnectionPool<C> {
             let d = match &workers.writer {
                 Some(writer) if to == Group::Writer => handle.defer_to_worker(writer, task),
                 _ => {
-                    let i = workers.next.get();
-                    workers.next.set(i.wrapping_add(1));
+                    let i = workers.next.fetch_add(1, Ordering::Relaxed);
                     // One shared queue: any of them serves the whole group.
                     handle.defer_to_worker(&workers.group[i % workers.group.len()], task)
                 }
@@ -281,9 +287,7 @@ impl<C: Connector> ConnectionPool<C> {
         match inner.state.get() {
             Lifecycle::Running => {
                 let workers = inner.workers.borrow();
-                let usable = workers
-                    .as_ref()
-                    .filter(|w| w.writer.is_some() || !w.group.is_empty());
+                let usable = workers.as_deref().filter(|w| w.usable());
                 dispatch(usable);
             }
             _ => inner.backlog.borrow_mut().push(Box::new(dispatch)),
@@ -426,25 +430,14 @@ impl ConnectionPool<SqliteConnector> {
         &self,
         sql: impl Into<String>,
         params: P,
-        mut f: F,
+        f: F,
     ) -> Deferred<Vec<T>, DbError>
     where
         P: rusqlite::Params + Send + 'static,
         T: Send + 'static,
         F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        let sql = sql.into();
-        self.run_read(move |conn| {
-            let run = || -> rusqlite::Result<Vec<T>> {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params, &mut f)?;
-                rows.collect()
-            };
-            run().map_err(|source| DbError::Sql {
-                statement: Some(sql.clone()),
-                source,
-            })
-        })
+        self.run_read(query_job(sql.into(), params, f))
     }
 
     /// Twisted's `runOperation`: runs one statement on the writer inside a
@@ -469,13 +462,48 @@ impl ConnectionPool<SqliteConnector> {
     where
         P: rusqlite::Params + Send + 'static,
     {
-        let sql = sql.into();
-        self.run_interaction(move |conn| {
-            let run = || conn.prepare_cached(&sql)?.execute(params);
-            run().map_err(|source| DbError::Sql {
-                statement: Some(sql.clone()),
-                source,
-            })
+        self.run_interaction(operation_job(sql.into(), params))
+    }
+}
+
+/// `run_query_map`'s job: `sql` through the statement cache, each row
+/// mapped by `f`.
+pub(crate) fn query_job<P, T, F>(
+    sql: String,
+    params: P,
+    mut f: F,
+) -> impl FnOnce(&mut rusqlite::Connection) -> Result<Vec<T>, DbError> + Send + 'static
+where
+    P: rusqlite::Params + Send + 'static,
+    T: Send + 'static,
+    F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+{
+    move |conn| {
+        let run = || -> rusqlite::Result<Vec<T>> {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params, &mut f)?;
+            rows.collect()
+        };
+        run().map_err(|source| DbError::Sql {
+            statement: Some(sql.clone()),
+            source,
+        })
+    }
+}
+
+/// `run_operation`'s job: one statement; the rows changed.
+pub(crate) fn operation_job<P>(
+    sql: String,
+    params: P,
+) -> impl FnOnce(&mut rusqlite::Connection) -> Result<usize, DbError> + Send + 'static
+where
+    P: rusqlite::Params + Send + 'static,
+{
+    move |conn| {
+        let run = || conn.prepare_cached(&sql)?.execute(params);
+        run().map_err(|source| DbError::Sql {
+            statement: Some(sql.clone()),
+            source,
         })
     }
 }

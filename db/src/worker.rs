@@ -26,7 +26,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
@@ -65,6 +65,16 @@ pub(crate) struct Shared<C: Connector> {
     pub(crate) discard_queued: AtomicBool,
     pub(crate) name: String,
     pub(crate) stats: Stats,
+    /// The next job id: ids are unique across every loop that submits, so
+    /// a cancel can only ever name its own job on a connection.
+    pub(crate) next_id: AtomicU64,
+    /// Whether the pool has a writer thread (routing before start).
+    pub(crate) single_writer: bool,
+    /// The configured connection count (routing before start).
+    pub(crate) max: usize,
+    /// What submitters on other loops see: the pool's state, its threads
+    /// and the jobs waiting for it to start (`shared.rs`).
+    pub(crate) gate: Mutex<crate::shared::Gate>,
 }
 
 /// One job's cancel state.

@@ -13,9 +13,10 @@
 //!   no lock anywhere on the request path.
 //! - **One loop or several** ([`Config::loops`]): each loop is a weft
 //!   reactor on its own thread with its own listener on the same address
-//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 owns the
-//!   database pool (weft-db's pool is loop-bound); the others reach it
-//!   through loop 0's `Remote` and get each result back on their own loop.
+//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 builds and
+//!   closes the database pool; every loop calls it through weft-db's
+//!   `SharedPool`, which hands each job straight to the connection threads
+//!   and delivers the result on the calling loop (no hop through loop 0).
 //!   `/metrics` on any loop sums all loops and shows each
 //!   (`weft_kv_loop_*{loop="i"}`).
 //! - **HTTP is hyper 1.x**, driven through its `rt` traits
@@ -138,8 +139,9 @@ pub struct Config {
     /// `weft_reactor_slow_callbacks_total` series.
     pub slow_callback_threshold: Option<Duration>,
     /// Loops serving HTTP, each a weft reactor on its own thread with its
-    /// own listener on the same address (`SO_REUSEPORT` when above 1); the
-    /// database pool stays on loop 0. Default: [`default_loops`].
+    /// own listener on the same address (`SO_REUSEPORT` when above 1); loop
+    /// 0 owns the database pool, and every loop calls it directly (weft-db's
+    /// `SharedPool`). Default: [`default_loops`].
     pub loops: usize,
     /// The nice value of every loop thread (`None`: leave it). Lower is
     /// more CPU: on a machine with more runnable threads than cores the
@@ -156,6 +158,13 @@ pub struct Config {
     /// without its automatic 400/431 (the bad bytes stay in the buffer).
     /// Pipelining works either way.
     pub pipeline_flush: bool,
+    /// How the SQLite file's WAL is checkpointed (weft-db's
+    /// [`Checkpoints`](weft_db::Checkpoints)). Default: SQLite's own, in the
+    /// commit that crosses 1000 WAL pages (`Checkpoints::default()`);
+    /// [`Checkpoints::background`](weft_db::Checkpoints::background) moves
+    /// it to a thread of its own (see the crate docs for the measurement
+    /// behind the default).
+    pub checkpoints: weft_db::Checkpoints,
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -179,8 +188,9 @@ pub fn default_readers() -> usize {
 /// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
 /// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
 /// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
-/// in 10 of 14 cells, at about 15% more server CPU per request (the hops
-/// to loop 0's database pool). The bound keeps threads few on big
+/// in 10 of 14 cells, at about 15% more server CPU per request (then
+/// spent on hops to loop 0's database pool, since removed: weft-db's
+/// `SharedPool`). The bound keeps threads few on big
 /// machines, where more loops than the database can feed only add
 /// hand-offs. To be confirmed on a quiet machine.
 ///
@@ -213,6 +223,7 @@ impl Default for Config {
             pipeline_flush: false,
             loops: default_loops(),
             loop_nice: None,
+            checkpoints: weft_db::Checkpoints::default(),
         }
     }
 }

@@ -6,14 +6,12 @@
 //! over the sockets). A connection lives and dies on the loop that
 //! accepted it; its state stays loop-local (`Rc`/`Cell`), as with one loop.
 //!
-//! **One database pool.** weft-db's `ConnectionPool` is loop-bound (it
-//! holds `Rc`s and resolves its `Deferred`s on the loop that built it), so
-//! loop 0 owns it. Another loop reaches it with
-//! `Remote::run_coroutine_threadsafe` on loop 0: the job is submitted from
-//! loop 0, and its result comes back to the asking loop's task through a
-//! `CrossThreadFuture` (woken through that loop's own waker, so the result
-//! is handled on the loop that asked). Cost: two extra cross-thread hops
-//! per database call from loops 1.., and the submit/complete work on loop 0.
+//! **One database pool.** Loop 0 builds it (and closes it at the end);
+//! every loop, loop 0 included, calls it through its `SharedPool`: the job
+//! goes straight from the calling loop to the pool's connection threads,
+//! and its `Deferred` resolves on the calling loop. Loop 0 does no work for
+//! the other loops' calls, and the pool's figures (atomics) are read from
+//! any loop.
 //!
 //! **Metrics** stay per loop (`Rc<Metrics>`, no atomics). A scrape on any
 //! loop asks every other loop for a copy of its counters (a hop to each),
@@ -22,8 +20,7 @@
 //!
 //! Invariants:
 //! - `LOCAL` holds the current loop's `App` only while its server runs on
-//!   this thread (set and cleared by [`LocalGuard`]); `HOME_POOL` holds the
-//!   pool on loop 0's thread from its creation until it is closed.
+//!   this thread (set and cleared by [`LocalGuard`]).
 //! - Loop 0 closes the pool only after every other loop reported `Done`,
 //!   so a request finishing on another loop during the drain still reaches
 //!   the database.
@@ -41,7 +38,7 @@ use std::task::{Poll, Waker};
 
 use socket2::{Domain, Socket, Type};
 use weft::{Deferred, Remote};
-use weft_db::{ConnectionPool, DbError, DbPoolStatistics};
+use weft_db::{DbError, DbPoolStatistics, SharedPool};
 
 use crate::metrics::{DbHistograms, LoopSources, MetricsSnapshot, Sources};
 use crate::routes::App;
@@ -49,7 +46,6 @@ use crate::{Config, ShutdownTrigger};
 
 thread_local! {
     static LOCAL: RefCell<Option<Rc<App>>> = const { RefCell::new(None) };
-    static HOME_POOL: RefCell<Option<ConnectionPool>> = const { RefCell::new(None) };
 }
 
 /// Binds `n` listening sockets on `addr` (port 0: the first picks the
@@ -88,55 +84,19 @@ pub(crate) struct Peers {
     pub(crate) reactor_pool: Arc<weft::ThreadPool>,
 }
 
-/// How a loop reaches the database pool.
+/// How a loop reaches the database pool: its `SharedPool`, called from
+/// this loop (no hop through loop 0).
 #[derive(Clone)]
-pub(crate) enum Db {
-    /// Loop 0: the pool itself.
-    Home(ConnectionPool),
-    /// Other loops: through loop 0.
-    Remote(Remote),
-}
+pub(crate) struct Db(pub(crate) SharedPool);
 
 impl Db {
-    /// Runs `f` against the pool (on loop 0) and awaits its result here.
-    /// A loop 0 that is gone reads as `DbError::Stopped`.
+    /// Runs `f` against the pool from this loop and awaits its result here.
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&ConnectionPool) -> Deferred<T, DbError> + Send + 'static,
+        F: FnOnce(&SharedPool) -> Deferred<T, DbError>,
     {
-        match self {
-            Db::Home(pool) => f(pool).await,
-            Db::Remote(home) => {
-                let r = home
-                    .run_coroutine_threadsafe(move || {
-                        let d = HOME_POOL.with(|p| p.borrow().as_ref().map(f));
-                        async move {
-                            match d {
-                                Some(d) => d.await,
-                                None => Err(DbError::Stopped),
-                            }
-                        }
-                    })
-                    .await;
-                r.unwrap_or(Err(DbError::Stopped))
-            }
-        }
-    }
-}
-
-/// Makes `pool` reachable from other loops (on loop 0's thread) until the
-/// guard drops.
-pub(crate) fn set_home_pool(pool: &ConnectionPool) -> HomePoolGuard {
-    HOME_POOL.with(|p| *p.borrow_mut() = Some(pool.clone()));
-    HomePoolGuard
-}
-
-pub(crate) struct HomePoolGuard;
-
-impl Drop for HomePoolGuard {
-    fn drop(&mut self) {
-        let _ = HOME_POOL.try_with(|p| p.borrow_mut().take());
+        f(&self.0).await
     }
 }
 
@@ -160,7 +120,7 @@ fn local_parts(app: &App) -> (MetricsSnapshot, Option<weft::net::AcceptStatistic
     (app.metrics.snapshot(), app.accept_stats.get())
 }
 
-fn db_figures(pool: &ConnectionPool) -> (DbPoolStatistics, Vec<DbHistograms>) {
+fn db_figures(pool: &SharedPool) -> (DbPoolStatistics, Vec<DbHistograms>) {
     let hist = [weft_db::Group::Writer, weft_db::Group::Readers]
         .map(|group| DbHistograms {
             group,
@@ -213,18 +173,7 @@ pub(crate) async fn scrape(app: &App) -> String {
             }
         }
     }
-    let (db, db_histograms) = match &app.db {
-        Db::Home(pool) => db_figures(pool),
-        Db::Remote(home) => home
-            .run_coroutine_threadsafe(|| {
-                let f = HOME_POOL.with(|p| p.borrow().as_ref().map(db_figures));
-                async move { f }
-            })
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-    };
+    let (db, db_histograms) = db_figures(&app.db.0);
     let src = Sources {
         db,
         db_histograms,
@@ -322,7 +271,7 @@ pub(crate) struct LoopStart {
     pub(crate) listener: std::net::TcpListener,
     pub(crate) config: Config,
     pub(crate) shutdown: ShutdownTrigger,
-    pub(crate) home: Remote,
+    pub(crate) db: Db,
     pub(crate) peers: Arc<Peers>,
     pub(crate) mailbox: Mailbox<LoopEvent>,
 }
@@ -355,7 +304,7 @@ pub(crate) fn spawn_loop(s: LoopStart) -> io::Result<std::thread::JoinHandle<()>
                 index: s.index,
                 config: s.config,
                 shutdown: s.shutdown,
-                db: Db::Remote(s.home),
+                db: s.db,
                 peers: s.peers,
             };
             let listener = s.listener;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N]
+//!     [--loop-nice N] [--checkpoints commit|background]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -55,6 +55,13 @@ fn main() -> ExitCode {
                 }
             }
             "--loop-nice" => cfg.loop_nice = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--checkpoints" => {
+                cfg.checkpoints = match val().as_str() {
+                    "commit" => weft_db::Checkpoints::default(),
+                    "background" => weft_db::Checkpoints::background(),
+                    _ => usage(),
+                }
+            }
             "--max-value" => cfg.max_value_bytes = val().parse().unwrap_or_else(|_| usage()),
             "--header-timeout" => {
                 cfg.header_read_timeout =

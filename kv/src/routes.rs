@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use weft_db::{ConnectionPool, DbError};
+use weft_db::{DbError, SharedPool};
 
 use crate::metrics::Metrics;
 
@@ -198,14 +198,15 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
     }
 }
 
-/// Runs one database call (`f` gets the pool, on loop 0: see
-/// `crate::loops`), counting it in flight (submitted and not yet answered
-/// on this loop; the pool's own figures come from
-/// `ConnectionPool::statistics`).
+/// Runs one database call (`f` gets the pool's `SharedPool`: the job goes
+/// straight to the connection threads and its result comes back to this
+/// loop; see `crate::loops`), counting it in flight (submitted and not yet
+/// answered on this loop; the pool's own figures come from
+/// `SharedPool::statistics`).
 async fn db<T, F>(app: &App, f: F) -> Result<T, DbError>
 where
     T: Send + 'static,
-    F: FnOnce(&ConnectionPool) -> weft::Deferred<T, DbError> + Send + 'static,
+    F: FnOnce(&SharedPool) -> weft::Deferred<T, DbError>,
 {
     let m = &app.metrics;
     m.db_in_flight.set(m.db_in_flight.get() + 1);
@@ -315,8 +316,7 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
 }
 
 async fn get(app: &App, key: String) -> Resp {
-    let d =
-        move |p: &ConnectionPool| p.run_query_map(SELECT_ONE, [key], |r| r.get::<_, Vec<u8>>(0));
+    let d = move |p: &SharedPool| p.run_query_map(SELECT_ONE, [key], |r| r.get::<_, Vec<u8>>(0));
     match db(app, d).await {
         Ok(mut rows) => match rows.pop() {
             Some(v) => {
@@ -338,7 +338,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let d = move |p: &ConnectionPool| p.run_operation(UPSERT, (key, body.to_vec()));
+    let d = move |p: &SharedPool| p.run_operation(UPSERT, (key, body.to_vec()));
     match db(app, d).await {
         Ok(_) => text(StatusCode::OK, "ok\n"),
         Err(e) => db_failure(app, &e),
@@ -346,7 +346,7 @@ async fn put(app: &App, key: String, req: Request<Incoming>) -> Resp {
 }
 
 async fn delete(app: &App, key: String) -> Resp {
-    let d = move |p: &ConnectionPool| p.run_operation(DELETE_ONE, [key]);
+    let d = move |p: &SharedPool| p.run_operation(DELETE_ONE, [key]);
     match db(app, d).await {
         Ok(0) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Ok(_) => text(StatusCode::OK, "deleted\n"),
@@ -372,7 +372,7 @@ async fn list(app: &App, query: &str) -> Resp {
         }
     }
     let upper = prefix_upper_bound(&prefix);
-    let d = move |p: &ConnectionPool| {
+    let d = move |p: &SharedPool| {
         p.run_query_map(RANGE, (prefix, upper, limit as i64), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
         })
@@ -412,7 +412,7 @@ async fn batch(app: &App, req: Request<Incoming>) -> Resp {
         }
     }
     let n = pairs.len();
-    let d = move |p: &ConnectionPool| {
+    let d = move |p: &SharedPool| {
         p.run_interaction(move |conn| {
             let mut stmt = conn.prepare_cached(UPSERT)?;
             for (k, v) in &pairs {

@@ -138,12 +138,14 @@ pub(crate) async fn serve(
     } else {
         Vec::new()
     };
-    let pool = ConnectionPool::builder(SqliteConnector::new(&config.db_path))
-        .name("kv")
-        .max(config.readers.max(1) + 1)
-        .min(config.readers.max(1) + 1)
-        .build(&handle)
-        .map_err(|e| Error::Db(e.to_string()))?;
+    let pool = ConnectionPool::builder(
+        SqliteConnector::new(&config.db_path).checkpoints(config.checkpoints),
+    )
+    .name("kv")
+    .max(config.readers.max(1) + 1)
+    .min(config.readers.max(1) + 1)
+    .build(&handle)
+    .map_err(|e| Error::Db(e.to_string()))?;
     pool.run_interaction(|c| {
         c.execute_batch(routes::SCHEMA)?;
         Ok::<_, weft_db::DbError>(())
@@ -155,7 +157,6 @@ pub(crate) async fn serve(
     let mut listeners = loops::bind_listeners(config.listen, loops)?.into_iter();
     let listener = TcpListener::from_std(listeners.next().expect("one listener at least"))?;
     let addr = listener.local_addr()?;
-    let home_pool = loops::set_home_pool(&pool);
     let peers = Arc::new(Peers {
         remotes: OnceLock::new(),
         reactor_pool: handle.thread_pool(),
@@ -171,7 +172,7 @@ pub(crate) async fn serve(
             listener: l,
             config: config.clone(),
             shutdown: shutdown.clone(),
-            home: handle.remote(),
+            db: Db(pool.shared()),
             peers: peers.clone(),
             mailbox: mailbox.clone(),
         };
@@ -209,7 +210,7 @@ pub(crate) async fn serve(
             index: 0,
             config: config.clone(),
             shutdown: shutdown.clone(),
-            db: Db::Home(pool.clone()),
+            db: Db(pool.shared()),
             peers: peers.clone(),
         };
         on_ready(&Ready {
@@ -233,7 +234,6 @@ pub(crate) async fn serve(
         }
     }
     let _ = pool.close().await;
-    drop(home_pool);
     for id in signal_ids {
         handle.remove_signal_handler(id);
     }

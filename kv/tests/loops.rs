@@ -1,6 +1,7 @@
 //! Serving on several loops (`Config::loops`): the kernel spreads
-//! connections over the loops' listeners, every loop reaches the one
-//! database pool on loop 0, and `/metrics` adds the loops up.
+//! connections over the loops' listeners, every loop calls the one
+//! database pool (built by loop 0) directly, and `/metrics` adds the loops
+//! up.
 
 mod common;
 use common::*;
@@ -165,4 +166,30 @@ fn render_loops_merges_the_loops_histograms_bucket_by_bucket() {
     assert!(text.contains("weft_reactor_lag_probe_seconds_count 5\n"));
     assert!(text.contains("weft_kv_loop_lag_probe_seconds_count{loop=\"0\"} 3\n"));
     assert!(text.contains("weft_kv_loop_lag_probe_seconds_count{loop=\"1\"} 2\n"));
+}
+
+#[test]
+fn with_background_checkpoints_both_loops_write_and_read_and_the_db_counts_every_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = two_loops(dir.path());
+    c.checkpoints = weft_db::Checkpoints::background();
+    let srv = Server::start(c);
+    for i in 0..20 {
+        let key = format!("/v1/kv/b{i}");
+        assert_eq!(once(srv.addr, "PUT", &key, b"x").0, 200);
+        assert_eq!(once(srv.addr, "GET", &key, b""), (200, b"x".to_vec()));
+    }
+    // Every loop's jobs reach the pool's own counters (no hop to lose).
+    let page = get(&agent(), &srv.url("/metrics")).1;
+    let jobs = |group: &str| {
+        let prefix = format!("weft_db_jobs_submitted_total{{group=\"{group}\"}} ");
+        let v = page.lines().find_map(|l| l.strip_prefix(&prefix));
+        v.unwrap_or_else(|| panic!("{page}"))
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(jobs("writer"), 21.0, "the schema and 20 PUTs");
+    assert_eq!(jobs("readers"), 20.0);
+    assert_eq!(srv.stop().abandoned, 0);
 }

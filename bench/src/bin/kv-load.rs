@@ -5,7 +5,13 @@
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
 //!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
+//!     [--bin-dir DIR] [--before-dir DIR]
 //! ```
+//!
+//! A/B rows, run only when named in `--only`: `weft-kv-1loop-bgckpt` and
+//! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints), and
+//! `weft-kv-before-1loop` / `weft-kv-before-2loops`, which run the
+//! `weft-kv` binary found in `--before-dir` (a build of an earlier commit).
 //!
 //! # Method
 //!
@@ -56,6 +62,10 @@ struct Server {
     name: String,
     binary: &'static str,
     args: Vec<String>,
+    /// Run only when named in `--only` (A/B rows).
+    opt_in: bool,
+    /// Where its binary is, if not `--bin-dir` (`--before-dir` rows).
+    dir: Option<PathBuf>,
 }
 
 /// The servers, weft-kv first (one and two loops). Caps are the database connection counts:
@@ -63,12 +73,24 @@ struct Server {
 /// its loop leaves free) for the thread-local variant, the one connection
 /// for the mutex; deadpool's pool size (its default, 2 × CPUs) already
 /// bounds its blocking calls.
-fn servers() -> Vec<Server> {
+///
+/// Opt-in rows (run only when named in `--only`), for A/B runs:
+/// `weft-kv-{1loop,2loops}-bgckpt` (`--checkpoints background`) and
+/// `weft-kv-before-{1loop,2loops}` (the `weft-kv` binary in `--before-dir`,
+/// e.g. a build of an earlier commit).
+fn servers(before_dir: Option<&Path>) -> Vec<Server> {
     let conns = weft_kv::default_readers() + 1;
     let row = |name: String, binary: &'static str, args: &[&str]| Server {
         name,
         binary,
         args: args.iter().map(|a| a.to_string()).collect(),
+        opt_in: false,
+        dir: None,
+    };
+    let opt_in = |name: &str, args: &[&str], dir: Option<&Path>| Server {
+        opt_in: true,
+        dir: dir.map(Path::to_path_buf),
+        ..row(name.to_owned(), "weft-kv", args)
     };
     let tokio = |name: &str, args: &[&str]| row(name.to_owned(), "kv-tokio", args);
     vec![
@@ -91,6 +113,18 @@ fn servers() -> Vec<Server> {
             &["--variant", "mutex", "--blocking", "1"],
         ),
         tokio("tokio-deadpool", &["--variant", "deadpool"]),
+        opt_in(
+            "weft-kv-1loop-bgckpt",
+            &["--loops", "1", "--checkpoints", "background"],
+            None,
+        ),
+        opt_in(
+            "weft-kv-2loops-bgckpt",
+            &["--loops", "2", "--checkpoints", "background"],
+            None,
+        ),
+        opt_in("weft-kv-before-1loop", &["--loops", "1"], before_dir),
+        opt_in("weft-kv-before-2loops", &["--loops", "2"], before_dir),
     ]
 }
 
@@ -116,12 +150,13 @@ struct Options {
     wrk_threads: u32,
     rounds: u32,
     bin_dir: PathBuf,
+    before_dir: Option<PathBuf>,
     wrk_dir: PathBuf,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR]"
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -149,6 +184,7 @@ fn parse_args() -> Options {
         wrk_threads: 2,
         rounds: 1,
         bin_dir: exe_dir,
+        before_dir: None,
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
     };
     let mut args = std::env::args().skip(1);
@@ -165,6 +201,7 @@ fn parse_args() -> Options {
             "--only" => o.only = Some(list(&v)),
             "--clients" => o.clients = list(&v),
             "--bin-dir" => o.bin_dir = PathBuf::from(&v),
+            "--before-dir" => o.before_dir = Some(PathBuf::from(&v)),
             "--mixes" => {
                 o.mixes = list(&v)
                     .iter()
@@ -328,7 +365,8 @@ fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(o.bin_dir.join(s.binary))
+    let bin = s.dir.as_ref().unwrap_or(&o.bin_dir).join(s.binary);
+    let mut child = Command::new(&bin)
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("kv.sqlite3"))
         .args(&s.args)
@@ -336,7 +374,7 @@ fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("start {}: {e}", o.bin_dir.join(s.binary).display()))?;
+        .map_err(|e| format!("start {}: {e}", bin.display()))?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -571,10 +609,13 @@ fn main() -> ExitCode {
         eprintln!("kv-load: wrk not found: weft-load only (apt-get install wrk)");
         o.clients.retain(|c| c != "wrk");
     }
-    let all = servers();
+    let all = servers(o.before_dir.as_deref());
     let servers: Vec<&Server> = all
         .iter()
-        .filter(|s| o.only.as_ref().is_none_or(|only| only.contains(&s.name)))
+        .filter(|s| match &o.only {
+            Some(only) => only.contains(&s.name),
+            None => !s.opt_in,
+        })
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
