@@ -133,3 +133,54 @@ pub(crate) mod model {
         }
     }
 }
+
+/// A bounded spin: CPU-relax hints for at most `limit`, with the monotonic
+/// clock read only every few rounds (it costs more than a relax). Used by
+/// the loop's inbox and the pool's idle threads before they block. Under
+/// loom a single round that yields, so the models explore both outcomes of
+/// the spin without an unbounded loop.
+pub(crate) struct Spin {
+    #[cfg(not(loom))]
+    limit: Duration,
+    #[cfg(not(loom))]
+    until: Option<std::time::Instant>,
+    rounds: u32,
+}
+
+impl Spin {
+    /// A spin that gives up after `limit`.
+    #[cfg_attr(loom, allow(unused_variables))]
+    pub(crate) fn new(limit: Duration) -> Spin {
+        Spin {
+            #[cfg(not(loom))]
+            limit,
+            #[cfg(not(loom))]
+            until: None,
+            rounds: 0,
+        }
+    }
+
+    /// Relaxes once and says whether the spin may go on.
+    #[cfg(not(loom))]
+    pub(crate) fn again(&mut self) -> bool {
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds % 16 == 1 {
+            let now = std::time::Instant::now();
+            match self.until {
+                None => self.until = Some(now.checked_add(self.limit).unwrap_or(now)),
+                Some(until) if now >= until => return false,
+                Some(_) => {}
+            }
+        }
+        std::hint::spin_loop();
+        true
+    }
+
+    /// Relaxes once and says whether the spin may go on.
+    #[cfg(loom)]
+    pub(crate) fn again(&mut self) -> bool {
+        self.rounds += 1;
+        thread::yield_now();
+        self.rounds < 2
+    }
+}

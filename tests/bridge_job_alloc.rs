@@ -4,53 +4,12 @@
 //! closure"). Allocations are counted per thread by this binary's global
 //! allocator, so only the loop thread's are seen.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use weft::{Reactor, ThreadPool};
 
-use weft::{Deferred, Reactor, ThreadPool};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised
-// thread-local `Cell` with no destructor, so it never allocates.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: as the caller promised for `layout`.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-/// The fewest allocations one `submit` made over a run of calls (a call
-/// that grows a queue allocates once more; the fewest does not).
-fn fewest(mut submit: impl FnMut() -> Deferred<u32>) -> u64 {
-    let mut kept = Vec::with_capacity(64);
-    let mut fewest = u64::MAX;
-    for _ in 0..64 {
-        let before = allocations();
-        let d = submit();
-        fewest = fewest.min(allocations() - before);
-        kept.push(d);
-    }
-    fewest
-}
+use counting_alloc::{allocations, fewest};
 
 #[test]
 fn submitting_a_thread_job_allocates_only_its_record() {

@@ -123,7 +123,7 @@ impl WakeState {
     /// [`SPIN_LIMIT`]. `true` (state `AWAKE` again): one arrived.
     fn spin_for_work(&self) -> bool {
         self.state.swap(SPINNING, Ordering::SeqCst);
-        let mut spin = Spin::new();
+        let mut spin = crate::loom::Spin::new(SPIN_LIMIT);
         loop {
             if self.state.load(Ordering::SeqCst) == WORK {
                 self.state.swap(AWAKE, Ordering::SeqCst);
@@ -146,47 +146,5 @@ impl WakeState {
     /// Waker writes so far.
     pub(super) fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Relaxed)
-    }
-}
-
-/// The spin's bound: [`SPIN_LIMIT`] of CPU-relax hints, measured with the
-/// monotonic clock every few rounds. Under loom a single round, so the
-/// models explore both outcomes of the spin without an unbounded loop.
-struct Spin {
-    #[cfg(not(loom))]
-    until: Option<std::time::Instant>,
-    rounds: u32,
-}
-
-impl Spin {
-    fn new() -> Spin {
-        Spin {
-            #[cfg(not(loom))]
-            until: None,
-            rounds: 0,
-        }
-    }
-
-    /// Relaxes once and says whether the spin may go on.
-    #[cfg(not(loom))]
-    fn again(&mut self) -> bool {
-        self.rounds += 1;
-        if self.rounds % 16 == 1 {
-            // Read the clock only now and then: it costs more than a relax.
-            let now = std::time::Instant::now();
-            match self.until {
-                None => self.until = Some(now + SPIN_LIMIT),
-                Some(until) if now >= until => return false,
-                Some(_) => {}
-            }
-        }
-        std::hint::spin_loop();
-        true
-    }
-
-    #[cfg(loom)]
-    fn again(&mut self) -> bool {
-        self.rounds += 1;
-        self.rounds < 2
     }
 }

@@ -73,7 +73,7 @@ impl SpinHint {
     /// Spins until the hint moves from `seen` or the bound passes. Returns
     /// whether it moved (the caller takes the lock either way).
     pub(super) fn spin(&self, seen: usize) -> bool {
-        let mut spin = Spin::new();
+        let mut spin = crate::loom::Spin::new(SPIN_LIMIT);
         loop {
             if self.0.load(Ordering::Acquire) != seen {
                 return true;
@@ -82,48 +82,5 @@ impl SpinHint {
                 return false;
             }
         }
-    }
-}
-
-/// The spin's bound: [`SPIN_LIMIT`] of CPU-relax hints, with the monotonic
-/// clock read every few rounds. Under loom a single round, so the models
-/// explore both outcomes without an unbounded loop.
-struct Spin {
-    #[cfg(not(loom))]
-    until: Option<std::time::Instant>,
-    rounds: u32,
-}
-
-impl Spin {
-    fn new() -> Spin {
-        Spin {
-            #[cfg(not(loom))]
-            until: None,
-            rounds: 0,
-        }
-    }
-
-    /// Relaxes once and says whether the spin may go on.
-    #[cfg(not(loom))]
-    fn again(&mut self) -> bool {
-        self.rounds = self.rounds.wrapping_add(1);
-        if self.rounds % 16 == 1 {
-            // The clock costs more than a relax: read it now and then.
-            let now = std::time::Instant::now();
-            match self.until {
-                None => self.until = Some(now + SPIN_LIMIT),
-                Some(until) if now >= until => return false,
-                Some(_) => {}
-            }
-        }
-        std::hint::spin_loop();
-        true
-    }
-
-    #[cfg(loom)]
-    fn again(&mut self) -> bool {
-        self.rounds += 1;
-        crate::loom::thread::yield_now();
-        self.rounds < 2
     }
 }
