@@ -37,6 +37,14 @@
 //!   The burst rows' counts include the producers' and the loop's spins
 //!   and wakes, which depend on how the threads interleave, hence the
 //!   repetitions; the pool and drain rows are steady to well under 1%.
+//! - **The pool row of the interleaved summary is not a diagnostics
+//!   figure.** Its three instances live in one process, and the third (the
+//!   "on" column) runs the pool round trips slower whatever its settings:
+//!   with `DIAG_AA=1` (diagnostics off in every column) it measured ×1.90
+//!   of the first, against ×1.43–1.67 with diagnostics on. For that row,
+//!   quote the instruction counts or alternate whole processes:
+//!   `DIAG_PROFILE=pool:off` and `pool:on` with `DIAG_N=1000000`, timed
+//!   one after the other (level within 1% at the median on this VM).
 //! - `DIAG_PROFILE=drain:on` (or `burst1:off`, `burst2:on`, `pool:off`,
 //!   ...) runs one row once, of `DIAG_N` calls or jobs, for a profiler:
 //!   `DIAG_PROFILE=burst1:on DIAG_N=100000 valgrind --tool=callgrind target/vg/release/deps/diagnostics-*`.
