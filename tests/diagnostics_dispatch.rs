@@ -9,35 +9,16 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::SubscriberExt;
 use weft::Reactor;
 use weft::diagnostics::{DEFAULT_WEDGE_THRESHOLD, PoolWatchdog};
 use weft::testing::ManualClock;
 
-/// Sends the message of each `weft::diagnostics` event.
-struct Capture(Mutex<mpsc::Sender<String>>);
+#[path = "support/capture.rs"]
+mod capture;
 
-struct Message<'a>(&'a mut String);
-
-impl Visit for Message<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            *self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() == "weft::diagnostics" {
-            let mut message = String::new();
-            event.record(&mut Message(&mut message));
-            let _ = self.0.lock().unwrap().send(message);
-        }
-    }
-}
+use capture::Capture;
 
 #[test]
 fn watchdogs_set_no_dispatcher_and_report_to_a_global_one_set_later() {

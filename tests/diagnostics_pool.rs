@@ -9,35 +9,17 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::SubscriberExt;
 use weft::ThreadPool;
 use weft::diagnostics::{PoolWatchdog, PoolWedgeDetector};
 use weft::testing::ManualClock;
 use weft::threads::{JobInfo, PoolStatistics, Worker};
 
-struct Capture(Mutex<mpsc::Sender<String>>);
+#[path = "support/capture.rs"]
+mod capture;
 
-struct Message<'a>(&'a mut String);
-
-impl Visit for Message<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            *self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() == "weft::diagnostics" {
-            let mut m = String::new();
-            event.record(&mut Message(&mut m));
-            let _ = self.0.lock().unwrap().send(m);
-        }
-    }
-}
+use capture::Capture;
 
 fn capture() -> (tracing::Dispatch, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
