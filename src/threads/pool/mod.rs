@@ -371,8 +371,9 @@ impl ThreadPool {
         .map_err(|call| AlreadyQuit((call.0, call.1)))
     }
 
-    /// `submit_shared_at` at the caller's location (tests only).
-    #[cfg(test)]
+    /// `submit_shared_at` at the caller's location (tests only; the loom
+    /// models do not use it).
+    #[cfg(all(test, not(loom)))]
     #[track_caller]
     pub(crate) fn submit_shared(
         &self,
