@@ -1,5 +1,8 @@
 //! loom models of the pool's hand-off protocol: claims (of a parked or a
-//! spinning thread), backlog drained by busy threads, exit orders and stop (at most three threads each).
+//! spinning thread), backlog drained by busy threads, exit orders and stop,
+//! a push from another thread while the only thread finishes and goes
+//! idle, a push racing `stop` while the thread is busy, a withdrawal
+//! behind queued work (at most three threads each).
 //!
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom
 //! cargo test --release -p weft --lib loom_`
@@ -121,5 +124,83 @@ fn loom_pool_round_trip_claims_a_spinning_or_parked_thread_without_loss() {
         pool.stop();
         let s = pool.statistics();
         assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
+    });
+}
+
+#[test]
+fn loom_pool_push_while_the_last_busy_thread_goes_idle_runs() {
+    // The first job claims the only thread; the second is pushed from
+    // another thread while that thread finishes, looks at the backlog (or
+    // not) and goes idle: it must run.
+    loom::model(|| {
+        let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+        pool.start();
+        let done = Arc::new(Done::default());
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let other = thread::spawn(move || {
+            other_pool
+                .call_in_thread(task(&other_done))
+                .unwrap_or_else(|_| panic!("refused"));
+        });
+        other.join().unwrap();
+        done.wait_for(2);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
+    });
+}
+
+#[test]
+fn loom_pool_stop_racing_a_submission_to_a_busy_pool_runs_it_or_hands_it_back() {
+    loom::model(|| {
+        let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+        pool.start();
+        let done = Arc::new(Done::default());
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let submitter = thread::spawn(move || {
+            if let Err(AlreadyQuit(task)) = other_pool.call_in_thread(task(&other_done)) {
+                task(); // handed back: run it here
+            }
+        });
+        pool.stop();
+        submitter.join().unwrap();
+        done.wait_for(2);
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.backlog), (0, 0));
+    });
+}
+
+#[test]
+fn loom_pool_withdraw_behind_queued_work_runs_or_removes_exactly_once() {
+    use crate::loom::atomic::{AtomicBool, Ordering};
+    loom::model(|| {
+        let pool = ThreadPool::new(1, 1).unwrap();
+        pool.start();
+        let done = Arc::new(Done::default());
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        // Queued while the thread is busy; the cancellable one waits behind.
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let handle = pool
+            .call_in_thread_cancellable(move || r.store(true, Ordering::SeqCst))
+            .unwrap_or_else(|_| panic!("refused"));
+        let canceller = thread::spawn(move || handle.cancel());
+        let cancelled = canceller.join().unwrap();
+        done.wait_for(2);
+        pool.stop();
+        let ran = ran.load(Ordering::SeqCst);
+        assert_eq!(cancelled, !ran);
+        let s = pool.statistics();
+        assert_eq!(
+            (s.threads_alive, s.backlog, s.busy, s.completed),
+            (0, 0, 0, 2 + u64::from(ran))
+        );
     });
 }
