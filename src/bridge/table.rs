@@ -12,7 +12,10 @@
 //! No table of jobs: each job's record is its `Deferred`'s state (see
 //! `job.rs`), awaiters park their wakers in it and callbacks wait in local
 //! tasks. The loop keeps only a count of jobs in flight, for the shutdown
-//! drain. Jobs still running when the loop ends (past the shutdown
+//! drain ([`InFlight`]: each record holds it, so a delivery leaves the count
+//! without looking this state up). A submitter finds this state through a
+//! per-thread cache keyed by the reactor (`of_handle`), not the reactor's
+//! extension list. Jobs still running when the loop ends (past the shutdown
 //! deadline) can no longer be delivered; the tasks waiting on them are
 //! stopped at the end of shutdown, and a stopped callback task hands its
 //! callback `Cancelled` (`OnResult`'s drop), so nothing waits forever.
