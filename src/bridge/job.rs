@@ -28,8 +28,10 @@
 //!
 //! So the delivery takes no lock unless a waker is parked: it sets `READY`,
 //! leaves the count and wakes the awaiter. Per job the common path locks
-//! the record four times, each uncontended: the loop's note of the backlog
-//! slot, the worker's start and post, and the consumer's take.
+//! the record four times (was five or six): the loop's note of the backlog
+//! slot (which can meet a worker already starting the job), the worker's
+//! start and post, and the consumer's take. Each lock moves data in or
+//! out of the record, which safe Rust cannot do with an atomic alone.
 //!
 //! The record carries only `Send` data: the awaiter's `Waker` is parked in
 //! it, and callbacks run in a local task that awaits it (`OnResult`), so the
