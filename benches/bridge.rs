@@ -340,8 +340,9 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     targets = bench_defer, bench_blocking_call, bench_in_flight_peers, bench_span
 }
-/// `BRIDGE_PROFILE=in_flight:N` (waves of 1000 in flight) or
-/// `round_trip:N` (sequential jobs) runs only that workload, for callgrind
+/// `BRIDGE_PROFILE=in_flight:N` (waves of 1000 in flight),
+/// `round_trip:N` (sequential jobs) or `std_in_flight:N` (the std
+/// baseline's waves) runs only that workload, for callgrind
 /// or perf: instructions per job are the difference of two sizes. A
 /// `span_` prefix (`span_in_flight:N`) runs it inside a span recorded by a
 /// `tracing_subscriber::registry()`.
@@ -360,6 +361,9 @@ fn profile(spec: &str) {
     }
     let (what, n) = spec.split_once(':').expect("WHAT:N");
     let n: u64 = n.parse().expect("a count");
+    if what == "std_in_flight" {
+        return profile_std(n);
+    }
     let what = what.to_owned();
     let reactor = Reactor::new().unwrap();
     reactor.suggest_thread_pool_size(POOL).unwrap();
@@ -394,6 +398,24 @@ fn profile(spec: &str) {
     println!("{spec}: checksum {sum}");
     reactor.stop();
     reactor.run().unwrap();
+}
+
+/// The std baseline's waves (`std_in_flight:N`), for its instructions per
+/// job beside weft's: `POOL` threads on one mpsc job queue, results on an
+/// mpsc channel.
+fn profile_std(n: u64) {
+    let pool = StdPool::new(POOL);
+    let jobs = pool.jobs.as_ref().unwrap();
+    let mut sum = 0;
+    for _ in 0..n {
+        for i in 0..WAVE {
+            let data = [i; 4];
+            jobs.send(Box::new(move || data.iter().sum::<u64>()))
+                .unwrap();
+        }
+        sum += (0..WAVE).map(|_| pool.results.recv().unwrap()).sum::<u64>();
+    }
+    println!("std_in_flight:{n}: checksum {sum}");
 }
 
 fn main() {

@@ -112,3 +112,76 @@ fn a_job_deferred_polled_after_the_loop_ended_is_never_left_pending() {
         Poll::Pending => panic!("a job's Deferred stayed pending after its loop ended"),
     }
 }
+
+/// The loop caches its bridge state per thread (keyed by reactor): jobs of
+/// two reactors submitted alternately from one thread each go to their own
+/// reactor's pool and count, and come back to their own loop.
+#[test]
+fn jobs_of_two_reactors_on_one_thread_stay_with_their_own_reactor() {
+    let a = Reactor::new().unwrap();
+    let b = Reactor::new().unwrap();
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    for i in 0..3u32 {
+        from_a.push(a.defer_to_thread(move || i));
+        if i < 2 {
+            from_b.push(b.defer_to_thread(move || 10 + i));
+        }
+    }
+    let got_a = a
+        .run_until_complete(async move {
+            let mut v = Vec::new();
+            for d in from_a {
+                v.push(d.await.unwrap());
+            }
+            v
+        })
+        .unwrap();
+    let got_b = b
+        .run_until_complete(async move {
+            let mut v = Vec::new();
+            for d in from_b {
+                v.push(d.await.unwrap());
+            }
+            v
+        })
+        .unwrap();
+    assert_eq!(got_a, vec![0, 1, 2]);
+    assert_eq!(got_b, vec![10, 11]);
+    // Shut both down (their pools are joined), then count what each ran.
+    for r in [&a, &b] {
+        r.stop();
+        r.run().unwrap();
+    }
+    assert_eq!(a.thread_pool().statistics().completed, 3);
+    assert_eq!(b.thread_pool().statistics().completed, 2);
+}
+
+/// A job delivered while nobody awaits it is resolved at once for a
+/// callback added later, and one awaited (its waker parked) is woken by
+/// the delivery: both paths of the lock-free delivery.
+#[test]
+fn delivery_wakes_a_parked_awaiter_and_resolves_an_unawaited_job() {
+    let reactor = Reactor::new().unwrap();
+    let h = reactor.handle();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let out = reactor
+        .run_until_complete(async move {
+            let slow = h.defer_to_thread(move || {
+                release_rx.recv().unwrap();
+                2
+            });
+            let quick = h.defer_to_thread(|| 1);
+            let quick_seen = quick.resolver();
+            // Released in a later turn: the await below has parked its
+            // waker in the record by then, and the delivery wakes it.
+            h.call_soon(move || release_tx.send(()).unwrap());
+            let v = slow.await.unwrap();
+            // `quick` finished first; it may be delivered by now or later.
+            let q = quick.await.unwrap();
+            assert!(quick_seen.is_resolved());
+            (v, q)
+        })
+        .unwrap();
+    assert_eq!(out, (2, 1));
+}

@@ -11,40 +11,62 @@
 //! record's `stage`, under its mutex:
 //!
 //! ```text
-//! Queued(f) --worker takes f--> Running --outcome--> Posted(r) --loop delivers--> Ready(r) --taken--> Consumed
-//!     |                            |                    |
-//!     +--cancel / resolve on the loop (first wins)------+----------------------> Ready(Cancelled or given)
-//!     +--discard (never run)--> Posted(Cancelled)
+//! Queued(f) --worker takes f--> Running --outcome--> Done(r) --taken--> Consumed
+//!     |                            |
+//!     +--cancel / resolve on the loop (first wins)--> Done(Cancelled or given)
+//!     +--discard (never run)--> Done(Cancelled)
 //! ```
+//!
+//! Whether the loop may see the outcome is not part of the stage: a `Done`
+//! posted by a worker stays invisible until the loop delivers the record.
+//! That, and the rest of the loop's bookkeeping, is in `flags`, a word only
+//! the loop thread touches (an atomic only because the record must be
+//! `Sync`; it orders nothing, so plain relaxed loads and stores):
+//! - `READY`: the outcome is visible (delivered, or settled on the loop);
+//! - `COUNTED`: the job is still in the loop's count of jobs in flight;
+//! - `PARKED`: an awaiter's waker is parked in the state.
+//!
+//! So the delivery takes no lock unless a waker is parked: it sets `READY`,
+//! leaves the count and wakes the awaiter. Per job the common path locks
+//! the record four times (was five or six): the loop's note of the backlog
+//! slot (which can meet a worker already starting the job), the worker's
+//! start and post, and the consumer's take. Each lock moves data in or
+//! out of the record, which safe Rust cannot do with an atomic alone.
 //!
 //! The record carries only `Send` data: the awaiter's `Waker` is parked in
 //! it, and callbacks run in a local task that awaits it (`OnResult`), so the
 //! loop needs no table of resolvers. The loop only counts the jobs in flight
-//! (for the shutdown drain); `counted` says whether this job is still among
-//! them.
+//! (for the shutdown drain).
 //!
 //! Invariants:
 //! - the closure runs at most once, and only if the stage held `Queued` when
 //!   the worker looked;
 //! - a cancelled job's closure and captures are dropped by the cancel itself,
 //!   not when (or if) a worker reaches the job;
-//! - an outcome becomes visible (`Ready`) only on the loop, by delivery or by
+//! - an outcome becomes visible (`READY`) only on the loop, by delivery or by
 //!   a cancel or resolution there: never synchronously from a worker;
+//! - `READY` implies the stage is `Done` or `Consumed`; a `Done` without
+//!   `READY` is a posted outcome not yet delivered;
 //! - a job the pool or worker will never run (dropped unrun) is reported
 //!   `Cancelled` exactly once; a job refused at submission is resolved
 //!   `Stopped` by the submitter and posts nothing;
 //! - the worker posts a completion only if the stage was still `Running`, so
 //!   a cancelled job's late result costs no trip to the loop;
-//! - the job leaves the loop's in-flight count exactly once (`counted`), at
-//!   delivery or when the loop gives it up, whichever comes first.
+//! - the job leaves the loop's in-flight count exactly once (`COUNTED`), at
+//!   delivery or when the loop gives it up, whichever comes first;
+//! - `flags` is read and written only on the loop thread (every method that
+//!   touches it is a loop-side one: delivery, the `Deferred`'s methods, the
+//!   submitter's `refuse`); the worker-side `start`, `post` and `discard`
+//!   never touch it.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use super::table::Threads;
+use super::table::{InFlight, Threads};
 use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
@@ -57,10 +79,9 @@ type Outcome<T> = Result<T, ThreadError>;
 enum Stage<T, F> {
     Queued(F),
     Running,
-    /// On the inbox, not yet delivered.
-    Posted(Outcome<T>),
-    /// Delivered (or resolved on the loop), waiting for its consumer.
-    Ready(Outcome<T>),
+    /// The outcome: posted by a worker (visible once delivered), or set on
+    /// the loop.
+    Done(Outcome<T>),
     Consumed,
 }
 
@@ -68,14 +89,24 @@ struct State<T, F> {
     stage: Stage<T, F>,
     /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
     waker: Option<Waker>,
-    /// Still in the loop's count of jobs in flight.
-    counted: bool,
     /// Where it waits in the reactor pool's backlog, to withdraw it.
     task: Option<TaskKey>,
 }
 
+/// `flags`: the outcome is visible on the loop.
+const READY: u8 = 1;
+/// `flags`: still in the loop's count of jobs in flight.
+const COUNTED: u8 = 2;
+/// `flags`: a waker is parked in `State::waker`.
+const PARKED: u8 = 4;
+
 pub(super) struct Job<T, F> {
     state: Mutex<State<T, F>>,
+    /// Loop-only bookkeeping (`READY`, `COUNTED`, `PARKED`); see the module
+    /// docs.
+    flags: AtomicU8,
+    /// The loop's count of jobs in flight (loop-only, like `flags`).
+    in_flight: Arc<InFlight>,
     remote: Remote,
     /// Where the job was submitted (the public entry point's caller).
     location: &'static Location<'static>,
@@ -84,19 +115,40 @@ pub(super) struct Job<T, F> {
     span: Option<tracing::Span>,
 }
 
+impl<T, F> Job<T, F> {
+    /// The loop-side flags (loop thread only).
+    fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    fn set_flags(&self, flags: u8) {
+        self.flags.store(flags, Ordering::Relaxed);
+    }
+
+    fn span(&self) -> Option<&tracing::Span> {
+        self.span.as_ref()
+    }
+}
+
 impl<T, F> Job<T, F>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    pub(super) fn new(f: F, remote: Remote, location: &'static Location<'static>) -> Arc<Self> {
+    pub(super) fn new(
+        f: F,
+        remote: Remote,
+        in_flight: Arc<InFlight>,
+        location: &'static Location<'static>,
+    ) -> Arc<Self> {
         Arc::new(Job {
             state: Mutex::new(State {
                 stage: Stage::Queued(f),
                 waker: None,
-                counted: true,
                 task: None,
             }),
+            flags: AtomicU8::new(COUNTED),
+            in_flight,
             remote,
             location,
             span: span::current(),
@@ -122,6 +174,14 @@ where
         }
     }
 
+    /// Queues the record on its loop; a loop that has ended drops it. The
+    /// record's own count is bumped for the message (not the reactor's,
+    /// which every worker and the loop share).
+    fn send(self: Arc<Self>) {
+        let message: Arc<dyn Deliver> = self.clone();
+        let _ = self.remote.deliver(message);
+    }
+
     /// The job will never run (dropped by a stopped worker, a discarded
     /// backlog): report `Cancelled`, dropping the closure now.
     fn discard(self: Arc<Self>) {
@@ -130,11 +190,10 @@ where
             if !matches!(st.stage, Stage::Queued(_)) {
                 return;
             }
-            std::mem::replace(&mut st.stage, Stage::Posted(Err(ThreadError::Cancelled)))
+            std::mem::replace(&mut st.stage, Stage::Done(Err(ThreadError::Cancelled)))
         };
         drop(f); // the captures go outside the lock
-        let remote = self.remote.clone();
-        let _ = remote.deliver(self);
+        self.send();
     }
 
     /// Stores the outcome and queues the record on the loop, if the job is
@@ -147,45 +206,45 @@ where
                 drop(outcome); // cancelled while running: dropped here
                 return;
             }
-            st.stage = Stage::Posted(outcome);
+            st.stage = Stage::Done(outcome);
         }
-        let remote = self.remote.clone();
-        // A loop that has ended drops the record.
-        let _ = remote.deliver(self);
+        self.send();
     }
 
     /// The submitter got its job back refused: nothing will be posted.
     pub(super) fn refuse(&self) {
+        self.set_flags(READY);
         let old = std::mem::replace(&mut self.state.lock().stage, Stage::Consumed);
         drop(old);
     }
 
     /// On the loop: makes `outcome` the job's result unless it has one; the
     /// work is given up (unstarted work leaves the reactor pool's backlog;
-    /// running work finishes detached). Hands `outcome` back if too late.
+    /// running work finishes detached; a posted, undelivered outcome is
+    /// replaced). Hands `outcome` back if too late.
     fn settle(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
-        let (old, waker, counted, task) = {
+        let flags = self.flags();
+        if flags & READY != 0 {
+            return Err(outcome);
+        }
+        self.set_flags(READY);
+        let (old, waker, task) = {
             let mut st = self.state.lock();
-            if matches!(st.stage, Stage::Ready(_) | Stage::Consumed) {
-                return Err(outcome);
-            }
-            let old = std::mem::replace(&mut st.stage, Stage::Ready(outcome));
-            (
-                old,
-                st.waker.take(),
-                std::mem::replace(&mut st.counted, false),
-                st.task.take(),
-            )
+            let old = std::mem::replace(&mut st.stage, Stage::Done(outcome));
+            (old, st.waker.take(), st.task.take())
         };
-        let unstarted = matches!(old, Stage::Queued(_));
+        let counted = flags & COUNTED != 0;
+        // Only unstarted work is withdrawn from the backlog.
+        let task = task.filter(|_| matches!(old, Stage::Queued(_)));
         drop(old); // the closure or a posted outcome, outside the lock
-        if counted || (unstarted && task.is_some()) {
+        let drained = counted && self.in_flight.leave();
+        if drained || task.is_some() {
             if let Some(threads) = Threads::of_remote(&self.remote) {
-                if let (true, Some(task)) = (unstarted, task) {
+                if let Some(task) = task {
                     threads.withdraw(task);
                 }
-                if counted {
-                    threads.job_done();
+                if drained {
+                    threads.check_drained();
                 }
             }
         }
@@ -195,15 +254,18 @@ where
         Ok(())
     }
 
-    /// The outcome if it is ready (taking it), else `None`.
+    /// The outcome if it is visible (taking it), else `None`.
     fn take_ready(&self) -> Option<Outcome<T>> {
-        let mut st = self.state.lock();
-        if !matches!(st.stage, Stage::Ready(_)) {
+        if self.flags() & READY == 0 {
             return None;
         }
+        let mut st = self.state.lock();
         match std::mem::replace(&mut st.stage, Stage::Consumed) {
-            Stage::Ready(outcome) => Some(outcome),
-            _ => unreachable!("checked under the same lock"),
+            Stage::Done(outcome) => Some(outcome),
+            other => {
+                st.stage = other;
+                None
+            }
         }
     }
 
@@ -216,7 +278,7 @@ where
 
     /// Runs a callback with the outcome in the submitter's span.
     fn call_back(&self, f: Callback<T>, outcome: Outcome<T>) {
-        span::in_span(self.span.as_ref(), || f(outcome));
+        span::in_span(self.span(), || f(outcome));
     }
 }
 
@@ -225,21 +287,20 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    /// On the loop: the posted outcome becomes visible (unless the loop
+    /// settled the job first), the job leaves the count, the awaiter wakes.
+    /// No lock unless a waker is parked.
     fn deliver(self: Arc<Self>) {
-        let (waker, counted) = {
-            let mut st = self.state.lock();
-            if matches!(st.stage, Stage::Posted(_)) {
-                let Stage::Posted(outcome) = std::mem::replace(&mut st.stage, Stage::Consumed)
-                else {
-                    unreachable!("checked under the same lock")
-                };
-                st.stage = Stage::Ready(outcome);
-            }
-            (st.waker.take(), std::mem::replace(&mut st.counted, false))
+        let flags = self.flags();
+        self.set_flags(READY);
+        let waker = if flags & PARKED != 0 {
+            self.state.lock().waker.take()
+        } else {
+            None
         };
-        if counted {
+        if flags & COUNTED != 0 && self.in_flight.leave() {
             if let Some(threads) = Threads::of_remote(&self.remote) {
-                threads.job_done();
+                threads.check_drained();
             }
         }
         if let Some(waker) = waker {
@@ -257,39 +318,49 @@ where
     T: Send + 'static,
 {
     fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
-        let mut st = self.state.lock();
-        match std::mem::replace(&mut st.stage, Stage::Consumed) {
-            Stage::Ready(outcome) => Poll::Ready(outcome),
-            Stage::Consumed => {
-                drop(st);
-                panic!("Deferred polled after it returned its result");
-            }
+        if self.flags() & READY != 0 {
+            return match self.take_ready() {
+                Some(outcome) => Poll::Ready(outcome),
+                None => panic!("Deferred polled after it returned its result"),
+            };
+        }
+        if self.remote.has_ended() {
             // The loop has ended and will never deliver: give the outcome
             // that arrived after the end, else `Cancelled`, so a `Deferred`
             // polled late (outside any task) never stays pending forever.
-            Stage::Posted(outcome) if self.remote.has_ended() => Poll::Ready(outcome),
-            other if self.remote.has_ended() => {
-                st.stage = other;
-                drop(st);
-                let _ = self.settle(Err(ThreadError::Cancelled));
-                match self.take_ready() {
-                    Some(outcome) => Poll::Ready(outcome),
-                    None => unreachable!("settled, and only this poll takes"),
+            let late = {
+                let mut st = self.state.lock();
+                match std::mem::replace(&mut st.stage, Stage::Consumed) {
+                    Stage::Done(outcome) => Some(outcome),
+                    other => {
+                        st.stage = other;
+                        None
+                    }
                 }
+            };
+            if let Some(outcome) = late {
+                self.set_flags(self.flags() | READY);
+                return Poll::Ready(outcome);
             }
-            other => {
-                st.stage = other;
-                match &mut st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                Poll::Pending
+            let _ = self.settle(Err(ThreadError::Cancelled));
+            return match self.take_ready() {
+                Some(outcome) => Poll::Ready(outcome),
+                None => unreachable!("settled, and only this poll takes"),
+            };
+        }
+        {
+            let mut st = self.state.lock();
+            match &mut st.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
             }
         }
+        self.set_flags(self.flags() | PARKED);
+        Poll::Pending
     }
 
     fn is_resolved(&self) -> bool {
-        matches!(self.state.lock().stage, Stage::Ready(_) | Stage::Consumed)
+        self.flags() & READY != 0
     }
 
     fn resolve(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
@@ -363,15 +434,17 @@ impl<T, F> Job<T, F> {
     /// it gets the outcome that arrived, or `Cancelled`, and the job is
     /// given up (a late outcome is dropped on its worker).
     fn abandon(&self, f: Callback<T>) {
+        let flags = self.flags();
+        self.set_flags(flags | READY);
         let old = std::mem::replace(&mut self.state.lock().stage, Stage::Consumed);
         let outcome = match old {
-            Stage::Ready(outcome) => outcome,
+            Stage::Done(outcome) if flags & READY != 0 => outcome,
             other => {
                 drop(other); // a closure or posted outcome, outside the lock
                 Err(ThreadError::Cancelled)
             }
         };
-        span::in_span(self.span.as_ref(), || f(outcome));
+        span::in_span(self.span(), || f(outcome));
     }
 }
 
@@ -385,8 +458,8 @@ where
     fn run(self: Arc<Self>, panics: &PanicCounter<'_>) {
         let Some(f) = self.start() else { return };
         // A panic is counted by the pool before the loop can see it.
-        let outcome = catch_unwind(AssertUnwindSafe(|| span::in_span(self.span.as_ref(), f)))
-            .map_err(|payload| {
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| span::in_span(self.span(), f))).map_err(|payload| {
                 panics.count(&*payload);
                 ThreadError::from_panic_payload(payload)
             });

@@ -16,7 +16,7 @@ use crate::deferred::{Deferred, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
-use crate::reactor::{Handle, Reactor};
+use crate::reactor::{Handle, Reactor, Remote};
 use crate::threads::{SharedJob, SharedTask, Task, TaskKey, Worker};
 
 /// The reactor pool's size when nothing is suggested: no thread until work
@@ -256,9 +256,15 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let threads = Threads::of(self);
+        let remote = self.remote();
+        let threads = Threads::of_handle(self, &remote);
+        // The pool is borrowed, not cloned, while the job is submitted
+        // (nothing on that path borrows it mutably: it exists already).
+        if let Some(pool) = threads.pool.borrow().as_ref() {
+            return self.defer_to_pool_in(&threads, pool, true, remote, f, location);
+        }
         let pool = self.reactor_pool(&threads);
-        self.defer_to_pool_in(&threads, &pool, true, f, location)
+        self.defer_to_pool_in(&threads, &pool, true, remote, f, location)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -279,7 +285,9 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.defer_to_pool_in(&Threads::of(self), pool, false, f, Location::caller())
+        let remote = self.remote();
+        let threads = Threads::of_handle(self, &remote);
+        self.defer_to_pool_in(&threads, pool, false, remote, f, Location::caller())
     }
 
     /// Submits the job record itself to `pool` (one allocation per job:
@@ -291,6 +299,7 @@ impl Handle {
         threads: &Threads,
         pool: &ThreadPool,
         reactor_pool: bool,
+        remote: Remote,
         f: F,
         location: &'static Location<'static>,
     ) -> Deferred<T>
@@ -301,7 +310,7 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let job = Job::new(f, self.remote(), location);
+        let job = Job::new(f, remote, threads.in_flight().clone(), location);
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
         let task = match pool.submit_shared_at(job.clone() as Arc<dyn SharedTask>, location) {
@@ -347,7 +356,7 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let job = Job::new(f, self.remote(), location);
+        let job = Job::new(f, self.remote(), threads.in_flight().clone(), location);
         // A pool queues the record itself; other workers box it.
         let shared = SharedJob::new(job.clone() as Arc<dyn SharedTask>);
         if let Err(refused) = worker.do_shared(shared, location) {
@@ -475,7 +484,9 @@ impl Reactor {
         T: Send + 'static,
     {
         let handle = self.handle();
-        handle.defer_to_pool_in(&Threads::of(&handle), pool, false, f, Location::caller())
+        let remote = handle.remote();
+        let threads = Threads::of_handle(&handle, &remote);
+        handle.defer_to_pool_in(&threads, pool, false, remote, f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see

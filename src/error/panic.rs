@@ -28,12 +28,18 @@ use std::sync::Arc;
 /// assert_eq!(message.into_payload().downcast_ref::<u32>(), Some(&7));
 /// ```
 #[derive(Clone)]
-pub struct Panic {
-    message: Arc<str>,
+pub struct Panic(Arc<Caught>);
+
+/// One shared allocation, so a `Panic` is one pointer and a
+/// `ThreadError` two words: a job's outcome (`Result<T, ThreadError>`),
+/// which every job record holds, is 16 bytes for a word-sized `T` (it was
+/// 32 with the message and payload as two `Arc`s).
+struct Caught {
+    message: Box<str>,
     /// A value holder, not a synchronisation point: a std mutex (never
     /// poisoned in practice; taken back if it is) keeps `Panic` `Sync` and
     /// needs no loom model.
-    payload: Arc<std::sync::Mutex<Option<Box<dyn Any + Send>>>>,
+    payload: std::sync::Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Panic {
@@ -48,10 +54,10 @@ impl Panic {
     /// assert_eq!(panic.into_payload().downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn new(payload: Box<dyn Any + Send>) -> Panic {
-        Panic {
-            message: panic_message(&*payload).into(),
-            payload: Arc::new(std::sync::Mutex::new(Some(payload))),
-        }
+        Panic(Arc::new(Caught {
+            message: panic_message(&*payload).into_boxed_str(),
+            payload: std::sync::Mutex::new(Some(payload)),
+        }))
     }
 
     /// The panic message, or `<non-string panic payload>` when the payload
@@ -63,7 +69,7 @@ impl Panic {
     /// assert_eq!(weft::Panic::from("boom").message(), "boom");
     /// ```
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The payload, for [`std::panic::resume_unwind`]. If a clone took it
@@ -81,11 +87,12 @@ impl Panic {
     /// ```
     pub fn into_payload(self) -> Box<dyn Any + Send> {
         let taken = self
+            .0
             .payload
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        taken.unwrap_or_else(|| Box::new(self.message.to_string()))
+        taken.unwrap_or_else(|| Box::new(self.0.message.to_string()))
     }
 }
 
@@ -105,13 +112,13 @@ impl std::ops::Deref for Panic {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.message
+        self.message()
     }
 }
 
 impl PartialEq for Panic {
     fn eq(&self, other: &Panic) -> bool {
-        self.message == other.message
+        self.message() == other.message()
     }
 }
 
@@ -119,25 +126,25 @@ impl Eq for Panic {}
 
 impl PartialEq<str> for Panic {
     fn eq(&self, other: &str) -> bool {
-        &*self.message == other
+        self.message() == other
     }
 }
 
 impl PartialEq<&str> for Panic {
     fn eq(&self, other: &&str) -> bool {
-        &*self.message == *other
+        self.message() == *other
     }
 }
 
 impl fmt::Debug for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.message, f)
+        fmt::Debug::fmt(self.message(), f)
     }
 }
 
 impl fmt::Display for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 
