@@ -313,6 +313,7 @@ impl Builder {
             locals: Locals::with_extensions(self.extensions),
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
+            spin_gate: crate::loom::SpinGate::new(super::inbox::MAX_SPIN_PAUSE),
             diag,
         });
         context::register(&inner);

@@ -39,13 +39,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::inline_call::{self, InlineCall};
-use crate::loom::Mutex;
+use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
 mod wake;
 
-pub(crate) use wake::Wake;
 use wake::WakeState;
+pub(crate) use wake::{MAX_SPIN_PAUSE, Wake};
 
 /// A message that is its own shared allocation: delivering it on the loop
 /// needs no box of its own (pool completions ride in the job's state).
@@ -200,8 +200,12 @@ impl<W: Wake> Inbox<W> {
     /// Loop, before blocking: reports whether it may block (`false`: work
     /// arrived, or `other_work` says there is some; the loop stays awake).
     /// See [`WakeState::prepare_to_sleep`].
-    pub(crate) fn prepare_to_sleep(&self, other_work: impl FnOnce() -> bool) -> bool {
-        self.wake.prepare_to_sleep(|| {
+    pub(crate) fn prepare_to_sleep(
+        &self,
+        gate: &SpinGate,
+        other_work: impl FnOnce() -> bool,
+    ) -> bool {
+        self.wake.prepare_to_sleep(gate, || {
             self.queue
                 .lock()
                 .jobs
@@ -311,7 +315,7 @@ mod tests {
     fn after_deciding_to_sleep_the_next_push_wakes() {
         let inbox = Inbox::new(CountingWaker::default());
         inbox.awake();
-        assert!(inbox.prepare_to_sleep(|| false));
+        assert!(inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert_eq!(wakes(&inbox), 1);
@@ -321,9 +325,9 @@ mod tests {
     fn queued_or_other_work_keeps_the_loop_awake() {
         let inbox = Inbox::new(CountingWaker::default());
         inbox.awake();
-        assert!(!inbox.prepare_to_sleep(|| true));
+        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || true));
         assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert!(!inbox.prepare_to_sleep(|| false));
+        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
         // Still awake: no syscall for the next push either.
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert_eq!(wakes(&inbox), 0);
@@ -455,8 +459,23 @@ mod loom_tests {
         }
     }
 
+    /// A gate whose next spins are paused (the loop goes straight from
+    /// `SPINNING` to the re-check).
+    fn paused_gate() -> SpinGate {
+        let gate = SpinGate::new(MAX_SPIN_PAUSE);
+        for _ in 0..8 {
+            gate.spun(false);
+        }
+        gate
+    }
+
     fn run_model(producers: usize, per_producer: usize) {
+        run_model_gated(producers, per_producer, || SpinGate::new(MAX_SPIN_PAUSE));
+    }
+
+    fn run_model_gated(producers: usize, per_producer: usize, gate: fn() -> SpinGate) {
         ::loom::model(move || {
+            let gate = gate();
             let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
             let ran = Arc::new(AtomicUsize::new(0));
             let handles: Vec<_> = (0..producers)
@@ -491,7 +510,7 @@ mod loom_tests {
                     }
                     done += 1;
                 }
-                if done < total && inbox.prepare_to_sleep(|| false) {
+                if done < total && inbox.prepare_to_sleep(&gate, || false) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }
@@ -514,6 +533,12 @@ mod loom_tests {
         run_model(2, 1);
     }
 
+    /// The same with the loop's spin paused by its gate.
+    #[test]
+    fn loom_inbox_paused_spin_one_producer_two_calls() {
+        run_model_gated(1, 2, paused_gate);
+    }
+
     /// A wake with no job (a local task's waker, which marks the task under
     /// the `ready` mutex and then notifies): the loop sees it through
     /// `other_work`, whether it lands before the spin, during it, or after
@@ -529,8 +554,9 @@ mod loom_tests {
                 i2.notify();
             });
             inbox.awake();
+            let gate = SpinGate::new(MAX_SPIN_PAUSE);
             while !*ready.lock() {
-                if inbox.prepare_to_sleep(|| *ready.lock()) {
+                if inbox.prepare_to_sleep(&gate, || *ready.lock()) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }
@@ -556,8 +582,9 @@ mod loom_tests {
                 s2.swap(true, Ordering::SeqCst);
                 i2.notify();
             });
+            let gate = SpinGate::new(MAX_SPIN_PAUSE);
             while !stop.load(Ordering::SeqCst) {
-                if inbox.prepare_to_sleep(|| stop.fetch_or(false, Ordering::SeqCst)) {
+                if inbox.prepare_to_sleep(&gate, || stop.fetch_or(false, Ordering::SeqCst)) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }

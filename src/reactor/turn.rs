@@ -256,10 +256,9 @@ impl Inner {
         // (the loop was awake), so a check before this point alone could
         // miss it and block for good.
         if timeout != Some(Duration::ZERO)
-            && !self
-                .shared
-                .inbox
-                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared) || self.stop_pending_rmw())
+            && !self.shared.inbox.prepare_to_sleep(&self.spin_gate, || {
+                self.tasks.has_ready(&self.shared) || self.stop_pending_rmw()
+            })
         {
             return Some(Duration::ZERO);
         }
