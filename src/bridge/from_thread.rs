@@ -221,7 +221,7 @@ const REPLY_MAX_PAUSE: u32 = 1024;
 
 crate::loom::thread_local! {
     /// The calling thread's record of whether its reply spins pay off.
-    static REPLY_GATE: crate::loom::SpinGate = const { crate::loom::SpinGate::new(REPLY_MAX_PAUSE) };
+    static REPLY_GATE: crate::loom::SpinGate = crate::loom::SpinGate::new(REPLY_MAX_PAUSE);
 }
 
 /// Spins on `rx` for at most `limit` (capped by [`REPLY_SPIN`]) when this
