@@ -221,6 +221,8 @@ const REPLY_MAX_PAUSE: u32 = 1024;
 
 crate::loom::thread_local! {
     /// The calling thread's record of whether its reply spins pay off.
+    // loom's `thread_local!` takes no `const { .. }` initialiser.
+    #[allow(clippy::missing_const_for_thread_local)]
     static REPLY_GATE: crate::loom::SpinGate = crate::loom::SpinGate::new(REPLY_MAX_PAUSE);
 }
 
