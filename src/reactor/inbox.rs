@@ -45,7 +45,7 @@ use crate::time::Clock;
 mod wake;
 
 use wake::WakeState;
-pub(crate) use wake::{MAX_SPIN_PAUSE, Wake};
+pub(crate) use wake::{MAX_SPIN_PAUSE, MISS_AFTER_SLEEP, Wake};
 
 /// A message that is its own shared allocation: delivering it on the loop
 /// needs no box of its own (pool completions ride in the job's state).

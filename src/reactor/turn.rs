@@ -274,6 +274,7 @@ impl Inner {
         if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
             self.shared.inbox.awake();
             if let Some(lap) = idle {
+                self.spin_gate.settle(false);
                 lap.resume(self.now());
             }
             return;
@@ -285,7 +286,13 @@ impl Inner {
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
         if let Some(lap) = idle {
-            lap.resume(self.now());
+            let now = self.now();
+            // The spin before this poll, if it found nothing, was a miss
+            // only if the loop then slept long (`inbox/wake.rs`).
+            let slept_long = timeout != Some(Duration::ZERO)
+                && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
+            self.spin_gate.settle(slept_long);
+            lap.resume(now);
         }
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {

@@ -21,7 +21,8 @@
 //! sleeps with 0 CPU), and the loop still never waits on a producer.
 //!
 //! The spin is gated by how the last ones went (the loop's [`SpinGate`]): a
-//! spin that finds nothing pauses spinning for a doubling number of idle
+//! spin that finds nothing, followed by a sleep of at least
+//! [`MISS_AFTER_SLEEP`], pauses spinning for a doubling number of idle
 //! spells (up to 128), a hit halves the pause. An idle loop woken now and
 //! then (every spin misses) thus spins about once per 128 sleeps, and where
 //! the producer shares the loop's only core (it cannot run while the loop
@@ -64,6 +65,13 @@ pub(crate) const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_mic
 
 /// The most idle spells a run of missed spins pauses the loop's spin for.
 pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
+
+/// A spin that found nothing counts as a miss (and pauses the next spins)
+/// only if the sleep after it lasted at least this long: a loop that is
+/// idle for real. A producer mid-burst that was descheduled for a moment,
+/// so that one spin ran dry, is back soon, and pausing the spin for it
+/// would cost eventfd writes for the rest of its burst.
+pub(crate) const MISS_AFTER_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Something that wakes a sleeping loop (an eventfd in production, a condvar
 /// under loom).
@@ -160,7 +168,9 @@ impl WakeState {
                 return true;
             }
             if !spin.again() {
-                gate.spun(false);
+                // A miss only if the loop then sleeps long (the turn
+                // settles it): see `MISS_AFTER_SLEEP`.
+                gate.spun_undecided();
                 return false;
             }
         }
