@@ -241,7 +241,9 @@ fn spin_on_reply<T>(rx: &oneshot::Receiver<T>, limit: Duration) {
     if rx.has_outcome() {
         return;
     }
-    REPLY_GATE.with(|gate| {
+    // `try_with`: a blocking call made while this thread's locals are torn
+    // down (from another local's destructor) just parks.
+    let _ = REPLY_GATE.try_with(|gate| {
         if gate.try_spin() {
             gate.spun(rx.spin_for(limit));
         }
