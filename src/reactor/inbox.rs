@@ -67,6 +67,30 @@ pub(crate) struct Job {
     pub(crate) location: &'static Location<'static>,
 }
 
+/// Why [`Inbox::push_within`] did not queue a job; either way it is handed
+/// back.
+pub(crate) enum Refused<F> {
+    /// `capacity` jobs are queued.
+    Full(F),
+    /// The inbox is closed.
+    Closed(F),
+}
+
+impl<F> Refused<F> {
+    pub(crate) fn into_inner(self) -> F {
+        match self {
+            Refused::Full(f) | Refused::Closed(f) => f,
+        }
+    }
+
+    fn map<G>(self, f: impl FnOnce(F) -> G) -> Refused<G> {
+        match self {
+            Refused::Full(x) => Refused::Full(f(x)),
+            Refused::Closed(x) => Refused::Closed(f(x)),
+        }
+    }
+}
+
 pub(crate) struct Inbox<W> {
     queue: Mutex<Queue>,
     wake: WakeState,
@@ -134,28 +158,44 @@ impl<W: Wake> Inbox<W> {
         f: F,
         location: &'static Location<'static>,
     ) -> Result<(), F> {
+        self.push_within(f, location, usize::MAX)
+            .map_err(Refused::into_inner)
+    }
+
+    /// [`push`](Self::push) unless `capacity` jobs are already queued (the
+    /// check and the push under one lock, so the bound is exact).
+    pub(crate) fn push_within<F: FnOnce() + Send + 'static>(
+        &self,
+        f: F,
+        location: &'static Location<'static>,
+        capacity: usize,
+    ) -> Result<(), Refused<F>> {
         if inline_call::fits::<F>() {
-            self.push_call(f, location)
+            self.push_call(f, location, capacity)
         } else {
-            self.push_call(Box::new(f), location)
-                .map_err(|boxed| *boxed)
+            self.push_call(Box::new(f), location, capacity)
+                .map_err(|refused| refused.map(|boxed| *boxed))
         }
     }
 
-    /// `push` for a closure that is stored in place.
+    /// `push_within` for a closure that is stored in place.
     fn push_call<G: FnOnce() + Send + 'static>(
         &self,
         g: G,
         location: &'static Location<'static>,
-    ) -> Result<(), G> {
+        capacity: usize,
+    ) -> Result<(), Refused<G>> {
         {
             let mut queue = self.queue.lock();
+            if queue.jobs.as_ref().is_some_and(|q| q.len() >= capacity) {
+                return Err(Refused::Full(g));
+            }
             match queue.slot(self.clock.as_ref()) {
                 Some(q) => q.push_back(Job {
                     message: Message::Call(InlineCall::new(g)),
                     location,
                 }),
-                None => return Err(g),
+                None => return Err(Refused::Closed(g)),
             }
         }
         self.notify();
@@ -227,6 +267,11 @@ impl<W: Wake> Inbox<W> {
 
     pub(crate) fn pushes(&self) -> u64 {
         self.queue.lock().pushes
+    }
+
+    /// Jobs queued and not yet taken by the loop (zero once closed).
+    pub(crate) fn len(&self) -> usize {
+        self.queue.lock().jobs.as_ref().map_or(0, VecDeque::len)
     }
 
     /// How long the oldest queued job has waited (zero when empty, closed,
@@ -363,6 +408,32 @@ mod tests {
         assert!(plain.push(|| (), Location::caller()).is_ok());
         clock.advance(ms(3));
         assert_eq!(plain.oldest_age(), Duration::ZERO);
+    }
+
+    /// The bound is checked under the push's own lock: exact, and a refused
+    /// job comes back whole (full or closed), uncounted.
+    #[test]
+    fn a_bounded_push_is_refused_at_capacity_and_after_close() {
+        let inbox = Inbox::new(CountingWaker::default());
+        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+        let held = Arc::new(());
+        let h = held.clone();
+        let full = inbox.push_within(move || drop(h), Location::caller(), 2);
+        assert!(matches!(full, Err(Refused::Full(_))));
+        assert_eq!(Arc::strong_count(&held), 2);
+        drop(full);
+        assert_eq!(Arc::strong_count(&held), 1);
+        assert_eq!((inbox.len(), inbox.pushes()), (2, 2));
+        // Unbounded pushes are never refused for room.
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert_eq!(run_all(&inbox), 3);
+        assert_eq!(inbox.len(), 0);
+        assert!(inbox.push_within(|| (), Location::caller(), 1).is_ok());
+        assert_eq!(inbox.close().len(), 1);
+        assert_eq!(inbox.len(), 0);
+        let closed = inbox.push_within(|| (), Location::caller(), 1);
+        assert!(matches!(closed, Err(Refused::Closed(_))));
     }
 
     struct Noop;

@@ -138,17 +138,13 @@ impl Inner {
     pub(super) fn run_calls(&self) -> usize {
         {
             let mut batch = self.batch.borrow_mut();
-            let taken = if batch.is_empty() {
+            if batch.is_empty() {
                 self.shared.inbox.drain_into(&mut batch);
-                batch.len()
             } else {
                 let mut more = std::collections::VecDeque::new();
                 self.shared.inbox.drain_into(&mut more);
-                let n = more.len();
                 batch.append(&mut more);
-                n
-            };
-            self.shared.taken(taken);
+            }
         }
         // The same loop either way; with diagnostics off (or in a batch
         // nested in a callback, which is that callback's time) the watch
