@@ -184,3 +184,136 @@ impl Spin {
         self.rounds < 2
     }
 }
+
+/// Whether one thread's next bounded [`Spin`] is worth trying, from how its
+/// last ones went: from the second miss in a row, a spin that found nothing
+/// pauses spinning for a number of tries that doubles with each miss (up to
+/// the gate's maximum pause); a hit halves it. Where the awaited thread shares this thread's only core (it
+/// cannot run while this one spins) or the awaited event is rare, a spin is
+/// then tried about once per maximum pause, and where it comes within the
+/// bound, every wait spins. The same rule as the pool's idle threads; plain
+/// cells, owned by the one thread that spins.
+#[derive(Debug)]
+pub(crate) struct SpinGate {
+    backoff: std::cell::Cell<u32>,
+    skip: std::cell::Cell<u32>,
+    max_pause: u32,
+    /// A spin ended empty-handed and [`settle`](Self::settle) decides
+    /// whether it was a miss.
+    undecided: std::cell::Cell<bool>,
+}
+
+impl SpinGate {
+    /// A gate that lets the first spin through and pauses at most
+    /// `max_pause` waits after a run of misses.
+    pub(crate) const fn new(max_pause: u32) -> SpinGate {
+        SpinGate {
+            backoff: std::cell::Cell::new(0),
+            skip: std::cell::Cell::new(0),
+            max_pause,
+            undecided: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Whether this wait spins (`false`: it is one of the paused ones).
+    pub(crate) fn try_spin(&self) -> bool {
+        match self.skip.get() {
+            0 => true,
+            n => {
+                self.skip.set(n - 1);
+                false
+            }
+        }
+    }
+
+    /// The spin let through by [`try_spin`](Self::try_spin) ended: `hit`
+    /// says whether what it waited for came.
+    pub(crate) fn spun(&self, hit: bool) {
+        if hit {
+            self.backoff.set(self.backoff.get() / 2);
+        } else {
+            // The pause is the backoff before this miss: a lone miss among
+            // hits (a producer descheduled once mid-burst) pauses nothing;
+            // a second miss in a row pauses one wait, then 2, 4, ...
+            let before = self.backoff.get();
+            self.backoff
+                .set((before * 2).clamp(1, self.max_pause.max(1)));
+            self.skip.set(before);
+        }
+    }
+
+    /// The spin let through ended with nothing, but whether it was a miss
+    /// is known only later: [`settle`](Self::settle) decides.
+    pub(crate) fn spun_undecided(&self) {
+        self.undecided.set(true);
+    }
+
+    /// Decides an undecided spin: `miss` counts it as a miss; otherwise it
+    /// counts for nothing (no pause, no hit).
+    pub(crate) fn settle(&self, miss: bool) {
+        if self.undecided.replace(false) && miss {
+            self.spun(false);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::SpinGate;
+
+    /// Spins let through by the gate, out of `n` waits, when every spin
+    /// ends as `hit` says.
+    fn spins(gate: &SpinGate, n: usize, hit: bool) -> usize {
+        (0..n)
+            .filter(|_| {
+                let spun = gate.try_spin();
+                if spun {
+                    gate.spun(hit);
+                }
+                spun
+            })
+            .count()
+    }
+
+    #[test]
+    fn misses_pause_spinning_for_doubling_spells_up_to_the_maximum() {
+        let gate = SpinGate::new(8);
+        // Spins at waits 0, 1, 3, 6, 11, 20: pauses 0, 1, 2, 4, 8, 8.
+        assert_eq!(spins(&gate, 29, false), 6);
+        // Capped: one spin per 9 waits from here on.
+        assert_eq!(spins(&gate, 90, false), 10);
+    }
+
+    #[test]
+    fn hits_keep_every_wait_spinning_and_undo_a_pause() {
+        let gate = SpinGate::new(8);
+        assert_eq!(spins(&gate, 10, true), 10);
+        // A lone miss pauses nothing; a second in a row pauses one wait.
+        gate.spun(false);
+        assert!(gate.try_spin());
+        gate.spun(false);
+        assert!(!gate.try_spin());
+        // Hits halve the backoff to nothing: a lone miss is free again.
+        assert_eq!(spins(&gate, 10, true), 10);
+        gate.spun(false);
+        assert!(gate.try_spin());
+    }
+
+    #[test]
+    fn an_undecided_spin_pauses_only_if_settled_as_a_miss() {
+        let gate = SpinGate::new(8);
+        assert!(gate.try_spin());
+        gate.spun_undecided();
+        gate.settle(false);
+        assert!(gate.try_spin());
+        for _ in 0..2 {
+            gate.spun_undecided();
+            gate.settle(true);
+        }
+        assert!(!gate.try_spin());
+        assert!(gate.try_spin());
+        // Nothing undecided: a settle changes nothing.
+        gate.settle(true);
+        assert!(gate.try_spin());
+    }
+}

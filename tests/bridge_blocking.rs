@@ -375,3 +375,60 @@ fn the_job_error_crosses_the_bridge_with_question_mark_and_no_map_err() {
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert_eq!(source, "job panicked: deep");
 }
+
+/// Callers spin on their reply before they park (`bridge/from_thread.rs`):
+/// with more calling threads than cores, every call of every thread still
+/// gets its own value, whether its reply was caught spinning, found already
+/// there or waited for parked, and timed calls keep their timeouts.
+#[test]
+fn sequences_of_blocking_calls_from_more_threads_than_cores_all_get_their_values() {
+    let reactor = Reactor::new().unwrap();
+    let sums = with_worker(&reactor, |remote| {
+        let callers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let remote = remote.clone();
+                thread::spawn(move || {
+                    let mut sum = 0;
+                    for i in 0..200u64 {
+                        let v = if i % 2 == 0 {
+                            blocking_call_from_thread(&remote, move || t * 1000 + i)
+                        } else {
+                            blocking_call_from_thread_timeout(
+                                &remote,
+                                Duration::from_secs(60),
+                                move || t * 1000 + i,
+                            )
+                        };
+                        assert_eq!(v, Ok(t * 1000 + i));
+                        sum += v.unwrap();
+                    }
+                    sum
+                })
+            })
+            .collect();
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let expected: Vec<u64> = (0..8u64)
+        .map(|t| (0..200u64).map(|i| t * 1000 + i).sum())
+        .collect();
+    assert_eq!(sums, expected);
+}
+
+/// A timed call's spin is bounded by its timeout (a zero timeout spins not
+/// at all): a loop that never runs still gives `TimedOut`.
+#[test]
+fn a_timed_blocking_call_into_a_loop_that_never_runs_times_out() {
+    let reactor = Reactor::new().unwrap(); // never run
+    let remote = reactor.remote();
+    let r = thread::spawn(move || {
+        let a = blocking_call_from_thread_timeout(&remote, Duration::ZERO, || 1);
+        let b = blocking_call_from_thread_timeout(&remote, Duration::from_micros(20), || 1);
+        (a, b)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(r, (Err(CallError::TimedOut), Err(CallError::TimedOut)));
+}

@@ -6,24 +6,38 @@
 //! - exactly one outcome is stored: the sender's value, or `LoopStopped` if
 //!   the sender is dropped unsent (the loop shut down or the closure was
 //!   discarded), so a waiter can never hang on a reply that will not come;
-//! - the waiter blocks on a condvar (never spins), and a registered `Waker`
-//!   is woken after the value is stored, outside the lock.
+//! - a registered `Waker` is woken after the value is stored, outside the
+//!   lock;
+//! - a blocking waiter may first spin for a bounded time on `ready` (set,
+//!   under the lock, once an outcome is stored) before it parks on the
+//!   condvar ([`Receiver::spin_for`]); the sender notifies the condvar only
+//!   when the waiter said, under the lock, that it parks (`parked`), so a
+//!   reply caught by the spin costs the loop no futex wake. A waiter that
+//!   sets `parked` and then waits releases the lock atomically with
+//!   beginning to wait, so a sender that finds `parked` notifies a waiter
+//!   that is already waiting, and one that does not find it stored the
+//!   value before the waiter looked: no lost wake either way.
 
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{CallError, ThreadError};
-use crate::loom::{Arc, Condvar, Mutex};
+use crate::loom::atomic::{AtomicBool, Ordering};
+use crate::loom::{Arc, Condvar, Mutex, Spin};
 
 struct Slot<T> {
     value: Option<Result<T, CallError>>,
     waker: Option<Waker>,
     sent: bool,
+    /// The blocking waiter is (about to be) waiting on the condvar.
+    parked: bool,
 }
 
 struct Shared<T> {
     slot: Mutex<Slot<T>>,
     cv: Condvar,
+    /// `slot.sent`, readable without the lock (for a spinning waiter).
+    ready: AtomicBool,
 }
 
 pub(crate) struct Sender<T> {
@@ -40,8 +54,10 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
             value: None,
             waker: None,
             sent: false,
+            parked: false,
         }),
         cv: Condvar::new(),
+        ready: AtomicBool::new(false),
     });
     (
         Sender {
@@ -67,16 +83,19 @@ impl<T> Sender<T> {
 /// Stores `value` unless an outcome is already stored; returns whether it
 /// was stored. This is the single decision between completion and cancel.
 fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> bool {
-    let waker = {
+    let (waker, parked) = {
         let mut slot = shared.slot.lock();
         if slot.sent {
             return false;
         }
         slot.sent = true;
         slot.value = Some(value);
-        slot.waker.take()
+        shared.ready.store(true, Ordering::Release);
+        (slot.waker.take(), slot.parked)
     };
-    shared.cv.notify_all();
+    if parked {
+        shared.cv.notify_all();
+    }
     if let Some(w) = waker {
         w.wake();
     }
@@ -116,6 +135,26 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Whether an outcome is stored (one atomic load, no lock).
+    pub(crate) fn has_outcome(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Spins for at most `limit` until an outcome is stored, without
+    /// blocking; returns whether one is (the caller then takes it with
+    /// [`wait`](Self::wait), which no longer blocks).
+    pub(crate) fn spin_for(&self, limit: Duration) -> bool {
+        let mut spin = Spin::new(limit);
+        loop {
+            if self.has_outcome() {
+                return true;
+            }
+            if !spin.again() {
+                return false;
+            }
+        }
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> Result<T, CallError> {
         let mut slot = self.shared.slot.lock();
         loop {
@@ -125,16 +164,19 @@ impl<T> Receiver<T> {
             if slot.sent {
                 return Err(CallError::AlreadyTaken);
             }
+            slot.parked = true;
             slot = match deadline {
                 None => self.shared.cv.wait(slot),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        slot.parked = false;
                         return Err(CallError::TimedOut);
                     }
                     self.shared.cv.wait_timeout(slot, left).0
                 }
             };
+            slot.parked = false;
         }
     }
 
@@ -172,6 +214,31 @@ mod loom_tests {
             let (tx, rx) = channel::<u32>();
             let t = thread::spawn(move || tx.send(Ok(7)));
             assert_eq!(rx.wait(), Ok(7));
+            t.join().unwrap();
+        });
+    }
+
+    /// The waiter spins first (under loom: a round or two that yield), then
+    /// parks if nothing came: the sender's skipped notify (no `parked`)
+    /// never strands it.
+    #[test]
+    fn loom_spinning_waiter_gets_the_value_whether_or_not_the_spin_sees_it() {
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || tx.send(Ok(7)));
+            let _ = rx.spin_for(Duration::from_micros(1));
+            assert_eq!(rx.wait(), Ok(7));
+            t.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_spinning_waiter_sees_a_dropped_sender() {
+        ::loom::model(|| {
+            let (tx, rx) = channel::<u32>();
+            let t = thread::spawn(move || drop(tx));
+            let _ = rx.spin_for(Duration::from_micros(1));
+            assert_eq!(rx.wait(), Err(CallError::LOOP_STOPPED));
             t.join().unwrap();
         });
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use mio::{Events, Poll as MioPoll};
 
 use crate::loom::Mutex;
-use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+use crate::loom::atomic::{AtomicBool, AtomicU8};
 use crate::time::{Clock, SystemClock, Timers};
 
 use super::context::{self, this_thread};
@@ -277,7 +277,6 @@ impl Builder {
             inbox_closed: AtomicBool::new(false),
             state: AtomicU8::new(STATE_IDLE),
             loop_thread: this_thread(),
-            queued: AtomicUsize::new(0),
             capacity: self.inbox_capacity,
             clock: self.clock.clone(),
             stats: SharedStats {
@@ -313,6 +312,7 @@ impl Builder {
             locals: Locals::with_extensions(self.extensions),
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
+            spin_gate: crate::loom::SpinGate::new(super::inbox::MAX_SPIN_PAUSE),
             diag,
         });
         context::register(&inner);

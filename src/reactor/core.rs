@@ -65,6 +65,9 @@ pub(crate) struct Inner {
     /// Registered sockets and their handlers; each one is also counted in
     /// `io_sources`.
     pub(super) io: super::io_registry::IoRegistry,
+    /// Whether the loop's next idle spell spins before it sleeps (see
+    /// `inbox/wake.rs`).
+    pub(super) spin_gate: crate::loom::SpinGate,
     /// The slow-callback timer and its watchdog; `None` when off.
     pub(super) diag: Option<crate::diagnostics::LoopDiag>,
 }

@@ -39,13 +39,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::inline_call::{self, InlineCall};
-use crate::loom::Mutex;
+use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
 mod wake;
 
-pub(crate) use wake::Wake;
 use wake::WakeState;
+pub(crate) use wake::{MAX_SPIN_PAUSE, MISS_AFTER_SLEEP, Wake};
 
 /// A message that is its own shared allocation: delivering it on the loop
 /// needs no box of its own (pool completions ride in the job's state).
@@ -65,6 +65,30 @@ pub(crate) enum Message {
 pub(crate) struct Job {
     pub(crate) message: Message,
     pub(crate) location: &'static Location<'static>,
+}
+
+/// Why [`Inbox::push_within`] did not queue a job; either way it is handed
+/// back.
+pub(crate) enum Refused<F> {
+    /// `capacity` jobs are queued.
+    Full(F),
+    /// The inbox is closed.
+    Closed(F),
+}
+
+impl<F> Refused<F> {
+    pub(crate) fn into_inner(self) -> F {
+        match self {
+            Refused::Full(f) | Refused::Closed(f) => f,
+        }
+    }
+
+    fn map<G>(self, f: impl FnOnce(F) -> G) -> Refused<G> {
+        match self {
+            Refused::Full(x) => Refused::Full(f(x)),
+            Refused::Closed(x) => Refused::Closed(f(x)),
+        }
+    }
 }
 
 pub(crate) struct Inbox<W> {
@@ -134,28 +158,44 @@ impl<W: Wake> Inbox<W> {
         f: F,
         location: &'static Location<'static>,
     ) -> Result<(), F> {
+        self.push_within(f, location, usize::MAX)
+            .map_err(Refused::into_inner)
+    }
+
+    /// [`push`](Self::push) unless `capacity` jobs are already queued (the
+    /// check and the push under one lock, so the bound is exact).
+    pub(crate) fn push_within<F: FnOnce() + Send + 'static>(
+        &self,
+        f: F,
+        location: &'static Location<'static>,
+        capacity: usize,
+    ) -> Result<(), Refused<F>> {
         if inline_call::fits::<F>() {
-            self.push_call(f, location)
+            self.push_call(f, location, capacity)
         } else {
-            self.push_call(Box::new(f), location)
-                .map_err(|boxed| *boxed)
+            self.push_call(Box::new(f), location, capacity)
+                .map_err(|refused| refused.map(|boxed| *boxed))
         }
     }
 
-    /// `push` for a closure that is stored in place.
+    /// `push_within` for a closure that is stored in place.
     fn push_call<G: FnOnce() + Send + 'static>(
         &self,
         g: G,
         location: &'static Location<'static>,
-    ) -> Result<(), G> {
+        capacity: usize,
+    ) -> Result<(), Refused<G>> {
         {
             let mut queue = self.queue.lock();
+            if queue.jobs.as_ref().is_some_and(|q| q.len() >= capacity) {
+                return Err(Refused::Full(g));
+            }
             match queue.slot(self.clock.as_ref()) {
                 Some(q) => q.push_back(Job {
                     message: Message::Call(InlineCall::new(g)),
                     location,
                 }),
-                None => return Err(g),
+                None => return Err(Refused::Closed(g)),
             }
         }
         self.notify();
@@ -200,8 +240,12 @@ impl<W: Wake> Inbox<W> {
     /// Loop, before blocking: reports whether it may block (`false`: work
     /// arrived, or `other_work` says there is some; the loop stays awake).
     /// See [`WakeState::prepare_to_sleep`].
-    pub(crate) fn prepare_to_sleep(&self, other_work: impl FnOnce() -> bool) -> bool {
-        self.wake.prepare_to_sleep(|| {
+    pub(crate) fn prepare_to_sleep(
+        &self,
+        gate: &SpinGate,
+        other_work: impl FnOnce() -> bool,
+    ) -> bool {
+        self.wake.prepare_to_sleep(gate, || {
             self.queue
                 .lock()
                 .jobs
@@ -223,6 +267,11 @@ impl<W: Wake> Inbox<W> {
 
     pub(crate) fn pushes(&self) -> u64 {
         self.queue.lock().pushes
+    }
+
+    /// Jobs queued and not yet taken by the loop (zero once closed).
+    pub(crate) fn len(&self) -> usize {
+        self.queue.lock().jobs.as_ref().map_or(0, VecDeque::len)
     }
 
     /// How long the oldest queued job has waited (zero when empty, closed,
@@ -311,7 +360,7 @@ mod tests {
     fn after_deciding_to_sleep_the_next_push_wakes() {
         let inbox = Inbox::new(CountingWaker::default());
         inbox.awake();
-        assert!(inbox.prepare_to_sleep(|| false));
+        assert!(inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert_eq!(wakes(&inbox), 1);
@@ -321,9 +370,9 @@ mod tests {
     fn queued_or_other_work_keeps_the_loop_awake() {
         let inbox = Inbox::new(CountingWaker::default());
         inbox.awake();
-        assert!(!inbox.prepare_to_sleep(|| true));
+        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || true));
         assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert!(!inbox.prepare_to_sleep(|| false));
+        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
         // Still awake: no syscall for the next push either.
         assert!(inbox.push(|| (), Location::caller()).is_ok());
         assert_eq!(wakes(&inbox), 0);
@@ -359,6 +408,32 @@ mod tests {
         assert!(plain.push(|| (), Location::caller()).is_ok());
         clock.advance(ms(3));
         assert_eq!(plain.oldest_age(), Duration::ZERO);
+    }
+
+    /// The bound is checked under the push's own lock: exact, and a refused
+    /// job comes back whole (full or closed), uncounted.
+    #[test]
+    fn a_bounded_push_is_refused_at_capacity_and_after_close() {
+        let inbox = Inbox::new(CountingWaker::default());
+        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+        let held = Arc::new(());
+        let h = held.clone();
+        let full = inbox.push_within(move || drop(h), Location::caller(), 2);
+        assert!(matches!(full, Err(Refused::Full(_))));
+        assert_eq!(Arc::strong_count(&held), 2);
+        drop(full);
+        assert_eq!(Arc::strong_count(&held), 1);
+        assert_eq!((inbox.len(), inbox.pushes()), (2, 2));
+        // Unbounded pushes are never refused for room.
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+        assert_eq!(run_all(&inbox), 3);
+        assert_eq!(inbox.len(), 0);
+        assert!(inbox.push_within(|| (), Location::caller(), 1).is_ok());
+        assert_eq!(inbox.close().len(), 1);
+        assert_eq!(inbox.len(), 0);
+        let closed = inbox.push_within(|| (), Location::caller(), 1);
+        assert!(matches!(closed, Err(Refused::Closed(_))));
     }
 
     struct Noop;
@@ -455,8 +530,23 @@ mod loom_tests {
         }
     }
 
+    /// A gate whose next spins are paused (the loop goes straight from
+    /// `SPINNING` to the re-check).
+    fn paused_gate() -> SpinGate {
+        let gate = SpinGate::new(MAX_SPIN_PAUSE);
+        for _ in 0..8 {
+            gate.spun(false);
+        }
+        gate
+    }
+
     fn run_model(producers: usize, per_producer: usize) {
+        run_model_gated(producers, per_producer, || SpinGate::new(MAX_SPIN_PAUSE));
+    }
+
+    fn run_model_gated(producers: usize, per_producer: usize, gate: fn() -> SpinGate) {
         ::loom::model(move || {
+            let gate = gate();
             let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
             let ran = Arc::new(AtomicUsize::new(0));
             let handles: Vec<_> = (0..producers)
@@ -491,7 +581,7 @@ mod loom_tests {
                     }
                     done += 1;
                 }
-                if done < total && inbox.prepare_to_sleep(|| false) {
+                if done < total && inbox.prepare_to_sleep(&gate, || false) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }
@@ -514,6 +604,12 @@ mod loom_tests {
         run_model(2, 1);
     }
 
+    /// The same with the loop's spin paused by its gate.
+    #[test]
+    fn loom_inbox_paused_spin_one_producer_two_calls() {
+        run_model_gated(1, 2, paused_gate);
+    }
+
     /// A wake with no job (a local task's waker, which marks the task under
     /// the `ready` mutex and then notifies): the loop sees it through
     /// `other_work`, whether it lands before the spin, during it, or after
@@ -529,8 +625,9 @@ mod loom_tests {
                 i2.notify();
             });
             inbox.awake();
+            let gate = SpinGate::new(MAX_SPIN_PAUSE);
             while !*ready.lock() {
-                if inbox.prepare_to_sleep(|| *ready.lock()) {
+                if inbox.prepare_to_sleep(&gate, || *ready.lock()) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }
@@ -556,8 +653,9 @@ mod loom_tests {
                 s2.swap(true, Ordering::SeqCst);
                 i2.notify();
             });
+            let gate = SpinGate::new(MAX_SPIN_PAUSE);
             while !stop.load(Ordering::SeqCst) {
-                if inbox.prepare_to_sleep(|| stop.fetch_or(false, Ordering::SeqCst)) {
+                if inbox.prepare_to_sleep(&gate, || stop.fetch_or(false, Ordering::SeqCst)) {
                     inbox.waker().sleep();
                     inbox.awake();
                 }

@@ -3,14 +3,14 @@
 //! Everything in [`Shared`] is touched from any thread through atomics, the
 //! inbox's mutex or the run queue's mutex; nothing here blocks on the loop.
 //!
-//! Capacity accounting (for [`Remote::try_call_from_thread`]): `queued`
-//! counts jobs pushed into the inbox and not yet taken by the loop. A
-//! producer adds one *before* it pushes and the loop subtracts what it takes,
-//! so the count never goes below the truth and only a producer between its
-//! increment and its push can make it read one high per producer. Only
-//! `try_call_from_thread` is refused at capacity; every other path (plain
-//! `call_from_thread`, pool completions) is counted but never refused, so
-//! results are never dropped for want of room.
+//! Capacity accounting (for [`Remote::try_call_from_thread`]): the jobs
+//! pushed into the inbox and not yet taken by the loop are the inbox queue's
+//! length, checked under the inbox's lock together with the push (no counter
+//! of its own: a shared atomic bumped by every producer and the loop cost a
+//! contended read-modify-write per call). Only `try_call_from_thread` is
+//! refused at capacity; every other path (plain `call_from_thread`, pool
+//! completions) is counted but never refused, so results are never dropped
+//! for want of room.
 
 use std::fmt;
 use std::panic::Location;
@@ -21,11 +21,11 @@ use std::time::Duration;
 use crate::deferred::span;
 use crate::error::LoopStopped;
 use crate::loom::Mutex;
-use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::loom::atomic::{AtomicBool, AtomicU8, Ordering};
 use crate::time::Clock;
 
 use super::context::{self, this_thread};
-use super::inbox::{Deliver, Inbox, Wake};
+use super::inbox::{Deliver, Inbox, Refused, Wake};
 use super::stats::{ReactorStatistics, SharedStats, statistics_of};
 use super::tasks::RunQueue;
 
@@ -57,9 +57,7 @@ pub(crate) struct Shared {
     pub(super) inbox_closed: AtomicBool,
     pub(super) state: AtomicU8,
     pub(super) loop_thread: ThreadId,
-    /// Inbox jobs pushed and not yet taken by the loop (see the module docs).
-    pub(super) queued: AtomicUsize,
-    /// The bound `try_call_from_thread` checks `queued` against.
+    /// The bound `try_call_from_thread` checks the inbox's length against.
     pub(super) capacity: usize,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) stats: SharedStats,
@@ -77,19 +75,9 @@ impl Shared {
         self.state.load(Ordering::SeqCst)
     }
 
-    /// The loop took `n` jobs out of the inbox.
-    pub(super) fn taken(&self, n: usize) {
-        if n > 0 {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-        }
-    }
-
     #[track_caller]
     fn push<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), F> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        self.inbox.push(f, Location::caller()).inspect_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-        })
+        self.inbox.push(f, Location::caller())
     }
 }
 
@@ -285,28 +273,31 @@ impl Remote {
         F: FnOnce() + Send + 'static,
     {
         let shared = &self.shared;
-        if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(if shared.inbox_closed.load(Ordering::SeqCst) {
-                TrySendError::Stopped(f)
-            } else {
-                TrySendError::Full(f)
-            });
-        }
         let location = Location::caller();
-        let refused = || shared.queued.fetch_sub(1, Ordering::AcqRel);
+        let refused = |r: Refused<_>| match r {
+            Refused::Full(f) => TrySendError::Full(f),
+            Refused::Closed(f) => TrySendError::Stopped(f),
+        };
         match span::current() {
-            None => shared.inbox.push(f, location).map_err(|f| {
-                refused();
-                TrySendError::Stopped(f)
-            }),
+            None => shared
+                .inbox
+                .push_within(f, location, shared.capacity)
+                .map_err(refused),
             Some(span) => {
                 let (call, back) = carry_span(span, f);
-                shared.inbox.push(call, location).map_err(|call| {
-                    drop(call);
-                    refused();
-                    TrySendError::Stopped(back())
-                })
+                shared
+                    .inbox
+                    .push_within(call, location, shared.capacity)
+                    .map_err(|r| {
+                        let full = matches!(r, Refused::Full(_));
+                        drop(r);
+                        let f = back();
+                        if full {
+                            TrySendError::Full(f)
+                        } else {
+                            TrySendError::Stopped(f)
+                        }
+                    })
             }
         }
     }
@@ -367,13 +358,7 @@ impl Remote {
     /// once the loop has ended.
     #[track_caller]
     pub(crate) fn deliver(&self, message: Arc<dyn Deliver>) -> Result<(), Arc<dyn Deliver>> {
-        self.shared.queued.fetch_add(1, Ordering::AcqRel);
-        self.shared
-            .inbox
-            .push_deliver(message, Location::caller())
-            .inspect_err(|_| {
-                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-            })
+        self.shared.inbox.push_deliver(message, Location::caller())
     }
 
     /// A weak reference that identifies this reactor: while it is held, the

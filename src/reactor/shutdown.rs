@@ -81,7 +81,6 @@ impl Inner {
         let mut left = std::mem::take(&mut *self.batch.borrow_mut());
         let mut closed = self.shared.inbox.close();
         self.shared.inbox_closed.store(true, Ordering::SeqCst);
-        self.shared.taken(closed.len());
         left.append(&mut closed);
         if !self.started.get() {
             if !left.is_empty() {
@@ -127,7 +126,6 @@ impl Inner {
         quietly("queued calls", &mut || {
             let left = self.shared.inbox.close();
             self.shared.inbox_closed.store(true, Ordering::SeqCst);
-            self.shared.taken(left.len());
             let batch = std::mem::take(&mut *self.batch.borrow_mut());
             if !left.is_empty() || !batch.is_empty() {
                 tracing::warn!(

@@ -120,7 +120,7 @@ pub(super) fn statistics_of(shared: &Shared) -> ReactorStatistics {
         s.diag.as_ref().map_or(0, |w| f(w).load(Ordering::Relaxed))
     };
     ReactorStatistics {
-        inbox_depth: shared.queued.load(Ordering::Relaxed) as u64,
+        inbox_depth: shared.inbox.len() as u64,
         inbox_oldest_age: shared.inbox.oldest_age(),
         slow_callbacks: diag(|w| &w.slow_callbacks),
         longest_callback: Duration::from_nanos(diag(|w| &w.longest_callback_ns)),

@@ -138,17 +138,13 @@ impl Inner {
     pub(super) fn run_calls(&self) -> usize {
         {
             let mut batch = self.batch.borrow_mut();
-            let taken = if batch.is_empty() {
+            if batch.is_empty() {
                 self.shared.inbox.drain_into(&mut batch);
-                batch.len()
             } else {
                 let mut more = std::collections::VecDeque::new();
                 self.shared.inbox.drain_into(&mut more);
-                let n = more.len();
                 batch.append(&mut more);
-                n
-            };
-            self.shared.taken(taken);
+            }
         }
         // The same loop either way; with diagnostics off (or in a batch
         // nested in a callback, which is that callback's time) the watch
@@ -256,10 +252,9 @@ impl Inner {
         // (the loop was awake), so a check before this point alone could
         // miss it and block for good.
         if timeout != Some(Duration::ZERO)
-            && !self
-                .shared
-                .inbox
-                .prepare_to_sleep(|| self.tasks.has_ready(&self.shared) || self.stop_pending_rmw())
+            && !self.shared.inbox.prepare_to_sleep(&self.spin_gate, || {
+                self.tasks.has_ready(&self.shared) || self.stop_pending_rmw()
+            })
         {
             return Some(Duration::ZERO);
         }
@@ -275,6 +270,7 @@ impl Inner {
         if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
             self.shared.inbox.awake();
             if let Some(lap) = idle {
+                self.spin_gate.settle(false);
                 lap.resume(self.now());
             }
             return;
@@ -286,7 +282,13 @@ impl Inner {
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
         if let Some(lap) = idle {
-            lap.resume(self.now());
+            let now = self.now();
+            // The spin before this poll, if it found nothing, was a miss
+            // only if the loop then slept long (`inbox/wake.rs`).
+            let slept_long = timeout != Some(Duration::ZERO)
+                && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
+            self.spin_gate.settle(slept_long);
+            lap.resume(now);
         }
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {

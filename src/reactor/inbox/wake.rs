@@ -20,6 +20,22 @@
 //! crossbeam #821), it is bounded in time (an idle loop spins once, then
 //! sleeps with 0 CPU), and the loop still never waits on a producer.
 //!
+//! The spin is gated by how the last ones went (the loop's [`SpinGate`]): a
+//! spin that finds nothing, followed by a sleep of at least
+//! [`MISS_AFTER_SLEEP`], pauses spinning for a doubling number of idle
+//! spells (up to 128), a hit halves the pause. An idle loop woken now and
+//! then (every spin misses) thus spins about once per 128 sleeps, and where
+//! the producer shares the loop's only core (it cannot run while the loop
+//! spins) the spins soon stop too. This matters beyond the CPU: on a shared
+//! core, the 3 µs of spin per wake made the loop use more CPU than its
+//! producer, and the kernel's fair scheduler (EEVDF, with sleeping tasks
+//! keeping their lag) then stopped letting the woken loop preempt the
+//! producer, so a call into an idle loop waited for the producer to go to
+//! sleep first (p50 wake latency 5 → 10 µs, issue 8; `perf sched` showed
+//! the loop preempting the producer on about half of the wakes before the
+//! spin, and on 2% with it). Where calls come within the bound (bursts, a
+//! `defer_to_thread` round trip on another core) every spell spins.
+//!
 //! Invariants:
 //! - Every write of `state` is a read-modify-write (the loop's and the
 //!   producers'): all of them read the latest value, so the states form one
@@ -29,6 +45,7 @@
 //! - A producer notifies after its work is visible to the loop's re-check
 //!   (a push under the queue's lock, a flag set with a read-modify-write).
 
+use crate::loom::SpinGate;
 use crate::loom::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// The loop is (about to be) blocked: the next producer wakes it.
@@ -45,6 +62,16 @@ const WORK: u8 = 3;
 /// than the sleep and wake it tries to save.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(3);
+
+/// The most idle spells a run of missed spins pauses the loop's spin for.
+pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
+
+/// A spin that found nothing counts as a miss (and pauses the next spins)
+/// only if the sleep after it lasted at least this long: a loop that is
+/// idle for real. A producer mid-burst that was descheduled for a moment,
+/// so that one spin ran dry, is back soon, and pausing the spin for it
+/// would cost eventfd writes for the rest of its burst.
+pub(crate) const MISS_AFTER_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Something that wakes a sleeping loop (an eventfd in production, a condvar
 /// under loom).
@@ -94,12 +121,17 @@ impl WakeState {
         }
     }
 
-    /// Loop, before blocking: spins briefly for a producer, then marks the
-    /// loop sleepy and asks `has_work` (the re-check) whether work arrived
-    /// meanwhile. `false`: do not block; the state is `AWAKE` again (the
-    /// loop stays awake and producers need not write the waker).
-    pub(super) fn prepare_to_sleep(&self, has_work: impl FnOnce() -> bool) -> bool {
-        if self.spin_for_work() {
+    /// Loop, before blocking: spins briefly for a producer (when `gate`
+    /// lets it), then marks the loop sleepy and asks `has_work` (the
+    /// re-check) whether work arrived meanwhile. `false`: do not block; the
+    /// state is `AWAKE` again (the loop stays awake and producers need not
+    /// write the waker).
+    pub(super) fn prepare_to_sleep(
+        &self,
+        gate: &SpinGate,
+        has_work: impl FnOnce() -> bool,
+    ) -> bool {
+        if self.spin_for_work(gate) {
             return false;
         }
         // The spin found nothing: `SPINNING` becomes `SLEEPY`, unless a
@@ -119,17 +151,26 @@ impl WakeState {
         !has_work
     }
 
-    /// Loop: announces `SPINNING` and watches for a producer for at most
-    /// [`SPIN_LIMIT`]. `true` (state `AWAKE` again): one arrived.
-    fn spin_for_work(&self) -> bool {
+    /// Loop: announces `SPINNING` and, when `gate` lets it, watches for a
+    /// producer for at most [`SPIN_LIMIT`]. `true` (state `AWAKE` again): one
+    /// arrived. A paused spin still passes through `SPINNING` (zero rounds),
+    /// so the protocol is one and the same either way.
+    fn spin_for_work(&self, gate: &SpinGate) -> bool {
         self.state.swap(SPINNING, Ordering::SeqCst);
+        if !gate.try_spin() {
+            return false;
+        }
         let mut spin = crate::loom::Spin::new(SPIN_LIMIT);
         loop {
             if self.state.load(Ordering::SeqCst) == WORK {
                 self.state.swap(AWAKE, Ordering::SeqCst);
+                gate.spun(true);
                 return true;
             }
             if !spin.again() {
+                // A miss only if the loop then sleeps long (the turn
+                // settles it): see `MISS_AFTER_SLEEP`.
+                gate.spun_undecided();
                 return false;
             }
         }
