@@ -368,17 +368,20 @@ impl Connector for SqliteConnector {
     fn begin(&self, conn: &mut Connection, role: Role) -> rusqlite::Result<()> {
         // The writer takes the write lock up front: a DEFERRED read-then-write
         // gets SQLITE_BUSY(_SNAPSHOT) at once, whatever the busy timeout.
-        match role {
-            Role::Writer => conn.execute_batch("BEGIN IMMEDIATE"),
-            Role::Reader => conn.execute_batch("BEGIN"),
-        }
+        // Through the statement cache: `execute_batch` would parse the
+        // statement again for every job (a prepare per write).
+        let sql = match role {
+            Role::Writer => "BEGIN IMMEDIATE",
+            Role::Reader => "BEGIN",
+        };
+        conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     fn commit(&self, conn: &mut Connection) -> rusqlite::Result<()> {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.execute_batch("COMMIT")
+        conn.prepare_cached("COMMIT")?.execute([]).map(drop)
     }
 
     fn rollback(&self, conn: &mut Connection) -> rusqlite::Result<()> {
@@ -386,7 +389,7 @@ impl Connector for SqliteConnector {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.execute_batch("ROLLBACK")
+        conn.prepare_cached("ROLLBACK")?.execute([]).map(drop)
     }
 
     fn install_cancel(

@@ -332,3 +332,55 @@ fn a_late_cancel_never_reaches_the_next_job_on_the_connection() {
         })
         .unwrap();
 }
+
+/// BEGIN, COMMIT and ROLLBACK go through the statement cache: with a cache
+/// of 0 (every statement prepared afresh) and with the default one,
+/// transactions commit and roll back the same, job after job.
+#[test]
+fn transactions_commit_and_roll_back_whatever_the_statement_cache() {
+    for capacity in [0, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let p = ConnectionPool::builder(
+            SqliteConnector::new(dir.path().join("t.db")).statement_cache_capacity(capacity),
+        )
+        .max(2)
+        .build(&reactor.handle())
+        .unwrap();
+        let count = reactor
+            .run_until_complete(async move {
+                p.run_operation("create table t (x)", []).await.unwrap();
+                for i in 0..3 {
+                    p.run_operation("insert into t values (?1)", (i,))
+                        .await
+                        .unwrap();
+                    let failed = p
+                        .run_interaction(move |c| {
+                            c.execute("insert into t values (?1)", (100 + i,))?;
+                            Err::<(), _>(DbError::Stopped)
+                        })
+                        .await;
+                    assert!(failed.is_err());
+                }
+                let n = p
+                    .run_query("select count(*) from t where x < 100", [])
+                    .await;
+                let rolled = p
+                    .run_query("select count(*) from t where x >= 100", [])
+                    .await;
+                (n.unwrap(), rolled.unwrap())
+            })
+            .unwrap();
+        use rusqlite::types::Value;
+        assert_eq!(
+            count.0,
+            vec![vec![Value::Integer(3)]],
+            "capacity {capacity}"
+        );
+        assert_eq!(
+            count.1,
+            vec![vec![Value::Integer(0)]],
+            "capacity {capacity}"
+        );
+    }
+}

@@ -126,6 +126,10 @@ fn db_failure(app: &App, e: &DbError) -> Resp {
 /// ```
 pub fn percent_decode(s: &str, plus_space: bool) -> Option<String> {
     let b = s.as_bytes();
+    // Nothing to decode (the usual key): `s` is UTF-8 already.
+    if !b.iter().any(|&c| c == b'%' || (plus_space && c == b'+')) {
+        return Some(s.to_owned());
+    }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -240,12 +244,42 @@ pub fn prefix_upper_bound(p: &str) -> Option<String> {
     None
 }
 
+/// Where a request goes, decided from its borrowed path (no copy of the
+/// path per request; only a key is decoded into a `String`).
+enum Target {
+    Dashboard,
+    Healthz,
+    Metrics,
+    List,
+    Batch,
+    /// `/v1/kv/{key}`: the decoded key, or the label and answer of a bad one.
+    Key(Result<String, (&'static str, &'static str)>),
+    Unknown,
+}
+
+fn target(path: &str) -> Target {
+    match path {
+        "/" => Target::Dashboard,
+        "/healthz" => Target::Healthz,
+        "/metrics" => Target::Metrics,
+        "/v1/kv" => Target::List,
+        "/v1/batch" => Target::Batch,
+        p if p.starts_with("/v1/kv/") => {
+            Target::Key(match percent_decode(&p["/v1/kv/".len()..], false) {
+                None => Err(("kv_bad_key", "key is not valid UTF-8\n")),
+                Some(k) if k.is_empty() => Err(("kv_bad_key", "empty key\n")),
+                Some(k) => Ok(k),
+            })
+        }
+        _ => Target::Unknown,
+    }
+}
+
 /// Answers one request; returns the route label for metrics.
 pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static str, Resp) {
-    let path = req.uri().path().to_owned();
     let m = req.method().clone();
-    match path.as_str() {
-        "/" => (
+    match target(req.uri().path()) {
+        Target::Dashboard => (
             "dashboard",
             match m {
                 Method::GET => {
@@ -259,14 +293,14 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
                 _ => method_not_allowed("GET"),
             },
         ),
-        "/healthz" => (
+        Target::Healthz => (
             "healthz",
             match m {
                 Method::GET => text(StatusCode::OK, "ok\n"),
                 _ => method_not_allowed("GET"),
             },
         ),
-        "/metrics" => (
+        Target::Metrics => (
             "metrics",
             match m {
                 Method::GET => {
@@ -280,38 +314,28 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
                 _ => method_not_allowed("GET"),
             },
         ),
-        "/v1/kv" => (
+        Target::List => (
             "kv_list",
             match m {
                 Method::GET => list(&app, req.uri().query().unwrap_or("")).await,
                 _ => method_not_allowed("GET"),
             },
         ),
-        "/v1/batch" => (
+        Target::Batch => (
             "batch",
             match m {
                 Method::POST => batch(&app, req).await,
                 _ => method_not_allowed("POST"),
             },
         ),
-        p if p.starts_with("/v1/kv/") => {
-            let Some(key) = percent_decode(&p["/v1/kv/".len()..], false) else {
-                return (
-                    "kv_bad_key",
-                    text(StatusCode::BAD_REQUEST, "key is not valid UTF-8\n"),
-                );
-            };
-            if key.is_empty() {
-                return ("kv_bad_key", text(StatusCode::BAD_REQUEST, "empty key\n"));
-            }
-            match m {
-                Method::GET => ("kv_get", get(&app, key).await),
-                Method::PUT => ("kv_put", put(&app, key, req).await),
-                Method::DELETE => ("kv_delete", delete(&app, key).await),
-                _ => ("kv_key", method_not_allowed("GET, PUT, DELETE")),
-            }
-        }
-        _ => ("unknown", text(StatusCode::NOT_FOUND, "not found\n")),
+        Target::Key(Err((label, why))) => (label, text(StatusCode::BAD_REQUEST, why)),
+        Target::Key(Ok(key)) => match m {
+            Method::GET => ("kv_get", get(&app, key).await),
+            Method::PUT => ("kv_put", put(&app, key, req).await),
+            Method::DELETE => ("kv_delete", delete(&app, key).await),
+            _ => ("kv_key", method_not_allowed("GET, PUT, DELETE")),
+        },
+        Target::Unknown => ("unknown", text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 
