@@ -259,6 +259,12 @@ where
         if self.flags() & READY == 0 {
             return None;
         }
+        self.take_done()
+    }
+
+    /// Takes the outcome if the stage holds one (visible or not), leaving
+    /// `Consumed`; any other stage stays as it was.
+    fn take_done(&self) -> Option<Outcome<T>> {
         let mut st = self.state.lock();
         match std::mem::replace(&mut st.stage, Stage::Consumed) {
             Stage::Done(outcome) => Some(outcome),
@@ -328,16 +334,7 @@ where
             // The loop has ended and will never deliver: give the outcome
             // that arrived after the end, else `Cancelled`, so a `Deferred`
             // polled late (outside any task) never stays pending forever.
-            let late = {
-                let mut st = self.state.lock();
-                match std::mem::replace(&mut st.stage, Stage::Consumed) {
-                    Stage::Done(outcome) => Some(outcome),
-                    other => {
-                        st.stage = other;
-                        None
-                    }
-                }
-            };
+            let late = self.take_done();
             if let Some(outcome) = late {
                 self.set_flags(self.flags() | READY);
                 return Poll::Ready(outcome);

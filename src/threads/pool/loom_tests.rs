@@ -12,6 +12,17 @@ use crate::error::AlreadyQuit;
 use crate::loom::model::{Done, task};
 use crate::loom::{Arc, thread};
 
+/// A started one-thread pool, shared, running (or about to run) one job of
+/// the returned `Done`.
+fn busy_shared_pool() -> (Arc<ThreadPool>, Arc<Done>) {
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    let done = Arc::new(Done::default());
+    pool.call_in_thread(task(&done))
+        .unwrap_or_else(|_| panic!("refused"));
+    (pool, done)
+}
+
 #[test]
 fn loom_pool_claim_and_backlog_run_every_task_once_and_stop_joins() {
     loom::model(|| {
@@ -133,11 +144,7 @@ fn loom_pool_push_while_the_last_busy_thread_goes_idle_runs() {
     // another thread while that thread finishes, looks at the backlog (or
     // not) and goes idle: it must run.
     loom::model(|| {
-        let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
-        pool.start();
-        let done = Arc::new(Done::default());
-        pool.call_in_thread(task(&done))
-            .unwrap_or_else(|_| panic!("refused"));
+        let (pool, done) = busy_shared_pool();
         let (other_pool, other_done) = (pool.clone(), done.clone());
         let other = thread::spawn(move || {
             other_pool
@@ -155,11 +162,7 @@ fn loom_pool_push_while_the_last_busy_thread_goes_idle_runs() {
 #[test]
 fn loom_pool_stop_racing_a_submission_to_a_busy_pool_runs_it_or_hands_it_back() {
     loom::model(|| {
-        let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
-        pool.start();
-        let done = Arc::new(Done::default());
-        pool.call_in_thread(task(&done))
-            .unwrap_or_else(|_| panic!("refused"));
+        let (pool, done) = busy_shared_pool();
         let (other_pool, other_done) = (pool.clone(), done.clone());
         let submitter = thread::spawn(move || {
             if let Err(AlreadyQuit(task)) = other_pool.call_in_thread(task(&other_done)) {
