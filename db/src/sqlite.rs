@@ -291,6 +291,22 @@ impl SqliteConnector {
     }
 }
 
+/// Runs one of the transaction statements (`BEGIN`, `COMMIT`, `ROLLBACK`)
+/// through the statement cache, with its VM step count reset first.
+///
+/// SQLite calls the progress handler (a job's cancel check, see
+/// `install_cancel`) by a statement's step count summed over all its runs,
+/// so a cached statement of a few steps would sooner or later reach the
+/// handler mid-run: a cancel flag still set could then interrupt a `BEGIN`
+/// half-done (leaving a transaction open for the next job) or a `COMMIT`.
+/// With the count reset, these few-step statements never reach it, as a
+/// freshly prepared one never does.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    stmt.reset_status(rusqlite::StatementStatus::VmStep);
+    stmt.execute([]).map(drop)
+}
+
 impl Connector for SqliteConnector {
     type Connection = Connection;
     type Error = rusqlite::Error;
@@ -374,14 +390,14 @@ impl Connector for SqliteConnector {
             Role::Writer => "BEGIN IMMEDIATE",
             Role::Reader => "BEGIN",
         };
-        conn.prepare_cached(sql)?.execute([]).map(drop)
+        run_cached(conn, sql)
     }
 
     fn commit(&self, conn: &mut Connection) -> rusqlite::Result<()> {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+        run_cached(conn, "COMMIT")
     }
 
     fn rollback(&self, conn: &mut Connection) -> rusqlite::Result<()> {
@@ -389,7 +405,7 @@ impl Connector for SqliteConnector {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.prepare_cached("ROLLBACK")?.execute([]).map(drop)
+        run_cached(conn, "ROLLBACK")
     }
 
     fn install_cancel(

@@ -384,3 +384,30 @@ fn transactions_commit_and_roll_back_whatever_the_statement_cache() {
         );
     }
 }
+
+/// A cancel flag still set while the connection starts or ends a later
+/// transaction must not interrupt it. SQLite calls the progress handler by
+/// a statement's step count summed over its runs, so a cached `BEGIN` used
+/// to reach the handler every few hundred runs and stop half-done, leaving
+/// a transaction open for the next job ("cannot start a transaction within
+/// a transaction"; `a_late_cancel_never_reaches_the_next_job_on_the_connection`
+/// failed about one run in five). Here the flag is set for good: thousands
+/// of `BEGIN`/`COMMIT`s must all succeed.
+#[test]
+fn a_set_cancel_flag_never_interrupts_begin_or_commit() {
+    use weft_db::{Connector, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let connector = SqliteConnector::new(dir.path().join("t.db"));
+    let mut conn = connector.open(Role::Writer).unwrap();
+    let _interrupter = connector.install_cancel(&mut conn, Arc::new(AtomicBool::new(true)));
+    for i in 0..5000 {
+        connector
+            .begin(&mut conn, Role::Writer)
+            .unwrap_or_else(|e| panic!("begin {i}: {e}"));
+        assert!(!conn.is_autocommit());
+        connector
+            .commit(&mut conn)
+            .unwrap_or_else(|e| panic!("commit {i}: {e}"));
+        assert!(conn.is_autocommit());
+    }
+}
