@@ -185,18 +185,70 @@ impl Spin {
     }
 }
 
+/// The backoff rule of every adaptive spin in the crate (the loop's, a
+/// blocking caller's, the pool's idle threads'): a spin that found nothing
+/// pauses spinning for a number of waits that doubles with each miss (up
+/// to a maximum); a hit halves it. Where the awaited thread shares the
+/// spinner's only core (it cannot run while the spinner spins) or the
+/// awaited event is rare, a spin is then tried about once per maximum
+/// pause, and where it comes within the bound, every wait spins. Plain
+/// values, so it lives under the pool's lock as well as in a [`SpinGate`]'s
+/// cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SpinBackoff {
+    backoff: u32,
+    skip: u32,
+}
+
+impl SpinBackoff {
+    /// No pause: the next wait spins.
+    pub(crate) const fn new() -> SpinBackoff {
+        SpinBackoff {
+            backoff: 0,
+            skip: 0,
+        }
+    }
+
+    /// Whether this wait spins (`false`: it uses up one wait of the pause).
+    pub(crate) fn try_spin(&mut self) -> bool {
+        match self.skip {
+            0 => true,
+            n => {
+                self.skip = n - 1;
+                false
+            }
+        }
+    }
+
+    /// The spin found what it waited for.
+    pub(crate) fn hit(&mut self) {
+        self.backoff /= 2;
+    }
+
+    /// The spin found nothing: the backoff doubles (at least 1, at most
+    /// `max_pause`). The pause is the new backoff, or with `forgive_lone`
+    /// the backoff before this miss, so a lone miss among hits (a producer
+    /// descheduled once mid-burst) pauses nothing and a second miss in a
+    /// row pauses one wait, then 2, 4, ...
+    pub(crate) fn miss(&mut self, max_pause: u32, forgive_lone: bool) {
+        let before = self.backoff;
+        self.backoff = (before * 2).clamp(1, max_pause.max(1));
+        self.skip = if forgive_lone { before } else { self.backoff };
+    }
+
+    /// Waits left in the current pause.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn pause_left(&self) -> u32 {
+        self.skip
+    }
+}
+
 /// Whether one thread's next bounded [`Spin`] is worth trying, from how its
-/// last ones went: from the second miss in a row, a spin that found nothing
-/// pauses spinning for a number of tries that doubles with each miss (up to
-/// the gate's maximum pause); a hit halves it. Where the awaited thread shares this thread's only core (it
-/// cannot run while this one spins) or the awaited event is rare, a spin is
-/// then tried about once per maximum pause, and where it comes within the
-/// bound, every wait spins. The same rule as the pool's idle threads; plain
-/// cells, owned by the one thread that spins.
+/// last ones went: [`SpinBackoff`] with lone misses forgiven, in cells
+/// owned by the one thread that spins.
 #[derive(Debug)]
 pub(crate) struct SpinGate {
-    backoff: std::cell::Cell<u32>,
-    skip: std::cell::Cell<u32>,
+    backoff: std::cell::Cell<SpinBackoff>,
     max_pause: u32,
     /// A spin ended empty-handed and [`settle`](Self::settle) decides
     /// whether it was a miss.
@@ -208,38 +260,30 @@ impl SpinGate {
     /// `max_pause` waits after a run of misses.
     pub(crate) const fn new(max_pause: u32) -> SpinGate {
         SpinGate {
-            backoff: std::cell::Cell::new(0),
-            skip: std::cell::Cell::new(0),
+            backoff: std::cell::Cell::new(SpinBackoff::new()),
             max_pause,
             undecided: std::cell::Cell::new(false),
         }
     }
 
+    /// Runs `f` on the backoff.
+    fn with<R>(&self, f: impl FnOnce(&mut SpinBackoff) -> R) -> R {
+        let mut b = self.backoff.get();
+        let r = f(&mut b);
+        self.backoff.set(b);
+        r
+    }
+
     /// Whether this wait spins (`false`: it is one of the paused ones).
     pub(crate) fn try_spin(&self) -> bool {
-        match self.skip.get() {
-            0 => true,
-            n => {
-                self.skip.set(n - 1);
-                false
-            }
-        }
+        self.with(SpinBackoff::try_spin)
     }
 
     /// The spin let through by [`try_spin`](Self::try_spin) ended: `hit`
     /// says whether what it waited for came.
     pub(crate) fn spun(&self, hit: bool) {
-        if hit {
-            self.backoff.set(self.backoff.get() / 2);
-        } else {
-            // The pause is the backoff before this miss: a lone miss among
-            // hits (a producer descheduled once mid-burst) pauses nothing;
-            // a second miss in a row pauses one wait, then 2, 4, ...
-            let before = self.backoff.get();
-            self.backoff
-                .set((before * 2).clamp(1, self.max_pause.max(1)));
-            self.skip.set(before);
-        }
+        let max = self.max_pause;
+        self.with(|b| if hit { b.hit() } else { b.miss(max, true) });
     }
 
     /// The spin let through ended with nothing, but whether it was a miss

@@ -38,6 +38,7 @@ use std::panic::Location;
 use std::time::Duration;
 
 use super::queue::{Item, Meta, Queue, Queued, TaskKey};
+use crate::loom::SpinBackoff;
 use crate::time::Clock;
 
 /// How long queued work may wait with every thread busy and no task taken
@@ -148,10 +149,9 @@ pub(super) struct State {
     /// or ordered to exit). Such a thread takes the lock and looks for a
     /// claim within the spin bound, so a claim needs no notify.
     pub(super) spinning: usize,
-    /// Idle spells left in which no thread spins (after spins that found
-    /// nothing), and the length of the next such pause.
-    pub(super) spin_skip: u32,
-    pub(super) spin_backoff: u32,
+    /// Whether the next idle spell may spin, from how the last spins went
+    /// (a pause of idle spells after spins that found nothing).
+    pub(super) spin_backoff: SpinBackoff,
     pub(super) busy: usize,
     /// Spare threads (0 or 1) not told to exit.
     pub(super) spare: usize,
@@ -208,8 +208,7 @@ impl State {
             claimed: 0,
             idle: 0,
             spinning: 0,
-            spin_skip: 0,
-            spin_backoff: 0,
+            spin_backoff: SpinBackoff::new(),
             busy: 0,
             spare: 0,
             armed: false,
@@ -431,8 +430,7 @@ impl State {
         if self.spinning > 0 || self.stopped {
             return false;
         }
-        if self.spin_skip > 0 {
-            self.spin_skip -= 1;
+        if !self.spin_backoff.try_spin() {
             return false;
         }
         self.spinning += 1;
@@ -449,10 +447,9 @@ impl State {
     pub(super) fn end_spin(&mut self) {
         self.spinning -= 1;
         if self.claimed > 0 {
-            self.spin_backoff /= 2;
+            self.spin_backoff.hit();
         } else {
-            self.spin_backoff = (self.spin_backoff * 2).clamp(1, MAX_SPIN_PAUSE);
-            self.spin_skip = self.spin_backoff;
+            self.spin_backoff.miss(MAX_SPIN_PAUSE, false);
         }
     }
 

@@ -586,7 +586,11 @@ fn spins_that_find_nothing_pause_spinning_for_doubling_spells_and_hits_halve_the
         assert!(st.begin_spin(), "after a hit the next spell spins");
     }
     st.end_spin();
-    assert_eq!(st.spin_skip, 1, "one miss after the hits: a pause of one");
+    assert_eq!(
+        st.spin_backoff.pause_left(),
+        1,
+        "one miss after the hits: a pause of one"
+    );
 }
 
 #[test]
