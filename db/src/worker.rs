@@ -19,8 +19,10 @@
 //!   cancel can never reach the next job on the connection.
 //! - Commit runs only after Running → Committing succeeded, so a job that
 //!   was cancelled while running is never committed.
-//! - Every failure path rolls back (a no-op when nothing is open); the
-//!   original error is returned and a failed rollback is logged.
+//! - Every failure path rolls back (a no-op when nothing is open), a
+//!   failed `begin` included (a driver's `BEGIN` may fail half-way, with
+//!   the transaction already open); the original error is returned and a
+//!   failed rollback is logged.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -351,6 +353,12 @@ where
         // Twisted's `Transaction.reopen`: a lost connection is reopened and
         // the start retried once.
         if !(shared.reconnect && e.kind() == ErrorKind::ConnectionLost) {
+            // A start that failed half-way (the driver opened the
+            // transaction, then failed) must not leave it open for the next
+            // job on this connection.
+            if let Err(r) = connector.rollback(conn) {
+                tracing::warn!(pool = %shared.name, error = %r, original = %e, "weft-db: rollback after a failed begin failed");
+            }
             return Err(e.into());
         }
         tracing::warn!(pool = %shared.name, error = %e, "weft-db: connection lost, reconnecting");

@@ -411,3 +411,74 @@ fn a_set_cancel_flag_never_interrupts_begin_or_commit() {
         assert!(conn.is_autocommit());
     }
 }
+
+/// A driver whose `BEGIN` opens the transaction and then reports an error
+/// (as a `BEGIN` interrupted half-way does) must not leave the transaction
+/// open for the next job on the connection: the worker rolls it back.
+#[test]
+fn a_begin_that_fails_half_way_leaves_no_transaction_open() {
+    use std::sync::atomic::AtomicUsize;
+    use weft_db::{Connector, Interrupter, Role};
+
+    struct HalfBegin {
+        inner: SqliteConnector,
+        begins: AtomicUsize,
+    }
+    impl Connector for HalfBegin {
+        type Connection = rusqlite::Connection;
+        type Error = rusqlite::Error;
+        fn open(&self, role: Role) -> rusqlite::Result<rusqlite::Connection> {
+            self.inner.open(role)
+        }
+        fn probe(&self, c: &mut rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+            self.inner.probe(c, sql)
+        }
+        fn close(&self, c: rusqlite::Connection) -> rusqlite::Result<()> {
+            self.inner.close(c)
+        }
+        fn begin(&self, c: &mut rusqlite::Connection, role: Role) -> rusqlite::Result<()> {
+            self.inner.begin(c, role)?;
+            if self.begins.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+                    Some("interrupted half-way".into()),
+                ));
+            }
+            Ok(())
+        }
+        fn commit(&self, c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+            self.inner.commit(c)
+        }
+        fn rollback(&self, c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+            self.inner.rollback(c)
+        }
+        fn install_cancel(
+            &self,
+            c: &mut rusqlite::Connection,
+            cancelled: Arc<AtomicBool>,
+        ) -> Option<Interrupter> {
+            self.inner.install_cancel(c, cancelled)
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = ConnectionPool::builder(HalfBegin {
+        inner: SqliteConnector::new(dir.path().join("t.db")),
+        begins: AtomicUsize::new(0),
+    })
+    .max(1)
+    .build(&reactor.handle())
+    .unwrap();
+    let (first, second) = reactor
+        .run_until_complete(async move {
+            let first = p.run_interaction(|_| Ok(())).await;
+            let second = p
+                .run_interaction(|c| Ok(c.query_row("select 7", [], |r| r.get::<_, i64>(0))?))
+                .await;
+            (first, second)
+        })
+        .unwrap();
+    assert!(first.is_err(), "the half-way begin is reported");
+    assert_eq!(second.unwrap(), 7, "and leaves nothing open behind it");
+}
