@@ -97,6 +97,21 @@ impl Countdown {
     }
 }
 
+/// Submits `n` jobs to `pool`, each capturing its index and `data` (as real
+/// calls carry data), and waits until all of them ran.
+fn capturing_burst(pool: &ThreadPool, data: &Arc<Vec<u64>>, n: usize) {
+    let countdown = Countdown::new(n);
+    for i in 0..n {
+        let (c, data) = (countdown.clone(), data.clone());
+        pool.call_in_thread(move || {
+            black_box(data[i % data.len()]);
+            c.tick();
+        })
+        .unwrap_or_else(|_| panic!("refused"));
+    }
+    countdown.wait();
+}
+
 fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("throughput_1m_trivial_tasks");
     group.throughput(Throughput::Elements(TASKS as u64));
@@ -174,16 +189,7 @@ fn throughput_capturing(c: &mut Criterion) {
     pool.start();
     group.bench_function("weft_thread_pool", |b| {
         b.iter(|| {
-            let countdown = Countdown::new(TASKS);
-            for i in 0..TASKS {
-                let (c, data) = (countdown.clone(), data.clone());
-                pool.call_in_thread(move || {
-                    black_box(data[i % data.len()]);
-                    c.tick();
-                })
-                .unwrap_or_else(|_| panic!("refused"));
-            }
-            countdown.wait();
+            capturing_burst(&pool, &data, TASKS);
         })
     });
     pool.stop();
@@ -226,16 +232,7 @@ fn histograms(c: &mut Criterion) {
         let name = if on { "on" } else { "off" };
         group.bench_function(name, |b| {
             b.iter(|| {
-                let countdown = Countdown::new(JOBS);
-                for i in 0..JOBS {
-                    let (c, data) = (countdown.clone(), data.clone());
-                    pool.call_in_thread(move || {
-                        black_box(data[i % data.len()]);
-                        c.tick();
-                    })
-                    .unwrap_or_else(|_| panic!("refused"));
-                }
-                countdown.wait();
+                capturing_burst(&pool, &data, JOBS);
             })
         });
         pool.stop();
@@ -280,16 +277,7 @@ fn profile(spec: &str) {
     let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
     match what {
         "burst" => {
-            let countdown = Countdown::new(n);
-            for i in 0..n {
-                let (c, data) = (countdown.clone(), data.clone());
-                pool.call_in_thread(move || {
-                    black_box(data[i % data.len()]);
-                    c.tick();
-                })
-                .unwrap_or_else(|_| panic!("refused"));
-            }
-            countdown.wait();
+            capturing_burst(&pool, &data, n);
         }
         "round_trip" => {
             let (tx, rx) = mpsc::channel::<usize>();
