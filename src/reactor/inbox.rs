@@ -8,7 +8,7 @@
 //! [`Inbox::prepare_to_sleep`], which marks the loop sleepy and then
 //! re-checks the queue under its lock: a push after the re-check sees the
 //! mark and wakes the loop; a push before it is seen by the re-check. This
-//! is the protocol modelled under loom below.
+//! is the protocol modelled under loom (`inbox/loom_tests.rs`).
 //!
 //! The loop never waits on a producer: the queue is a `Mutex<VecDeque>` that
 //! the loop swaps out whole (one short critical section per turn), never a
@@ -16,19 +16,21 @@
 //!
 //! The age of the oldest waiting call (`ReactorStatistics::inbox_oldest_age`)
 //! costs one clock read per batch, not per call: the push that finds the
-//! queue empty stamps it with the reactor's clock, under the lock, and the
-//! loop's drain takes the whole queue, so the stamp always belongs to the
-//! oldest job queued (FIFO). The stamp lives in the locked part, beside the
-//! jobs it describes; it adds no atomic and no step to the wake protocol
-//! (the loom models below cover that protocol unchanged; the stamp needs
-//! no model of its own, since every read and write of it holds the lock).
-//! A sampler reads it under the same lock. (So the clock must not call
-//! back into the inbox: every clock in the crate only reads time.)
+//! queue empty dates the batch with the reactor's clock, and the loop's
+//! drain takes the whole queue, so the date belongs to the oldest job
+//! queued (FIFO). The clock is read after the push has left the lock (a
+//! claim made under the lock keeps a late date off a later batch; see
+//! [`stamp`]), so the critical section is the same with or without ages.
+//! The date is taken just after the job is queued, and a batch whose push
+//! has not read the clock yet reads as just queued. The stamp adds no step
+//! to the wake protocol. (The clock must not call back into the inbox:
+//! every clock in the crate only reads time.)
 //!
 //! Invariants:
 //! - `queue` is `None` once closed; a push then fails and returns the job.
-//! - While the queue holds jobs, `oldest` is the time its first job was
-//!   pushed (when the inbox has a clock).
+//! - While the queue holds jobs, `stamp` holds the claim or the date of the
+//!   push that found it empty (see [`stamp`]); `pushes - len` jobs were
+//!   pushed before that one.
 //! - Every job pushed before `close` is handed to the loop by a drain or by
 //!   `close` itself.
 
@@ -42,8 +44,10 @@ use super::inline_call::{self, InlineCall};
 use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
+mod stamp;
 mod wake;
 
+use stamp::Stamp;
 use wake::WakeState;
 pub(crate) use wake::{MAX_SPIN_PAUSE, MISS_AFTER_SLEEP, Wake};
 
@@ -92,11 +96,23 @@ impl<F> Refused<F> {
 }
 
 pub(crate) struct Inbox<W> {
-    queue: Mutex<Queue>,
+    locked: Locked,
     wake: WakeState,
     waker: W,
-    /// Stamps the oldest waiting job; `None`: ages are not kept.
+    /// Dates the oldest waiting job; `None`: ages are not kept.
     clock: Option<Arc<dyn Clock>>,
+}
+
+/// The queue and the stamp (written under its lock), on cache lines of
+/// their own: apart from the wake state, which the loop reads in a loop
+/// while it spins (sharing a line, each push would pull the line back from
+/// the spinning loop), and from the reactor's other shared fields. 128
+/// bytes, as the adjacent-line prefetcher pairs 64-byte lines.
+#[repr(align(128))]
+struct Locked {
+    queue: Mutex<Queue>,
+    /// The date of the oldest waiting job (see [`stamp`]).
+    stamp: Stamp,
 }
 
 /// The guarded part: `jobs` is `None` once closed; `pushes` is counted under
@@ -105,23 +121,23 @@ pub(crate) struct Inbox<W> {
 struct Queue {
     jobs: Option<VecDeque<Job>>,
     pushes: u64,
-    /// When the first job now queued was pushed (meaningless when empty).
-    oldest: Duration,
 }
 
 impl Queue {
-    /// The open queue, ready for one more job: stamped if it is empty, the
-    /// push counted. `None` when closed.
+    /// The open queue, ready for one more job (the push counted), and, if
+    /// it was empty, this push's sequence number, claimed in `stamp` (the
+    /// push dates its batch after the lock, [`Inbox::pushed`]), else 0.
+    /// `None` when closed.
     #[inline]
-    fn slot(&mut self, clock: Option<&Arc<dyn Clock>>) -> Option<&mut VecDeque<Job>> {
+    fn slot(&mut self, stamp: &Stamp) -> Option<(&mut VecDeque<Job>, u64)> {
         let q = self.jobs.as_mut()?;
-        if q.is_empty() {
-            if let Some(clock) = clock {
-                self.oldest = clock.now();
-            }
-        }
         self.pushes += 1;
-        Some(q)
+        let mut first = 0;
+        if q.is_empty() {
+            first = self.pushes;
+            stamp.claim(first);
+        }
+        Some((q, first))
     }
 }
 
@@ -139,11 +155,13 @@ impl<W: Wake> Inbox<W> {
 
     fn build(waker: W, clock: Option<Arc<dyn Clock>>) -> Self {
         Inbox {
-            queue: Mutex::new(Queue {
-                jobs: Some(VecDeque::new()),
-                pushes: 0,
-                oldest: Duration::ZERO,
-            }),
+            locked: Locked {
+                queue: Mutex::new(Queue {
+                    jobs: Some(VecDeque::new()),
+                    pushes: 0,
+                }),
+                stamp: Stamp::new(),
+            },
             wake: WakeState::new(),
             waker,
             clock,
@@ -153,6 +171,7 @@ impl<W: Wake> Inbox<W> {
     /// Queues `f`; gives it back if the inbox is closed. A closure of up to
     /// [`inline_call::INLINE_BYTES`] is stored in the queue slot itself (no
     /// allocation); a larger one is boxed, outside the lock.
+    #[inline]
     pub(crate) fn push<F: FnOnce() + Send + 'static>(
         &self,
         f: F,
@@ -164,6 +183,7 @@ impl<W: Wake> Inbox<W> {
 
     /// [`push`](Self::push) unless `capacity` jobs are already queued (the
     /// check and the push under one lock, so the bound is exact).
+    #[inline]
     pub(crate) fn push_within<F: FnOnce() + Send + 'static>(
         &self,
         f: F,
@@ -179,26 +199,30 @@ impl<W: Wake> Inbox<W> {
     }
 
     /// `push_within` for a closure that is stored in place.
+    #[inline]
     fn push_call<G: FnOnce() + Send + 'static>(
         &self,
         g: G,
         location: &'static Location<'static>,
         capacity: usize,
     ) -> Result<(), Refused<G>> {
-        {
-            let mut queue = self.queue.lock();
+        let first = {
+            let mut queue = self.locked.queue.lock();
             if queue.jobs.as_ref().is_some_and(|q| q.len() >= capacity) {
                 return Err(Refused::Full(g));
             }
-            match queue.slot(self.clock.as_ref()) {
-                Some(q) => q.push_back(Job {
-                    message: Message::Call(InlineCall::new(g)),
-                    location,
-                }),
+            match queue.slot(&self.locked.stamp) {
+                Some((q, first)) => {
+                    q.push_back(Job {
+                        message: Message::Call(InlineCall::new(g)),
+                        location,
+                    });
+                    first
+                }
                 None => return Err(Refused::Closed(g)),
             }
-        }
-        self.notify();
+        };
+        self.pushed(first);
         Ok(())
     }
 
@@ -208,18 +232,42 @@ impl<W: Wake> Inbox<W> {
         message: std::sync::Arc<dyn Deliver>,
         location: &'static Location<'static>,
     ) -> Result<(), std::sync::Arc<dyn Deliver>> {
-        {
-            let mut queue = self.queue.lock();
-            match queue.slot(self.clock.as_ref()) {
-                Some(q) => q.push_back(Job {
-                    message: Message::Deliver(message),
-                    location,
-                }),
+        let first = {
+            let mut queue = self.locked.queue.lock();
+            match queue.slot(&self.locked.stamp) {
+                Some((q, first)) => {
+                    q.push_back(Job {
+                        message: Message::Deliver(message),
+                        location,
+                    });
+                    first
+                }
                 None => return Err(message),
             }
-        }
-        self.notify();
+        };
+        self.pushed(first);
         Ok(())
+    }
+
+    /// After a push has left the lock: wakes the loop if it must, then, if
+    /// the push started a batch (`first`: its sequence number, not 0), dates it
+    /// (the wake first: a sleeping loop starts waking while the clock is
+    /// read).
+    #[inline]
+    fn pushed(&self, first: u64) {
+        self.notify();
+        if first != 0 {
+            self.date(first);
+        }
+    }
+
+    /// Dates the batch push `seq` started (out of line: the push stays
+    /// small enough to inline into its caller).
+    #[inline(never)]
+    fn date(&self, seq: u64) {
+        if let Some(clock) = &self.clock {
+            self.locked.stamp.date(seq, clock.now());
+        }
     }
 
     /// Wakes the loop unless a wake is already pending or the loop is awake.
@@ -231,7 +279,7 @@ impl<W: Wake> Inbox<W> {
     /// both buffers' capacity.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<Job>) {
         debug_assert!(into.is_empty());
-        let mut queue = self.queue.lock();
+        let mut queue = self.locked.queue.lock();
         if let Some(q) = queue.jobs.as_mut() {
             std::mem::swap(q, into);
         }
@@ -246,7 +294,8 @@ impl<W: Wake> Inbox<W> {
         other_work: impl FnOnce() -> bool,
     ) -> bool {
         self.wake.prepare_to_sleep(gate, || {
-            self.queue
+            self.locked
+                .queue
                 .lock()
                 .jobs
                 .as_ref()
@@ -262,33 +311,39 @@ impl<W: Wake> Inbox<W> {
 
     /// Closes the inbox; later pushes fail. Returns the jobs still queued.
     pub(crate) fn close(&self) -> VecDeque<Job> {
-        self.queue.lock().jobs.take().unwrap_or_default()
+        self.locked.queue.lock().jobs.take().unwrap_or_default()
     }
 
     pub(crate) fn pushes(&self) -> u64 {
-        self.queue.lock().pushes
+        self.locked.queue.lock().pushes
     }
 
     /// Jobs queued and not yet taken by the loop (zero once closed).
     pub(crate) fn len(&self) -> usize {
-        self.queue.lock().jobs.as_ref().map_or(0, VecDeque::len)
+        self.locked
+            .queue
+            .lock()
+            .jobs
+            .as_ref()
+            .map_or(0, VecDeque::len)
     }
 
-    /// How long the oldest queued job has waited (zero when empty, closed,
-    /// or kept without a clock).
+    /// How long the oldest queued job has waited, from just after its push
+    /// queued it (zero when empty, closed, kept without a clock, or while
+    /// that push is still reading the clock).
     pub(crate) fn oldest_age(&self) -> Duration {
         let Some(clock) = &self.clock else {
             return Duration::ZERO;
         };
-        let stamp = {
-            let queue = self.queue.lock();
+        let date = {
+            let queue = self.locked.queue.lock();
             match &queue.jobs {
-                Some(q) if !q.is_empty() => queue.oldest,
-                _ => return Duration::ZERO,
+                Some(q) if !q.is_empty() => self.locked.stamp.read(),
+                _ => None,
             }
         };
-        // Read after the stamp, so never before it.
-        clock.now().saturating_sub(stamp)
+        // Read after the date (acquired from its push), so never before it.
+        date.map_or(Duration::ZERO, |date| clock.now().saturating_sub(date))
     }
 
     pub(crate) fn wakes(&self) -> u64 {
@@ -302,379 +357,7 @@ impl<W: Wake> Inbox<W> {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    //! The protocol's states, one thread at a time (the interleavings are
-    //! the loom models' job), and the jobs' ownership.
-
-    use super::*;
-    use crate::loom::atomic::Ordering;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(&self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn wakes(inbox: &Inbox<CountingWaker>) -> usize {
-        inbox.waker.0.load(Ordering::SeqCst)
-    }
-
-    fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
-        let mut batch = VecDeque::new();
-        inbox.drain_into(&mut batch);
-        let n = batch.len();
-        for job in batch {
-            match job.message {
-                Message::Call(f) => f.call(),
-                Message::Deliver(d) => d.deliver(),
-            }
-        }
-        n
-    }
-
-    #[test]
-    fn a_burst_into_a_sleeping_loop_wakes_it_once() {
-        let inbox = Inbox::new(CountingWaker::default());
-        for _ in 0..3 {
-            assert!(inbox.push(|| (), Location::caller()).is_ok());
-        }
-        assert_eq!(wakes(&inbox), 1);
-        assert_eq!(inbox.wakes(), 1);
-        assert_eq!(inbox.pushes(), 3);
-    }
-
-    #[test]
-    fn an_awake_loop_is_not_woken() {
-        let inbox = Inbox::new(CountingWaker::default());
-        inbox.awake();
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert_eq!(wakes(&inbox), 0);
-    }
-
-    #[test]
-    fn after_deciding_to_sleep_the_next_push_wakes() {
-        let inbox = Inbox::new(CountingWaker::default());
-        inbox.awake();
-        assert!(inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert_eq!(wakes(&inbox), 1);
-    }
-
-    #[test]
-    fn queued_or_other_work_keeps_the_loop_awake() {
-        let inbox = Inbox::new(CountingWaker::default());
-        inbox.awake();
-        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || true));
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
-        // Still awake: no syscall for the next push either.
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert_eq!(wakes(&inbox), 0);
-    }
-
-    /// One stamp per batch: the push into an empty inbox dates it, later
-    /// pushes do not, and a drain starts the next batch.
-    #[test]
-    fn the_oldest_waiting_job_is_dated_by_the_push_that_found_the_inbox_empty() {
-        use crate::testing::ManualClock;
-        use std::time::Duration;
-        let ms = Duration::from_millis;
-        let clock = ManualClock::new();
-        let inbox = Inbox::with_clock(CountingWaker::default(), Arc::new(clock.clone()));
-        assert_eq!(inbox.oldest_age(), Duration::ZERO);
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        clock.advance(ms(5));
-        assert_eq!(inbox.oldest_age(), ms(5));
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        clock.advance(ms(2));
-        assert_eq!(inbox.oldest_age(), ms(7));
-        assert_eq!(run_all(&inbox), 2);
-        assert_eq!(inbox.oldest_age(), Duration::ZERO);
-        clock.advance(ms(1));
-        let d: Arc<dyn Deliver> = Arc::new(Noop);
-        assert!(inbox.push_deliver(d, Location::caller()).is_ok());
-        clock.advance(ms(3));
-        assert_eq!(inbox.oldest_age(), ms(3));
-        assert_eq!(inbox.close().len(), 1);
-        assert_eq!(inbox.oldest_age(), Duration::ZERO);
-        // Without a clock no age is kept.
-        let plain = Inbox::new(CountingWaker::default());
-        assert!(plain.push(|| (), Location::caller()).is_ok());
-        clock.advance(ms(3));
-        assert_eq!(plain.oldest_age(), Duration::ZERO);
-    }
-
-    /// The bound is checked under the push's own lock: exact, and a refused
-    /// job comes back whole (full or closed), uncounted.
-    #[test]
-    fn a_bounded_push_is_refused_at_capacity_and_after_close() {
-        let inbox = Inbox::new(CountingWaker::default());
-        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
-        assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
-        let held = Arc::new(());
-        let h = held.clone();
-        let full = inbox.push_within(move || drop(h), Location::caller(), 2);
-        assert!(matches!(full, Err(Refused::Full(_))));
-        assert_eq!(Arc::strong_count(&held), 2);
-        drop(full);
-        assert_eq!(Arc::strong_count(&held), 1);
-        assert_eq!((inbox.len(), inbox.pushes()), (2, 2));
-        // Unbounded pushes are never refused for room.
-        assert!(inbox.push(|| (), Location::caller()).is_ok());
-        assert_eq!(run_all(&inbox), 3);
-        assert_eq!(inbox.len(), 0);
-        assert!(inbox.push_within(|| (), Location::caller(), 1).is_ok());
-        assert_eq!(inbox.close().len(), 1);
-        assert_eq!(inbox.len(), 0);
-        let closed = inbox.push_within(|| (), Location::caller(), 1);
-        assert!(matches!(closed, Err(Refused::Closed(_))));
-    }
-
-    struct Noop;
-
-    impl Deliver for Noop {
-        fn deliver(self: Arc<Self>) {}
-    }
-
-    /// Captures of every size and alignment run once, in FIFO order, and
-    /// jobs handed back by `close` drop their captures exactly once.
-    #[test]
-    fn jobs_run_in_order_and_dropped_jobs_release_their_captures() {
-        #[repr(align(32))]
-        struct Wide(u8);
-        let inbox = Inbox::new(CountingWaker::default());
-        let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
-        let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
-        let big = [1u8; 100];
-        let wide = Wide(3);
-        assert!(
-            inbox
-                .push(move || o1.lock().push(0), Location::caller())
-                .is_ok()
-        );
-        assert!(
-            inbox
-                .push(move || o2.lock().push(big[0]), Location::caller())
-                .is_ok()
-        );
-        assert!(
-            inbox
-                .push(move || o3.lock().push(wide.0), Location::caller())
-                .is_ok()
-        );
-        assert_eq!(run_all(&inbox), 3);
-        assert_eq!(*order.lock(), [0, 1, 3]);
-        assert_eq!(Arc::strong_count(&order), 1);
-
-        let held = Arc::new(());
-        for pad in [0usize, 64] {
-            let h = held.clone();
-            let big = vec![0u8; pad];
-            assert!(
-                inbox
-                    .push(move || drop((h, big)), Location::caller())
-                    .is_ok()
-            );
-        }
-        assert_eq!(Arc::strong_count(&held), 3);
-        let left = inbox.close();
-        assert_eq!(left.len(), 2);
-        drop(left);
-        assert_eq!(Arc::strong_count(&held), 1);
-        // Closed: the closure comes back, captures intact.
-        let h = held.clone();
-        let back = inbox.push(move || drop(h), Location::caller());
-        assert!(back.is_err());
-        assert_eq!(Arc::strong_count(&held), 2);
-    }
-}
+mod tests;
 
 #[cfg(all(test, loom))]
-mod loom_tests {
-    //! The inbox + wake protocol under loom, with a condvar-backed waker in
-    //! place of the eventfd: no lost call, no lost wakeup, no sleep while
-    //! work is queued (a sleep with work queued and no wake coming would be
-    //! reported by loom as a deadlock).
-
-    use super::*;
-    use crate::loom::atomic::Ordering;
-    use crate::loom::{Arc, Condvar, thread};
-    use ::loom::sync::atomic::{AtomicBool, AtomicUsize};
-
-    #[derive(Default)]
-    struct CondvarWaker {
-        woken: Mutex<bool>,
-        cv: Condvar,
-    }
-
-    impl Wake for CondvarWaker {
-        fn wake(&self) {
-            *self.woken.lock() = true;
-            self.cv.notify_one();
-        }
-    }
-
-    impl CondvarWaker {
-        fn sleep(&self) {
-            let mut woken = self.woken.lock();
-            while !*woken {
-                woken = self.cv.wait(woken);
-            }
-            *woken = false;
-        }
-    }
-
-    /// A gate whose next spins are paused (the loop goes straight from
-    /// `SPINNING` to the re-check).
-    fn paused_gate() -> SpinGate {
-        let gate = SpinGate::new(MAX_SPIN_PAUSE);
-        for _ in 0..8 {
-            gate.spun(false);
-        }
-        gate
-    }
-
-    fn run_model(producers: usize, per_producer: usize) {
-        run_model_gated(producers, per_producer, || SpinGate::new(MAX_SPIN_PAUSE));
-    }
-
-    fn run_model_gated(producers: usize, per_producer: usize, gate: fn() -> SpinGate) {
-        ::loom::model(move || {
-            let gate = gate();
-            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-            let ran = Arc::new(AtomicUsize::new(0));
-            let handles: Vec<_> = (0..producers)
-                .map(|_| {
-                    let inbox = inbox.clone();
-                    let ran = ran.clone();
-                    thread::spawn(move || {
-                        for _ in 0..per_producer {
-                            let ran = ran.clone();
-                            inbox
-                                .push(
-                                    move || {
-                                        ran.fetch_add(1, Ordering::SeqCst);
-                                    },
-                                    Location::caller(),
-                                )
-                                .unwrap_or_else(|_| panic!("inbox closed"));
-                        }
-                    })
-                })
-                .collect();
-            // The loop: drain, run, and sleep only when the protocol allows.
-            let total = producers * per_producer;
-            let mut batch = VecDeque::new();
-            let mut done = 0;
-            while done < total {
-                inbox.drain_into(&mut batch);
-                for job in batch.drain(..) {
-                    match job.message {
-                        Message::Call(f) => f.call(),
-                        Message::Deliver(d) => d.deliver(),
-                    }
-                    done += 1;
-                }
-                if done < total && inbox.prepare_to_sleep(&gate, || false) {
-                    inbox.waker().sleep();
-                    inbox.awake();
-                }
-            }
-            for h in handles {
-                h.join().unwrap();
-            }
-            assert_eq!(ran.load(Ordering::SeqCst), total);
-            assert!(inbox.close().is_empty());
-        });
-    }
-
-    #[test]
-    fn loom_inbox_one_producer_two_calls() {
-        run_model(1, 2);
-    }
-
-    #[test]
-    fn loom_inbox_two_producers() {
-        run_model(2, 1);
-    }
-
-    /// The same with the loop's spin paused by its gate.
-    #[test]
-    fn loom_inbox_paused_spin_one_producer_two_calls() {
-        run_model_gated(1, 2, paused_gate);
-    }
-
-    /// A wake with no job (a local task's waker, which marks the task under
-    /// the `ready` mutex and then notifies): the loop sees it through
-    /// `other_work`, whether it lands before the spin, during it, or after
-    /// the loop decided to sleep.
-    #[test]
-    fn loom_inbox_notify_without_push_wakes_the_loop() {
-        ::loom::model(|| {
-            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-            let ready = Arc::new(Mutex::new(false));
-            let (i2, r2) = (inbox.clone(), ready.clone());
-            let t = thread::spawn(move || {
-                *r2.lock() = true;
-                i2.notify();
-            });
-            inbox.awake();
-            let gate = SpinGate::new(MAX_SPIN_PAUSE);
-            while !*ready.lock() {
-                if inbox.prepare_to_sleep(&gate, || *ready.lock()) {
-                    inbox.waker().sleep();
-                    inbox.awake();
-                }
-            }
-            t.join().unwrap();
-        });
-    }
-
-    /// A flag set outside the queue (the reactor's stop request: an atomic
-    /// store, then `notify`) while the loop is awake makes no wake, so the
-    /// loop must re-check it in `other_work`, after the inbox is marked
-    /// sleepy. Checking it only before `prepare_to_sleep` (as the reactor
-    /// once did) deadlocks in this model.
-    #[test]
-    fn loom_inbox_flag_set_while_awake_is_seen_before_sleeping() {
-        ::loom::model(|| {
-            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (i2, s2) = (inbox.clone(), stop.clone());
-            inbox.awake();
-            // Read-modify-writes on both sides, as in the reactor.
-            let t = thread::spawn(move || {
-                s2.swap(true, Ordering::SeqCst);
-                i2.notify();
-            });
-            let gate = SpinGate::new(MAX_SPIN_PAUSE);
-            while !stop.load(Ordering::SeqCst) {
-                if inbox.prepare_to_sleep(&gate, || stop.fetch_or(false, Ordering::SeqCst)) {
-                    inbox.waker().sleep();
-                    inbox.awake();
-                }
-            }
-            t.join().unwrap();
-        });
-    }
-
-    #[test]
-    fn loom_inbox_push_after_close_hands_job_back() {
-        ::loom::model(|| {
-            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-            let i2 = inbox.clone();
-            let t = thread::spawn(move || i2.push(|| (), Location::caller()).is_ok());
-            let left = inbox.close();
-            let accepted = t.join().unwrap();
-            // Either the push got in before close (and close returned it) or
-            // it was refused: never lost.
-            assert_eq!(accepted, left.len() == 1);
-        });
-    }
-}
+mod loom_tests;

@@ -79,7 +79,9 @@ pub(crate) trait Wake: Send + Sync {
     fn wake(&self);
 }
 
-/// The protocol's state and its count of waker writes.
+/// The protocol's state and its count of waker writes, on cache lines of
+/// their own (see `Locked` in `inbox.rs`).
+#[repr(align(128))]
 pub(super) struct WakeState {
     /// `SLEEPY`, `AWAKE`, `SPINNING` or `WORK`.
     state: AtomicU8,

@@ -1,0 +1,243 @@
+//! The protocol's states, one thread at a time (the interleavings are
+//! the loom models' job), and the jobs' ownership.
+
+use super::*;
+use crate::loom::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn wakes(inbox: &Inbox<CountingWaker>) -> usize {
+    inbox.waker.0.load(Ordering::SeqCst)
+}
+
+fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
+    let mut batch = VecDeque::new();
+    inbox.drain_into(&mut batch);
+    let n = batch.len();
+    for job in batch {
+        match job.message {
+            Message::Call(f) => f.call(),
+            Message::Deliver(d) => d.deliver(),
+        }
+    }
+    n
+}
+
+#[test]
+fn a_burst_into_a_sleeping_loop_wakes_it_once() {
+    let inbox = Inbox::new(CountingWaker::default());
+    for _ in 0..3 {
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+    }
+    assert_eq!(wakes(&inbox), 1);
+    assert_eq!(inbox.wakes(), 1);
+    assert_eq!(inbox.pushes(), 3);
+}
+
+#[test]
+fn an_awake_loop_is_not_woken() {
+    let inbox = Inbox::new(CountingWaker::default());
+    inbox.awake();
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert_eq!(wakes(&inbox), 0);
+}
+
+#[test]
+fn after_deciding_to_sleep_the_next_push_wakes() {
+    let inbox = Inbox::new(CountingWaker::default());
+    inbox.awake();
+    assert!(inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert_eq!(wakes(&inbox), 1);
+}
+
+#[test]
+fn queued_or_other_work_keeps_the_loop_awake() {
+    let inbox = Inbox::new(CountingWaker::default());
+    inbox.awake();
+    assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || true));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
+    // Still awake: no syscall for the next push either.
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert_eq!(wakes(&inbox), 0);
+}
+
+/// One stamp per batch: the push into an empty inbox dates it, later
+/// pushes do not, and a drain starts the next batch.
+#[test]
+fn the_oldest_waiting_job_is_dated_by_the_push_that_found_the_inbox_empty() {
+    use crate::testing::ManualClock;
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let clock = ManualClock::new();
+    let inbox = Inbox::with_clock(CountingWaker::default(), Arc::new(clock.clone()));
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(5));
+    assert_eq!(inbox.oldest_age(), ms(5));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(2));
+    assert_eq!(inbox.oldest_age(), ms(7));
+    assert_eq!(run_all(&inbox), 2);
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    clock.advance(ms(1));
+    let d: Arc<dyn Deliver> = Arc::new(Noop);
+    assert!(inbox.push_deliver(d, Location::caller()).is_ok());
+    clock.advance(ms(3));
+    assert_eq!(inbox.oldest_age(), ms(3));
+    assert_eq!(inbox.close().len(), 1);
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    // Without a clock no age is kept.
+    let plain = Inbox::new(CountingWaker::default());
+    assert!(plain.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(3));
+    assert_eq!(plain.oldest_age(), Duration::ZERO);
+}
+
+/// A push dates its batch after leaving the lock: until then the batch
+/// reads as just queued; a date that comes after its batch was drained and
+/// the next batch claimed the stamp is dropped, never given to that batch;
+/// one that comes after its batch was drained, with no batch since, is
+/// replaced by the next batch's claim.
+#[test]
+fn a_late_date_never_lands_on_a_later_batch() {
+    use crate::testing::ManualClock;
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let clock = ManualClock::new();
+    let inbox = Inbox::with_clock(CountingWaker::default(), Arc::new(clock.clone()));
+    // A push that has queued its job (and claimed the stamp) but has not
+    // read the clock yet.
+    let half_push = |inbox: &Inbox<CountingWaker>| {
+        let mut queue = inbox.locked.queue.lock();
+        let (q, first) = queue.slot(&inbox.locked.stamp).expect("open");
+        q.push_back(Job {
+            message: Message::Call(InlineCall::new(|| ())),
+            location: Location::caller(),
+        });
+        first
+    };
+    assert_eq!(half_push(&inbox), 1);
+    clock.advance(ms(4));
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    assert_eq!(run_all(&inbox), 1);
+    // The next batch, dated at 4 ms by its own push.
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(5));
+    // Push 1 reads the clock at last (9 ms): its batch is gone, its date
+    // dropped.
+    inbox.locked.stamp.date(1, crate::Clock::now(&clock));
+    assert_eq!(inbox.oldest_age(), ms(5));
+    assert_eq!(run_all(&inbox), 1);
+    // Push 3 queues, its batch is drained, then it dates the empty queue;
+    // the next batch (push 4, at 10 ms) replaces that date with its own.
+    assert_eq!(half_push(&inbox), 3);
+    assert_eq!(run_all(&inbox), 1);
+    clock.advance(ms(1));
+    inbox.locked.stamp.date(3, crate::Clock::now(&clock));
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    assert_eq!(half_push(&inbox), 4);
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+    inbox.locked.stamp.date(4, crate::Clock::now(&clock));
+    clock.advance(ms(2));
+    assert_eq!(inbox.oldest_age(), ms(2));
+    // A second job joins the batch without a claim or a date.
+    assert_eq!(half_push(&inbox), 0);
+    assert_eq!(inbox.oldest_age(), ms(2));
+    assert_eq!(inbox.pushes(), 5);
+}
+
+/// The bound is checked under the push's own lock: exact, and a refused
+/// job comes back whole (full or closed), uncounted.
+#[test]
+fn a_bounded_push_is_refused_at_capacity_and_after_close() {
+    let inbox = Inbox::new(CountingWaker::default());
+    assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+    assert!(inbox.push_within(|| (), Location::caller(), 2).is_ok());
+    let held = Arc::new(());
+    let h = held.clone();
+    let full = inbox.push_within(move || drop(h), Location::caller(), 2);
+    assert!(matches!(full, Err(Refused::Full(_))));
+    assert_eq!(Arc::strong_count(&held), 2);
+    drop(full);
+    assert_eq!(Arc::strong_count(&held), 1);
+    assert_eq!((inbox.len(), inbox.pushes()), (2, 2));
+    // Unbounded pushes are never refused for room.
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    assert_eq!(run_all(&inbox), 3);
+    assert_eq!(inbox.len(), 0);
+    assert!(inbox.push_within(|| (), Location::caller(), 1).is_ok());
+    assert_eq!(inbox.close().len(), 1);
+    assert_eq!(inbox.len(), 0);
+    let closed = inbox.push_within(|| (), Location::caller(), 1);
+    assert!(matches!(closed, Err(Refused::Closed(_))));
+}
+
+struct Noop;
+
+impl Deliver for Noop {
+    fn deliver(self: Arc<Self>) {}
+}
+
+/// Captures of every size and alignment run once, in FIFO order, and
+/// jobs handed back by `close` drop their captures exactly once.
+#[test]
+fn jobs_run_in_order_and_dropped_jobs_release_their_captures() {
+    #[repr(align(32))]
+    struct Wide(u8);
+    let inbox = Inbox::new(CountingWaker::default());
+    let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+    let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
+    let big = [1u8; 100];
+    let wide = Wide(3);
+    assert!(
+        inbox
+            .push(move || o1.lock().push(0), Location::caller())
+            .is_ok()
+    );
+    assert!(
+        inbox
+            .push(move || o2.lock().push(big[0]), Location::caller())
+            .is_ok()
+    );
+    assert!(
+        inbox
+            .push(move || o3.lock().push(wide.0), Location::caller())
+            .is_ok()
+    );
+    assert_eq!(run_all(&inbox), 3);
+    assert_eq!(*order.lock(), [0, 1, 3]);
+    assert_eq!(Arc::strong_count(&order), 1);
+
+    let held = Arc::new(());
+    for pad in [0usize, 64] {
+        let h = held.clone();
+        let big = vec![0u8; pad];
+        assert!(
+            inbox
+                .push(move || drop((h, big)), Location::caller())
+                .is_ok()
+        );
+    }
+    assert_eq!(Arc::strong_count(&held), 3);
+    let left = inbox.close();
+    assert_eq!(left.len(), 2);
+    drop(left);
+    assert_eq!(Arc::strong_count(&held), 1);
+    // Closed: the closure comes back, captures intact.
+    let h = held.clone();
+    let back = inbox.push(move || drop(h), Location::caller());
+    assert!(back.is_err());
+    assert_eq!(Arc::strong_count(&held), 2);
+}
