@@ -8,7 +8,7 @@
 //! producer's wait (and the loop's drain). Instead one word, `word`, holds
 //! either the batch's date or a claim on it:
 //!
-//! 1. Under the lock, the push that found the queue empty stores
+//! 1. Under the lock, the push that found the queue empty swaps in
 //!    `PENDING | seq` (`seq`: its push sequence number, unique).
 //! 2. After the lock it reads the clock and replaces exactly that claim
 //!    with the date (a compare-exchange). If its batch was drained and
@@ -36,7 +36,8 @@
 //! Invariants:
 //! - `word` is written under the queue lock only by the push that found the
 //!   queue empty (the claim), and outside it only by a compare-exchange from
-//!   that push's own claim.
+//!   that push's own claim. Both are read-modify-writes, so each reads the
+//!   latest value (a plain store for the claim fails the loom model).
 //! - Dates are nanoseconds below `PENDING` (292 years; a later time is
 //!   clamped).
 //!
@@ -67,8 +68,13 @@ impl Stamp {
     /// Under the queue lock, by push `seq` that found the queue empty.
     #[inline]
     pub(super) fn claim(&self, seq: u64) {
+        // A read-modify-write, like every write of the word: each then reads
+        // the latest value, so a late date's compare-exchange can never be
+        // ordered after this claim unseen (loom keeps only a partial order
+        // for plain stores, and with a plain store here it finds a date
+        // from the previous batch landing on this one; see `wake.rs`).
         self.word
-            .store(PENDING | (seq & !PENDING), Ordering::Relaxed);
+            .swap(PENDING | (seq & !PENDING), Ordering::Relaxed);
     }
 
     /// After the lock, by the push that made claim `seq`: dates its batch,
@@ -88,6 +94,6 @@ impl Stamp {
     /// `None` while its push is still reading the clock.
     pub(super) fn read(&self) -> Option<Duration> {
         let word = self.word.load(Ordering::Acquire);
-        (word & PENDING == 0).then(|| Duration::from_nanos(word))
+        ((word & PENDING) == 0).then(|| Duration::from_nanos(word))
     }
 }
