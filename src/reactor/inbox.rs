@@ -103,11 +103,13 @@ pub(crate) struct Inbox<W> {
     clock: Option<Arc<dyn Clock>>,
 }
 
-/// The queue and the stamp (written under its lock), on cache lines of
-/// their own: apart from the wake state, which the loop reads in a loop
+/// The queue and the stamp (claimed under its lock), each on cache lines
+/// of its own: apart from the wake state, which the loop reads in a loop
 /// while it spins (sharing a line, each push would pull the line back from
-/// the spinning loop), and from the reactor's other shared fields. 128
-/// bytes, as the adjacent-line prefetcher pairs 64-byte lines.
+/// the spinning loop), from the reactor's other shared fields, and from
+/// each other (a push dates its batch after leaving the lock: on the
+/// queue's line, that would pull the line away from whoever took the lock
+/// next). 128 bytes, as the adjacent-line prefetcher pairs 64-byte lines.
 #[repr(align(128))]
 struct Locked {
     queue: Mutex<Queue>,

@@ -53,7 +53,10 @@ use crate::loom::atomic::{AtomicU64, Ordering};
 /// number.
 const PENDING: u64 = 1 << 63;
 
-/// The oldest waiting call's date, or the claim of the push dating it.
+/// The oldest waiting call's date, or the claim of the push dating it, on
+/// cache lines of its own (see `Locked` in `inbox.rs`): with one producer,
+/// only that producer writes them.
+#[repr(align(128))]
 pub(super) struct Stamp {
     word: AtomicU64,
 }
