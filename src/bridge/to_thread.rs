@@ -395,6 +395,11 @@ impl Handle {
     /// #[derive(Debug, PartialEq)]
     /// enum MyError { Parse, Bridge(String) }
     ///
+    /// // For `Deferred::cancel` (the job's record itself uses `bridge`).
+    /// impl From<weft::Cancelled> for MyError {
+    ///     fn from(_: weft::Cancelled) -> Self { MyError::Bridge("cancelled".into()) }
+    /// }
+    ///
     /// fn bridge(e: ThreadError) -> MyError {
     ///     MyError::Bridge(e.to_string())
     /// }
