@@ -6,9 +6,20 @@
 //! pool's queue item (contract C1, `SharedTask`); it rides back through the
 //! reactor's inbox as the completion message; and the `Deferred` returned to
 //! the submitter holds it as its state (`deferred::JobCell`): one
-//! allocation per job. Other `Worker`s get it boxed (`Worker::do_shared`'s
-//! default). Whether the job is still wanted is decided in one place, the
-//! record's `stage`, under its mutex:
+//! allocation per job at most, and none once the loop thread has spent
+//! records of the same type to reuse (`recycle.rs`: a `Deferred` that lets
+//! go of the last reference empties the record and keeps it). Other
+//! `Worker`s get it boxed (`Worker::do_shared`'s default).
+//!
+//! The record is generic over what runs (`F: Call<T, E>`: a plain closure,
+//! or one that returns its own `Result` for `defer_to_worker_with`), the
+//! outcome's error `E` (the bridge's own failures become `E` through the
+//! record's `error` function) and an optional loop-side canceller `C`, run
+//! by a cancel and dropped by any other resolution. So a caller that maps
+//! the outcome or hooks the cancel (weft-db) needs no second `Deferred`.
+//!
+//! Whether the job is still wanted is decided in one place, the record's
+//! `stage`, under its mutex:
 //!
 //! ```text
 //! Queued(f) --worker takes f--> Running --outcome--> Done(r) --taken--> Consumed
@@ -48,7 +59,12 @@
 //! - `READY` implies the stage is `Done` or `Consumed`; a `Done` without
 //!   `READY` is a posted outcome not yet delivered;
 //! - a job the pool or worker will never run (dropped unrun) is reported
-//!   `Cancelled` exactly once; a job refused at submission is resolved
+//!   `Cancelled` exactly once; so is a job whose loop has ended before a
+//!   worker reaches it (it is not run: its outcome could not be delivered);
+//! - a record is reused only when nothing else can reach it, after its
+//!   contents were dropped (when its `Deferred` let go, as a plain drop
+//!   would); reuse keeps its `Remote` and in-flight count only for the same
+//!   reactor (the count is per reactor); a job refused at submission is resolved
 //!   `Stopped` by the submitter and posts nothing;
 //! - the worker posts a completion only if the stage was still `Running`, so
 //!   a cancelled job's late result costs no trip to the loop;

@@ -4,7 +4,9 @@
 //!
 //! Design: the record is one `Arc` that is at once the pool's queue item,
 //! the completion message on the reactor's inbox and this `Deferred`'s
-//! state, so a thread job costs one allocation. It carries only `Send`
+//! state, so a thread job costs one allocation (none when the loop reuses
+//! a spent record: letting go of a [`JobRef`] offers it back through
+//! [`JobCell::recycle`]). It carries only `Send`
 //! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
 //! the loop:
 //! - an awaiter parks its `Waker` in the record, and the loop wakes it when

@@ -19,7 +19,8 @@
 //!   canceller runs, so a canceller that drops resolvers cannot resolve the
 //!   cell under a borrow of its own.
 //! - A thread job's `Deferred` has no cell: its state is the job's shared
-//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation. Its
+//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation at
+//!   most (spent records are reused by the bridge). Its
 //!   callbacks run when the loop delivers the record (in the task pass of
 //!   that turn, not inside the delivery itself); the job reports work that
 //!   can never run, so its resolvers count nothing.
