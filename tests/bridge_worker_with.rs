@@ -136,7 +136,7 @@ fn a_cancel_after_the_result_arrived_runs_no_canceller() {
     let d =
         reactor.defer_to_worker_with(&worker, || Ok::<u8, MyError>(3), bridge, move || c.call());
     assert!(perform.perform());
-    let d = reactor
+    let out = reactor
         .run_until_complete(async move {
             // Let the completion be delivered, then cancel: too late.
             while !d.is_resolved() {
@@ -147,11 +147,11 @@ fn a_cancel_after_the_result_arrived_runs_no_canceller() {
                     .unwrap();
             }
             d.cancel();
-            d
+            d.await
         })
         .unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 0);
-    assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(3));
+    assert_eq!(out, Ok(3));
 }
 
 #[test]

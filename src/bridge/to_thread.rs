@@ -452,11 +452,11 @@ impl Handle {
         C: FnOnce() + Send + 'static,
     {
         let location = Location::caller();
-        let threads = Threads::of(self);
+        let remote = self.remote();
+        let threads = Threads::of_handle(self, &remote);
         if !threads.accepts(self) {
             return Deferred::fail(error(ThreadError::Stopped));
         }
-        let remote = self.remote();
         let job = Job::new(
             call,
             error,
