@@ -291,18 +291,20 @@ impl<C: Connector> SharedPool<C> {
             job: job.clone(),
         };
         let (cancel_shared, cancel_job) = (shared.clone(), job.clone());
-        let outer = Deferred::with_canceller(move || cancel_job.cancel(&cancel_shared.stats));
-        let resolver = outer.resolver();
         let door = Door {
             shared,
             route,
             job: &job,
         };
         let task = move || run_job::<C, T, W>(&ticket, mode, work);
-        handle.defer_to_worker(&door, task).add_both(move |r| {
-            let _ = resolver.resolve(flatten(r));
-        });
-        outer
+        // One record per job: the bridge maps its own failures and runs the
+        // pool's canceller itself (no second `Deferred`, no callback).
+        handle.defer_to_worker_with(
+            &door,
+            task,
+            |e| flatten::<(), C::Error>(Err(e)).unwrap_err(),
+            move || cancel_job.cancel(&cancel_shared.stats),
+        )
     }
 
     /// [`ConnectionPool::run_interaction`] from the calling loop: `f` on

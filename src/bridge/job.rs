@@ -1,14 +1,25 @@
 //! One job handed from the loop to a pool or worker: a single shared record,
 //! which is also the job's `Deferred`.
 //!
-//! `Arc<Job<T, F>>` holds the closure until it starts, then its outcome
+//! `Arc<Job<T, E, F, C>>` holds the closure until it starts, then its outcome
 //! until the `Deferred` takes it. On a `ThreadPool` that same `Arc` is the
 //! pool's queue item (contract C1, `SharedTask`); it rides back through the
 //! reactor's inbox as the completion message; and the `Deferred` returned to
 //! the submitter holds it as its state (`deferred::JobCell`): one
-//! allocation per job. Other `Worker`s get it boxed (`Worker::do_shared`'s
-//! default). Whether the job is still wanted is decided in one place, the
-//! record's `stage`, under its mutex:
+//! allocation per job at most, and none once the loop thread has spent
+//! records of the same type to reuse (`recycle.rs`: a `Deferred` that lets
+//! go of the last reference empties the record and keeps it). Other
+//! `Worker`s get it boxed (`Worker::do_shared`'s default).
+//!
+//! The record is generic over what runs (`F: Call<T, E>`: a plain closure,
+//! or one that returns its own `Result` for `defer_to_worker_with`), the
+//! outcome's error `E` (the bridge's own failures become `E` through the
+//! record's `error` function) and an optional loop-side canceller `C`, run
+//! by a cancel and dropped by any other resolution. So a caller that maps
+//! the outcome or hooks the cancel (weft-db) needs no second `Deferred`.
+//!
+//! Whether the job is still wanted is decided in one place, the record's
+//! `stage`, under its mutex:
 //!
 //! ```text
 //! Queued(f) --worker takes f--> Running --outcome--> Done(r) --taken--> Consumed
@@ -48,7 +59,12 @@
 //! - `READY` implies the stage is `Done` or `Consumed`; a `Done` without
 //!   `READY` is a posted outcome not yet delivered;
 //! - a job the pool or worker will never run (dropped unrun) is reported
-//!   `Cancelled` exactly once; a job refused at submission is resolved
+//!   `Cancelled` exactly once; so is a job whose loop has ended before a
+//!   worker reaches it (it is not run: its outcome could not be delivered);
+//! - a record is reused only when nothing else can reach it, after its
+//!   contents were dropped (when its `Deferred` let go, as a plain drop
+//!   would); reuse keeps its `Remote` and in-flight count only for the same
+//!   reactor (the count is per reactor); a job refused at submission is resolved
 //!   `Stopped` by the submitter and posts nothing;
 //! - the worker posts a completion only if the stage was still `Running`, so
 //!   a cancelled job's late result costs no trip to the loop;
@@ -66,6 +82,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
+use super::recycle;
 use super::table::{InFlight, Threads};
 use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
@@ -74,23 +91,53 @@ use crate::reactor::{self, Deliver, Remote};
 use crate::threads::TaskKey;
 use crate::threads::pool::{PanicCounter, SharedTask};
 
-type Outcome<T> = Result<T, ThreadError>;
+type Outcome<T, E> = Result<T, E>;
 
-enum Stage<T, F> {
+/// What a record runs on the worker: a closure whose value is the outcome
+/// ([`Plain`]), or one that returns its own `Result` ([`Fallible`]).
+pub(super) trait Call<T, E>: Send + 'static {
+    fn call(self) -> Outcome<T, E>;
+}
+
+/// A closure `FnOnce() -> T`: the only errors are the bridge's.
+pub(super) struct Plain<F>(pub(super) F);
+
+impl<T, F: FnOnce() -> T + Send + 'static> Call<T, ThreadError> for Plain<F> {
+    fn call(self) -> Outcome<T, ThreadError> {
+        Ok((self.0)())
+    }
+}
+
+/// A closure `FnOnce() -> Result<T, E>`: its error is the outcome's.
+pub(super) struct Fallible<F>(pub(super) F);
+
+impl<T, E, F: FnOnce() -> Result<T, E> + Send + 'static> Call<T, E> for Fallible<F> {
+    fn call(self) -> Outcome<T, E> {
+        (self.0)()
+    }
+}
+
+/// The canceller type of a job without one.
+pub(super) type NoCanceller = fn();
+
+enum Stage<T, E, F> {
     Queued(F),
     Running,
     /// The outcome: posted by a worker (visible once delivered), or set on
     /// the loop.
-    Done(Outcome<T>),
+    Done(Outcome<T, E>),
     Consumed,
 }
 
-struct State<T, F> {
-    stage: Stage<T, F>,
+struct State<T, E, F, C> {
+    stage: Stage<T, E, F>,
     /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
     waker: Option<Waker>,
     /// Where it waits in the reactor pool's backlog, to withdraw it.
     task: Option<TaskKey>,
+    /// The submitter's extra canceller (loop-side only): run by a cancel,
+    /// dropped by any other resolution.
+    on_cancel: Option<C>,
 }
 
 /// `flags`: the outcome is visible on the loop.
@@ -100,14 +147,17 @@ const COUNTED: u8 = 2;
 /// `flags`: a waker is parked in `State::waker`.
 const PARKED: u8 = 4;
 
-pub(super) struct Job<T, F> {
-    state: Mutex<State<T, F>>,
+pub(super) struct Job<T, E, F, C> {
+    state: Mutex<State<T, E, F, C>>,
     /// Loop-only bookkeeping (`READY`, `COUNTED`, `PARKED`); see the module
     /// docs.
     flags: AtomicU8,
     /// The loop's count of jobs in flight (loop-only, like `flags`).
     in_flight: Arc<InFlight>,
     remote: Remote,
+    /// The bridge's own failures (panic, cancel, stop) as the outcome's
+    /// error type.
+    error: fn(ThreadError) -> E,
     /// Where the job was submitted (the public entry point's caller).
     location: &'static Location<'static>,
     /// The submitter's `tracing` span (`None` when nothing listens): the
@@ -115,7 +165,7 @@ pub(super) struct Job<T, F> {
     span: Option<tracing::Span>,
 }
 
-impl<T, F> Job<T, F> {
+impl<T, E, F, C> Job<T, E, F, C> {
     /// The loop-side flags (loop thread only).
     fn flags(&self) -> u8 {
         self.flags.load(Ordering::Relaxed)
@@ -130,26 +180,63 @@ impl<T, F> Job<T, F> {
     }
 }
 
-impl<T, F> Job<T, F>
+impl<T, E, F, C> Job<T, E, F, C>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
+    /// A record for `f`; `error` shapes the bridge's own failures and
+    /// `on_cancel` runs if the `Deferred` is cancelled.
     pub(super) fn new(
         f: F,
-        remote: Remote,
-        in_flight: Arc<InFlight>,
+        error: fn(ThreadError) -> E,
+        on_cancel: Option<C>,
+        remote: &Remote,
+        in_flight: &Arc<InFlight>,
+        location: &'static Location<'static>,
+    ) -> Arc<Self> {
+        let state = Mutex::new(State {
+            stage: Stage::Queued(f),
+            waker: None,
+            task: None,
+            on_cancel,
+        });
+        // A spent record of this type, if the loop kept one (`recycle.rs`):
+        // no allocation, and its reactor's references are kept when the
+        // reactor is the same (the in-flight count is per reactor).
+        if let Some(mut job) = recycle::take::<Self>() {
+            if let Some(record) = Arc::get_mut(&mut job) {
+                record.state = state;
+                record.flags = AtomicU8::new(COUNTED);
+                if !Arc::ptr_eq(&record.in_flight, in_flight) {
+                    record.in_flight = in_flight.clone();
+                    record.remote = remote.clone();
+                }
+                record.error = error;
+                record.location = location;
+                record.span = span::current();
+                return job;
+            }
+            return Job::fresh(state, error, remote, in_flight, location);
+        }
+        Job::fresh(state, error, remote, in_flight, location)
+    }
+
+    fn fresh(
+        state: Mutex<State<T, E, F, C>>,
+        error: fn(ThreadError) -> E,
+        remote: &Remote,
+        in_flight: &Arc<InFlight>,
         location: &'static Location<'static>,
     ) -> Arc<Self> {
         Arc::new(Job {
-            state: Mutex::new(State {
-                stage: Stage::Queued(f),
-                waker: None,
-                task: None,
-            }),
+            state,
             flags: AtomicU8::new(COUNTED),
-            in_flight,
-            remote,
+            in_flight: in_flight.clone(),
+            remote: remote.clone(),
+            error,
             location,
             span: span::current(),
         })
@@ -162,10 +249,19 @@ where
     }
 
     /// On a worker thread: takes the closure out (`Queued → Running`), or
-    /// `None` if the job was cancelled first.
+    /// `None` if the job was cancelled first. A job whose loop has ended
+    /// before it starts is dropped unrun (its outcome could never be
+    /// delivered; a late poll of its `Deferred` gets `Cancelled`).
     fn start(&self) -> Option<F> {
         let mut st = self.state.lock();
         if !matches!(st.stage, Stage::Queued(_)) {
+            return None;
+        }
+        if self.remote.has_ended() {
+            let cancelled = Stage::Done(Err((self.error)(ThreadError::Cancelled)));
+            let f = std::mem::replace(&mut st.stage, cancelled);
+            drop(st);
+            drop(f); // the captures go outside the lock
             return None;
         }
         match std::mem::replace(&mut st.stage, Stage::Running) {
@@ -190,7 +286,10 @@ where
             if !matches!(st.stage, Stage::Queued(_)) {
                 return;
             }
-            std::mem::replace(&mut st.stage, Stage::Done(Err(ThreadError::Cancelled)))
+            std::mem::replace(
+                &mut st.stage,
+                Stage::Done(Err((self.error)(ThreadError::Cancelled))),
+            )
         };
         drop(f); // the captures go outside the lock
         self.send();
@@ -198,7 +297,7 @@ where
 
     /// Stores the outcome and queues the record on the loop, if the job is
     /// still wanted.
-    fn post(self: Arc<Self>, outcome: Outcome<T>) {
+    fn post(self: Arc<Self>, outcome: Outcome<T, E>) {
         {
             let mut st = self.state.lock();
             if !matches!(st.stage, Stage::Running) {
@@ -222,17 +321,18 @@ where
     /// work is given up (unstarted work leaves the reactor pool's backlog;
     /// running work finishes detached; a posted, undelivered outcome is
     /// replaced). Hands `outcome` back if too late.
-    fn settle(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
+    fn settle(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
         let flags = self.flags();
         if flags & READY != 0 {
             return Err(outcome);
         }
         self.set_flags(READY);
-        let (old, waker, task) = {
+        let (old, waker, task, on_cancel) = {
             let mut st = self.state.lock();
             let old = std::mem::replace(&mut st.stage, Stage::Done(outcome));
-            (old, st.waker.take(), st.task.take())
+            (old, st.waker.take(), st.task.take(), st.on_cancel.take())
         };
+        drop(on_cancel); // resolved: the canceller will never run
         let counted = flags & COUNTED != 0;
         // Only unstarted work is withdrawn from the backlog.
         let task = task.filter(|_| matches!(old, Stage::Queued(_)));
@@ -255,7 +355,7 @@ where
     }
 
     /// The outcome if it is visible (taking it), else `None`.
-    fn take_ready(&self) -> Option<Outcome<T>> {
+    fn take_ready(&self) -> Option<Outcome<T, E>> {
         if self.flags() & READY == 0 {
             return None;
         }
@@ -264,7 +364,7 @@ where
 
     /// Takes the outcome if the stage holds one (visible or not), leaving
     /// `Consumed`; any other stage stays as it was.
-    fn take_done(&self) -> Option<Outcome<T>> {
+    fn take_done(&self) -> Option<Outcome<T, E>> {
         let mut st = self.state.lock();
         match std::mem::replace(&mut st.stage, Stage::Consumed) {
             Stage::Done(outcome) => Some(outcome),
@@ -277,21 +377,23 @@ where
 
     /// The outcome for a consumer that cannot wait any longer: the one that
     /// arrived, or `Cancelled` (the job is given up). `None` if taken before.
-    fn take_or_cancel(&self) -> Option<Outcome<T>> {
-        let _ = self.settle(Err(ThreadError::Cancelled));
+    fn take_or_cancel(&self) -> Option<Outcome<T, E>> {
+        let _ = self.settle(Err((self.error)(ThreadError::Cancelled)));
         self.take_ready()
     }
 
     /// Runs a callback with the outcome in the submitter's span.
-    fn call_back(&self, f: Callback<T>, outcome: Outcome<T>) {
+    fn call_back(&self, f: Callback<T, E>, outcome: Outcome<T, E>) {
         span::in_span(self.span(), || f(outcome));
     }
 }
 
-impl<T, F> Deliver for Job<T, F>
+impl<T, E, F, C> Deliver for Job<T, E, F, C>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
     /// On the loop: the posted outcome becomes visible (unless the loop
     /// settled the job first), the job leaves the count, the awaiter wakes.
@@ -315,15 +417,17 @@ where
     }
 }
 
-type Callback<T> = Box<dyn FnOnce(Outcome<T>)>;
+type Callback<T, E> = Box<dyn FnOnce(Outcome<T, E>)>;
 
 /// The job's side of its `Deferred` (see `deferred/job.rs`).
-impl<T, F> JobCell<T, ThreadError> for Job<T, F>
+impl<T, E, F, C> JobCell<T, E> for Job<T, E, F, C>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
-    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
         if self.flags() & READY != 0 {
             return match self.take_ready() {
                 Some(outcome) => Poll::Ready(outcome),
@@ -339,7 +443,7 @@ where
                 self.set_flags(self.flags() | READY);
                 return Poll::Ready(outcome);
             }
-            let _ = self.settle(Err(ThreadError::Cancelled));
+            let _ = self.settle(Err((self.error)(ThreadError::Cancelled)));
             return match self.take_ready() {
                 Some(outcome) => Poll::Ready(outcome),
                 None => unreachable!("settled, and only this poll takes"),
@@ -360,15 +464,45 @@ where
         self.flags() & READY != 0
     }
 
-    fn resolve(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
+    fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
         self.settle(outcome)
     }
 
+    /// Runs the submitter's canceller first (it may resolve the job
+    /// itself, with a more precise error), as a cell's canceller does.
     fn cancel(&self) {
-        let _ = self.settle(Err(ThreadError::Cancelled));
+        if self.flags() & READY != 0 {
+            return;
+        }
+        let on_cancel = self.state.lock().on_cancel.take();
+        if let Some(on_cancel) = on_cancel {
+            on_cancel();
+        }
+        let _ = self.settle(Err((self.error)(ThreadError::Cancelled)));
     }
 
-    fn on_result(self: Arc<Self>, f: Callback<T>) {
+    /// A spent record owned alone is emptied (the closure, outcome, waker
+    /// and span dropped now, as a plain drop would) and kept for the next
+    /// job of its type on this thread.
+    fn recycle(mut self: Arc<Self>) {
+        let Some(record) = Arc::get_mut(&mut self) else {
+            return; // a worker, the inbox or a chain still holds it
+        };
+        let spent = std::mem::replace(
+            &mut record.state,
+            Mutex::new(State {
+                stage: Stage::Consumed,
+                waker: None,
+                task: None,
+                on_cancel: None,
+            }),
+        );
+        let span = record.span.take();
+        drop((spent, span)); // may run user code: before the list is borrowed
+        recycle::give(self);
+    }
+
+    fn on_result(self: Arc<Self>, f: Callback<T, E>) {
         if let Some(outcome) = self.take_ready() {
             return self.call_back(f, outcome);
         }
@@ -397,15 +531,17 @@ where
 /// it is dropped first (the reactor shuts down with the job unfinished), it
 /// gives the callback the outcome that arrived, or `Cancelled`: every
 /// callback runs once.
-struct OnResult<T, F> {
-    job: Arc<Job<T, F>>,
-    f: Option<Callback<T>>,
+struct OnResult<T, E, F, C> {
+    job: Arc<Job<T, E, F, C>>,
+    f: Option<Callback<T, E>>,
 }
 
-impl<T, F> Future for OnResult<T, F>
+impl<T, E, F, C> Future for OnResult<T, E, F, C>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
     type Output = ();
 
@@ -418,7 +554,7 @@ where
     }
 }
 
-impl<T, F> Drop for OnResult<T, F> {
+impl<T, E, F, C> Drop for OnResult<T, E, F, C> {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {
             self.job.abandon(f);
@@ -426,11 +562,11 @@ impl<T, F> Drop for OnResult<T, F> {
     }
 }
 
-impl<T, F> Job<T, F> {
+impl<T, E, F, C> Job<T, E, F, C> {
     /// A waiting callback is dropped (its task was stopped at shutdown):
     /// it gets the outcome that arrived, or `Cancelled`, and the job is
     /// given up (a late outcome is dropped on its worker).
-    fn abandon(&self, f: Callback<T>) {
+    fn abandon(&self, f: Callback<T, E>) {
         let flags = self.flags();
         self.set_flags(flags | READY);
         let old = std::mem::replace(&mut self.state.lock().stage, Stage::Consumed);
@@ -438,7 +574,7 @@ impl<T, F> Job<T, F> {
             Stage::Done(outcome) if flags & READY != 0 => outcome,
             other => {
                 drop(other); // a closure or posted outcome, outside the lock
-                Err(ThreadError::Cancelled)
+                Err((self.error)(ThreadError::Cancelled))
             }
         };
         span::in_span(self.span(), || f(outcome));
@@ -447,18 +583,20 @@ impl<T, F> Job<T, F> {
 
 /// On a `ThreadPool` the record itself is the queue item (contract C1): one
 /// allocation per job, and the pool can withdraw it when it is cancelled.
-impl<T, F> SharedTask for Job<T, F>
+impl<T, E, F, C> SharedTask for Job<T, E, F, C>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
     fn run(self: Arc<Self>, panics: &PanicCounter<'_>) {
         let Some(f) = self.start() else { return };
         // A panic is counted by the pool before the loop can see it.
-        let outcome =
-            catch_unwind(AssertUnwindSafe(|| span::in_span(self.span(), f))).map_err(|payload| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| span::in_span(self.span(), || f.call())))
+            .unwrap_or_else(|payload| {
                 panics.count(&*payload);
-                ThreadError::from_panic_payload(payload)
+                Err((self.error)(ThreadError::from_panic_payload(payload)))
             });
         self.post(outcome);
     }

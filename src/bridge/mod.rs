@@ -59,6 +59,7 @@ mod coroutine;
 mod from_thread;
 mod job;
 mod oneshot;
+mod recycle;
 mod table;
 mod timing;
 mod to_thread;

@@ -10,7 +10,9 @@
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
 
-use super::job::Job;
+use std::convert::identity;
+
+use super::job::{Call, Fallible, Job, NoCanceller, Plain};
 use super::table::Threads;
 use crate::deferred::{Deferred, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
@@ -37,10 +39,16 @@ const REACTOR_POOL_NAME: &str = "weft-reactor";
 /// The `Deferred` of a submitted `job`: the record itself, counted in
 /// flight by the loop (with its place in the reactor pool's backlog,
 /// `task`, if any, so a cancel withdraws it). No allocation.
-fn register<T, F>(threads: &Threads, job: Arc<Job<T, F>>, task: Option<TaskKey>) -> Deferred<T>
+fn register<T, E, F, C>(
+    threads: &Threads,
+    job: Arc<Job<T, E, F, C>>,
+    task: Option<TaskKey>,
+) -> Deferred<T, E>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: Call<T, E>,
     T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
 {
     threads.register();
     if let Some(task) = task {
@@ -310,7 +318,14 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
-        let job = Job::new(f, remote, threads.in_flight().clone(), location);
+        let job = Job::new(
+            Plain(f),
+            identity,
+            None::<NoCanceller>,
+            &remote,
+            threads.in_flight(),
+            location,
+        );
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
         let task = match pool.submit_shared_at(job.clone() as Arc<dyn SharedTask>, location) {
@@ -351,18 +366,111 @@ impl Handle {
         T: Send + 'static,
         W: Worker + ?Sized,
     {
+        self.defer_call_to_worker(worker, Plain(f), identity, None::<NoCanceller>)
+    }
+
+    /// [`defer_to_worker`](Handle::defer_to_worker) for work that fails in
+    /// its own way, with its own cancel step, in the job's single record
+    /// (no second `Deferred` to map the result or hook the cancel):
+    /// - `f` returns `Result<T, E>`, which becomes the `Deferred`'s outcome;
+    /// - `error` turns the bridge's own failures into `E`: a panic in `f`
+    ///   ([`ThreadError::Panicked`]), a cancel ([`ThreadError::Cancelled`]),
+    ///   a refused or shut-down submission ([`ThreadError::Stopped`]);
+    /// - `on_cancel` runs on the loop when the `Deferred` is cancelled while
+    ///   unresolved, before it resolves with `error(Cancelled)` (it may
+    ///   resolve it first, as a [`Deferred::with_canceller`] canceller may),
+    ///   for instance to interrupt running work; it is dropped unrun once
+    ///   the `Deferred` resolves any other way.
+    ///
+    /// Otherwise as `defer_to_worker`: unstarted work cancelled never runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use weft::ThreadError;
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// enum MyError { Parse, Bridge(String) }
+    ///
+    /// // For `Deferred::cancel` (the job's record itself uses `bridge`).
+    /// impl From<weft::Cancelled> for MyError {
+    ///     fn from(_: weft::Cancelled) -> Self { MyError::Bridge("cancelled".into()) }
+    /// }
+    ///
+    /// fn bridge(e: ThreadError) -> MyError {
+    ///     MyError::Bridge(e.to_string())
+    /// }
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let d = reactor.defer_to_worker_with(&worker, || "7".parse::<u8>().map_err(|_| MyError::Parse), bridge, || ());
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Ok(7));
+    ///
+    /// let interrupted = Arc::new(AtomicBool::new(false));
+    /// let flag = interrupted.clone();
+    /// let d = reactor.defer_to_worker_with(&worker, || Ok(1), bridge, move || flag.store(true, Ordering::Relaxed));
+    /// d.cancel();
+    /// assert!(interrupted.load(Ordering::Relaxed));
+    /// assert!(matches!(reactor.run_until_complete(d).unwrap(), Err(MyError::Bridge(_))));
+    /// worker.quit().unwrap();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_worker_with<T, E, F, W, C>(
+        &self,
+        worker: &W,
+        f: F,
+        error: fn(ThreadError) -> E,
+        on_cancel: C,
+    ) -> Deferred<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+        W: Worker + ?Sized,
+        C: FnOnce() + Send + 'static,
+    {
+        self.defer_call_to_worker(worker, Fallible(f), error, Some(on_cancel))
+    }
+
+    /// The body of `defer_to_worker` and `defer_to_worker_with`.
+    #[track_caller]
+    fn defer_call_to_worker<T, E, F, W, C>(
+        &self,
+        worker: &W,
+        call: F,
+        error: fn(ThreadError) -> E,
+        on_cancel: Option<C>,
+    ) -> Deferred<T, E>
+    where
+        F: Call<T, E>,
+        T: Send + 'static,
+        E: Send + 'static,
+        W: Worker + ?Sized,
+        C: FnOnce() + Send + 'static,
+    {
         let location = Location::caller();
-        let threads = Threads::of(self);
+        let remote = self.remote();
+        let threads = Threads::of_handle(self, &remote);
         if !threads.accepts(self) {
-            return Deferred::fail(ThreadError::Stopped);
+            return Deferred::fail(error(ThreadError::Stopped));
         }
-        let job = Job::new(f, self.remote(), threads.in_flight().clone(), location);
+        let job = Job::new(
+            call,
+            error,
+            on_cancel,
+            &remote,
+            threads.in_flight(),
+            location,
+        );
         // A pool queues the record itself; other workers box it.
         let shared = SharedJob::new(job.clone() as Arc<dyn SharedTask>);
         if let Err(refused) = worker.do_shared(shared, location) {
             job.refuse(); // emptied first: dropping a boxed runner posts nothing
             drop(refused);
-            return Deferred::fail(ThreadError::Stopped);
+            return Deferred::fail(error(ThreadError::Stopped));
         }
         // Registered after submission, as on a pool: a worker may run the
         // job at once, but its completion is delivered on this thread, later.
@@ -511,5 +619,39 @@ impl Reactor {
         W: Worker + ?Sized,
     {
         self.handle().defer_to_worker(worker, f)
+    }
+
+    /// [`defer_to_worker`](Reactor::defer_to_worker) for work that fails in
+    /// its own way, with its own cancel step; see
+    /// [`Handle::defer_to_worker_with`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let d = reactor.defer_to_worker_with(&worker, || Err::<u8, _>("no"), |_| "bridge", || ());
+    /// assert_eq!(reactor.run_until_complete(d).unwrap(), Err("no"));
+    /// worker.quit().unwrap();
+    /// ```
+    #[track_caller]
+    pub fn defer_to_worker_with<T, E, F, W, C>(
+        &self,
+        worker: &W,
+        f: F,
+        error: fn(ThreadError) -> E,
+        on_cancel: C,
+    ) -> Deferred<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+        W: Worker + ?Sized,
+        C: FnOnce() + Send + 'static,
+    {
+        self.handle()
+            .defer_to_worker_with(worker, f, error, on_cancel)
     }
 }

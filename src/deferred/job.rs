@@ -4,7 +4,9 @@
 //!
 //! Design: the record is one `Arc` that is at once the pool's queue item,
 //! the completion message on the reactor's inbox and this `Deferred`'s
-//! state, so a thread job costs one allocation. It carries only `Send`
+//! state, so a thread job costs one allocation (none when the loop reuses
+//! a spent record: letting go of a [`JobRef`] offers it back through
+//! [`JobCell::recycle`]). It carries only `Send`
 //! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
 //! the loop:
 //! - an awaiter parks its `Waker` in the record, and the loop wakes it when
@@ -52,6 +54,53 @@ pub(crate) trait JobCell<T, E> {
     /// Calls `f` with the outcome on the loop, at once if it has arrived,
     /// else when it does (or with `Cancelled` if it never can).
     fn on_result(self: Arc<Self>, f: Box<dyn FnOnce(Result<T, E>)>);
+
+    /// The `Deferred` or a `Resolver` lets go of the record: if that was the
+    /// last reference, the record may be kept for reuse (else it is just
+    /// dropped).
+    fn recycle(self: Arc<Self>) {
+        drop(self);
+    }
+}
+
+/// A `Deferred`'s (or `Resolver`'s) reference to its job record: letting
+/// go of it offers the record for reuse ([`JobCell::recycle`]). Always
+/// `Some` until dropped or taken apart.
+pub(super) struct JobRef<T, E>(Option<Arc<dyn JobCell<T, E>>>);
+
+impl<T, E> JobRef<T, E> {
+    pub(super) fn new(job: Arc<dyn JobCell<T, E>>) -> Self {
+        JobRef(Some(job))
+    }
+
+    pub(super) fn arc(&self) -> &Arc<dyn JobCell<T, E>> {
+        self.0
+            .as_ref()
+            .expect("a JobRef holds its record until dropped")
+    }
+
+    /// The record itself, for a new owner (a callback's task).
+    pub(super) fn into_arc(mut self) -> Arc<dyn JobCell<T, E>> {
+        self.0
+            .take()
+            .expect("a JobRef holds its record until dropped")
+    }
+}
+
+impl<T, E> std::ops::Deref for JobRef<T, E> {
+    type Target = dyn JobCell<T, E>;
+
+    fn deref(&self) -> &Self::Target {
+        &**self.arc()
+    }
+}
+
+impl<T, E> Drop for JobRef<T, E> {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.recycle();
+        }
+    }
 }
 
 /// A weak link to a `Deferred`'s state, for chains that cancel their input

@@ -19,7 +19,8 @@
 //!   canceller runs, so a canceller that drops resolvers cannot resolve the
 //!   cell under a borrow of its own.
 //! - A thread job's `Deferred` has no cell: its state is the job's shared
-//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation. Its
+//!   record (`job.rs`, `Repr::Job`), so the job costs one allocation at
+//!   most (spent records are reused by the bridge). Its
 //!   callbacks run when the loop delivers the record (in the task pass of
 //!   that turn, not inside the delivery itself); the job reports work that
 //!   can never run, so its resolvers count nothing.
@@ -40,7 +41,7 @@ mod job;
 pub(crate) mod span;
 
 pub(crate) use job::JobCell;
-use job::Link;
+use job::{JobRef, Link};
 
 pub use chain::gather;
 
@@ -170,7 +171,7 @@ pub struct Deferred<T, E = ThreadError> {
 /// of a thread job (see `job.rs`).
 enum Repr<T, E> {
     Local(Rc<Cell<T, E>>),
-    Job(Arc<dyn JobCell<T, E>>),
+    Job(JobRef<T, E>),
 }
 
 impl<T, E> Repr<T, E> {
@@ -203,7 +204,7 @@ impl<T, E> Repr<T, E> {
         match self {
             Repr::Local(cell) => Resolver::of(cell),
             Repr::Job(job) => Resolver {
-                repr: Repr::Job(job.clone()),
+                repr: Repr::Job(JobRef::new(job.arc().clone())),
             },
         }
     }
@@ -309,7 +310,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// record (no allocation of its own).
     pub(crate) fn from_job(job: Arc<dyn JobCell<T, E>>) -> Self {
         Deferred {
-            repr: Repr::Job(job),
+            repr: Repr::Job(JobRef::new(job)),
             _not_send: PhantomData,
         }
     }
@@ -318,7 +319,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     fn link(&self) -> Link<T, E> {
         match &self.repr {
             Repr::Local(cell) => Link::Local(Rc::downgrade(cell)),
-            Repr::Job(job) => Link::Job(Arc::downgrade(job)),
+            Repr::Job(job) => Link::Job(Arc::downgrade(job.arc())),
         }
     }
 
@@ -463,7 +464,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     pub fn add_both(self, f: impl FnOnce(Result<T, E>) + 'static) {
         let cell = match self.repr {
             Repr::Local(cell) => cell,
-            Repr::Job(job) => return job.on_result(Box::new(f)),
+            Repr::Job(job) => return job.into_arc().on_result(Box::new(f)),
         };
         let mut state = cell.state.borrow_mut();
         match std::mem::replace(&mut *state, State::Consumed) {

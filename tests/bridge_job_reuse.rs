@@ -1,0 +1,108 @@
+//! Spent job records are reused by the loop thread (`bridge/recycle.rs`):
+//! a record is reused only when nothing else can reach it, what it held is
+//! dropped when its `Deferred` is, and a reused record belongs wholly to
+//! its new job (and its new reactor).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use weft::reactor::Handle;
+use weft::{Deferred, Reactor, ThreadPool};
+
+/// Counts its drops.
+struct Noisy {
+    id: u32,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Noisy {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Every call submits a closure of the same type, so the records are of
+/// one type and can be reused for each other.
+fn job(h: &Handle, pool: &ThreadPool, id: u32, drops: &Arc<AtomicUsize>) -> Deferred<Noisy> {
+    let drops = drops.clone();
+    h.defer_to_thread_pool(pool, move || Noisy { id, drops })
+}
+
+fn value(h: &Handle, pool: &ThreadPool, v: u32) -> Deferred<u32> {
+    h.defer_to_thread_pool(pool, move || v)
+}
+
+#[test]
+fn an_unconsumed_outcome_is_dropped_with_its_deferred_and_a_reused_record_gives_its_own() {
+    let reactor = Reactor::new().unwrap();
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap()); // one thread: FIFO
+    pool.start();
+    let h = reactor.handle();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (p, dr) = (pool.clone(), drops.clone());
+    reactor
+        .run_until_complete(async move {
+            for round in 0..3u32 {
+                let first = job(&h, &p, round * 2, &dr);
+                // Delivered after `first` (same worker thread, FIFO inbox).
+                let second = job(&h, &p, round * 2 + 1, &dr);
+                let second = second.await.unwrap();
+                assert_eq!(second.id, round * 2 + 1);
+                assert!(first.is_resolved());
+                let before = dr.load(Ordering::SeqCst);
+                drop(first); // its record may be kept, its outcome may not
+                assert_eq!(dr.load(Ordering::SeqCst), before + 1);
+                drop(second);
+            }
+        })
+        .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 6);
+    pool.stop();
+}
+
+#[test]
+fn a_record_a_resolver_still_holds_is_not_reused() {
+    let reactor = Reactor::new().unwrap();
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    let h = reactor.handle();
+    let p = pool.clone();
+    reactor
+        .run_until_complete(async move {
+            for _ in 0..3 {
+                let first = value(&h, &p, 1);
+                let resolver = first.resolver();
+                assert_eq!(first.await, Ok(1));
+                // If `first`'s record were reused while `resolver` holds
+                // it, the resolver would reach the next job.
+                let next = value(&h, &p, 2);
+                assert!(resolver.callback(9).is_err(), "resolved already");
+                drop(resolver);
+                assert_eq!(next.await, Ok(2));
+            }
+        })
+        .unwrap();
+    pool.stop();
+}
+
+#[test]
+fn a_record_reused_by_another_reactor_on_the_thread_reports_to_that_reactor() {
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    let a = Reactor::new().unwrap();
+    let b = Reactor::new().unwrap();
+    for round in 0..3 {
+        let (ha, p) = (a.handle(), pool.clone());
+        let got = a
+            .run_until_complete(async move { value(&ha, &p, round).await })
+            .unwrap();
+        assert_eq!(got, Ok(round));
+        // `a`'s spent record is in this thread's free list now.
+        let (hb, p) = (b.handle(), pool.clone());
+        let got = b
+            .run_until_complete(async move { value(&hb, &p, round + 10).await })
+            .unwrap();
+        assert_eq!(got, Ok(round + 10));
+    }
+    pool.stop();
+}
