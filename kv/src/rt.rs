@@ -338,6 +338,15 @@ impl hyper::rt::Timer for WeftTimer {
     }
 }
 
+/// A sleep until `deadline` on this loop thread's shared deadlines (the
+/// module notes): hyper's header timeout's machinery, for the handlers' own
+/// timeouts. It registers on its first pending poll, and dropping it
+/// unregisters it: a map insert and remove, no weft timer armed and
+/// cancelled per sleep.
+pub(crate) fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Unpin {
+    WeftSleep::until(deadline)
+}
+
 /// The state of a sleep polled off any loop thread (not how weft-kv uses
 /// it): a plain thread fires it.
 struct OffLoop {
