@@ -164,11 +164,16 @@ async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
-        // A limit past the end of time never fires.
-        let Some(deadline) = Instant::now().checked_add(limit) else {
+        if sleep.is_none() {
+            // A limit past the end of time never fires.
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                return Poll::Pending;
+            };
+            sleep = Some(crate::rt::sleep_until(deadline));
+        }
+        let Some(sleep) = sleep.as_mut() else {
             return Poll::Pending;
         };
-        let sleep = sleep.get_or_insert_with(|| crate::rt::sleep_until(deadline));
         match std::pin::Pin::new(sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
