@@ -23,6 +23,10 @@
 //!   once, finds nothing due and re-arms.
 //! - A `WeftSleep` registers lazily, on first poll: hyper creates a header
 //!   timeout for every request but polls it only while a head is incomplete.
+//! - The handlers' body timeout uses the same sleeps (`sleep_until`),
+//!   created only when a body has to be waited for: a PUT whose body came
+//!   with its head costs no timer (it used to arm and cancel a weft timer,
+//!   about 1,700 instructions per PUT with the rest of its future).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -20,10 +20,14 @@
 //!   start) since the turn of the last poll.
 //! - A poll that returned an event, or a blocking poll, ends the skipping:
 //!   while I/O flows, every busy turn polls, as before.
-//! - A turn with nothing to do always polls, and may block, exactly as
-//!   before (`Inner::poll_timeout`: the inbox's `prepare_to_sleep`, then
-//!   `awake` after the poll). A skipped poll touches neither: the inbox
-//!   stays awake, since the loop is.
+//! - A turn with nothing to do always polls. Right after a skipped poll it
+//!   polls without blocking (the readiness skipped is likely there, and the
+//!   way to sleep costs more: the inbox's spin, a `timerfd` arm); otherwise
+//!   it may block, exactly as before (`Inner::poll_timeout`: the inbox's
+//!   `prepare_to_sleep`, then `awake` after the poll). A skipped poll
+//!   touches neither: the inbox stays awake, since the loop is. So a loop
+//!   with nothing to do blocks at the latest one turn after a skip, and
+//!   never makes more polls than it did before the rule.
 //!
 //! # Invariants (bounds)
 //!
@@ -58,6 +62,8 @@ pub(super) struct IoPace {
     skips_left: Cell<u32>,
     /// The start of the last turn that polled.
     last_poll: Cell<Duration>,
+    /// The last turn skipped its poll (and none polled since).
+    owed: Cell<bool>,
 }
 
 impl IoPace {
@@ -74,7 +80,16 @@ impl IoPace {
             return false;
         }
         self.skips_left.set(left - 1);
+        self.owed.set(true);
         true
+    }
+
+    /// Whether a turn skipped its poll since the last poll: then a turn
+    /// with nothing to do polls without blocking first (it may find the
+    /// skipped readiness) rather than sleep at once.
+    #[inline]
+    pub(super) fn owed(&self) -> bool {
+        self.owed.get()
     }
 
     /// After a poll made by the turn that started at `turn_start`:
@@ -83,6 +98,7 @@ impl IoPace {
     #[inline]
     pub(super) fn polled(&self, turn_start: Duration, nonblocking: bool, empty: bool) {
         self.last_poll.set(turn_start);
+        self.owed.set(false);
         self.skips_left
             .set(if nonblocking && empty { SKIP_TURNS } else { 0 });
     }
@@ -103,6 +119,17 @@ mod tests {
             assert!(pace.skip(T0), "turn {i} after the empty poll skips");
         }
         assert!(!pace.skip(T0), "then one polls");
+    }
+
+    #[test]
+    fn a_skip_is_owed_until_the_next_poll() {
+        let pace = IoPace::default();
+        pace.polled(T0, true, true);
+        assert!(!pace.owed());
+        assert!(pace.skip(T0));
+        assert!(pace.owed());
+        pace.polled(T0, true, true);
+        assert!(!pace.owed());
     }
 
     #[test]
@@ -199,6 +226,19 @@ mod tests {
         remote.call_from_thread(move || requeue(again)).unwrap();
     }
 
+    /// Queues a call that queues the next, `left` of them in all.
+    fn countdown(remote: crate::Remote, left: std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        use std::sync::atomic::Ordering;
+        let again = remote.clone();
+        remote
+            .call_from_thread(move || {
+                if left.fetch_sub(1, Ordering::Relaxed) > 1 {
+                    countdown(again, left);
+                }
+            })
+            .unwrap();
+    }
+
     #[derive(Clone, Copy)]
     enum Busy {
         Task,
@@ -289,36 +329,59 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_with_nothing_to_do_polls_and_sleeps_until_io_even_with_skips_left() {
+    fn a_loop_with_nothing_to_do_polls_and_then_sleeps_until_io() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU32, Ordering};
 
-        let rig = rig();
+        let mut rig = rig();
         // Busy by calls, then not: the last call queues no other.
-        fn countdown(remote: crate::Remote, left: Arc<AtomicU32>) {
-            if left.fetch_sub(1, Ordering::Relaxed) > 1 {
-                let again = remote.clone();
-                remote
-                    .call_from_thread(move || countdown(again, left))
-                    .unwrap();
-            }
-        }
         let left = Arc::new(AtomicU32::new(5));
         countdown(rig.reactor.remote(), left.clone());
         rig.turn_until_a_skip();
         while left.load(Ordering::Relaxed) > 0 {
             rig.turn();
         }
-        // Skips may be left; the next turn has nothing to do, so it must
-        // poll, and block until the writer thread's byte arrives:
-        // `iterate(None)` runs exactly one turn, and only its poll can
-        // dispatch the pipe in it.
+        // Skips may be left (or one owed); a turn with nothing to do polls
+        // all the same, and never skips.
         let skipped = rig.skipped();
+        rig.tx.write_all(b"x").unwrap();
+        rig.turn();
+        assert_eq!(rig.hits.get(), 1, "the idle turn polled");
+        assert!(!rig.reactor.handle().inner.io_pace.owed());
+        // Then the next one with nothing to do blocks until the writer
+        // thread's byte arrives: `iterate(None)` runs exactly one turn, and
+        // only its poll can dispatch the pipe in it.
         let mut tx = std::fs::File::from(rig.tx.as_fd().try_clone_to_owned().unwrap());
         let writer = std::thread::spawn(move || tx.write_all(b"x").unwrap());
         rig.reactor.iterate(None);
         writer.join().unwrap();
-        assert_eq!(rig.hits.get(), 1);
+        assert_eq!(rig.hits.get(), 2);
         assert_eq!(rig.skipped(), skipped);
+    }
+
+    #[test]
+    fn a_turn_with_nothing_to_do_right_after_a_skip_polls_without_blocking() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        let rig = rig();
+        // A chain of calls, each queueing the next: the turn that runs the
+        // last one skips its poll, and the one after has nothing to do.
+        let left = Arc::new(AtomicU32::new(3));
+        countdown(rig.reactor.remote(), left.clone());
+        rig.turn_until_a_skip();
+        while left.load(Ordering::Relaxed) > 0 {
+            rig.turn();
+        }
+        assert!(rig.reactor.handle().inner.io_pace.owed());
+        // Nothing is ready and no other thread will act. Only a
+        // non-blocking poll that found nothing lets the next busy turns
+        // skip again (a blocking one, which would wait out the 5 s here,
+        // does not).
+        rig.reactor.iterate(Some(Duration::from_secs(5)));
+        let pace = &rig.reactor.handle().inner.io_pace;
+        assert!(!pace.owed());
+        assert_eq!(pace.skips_left.get(), SKIP_TURNS, "it did not block");
+        assert_eq!(rig.hits.get(), 0);
     }
 }

@@ -116,14 +116,17 @@ impl Inner {
             SharedStats::bump(&self.shared.stats.polls_skipped, 1);
             super::io_registry::advance_io_epoch();
         } else {
-            let timeout = if worked {
-                Some(Duration::ZERO)
-            } else {
+            // Right after a skipped poll, a turn with nothing to do looks
+            // without blocking first (`io_pace.rs`).
+            let idle = !worked && !self.io_pace.owed();
+            let timeout = if idle {
                 // The loop may go idle: its spin and its wait are not work.
                 lap.pause(self.now());
                 self.poll_timeout(max_wait)
+            } else {
+                Some(Duration::ZERO)
             };
-            self.poll_io(timeout, (!worked).then_some(&mut lap), start);
+            self.poll_io(timeout, idle.then_some(&mut lap), start);
         }
 
         // 4. Local tasks ready now.
@@ -292,8 +295,11 @@ impl Inner {
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
-        self.io_pace
-            .polled(turn_start, timeout == Some(Duration::ZERO), events.is_empty());
+        self.io_pace.polled(
+            turn_start,
+            timeout == Some(Duration::ZERO),
+            events.is_empty(),
+        );
         if let Some(lap) = idle {
             let now = self.now();
             // The spin before this poll, if it found nothing, was a miss
