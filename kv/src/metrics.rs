@@ -234,17 +234,14 @@ pub struct DbHistograms {
 }
 
 impl Metrics {
-    /// Counts one answered request.
+    /// Counts one answered request by its route label. A `route` that is
+    /// none of [`Route`]'s labels counts as [`Route::Unknown`].
     ///
     /// # Examples
     ///
     /// See [`Metrics`].
-    ///
-    /// # Panics
-    ///
-    /// `route` is not one of [`Route`]'s labels.
     pub fn record(&self, route: &'static str, status: u16, latency: Duration) {
-        let route = Route::from_label(route).expect("a route label");
+        let route = Route::from_label(route).unwrap_or(Route::Unknown);
         self.record_route(route, status, latency);
     }
 
@@ -498,4 +495,41 @@ pub struct LoopSources {
     pub turn: Option<HistogramSnapshot>,
     /// Its inbox's oldest waiting call (`None`: not rendered).
     pub inbox_oldest_age: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_label_is_distinct_and_maps_back_to_its_route() {
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in index order");
+            assert_eq!(Route::from_label(r.label()), Some(r));
+        }
+        assert_eq!(Route::from_label("nope"), None);
+    }
+
+    #[test]
+    fn counts_by_route_and_status_render_in_label_order_whatever_the_status() {
+        let m = Metrics::default();
+        m.record_route(Route::KvPut, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 404, Duration::ZERO);
+        m.record_route(Route::KvGet, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 599, Duration::ZERO);
+        m.record("not a route", 200, Duration::ZERO);
+        let by: Vec<_> = m.snapshot().by_route.into_iter().collect();
+        assert_eq!(
+            by,
+            [
+                (("kv_get", 200), 2),
+                (("kv_get", 404), 1),
+                (("kv_get", 599), 1),
+                (("kv_put", 200), 1),
+                (("unknown", 200), 1),
+            ]
+        );
+        assert_eq!(m.snapshot().requests_total(), 6);
+    }
 }
