@@ -24,6 +24,108 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// What a request was, for the per-route counters (`route` label of
+/// `weft_http_requests_total`).
+///
+/// # Examples
+///
+/// ```
+/// use weft_kv::metrics::Route;
+/// assert_eq!(Route::KvGet.label(), "kv_get");
+/// assert_eq!(Route::from_label("kv_get"), Some(Route::KvGet));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Route {
+    /// `GET /`.
+    Dashboard,
+    /// `/healthz`.
+    Healthz,
+    /// `/metrics`.
+    Metrics,
+    /// `/v1/kv` (list).
+    KvList,
+    /// `/v1/batch`.
+    Batch,
+    /// `/v1/kv/{key}` with a key that is not valid.
+    KvBadKey,
+    /// `GET /v1/kv/{key}`.
+    KvGet,
+    /// `PUT /v1/kv/{key}`.
+    KvPut,
+    /// `DELETE /v1/kv/{key}`.
+    KvDelete,
+    /// `/v1/kv/{key}` with another method.
+    KvKey,
+    /// Any other path.
+    Unknown,
+}
+
+impl Route {
+    /// Every route, in index order.
+    pub const ALL: [Route; 11] = [
+        Route::Dashboard,
+        Route::Healthz,
+        Route::Metrics,
+        Route::KvList,
+        Route::Batch,
+        Route::KvBadKey,
+        Route::KvGet,
+        Route::KvPut,
+        Route::KvDelete,
+        Route::KvKey,
+        Route::Unknown,
+    ];
+
+    /// Its `route` label.
+    ///
+    /// # Examples
+    ///
+    /// See [`Route`].
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Dashboard => "dashboard",
+            Route::Healthz => "healthz",
+            Route::Metrics => "metrics",
+            Route::KvList => "kv_list",
+            Route::Batch => "batch",
+            Route::KvBadKey => "kv_bad_key",
+            Route::KvGet => "kv_get",
+            Route::KvPut => "kv_put",
+            Route::KvDelete => "kv_delete",
+            Route::KvKey => "kv_key",
+            Route::Unknown => "unknown",
+        }
+    }
+
+    /// The route with this label.
+    ///
+    /// # Examples
+    ///
+    /// See [`Route`].
+    pub fn from_label(label: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.label() == label)
+    }
+}
+
+/// The statuses the handlers answer with, each with a counter slot per
+/// route; any other status is counted in `Metrics::other_statuses`.
+const STATUSES: [u16; 8] = [200, 400, 404, 405, 408, 413, 500, 503];
+
+fn status_slot(status: u16) -> Option<usize> {
+    match status {
+        200 => Some(0),
+        400 => Some(1),
+        404 => Some(2),
+        405 => Some(3),
+        408 => Some(4),
+        413 => Some(5),
+        500 => Some(6),
+        503 => Some(7),
+        _ => None,
+    }
+}
+
 /// Counters and gauges of one server.
 ///
 /// # Examples
@@ -36,7 +138,11 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// ```
 #[derive(Default, Debug)]
 pub struct Metrics {
-    by_route: RefCell<BTreeMap<(&'static str, u16), u64>>,
+    /// Requests by route and status: a fixed table, indexed by the route
+    /// and the status's slot in `STATUSES` (no map lookup per request).
+    by_route: [[Cell<u64>; STATUSES.len()]; Route::ALL.len()],
+    /// Requests answered with a status outside `STATUSES`.
+    other_statuses: RefCell<BTreeMap<(Route, u16), u64>>,
     buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -128,17 +234,44 @@ pub struct DbHistograms {
 }
 
 impl Metrics {
-    /// Counts one answered request.
+    /// Counts one answered request by its route label. A `route` that is
+    /// none of [`Route`]'s labels counts as [`Route::Unknown`].
     ///
     /// # Examples
     ///
     /// See [`Metrics`].
     pub fn record(&self, route: &'static str, status: u16, latency: Duration) {
-        *self
-            .by_route
-            .borrow_mut()
-            .entry((route, status))
-            .or_insert(0) += 1;
+        let route = Route::from_label(route).unwrap_or(Route::Unknown);
+        self.record_route(route, status, latency);
+    }
+
+    /// Counts one answered request of `route`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft_kv::metrics::{Metrics, Route};
+    /// let m = Metrics::default();
+    /// m.record_route(Route::KvPut, 200, Duration::from_micros(80));
+    /// m.record_route(Route::KvPut, 418, Duration::from_micros(80));
+    /// assert_eq!(m.requests("kv_put", 200), 1);
+    /// assert_eq!(m.requests("kv_put", 418), 1);
+    /// ```
+    pub fn record_route(&self, route: Route, status: u16, latency: Duration) {
+        match status_slot(status) {
+            Some(i) => {
+                let c = &self.by_route[route as usize][i];
+                c.set(c.get() + 1);
+            }
+            None => {
+                *self
+                    .other_statuses
+                    .borrow_mut()
+                    .entry((route, status))
+                    .or_insert(0) += 1
+            }
+        }
         let secs = latency.as_secs_f64();
         let mut b = self.buckets.borrow_mut();
         for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
@@ -156,11 +289,35 @@ impl Metrics {
     ///
     /// See [`Metrics`].
     pub fn requests(&self, route: &'static str, status: u16) -> u64 {
-        self.by_route
-            .borrow()
-            .get(&(route, status))
-            .copied()
-            .unwrap_or(0)
+        let Some(route) = Route::from_label(route) else {
+            return 0;
+        };
+        match status_slot(status) {
+            Some(i) => self.by_route[route as usize][i].get(),
+            None => self
+                .other_statuses
+                .borrow()
+                .get(&(route, status))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// The non-zero counters by (route label, status), in label order.
+    fn by_route_map(&self) -> BTreeMap<(&'static str, u16), u64> {
+        let mut map = BTreeMap::new();
+        for route in Route::ALL {
+            for (i, status) in STATUSES.iter().enumerate() {
+                let n = self.by_route[route as usize][i].get();
+                if n > 0 {
+                    map.insert((route.label(), *status), n);
+                }
+            }
+        }
+        for ((route, status), n) in self.other_statuses.borrow().iter() {
+            map.insert((route.label(), *status), *n);
+        }
+        map
     }
 
     /// Adds one to a counter cell.
@@ -187,7 +344,7 @@ impl Metrics {
     /// ```
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
-            by_route: self.by_route.borrow().clone(),
+            by_route: self.by_route_map(),
             buckets: *self.buckets.borrow(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -338,4 +495,41 @@ pub struct LoopSources {
     pub turn: Option<HistogramSnapshot>,
     /// Its inbox's oldest waiting call (`None`: not rendered).
     pub inbox_oldest_age: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_label_is_distinct_and_maps_back_to_its_route() {
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in index order");
+            assert_eq!(Route::from_label(r.label()), Some(r));
+        }
+        assert_eq!(Route::from_label("nope"), None);
+    }
+
+    #[test]
+    fn counts_by_route_and_status_render_in_label_order_whatever_the_status() {
+        let m = Metrics::default();
+        m.record_route(Route::KvPut, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 404, Duration::ZERO);
+        m.record_route(Route::KvGet, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 200, Duration::ZERO);
+        m.record_route(Route::KvGet, 599, Duration::ZERO);
+        m.record("not a route", 200, Duration::ZERO);
+        let by: Vec<_> = m.snapshot().by_route.into_iter().collect();
+        assert_eq!(
+            by,
+            [
+                (("kv_get", 200), 2),
+                (("kv_get", 404), 1),
+                (("kv_get", 599), 1),
+                (("kv_put", 200), 1),
+                (("unknown", 200), 1),
+            ]
+        );
+        assert_eq!(m.snapshot().requests_total(), 6);
+    }
 }

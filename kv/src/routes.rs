@@ -18,7 +18,7 @@ use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use weft_db::{DbError, SharedPool};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Route};
 
 /// SQL of the store (one table, `WITHOUT ROWID`: the key is the B-tree key).
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID";
@@ -154,26 +154,32 @@ pub fn percent_decode(s: &str, plus_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Awaits `fut` for at most `limit` on the loop's clock; `None` on timeout.
-async fn within<F: Future>(
-    handle: &weft::reactor::Handle,
-    limit: Duration,
-    fut: F,
-) -> Option<F::Output> {
+/// Awaits `fut` for at most `limit`; `None` on timeout. The deadline is
+/// set, and the sleep registered, only when `fut` first has to wait: a
+/// body that is already here (the usual small PUT) costs no timer at all.
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     let mut fut = pin!(fut);
-    let mut sleep = handle.sleep(limit);
-    let out = std::future::poll_fn(|cx| {
+    let mut sleep = None;
+    std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
-        match std::pin::Pin::new(&mut sleep).poll(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
+        if sleep.is_none() {
+            // A limit past the end of time never fires.
+            let Some(deadline) = Instant::now().checked_add(limit) else {
+                return Poll::Pending;
+            };
+            sleep = Some(crate::rt::sleep_until(deadline));
+        }
+        let Some(sleep) = sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        match std::pin::Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     })
-    .await;
-    sleep.cancel();
-    out
+    .await
 }
 
 /// Reads the request body, at most `max` bytes, within the body timeout.
@@ -189,7 +195,7 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
         }
     }
     let body = Limited::new(req.into_body(), max);
-    match within(&app.handle, app.body_read_timeout, body.collect()).await {
+    match within(app.body_read_timeout, body.collect()).await {
         None => {
             app.metrics.bump(&app.metrics.body_timeouts);
             Err(text(StatusCode::REQUEST_TIMEOUT, "body timeout\n"))
@@ -252,8 +258,8 @@ enum Target {
     Metrics,
     List,
     Batch,
-    /// `/v1/kv/{key}`: the decoded key, or the label and answer of a bad one.
-    Key(Result<String, (&'static str, &'static str)>),
+    /// `/v1/kv/{key}`: the decoded key, or the answer to a bad one.
+    Key(Result<String, &'static str>),
     Unknown,
 }
 
@@ -266,8 +272,8 @@ fn target(path: &str) -> Target {
         "/v1/batch" => Target::Batch,
         p if p.starts_with("/v1/kv/") => {
             Target::Key(match percent_decode(&p["/v1/kv/".len()..], false) {
-                None => Err(("kv_bad_key", "key is not valid UTF-8\n")),
-                Some(k) if k.is_empty() => Err(("kv_bad_key", "empty key\n")),
+                None => Err("key is not valid UTF-8\n"),
+                Some(k) if k.is_empty() => Err("empty key\n"),
                 Some(k) => Ok(k),
             })
         }
@@ -275,12 +281,12 @@ fn target(path: &str) -> Target {
     }
 }
 
-/// Answers one request; returns the route label for metrics.
-pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static str, Resp) {
+/// Answers one request; returns its route for metrics.
+pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (Route, Resp) {
     let m = req.method().clone();
     match target(req.uri().path()) {
         Target::Dashboard => (
-            "dashboard",
+            Route::Dashboard,
             match m {
                 Method::GET => {
                     let mut r = text(StatusCode::OK, crate::dashboard::PAGE);
@@ -294,14 +300,14 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
             },
         ),
         Target::Healthz => (
-            "healthz",
+            Route::Healthz,
             match m {
                 Method::GET => text(StatusCode::OK, "ok\n"),
                 _ => method_not_allowed("GET"),
             },
         ),
         Target::Metrics => (
-            "metrics",
+            Route::Metrics,
             match m {
                 Method::GET => {
                     let mut r = text(StatusCode::OK, crate::loops::scrape(&app).await);
@@ -315,27 +321,27 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (&'static st
             },
         ),
         Target::List => (
-            "kv_list",
+            Route::KvList,
             match m {
                 Method::GET => list(&app, req.uri().query().unwrap_or("")).await,
                 _ => method_not_allowed("GET"),
             },
         ),
         Target::Batch => (
-            "batch",
+            Route::Batch,
             match m {
                 Method::POST => batch(&app, req).await,
                 _ => method_not_allowed("POST"),
             },
         ),
-        Target::Key(Err((label, why))) => (label, text(StatusCode::BAD_REQUEST, why)),
+        Target::Key(Err(why)) => (Route::KvBadKey, text(StatusCode::BAD_REQUEST, why)),
         Target::Key(Ok(key)) => match m {
-            Method::GET => ("kv_get", get(&app, key).await),
-            Method::PUT => ("kv_put", put(&app, key, req).await),
-            Method::DELETE => ("kv_delete", delete(&app, key).await),
-            _ => ("kv_key", method_not_allowed("GET, PUT, DELETE")),
+            Method::GET => (Route::KvGet, get(&app, key).await),
+            Method::PUT => (Route::KvPut, put(&app, key, req).await),
+            Method::DELETE => (Route::KvDelete, delete(&app, key).await),
+            _ => (Route::KvKey, method_not_allowed("GET, PUT, DELETE")),
         },
-        Target::Unknown => ("unknown", text(StatusCode::NOT_FOUND, "not found\n")),
+        Target::Unknown => (Route::Unknown, text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 

@@ -386,7 +386,7 @@ fn spawn_connection(
             let (route, resp) = routes::handle(app.clone(), req).await;
             m.requests_in_flight.set(m.requests_in_flight.get() - 1);
             app.metrics
-                .record(route, resp.status().as_u16(), start.elapsed());
+                .record_route(route, resp.status().as_u16(), start.elapsed());
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

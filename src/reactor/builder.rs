@@ -304,6 +304,7 @@ impl Builder {
             in_turn: Cell::new(false),
             busy: Cell::new(false),
             io_sources: Cell::new(0),
+            io_pace: Default::default(),
             panic_policy: self.panic_policy,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_deadline: Cell::new(None),

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(super) busy: Cell<bool>,
     /// Registered I/O sources other than the waker (signals, sockets).
     pub(super) io_sources: Cell<usize>,
+    /// When a busy turn may skip its poll (`io_pace.rs`).
+    pub(super) io_pace: super::io_pace::IoPace,
     pub(super) panic_policy: PanicPolicy,
     pub(super) shutdown_timeout: Duration,
     /// When the shutdown gives up waiting, on the reactor's clock; set when

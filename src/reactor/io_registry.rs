@@ -121,8 +121,9 @@ impl IoRegistry {
 }
 
 thread_local! {
-    /// Counts I/O dispatch passes on this thread (one per turn while any
-    /// source is registered): the I/O budget resets when it changes.
+    /// Counts I/O steps on this thread (one per turn while any source is
+    /// registered, polled or skipped): the I/O budget resets when it
+    /// changes.
     static EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -131,13 +132,19 @@ pub(crate) fn io_epoch() -> u64 {
     EPOCH.with(Cell::get)
 }
 
+/// Moves the I/O epoch on: once per I/O step of a turn, whether it polled
+/// or skipped its poll (`io_pace.rs`).
+pub(super) fn advance_io_epoch() {
+    EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
+}
+
 impl Inner {
     /// Calls the handlers for the events recorded by `push_event`, after the
     /// events buffer has been released. A panicking handler is treated like
     /// a panicking callback (logged, or re-raised under
     /// `PanicPolicy::Propagate`); the other events are still dispatched.
     pub(super) fn dispatch_io(&self) {
-        EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
+        advance_io_epoch();
         let mut batch = std::mem::take(&mut *self.io.pending.borrow_mut());
         for (token, ready) in batch.drain(..) {
             let (handler, location) = {

@@ -83,6 +83,13 @@ pub struct ReactorStatistics {
     pub longest_turn: Duration,
     /// Stalls the watchdog caught while they happened (diagnostics on only).
     pub stalls_detected: u64,
+    /// Turns that skipped their I/O poll: a turn that has work never blocks
+    /// for I/O, and right after a non-blocking poll that found nothing the
+    /// next few such turns (at most 3 in a row, and none once 100 µs have
+    /// passed since the last poll on the reactor's clock) do not poll at
+    /// all; the readiness waits in the poller for the next poll. A turn
+    /// with nothing to do always polls.
+    pub polls_skipped: u64,
 }
 
 #[derive(Default)]
@@ -91,6 +98,7 @@ pub(super) struct SharedStats {
     pub(super) calls_run: AtomicU64,
     pub(super) timers_fired: AtomicU64,
     pub(super) tasks_polled: AtomicU64,
+    pub(super) polls_skipped: AtomicU64,
     pub(super) panics: AtomicU64,
     /// Loop-local gauges, published at the end of each turn.
     pub(super) timers_live: AtomicU64,
@@ -132,6 +140,7 @@ pub(super) fn statistics_of(shared: &Shared) -> ReactorStatistics {
         turns: s.turns.load(Ordering::Relaxed),
         timers_fired: s.timers_fired.load(Ordering::Relaxed),
         tasks_polled: s.tasks_polled.load(Ordering::Relaxed),
+        polls_skipped: s.polls_skipped.load(Ordering::Relaxed),
         panics: s.panics.load(Ordering::Relaxed),
         timers_live: s.timers_live.load(Ordering::Relaxed),
         timer_heap_entries: s.timer_heap_entries.load(Ordering::Relaxed),

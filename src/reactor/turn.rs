@@ -9,6 +9,9 @@
 //! - The loop blocks in `poll` only after a turn that found nothing to do,
 //!   and only after the inbox's `prepare_to_sleep` says no call and no task
 //!   wake slipped in (the wake protocol in `inbox.rs`).
+//! - A turn that did work never blocks, and may skip its poll under the
+//!   pacing rule of `io_pace.rs` (bounded in turns and time); a turn with
+//!   nothing to do always polls.
 //! - I/O readiness is dispatched by [`Inner::dispatch_events`], a function
 //!   of its own so the I/O registry hooks in there (contract C2).
 //! - Each turn records its work in the turn histogram (the loop lag): the
@@ -92,7 +95,8 @@ impl Inner {
         self.in_turn.set(true);
         let _reset = ResetOnDrop(&self.in_turn);
         SharedStats::bump(&self.shared.stats.turns, 1);
-        let mut lap = Lap::start(self.now());
+        let start = self.now();
+        let mut lap = Lap::start(start);
 
         // 1. Calls from other threads: the snapshot present now.
         let mut worked = self.run_calls() > 0;
@@ -103,18 +107,27 @@ impl Inner {
             .run_due(|f, location| self.guard("timed call", location, f));
         SharedStats::bump(&self.shared.stats.timers_fired, fired as u64);
 
-        // 3. I/O. A turn that did work is followed by one that does not
-        // block, so a producer mid-burst is drained without a wake syscall;
-        // the loop sleeps only after a turn that found nothing to do.
+        // 3. I/O. A turn that did work does not block, so a producer
+        // mid-burst is drained without a wake syscall, and it may skip its
+        // poll altogether (the pacing rule, `io_pace.rs`); the loop sleeps
+        // only after a turn that found nothing to do.
         worked |= fired > 0 || self.busy.replace(false);
-        let timeout = if worked {
-            Some(Duration::ZERO)
+        if worked && self.io_pace.skip(start) {
+            SharedStats::bump(&self.shared.stats.polls_skipped, 1);
+            super::io_registry::advance_io_epoch();
         } else {
-            // The loop may go idle: its spin and its wait are not work.
-            lap.pause(self.now());
-            self.poll_timeout(max_wait)
-        };
-        self.poll_io(timeout, (!worked).then_some(&mut lap));
+            // Right after a skipped poll, a turn with nothing to do looks
+            // without blocking first (`io_pace.rs`).
+            let idle = !worked && !self.io_pace.owed();
+            let timeout = if idle {
+                // The loop may go idle: its spin and its wait are not work.
+                lap.pause(self.now());
+                self.poll_timeout(max_wait)
+            } else {
+                Some(Duration::ZERO)
+            };
+            self.poll_io(timeout, idle.then_some(&mut lap), start);
+        }
 
         // 4. Local tasks ready now.
         let polled = self.run_tasks();
@@ -263,7 +276,8 @@ impl Inner {
 
     /// Polls for I/O and dispatches it; `idle` (the turn's lap, paused) is
     /// resumed as soon as the poll returns, so handlers count as work.
-    fn poll_io(&self, timeout: Option<Duration>, idle: Option<&mut Lap>) {
+    /// `turn_start` feeds the pacing rule.
+    fn poll_io(&self, timeout: Option<Duration>, idle: Option<&mut Lap>, turn_start: Duration) {
         // With no I/O source registered, a non-blocking poll could only
         // report the waker, which the next turn's drain covers: skip the
         // syscall.
@@ -281,6 +295,11 @@ impl Inner {
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
+        self.io_pace.polled(
+            turn_start,
+            timeout == Some(Duration::ZERO),
+            events.is_empty(),
+        );
         if let Some(lap) = idle {
             let now = self.now();
             // The spin before this poll, if it found nothing, was a miss
