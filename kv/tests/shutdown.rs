@@ -191,9 +191,28 @@ fn binary_exits_one_on_a_second_signal_during_the_drain() {
         assert!(n > 0, "closed before answering: {answered:?}");
         answered.extend_from_slice(&buf[..n]);
     }
+    // `Expect: 100-continue`: the interim response proves the server has
+    // read the PUT's head and is waiting for its body, so the request is in
+    // flight when the signal lands (without it, SIGTERM could reach an idle
+    // connection that the drain closes at once, and the process exit 0).
     inflight
-        .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .write_all(
+            b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+        )
         .unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = std::io::Read::read(&mut inflight, &mut byte).unwrap();
+        assert!(n > 0, "closed before 100 Continue: {interim:?}");
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "expected 100 Continue, got {:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    inflight.write_all(b"01234").unwrap();
     let kill = |sig: &str| {
         let st = std::process::Command::new("kill")
             .args([sig, &child.id().to_string()])
