@@ -422,21 +422,23 @@ impl ThreadPool {
         let core = &self.core;
         let enqueued = core.job_stamp();
         let mut st = core.state.lock();
-        if st.needs_first_thread() {
-            match self.first_thread(st) {
-                Some(guard) => st = guard,
-                None => return Err(work),
+        if !st.accepts_at_once() {
+            if st.needs_first_thread() {
+                match self.first_thread(st) {
+                    Some(guard) => st = guard,
+                    None => return Err(work),
+                }
             }
-        }
-        if st.stopped || st.needs_first_thread() {
-            return Err(work);
+            if st.stopped || st.needs_first_thread() {
+                return Err(work);
+            }
         }
         let (key, wake) = st.submit(Queued {
             item: erase(work),
             meta: Meta { location, enqueued },
         });
         drop(st);
-        if wake != Wake::Nothing {
+        if !matches!(wake, Wake::Nothing) {
             Core::wake(core, wake);
         }
         Ok(key)

@@ -70,6 +70,30 @@ impl Item {
     /// not count it again when it is done with it.
     #[inline]
     pub(super) fn run(self, core: &Core) -> bool {
+        match self {
+            // The common case needs no counter until it panics (a plain
+            // task's outcome is its panic alone, so counting it after the
+            // catch is still before anyone can learn of it).
+            Item::Task(task) => match catch_unwind(AssertUnwindSafe(task)) {
+                Ok(()) => false,
+                Err(payload) => Item::task_panicked(core, payload),
+            },
+            item => item.run_counted(core),
+        }
+    }
+
+    /// A plain task panicked: counted and logged.
+    #[cold]
+    #[inline(never)]
+    fn task_panicked(core: &Core, payload: Box<dyn std::any::Any + Send>) -> bool {
+        log_panic(&core.name, &message_and_drop(payload));
+        let panics = PanicCounter::of(core);
+        panics.count_silently();
+        panics.finish()
+    }
+
+    /// [`run`](Self::run) for items that report through a [`PanicCounter`].
+    fn run_counted(self, core: &Core) -> bool {
         let panics = PanicCounter::of(core);
         let escaped = match self {
             Item::Task(task) => catch_unwind(AssertUnwindSafe(task)).err(),
