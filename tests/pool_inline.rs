@@ -110,8 +110,7 @@ fn a_stopped_pool_hands_back_small_and_large_closures_intact() {
     let probe = Probe(drops.clone());
     let small = pool
         .call_in_thread(move || drop(probe))
-        .err()
-        .expect("a stopped pool refuses work");
+        .expect_err("a stopped pool refuses work");
     assert_eq!(drops.load(Ordering::SeqCst), 0);
     (small.0)();
     assert_eq!(drops.load(Ordering::SeqCst), 1);
@@ -121,8 +120,7 @@ fn a_stopped_pool_hands_back_small_and_large_closures_intact() {
             let _p = probe;
             assert_eq!(big[0], 3);
         })
-        .err()
-        .expect("a stopped pool refuses work");
+        .expect_err("a stopped pool refuses work");
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     (large.0)();
     assert_eq!(drops.load(Ordering::SeqCst), 2);

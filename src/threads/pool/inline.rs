@@ -195,7 +195,7 @@ mod tests {
         f();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         let a = Aligned(1);
-        assert!(InlineTask::new(move || drop(a)).is_err());
+        assert!(InlineTask::new(move || assert_eq!(a.0, 1)).is_err());
         assert!(fits::<fn()>() && fits::<[usize; INLINE_WORDS]>());
     }
 
