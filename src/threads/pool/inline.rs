@@ -194,8 +194,13 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 0, "handed back intact");
         f();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // Takes the whole value (a closure naming only `a.0` would capture
+        // just the byte).
+        fn check(a: Aligned) {
+            assert_eq!(a.0, 1);
+        }
         let a = Aligned(1);
-        assert!(InlineTask::new(move || assert_eq!(a.0, 1)).is_err());
+        assert!(InlineTask::new(move || check(a)).is_err());
         assert!(fits::<fn()>() && fits::<[usize; INLINE_WORDS]>());
     }
 
