@@ -87,6 +87,7 @@
 
 mod cancel;
 mod config;
+mod inline;
 mod jobs;
 mod queue;
 mod shared;
@@ -112,6 +113,7 @@ pub(crate) use shared::{PanicCounter, SharedTask};
 
 use self::cancel::withdraw;
 use self::config::check_size;
+use self::inline::InlineTask;
 use self::queue::{Call, Item, Meta, Queued, message_and_drop};
 use self::state::{Role, Wake};
 use self::thread::Core;
@@ -290,9 +292,9 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit(Box::new(f), |f| Item::Task(f), location)
+        self.submit_closure(f, location)
             .map(drop)
-            .map_err(|f| AlreadyQuit(*f))
+            .map_err(AlreadyQuit)
     }
 
     /// Like [`call_in_thread`](Self::call_in_thread), and returns a handle
@@ -320,12 +322,12 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit(Box::new(f), |f| Item::Task(f), Location::caller())
+        self.submit_closure(f, Location::caller())
             .map(|key| CancelHandle {
                 core: self.core.clone(),
                 key,
             })
-            .map_err(|f| AlreadyQuit(*f))
+            .map_err(AlreadyQuit)
     }
 
     /// Runs `f` on a pool thread, then `on_result` with its outcome on the
@@ -408,6 +410,28 @@ impl ThreadPool {
         withdraw(&self.core, key)
     }
 
+    /// Queues a closure: in the queue slot itself when it is small
+    /// ([`inline`]), else boxed (the box made before the lock is taken).
+    /// Hands `f` back as [`submit`](Self::submit) does.
+    #[inline]
+    fn submit_closure<F>(&self, f: F, location: &'static Location<'static>) -> Result<TaskKey, F>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if inline::fits::<F>() {
+            // Under the lock: a move into the slot, no allocation (the
+            // `Err` arm is dead, `fits` having been checked).
+            let erase = |f: F| match InlineTask::new(f) {
+                Ok(task) => Item::Inline(task),
+                Err(f) => Item::Task(Box::new(f)),
+            };
+            self.submit(f, erase, location)
+        } else {
+            self.submit(Box::new(f), |f| Item::Task(f), location)
+                .map_err(|f| *f)
+        }
+    }
+
     /// Queues an item and wakes or starts a thread for it; hands the work
     /// back when the pool is stopped, or started with no thread and none
     /// can start. `erase` runs under the lock and must not allocate. The
@@ -422,21 +446,23 @@ impl ThreadPool {
         let core = &self.core;
         let enqueued = core.job_stamp();
         let mut st = core.state.lock();
-        if st.needs_first_thread() {
-            match self.first_thread(st) {
-                Some(guard) => st = guard,
-                None => return Err(work),
+        if !st.accepts_at_once() {
+            if st.needs_first_thread() {
+                match self.first_thread(st) {
+                    Some(guard) => st = guard,
+                    None => return Err(work),
+                }
             }
-        }
-        if st.stopped || st.needs_first_thread() {
-            return Err(work);
+            if st.stopped || st.needs_first_thread() {
+                return Err(work);
+            }
         }
         let (key, wake) = st.submit(Queued {
             item: erase(work),
             meta: Meta { location, enqueued },
         });
         drop(st);
-        if wake != Wake::Nothing {
+        if !matches!(wake, Wake::Nothing) {
             Core::wake(core, wake);
         }
         Ok(key)

@@ -2,8 +2,9 @@
 //!
 //! Items sit in submission order in a ring of slots; the slot at index `i`
 //! holds sequence number `head + i`, so a [`TaskKey`] finds its slot in O(1).
-//! A slot is the item (24 bytes) and its [`Meta`] (submission location and
-//! enqueue time, 16 bytes) side by side: one ring, one cache line touched per
+//! A slot is the item (40 bytes: a small closure is kept in it, see
+//! `inline.rs`) and its [`Meta`] (submission location and enqueue time, 16
+//! bytes) side by side: one ring, one cache line touched per
 //! push, no second allocation. Withdrawing leaves a tombstone (`None`) that
 //! `pop` skips; tombstones at the front go at once, and all of them once
 //! nothing is live. Tombstones behind a live head stay until the head
@@ -17,6 +18,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 
+use super::inline::InlineTask;
 use super::thread::Core;
 use super::{PanicCounter, SharedTask};
 use crate::error::panic_message;
@@ -33,6 +35,8 @@ pub(crate) struct TaskKey(pub(super) u64);
 pub(super) enum Item {
     /// A boxed closure (`call_in_thread`, `Worker::do_work`).
     Task(Task),
+    /// A small closure kept in the slot (`call_in_thread` and its kin).
+    Inline(InlineTask),
     /// A closure with its result callback (`call_in_thread_with_callback`).
     Call(Box<dyn Call>),
     /// The caller's shared record (`submit_shared_at`).
@@ -70,9 +74,38 @@ impl Item {
     /// not count it again when it is done with it.
     #[inline]
     pub(super) fn run(self, core: &Core) -> bool {
+        match self {
+            // The common case needs no counter until it panics (a plain
+            // task's outcome is its panic alone, so counting it after the
+            // catch is still before anyone can learn of it).
+            Item::Task(task) => match catch_unwind(AssertUnwindSafe(task)) {
+                Ok(()) => false,
+                Err(payload) => Item::task_panicked(core, payload),
+            },
+            Item::Inline(task) => match catch_unwind(AssertUnwindSafe(|| task.run())) {
+                Ok(()) => false,
+                Err(payload) => Item::task_panicked(core, payload),
+            },
+            item => item.run_counted(core),
+        }
+    }
+
+    /// A plain task panicked: counted and logged.
+    #[cold]
+    #[inline(never)]
+    fn task_panicked(core: &Core, payload: Box<dyn std::any::Any + Send>) -> bool {
+        log_panic(&core.name, &message_and_drop(payload));
+        let panics = PanicCounter::of(core);
+        panics.count_silently();
+        panics.finish()
+    }
+
+    /// [`run`](Self::run) for items that report through a [`PanicCounter`].
+    fn run_counted(self, core: &Core) -> bool {
         let panics = PanicCounter::of(core);
         let escaped = match self {
             Item::Task(task) => catch_unwind(AssertUnwindSafe(task)).err(),
+            Item::Inline(task) => catch_unwind(AssertUnwindSafe(|| task.run())).err(),
             Item::Call(call) => match catch_unwind(AssertUnwindSafe(|| call.call(&panics))) {
                 Ok(None) => None,
                 Ok(Some(message)) => {
@@ -96,6 +129,7 @@ impl Item {
     pub(super) fn discard(self) {
         let result = catch_unwind(AssertUnwindSafe(move || match self {
             Item::Task(task) => drop(task),
+            Item::Inline(task) => drop(task),
             Item::Call(call) => drop(call),
             Item::Shared(shared) => shared.discard(),
         }));
@@ -296,6 +330,13 @@ mod tests {
         let popped = std::iter::from_fn(|| q.pop()).count();
         assert_eq!((popped, q.len(), q.slots()), (3, 0, 0));
         assert!(q.withdraw(keys[9]).is_none());
+    }
+
+    #[test]
+    fn a_slot_keeps_a_small_closure_and_its_meta_in_56_bytes() {
+        // The ring is written by the submitter and read by the threads: its
+        // slot size is memory traffic per job.
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 
     #[test]

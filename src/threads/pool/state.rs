@@ -462,6 +462,13 @@ impl State {
         }
     }
 
+    /// Whether a submission is accepted with no further check: not stopped,
+    /// and a thread exists or the pool is not started (the hot path).
+    #[inline]
+    pub(super) fn accepts_at_once(&self) -> bool {
+        !self.stopped && (self.threads() > 0 || !self.started)
+    }
+
     /// Whether a submission must first start a thread (started, none left).
     #[inline]
     pub(super) fn needs_first_thread(&self) -> bool {

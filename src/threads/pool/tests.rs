@@ -606,3 +606,32 @@ fn a_spinner_that_dies_mid_spin_leaves_no_stale_spinner_to_skip_the_next_notify(
     // The one parked sleeper must be notified, not left to a dead spinner.
     assert_eq!(st.submit(item()).1, Wake::Worker);
 }
+
+#[test]
+fn the_submit_fast_path_accepts_exactly_when_no_slow_check_would_refuse_or_start() {
+    // `accepts_at_once` lets a submission skip the first-thread and stop
+    // checks: it must hold exactly when neither applies.
+    let agrees = |st: &State| {
+        assert_eq!(
+            st.accepts_at_once(),
+            !st.stopped && !st.needs_first_thread(),
+            "fast path disagrees with the checks it skips: {:?}",
+            counts(st)
+        );
+    };
+    let mut st = state(0, 4, 2);
+    agrees(&st); // not started: work is backlogged
+    let tickets = st.start();
+    assert!(tickets.is_empty());
+    agrees(&st); // started with no thread: the slow path starts one
+    assert!(!st.accepts_at_once());
+    let ticket = st.reserve(Role::Worker);
+    agrees(&st);
+    assert!(st.accepts_at_once());
+    let _ = st.start_failed(ticket.role);
+    agrees(&st);
+    let _ = st.reserve(Role::Worker);
+    let _ = st.stop();
+    agrees(&st); // stopped: refused
+    assert!(!st.accepts_at_once());
+}
