@@ -30,6 +30,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+mod inline_fn;
 mod loom;
 
 mod loop_marker;

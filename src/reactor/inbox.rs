@@ -40,7 +40,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::inline_call::{self, InlineCall};
+use crate::inline_fn::{self, InlineFn};
 use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
@@ -61,7 +61,7 @@ pub(crate) trait Deliver: Send + Sync {
 /// What a job carries: a closure (in place when small), or an `Arc`'d
 /// message.
 pub(crate) enum Message {
-    Call(InlineCall),
+    Call(InlineFn),
     Deliver(std::sync::Arc<dyn Deliver>),
 }
 
@@ -171,7 +171,7 @@ impl<W: Wake> Inbox<W> {
     }
 
     /// Queues `f`; gives it back if the inbox is closed. A closure of up to
-    /// [`inline_call::INLINE_BYTES`] is stored in the queue slot itself (no
+    /// [`inline_fn::INLINE_BYTES`] is stored in the queue slot itself (no
     /// allocation); a larger one is boxed, outside the lock.
     #[inline]
     pub(crate) fn push<F: FnOnce() + Send + 'static>(
@@ -192,7 +192,7 @@ impl<W: Wake> Inbox<W> {
         location: &'static Location<'static>,
         capacity: usize,
     ) -> Result<(), Refused<F>> {
-        if inline_call::fits::<F>() {
+        if inline_fn::fits::<F>() {
             self.push_call(f, location, capacity)
         } else {
             self.push_call(Box::new(f), location, capacity)
@@ -216,7 +216,7 @@ impl<W: Wake> Inbox<W> {
             match queue.slot(&self.locked.stamp) {
                 Some((q, first)) => {
                     q.push_back(Job {
-                        message: Message::Call(InlineCall::new(g)),
+                        message: Message::Call(InlineFn::new(g)),
                         location,
                     });
                     first

@@ -63,7 +63,6 @@ mod core;
 mod forward;
 mod handle;
 mod inbox;
-mod inline_call;
 mod io_pace;
 mod io_registry;
 mod local;

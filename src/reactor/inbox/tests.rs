@@ -123,7 +123,7 @@ fn a_late_date_never_lands_on_a_later_batch() {
         let mut queue = inbox.locked.queue.lock();
         let (q, first) = queue.slot(&inbox.locked.stamp).expect("open");
         q.push_back(Job {
-            message: Message::Call(InlineCall::new(|| ())),
+            message: Message::Call(InlineFn::new(|| ())),
             location: Location::caller(),
         });
         first

@@ -87,7 +87,6 @@
 
 mod cancel;
 mod config;
-mod inline;
 mod jobs;
 mod queue;
 mod shared;
@@ -113,12 +112,12 @@ pub(crate) use shared::{PanicCounter, SharedTask};
 
 use self::cancel::withdraw;
 use self::config::check_size;
-use self::inline::InlineTask;
 use self::queue::{Call, Item, Meta, Queued, message_and_drop};
 use self::state::{Role, Wake};
 use self::thread::Core;
 use super::{SharedJob, Task, Worker};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError};
+use crate::inline_fn::{self, InlineFn};
 use crate::loom::{Arc, MutexGuard};
 
 /// `call_in_thread_with_callback`'s item.
@@ -411,17 +410,17 @@ impl ThreadPool {
     }
 
     /// Queues a closure: in the queue slot itself when it is small
-    /// ([`inline`]), else boxed (the box made before the lock is taken).
+    /// ([`inline_fn`](crate::inline_fn)), else boxed (the box made before the lock is taken).
     /// Hands `f` back as [`submit`](Self::submit) does.
     #[inline]
     fn submit_closure<F>(&self, f: F, location: &'static Location<'static>) -> Result<TaskKey, F>
     where
         F: FnOnce() + Send + 'static,
     {
-        if inline::fits::<F>() {
+        if inline_fn::fits::<F>() {
             // Under the lock: a move into the slot, no allocation (the
             // `Err` arm is dead, `fits` having been checked).
-            let erase = |f: F| match InlineTask::new(f) {
+            let erase = |f: F| match InlineFn::try_new(f) {
                 Ok(task) => Item::Inline(task),
                 Err(f) => Item::Task(Box::new(f)),
             };

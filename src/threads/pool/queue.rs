@@ -3,7 +3,7 @@
 //! Items sit in submission order in a ring of slots; the slot at index `i`
 //! holds sequence number `head + i`, so a [`TaskKey`] finds its slot in O(1).
 //! A slot is the item (40 bytes: a small closure is kept in it, see
-//! `inline.rs`) and its [`Meta`] (submission location and enqueue time, 16
+//! `crate::inline_fn`) and its [`Meta`] (submission location and enqueue time, 16
 //! bytes) side by side: one ring, one cache line touched per
 //! push, no second allocation. Withdrawing leaves a tombstone (`None`) that
 //! `pop` skips; tombstones at the front go at once, and all of them once
@@ -18,10 +18,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 
-use super::inline::InlineTask;
 use super::thread::Core;
 use super::{PanicCounter, SharedTask};
 use crate::error::panic_message;
+use crate::inline_fn::InlineFn;
 use crate::threads::Task;
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ pub(super) enum Item {
     /// A boxed closure (`call_in_thread`, `Worker::do_work`).
     Task(Task),
     /// A small closure kept in the slot (`call_in_thread` and its kin).
-    Inline(InlineTask),
+    Inline(InlineFn),
     /// A closure with its result callback (`call_in_thread_with_callback`).
     Call(Box<dyn Call>),
     /// The caller's shared record (`submit_shared_at`).
@@ -82,7 +82,7 @@ impl Item {
                 Ok(()) => false,
                 Err(payload) => Item::task_panicked(core, payload),
             },
-            Item::Inline(task) => match catch_unwind(AssertUnwindSafe(|| task.run())) {
+            Item::Inline(task) => match catch_unwind(AssertUnwindSafe(|| task.call())) {
                 Ok(()) => false,
                 Err(payload) => Item::task_panicked(core, payload),
             },
@@ -105,7 +105,7 @@ impl Item {
         let panics = PanicCounter::of(core);
         let escaped = match self {
             Item::Task(task) => catch_unwind(AssertUnwindSafe(task)).err(),
-            Item::Inline(task) => catch_unwind(AssertUnwindSafe(|| task.run())).err(),
+            Item::Inline(task) => catch_unwind(AssertUnwindSafe(|| task.call())).err(),
             Item::Call(call) => match catch_unwind(AssertUnwindSafe(|| call.call(&panics))) {
                 Ok(None) => None,
                 Ok(Some(message)) => {

@@ -1,13 +1,17 @@
 //! A `FnOnce() + Send` stored in place: small closures need no allocation.
 //!
-//! `call_from_thread` used to box every closure, and the box is allocated on
-//! the producer's thread and freed on the loop's: with glibc that cross-thread
-//! malloc/free pair was about two thirds of the instructions per call
-//! (callgrind, 100k captured calls). An [`InlineCall`] keeps a closure of up
-//! to [`INLINE_BYTES`] bytes (an index and an `Arc`, a `Sender`, a boxed
-//! value...) inside the queue slot, next to a pointer to a static table of
-//! two functions monomorphised for its type; a larger or over-aligned closure
-//! is boxed first and the box (one pointer) is stored in place instead.
+//! Both cross-thread queues use it: the loop's inbox (`call_from_thread`)
+//! and the pool's queue (`call_in_thread`). Each used to box every closure,
+//! the box allocated on the sending thread and freed on the receiving one:
+//! with glibc that cross-thread malloc/free pair was about two thirds of the
+//! instructions per `call_from_thread` and about 230 of the ~485 per pool
+//! job (callgrind, 100k calls capturing an index and an `Arc`). An
+//! [`InlineFn`] keeps a closure of up to [`INLINE_BYTES`] bytes (an index
+//! and an `Arc`, a `Sender`, a boxed value...) inside the queue slot, next
+//! to a pointer to a static table of two functions monomorphised for its
+//! type. [`InlineFn::new`] boxes a larger or over-aligned closure first and
+//! stores the box (one pointer) in place; [`InlineFn::try_new`] hands it
+//! back instead.
 //!
 //! This is the crate's only `unsafe` module. Invariants, relied on by every
 //! `// SAFETY:` comment below:
@@ -19,10 +23,10 @@
 //!   `call` wraps `self` in `ManuallyDrop` first, so a panic in the closure
 //!   unwinds through the closure's own captures only.
 //! - Only `G: FnOnce() + Send + 'static` is ever stored, so the erased value
-//!   may move to the loop thread and outlive any borrow. `InlineCall` gives
+//!   may move to another thread and outlive any borrow. `InlineFn` gives
 //!   no access to the value through `&self`, so sharing a reference between
 //!   threads is harmless even when `G` is not `Sync`.
-//! - Moving an `InlineCall` moves `storage` bitwise, which is a valid move of
+//! - Moving an `InlineFn` moves `storage` bitwise, which is a valid move of
 //!   the `G` inside it (Rust values are movable unless pinned, and nothing
 //!   here pins).
 
@@ -58,14 +62,15 @@ pub(crate) const fn fits<G>() -> bool {
 }
 
 /// A type-erased `FnOnce() + Send + 'static`, in place when small.
-pub(crate) struct InlineCall {
+pub(crate) struct InlineFn {
     storage: Storage,
     vtable: &'static VTable,
 }
 
-impl InlineCall {
+impl InlineFn {
     /// Erases `g`: in place if it [`fits`], otherwise boxed (one allocation).
-    pub(crate) fn new<G: FnOnce() + Send + 'static>(g: G) -> InlineCall {
+    #[inline]
+    pub(crate) fn new<G: FnOnce() + Send + 'static>(g: G) -> InlineFn {
         if fits::<G>() {
             // SAFETY: `fits::<G>()` was just checked.
             unsafe { Self::new_in_place(g) }
@@ -77,23 +82,36 @@ impl InlineCall {
         }
     }
 
+    /// Erases `g` in place if it [`fits`]; otherwise hands it back unboxed
+    /// (for a caller that boxes it its own way).
+    #[inline]
+    pub(crate) fn try_new<G: FnOnce() + Send + 'static>(g: G) -> Result<InlineFn, G> {
+        if fits::<G>() {
+            // SAFETY: `fits::<G>()` was just checked.
+            Ok(unsafe { Self::new_in_place(g) })
+        } else {
+            Err(g)
+        }
+    }
+
     /// # Safety
     ///
     /// `fits::<G>()` must be true.
-    unsafe fn new_in_place<G: FnOnce() + Send + 'static>(g: G) -> InlineCall {
+    unsafe fn new_in_place<G: FnOnce() + Send + 'static>(g: G) -> InlineFn {
         debug_assert!(fits::<G>());
         let mut storage = Storage::uninit();
         // SAFETY: the storage is ours, uninitialised, and large and aligned
         // enough for `G` (the caller's contract); writing does not drop the
         // old (uninitialised) contents.
         unsafe { storage.as_mut_ptr().cast::<G>().write(g) };
-        InlineCall {
+        InlineFn {
             storage,
             vtable: VTableFor::<G>::VTABLE,
         }
     }
 
     /// Runs the closure (consuming it).
+    #[inline]
     pub(crate) fn call(self) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `storage` holds the live `G` that `vtable` was made for
@@ -103,7 +121,7 @@ impl InlineCall {
     }
 }
 
-impl Drop for InlineCall {
+impl Drop for InlineFn {
     fn drop(&mut self) {
         // SAFETY: the value was never called (`call` forgets `self`), so
         // `storage` still holds the live `G` that `vtable` was made for.
@@ -163,7 +181,7 @@ mod tests {
         let probe = Probe(drops.clone());
         let pad = [7u8; N];
         let r = ran.clone();
-        let call = InlineCall::new(move || {
+        let call = InlineFn::new(move || {
             let _p = &probe;
             assert_eq!(pad, [7u8; N]);
             r.fetch_add(1, Ordering::SeqCst);
@@ -192,11 +210,11 @@ mod tests {
             let probe = Probe(drops.clone());
             let pad = [0u8; 64];
             let call = if big {
-                InlineCall::new(move || {
+                InlineFn::new(move || {
                     let _keep = (&probe, pad);
                 })
             } else {
-                InlineCall::new(move || {
+                InlineFn::new(move || {
                     let _keep = &probe;
                 })
             };
@@ -212,12 +230,12 @@ mod tests {
             let probe = Probe(drops.clone());
             let pad = [0u8; 64];
             let call = if big {
-                InlineCall::new(move || {
+                InlineFn::new(move || {
                     let _keep = (&probe, pad);
                     panic!("boom");
                 })
             } else {
-                InlineCall::new(move || {
+                InlineFn::new(move || {
                     let _keep = &probe;
                     panic!("boom");
                 })
@@ -233,7 +251,37 @@ mod tests {
         let out = Arc::new(std::sync::Mutex::new(String::new()));
         let o = out.clone();
         let s = String::from("hello");
-        InlineCall::new(move || o.lock().unwrap().push_str(&s)).call();
+        InlineFn::new(move || o.lock().unwrap().push_str(&s)).call();
         assert_eq!(*out.lock().unwrap(), "hello");
+    }
+
+    #[test]
+    fn try_new_hands_back_closures_too_big_or_over_aligned_unrun() {
+        #[repr(align(32))]
+        struct Aligned(u8);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let probe = Probe(drops.clone());
+        let big = [0u8; INLINE_BYTES + 1];
+        let back = InlineFn::try_new(move || {
+            let _ = (&probe, big);
+        });
+        let f = back.err().expect("too big to keep in place");
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "handed back intact");
+        f();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // Takes the whole value (a closure naming only `a.0` would capture
+        // just the byte).
+        fn check(a: Aligned) {
+            assert_eq!(a.0, 1);
+        }
+        let a = Aligned(1);
+        assert!(InlineFn::try_new(move || check(a)).is_err());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let small = InlineFn::try_new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        small.unwrap_or_else(|_| panic!("an Arc fits")).call();
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
     }
 }
