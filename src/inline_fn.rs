@@ -203,8 +203,8 @@ mod tests {
         check_call_runs_and_drops_once::<64>(); // boxed
     }
 
-    #[test]
-    fn uncalled_calls_drop_captures_once() {
+    /// A call dropped uncalled, or one that panics, drops its captures once.
+    fn check_captures_drop_once(panics: bool) {
         for big in [false, true] {
             let drops = Arc::new(AtomicUsize::new(0));
             let probe = Probe(drops.clone());
@@ -212,38 +212,32 @@ mod tests {
             let call = if big {
                 InlineFn::new(move || {
                     let _keep = (&probe, pad);
+                    assert!(!panics, "boom");
                 })
             } else {
                 InlineFn::new(move || {
                     let _keep = &probe;
+                    assert!(!panics, "boom");
                 })
             };
-            drop(call);
-            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            if panics {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.call()));
+                assert!(result.is_err());
+            } else {
+                drop(call);
+            }
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "big: {big}");
         }
     }
 
     #[test]
+    fn uncalled_calls_drop_captures_once() {
+        check_captures_drop_once(false);
+    }
+
+    #[test]
     fn a_panicking_call_drops_captures_once() {
-        for big in [false, true] {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let probe = Probe(drops.clone());
-            let pad = [0u8; 64];
-            let call = if big {
-                InlineFn::new(move || {
-                    let _keep = (&probe, pad);
-                    panic!("boom");
-                })
-            } else {
-                InlineFn::new(move || {
-                    let _keep = &probe;
-                    panic!("boom");
-                })
-            };
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.call()));
-            assert!(result.is_err());
-            assert_eq!(drops.load(Ordering::SeqCst), 1);
-        }
+        check_captures_drop_once(true);
     }
 
     #[test]
