@@ -64,6 +64,12 @@ impl<T> Mutex<T> {
     pub(crate) fn into_inner(self) -> T {
         self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The value, through a unique borrow: no locking (nobody else can
+    /// hold the mutex).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A condition variable paired with [`Mutex`].

@@ -30,7 +30,8 @@
 //!
 //! Whether the loop may see the outcome is not part of the stage: a `Done`
 //! posted by a worker stays invisible until the loop delivers the record.
-//! That, and the rest of the loop's bookkeeping, is in `flags`, a word only
+//! That, and the rest of the loop's bookkeeping, is in `flags` (and the
+//! backlog key in `task`), a word only
 //! the loop thread touches (an atomic only because the record must be
 //! `Sync`; it orders nothing, so plain relaxed loads and stores):
 //! - `READY`: the outcome is visible (delivered, or settled on the loop);
@@ -39,10 +40,11 @@
 //!
 //! So the delivery takes no lock unless a waker is parked: it sets `READY`,
 //! leaves the count and wakes the awaiter. Per job the common path locks
-//! the record four times (was five or six): the loop's note of the backlog
-//! slot (which can meet a worker already starting the job), the worker's
-//! start and post, and the consumer's take. Each lock moves data in or
-//! out of the record, which safe Rust cannot do with an atomic alone.
+//! the record three times (was five or six): the worker's start and post,
+//! and the consumer's take. Each moves data in or out of the record, which
+//! safe Rust cannot do with an atomic alone. The loop's note of the backlog
+//! slot (`task`) is a loop-only word like `flags`, so it never meets a
+//! worker starting the job on the lock.
 //!
 //! The record carries only `Send` data: the awaiter's `Waker` is parked in
 //! it, and callbacks run in a local task that awaits it (`OnResult`), so the
@@ -79,7 +81,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use super::recycle;
@@ -133,8 +135,6 @@ struct State<T, E, F, C> {
     stage: Stage<T, E, F>,
     /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
     waker: Option<Waker>,
-    /// Where it waits in the reactor pool's backlog, to withdraw it.
-    task: Option<TaskKey>,
     /// The submitter's extra canceller (loop-side only): run by a cancel,
     /// dropped by any other resolution.
     on_cancel: Option<C>,
@@ -152,6 +152,11 @@ pub(super) struct Job<T, E, F, C> {
     /// Loop-only bookkeeping (`READY`, `COUNTED`, `PARKED`); see the module
     /// docs.
     flags: AtomicU8,
+    /// Where it waits in the reactor pool's backlog, to withdraw it
+    /// ([`TaskKey::to_word`], 0 for none). Loop-only, like `flags`: set
+    /// after submission without the record's lock, which a worker may be
+    /// taking at that very moment to start the job.
+    task: AtomicU64,
     /// The loop's count of jobs in flight (loop-only, like `flags`).
     in_flight: Arc<InFlight>,
     remote: Remote,
@@ -197,43 +202,50 @@ where
         in_flight: &Arc<InFlight>,
         location: &'static Location<'static>,
     ) -> Arc<Self> {
-        let state = Mutex::new(State {
-            stage: Stage::Queued(f),
-            waker: None,
-            task: None,
-            on_cancel,
-        });
         // A spent record of this type, if the loop kept one (`recycle.rs`):
         // no allocation, and its reactor's references are kept when the
-        // reactor is the same (the in-flight count is per reactor).
-        if let Some(mut job) = recycle::take::<Self>() {
-            if let Some(record) = Arc::get_mut(&mut job) {
-                record.state = state;
-                record.flags = AtomicU8::new(COUNTED);
-                if !Arc::ptr_eq(&record.in_flight, in_flight) {
-                    record.in_flight = in_flight.clone();
-                    record.remote = remote.clone();
-                }
-                record.error = error;
-                record.location = location;
-                record.span = span::current();
-                return job;
-            }
-            return Job::fresh(state, error, remote, in_flight, location);
+        // reactor is the same (the in-flight count is per reactor). Its
+        // state was emptied when it was given back (`waker` is `None`), so
+        // it is refilled in place, without the lock (the record is unique).
+        let mut job = match recycle::take::<Self>() {
+            Some(job) => job,
+            None => return Job::fresh(f, error, on_cancel, remote, in_flight, location),
+        };
+        let Some(record) = Arc::get_mut(&mut job) else {
+            return Job::fresh(f, error, on_cancel, remote, in_flight, location);
+        };
+        let st = record.state.get_mut();
+        st.stage = Stage::Queued(f);
+        st.on_cancel = on_cancel;
+        record.flags = AtomicU8::new(COUNTED);
+        record.task = AtomicU64::new(0);
+        if !Arc::ptr_eq(&record.in_flight, in_flight) {
+            record.in_flight = in_flight.clone();
+            record.remote = remote.clone();
         }
-        Job::fresh(state, error, remote, in_flight, location)
+        record.error = error;
+        record.location = location;
+        record.span = span::current();
+        job
     }
 
+    #[cold]
     fn fresh(
-        state: Mutex<State<T, E, F, C>>,
+        f: F,
         error: fn(ThreadError) -> E,
+        on_cancel: Option<C>,
         remote: &Remote,
         in_flight: &Arc<InFlight>,
         location: &'static Location<'static>,
     ) -> Arc<Self> {
         Arc::new(Job {
-            state,
+            state: Mutex::new(State {
+                stage: Stage::Queued(f),
+                waker: None,
+                on_cancel,
+            }),
             flags: AtomicU8::new(COUNTED),
+            task: AtomicU64::new(0),
             in_flight: in_flight.clone(),
             remote: remote.clone(),
             error,
@@ -245,7 +257,7 @@ where
     /// On the loop, after submission: where the job waits in the reactor
     /// pool's backlog.
     pub(super) fn set_task(&self, task: TaskKey) {
-        self.state.lock().task = Some(task);
+        self.task.store(task.to_word(), Ordering::Relaxed);
     }
 
     /// On a worker thread: takes the closure out (`Queued → Running`), or
@@ -327,11 +339,14 @@ where
             return Err(outcome);
         }
         self.set_flags(READY);
-        let (old, waker, task, on_cancel) = {
+        let (old, waker, on_cancel) = {
             let mut st = self.state.lock();
             let old = std::mem::replace(&mut st.stage, Stage::Done(outcome));
-            (old, st.waker.take(), st.task.take(), st.on_cancel.take())
+            (old, st.waker.take(), st.on_cancel.take())
         };
+        // Loop-only: a plain load and store, no read-modify-write.
+        let task = TaskKey::from_word(self.task.load(Ordering::Relaxed));
+        self.task.store(0, Ordering::Relaxed);
         drop(on_cancel); // resolved: the canceller will never run
         let counted = flags & COUNTED != 0;
         // Only unstarted work is withdrawn from the backlog.
@@ -488,14 +503,11 @@ where
         let Some(record) = Arc::get_mut(&mut self) else {
             return; // a worker, the inbox or a chain still holds it
         };
-        let spent = std::mem::replace(
-            &mut record.state,
-            Mutex::new(State {
-                stage: Stage::Consumed,
-                waker: None,
-                task: None,
-                on_cancel: None,
-            }),
+        let st = record.state.get_mut();
+        let spent = (
+            std::mem::replace(&mut st.stage, Stage::Consumed),
+            st.waker.take(),
+            st.on_cancel.take(),
         );
         let span = record.span.take();
         drop((spent, span)); // may run user code: before the list is borrowed

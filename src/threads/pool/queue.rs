@@ -31,6 +31,19 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct TaskKey(pub(super) u64);
 
+impl TaskKey {
+    /// The key as a word that is never 0, for a holder that keeps it in an
+    /// atomic with 0 meaning "no key" (the bridge's job record).
+    pub(crate) fn to_word(self) -> u64 {
+        self.0 + 1
+    }
+
+    /// The key [`to_word`](TaskKey::to_word) made, or `None` for 0.
+    pub(crate) fn from_word(word: u64) -> Option<TaskKey> {
+        word.checked_sub(1).map(TaskKey)
+    }
+}
+
 /// A queue item: the submitter's single allocation.
 pub(super) enum Item {
     /// A boxed closure (`call_in_thread`, `Worker::do_work`).
