@@ -14,8 +14,9 @@
 //!   worker, queue, inbox or chain can reach it), and after everything the
 //!   user gave it (closure, outcome, waker, span) was dropped, outside any
 //!   borrow of the list (those drops may run user code that recycles too);
-//! - records are typed (`Job<T, F>`): the list is kept per `TypeId`, and a
-//!   record comes back out only as its own type;
+//! - records are typed (`Job<T, E, F, C>`): the list is kept per `TypeId`
+//!   as a `Vec` of that very type, so a record comes back out only as its
+//!   own type;
 //! - the list holds at most [`MAX_BYTES`] of records per thread; beyond
 //!   that a spent record is freed as before. A record whose last reference
 //!   goes on a worker thread is freed there, as before.
@@ -30,9 +31,12 @@ use std::sync::Arc;
 /// records of a small job).
 const MAX_BYTES: usize = 256 * 1024;
 
+/// The spent records of one type `R`: `records` is a `Vec<Arc<R>>`, so a
+/// record goes in and out as itself (one downcast of the list per call,
+/// none per record, and no `Arc<dyn Any>` to convert).
 struct Kind {
     type_id: TypeId,
-    records: Vec<Arc<dyn Any + Send + Sync>>,
+    records: Box<dyn Any>,
 }
 
 struct Free {
@@ -49,28 +53,35 @@ thread_local! {
     };
 }
 
+impl Free {
+    /// The list of records of type `R`, if this thread has one.
+    fn list<R: Any + Send + Sync>(&mut self) -> Option<&mut Vec<Arc<R>>> {
+        let type_id = TypeId::of::<R>();
+        self.kinds
+            .iter_mut()
+            .find(|k| k.type_id == type_id)?
+            .records
+            .downcast_mut()
+    }
+}
+
 /// A spent record of type `R` to reuse, if this thread kept one. The caller
 /// owns it alone (it was unique when it entered the list).
 pub(super) fn take<R: Any + Send + Sync>() -> Option<Arc<R>> {
-    let type_id = TypeId::of::<R>();
-    let record = FREE
-        .try_with(|free| {
-            let mut free = free.try_borrow_mut().ok()?;
-            let kind = free.kinds.iter_mut().find(|k| k.type_id == type_id)?;
-            let record = kind.records.pop()?;
-            free.bytes -= std::mem::size_of::<R>();
-            Some(record)
-        })
-        .ok()
-        .flatten()?;
-    record.downcast::<R>().ok()
+    FREE.try_with(|free| {
+        let mut free = free.try_borrow_mut().ok()?;
+        let record = free.list::<R>()?.pop()?;
+        free.bytes -= std::mem::size_of::<R>();
+        Some(record)
+    })
+    .ok()
+    .flatten()
 }
 
 /// Keeps a spent record of type `R` for reuse, or drops it if the list is
 /// full. The caller has emptied it and owns it alone.
 pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
     let size = std::mem::size_of::<R>();
-    let type_id = TypeId::of::<R>();
     let kept = FREE.try_with(|free| {
         let Ok(mut free) = free.try_borrow_mut() else {
             return Some(record);
@@ -79,17 +90,13 @@ pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
             return Some(record);
         }
         free.bytes += size;
-        let index = match free.kinds.iter().position(|k| k.type_id == type_id) {
-            Some(index) => index,
-            None => {
-                free.kinds.push(Kind {
-                    type_id,
-                    records: Vec::new(),
-                });
-                free.kinds.len() - 1
-            }
-        };
-        free.kinds[index].records.push(record);
+        match free.list::<R>() {
+            Some(list) => list.push(record),
+            None => free.kinds.push(Kind {
+                type_id: TypeId::of::<R>(),
+                records: Box::new(vec![record]),
+            }),
+        }
         None
     });
     // Full, borrowed or gone: the record is freed here, outside the borrow.
