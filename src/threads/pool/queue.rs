@@ -346,6 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn a_key_survives_its_word_and_the_word_zero_names_no_key() {
+        let mut q = Queue::default();
+        let first = q.push(task());
+        let second = q.push(task());
+        for key in [first, second, TaskKey(u64::MAX - 1)] {
+            assert_ne!(key.to_word(), 0);
+            assert_eq!(TaskKey::from_word(key.to_word()), Some(key));
+        }
+        assert_eq!(TaskKey::from_word(0), None);
+    }
+
+    #[test]
     fn a_slot_keeps_a_small_closure_and_its_meta_in_56_bytes() {
         // The ring is written by the submitter and read by the threads: its
         // slot size is memory traffic per job.
