@@ -8,6 +8,34 @@
 //! Unlike Twisted, a panicking task is caught and logged (`tracing::error!`)
 //! and the loop goes on, so the tasks queued behind it are not lost. Inside a
 //! [`Team`](super::Team) this never happens: the team catches panics first.
+//!
+//! # The opt-in spin of a [`BlockingQueue`]
+//!
+//! A queue built by [`BlockingQueue::with_spin`] lets a consumer that finds
+//! it empty watch a hint for a bounded time before it waits on the condvar,
+//! so a `put` that comes within the bound costs an atomic add instead of a
+//! `FUTEX_WAKE` on the producer and a sleep and wakeup on the consumer (the
+//! same protocol as the pool's idle spin, `pool/spin.rs`):
+//!
+//! - Under the lock the consumer becomes *the* spinner (`Spinner::Watching`;
+//!   at most one per queue, so consumers on few cores never burn more than
+//!   one core between them) and reads the hint; then it spins on the hint
+//!   alone (no lock, no `sched_yield`: crossbeam #821/#997).
+//! - A `put` that finds a watching spinner claims it (`Spinner::Claimed`)
+//!   and raises the hint after unlocking, instead of notifying. The spinner
+//!   takes the lock when the hint moves or the bound passes and pops as
+//!   usual: an item whose put claimed it is in the queue by then (or another
+//!   consumer took it), so no item waits for a notify that never comes.
+//!   A second `put` finds the spinner claimed and notifies as without spin.
+//! - A consumer spins at most once per `get`, before it first waits.
+//! - Spinning adapts through the crate's one backoff rule
+//!   ([`SpinBackoff`](crate::loom::SpinBackoff), under the lock): a spin
+//!   that was not claimed pauses spinning for a number of `get`s that
+//!   doubles with each miss, up to [`MAX_SPIN_PAUSE`]; a claimed one halves
+//!   it. Where producers share the spinner's only core the spins miss and
+//!   soon become rare.
+//! - The hint is a counter: a stale raise (meant for an earlier spin) ends
+//!   a later spin early, costing one look at the lock, never a lost item.
 
 use std::collections::VecDeque;
 use std::io;
@@ -16,7 +44,12 @@ use std::time::{Duration, Instant};
 
 use super::{ExclusiveWorker, Task, Worker};
 use crate::error::{AlreadyQuit, panic_message};
-use crate::loom::{Arc, Condvar, Mutex, thread};
+use crate::loom::atomic::{AtomicUsize, Ordering};
+use crate::loom::{Arc, Condvar, Mutex, Spin, SpinBackoff, thread};
+
+/// The most `get`s without a spin after spins that were not claimed (the
+/// pool's idle spin uses the same bound).
+pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
 
 /// An item of a [`WorkQueue`]: a task, or the order to stop.
 ///
@@ -69,10 +102,54 @@ pub trait WorkQueue: Send + Sync + 'static {
 struct QueueState {
     items: VecDeque<WorkItem>,
     waiters: usize,
+    /// The one consumer spinning on the hint, if any (spinning queues only).
+    spinner: Spinner,
+    /// Whether the next empty `get` may spin, from how the last spins went.
+    backoff: SpinBackoff,
+}
+
+/// The spin state of a queue (see the module notes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spinner {
+    /// No consumer spins: a `put` notifies a waiter if there is one.
+    None,
+    /// A consumer spins on the hint: the next `put` raises it, no notify.
+    Watching,
+    /// A `put` raised the hint for the spinner, which has not yet taken the
+    /// lock back.
+    Claimed,
+}
+
+/// The counter a spinning consumer watches, alone in its cache line (the
+/// lock word beside it changes on every `put` and `get`).
+#[derive(Debug)]
+#[repr(align(64))]
+struct SpinHint(AtomicUsize);
+
+impl SpinHint {
+    /// Spins until the hint moves from `seen` or `limit` passes; whether it
+    /// moved.
+    fn spin(&self, seen: usize, limit: Duration) -> bool {
+        let mut spin = Spin::new(limit);
+        loop {
+            if self.0.load(Ordering::Acquire) != seen {
+                return true;
+            }
+            if !spin.again() {
+                return false;
+            }
+        }
+    }
 }
 
 /// The default [`WorkQueue`]: a FIFO under a mutex, with a condition variable
 /// signalled only when a consumer is waiting.
+///
+/// [`new`](BlockingQueue::new) consumers wait on the condition variable as
+/// soon as the queue is empty; [`with_spin`](BlockingQueue::with_spin)
+/// consumers first spin for a bounded, adaptive time, so a `put` soon
+/// after needs no wake (see the module notes). Either way items come out
+/// in FIFO order, each exactly once, and `get` waits until there is one.
 ///
 /// # Examples
 ///
@@ -88,6 +165,9 @@ struct QueueState {
 pub struct BlockingQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// How long an empty `get` may spin; `None`: never.
+    spin_limit: Option<Duration>,
+    hint: SpinHint,
 }
 
 impl Default for BlockingQueue {
@@ -109,8 +189,41 @@ impl BlockingQueue {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 waiters: 0,
+                spinner: Spinner::None,
+                backoff: SpinBackoff::new(),
             }),
             ready: Condvar::new(),
+            spin_limit: None,
+            hint: SpinHint(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Returns an empty queue whose consumers, finding it empty, first spin
+    /// for at most `limit` (one consumer at a time, adaptively: spins that
+    /// see no `put` become rare) before they wait. For a consumer thread
+    /// whose next item usually comes within a few microseconds of its last
+    /// one finishing; a zero `limit` never spins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::threads::{BlockingQueue, ThreadWorker, Worker};
+    ///
+    /// let queue = BlockingQueue::with_spin(Duration::from_micros(10));
+    /// let worker = ThreadWorker::with_parts(queue, |body| {
+    ///     std::thread::Builder::new().spawn(body).map(drop)
+    /// })
+    /// .unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// worker.do_work(Box::new(move || tx.send(7).unwrap())).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// worker.quit().unwrap();
+    /// ```
+    pub fn with_spin(limit: Duration) -> Self {
+        BlockingQueue {
+            spin_limit: Some(limit).filter(|l| !l.is_zero()),
+            ..BlockingQueue::new()
         }
     }
 
@@ -141,19 +254,49 @@ impl WorkQueue for BlockingQueue {
     fn put(&self, item: WorkItem) {
         let mut state = self.state.lock();
         state.items.push_back(item);
-        let wake = state.waiters > 0;
+        let (raise, notify) = if state.spinner == Spinner::Watching {
+            state.spinner = Spinner::Claimed;
+            (true, false)
+        } else {
+            (false, state.waiters > 0)
+        };
         drop(state);
-        if wake {
+        if raise {
+            self.hint.0.fetch_add(1, Ordering::Release);
+        }
+        if notify {
             self.ready.notify_one();
         }
     }
 
     fn get(&self) -> WorkItem {
         let mut state = self.state.lock();
+        let mut may_spin = self.spin_limit;
         loop {
             if let Some(item) = state.items.pop_front() {
                 return item;
             }
+            let spin = match may_spin.take() {
+                Some(limit) if state.spinner == Spinner::None && state.backoff.try_spin() => {
+                    Some(limit)
+                }
+                _ => None,
+            };
+            if let Some(limit) = spin {
+                state.spinner = Spinner::Watching;
+                let seen = self.hint.0.load(Ordering::Relaxed);
+                drop(state);
+                self.hint.spin(seen, limit);
+                state = self.state.lock();
+                if state.spinner == Spinner::Claimed {
+                    state.backoff.hit();
+                } else {
+                    state.backoff.miss(MAX_SPIN_PAUSE, false);
+                }
+                state.spinner = Spinner::None;
+                continue;
+            }
+            may_spin = None;
             state.waiters += 1;
             state = self.ready.wait(state);
             state.waiters -= 1;
@@ -348,5 +491,184 @@ impl<Q: WorkQueue> ExclusiveWorker for ThreadWorker<Q> {}
 impl<Q: WorkQueue> Drop for ThreadWorker<Q> {
     fn drop(&mut self) {
         let _ = Worker::quit(self);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Calls `get` on its own thread; the item comes back on the handle.
+    fn consumer(queue: &Arc<BlockingQueue>) -> thread::JoinHandle<WorkItem> {
+        let queue = queue.clone();
+        thread::spawn(move || queue.get())
+    }
+
+    /// Waits (yielding) until the queue's state satisfies `f`: an ordering
+    /// point, not a timing assumption.
+    fn until(queue: &BlockingQueue, f: impl Fn(&QueueState) -> bool) {
+        while !f(&queue.state.lock()) {
+            thread::yield_now();
+        }
+    }
+
+    fn is_stop(item: WorkItem) -> bool {
+        matches!(item, WorkItem::Stop)
+    }
+
+    #[test]
+    fn a_put_to_a_spinning_consumer_raises_the_hint_instead_of_notifying() {
+        // A spin far longer than the test: the consumer is still spinning
+        // when the put comes, so only the hint can end its spin early.
+        let queue = Arc::new(BlockingQueue::with_spin(Duration::from_secs(600)));
+        let got = consumer(&queue);
+        until(&queue, |s| s.spinner == Spinner::Watching);
+        queue.put(WorkItem::Stop);
+        {
+            let state = queue.state.lock();
+            // Claimed (or already taken back by the spinner), never notified:
+            // the consumer never counted itself a waiter.
+            assert_ne!(state.spinner, Spinner::Watching);
+            assert_eq!(state.waiters, 0);
+        }
+        assert!(is_stop(got.join().unwrap()));
+        assert_eq!(queue.hint.0.load(Ordering::Relaxed), 1);
+        let state = queue.state.lock();
+        assert_eq!(state.spinner, Spinner::None);
+        assert_eq!(state.backoff, SpinBackoff::new(), "a hit pauses nothing");
+    }
+
+    #[test]
+    fn a_spin_that_sees_no_put_pauses_the_next_and_the_waiter_still_wakes_on_put() {
+        let queue = Arc::new(BlockingQueue::with_spin(Duration::from_nanos(1)));
+        let got = consumer(&queue);
+        // The spin missed and the consumer waits on the condvar.
+        until(&queue, |s| s.waiters == 1);
+        let mut missed = SpinBackoff::new();
+        missed.miss(MAX_SPIN_PAUSE, false);
+        assert_eq!(queue.state.lock().backoff, missed);
+        assert_eq!(queue.state.lock().spinner, Spinner::None);
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(got.join().unwrap()));
+        assert_eq!(queue.hint.0.load(Ordering::Relaxed), 0, "woken by notify");
+
+        // The next empty get is paused: it waits at once (its pause used
+        // up, no second miss recorded), and still wakes on put.
+        let got = consumer(&queue);
+        until(&queue, |s| s.waiters == 1);
+        let mut paused = missed;
+        assert!(!paused.try_spin());
+        assert_eq!(queue.state.lock().backoff, paused);
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(got.join().unwrap()));
+
+        // The pause is over: the next get spins again, misses again, and
+        // the pause doubles.
+        let got = consumer(&queue);
+        until(&queue, |s| s.waiters == 1);
+        paused.miss(MAX_SPIN_PAUSE, false);
+        assert_eq!(queue.state.lock().backoff, paused);
+        assert_eq!(paused.pause_left(), 2);
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(got.join().unwrap()));
+    }
+
+    #[test]
+    fn a_claimed_spin_after_misses_halves_the_backoff() {
+        let queue = Arc::new(BlockingQueue::with_spin(Duration::from_secs(600)));
+        let mut expect = SpinBackoff::new();
+        for _ in 0..3 {
+            expect.miss(MAX_SPIN_PAUSE, false);
+        }
+        // Its pause used up: the next empty get spins.
+        while expect.pause_left() > 0 {
+            assert!(!expect.try_spin());
+        }
+        queue.state.lock().backoff = expect;
+        let got = consumer(&queue);
+        until(&queue, |s| s.spinner == Spinner::Watching);
+        assert!(expect.try_spin());
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(got.join().unwrap()));
+        expect.hit();
+        assert_eq!(queue.state.lock().backoff, expect);
+        // Two misses and three waits of pause behind it: 4 -> 2 after the hit.
+        let mut two = SpinBackoff::new();
+        two.miss(MAX_SPIN_PAUSE, false);
+        two.miss(MAX_SPIN_PAUSE, false);
+        while !two.try_spin() {}
+        assert_eq!(expect, two);
+    }
+
+    #[test]
+    fn one_consumer_spins_at_a_time_and_a_second_put_notifies_the_waiter() {
+        let queue = Arc::new(BlockingQueue::with_spin(Duration::from_secs(600)));
+        let first = consumer(&queue);
+        until(&queue, |s| s.spinner == Spinner::Watching);
+        let second = consumer(&queue);
+        // The second consumer does not spin beside the first: it waits.
+        until(&queue, |s| s.waiters == 1);
+        assert_eq!(queue.state.lock().spinner, Spinner::Watching);
+        queue.put(WorkItem::Stop);
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(first.join().unwrap()));
+        assert!(is_stop(second.join().unwrap()));
+        assert_eq!(queue.hint.0.load(Ordering::Relaxed), 1);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_zero_limit_and_the_default_queue_never_spin() {
+        for queue in [BlockingQueue::new(), BlockingQueue::with_spin(Duration::ZERO)] {
+            let queue = Arc::new(queue);
+            let got = consumer(&queue);
+            until(&queue, |s| s.waiters == 1);
+            assert_eq!(queue.state.lock().backoff, SpinBackoff::new());
+            queue.put(WorkItem::Stop);
+            assert!(is_stop(got.join().unwrap()));
+            assert_eq!(queue.hint.0.load(Ordering::Relaxed), 0);
+        }
+    }
+}
+
+/// loom models of the spin protocol (run with `--cfg loom`, see
+/// `threads/loom_tests.rs`): a `put` that lands before, during or after
+/// a consumer's spin is taken, and two consumers (one spinning, one
+/// waiting) both get an item from two puts.
+#[cfg(all(test, loom))]
+mod loom_spin {
+    use super::*;
+
+    fn spinning() -> Arc<BlockingQueue> {
+        Arc::new(BlockingQueue::with_spin(Duration::from_micros(1)))
+    }
+
+    #[test]
+    fn loom_spinning_queue_takes_a_put_racing_the_spin() {
+        loom::model(|| {
+            let queue = spinning();
+            let q = queue.clone();
+            let consumer = thread::spawn(move || matches!(q.get(), WorkItem::Stop));
+            queue.put(WorkItem::Stop);
+            assert!(consumer.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn loom_spinning_queue_serves_a_spinner_and_a_waiter_from_two_puts() {
+        loom::model(|| {
+            let queue = spinning();
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let q = queue.clone();
+                    thread::spawn(move || matches!(q.get(), WorkItem::Stop))
+                })
+                .collect();
+            queue.put(WorkItem::Stop);
+            queue.put(WorkItem::Stop);
+            for c in consumers {
+                assert!(c.join().unwrap());
+            }
+        });
     }
 }
