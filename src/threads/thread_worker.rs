@@ -101,7 +101,19 @@ pub trait WorkQueue: Send + Sync + 'static {
 
 struct QueueState {
     items: VecDeque<WorkItem>,
+    /// Consumers waiting on the condvar that no `put` has signalled yet.
     waiters: usize,
+    /// Signals sent to waiters and not yet taken: a consumer leaves its
+    /// wait only by taking one (or, in `get_timeout`, by giving up its
+    /// count). So `waiters + wakeups` is the number of consumers inside a
+    /// wait, and a `put` signals only a waiter no earlier `put` signalled:
+    /// while a woken consumer has not run yet, further puts cost no
+    /// `FUTEX_WAKE` (it takes their items when it runs, before it waits
+    /// again).
+    wakeups: usize,
+    /// Signals sent (tests count them).
+    #[cfg(test)]
+    signals: usize,
     /// The one consumer spinning on the hint, if any (spinning queues only).
     spinner: Spinner,
     /// Whether the next empty `get` may spin, from how the last spins went.
@@ -143,7 +155,8 @@ impl SpinHint {
 }
 
 /// The default [`WorkQueue`]: a FIFO under a mutex, with a condition variable
-/// signalled only when a consumer is waiting.
+/// signalled only when a consumer is waiting and no earlier `put` has
+/// signalled it already.
 ///
 /// [`new`](BlockingQueue::new) consumers wait on the condition variable as
 /// soon as the queue is empty; [`with_spin`](BlockingQueue::with_spin)
@@ -189,6 +202,9 @@ impl BlockingQueue {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 waiters: 0,
+                wakeups: 0,
+                #[cfg(test)]
+                signals: 0,
                 spinner: Spinner::None,
                 backoff: SpinBackoff::new(),
             }),
@@ -257,8 +273,16 @@ impl WorkQueue for BlockingQueue {
         let (raise, notify) = if state.spinner == Spinner::Watching {
             state.spinner = Spinner::Claimed;
             (true, false)
+        } else if state.waiters > 0 {
+            state.waiters -= 1;
+            state.wakeups += 1;
+            #[cfg(test)]
+            {
+                state.signals += 1;
+            }
+            (false, true)
         } else {
-            (false, state.waiters > 0)
+            (false, false)
         };
         drop(state);
         if raise {
@@ -298,8 +322,14 @@ impl WorkQueue for BlockingQueue {
             }
             may_spin = None;
             state.waiters += 1;
-            state = self.ready.wait(state);
-            state.waiters -= 1;
+            loop {
+                state = self.ready.wait(state);
+                // A wakeup without a signal: still counted, wait again.
+                if state.wakeups > 0 {
+                    state.wakeups -= 1;
+                    break;
+                }
+            }
         }
     }
 
@@ -319,7 +349,15 @@ impl WorkQueue for BlockingQueue {
             }
             state.waiters += 1;
             state = self.ready.wait_timeout(state, left).0;
-            state.waiters -= 1;
+            // Leaving the wait, signalled or not: take a signal if one is
+            // pending (then this consumer takes the item it was sent for,
+            // and a signalled consumer that finds none waits again, still
+            // counted), otherwise give up the count.
+            if state.wakeups > 0 {
+                state.wakeups -= 1;
+            } else {
+                state.waiters -= 1;
+            }
         }
     }
 }
@@ -615,6 +653,44 @@ mod tests {
         assert!(is_stop(second.join().unwrap()));
         assert_eq!(queue.hint.0.load(Ordering::Relaxed), 1);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn puts_behind_a_signalled_consumer_that_has_not_run_yet_signal_no_one() {
+        for queue in [BlockingQueue::new(), BlockingQueue::with_spin(Duration::from_nanos(1))] {
+            let queue = Arc::new(queue);
+            let got = consumer(&queue);
+            until(&queue, |s| s.waiters == 1);
+            // The first put signals the one waiter; the others find no
+            // unsignalled waiter, whether it has run yet or not.
+            queue.put(WorkItem::Stop);
+            queue.put(WorkItem::Stop);
+            queue.put(WorkItem::Stop);
+            assert!(is_stop(got.join().unwrap()));
+            let state = queue.state.lock();
+            assert_eq!(state.signals, 1);
+            assert_eq!((state.waiters, state.wakeups), (0, 0));
+            assert_eq!(state.items.len(), 2);
+        }
+    }
+
+    #[test]
+    fn two_waiters_get_two_signals_for_two_puts_and_a_timed_out_consumer_leaves_no_count() {
+        let queue = Arc::new(BlockingQueue::new());
+        let (a, b) = (consumer(&queue), consumer(&queue));
+        until(&queue, |s| s.waiters == 2);
+        queue.put(WorkItem::Stop);
+        queue.put(WorkItem::Stop);
+        assert!(is_stop(a.join().unwrap()));
+        assert!(is_stop(b.join().unwrap()));
+        {
+            let state = queue.state.lock();
+            assert_eq!(state.signals, 2);
+            assert_eq!((state.waiters, state.wakeups), (0, 0));
+        }
+        assert!(queue.get_timeout(Duration::from_millis(1)).is_none());
+        let state = queue.state.lock();
+        assert_eq!((state.waiters, state.wakeups), (0, 0));
     }
 
     #[test]
