@@ -68,9 +68,10 @@ fn a_spinning_queue_shared_by_more_consumers_than_cores_delivers_every_item_once
 fn thread_workers_on_spinning_queues_outnumbering_the_cores_run_all_work_in_order() {
     let workers: Vec<_> = (0..crowd())
         .map(|_| {
-            ThreadWorker::with_parts(BlockingQueue::with_spin(Duration::from_micros(20)), |body| {
-                thread::Builder::new().spawn(body).map(drop)
-            })
+            ThreadWorker::with_parts(
+                BlockingQueue::with_spin(Duration::from_micros(20)),
+                |body| thread::Builder::new().spawn(body).map(drop),
+            )
             .unwrap()
         })
         .collect();
