@@ -16,7 +16,6 @@
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 use weft::Deferred;
 use weft::reactor::{Phase, QueuedWork, SystemEvent};
@@ -28,29 +27,10 @@ use crate::shared::Gate;
 use crate::stats::Group;
 use crate::worker::spawn_worker;
 
-/// How long an idle connection thread watches its queue before it sleeps
-/// (`BlockingQueue::with_spin`: one spinner per queue, adaptive). A loop
-/// that submits the next job within this bound then pays an atomic add
-/// instead of a futex wake, and the thread no sleep and wakeup; spins
-/// that see no job (the loop shares this thread's core, or the pool is
-/// idle) soon become rare, so an idle pool costs no CPU.
-pub(crate) const IDLE_SPIN: Duration = Duration::from_micros(8);
-
-/// A connection thread's queue.
-pub(crate) fn queue() -> BlockingQueue {
-    BlockingQueue::with_spin(IDLE_SPIN)
-}
-
 /// A `WorkQueue` shared by all of a group's threads: any idle connection
 /// takes the oldest job (one long job does not stall the jobs behind it).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct SharedQueue(Arc<BlockingQueue>);
-
-impl Default for SharedQueue {
-    fn default() -> Self {
-        SharedQueue(Arc::new(queue()))
-    }
-}
 
 impl WorkQueue for SharedQueue {
     fn put(&self, job: WorkItem) {
@@ -120,7 +100,7 @@ impl<C: Connector> Inner<C> {
                 Group::Writer,
                 format!("weft-db-{name}-w"),
                 this.min > 0,
-                queue(),
+                BlockingQueue::new(),
                 tx.clone(),
             ) {
                 Ok(w) => {
