@@ -8,6 +8,34 @@
 //! Unlike Twisted, a panicking task is caught and logged (`tracing::error!`)
 //! and the loop goes on, so the tasks queued behind it are not lost. Inside a
 //! [`Team`](super::Team) this never happens: the team catches panics first.
+//!
+//! # The opt-in spin of a [`BlockingQueue`]
+//!
+//! A queue built by [`BlockingQueue::with_spin`] lets a consumer that finds
+//! it empty watch a hint for a bounded time before it waits on the condvar,
+//! so a `put` that comes within the bound costs an atomic add instead of a
+//! `FUTEX_WAKE` on the producer and a sleep and wakeup on the consumer (the
+//! same protocol as the pool's idle spin, `pool/spin.rs`):
+//!
+//! - Under the lock the consumer becomes *the* spinner (`Spinner::Watching`;
+//!   at most one per queue, so consumers on few cores never burn more than
+//!   one core between them) and reads the hint; then it spins on the hint
+//!   alone (no lock, no `sched_yield`: crossbeam #821/#997).
+//! - A `put` that finds a watching spinner claims it (`Spinner::Claimed`)
+//!   and raises the hint after unlocking, instead of notifying. The spinner
+//!   takes the lock when the hint moves or the bound passes and pops as
+//!   usual: an item whose put claimed it is in the queue by then (or another
+//!   consumer took it), so no item waits for a notify that never comes.
+//!   A second `put` finds the spinner claimed and notifies as without spin.
+//! - A consumer spins at most once per `get`, before it first waits.
+//! - Spinning adapts through the crate's one backoff rule
+//!   ([`SpinBackoff`](crate::loom::SpinBackoff), under the lock): a spin
+//!   that was not claimed pauses spinning for a number of `get`s that
+//!   doubles with each miss, up to [`MAX_SPIN_PAUSE`]; a claimed one halves
+//!   it. Where producers share the spinner's only core the spins miss and
+//!   soon become rare.
+//! - The hint is a counter: a stale raise (meant for an earlier spin) ends
+//!   a later spin early, costing one look at the lock, never a lost item.
 
 use std::collections::VecDeque;
 use std::io;
@@ -16,7 +44,12 @@ use std::time::{Duration, Instant};
 
 use super::{ExclusiveWorker, Task, Worker};
 use crate::error::{AlreadyQuit, panic_message};
-use crate::loom::{Arc, Condvar, Mutex, thread};
+use crate::loom::atomic::{AtomicUsize, Ordering};
+use crate::loom::{Arc, Condvar, Mutex, Spin, SpinBackoff, thread};
+
+/// The most `get`s without a spin after spins that were not claimed (the
+/// pool's idle spin uses the same bound).
+pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
 
 /// An item of a [`WorkQueue`]: a task, or the order to stop.
 ///
@@ -68,11 +101,68 @@ pub trait WorkQueue: Send + Sync + 'static {
 
 struct QueueState {
     items: VecDeque<WorkItem>,
+    /// Consumers waiting on the condvar that no `put` has signalled yet.
     waiters: usize,
+    /// Signals sent to waiters and not yet taken: a consumer leaves its
+    /// wait only by taking one (or, in `get_timeout`, by giving up its
+    /// count). So `waiters + wakeups` is the number of consumers inside a
+    /// wait, and a `put` signals only a waiter no earlier `put` signalled:
+    /// while a woken consumer has not run yet, further puts cost no
+    /// `FUTEX_WAKE` (it takes their items when it runs, before it waits
+    /// again).
+    wakeups: usize,
+    /// Signals sent (tests count them).
+    #[cfg(test)]
+    signals: usize,
+    /// The one consumer spinning on the hint, if any (spinning queues only).
+    spinner: Spinner,
+    /// Whether the next empty `get` may spin, from how the last spins went.
+    backoff: SpinBackoff,
+}
+
+/// The spin state of a queue (see the module notes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spinner {
+    /// No consumer spins: a `put` notifies a waiter if there is one.
+    None,
+    /// A consumer spins on the hint: the next `put` raises it, no notify.
+    Watching,
+    /// A `put` raised the hint for the spinner, which has not yet taken the
+    /// lock back.
+    Claimed,
+}
+
+/// The counter a spinning consumer watches, alone in its cache line (the
+/// lock word beside it changes on every `put` and `get`).
+#[derive(Debug)]
+#[repr(align(64))]
+struct SpinHint(AtomicUsize);
+
+impl SpinHint {
+    /// Spins until the hint moves from `seen` or `limit` passes; whether it
+    /// moved.
+    fn spin(&self, seen: usize, limit: Duration) -> bool {
+        let mut spin = Spin::new(limit);
+        loop {
+            if self.0.load(Ordering::Acquire) != seen {
+                return true;
+            }
+            if !spin.again() {
+                return false;
+            }
+        }
+    }
 }
 
 /// The default [`WorkQueue`]: a FIFO under a mutex, with a condition variable
-/// signalled only when a consumer is waiting.
+/// signalled only when a consumer is waiting and no earlier `put` has
+/// signalled it already.
+///
+/// [`new`](BlockingQueue::new) consumers wait on the condition variable as
+/// soon as the queue is empty; [`with_spin`](BlockingQueue::with_spin)
+/// consumers first spin for a bounded, adaptive time, so a `put` soon
+/// after needs no wake (see the module notes). Either way items come out
+/// in FIFO order, each exactly once, and `get` waits until there is one.
 ///
 /// # Examples
 ///
@@ -88,6 +178,9 @@ struct QueueState {
 pub struct BlockingQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// How long an empty `get` may spin; `None`: never.
+    spin_limit: Option<Duration>,
+    hint: SpinHint,
 }
 
 impl Default for BlockingQueue {
@@ -109,8 +202,44 @@ impl BlockingQueue {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 waiters: 0,
+                wakeups: 0,
+                #[cfg(test)]
+                signals: 0,
+                spinner: Spinner::None,
+                backoff: SpinBackoff::new(),
             }),
             ready: Condvar::new(),
+            spin_limit: None,
+            hint: SpinHint(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Returns an empty queue whose consumers, finding it empty, first spin
+    /// for at most `limit` (one consumer at a time, adaptively: spins that
+    /// see no `put` become rare) before they wait. For a consumer thread
+    /// whose next item usually comes within a few microseconds of its last
+    /// one finishing; a zero `limit` never spins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::threads::{BlockingQueue, ThreadWorker, Worker};
+    ///
+    /// let queue = BlockingQueue::with_spin(Duration::from_micros(10));
+    /// let worker = ThreadWorker::with_parts(queue, |body| {
+    ///     std::thread::Builder::new().spawn(body).map(drop)
+    /// })
+    /// .unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// worker.do_work(Box::new(move || tx.send(7).unwrap())).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// worker.quit().unwrap();
+    /// ```
+    pub fn with_spin(limit: Duration) -> Self {
+        BlockingQueue {
+            spin_limit: Some(limit).filter(|l| !l.is_zero()),
+            ..BlockingQueue::new()
         }
     }
 
@@ -141,22 +270,66 @@ impl WorkQueue for BlockingQueue {
     fn put(&self, item: WorkItem) {
         let mut state = self.state.lock();
         state.items.push_back(item);
-        let wake = state.waiters > 0;
+        let (raise, notify) = if state.spinner == Spinner::Watching {
+            state.spinner = Spinner::Claimed;
+            (true, false)
+        } else if state.waiters > 0 {
+            state.waiters -= 1;
+            state.wakeups += 1;
+            #[cfg(test)]
+            {
+                state.signals += 1;
+            }
+            (false, true)
+        } else {
+            (false, false)
+        };
         drop(state);
-        if wake {
+        if raise {
+            self.hint.0.fetch_add(1, Ordering::Release);
+        }
+        if notify {
             self.ready.notify_one();
         }
     }
 
     fn get(&self) -> WorkItem {
         let mut state = self.state.lock();
+        let mut may_spin = self.spin_limit;
         loop {
             if let Some(item) = state.items.pop_front() {
                 return item;
             }
+            let spin = match may_spin.take() {
+                Some(limit) if state.spinner == Spinner::None && state.backoff.try_spin() => {
+                    Some(limit)
+                }
+                _ => None,
+            };
+            if let Some(limit) = spin {
+                state.spinner = Spinner::Watching;
+                let seen = self.hint.0.load(Ordering::Relaxed);
+                drop(state);
+                self.hint.spin(seen, limit);
+                state = self.state.lock();
+                if state.spinner == Spinner::Claimed {
+                    state.backoff.hit();
+                } else {
+                    state.backoff.miss(MAX_SPIN_PAUSE, false);
+                }
+                state.spinner = Spinner::None;
+                continue;
+            }
+            may_spin = None;
             state.waiters += 1;
-            state = self.ready.wait(state);
-            state.waiters -= 1;
+            loop {
+                state = self.ready.wait(state);
+                // A wakeup without a signal: still counted, wait again.
+                if state.wakeups > 0 {
+                    state.wakeups -= 1;
+                    break;
+                }
+            }
         }
     }
 
@@ -176,7 +349,15 @@ impl WorkQueue for BlockingQueue {
             }
             state.waiters += 1;
             state = self.ready.wait_timeout(state, left).0;
-            state.waiters -= 1;
+            // Leaving the wait, signalled or not: take a signal if one is
+            // pending (then this consumer takes the item it was sent for,
+            // and a signalled consumer that finds none waits again, still
+            // counted), otherwise give up the count.
+            if state.wakeups > 0 {
+                state.wakeups -= 1;
+            } else {
+                state.waiters -= 1;
+            }
         }
     }
 }
@@ -350,3 +531,9 @@ impl<Q: WorkQueue> Drop for ThreadWorker<Q> {
         let _ = Worker::quit(self);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_spin;
