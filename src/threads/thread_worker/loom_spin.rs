@@ -10,62 +10,45 @@ fn spinning() -> Arc<BlockingQueue> {
     Arc::new(BlockingQueue::with_spin(Duration::from_micros(1)))
 }
 
+/// `consumers` threads each take one item from `queue`, then one more
+/// thread takes `extra` items; as many puts as items, each taken once.
+fn model_puts(queue: Arc<BlockingQueue>, consumers: usize, extra: usize) {
+    let mut threads: Vec<_> = (0..consumers)
+        .map(|_| {
+            let q = queue.clone();
+            thread::spawn(move || matches!(q.get(), WorkItem::Stop))
+        })
+        .collect();
+    if extra > 0 {
+        let q = queue.clone();
+        threads.push(thread::spawn(move || {
+            (0..extra).all(|_| matches!(q.get(), WorkItem::Stop))
+        }));
+    }
+    for _ in 0..consumers + extra {
+        queue.put(WorkItem::Stop);
+    }
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+}
+
 #[test]
 fn loom_two_waiting_consumers_each_get_one_of_two_puts() {
-    loom::model(|| {
-        let queue = Arc::new(BlockingQueue::new());
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = queue.clone();
-                thread::spawn(move || matches!(q.get(), WorkItem::Stop))
-            })
-            .collect();
-        queue.put(WorkItem::Stop);
-        queue.put(WorkItem::Stop);
-        for c in consumers {
-            assert!(c.join().unwrap());
-        }
-    });
+    loom::model(|| model_puts(Arc::new(BlockingQueue::new()), 2, 0));
 }
 
 #[test]
 fn loom_one_consumer_takes_three_puts_signalled_once() {
-    loom::model(|| {
-        let queue = Arc::new(BlockingQueue::new());
-        let q = queue.clone();
-        let consumer = thread::spawn(move || (0..3).all(|_| matches!(q.get(), WorkItem::Stop)));
-        for _ in 0..3 {
-            queue.put(WorkItem::Stop);
-        }
-        assert!(consumer.join().unwrap());
-    });
+    loom::model(|| model_puts(Arc::new(BlockingQueue::new()), 0, 3));
 }
 
 #[test]
 fn loom_spinning_queue_takes_a_put_racing_the_spin() {
-    loom::model(|| {
-        let queue = spinning();
-        let q = queue.clone();
-        let consumer = thread::spawn(move || matches!(q.get(), WorkItem::Stop));
-        queue.put(WorkItem::Stop);
-        assert!(consumer.join().unwrap());
-    });
+    loom::model(|| model_puts(spinning(), 1, 0));
 }
 
 #[test]
 fn loom_spinning_queue_serves_a_spinner_and_a_waiter_from_two_puts() {
-    loom::model(|| {
-        let queue = spinning();
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = queue.clone();
-                thread::spawn(move || matches!(q.get(), WorkItem::Stop))
-            })
-            .collect();
-        queue.put(WorkItem::Stop);
-        queue.put(WorkItem::Stop);
-        for c in consumers {
-            assert!(c.join().unwrap());
-        }
-    });
+    loom::model(|| model_puts(spinning(), 2, 0));
 }
