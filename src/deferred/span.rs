@@ -10,9 +10,10 @@
 //! atomic load. With a subscriber but no span entered, it asks
 //! `tracing`'s dispatcher for the current span and returns `None`, so the
 //! crossing stores nothing and enters nothing: about 70 instructions per
-//! `defer_to_thread` job, 4% of the ~1,700 a job then cost in all threads (callgrind, 1000 jobs in
-//! flight). With a span recorded by `tracing_subscriber::registry()` it
-//! costs one span clone (a reference-count increment in the subscriber),
+//! `defer_to_thread` job, 4% of the ~1,700 a job then cost in all threads
+//! (callgrind, 1000 jobs in flight). With a span recorded by
+//! `tracing_subscriber::registry()` it costs one span clone (a
+//! reference-count increment in the subscriber),
 //! one enter and exit on the worker (and one on the loop around a
 //! callback), and one drop: about 660 more instructions per awaited job
 //! (+39%). `benches/bridge.rs` measures
