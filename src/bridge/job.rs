@@ -503,6 +503,9 @@ where
         let Some(record) = Arc::get_mut(&mut self) else {
             return; // a worker, the inbox or a chain still holds it
         };
+        if record.remote.has_ended() {
+            return; // kept, it would keep its ended reactor alive
+        }
         let st = record.state.get_mut();
         let spent = (
             std::mem::replace(&mut st.stage, Stage::Consumed),

@@ -22,6 +22,10 @@
 //!   goes on a worker thread is freed there, as before.
 //! - Every access goes through `try_with`: during thread exit the list may
 //!   be gone, and the record is then simply freed.
+//! - A kept record holds its last reactor's shared state (its `Remote`),
+//!   so the list never outlives that reactor: it is emptied when a
+//!   reactor's bridge state is dropped on this thread ([`clear`]), and a
+//!   record whose reactor has ended is not kept (`Job::recycle`).
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
@@ -101,4 +105,62 @@ pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
     });
     // Full, borrowed or gone: the record is freed here, outside the borrow.
     drop(kept);
+}
+
+/// Drops every record this thread keeps (a reactor of this thread is going
+/// away, and kept records hold their last reactor's shared state).
+pub(super) fn clear() {
+    let kinds = FREE
+        .try_with(|free| {
+            let mut free = free.try_borrow_mut().ok()?;
+            free.bytes = 0;
+            Some(std::mem::take(&mut free.kinds))
+        })
+        .ok()
+        .flatten();
+    // Freed here, outside the borrow.
+    drop(kinds);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Reactor, ThreadPool};
+
+    #[test]
+    fn kept_records_never_keep_a_dropped_reactor_alive() {
+        std::thread::spawn(|| {
+            let reactor = Reactor::new().unwrap();
+            let h = reactor.handle();
+            let weak = h.remote().downgrade();
+            // A pool of the test's own, stopped (threads joined) before the
+            // check, so no worker still holds a record.
+            let pool = ThreadPool::new(1, 1).unwrap();
+            pool.start();
+            let ran: Vec<_> = (0..8u32)
+                .map(|i| h.defer_to_thread_pool(&pool, move || i))
+                .collect();
+            // A `Deferred` that outlives its reactor, spent afterwards.
+            let late = h.defer_to_thread_pool(&pool, || 0u32);
+            let sum = reactor
+                .run_until_complete(async move {
+                    let mut sum = 0;
+                    for d in ran {
+                        sum += d.await.unwrap();
+                    }
+                    sum
+                })
+                .unwrap();
+            assert_eq!(sum, 28);
+            drop(h);
+            drop(reactor);
+            pool.stop();
+            drop(late);
+            assert!(
+                weak.upgrade().is_none(),
+                "a kept record holds the dropped reactor"
+            );
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -55,6 +55,14 @@ pub(super) struct Threads {
     closed: Cell<bool>,
 }
 
+impl Drop for Threads {
+    /// The reactor is going away: records this thread keeps for reuse hold
+    /// its shared state (`recycle.rs`), so they go too.
+    fn drop(&mut self) {
+        super::recycle::clear();
+    }
+}
+
 impl Threads {
     fn new() -> Threads {
         Threads {
