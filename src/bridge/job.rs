@@ -89,7 +89,7 @@ use super::table::{InFlight, Threads};
 use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
-use crate::reactor::{self, Deliver, Remote};
+use crate::reactor::{self, Deliver, Handle, Remote};
 use crate::threads::TaskKey;
 use crate::threads::pool::{PanicCounter, SharedTask};
 
@@ -198,7 +198,7 @@ where
         f: F,
         error: fn(ThreadError) -> E,
         on_cancel: Option<C>,
-        remote: &Remote,
+        handle: &Handle,
         in_flight: &Arc<InFlight>,
         location: &'static Location<'static>,
     ) -> Arc<Self> {
@@ -209,10 +209,10 @@ where
         // it is refilled in place, without the lock (the record is unique).
         let mut job = match recycle::take::<Self>() {
             Some(job) => job,
-            None => return Job::fresh(f, error, on_cancel, remote, in_flight, location),
+            None => return Job::fresh(f, error, on_cancel, handle, in_flight, location),
         };
         let Some(record) = Arc::get_mut(&mut job) else {
-            return Job::fresh(f, error, on_cancel, remote, in_flight, location);
+            return Job::fresh(f, error, on_cancel, handle, in_flight, location);
         };
         let st = record.state.get_mut();
         st.stage = Stage::Queued(f);
@@ -221,7 +221,7 @@ where
         record.task = AtomicU64::new(0);
         if !Arc::ptr_eq(&record.in_flight, in_flight) {
             record.in_flight = in_flight.clone();
-            record.remote = remote.clone();
+            record.remote = handle.remote();
         }
         record.error = error;
         record.location = location;
@@ -234,7 +234,7 @@ where
         f: F,
         error: fn(ThreadError) -> E,
         on_cancel: Option<C>,
-        remote: &Remote,
+        handle: &Handle,
         in_flight: &Arc<InFlight>,
         location: &'static Location<'static>,
     ) -> Arc<Self> {
@@ -247,7 +247,7 @@ where
             flags: AtomicU8::new(COUNTED),
             task: AtomicU64::new(0),
             in_flight: in_flight.clone(),
-            remote: remote.clone(),
+            remote: handle.remote(),
             error,
             location,
             span: span::current(),
@@ -521,8 +521,7 @@ where
         if let Some(outcome) = self.take_ready() {
             return self.call_back(f, outcome);
         }
-        let handle = reactor::current()
-            .filter(|h| self.remote.is(&h.remote().downgrade()) && !h.has_ended());
+        let handle = reactor::current().filter(|h| h.is_remote(&self.remote) && !h.has_ended());
         match handle {
             Some(handle) => {
                 let location = self.location;

@@ -99,18 +99,22 @@ impl Threads {
             return Some(threads);
         }
         let handle = reactor::current()?;
-        if !handle.remote().is(&remote.downgrade()) {
+        if !handle.is_remote(remote) {
             return None; // not this reactor's loop thread
         }
         Some(Threads::of_uncached(&handle, remote))
     }
 
-    /// [`of`](Threads::of) for a submitter that holds its reactor's
-    /// `Remote` already: the cached answer when this thread's last lookup
-    /// was for the same reactor (a pointer comparison and a reference
-    /// count, instead of the extension lookup), else `of`, cached.
-    pub(super) fn of_handle(handle: &Handle, remote: &Remote) -> Rc<Threads> {
-        Threads::cached(remote).unwrap_or_else(|| Threads::of_uncached(handle, remote))
+    /// [`of`](Threads::of) for a submitter on the loop thread: the cached
+    /// answer when this thread's last lookup was for the same reactor (a
+    /// pointer comparison against the handle, no `Remote` cloned, and a
+    /// reference count), else `of`, cached.
+    pub(super) fn of_handle(handle: &Handle) -> Rc<Threads> {
+        let cached = LAST.with(|last| match &*last.borrow() {
+            Some((id, threads)) if handle.is(id) => threads.upgrade(),
+            _ => None,
+        });
+        cached.unwrap_or_else(|| Threads::of_uncached(handle, &handle.remote()))
     }
 
     fn cached(remote: &Remote) -> Option<Rc<Threads>> {
@@ -275,5 +279,35 @@ impl InFlight {
         let n = self.jobs.load(Ordering::Relaxed).saturating_sub(1);
         self.jobs.store(n, Ordering::Relaxed);
         n == 0 && self.watched.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::rc::Rc;
+
+    use super::Threads;
+    use crate::Reactor;
+
+    /// The per-thread cache is keyed by the handle itself (no `Remote`
+    /// cloned): alternating reactors on one thread each get their own
+    /// bridge state, the one their extension holds, and a handle never
+    /// matches another reactor's key.
+    #[test]
+    fn the_cached_bridge_state_is_always_the_handles_own() {
+        let a = Reactor::new().unwrap();
+        let b = Reactor::new().unwrap();
+        let (ha, hb) = (a.handle(), b.handle());
+        let (ra, rb) = (ha.remote(), hb.remote());
+        assert!(ha.is_remote(&ra) && !ha.is_remote(&rb));
+        assert!(ha.is(&ra.downgrade()) && !ha.is(&rb.downgrade()));
+        for _ in 0..3 {
+            let ta = Threads::of_handle(&ha);
+            let tb = Threads::of_handle(&hb);
+            assert!(!Rc::ptr_eq(&ta, &tb));
+            assert!(Rc::ptr_eq(&ta, &Threads::of(&ha)));
+            assert!(Rc::ptr_eq(&tb, &Threads::of(&hb)));
+            assert!(Rc::ptr_eq(&Threads::of_handle(&hb), &tb));
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::deferred::{Deferred, span};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError, panic_message};
 use crate::loom::Mutex;
 use crate::pool::ThreadPool;
-use crate::reactor::{Handle, Reactor, Remote};
+use crate::reactor::{Handle, Reactor};
 use crate::threads::{SharedJob, SharedTask, Task, TaskKey, Worker};
 
 /// The reactor pool's size when nothing is suggested: no thread until work
@@ -264,15 +264,14 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let remote = self.remote();
-        let threads = Threads::of_handle(self, &remote);
+        let threads = Threads::of_handle(self);
         // The pool is borrowed, not cloned, while the job is submitted
         // (nothing on that path borrows it mutably: it exists already).
         if let Some(pool) = threads.pool.borrow().as_ref() {
-            return self.defer_to_pool_in(&threads, pool, true, remote, f, location);
+            return self.defer_to_pool_in(&threads, pool, true, f, location);
         }
         let pool = self.reactor_pool(&threads);
-        self.defer_to_pool_in(&threads, &pool, true, remote, f, location)
+        self.defer_to_pool_in(&threads, &pool, true, f, location)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -293,9 +292,8 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let remote = self.remote();
-        let threads = Threads::of_handle(self, &remote);
-        self.defer_to_pool_in(&threads, pool, false, remote, f, Location::caller())
+        let threads = Threads::of_handle(self);
+        self.defer_to_pool_in(&threads, pool, false, f, Location::caller())
     }
 
     /// Submits the job record itself to `pool` (one allocation per job:
@@ -307,7 +305,6 @@ impl Handle {
         threads: &Threads,
         pool: &ThreadPool,
         reactor_pool: bool,
-        remote: Remote,
         f: F,
         location: &'static Location<'static>,
     ) -> Deferred<T>
@@ -322,7 +319,7 @@ impl Handle {
             Plain(f),
             identity,
             None::<NoCanceller>,
-            &remote,
+            self,
             threads.in_flight(),
             location,
         );
@@ -452,19 +449,11 @@ impl Handle {
         C: FnOnce() + Send + 'static,
     {
         let location = Location::caller();
-        let remote = self.remote();
-        let threads = Threads::of_handle(self, &remote);
+        let threads = Threads::of_handle(self);
         if !threads.accepts(self) {
             return Deferred::fail(error(ThreadError::Stopped));
         }
-        let job = Job::new(
-            call,
-            error,
-            on_cancel,
-            &remote,
-            threads.in_flight(),
-            location,
-        );
+        let job = Job::new(call, error, on_cancel, self, threads.in_flight(), location);
         // A pool queues the record itself; other workers box it.
         let shared = SharedJob::new(job.clone() as Arc<dyn SharedTask>);
         if let Err(refused) = worker.do_shared(shared, location) {
@@ -592,9 +581,8 @@ impl Reactor {
         T: Send + 'static,
     {
         let handle = self.handle();
-        let remote = handle.remote();
-        let threads = Threads::of_handle(&handle, &remote);
-        handle.defer_to_pool_in(&threads, pool, false, remote, f, Location::caller())
+        let threads = Threads::of_handle(&handle);
+        handle.defer_to_pool_in(&threads, pool, false, f, Location::caller())
     }
 
     /// [`defer_to_thread`](Reactor::defer_to_thread) on any [`Worker`]; see

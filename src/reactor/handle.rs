@@ -380,6 +380,18 @@ impl Handle {
         self.inner.shared.state() == super::remote::STATE_STOPPED
     }
 
+    /// Whether `weak` came from [`Remote::downgrade`] on this reactor: the
+    /// same check as [`Remote::is`], without cloning a `Remote` (two
+    /// reference-count updates on a word that other threads write).
+    pub(crate) fn is(&self, weak: &std::sync::Weak<dyn std::any::Any + Send + Sync>) -> bool {
+        std::ptr::addr_eq(weak.as_ptr(), std::sync::Arc::as_ptr(&self.inner.shared))
+    }
+
+    /// Whether `remote` is this reactor's (no `Remote` cloned).
+    pub(crate) fn is_remote(&self, remote: &Remote) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner.shared, &remote.shared)
+    }
+
     /// A snapshot of the reactor's counters.
     ///
     /// # Examples
