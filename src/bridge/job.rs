@@ -193,7 +193,9 @@ where
     C: FnOnce() + Send + 'static,
 {
     /// A record for `f`; `error` shapes the bridge's own failures and
-    /// `on_cancel` runs if the `Deferred` is cancelled.
+    /// `on_cancel` runs if the `Deferred` is cancelled. Inlined into the
+    /// submitter (one call fewer per job; `fresh` stays out of line).
+    #[inline]
     pub(super) fn new(
         f: F,
         error: fn(ThreadError) -> E,
@@ -444,7 +446,7 @@ where
 {
     fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
         if self.flags() & READY != 0 {
-            return match self.take_ready() {
+            return match self.take_done() {
                 Some(outcome) => Poll::Ready(outcome),
                 None => panic!("Deferred polled after it returned its result"),
             };

@@ -71,6 +71,7 @@ impl Free {
 
 /// A spent record of type `R` to reuse, if this thread kept one. The caller
 /// owns it alone (it was unique when it entered the list).
+#[inline]
 pub(super) fn take<R: Any + Send + Sync>() -> Option<Arc<R>> {
     FREE.try_with(|free| {
         let mut free = free.try_borrow_mut().ok()?;

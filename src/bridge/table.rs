@@ -109,6 +109,7 @@ impl Threads {
     /// answer when this thread's last lookup was for the same reactor (a
     /// pointer comparison against the handle, no `Remote` cloned, and a
     /// reference count), else `of`, cached.
+    #[inline]
     pub(super) fn of_handle(handle: &Handle) -> Rc<Threads> {
         let cached = LAST.with(|last| match &*last.borrow() {
             Some((id, threads)) if handle.is(id) => threads.upgrade(),
@@ -136,6 +137,7 @@ impl Threads {
     /// Whether jobs can still be accepted: until the `During` shutdown step
     /// (so `Before` shutdown triggers may flush work through the pool, as
     /// Twisted allows), and never once the loop has ended.
+    #[inline]
     pub(super) fn accepts(&self, handle: &Handle) -> bool {
         !self.closed.get() && !handle.has_ended()
     }

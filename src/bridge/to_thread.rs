@@ -300,6 +300,7 @@ impl Handle {
     /// the record is also the `Deferred`'s state); if `pool` is the reactor pool
     /// (`reactor_pool`), a cancel also withdraws the job from its backlog
     /// at once.
+    #[inline]
     fn defer_to_pool_in<T, F>(
         &self,
         threads: &Threads,
