@@ -106,3 +106,43 @@ fn a_record_reused_by_another_reactor_on_the_thread_reports_to_that_reactor() {
     }
     pool.stop();
 }
+
+/// A delivered outcome is taken exactly once, by either path: through the
+/// unique borrow (the awaiter owns the record alone) or through the lock
+/// (a resolver or a chain link still reaches the record); a second poll
+/// of the spent `Deferred` panics in both.
+#[test]
+fn a_delivered_outcome_is_taken_once_whether_or_not_the_record_is_shared() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    let reactor = Reactor::new().unwrap();
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    let h = reactor.handle();
+    let p = pool.clone();
+    reactor
+        .run_until_complete(async move {
+            for shared in [false, true] {
+                let mut d = value(&h, &p, 7);
+                let resolver = shared.then(|| d.resolver());
+                // Wait for the delivery without polling `d`.
+                let probe = value(&h, &p, 8);
+                assert_eq!(probe.await, Ok(8));
+                assert!(d.is_resolved());
+                let mut cx = Context::from_waker(Waker::noop());
+                assert_eq!(Pin::new(&mut d).poll(&mut cx), Poll::Ready(Ok(7)));
+                let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = Pin::new(&mut d).poll(&mut cx);
+                }));
+                assert!(
+                    again.is_err(),
+                    "a second poll must panic (shared: {shared})"
+                );
+                drop(resolver);
+            }
+        })
+        .unwrap();
+    pool.stop();
+}

@@ -481,6 +481,21 @@ where
         self.flags() & READY != 0
     }
 
+    /// `take_ready` without the lock: nobody else can reach the record.
+    fn take_unique(&mut self) -> Option<Outcome<T, E>> {
+        if *self.flags.get_mut() & READY == 0 {
+            return None;
+        }
+        let stage = &mut self.state.get_mut().stage;
+        match std::mem::replace(stage, Stage::Consumed) {
+            Stage::Done(outcome) => Some(outcome),
+            other => {
+                *stage = other;
+                None
+            }
+        }
+    }
+
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
         self.settle(outcome)
     }

@@ -43,6 +43,13 @@ pub(crate) trait JobCell<T, E> {
     /// Whether an outcome was delivered (or set on the loop), taken or not.
     fn is_resolved(&self) -> bool;
 
+    /// The delivered outcome, taken through a unique borrow of the record
+    /// (the caller owns it alone: no lock needed); `None` if there is none
+    /// to take (not delivered, or taken before).
+    fn take_unique(&mut self) -> Option<Result<T, E>> {
+        None
+    }
+
     /// Resolves on the loop (first result wins); the work is given up as by
     /// a cancel. Hands `result` back if already resolved.
     fn resolve(&self, result: Result<T, E>) -> Result<(), Result<T, E>>;
@@ -77,6 +84,24 @@ impl<T, E> JobRef<T, E> {
         self.0
             .as_ref()
             .expect("a JobRef holds its record until dropped")
+    }
+
+    /// [`JobCell::poll_take`], but when the outcome was delivered and this
+    /// is the record's only reference (the worker and the inbox let go of
+    /// it, as they usually have by then), the outcome is taken through
+    /// `Arc::get_mut`: one atomic read-modify-write instead of the record
+    /// lock's two.
+    pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let job = self
+            .0
+            .as_mut()
+            .expect("a JobRef holds its record until dropped");
+        if job.is_resolved() {
+            if let Some(outcome) = Arc::get_mut(job).and_then(|cell| cell.take_unique()) {
+                return Poll::Ready(outcome);
+            }
+        }
+        job.poll_take(cx)
     }
 
     /// The record itself, for a new owner (a callback's task).

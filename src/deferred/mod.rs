@@ -610,7 +610,7 @@ impl<T, E> Future for Deferred<T, E> {
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let cell = match &self.repr {
+        let cell = match &mut self.get_mut().repr {
             Repr::Local(cell) => cell,
             Repr::Job(job) => return job.poll_take(cx),
         };
