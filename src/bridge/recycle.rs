@@ -14,9 +14,9 @@
 //!   worker, queue, inbox or chain can reach it), and after everything the
 //!   user gave it (closure, outcome, waker, span) was dropped, outside any
 //!   borrow of the list (those drops may run user code that recycles too);
-//! - records are typed (`Job<T, E, F, C>`): the list is kept per `TypeId`
-//!   as a `Vec` of that very type, so a record comes back out only as its
-//!   own type;
+//! - records are typed (`Job<T, E, F, C>`): the list is kept per type as
+//!   a `Vec` of that very type (found by downcasting), so a record comes
+//!   back out only as its own type;
 //! - the list holds at most [`MAX_BYTES`] of records per thread; beyond
 //!   that a spent record is freed as before. A record whose last reference
 //!   goes on a worker thread is freed there, as before.
@@ -27,7 +27,7 @@
 //!   reactor's bridge state is dropped on this thread ([`clear`]), and a
 //!   record whose reactor has ended is not kept (`Job::recycle`).
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -39,7 +39,6 @@ const MAX_BYTES: usize = 256 * 1024;
 /// record goes in and out as itself (one downcast of the list per call,
 /// none per record, and no `Arc<dyn Any>` to convert).
 struct Kind {
-    type_id: TypeId,
     records: Box<dyn Any>,
 }
 
@@ -60,12 +59,9 @@ thread_local! {
 impl Free {
     /// The list of records of type `R`, if this thread has one.
     fn list<R: Any + Send + Sync>(&mut self) -> Option<&mut Vec<Arc<R>>> {
-        let type_id = TypeId::of::<R>();
-        self.kinds
-            .iter_mut()
-            .find(|k| k.type_id == type_id)?
-            .records
-            .downcast_mut()
+        // The downcast is the type check (one per kind looked at; a loop
+        // thread has few kinds, and the first is usually the one).
+        self.kinds.iter_mut().find_map(|k| k.records.downcast_mut())
     }
 }
 
@@ -98,7 +94,6 @@ pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
         match free.list::<R>() {
             Some(list) => list.push(record),
             None => free.kinds.push(Kind {
-                type_id: TypeId::of::<R>(),
                 records: Box::new(vec![record]),
             }),
         }

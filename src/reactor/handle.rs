@@ -376,6 +376,7 @@ impl Handle {
 
     /// Whether the shutdown sequence has finished (state `STOPPED`): unlike
     /// [`is_stopped`](Handle::is_stopped), false while shutdown triggers run.
+    #[inline]
     pub(crate) fn has_ended(&self) -> bool {
         self.inner.shared.state() == super::remote::STATE_STOPPED
     }

@@ -71,6 +71,7 @@ impl Shared {
         self.inbox.notify();
     }
 
+    #[inline]
     pub(super) fn state(&self) -> u8 {
         self.state.load(Ordering::SeqCst)
     }
@@ -356,6 +357,7 @@ impl Remote {
 
     /// Queues an `Arc`'d message for the loop (no allocation); gives it back
     /// once the loop has ended.
+    #[inline]
     #[track_caller]
     pub(crate) fn deliver(&self, message: Arc<dyn Deliver>) -> Result<(), Arc<dyn Deliver>> {
         self.shared.inbox.push_deliver(message, Location::caller())
@@ -444,6 +446,7 @@ impl Remote {
 
     /// Whether the shutdown sequence has finished (state `STOPPED`): the
     /// loop will never run a call or deliver a result again.
+    #[inline]
     pub(crate) fn has_ended(&self) -> bool {
         self.shared.state() == STATE_STOPPED
     }
