@@ -15,6 +15,15 @@ impl Wake for CountingWaker {
     }
 }
 
+impl Message {
+    fn run_for_test(self) {
+        match self {
+            Message::Call(f) => f.call(),
+            Message::Deliver(d) => d.deliver(),
+        }
+    }
+}
+
 fn wakes(inbox: &Inbox<CountingWaker>) -> usize {
     inbox.waker.0.load(Ordering::SeqCst)
 }
@@ -30,6 +39,42 @@ fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
         }
     }
     n
+}
+
+/// The buffer the loop hands back (emptied by popping from its front)
+/// is filled from its front again: a burst that fits its capacity stays
+/// in one piece, so it touches no more of the buffer than it needs and
+/// growing it copies no wrapped part.
+#[test]
+fn the_producers_fill_the_buffer_the_loop_hands_back_from_its_front() {
+    let inbox = Inbox::new(CountingWaker::default());
+    let mut batch = VecDeque::new();
+    for _ in 0..6 {
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+    }
+    inbox.drain_into(&mut batch);
+    // The loop runs its batch as `turn.rs` does, from the front; it runs
+    // three, so the buffer's start is mid-way, then the rest.
+    for _ in 0..3 {
+        batch.pop_front().expect("a job").message.run_for_test();
+    }
+    // Meanwhile producers refill the other buffer; the loop drains it,
+    // handing back the one it emptied.
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    while let Some(job) = batch.pop_front() {
+        job.message.run_for_test();
+    }
+    let capacity = batch.capacity();
+    inbox.drain_into(&mut batch);
+    // As many pushes as the handed-back buffer holds: none wraps.
+    for _ in 0..capacity {
+        assert!(inbox.push(|| (), Location::caller()).is_ok());
+    }
+    let queue = inbox.locked.queue.lock();
+    let jobs = queue.jobs.as_ref().expect("open");
+    assert_eq!(jobs.len(), capacity);
+    assert_eq!(jobs.capacity(), capacity, "no growth");
+    assert!(jobs.as_slices().1.is_empty(), "the burst wrapped around");
 }
 
 #[test]
