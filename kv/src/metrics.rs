@@ -545,5 +545,4 @@ mod tests {
             "{text}"
         );
     }
-
 }
