@@ -52,16 +52,16 @@ fn each_key_route_runs_its_one_statement_and_a_put_is_committed_when_it_answers(
             })
             .await?;
         shared.run_read(move |c| trace_into(c, &r)).await?;
-        let put = put_call("k".to_owned(), Bytes::from_static(b"v1"))(&shared).await?;
+        let put = put_call("k".into(), Bytes::from_static(b"v1"))(&shared).await?;
         let put_sql = take(&writes);
         // Committed: another connection (not the pool's) sees it now.
         let seen: Vec<u8> =
             rusqlite::Connection::open(&path)?.query_row(SELECT_ONE, ["k"], |row| row.get(0))?;
-        let got = get_call("k".to_owned())(&shared).await?;
-        let missing = get_call("nope".to_owned())(&shared).await?;
+        let got = get_call("k".into())(&shared).await?;
+        let missing = get_call("nope".into())(&shared).await?;
         let get_sql = take(&reads);
-        let deleted = delete_call("k".to_owned())(&shared).await?;
-        let deleted_again = delete_call("k".to_owned())(&shared).await?;
+        let deleted = delete_call("k".into())(&shared).await?;
+        let deleted_again = delete_call("k".into())(&shared).await?;
         let delete_sql = take(&writes);
         pool.close().await.ok();
         Ok::<_, DbError>((
@@ -95,7 +95,7 @@ fn a_failed_write_names_its_statement_and_leaves_no_transaction_open() {
     let pool = ConnectionPool::new(&reactor.handle(), SqliteConnector::new(":memory:")).unwrap();
     let shared = pool.shared();
     let out = reactor.run_until_complete(async move {
-        let e = put_call("k".to_owned(), Bytes::from_static(b"v"))(&shared)
+        let e = put_call("k".into(), Bytes::from_static(b"v"))(&shared)
             .await
             .unwrap_err();
         let open = shared
@@ -107,4 +107,22 @@ fn a_failed_write_names_its_statement_and_leaves_no_transaction_open() {
     let (e, open) = out.unwrap();
     assert_eq!(e.statement(), Some(UPSERT));
     assert!(!open.unwrap());
+}
+
+#[test]
+fn keys_decode_inline_when_short_and_plain_and_on_the_heap_otherwise() {
+    use super::Key;
+    let k = Key::decode("load-123").unwrap();
+    assert!(matches!(k, Key::Inline { .. }));
+    assert_eq!(k.as_str(), "load-123");
+    let full = "x".repeat(Key::INLINE);
+    assert!(matches!(Key::decode(&full).unwrap(), Key::Inline { .. }));
+    assert_eq!(Key::decode(&full).unwrap().as_str(), full);
+    let long = "y".repeat(Key::INLINE + 1);
+    assert!(matches!(Key::decode(&long).unwrap(), Key::Heap(_)));
+    assert_eq!(Key::decode(&long).unwrap().as_str(), long);
+    assert_eq!(Key::decode("a%2Fb").unwrap().as_str(), "a/b");
+    assert_eq!(Key::decode("é").unwrap().as_str(), "é");
+    assert!(Key::decode("%FF").is_none());
+    assert!(Key::decode("").unwrap().is_empty());
 }
