@@ -277,18 +277,31 @@ impl Key {
         Some(Key::from(s))
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    /// Its UTF-8 bytes (what the database binds, as TEXT).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            Key::Inline { len, bytes } => {
-                // Copied whole from a `&str` in `decode`: valid UTF-8.
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            Key::Heap(s) => s,
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(s) => s.as_bytes(),
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("keys are UTF-8")
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.as_str().is_empty()
+        self.as_bytes().is_empty()
+    }
+}
+
+/// Bound as TEXT from its bytes: the key was UTF-8 when it was decoded, so
+/// it is not validated again per request (as a `&str` would be).
+impl rusqlite::ToSql for Key {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(self.as_bytes()),
+        ))
     }
 }
 
@@ -408,10 +421,7 @@ pub(crate) fn get_call(key: Key) -> impl FnOnce(&SharedPool) -> Deferred<Option<
     move |p| {
         p.run_read(move |c| {
             c.prepare_cached(SELECT_ONE)
-                .and_then(|mut s| {
-                    s.query_row([key.as_str()], |r| r.get::<_, Vec<u8>>(0))
-                        .optional()
-                })
+                .and_then(|mut s| s.query_row([&key], |r| r.get::<_, Vec<u8>>(0)).optional())
                 .with_statement(SELECT_ONE)
         })
     }
@@ -429,7 +439,7 @@ pub(crate) fn put_call(
     move |p| {
         p.run_with_connection(move |c| {
             c.prepare_cached(UPSERT)
-                .and_then(|mut s| s.execute((key.as_str(), &body[..])))
+                .and_then(|mut s| s.execute((&key, &body[..])))
                 .with_statement(UPSERT)
         })
     }
@@ -441,7 +451,7 @@ pub(crate) fn delete_call(key: Key) -> impl FnOnce(&SharedPool) -> Deferred<usiz
     move |p| {
         p.run_with_connection(move |c| {
             c.prepare_cached(DELETE_ONE)
-                .and_then(|mut s| s.execute([key.as_str()]))
+                .and_then(|mut s| s.execute([&key]))
                 .with_statement(DELETE_ONE)
         })
     }
