@@ -23,8 +23,9 @@
 //!   fires once, finds nothing due and re-arms.
 //! - The registry is a slab of live sleeps (deadline, id, waker) plus a
 //!   queue of (deadline, slot, id) in deadline order. Same-duration sleeps
-//!   arrive in deadline order, so an insert is a push at the back (an
-//!   earlier deadline is placed by binary search); a dropped sleep only
+//!   arrive in deadline order, so an insert is a push at the back, after
+//!   dropping stale entries there (an earlier deadline than a live one is
+//!   placed by binary search); a dropped sleep only
 //!   leaves its slot, and its queue entry, no longer matching a live slot
 //!   and id, is skipped when reached and swept once the queue holds more
 //!   than twice the live sleeps (plus a constant): every operation is O(1)
@@ -100,6 +101,15 @@ impl Deadlines {
     /// Registers a sleep; its key (slot, id).
     fn insert(&mut self, deadline: Instant, id: u64, waker: Waker) -> (usize, u64) {
         let slot = self.live.insert((deadline, id, waker));
+        // A dropped sleep with a later deadline (a body timeout, longer
+        // than the header timeout) must not push every later insert into
+        // the middle: stale entries at the back go first.
+        while let Some(&(_, s, i)) = self.order.back() {
+            if self.live.get(s).is_some_and(|e| e.1 == i) {
+                break;
+            }
+            self.order.pop_back();
+        }
         match self.order.back() {
             Some(&(last, _, _)) if last > deadline => {
                 let at = self.order.partition_point(|e| e.0 <= deadline);

@@ -134,7 +134,13 @@ fn the_registry_yields_due_sleeps_in_deadline_order_and_skips_dropped_ones() {
     d.remove(c);
     assert!(d.get_mut(f).is_some());
     assert_eq!(d.len(), 2);
-    assert_eq!(d.take_due(ms(100)).len(), 2);
+    // A later sleep dropped at the back leaves the queue on the next
+    // insert, which then lands at the back.
+    let late = d.insert(ms(90), 6, Waker::noop().clone());
+    d.remove(late);
+    let g = d.insert(ms(60), 7, Waker::noop().clone());
+    assert_eq!(d.order.back(), Some(&(ms(60), g.0, 7)));
+    assert_eq!(d.take_due(ms(100)).len(), 3);
     assert_eq!((d.len(), d.first()), (0, None));
 }
 
