@@ -532,4 +532,17 @@ mod tests {
         );
         assert_eq!(m.snapshot().requests_total(), 6);
     }
+
+    #[test]
+    fn skipped_polls_are_rendered_summed_over_the_loops() {
+        let mut a = LoopSources::default();
+        a.reactor.polls_skipped = 3;
+        let mut b = LoopSources::default();
+        b.reactor.polls_skipped = 4;
+        let text = render_loops(&[a, b], &Sources::default());
+        assert!(
+            text.contains("\nweft_reactor_polls_skipped_total 7\n"),
+            "{text}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ fn merge_reactors(loops: &[LoopSources]) -> weft::reactor::ReactorStatistics {
         t.calls_run += r.calls_run;
         t.wake_syscalls += r.wake_syscalls;
         t.turns += r.turns;
+        t.polls_skipped += r.polls_skipped;
         t.timers_fired += r.timers_fired;
         t.tasks_polled += r.tasks_polled;
         t.panics += r.panics;
@@ -221,6 +222,12 @@ pub fn render_loops(loops: &[LoopSources], src: &Sources) -> String {
         "counter",
         "Loop turns.",
         reactor.turns.to_string(),
+    );
+    metric(
+        "weft_reactor_polls_skipped_total",
+        "counter",
+        "Busy turns that skipped their I/O poll after an empty one (ReactorStatistics::polls_skipped).",
+        reactor.polls_skipped.to_string(),
     );
     metric(
         "weft_reactor_tasks_polled_total",
