@@ -252,24 +252,59 @@ impl SpinBackoff {
 /// Whether one thread's next bounded [`Spin`] is worth trying, from how its
 /// last ones went: [`SpinBackoff`] with lone misses forgiven, in cells
 /// owned by the one thread that spins.
+///
+/// # Cold start
+///
+/// A new gate is *cold*: it lets no spin through until a wait turned out
+/// short (see [`settle`](Self::settle)), because nothing yet says that what
+/// the thread waits for comes within a spin's bound. A loop that ran one
+/// job and then idles (a lone `defer_to_thread`, a lone call) never spins;
+/// one that sees calls in quick succession pays one wake without a spin,
+/// and from then on the backoff decides. Cold lets no spin through, just
+/// as a pause does, so the wake protocol is the same in both.
+///
+/// Under loom a gate starts warm: the models built on a new gate explore
+/// the spin, and a cold one behaves as the paused gates they also check.
 #[derive(Debug)]
 pub(crate) struct SpinGate {
     backoff: std::cell::Cell<SpinBackoff>,
     max_pause: u32,
-    /// A spin ended empty-handed and [`settle`](Self::settle) decides
-    /// whether it was a miss.
-    undecided: std::cell::Cell<bool>,
+    /// No wait so far was short: no spin (see the type's docs).
+    cold: std::cell::Cell<bool>,
+    /// A wait began that [`settle`](Self::settle) judges.
+    pending: std::cell::Cell<Pending>,
+}
+
+/// What [`SpinGate::settle`] decides about the wait that just ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// Nothing.
+    Nothing,
+    /// A spin ended empty-handed: a miss if the wait after it was long.
+    Spin,
+    /// A cold gate let no spin through: a short wait warms it.
+    Cold,
 }
 
 impl SpinGate {
-    /// A gate that lets the first spin through and pauses at most
-    /// `max_pause` waits after a run of misses.
+    /// A cold gate (a warm one under loom) that pauses at most `max_pause`
+    /// waits after a run of misses.
     pub(crate) const fn new(max_pause: u32) -> SpinGate {
         SpinGate {
             backoff: std::cell::Cell::new(SpinBackoff::new()),
             max_pause,
-            undecided: std::cell::Cell::new(false),
+            cold: std::cell::Cell::new(!cfg!(loom)),
+            pending: std::cell::Cell::new(Pending::Nothing),
         }
+    }
+
+    /// A gate that lets the first spin through (as a cold one does once a
+    /// wait was short).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn warm(max_pause: u32) -> SpinGate {
+        let gate = SpinGate::new(max_pause);
+        gate.cold.set(false);
+        gate
     }
 
     /// Runs `f` on the backoff.
@@ -280,8 +315,13 @@ impl SpinGate {
         r
     }
 
-    /// Whether this wait spins (`false`: it is one of the paused ones).
+    /// Whether this wait spins (`false`: the gate is cold, or this is one of
+    /// the paused waits).
     pub(crate) fn try_spin(&self) -> bool {
+        if self.cold.get() {
+            self.pending.set(Pending::Cold);
+            return false;
+        }
         self.with(SpinBackoff::try_spin)
     }
 
@@ -295,15 +335,26 @@ impl SpinGate {
     /// The spin let through ended with nothing, but whether it was a miss
     /// is known only later: [`settle`](Self::settle) decides.
     pub(crate) fn spun_undecided(&self) {
-        self.undecided.set(true);
+        self.pending.set(Pending::Spin);
     }
 
-    /// Decides an undecided spin: `miss` counts it as a miss; otherwise it
-    /// counts for nothing (no pause, no hit).
-    pub(crate) fn settle(&self, miss: bool) {
-        if self.undecided.replace(false) && miss {
-            self.spun(false);
+    /// The wait after the last [`try_spin`](Self::try_spin) is over; `long`
+    /// says whether it lasted long (the thread was idle for real). After a
+    /// spin that found nothing, a long wait makes it a miss and a short one
+    /// counts for nothing (no pause, no hit); after a cold gate's wait, a
+    /// short one warms the gate. Anything else: no change.
+    pub(crate) fn settle(&self, long: bool) {
+        match self.pending.replace(Pending::Nothing) {
+            Pending::Spin if long => self.spun(false),
+            Pending::Cold if !long => self.cold.set(false),
+            _ => {}
         }
+    }
+
+    /// Whether the gate is still cold.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn is_cold(&self) -> bool {
+        self.cold.get()
     }
 }
 
@@ -327,7 +378,7 @@ mod tests {
 
     #[test]
     fn misses_pause_spinning_for_doubling_spells_up_to_the_maximum() {
-        let gate = SpinGate::new(8);
+        let gate = SpinGate::warm(8);
         // Spins at waits 0, 1, 3, 6, 11, 20: pauses 0, 1, 2, 4, 8, 8.
         assert_eq!(spins(&gate, 29, false), 6);
         // Capped: one spin per 9 waits from here on.
@@ -336,7 +387,7 @@ mod tests {
 
     #[test]
     fn hits_keep_every_wait_spinning_and_undo_a_pause() {
-        let gate = SpinGate::new(8);
+        let gate = SpinGate::warm(8);
         assert_eq!(spins(&gate, 10, true), 10);
         // A lone miss pauses nothing; a second in a row pauses one wait.
         gate.spun(false);
@@ -351,7 +402,7 @@ mod tests {
 
     #[test]
     fn an_undecided_spin_pauses_only_if_settled_as_a_miss() {
-        let gate = SpinGate::new(8);
+        let gate = SpinGate::warm(8);
         assert!(gate.try_spin());
         gate.spun_undecided();
         gate.settle(false);
@@ -364,6 +415,47 @@ mod tests {
         assert!(gate.try_spin());
         // Nothing undecided: a settle changes nothing.
         gate.settle(true);
+        assert!(gate.try_spin());
+    }
+
+    #[test]
+    fn a_new_gate_is_cold_until_a_wait_is_short() {
+        let gate = SpinGate::new(8);
+        assert!(gate.is_cold());
+        // Long waits (a loop that ran one job, then idles): never a spin.
+        for _ in 0..300 {
+            assert!(!gate.try_spin(), "a cold gate lets no spin through");
+            gate.settle(true);
+        }
+        // A settle with no wait of a cold gate pending changes nothing.
+        gate.settle(false);
+        assert!(gate.is_cold());
+        // A short wait warms it: the next wait spins.
+        assert!(!gate.try_spin());
+        gate.settle(false);
+        assert!(!gate.is_cold());
+        assert!(gate.try_spin());
+    }
+
+    #[test]
+    fn a_warmed_gate_backs_off_as_a_warm_one_does() {
+        let cold = SpinGate::new(8);
+        assert!(!cold.try_spin());
+        cold.settle(false);
+        let warm = SpinGate::warm(8);
+        for hit in [false, false, true, false, false, false] {
+            assert_eq!(spins(&cold, 7, hit), spins(&warm, 7, hit));
+        }
+    }
+
+    #[test]
+    fn a_warm_gate_never_turns_cold() {
+        let gate = SpinGate::warm(8);
+        assert!(gate.try_spin());
+        gate.spun_undecided();
+        gate.settle(true);
+        assert!(!gate.is_cold());
+        // The miss pauses nothing (a lone miss), as before the cold start.
         assert!(gate.try_spin());
     }
 }
