@@ -255,13 +255,15 @@ impl SpinBackoff {
 ///
 /// # Cold start
 ///
-/// A new gate is *cold*: it lets no spin through until a wait turned out
+/// A thread that asks through [`try_spin_once_warm`](Self::try_spin_once_warm)
+/// (the loop) starts *cold*: no spin until one of its waits turned out
 /// short (see [`settle`](Self::settle)), because nothing yet says that what
-/// the thread waits for comes within a spin's bound. A loop that ran one
-/// job and then idles (a lone `defer_to_thread`, a lone call) never spins;
-/// one that sees calls in quick succession pays one wake without a spin,
-/// and from then on the backoff decides. Cold lets no spin through, just
-/// as a pause does, so the wake protocol is the same in both.
+/// it waits for comes within a spin's bound. A loop that ran one job and
+/// then idles never spins; one that sees calls in quick succession pays
+/// one wake without a spin, and from then on the backoff decides. Cold
+/// lets no spin through, just as a pause does, so the wake protocol is the
+/// same in both. [`try_spin`](Self::try_spin) ignores it (a blocking
+/// caller's gate has no settle, so it could never warm).
 ///
 /// Under loom a gate starts warm: the models built on a new gate explore
 /// the spin, and a cold one behaves as the paused gates they also check.
@@ -269,8 +271,8 @@ impl SpinBackoff {
 pub(crate) struct SpinGate {
     backoff: std::cell::Cell<SpinBackoff>,
     max_pause: u32,
-    /// No wait so far was short: no spin (see the type's docs).
-    cold: std::cell::Cell<bool>,
+    /// A wait was short (or loom): `try_spin_once_warm` may spin.
+    warm: std::cell::Cell<bool>,
     /// A wait began that [`settle`](Self::settle) judges.
     pending: std::cell::Cell<Pending>,
 }
@@ -287,24 +289,16 @@ enum Pending {
 }
 
 impl SpinGate {
-    /// A cold gate (a warm one under loom) that pauses at most `max_pause`
-    /// waits after a run of misses.
+    /// A gate that lets the first spin through (cold for
+    /// [`try_spin_once_warm`](Self::try_spin_once_warm)) and pauses at most
+    /// `max_pause` waits after a run of misses.
     pub(crate) const fn new(max_pause: u32) -> SpinGate {
         SpinGate {
             backoff: std::cell::Cell::new(SpinBackoff::new()),
             max_pause,
-            cold: std::cell::Cell::new(!cfg!(loom)),
+            warm: std::cell::Cell::new(cfg!(loom)),
             pending: std::cell::Cell::new(Pending::Nothing),
         }
-    }
-
-    /// A gate that lets the first spin through (as a cold one does once a
-    /// wait was short).
-    #[cfg(all(test, not(loom)))]
-    pub(crate) fn warm(max_pause: u32) -> SpinGate {
-        let gate = SpinGate::new(max_pause);
-        gate.cold.set(false);
-        gate
     }
 
     /// Runs `f` on the backoff.
@@ -315,14 +309,20 @@ impl SpinGate {
         r
     }
 
-    /// Whether this wait spins (`false`: the gate is cold, or this is one of
-    /// the paused waits).
+    /// Whether this wait spins (`false`: it is one of the paused ones).
     pub(crate) fn try_spin(&self) -> bool {
-        if self.cold.get() {
+        self.with(SpinBackoff::try_spin)
+    }
+
+    /// [`try_spin`](Self::try_spin) with the cold start (type docs):
+    /// `false` while no wait was short. The wait must then be judged by
+    /// [`settle`](Self::settle).
+    pub(crate) fn try_spin_once_warm(&self) -> bool {
+        if !self.warm.get() {
             self.pending.set(Pending::Cold);
             return false;
         }
-        self.with(SpinBackoff::try_spin)
+        self.try_spin()
     }
 
     /// The spin let through by [`try_spin`](Self::try_spin) ended: `hit`
@@ -338,23 +338,23 @@ impl SpinGate {
         self.pending.set(Pending::Spin);
     }
 
-    /// The wait after the last [`try_spin`](Self::try_spin) is over; `long`
-    /// says whether it lasted long (the thread was idle for real). After a
-    /// spin that found nothing, a long wait makes it a miss and a short one
-    /// counts for nothing (no pause, no hit); after a cold gate's wait, a
-    /// short one warms the gate. Anything else: no change.
+    /// The wait after the last spin decision is over; `long` says whether
+    /// it lasted long (the thread was idle for real). After a spin that
+    /// found nothing, a long wait makes it a miss and a short one counts
+    /// for nothing (no pause, no hit); after a cold gate's wait, a short
+    /// one warms the gate. Anything else: no change.
     pub(crate) fn settle(&self, long: bool) {
         match self.pending.replace(Pending::Nothing) {
             Pending::Spin if long => self.spun(false),
-            Pending::Cold if !long => self.cold.set(false),
+            Pending::Cold if !long => self.warm.set(true),
             _ => {}
         }
     }
 
-    /// Whether the gate is still cold.
+    /// Whether a wait was short yet (the cold start is over).
     #[cfg(all(test, not(loom)))]
-    pub(crate) fn is_cold(&self) -> bool {
-        self.cold.get()
+    pub(crate) fn is_warm(&self) -> bool {
+        self.warm.get()
     }
 }
 
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn misses_pause_spinning_for_doubling_spells_up_to_the_maximum() {
-        let gate = SpinGate::warm(8);
+        let gate = SpinGate::new(8);
         // Spins at waits 0, 1, 3, 6, 11, 20: pauses 0, 1, 2, 4, 8, 8.
         assert_eq!(spins(&gate, 29, false), 6);
         // Capped: one spin per 9 waits from here on.
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn hits_keep_every_wait_spinning_and_undo_a_pause() {
-        let gate = SpinGate::warm(8);
+        let gate = SpinGate::new(8);
         assert_eq!(spins(&gate, 10, true), 10);
         // A lone miss pauses nothing; a second in a row pauses one wait.
         gate.spun(false);
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn an_undecided_spin_pauses_only_if_settled_as_a_miss() {
-        let gate = SpinGate::warm(8);
+        let gate = SpinGate::new(8);
         assert!(gate.try_spin());
         gate.spun_undecided();
         gate.settle(false);
@@ -419,43 +419,53 @@ mod tests {
     }
 
     #[test]
-    fn a_new_gate_is_cold_until_a_wait_is_short() {
+    fn a_cold_start_lets_no_spin_through_until_a_wait_is_short() {
         let gate = SpinGate::new(8);
-        assert!(gate.is_cold());
+        assert!(!gate.is_warm());
         // Long waits (a loop that ran one job, then idles): never a spin.
         for _ in 0..300 {
-            assert!(!gate.try_spin(), "a cold gate lets no spin through");
+            assert!(!gate.try_spin_once_warm(), "a cold gate lets no spin through");
             gate.settle(true);
         }
-        // A settle with no wait of a cold gate pending changes nothing.
+        // A settle with no cold wait pending changes nothing.
         gate.settle(false);
-        assert!(gate.is_cold());
+        assert!(!gate.is_warm());
         // A short wait warms it: the next wait spins.
-        assert!(!gate.try_spin());
+        assert!(!gate.try_spin_once_warm());
         gate.settle(false);
-        assert!(!gate.is_cold());
-        assert!(gate.try_spin());
+        assert!(gate.is_warm());
+        assert!(gate.try_spin_once_warm());
     }
 
     #[test]
-    fn a_warmed_gate_backs_off_as_a_warm_one_does() {
-        let cold = SpinGate::new(8);
-        assert!(!cold.try_spin());
-        cold.settle(false);
-        let warm = SpinGate::warm(8);
+    fn a_warmed_gate_backs_off_as_a_new_one_does() {
+        let warmed = SpinGate::new(8);
+        assert!(!warmed.try_spin_once_warm());
+        warmed.settle(false);
+        let new = SpinGate::new(8);
+        let spins_warm = |gate: &SpinGate, n: usize, hit: bool| {
+            (0..n)
+                .filter(|_| {
+                    let spun = gate.try_spin_once_warm();
+                    if spun {
+                        gate.spun(hit);
+                    }
+                    spun
+                })
+                .count()
+        };
         for hit in [false, false, true, false, false, false] {
-            assert_eq!(spins(&cold, 7, hit), spins(&warm, 7, hit));
+            assert_eq!(spins_warm(&warmed, 7, hit), spins(&new, 7, hit));
         }
+        // A warm gate never turns cold again.
+        assert!(warmed.is_warm());
     }
 
     #[test]
-    fn a_warm_gate_never_turns_cold() {
-        let gate = SpinGate::warm(8);
+    fn plain_try_spin_has_no_cold_start() {
+        // A blocking caller's gate (no settle): its first spin goes through.
+        let gate = SpinGate::new(8);
         assert!(gate.try_spin());
-        gate.spun_undecided();
-        gate.settle(true);
-        assert!(!gate.is_cold());
-        // The miss pauses nothing (a lone miss), as before the cold start.
-        assert!(gate.try_spin());
+        assert!(!gate.is_warm());
     }
 }

@@ -165,7 +165,8 @@ impl WakeState {
     /// so the protocol is one and the same either way.
     fn spin_for_work(&self, gate: &SpinGate) -> bool {
         self.state.swap(SPINNING, Ordering::SeqCst);
-        if !gate.try_spin() {
+        // The loop's spins start cold (module notes).
+        if !gate.try_spin_once_warm() {
             return false;
         }
         let mut spin = crate::loom::Spin::new(SPIN_LIMIT);
