@@ -424,7 +424,10 @@ mod tests {
         assert!(!gate.is_warm());
         // Long waits (a loop that ran one job, then idles): never a spin.
         for _ in 0..300 {
-            assert!(!gate.try_spin_once_warm(), "a cold gate lets no spin through");
+            assert!(
+                !gate.try_spin_once_warm(),
+                "a cold gate lets no spin through"
+            );
             gate.settle(true);
         }
         // A settle with no cold wait pending changes nothing.

@@ -654,7 +654,10 @@ fn spins_around_a_second_job(then: impl FnOnce(&ManualClock)) -> (u64, u64) {
     // (and a parking cold thread reads the clock), so the count is final.
     let job = || {
         let (tx, rx) = mpsc::channel();
-        assert!(pool.call_in_thread(move || tx.send(()).expect("test")).is_ok());
+        assert!(
+            pool.call_in_thread(move || tx.send(()).expect("test"))
+                .is_ok()
+        );
         rx.recv().expect("the job ran");
         while pool.core.state.lock().idle == 0 {
             std::thread::yield_now();
