@@ -252,23 +252,52 @@ impl SpinBackoff {
 /// Whether one thread's next bounded [`Spin`] is worth trying, from how its
 /// last ones went: [`SpinBackoff`] with lone misses forgiven, in cells
 /// owned by the one thread that spins.
+///
+/// # Cold start
+///
+/// A thread that asks through [`try_spin_once_warm`](Self::try_spin_once_warm)
+/// (the loop) starts *cold*: no spin until one of its waits turned out
+/// short (see [`settle`](Self::settle)), because nothing yet says that what
+/// it waits for comes within a spin's bound. A loop that ran one job and
+/// then idles never spins; one that sees calls in quick succession pays
+/// one wake without a spin, and from then on the backoff decides. Cold
+/// lets no spin through, just as a pause does, so the wake protocol is the
+/// same in both. [`try_spin`](Self::try_spin) ignores it (a blocking
+/// caller's gate has no settle, so it could never warm).
+///
+/// Under loom a gate starts warm: the models built on a new gate explore
+/// the spin, and a cold one behaves as the paused gates they also check.
 #[derive(Debug)]
 pub(crate) struct SpinGate {
     backoff: std::cell::Cell<SpinBackoff>,
     max_pause: u32,
-    /// A spin ended empty-handed and [`settle`](Self::settle) decides
-    /// whether it was a miss.
-    undecided: std::cell::Cell<bool>,
+    /// A wait was short (or loom): `try_spin_once_warm` may spin.
+    warm: std::cell::Cell<bool>,
+    /// A wait began that [`settle`](Self::settle) judges.
+    pending: std::cell::Cell<Pending>,
+}
+
+/// What [`SpinGate::settle`] decides about the wait that just ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// Nothing.
+    Nothing,
+    /// A spin ended empty-handed: a miss if the wait after it was long.
+    Spin,
+    /// A cold gate let no spin through: a short wait warms it.
+    Cold,
 }
 
 impl SpinGate {
-    /// A gate that lets the first spin through and pauses at most
+    /// A gate that lets the first spin through (cold for
+    /// [`try_spin_once_warm`](Self::try_spin_once_warm)) and pauses at most
     /// `max_pause` waits after a run of misses.
     pub(crate) const fn new(max_pause: u32) -> SpinGate {
         SpinGate {
             backoff: std::cell::Cell::new(SpinBackoff::new()),
             max_pause,
-            undecided: std::cell::Cell::new(false),
+            warm: std::cell::Cell::new(cfg!(loom)),
+            pending: std::cell::Cell::new(Pending::Nothing),
         }
     }
 
@@ -285,6 +314,17 @@ impl SpinGate {
         self.with(SpinBackoff::try_spin)
     }
 
+    /// [`try_spin`](Self::try_spin) with the cold start (type docs):
+    /// `false` while no wait was short. The wait must then be judged by
+    /// [`settle`](Self::settle).
+    pub(crate) fn try_spin_once_warm(&self) -> bool {
+        if !self.warm.get() {
+            self.pending.set(Pending::Cold);
+            return false;
+        }
+        self.try_spin()
+    }
+
     /// The spin let through by [`try_spin`](Self::try_spin) ended: `hit`
     /// says whether what it waited for came.
     pub(crate) fn spun(&self, hit: bool) {
@@ -295,15 +335,26 @@ impl SpinGate {
     /// The spin let through ended with nothing, but whether it was a miss
     /// is known only later: [`settle`](Self::settle) decides.
     pub(crate) fn spun_undecided(&self) {
-        self.undecided.set(true);
+        self.pending.set(Pending::Spin);
     }
 
-    /// Decides an undecided spin: `miss` counts it as a miss; otherwise it
-    /// counts for nothing (no pause, no hit).
-    pub(crate) fn settle(&self, miss: bool) {
-        if self.undecided.replace(false) && miss {
-            self.spun(false);
+    /// The wait after the last spin decision is over; `long` says whether
+    /// it lasted long (the thread was idle for real). After a spin that
+    /// found nothing, a long wait makes it a miss and a short one counts
+    /// for nothing (no pause, no hit); after a cold gate's wait, a short
+    /// one warms the gate. Anything else: no change.
+    pub(crate) fn settle(&self, long: bool) {
+        match self.pending.replace(Pending::Nothing) {
+            Pending::Spin if long => self.spun(false),
+            Pending::Cold if !long => self.warm.set(true),
+            _ => {}
         }
+    }
+
+    /// Whether a wait was short yet (the cold start is over).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn is_warm(&self) -> bool {
+        self.warm.get()
     }
 }
 
@@ -365,5 +416,59 @@ mod tests {
         // Nothing undecided: a settle changes nothing.
         gate.settle(true);
         assert!(gate.try_spin());
+    }
+
+    #[test]
+    fn a_cold_start_lets_no_spin_through_until_a_wait_is_short() {
+        let gate = SpinGate::new(8);
+        assert!(!gate.is_warm());
+        // Long waits (a loop that ran one job, then idles): never a spin.
+        for _ in 0..300 {
+            assert!(
+                !gate.try_spin_once_warm(),
+                "a cold gate lets no spin through"
+            );
+            gate.settle(true);
+        }
+        // A settle with no cold wait pending changes nothing.
+        gate.settle(false);
+        assert!(!gate.is_warm());
+        // A short wait warms it: the next wait spins.
+        assert!(!gate.try_spin_once_warm());
+        gate.settle(false);
+        assert!(gate.is_warm());
+        assert!(gate.try_spin_once_warm());
+    }
+
+    #[test]
+    fn a_warmed_gate_backs_off_as_a_new_one_does() {
+        let warmed = SpinGate::new(8);
+        assert!(!warmed.try_spin_once_warm());
+        warmed.settle(false);
+        let new = SpinGate::new(8);
+        let spins_warm = |gate: &SpinGate, n: usize, hit: bool| {
+            (0..n)
+                .filter(|_| {
+                    let spun = gate.try_spin_once_warm();
+                    if spun {
+                        gate.spun(hit);
+                    }
+                    spun
+                })
+                .count()
+        };
+        for hit in [false, false, true, false, false, false] {
+            assert_eq!(spins_warm(&warmed, 7, hit), spins(&new, 7, hit));
+        }
+        // A warm gate never turns cold again.
+        assert!(warmed.is_warm());
+    }
+
+    #[test]
+    fn plain_try_spin_has_no_cold_start() {
+        // A blocking caller's gate (no settle): its first spin goes through.
+        let gate = SpinGate::new(8);
+        assert!(gate.try_spin());
+        assert!(!gate.is_warm());
     }
 }

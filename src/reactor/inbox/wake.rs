@@ -36,6 +36,12 @@
 //! spin, and on 2% with it). Where calls come within the bound (bursts, a
 //! `defer_to_thread` round trip on another core) every spell spins.
 //!
+//! A new loop's gate is cold: it spins only once a sleep was short (under
+//! [`MISS_AFTER_SLEEP`], or no sleep at all because work came at the
+//! re-check), so a loop that runs one job and then idles spends nothing on
+//! a spin no producer can end (the `idle_cpu` row); a loop fed in quick
+//! succession pays one eventfd wake before its first spin.
+//!
 //! Invariants:
 //! - Every write of `state` is a read-modify-write (the loop's and the
 //!   producers'): all of them read the latest value, so the states form one
@@ -159,7 +165,8 @@ impl WakeState {
     /// so the protocol is one and the same either way.
     fn spin_for_work(&self, gate: &SpinGate) -> bool {
         self.state.swap(SPINNING, Ordering::SeqCst);
-        if !gate.try_spin() {
+        // The loop's spins start cold (module notes).
+        if !gate.try_spin_once_warm() {
             return false;
         }
         let mut spin = crate::loom::Spin::new(SPIN_LIMIT);

@@ -152,6 +152,8 @@ pub(super) struct State {
     /// Whether the next idle spell may spin, from how the last spins went
     /// (a pause of idle spells after spins that found nothing).
     pub(super) spin_backoff: SpinBackoff,
+    /// Spins begun so far (a count for tests and diagnostics).
+    pub(super) spins: u64,
     pub(super) busy: usize,
     /// Spare threads (0 or 1) not told to exit.
     pub(super) spare: usize,
@@ -209,6 +211,7 @@ impl State {
             idle: 0,
             spinning: 0,
             spin_backoff: SpinBackoff::new(),
+            spins: 0,
             busy: 0,
             spare: 0,
             armed: false,
@@ -434,6 +437,7 @@ impl State {
             return false;
         }
         self.spinning += 1;
+        self.spins += 1;
         true
     }
 

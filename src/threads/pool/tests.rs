@@ -635,3 +635,57 @@ fn the_submit_fast_path_accepts_exactly_when_no_slow_check_would_refuse_or_start
     agrees(&st); // stopped: refused
     assert!(!st.accepts_at_once());
 }
+
+/// The cold start of a pool thread (`spin.rs`), on a real thread driven by
+/// a manual clock: one job, then `then` (with the thread idle), one more
+/// job; returns the spins begun after each of the two jobs.
+fn spins_around_a_second_job(then: impl FnOnce(&ManualClock)) -> (u64, u64) {
+    let clock = ManualClock::new();
+    let pool = ThreadPool::builder()
+        .min(0)
+        .max(1)
+        .keep_alive(Duration::MAX)
+        .clock(clock.clone())
+        .build()
+        .expect("pool");
+    pool.start();
+    // Runs one job, then waits until its thread is idle again: it counts
+    // as idle in the same lock hold in which it decides to spin or park
+    // (and a parking cold thread reads the clock), so the count is final.
+    let job = || {
+        let (tx, rx) = mpsc::channel();
+        assert!(
+            pool.call_in_thread(move || tx.send(()).expect("test"))
+                .is_ok()
+        );
+        rx.recv().expect("the job ran");
+        while pool.core.state.lock().idle == 0 {
+            std::thread::yield_now();
+        }
+        pool.core.state.lock().spins
+    };
+    let first = job();
+    then(&clock);
+    let second = job();
+    pool.stop();
+    (first, second)
+}
+
+#[test]
+fn a_thread_started_for_a_lone_job_parks_without_a_spin() {
+    let (first, _) = spins_around_a_second_job(|_| ());
+    assert_eq!(first, 0, "a new thread has no sign that work comes soon");
+}
+
+#[test]
+fn a_thread_claimed_soon_after_it_parked_spins_from_then_on() {
+    // The clock stands still: the second job came 0 s after the park.
+    assert_eq!(spins_around_a_second_job(|_| ()), (0, 1));
+}
+
+#[test]
+fn a_thread_claimed_long_after_it_parked_stays_cold() {
+    let (first, second) =
+        spins_around_a_second_job(|clock| clock.advance(super::spin::WARM_WAIT * 2));
+    assert_eq!((first, second), (0, 0));
+}

@@ -33,7 +33,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use super::queue::{Item, Queued, message_and_drop};
-use super::spin::SpinHint;
+use super::spin::{ColdStart, SpinHint};
 use super::state::{
     AfterTask, Position, Rehome, Role, RunningJob, SleepStep, SpareStep, State, Ticket, Waiting,
     Wake,
@@ -338,12 +338,15 @@ fn thread_main(core: Arc<Core>, role: Role) {
         Role::Worker => Next::Sleep,
         Role::Spare => Next::Spare,
     };
+    // No spin until an idle wait was short (`spin.rs`).
+    let mut cold = ColdStart::new();
     // Declared after `exit`, so dropped before it: the guard takes the lock.
     let mut st = core.state.lock();
     loop {
         next = match next {
             Next::Run(Queued { mut item, mut meta }, mut started) => {
                 exit.position = Position::Busy;
+                cold.works();
                 // A busy thread's jobs, one lock hold between each two.
                 loop {
                     st.running[slot].0 = Some(RunningJob {
@@ -376,6 +379,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                 loop {
                     match st.sleeper_step(&mut waiting, clock) {
                         SleepStep::Run { item, wake_next } => {
+                            cold.took_work(|| clock.now());
                             exit.position = Position::Busy;
                             Core::wake(&core, wake_next);
                             break Next::Run(item, core.job_stamp());
@@ -385,7 +389,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             return;
                         }
                         // Once per idle spell, spin before parking (`spin.rs`).
-                        SleepStep::Wait(_) if !spun && st.begin_spin() => {
+                        SleepStep::Wait(_) if !spun && cold.warm() && st.begin_spin() => {
                             spun = true;
                             exit.position = Position::Spinning;
                             let seen = core.spin_hint.current();
@@ -395,7 +399,12 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             st.end_spin();
                             exit.position = Position::Sleeping;
                         }
-                        SleepStep::Wait(deadline) => st = wait(&core.work, clock, st, deadline),
+                        SleepStep::Wait(deadline) => {
+                            // Timed under the lock, in the hold that made
+                            // the decision: a claim comes after it.
+                            cold.parks(|| clock.now());
+                            st = wait(&core.work, clock, st, deadline);
+                        }
                     }
                 }
             }
