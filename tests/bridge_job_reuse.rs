@@ -32,11 +32,17 @@ fn value(h: &Handle, pool: &ThreadPool, v: u32) -> Deferred<u32> {
     h.defer_to_thread_pool(pool, move || v)
 }
 
+/// A reactor and a started one-thread pool (one thread: its jobs run and
+/// deliver in FIFO order).
+fn reactor_and_pool() -> (Reactor, Arc<ThreadPool>) {
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    (Reactor::new().unwrap(), pool)
+}
+
 #[test]
 fn an_unconsumed_outcome_is_dropped_with_its_deferred_and_a_reused_record_gives_its_own() {
-    let reactor = Reactor::new().unwrap();
-    let pool = Arc::new(ThreadPool::new(1, 1).unwrap()); // one thread: FIFO
-    pool.start();
+    let (reactor, pool) = reactor_and_pool();
     let h = reactor.handle();
     let drops = Arc::new(AtomicUsize::new(0));
     let (p, dr) = (pool.clone(), drops.clone());
@@ -62,11 +68,8 @@ fn an_unconsumed_outcome_is_dropped_with_its_deferred_and_a_reused_record_gives_
 
 #[test]
 fn a_record_a_resolver_still_holds_is_not_reused() {
-    let reactor = Reactor::new().unwrap();
-    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
-    pool.start();
-    let h = reactor.handle();
-    let p = pool.clone();
+    let (reactor, pool) = reactor_and_pool();
+    let (h, p) = (reactor.handle(), pool.clone());
     reactor
         .run_until_complete(async move {
             for _ in 0..3 {
@@ -117,11 +120,8 @@ fn a_delivered_outcome_is_taken_once_whether_or_not_the_record_is_shared() {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
-    let reactor = Reactor::new().unwrap();
-    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
-    pool.start();
-    let h = reactor.handle();
-    let p = pool.clone();
+    let (reactor, pool) = reactor_and_pool();
+    let (h, p) = (reactor.handle(), pool.clone());
     reactor
         .run_until_complete(async move {
             for shared in [false, true] {
