@@ -131,6 +131,20 @@ enum Stage<T, E, F> {
     Consumed,
 }
 
+impl<T, E, F> Stage<T, E, F> {
+    /// Takes the outcome if this stage holds one, leaving `Consumed`; any
+    /// other stage stays as it was.
+    fn take_outcome(&mut self) -> Option<Outcome<T, E>> {
+        match std::mem::replace(self, Stage::Consumed) {
+            Stage::Done(outcome) => Some(outcome),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 struct State<T, E, F, C> {
     stage: Stage<T, E, F>,
     /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
@@ -382,14 +396,7 @@ where
     /// Takes the outcome if the stage holds one (visible or not), leaving
     /// `Consumed`; any other stage stays as it was.
     fn take_done(&self) -> Option<Outcome<T, E>> {
-        let mut st = self.state.lock();
-        match std::mem::replace(&mut st.stage, Stage::Consumed) {
-            Stage::Done(outcome) => Some(outcome),
-            other => {
-                st.stage = other;
-                None
-            }
-        }
+        self.state.lock().stage.take_outcome()
     }
 
     /// The outcome for a consumer that cannot wait any longer: the one that
@@ -486,14 +493,7 @@ where
         if *self.flags.get_mut() & READY == 0 {
             return None;
         }
-        let stage = &mut self.state.get_mut().stage;
-        match std::mem::replace(stage, Stage::Consumed) {
-            Stage::Done(outcome) => Some(outcome),
-            other => {
-                *stage = other;
-                None
-            }
-        }
+        self.state.get_mut().stage.take_outcome()
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
