@@ -97,6 +97,12 @@ impl Drop for ArmGuard {
     }
 }
 
+/// Whether the queue entry (`slot`, `id`) names a live sleep (a stale one
+/// names a slot that is empty or holds another sleep).
+fn is_live(live: &slab::Slab<(Instant, u64, Waker)>, slot: usize, id: u64) -> bool {
+    live.get(slot).is_some_and(|e| e.1 == id)
+}
+
 impl Deadlines {
     /// Registers a sleep; its key (slot, id).
     fn insert(&mut self, deadline: Instant, id: u64, waker: Waker) -> (usize, u64) {
@@ -105,7 +111,7 @@ impl Deadlines {
         // than the header timeout) must not push every later insert into
         // the middle: stale entries at the back go first.
         while let Some(&(_, s, i)) = self.order.back() {
-            if self.live.get(s).is_some_and(|e| e.1 == i) {
+            if is_live(&self.live, s, i) {
                 break;
             }
             self.order.pop_back();
@@ -135,8 +141,7 @@ impl Deadlines {
             // Stale entries are swept in bulk, amortised O(1) per removal.
             if self.order.len() > 2 * self.live.len() + 64 {
                 let live = &self.live;
-                self.order
-                    .retain(|&(_, slot, id)| live.get(slot).is_some_and(|e| e.1 == id));
+                self.order.retain(|&(_, slot, id)| is_live(live, slot, id));
             }
         }
     }
@@ -144,7 +149,7 @@ impl Deadlines {
     /// The earliest live deadline (dropping stale entries in front of it).
     fn first(&mut self) -> Option<Instant> {
         while let Some(&(at, slot, id)) = self.order.front() {
-            if self.live.get(slot).is_some_and(|e| e.1 == id) {
+            if is_live(&self.live, slot, id) {
                 return Some(at);
             }
             self.order.pop_front();
@@ -184,7 +189,7 @@ impl Deadlines {
                 break;
             }
             self.order.pop_front();
-            if self.live.get(slot).is_some_and(|e| e.1 == id) {
+            if is_live(&self.live, slot, id) {
                 due.push(self.live.remove(slot).2);
             }
         }
