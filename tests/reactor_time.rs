@@ -309,3 +309,69 @@ fn sleep_fires_after_its_delay_and_cancelling_it_cancels_the_timer() {
         Err(weft::Cancelled)
     );
 }
+
+/// A manual clock that moves to `to` (waking the loop) right after the
+/// first reading taken once armed: another thread moving time just as a
+/// turn begins.
+struct MovesAfterOneRead {
+    inner: ManualClock,
+    to: Duration,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Clock for MovesAfterOneRead {
+    fn now(&self) -> Duration {
+        use std::sync::atomic::Ordering;
+        let t = self.inner.now();
+        if self.armed.swap(false, Ordering::Relaxed) {
+            self.inner.advance(self.to.saturating_sub(t));
+        }
+        t
+    }
+
+    fn sleep_until(&self, _deadline: Duration) -> Option<Duration> {
+        None
+    }
+
+    fn register_waker(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        self.inner.register_waker(wake);
+    }
+}
+
+#[test]
+fn a_clock_moved_by_its_waker_as_a_turn_begins_is_read_again_for_the_timers() {
+    // The turn's first reading is stale by the time it looks at the timers:
+    // the move's wake may have been taken by the turn's inbox drain, so a
+    // turn that reused that reading would leave the due timer for a wake
+    // that never comes. The reactor reuses readings only for the system
+    // clock, which no waker moves.
+    let clock = std::sync::Arc::new(MovesAfterOneRead {
+        inner: ManualClock::new(),
+        to: S(1),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    struct Shared(std::sync::Arc<MovesAfterOneRead>);
+    impl Clock for Shared {
+        fn now(&self) -> Duration {
+            self.0.now()
+        }
+        fn sleep_until(&self, deadline: Duration) -> Option<Duration> {
+            self.0.sleep_until(deadline)
+        }
+        fn register_waker(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+            self.0.register_waker(wake);
+        }
+    }
+    let reactor = Reactor::builder()
+        .clock(Shared(clock.clone()))
+        .build()
+        .unwrap();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    reactor.call_later(S(1), move || f.set(true));
+    clock
+        .armed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    reactor.iterate(Some(S(5)));
+    assert!(fired.get(), "the timer due after the move ran in that turn");
+}

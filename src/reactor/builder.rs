@@ -66,6 +66,9 @@ pub enum PanicPolicy {
 /// ```
 pub struct Builder {
     clock: Arc<dyn Clock>,
+    /// `clock` is a [`SystemClock`]: no waker moves it (see
+    /// `Inner::reuse_readings`).
+    system_clock: bool,
     panic_policy: PanicPolicy,
     handle_signals: bool,
     shutdown_timeout: Duration,
@@ -95,6 +98,7 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             clock: Arc::new(SystemClock::new()),
+            system_clock: true,
             panic_policy: PanicPolicy::Log,
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(30),
@@ -117,6 +121,7 @@ impl Builder {
     /// # drop(r);
     /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.system_clock = (&clock as &dyn Any).is::<SystemClock>();
         self.clock = Arc::new(clock);
         self
     }
@@ -252,6 +257,16 @@ impl Builder {
 
     /// Creates the reactor on this thread, which becomes its loop thread.
     ///
+    /// Uses `clock` as if it were the system clock (no waker moves it), so
+    /// turns reuse readings as they do with a [`SystemClock`]: for tests
+    /// that count readings.
+    #[cfg(test)]
+    pub(super) fn system_like_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self.system_clock = true;
+        self
+    }
+
     /// # Errors
     ///
     /// The OS refused the poller, the waker or the signal handlers.
@@ -314,6 +329,7 @@ impl Builder {
             precise_timer,
             io: super::io_registry::IoRegistry::default(),
             spin_gate: crate::loom::SpinGate::new(super::inbox::MAX_SPIN_PAUSE),
+            reuse_readings: self.system_clock && diag.is_none(),
             diag,
         });
         context::register(&inner);

@@ -72,6 +72,13 @@ pub(crate) struct Inner {
     pub(super) spin_gate: crate::loom::SpinGate,
     /// The slow-callback timer and its watchdog; `None` when off.
     pub(super) diag: Option<crate::diagnostics::LoopDiag>,
+    /// Whether a turn may use a clock reading it already has where a
+    /// fresh one would tell it nothing new (`turn.rs`): true with the
+    /// system clock and diagnostics off. A clock that a waker moves (a
+    /// `ManualClock`) needs its reading after the inbox drain that the
+    /// waker's notify may have been consumed by, and the diagnostics
+    /// publish each reading as the start of what runs next.
+    pub(super) reuse_readings: bool,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.
@@ -194,8 +201,10 @@ impl Reactor {
         inner.running.set(true);
         let _running = ResetOnDrop(&inner.running);
         inner.start();
+        // Each turn starts with the reading its predecessor ended with.
+        let mut last = None;
         while !inner.shared.stop_requested.load(Ordering::SeqCst) {
-            inner.turn(None);
+            last = Some(inner.turn_from(None, last));
         }
         inner.shutdown(true);
         Ok(())
@@ -234,6 +243,7 @@ impl Reactor {
         inner.running.set(true);
         let _running = ResetOnDrop(&inner.running);
         inner.start();
+        let mut last = None;
         let result = loop {
             if let Some(r) = out.borrow_mut().take() {
                 break r;
@@ -242,7 +252,7 @@ impl Reactor {
                 inner.shutdown(true);
                 break Err(ThreadError::Stopped);
             }
-            inner.turn(None);
+            last = Some(inner.turn_from(None, last));
         };
         result.map_err(RunError::Failed)
     }

@@ -305,6 +305,27 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_whose_only_work_was_the_last_task_pass_polls() {
+        let mut rig = rig();
+        // Turn 1 polls without blocking (a task is ready) and finds
+        // nothing, so busy turns may skip; then it runs the task, which
+        // ends at once.
+        drop(rig.reactor.spawn_local(async {}));
+        rig.turn();
+        assert_eq!(rig.reactor.statistics().tasks_polled, 1);
+        let pace = &rig.reactor.handle().inner.io_pace;
+        assert_eq!(pace.skips_left.get(), SKIP_TURNS);
+        // Turn 2 counts as busy (the task pass polled) but has nothing to
+        // run: it polls, so the pipe is dispatched in it, and the loop owes
+        // no poll (its next idle turn may block at once).
+        rig.tx.write_all(b"x").unwrap();
+        rig.turn();
+        assert_eq!(rig.hits.get(), 1, "turn 2 polled");
+        assert_eq!(rig.skipped(), 0);
+        assert!(!rig.reactor.handle().inner.io_pace.owed());
+    }
+
+    #[test]
     fn a_turn_that_skips_its_poll_still_moves_the_io_epoch() {
         let rig = rig();
         rig.keep_busy(Busy::Task);

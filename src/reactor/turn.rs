@@ -92,27 +92,44 @@ impl Inner {
     }
 
     pub(super) fn turn(&self, max_wait: Option<Duration>) {
+        self.turn_from(max_wait, None);
+    }
+
+    /// One turn; `last` is the reading the previous turn ended with, when
+    /// nothing ran since (the run loops). Returns the reading it ended with.
+    pub(super) fn turn_from(&self, max_wait: Option<Duration>, last: Option<Duration>) -> Duration {
         self.in_turn.set(true);
         let _reset = ResetOnDrop(&self.in_turn);
         SharedStats::bump(&self.shared.stats.turns, 1);
-        let start = self.now();
+        let start = match last {
+            Some(t) if self.reuse_readings => t,
+            _ => self.now(),
+        };
         let mut lap = Lap::start(start);
 
         // 1. Calls from other threads: the snapshot present now.
-        let mut worked = self.run_calls() > 0;
+        let calls = self.run_calls();
 
-        // 2. Due timers.
+        // 2. Due timers. With no call run, the start reading is still
+        // current (see `reuse_readings`).
+        let fresh = (calls == 0 && self.reuse_readings).then_some(start);
         let fired = self
             .timers
-            .run_due(|f, location| self.guard("timed call", location, f));
+            .run_due(fresh, |f, location| self.guard("timed call", location, f));
         SharedStats::bump(&self.shared.stats.timers_fired, fired as u64);
 
         // 3. I/O. A turn that did work does not block, so a producer
         // mid-burst is drained without a wake syscall, and it may skip its
         // poll altogether (the pacing rule, `io_pace.rs`); the loop sleeps
-        // only after a turn that found nothing to do.
-        worked |= fired > 0 || self.busy.replace(false);
-        if worked && self.io_pace.skip(start) {
+        // only after a turn that found nothing to do. A turn whose only work
+        // was the last one's task pass, with no task ready now, is about to
+        // go idle: it polls, since a skip would only move that poll to the
+        // next turn (one more turn on the way to sleep).
+        let flagged = self.busy.replace(false);
+        let worked = calls > 0 || fired > 0 || flagged;
+        let has_work = calls > 0 || fired > 0 || (flagged && self.tasks.has_ready(&self.shared));
+        let mut slept = None;
+        if has_work && self.io_pace.skip(start) {
             SharedStats::bump(&self.shared.stats.polls_skipped, 1);
             super::io_registry::advance_io_epoch();
         } else {
@@ -121,20 +138,31 @@ impl Inner {
             let idle = !worked && !self.io_pace.owed();
             let timeout = if idle {
                 // The loop may go idle: its spin and its wait are not work.
-                lap.pause(self.now());
+                // Nothing ran since the start reading.
+                lap.pause(if self.reuse_readings {
+                    start
+                } else {
+                    self.now()
+                });
                 self.poll_timeout(max_wait)
             } else {
                 Some(Duration::ZERO)
             };
-            self.poll_io(timeout, idle.then_some(&mut lap), start);
+            slept = self.poll_io(timeout, idle.then_some(&mut lap), start);
         }
 
         // 4. Local tasks ready now.
         let polled = self.run_tasks();
         self.busy.set(polled > 0);
         self.publish_gauges();
-        let work = lap.finish(self.now());
+        // After an idle wait that ran nothing, its end reading is current.
+        let end = match slept {
+            Some(t) if polled == 0 && self.reuse_readings => t,
+            _ => self.now(),
+        };
+        let work = lap.finish(end);
         self.shared.stats.turn_histogram.record(work);
+        end
     }
 
     /// The reactor's time; with diagnostics on, also their reading (so a
@@ -276,18 +304,24 @@ impl Inner {
 
     /// Polls for I/O and dispatches it; `idle` (the turn's lap, paused) is
     /// resumed as soon as the poll returns, so handlers count as work.
-    /// `turn_start` feeds the pacing rule.
-    fn poll_io(&self, timeout: Option<Duration>, idle: Option<&mut Lap>, turn_start: Duration) {
+    /// `turn_start` feeds the pacing rule. Returns the reading taken when
+    /// an idle poll returned, if no I/O handler ran after it.
+    fn poll_io(
+        &self,
+        timeout: Option<Duration>,
+        idle: Option<&mut Lap>,
+        turn_start: Duration,
+    ) -> Option<Duration> {
         // With no I/O source registered, a non-blocking poll could only
         // report the waker, which the next turn's drain covers: skip the
         // syscall.
         if timeout == Some(Duration::ZERO) && self.io_sources.get() == 0 {
             self.shared.inbox.awake();
-            if let Some(lap) = idle {
-                self.spin_gate.settle(false);
-                lap.resume(self.now());
-            }
-            return;
+            let lap = idle?;
+            self.spin_gate.settle(false);
+            let now = self.now();
+            lap.resume(now);
+            return Some(now);
         }
         if let Some(timer) = &self.precise_timer {
             timer.arm_for(timeout);
@@ -300,6 +334,7 @@ impl Inner {
             timeout == Some(Duration::ZERO),
             events.is_empty(),
         );
+        let mut woke = None;
         if let Some(lap) = idle {
             let now = self.now();
             // The spin before this poll, if it found nothing, was a miss
@@ -308,37 +343,40 @@ impl Inner {
                 && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
             self.spin_gate.settle(slept_long);
             lap.resume(now);
+            woke = Some(now);
         }
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "weft: poll failed");
             }
-            return;
+            return woke;
         }
-        self.dispatch_events(&events);
+        let handlers = self.dispatch_events(&events);
         // Handlers run with no borrow of the event buffer held.
         drop(events);
         self.dispatch_io();
+        if handlers { None } else { woke }
     }
 
-    /// Hands each readiness event to its owner (the waker needs nothing: the
-    /// next turn drains the inbox).
-    fn dispatch_events(&self, events: &mio::Events) {
+    /// Hands each readiness event to its owner (the waker and the precise
+    /// timer need nothing: the next turn drains the inbox and runs the due
+    /// timers, and the timer's expiry is never read, see
+    /// `precise_timer.rs`). Returns whether any went to an I/O handler.
+    fn dispatch_events(&self, events: &mio::Events) -> bool {
+        let mut handlers = false;
         for event in events.iter() {
             match event.token() {
-                WAKER_TOKEN => {}
-                TIMER_TOKEN => {
-                    if let Some(timer) = &self.precise_timer {
-                        timer.on_ready();
-                    }
-                }
+                WAKER_TOKEN | TIMER_TOKEN => {}
                 // Collected now, dispatched once the buffer is released.
-                _ => self.io.push_event(event),
+                _ => {
+                    handlers = true;
+                    self.io.push_event(event);
+                }
             }
         }
+        handlers
     }
 }
-
 /// A turn's work time: the time from its start to its end, less the
 /// stretch it spent idle.
 struct Lap {
@@ -429,5 +467,90 @@ impl<'a> CountOnDrop<'a> {
 impl Drop for CountOnDrop<'_> {
     fn drop(&mut self) {
         SharedStats::bump(self.counter, self.n.get() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use crate::{Clock, Reactor, SystemClock};
+
+    /// The system clock, counting its readings.
+    #[derive(Default)]
+    struct Counting {
+        clock: SystemClock,
+        reads: Arc<AtomicU32>,
+    }
+
+    impl Clock for Counting {
+        fn now(&self) -> Duration {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.clock.now()
+        }
+    }
+
+    fn counted() -> (Reactor, Arc<AtomicU32>) {
+        let clock = Counting::default();
+        let reads = clock.reads.clone();
+        let reactor = Reactor::builder().system_like_clock(clock).build().unwrap();
+        (reactor, reads)
+    }
+
+    fn reads_in(reads: &AtomicU32, f: impl FnOnce()) -> u32 {
+        let before = reads.load(Ordering::Relaxed);
+        f();
+        reads.load(Ordering::Relaxed) - before
+    }
+
+    #[test]
+    fn an_idle_turn_reads_the_clock_at_its_start_for_its_wait_and_after_it() {
+        let (reactor, reads) = counted();
+        reactor.call_later(Duration::from_secs(3600), || ());
+        // The timers and the lap's pause reuse the start reading (nothing
+        // ran since), the end reuses the one after the wait (nothing ran
+        // after it): was 6.
+        let n = reads_in(&reads, || reactor.iterate(Some(Duration::ZERO)));
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_turn_of_the_run_loop_starts_with_the_last_ones_end_reading() {
+        let (reactor, reads) = counted();
+        reactor.call_later(Duration::from_secs(3600), || ());
+        let inner = &reactor.handle.inner;
+        let end = inner.turn_from(Some(Duration::ZERO), None);
+        let n = reads_in(&reads, || {
+            inner.turn_from(Some(Duration::ZERO), Some(end));
+        });
+        assert_eq!(n, 2, "the wait and after it");
+    }
+
+    #[test]
+    fn a_turn_that_ran_calls_reads_the_clock_again_for_its_timers() {
+        let (reactor, reads) = counted();
+        let remote = reactor.remote();
+        remote.call_from_thread(|| ()).unwrap();
+        // Start, timers (after the calls), end; no timer is due so the
+        // turn polls without blocking (no wait: no more readings).
+        reactor.call_later(Duration::from_secs(3600), || ());
+        let n = reads_in(&reads, || reactor.iterate(Some(Duration::ZERO)));
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_sleep_on_the_run_loop_ends_at_or_after_its_deadline() {
+        let (reactor, _reads) = counted();
+        let h = reactor.handle();
+        let (start, end) = reactor
+            .run_until_complete(async move {
+                let start = h.seconds();
+                h.sleep(Duration::from_millis(3)).await.unwrap();
+                (start, h.seconds())
+            })
+            .unwrap();
+        assert!(end >= start + Duration::from_millis(3), "{start:?} {end:?}");
     }
 }

@@ -234,9 +234,12 @@ impl Timers {
     }
 
     /// Runs every call due now; `run` invokes one callback (with panic
-    /// handling supplied by the reactor). Returns how many ran.
+    /// handling supplied by the reactor). `now` is a clock reading the
+    /// caller just took, if it has one (else the clock is read, and only if
+    /// a call is scheduled). Returns how many ran.
     pub(crate) fn run_due(
         &self,
+        now: Option<Duration>,
         mut run: impl FnMut(Box<dyn FnOnce()>, &'static Location<'static>),
     ) -> usize {
         {
@@ -250,7 +253,7 @@ impl Timers {
                 return 0;
             }
         }
-        let now = self.now();
+        let now = now.unwrap_or_else(|| self.now());
         self.in_pass.set(true);
         // Cleared also if `run` unwinds (a propagated panic): the calls not
         // yet run stay in the heap for the next pass.
@@ -323,7 +326,7 @@ mod tests {
     }
 
     fn run_all(t: &Timers) -> usize {
-        t.run_due(|f, _| f())
+        t.run_due(None, |f, _| f())
     }
 
     #[test]
