@@ -67,6 +67,15 @@ impl Handle {
     /// move it. Equal deadlines run in scheduling order. A delay up to
     /// `Duration::MAX` means "never" (it saturates).
     ///
+    /// # Precision
+    ///
+    /// A timed call never runs before its deadline on the reactor's clock.
+    /// When the loop sleeps until a deadline less than 50 ms away, it wakes
+    /// within microseconds of it (on Linux: a `timerfd`); a sleep of 50 ms
+    /// or more is rounded up to whole milliseconds (epoll's unit, as tokio
+    /// rounds its timers), so such a call may run up to 1 ms late, and the
+    /// sleep costs no syscall beyond the poll itself.
+    ///
     /// # Examples
     ///
     /// ```

@@ -62,11 +62,26 @@ pub(crate) struct TaskRef {
     id: u64,
 }
 
+/// Room for this many runnables in the run queue and in the pass's batch
+/// from the start. A pass swaps the two buffers, so a buffer that had none
+/// would hand the queue an empty one and the next wake would allocate; sized
+/// both up front, a loop waking a few tasks per pass never allocates there
+/// (issue 8: the first wake after a long sleep ran into that allocation).
+const RUN_QUEUE_ROOM: usize = 16;
+
 /// The cross-thread half: runnables waiting to be polled.
-#[derive(Default)]
 pub(crate) struct RunQueue {
     runnables: VecDeque<Runnable<TaskTag>>,
     closed: bool,
+}
+
+impl Default for RunQueue {
+    fn default() -> Self {
+        RunQueue {
+            runnables: VecDeque::with_capacity(RUN_QUEUE_ROOM),
+            closed: false,
+        }
+    }
 }
 
 struct Entry {
@@ -106,12 +121,21 @@ fn schedule(shared: &Shared, runnable: Runnable<TaskTag>) {
 }
 
 /// The loop's local tasks. Loop-thread only.
-#[derive(Default)]
 pub(crate) struct Tasks {
     live: RefCell<Slab<Entry>>,
     next_id: Cell<u64>,
     /// The runnables of the current pass (and any a propagated panic left).
     batch: RefCell<VecDeque<Runnable<TaskTag>>>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks {
+            live: RefCell::default(),
+            next_id: Cell::new(0),
+            batch: RefCell::new(VecDeque::with_capacity(RUN_QUEUE_ROOM)),
+        }
+    }
 }
 
 impl Tasks {
@@ -242,5 +266,25 @@ impl Tasks {
     /// Refuses every later schedule (the reactor is going away).
     pub(crate) fn close(&self, shared: &Shared) {
         shared.run_queue.lock().closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RUN_QUEUE_ROOM;
+    use crate::Reactor;
+
+    #[test]
+    fn the_run_queue_and_the_batch_keep_their_room_across_passes() {
+        let reactor = Reactor::new().unwrap();
+        let inner = &reactor.handle.inner;
+        for _ in 0..3 {
+            drop(reactor.spawn_local(async {}));
+            reactor.iterate(Some(std::time::Duration::ZERO));
+            // A pass swaps the two buffers: neither is left without room,
+            // so the next wake does not allocate.
+            assert!(inner.shared.run_queue.lock().runnables.capacity() >= RUN_QUEUE_ROOM);
+            assert!(inner.tasks.batch.borrow().capacity() >= RUN_QUEUE_ROOM);
+        }
     }
 }

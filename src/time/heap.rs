@@ -26,6 +26,9 @@ use super::{Clock, DelayedCall};
 /// also more than half of the heap.
 const COMPACT_MIN: usize = 50;
 
+/// Heap entries with room from the start.
+const HEAP_ROOM: usize = 16;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum CallState {
     Scheduled,
@@ -105,7 +108,10 @@ impl Timers {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Rc<Self> {
         Rc::new(Timers {
             clock,
-            heap: RefCell::new(BinaryHeap::new()),
+            // Room up front: the first timer after a long idle spell (a
+            // fresh loop's first sleep) would otherwise pay a cold
+            // allocation on its way in (issue 8).
+            heap: RefCell::new(BinaryHeap::with_capacity(HEAP_ROOM)),
             pending: RefCell::new(Vec::new()),
             in_pass: Cell::new(false),
             next_seq: Cell::new(0),
@@ -327,6 +333,12 @@ mod tests {
 
     fn run_all(t: &Timers) -> usize {
         t.run_due(None, |f, _| f())
+    }
+
+    #[test]
+    fn the_first_timers_need_no_allocation_of_the_heap() {
+        let (_c, t) = timers();
+        assert!(t.heap.borrow().capacity() >= HEAP_ROOM);
     }
 
     #[test]

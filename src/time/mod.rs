@@ -7,6 +7,11 @@
 //!   `Duration::MAX` means "never", not an overflow.
 //! - Everything but the clocks is touched only by the loop thread (`Rc`,
 //!   `RefCell`).
+//! - Timers never fire early: a call runs only once the clock has reached
+//!   its deadline. How late it may be depends on how the loop sleeps (see
+//!   `reactor/precise_timer.rs`): within microseconds for a wait under
+//!   50 ms, up to 1 ms for a longer one (epoll's millisecond timeout,
+//!   rounded up).
 //!
 //! Files: `clock.rs` (the seam and its two clocks), `heap.rs` (the timer
 //! heap and its invariants), `delayed_call.rs` (the user's handle).
