@@ -108,13 +108,23 @@ pub(super) struct SharedStats {
     pub(super) diag: Option<Arc<LoopWords>>,
     /// `Builder::blocking_call_threshold`.
     pub(super) blocking_call_threshold: Option<Duration>,
-    /// The work time of each turn (see `turn.rs`).
+    /// The work time of each turn (see `turn.rs`); recorded by the loop
+    /// thread alone.
     pub(super) turn_histogram: Histogram,
 }
 
 impl SharedStats {
+    /// Adds `by` to a counter that only the loop thread writes (all of
+    /// `SharedStats`'s counters): a plain load and store, no locked
+    /// read-modify-write, and nothing at all for zero. Other threads read
+    /// it relaxed, as before.
     pub(super) fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
+        if by != 0 {
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(by),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     pub(super) fn set(gauge: &AtomicU64, value: u64) {

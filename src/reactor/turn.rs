@@ -161,7 +161,7 @@ impl Inner {
             _ => self.now(),
         };
         let work = lap.finish(end);
-        self.shared.stats.turn_histogram.record(work);
+        self.shared.stats.turn_histogram.record_single_writer(work);
         end
     }
 
