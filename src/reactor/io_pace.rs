@@ -20,6 +20,12 @@
 //!   start) since the turn of the last poll.
 //! - A poll that returned an event, or a blocking poll, ends the skipping:
 //!   while I/O flows, every busy turn polls, as before.
+//! - Only a turn with work of its own may skip: calls ran, timers fired,
+//!   or a task is ready for its task pass. A turn that counts as busy only
+//!   because the previous turn's task pass polled something, with no task
+//!   ready now, is about to go idle: it polls (without blocking), since a
+//!   skip would only move that poll to the next turn and add a turn on the
+//!   loop's way to sleep (issue 8's idle row).
 //! - A turn with nothing to do always polls. Right after a skipped poll it
 //!   polls without blocking (the readiness skipped is likely there, and the
 //!   way to sleep costs more: the inbox's spin, a `timerfd` arm); otherwise
