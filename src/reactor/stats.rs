@@ -5,8 +5,10 @@
 //! diagnostics are on; zero otherwise).
 //!
 //! Always on, because they cost per turn or per batch, not per callback:
-//! - the turn histogram (the loop lag): two clock reads per turn with work
-//!   and four per idle turn (see `turn.rs`), plus one histogram record. A
+//! - the turn histogram (the loop lag): at most two clock reads per turn
+//!   with work and four per idle turn, fewer with the system clock, where a
+//!   reading is reused when nothing ran since it (see `turn.rs`), plus one
+//!   histogram record. A
 //!   clock read costs 25-50 ns on the VMs we measured on, and a busy loop
 //!   runs hundreds of calls per turn, so a burst pays well under 1 ns per
 //!   call; a loop woken for each call pays about 0.1-0.2 µs per wake,
@@ -190,9 +192,11 @@ impl Handle {
     /// [`largest`](HistogramSnapshot::largest) is exact (and is
     /// `ReactorStatistics::longest_turn`).
     ///
-    /// Always on: it costs two clock reads per turn that has work (four
-    /// per idle turn) and one histogram record, so a busy loop running
-    /// hundreds of calls per turn pays well under 1 ns per call.
+    /// Always on: it costs at most two clock reads per turn that has work
+    /// (four per idle turn; fewer with the system clock, which the loop
+    /// reads once for several purposes) and one histogram record, so a busy
+    /// loop running hundreds of calls per turn pays well under 1 ns per
+    /// call.
     ///
     /// # Examples
     ///

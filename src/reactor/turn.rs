@@ -20,6 +20,16 @@
 //!   blocking poll), before and after it, so the wait is left out. A turn
 //!   with work costs two clock reads, an idle one four; time between turns
 //!   (a caller's code between two `iterate`s) belongs to no turn.
+//! - Readings are reused where nothing ran since (`Inner::reuse_readings`:
+//!   the system clock, diagnostics off): the timers take the turn's start
+//!   reading when no call ran, the idle pause takes it too, a turn that
+//!   ran nothing after its wait ends with the reading taken as the wait
+//!   ended, and in `run`/`run_until_complete` a turn starts with the
+//!   reading its predecessor ended with. An idle turn of the run loop then
+//!   reads the clock twice (how long to sleep, and after the wait) and a
+//!   turn with work once or twice, as many as the timers alone used to. A
+//!   clock that a waker moves (a `ManualClock`) is read afresh after the
+//!   inbox drain, which may have taken the move's wake.
 
 use std::any::Any;
 use std::io;
