@@ -201,9 +201,13 @@ impl Timers {
         if self.in_pass.get() {
             return;
         }
+        // The common case (few stale entries) touches nothing else.
         let stale = self.stale.get();
+        if stale <= COMPACT_MIN {
+            return;
+        }
         let mut heap = self.heap.borrow_mut();
-        if stale > COMPACT_MIN && stale * 2 > heap.len() {
+        if stale * 2 > heap.len() {
             let entries = std::mem::take(&mut *heap).into_vec();
             *heap = entries.into_iter().filter(|e| e.0.is_live()).collect();
             let kept = heap.len() + self.pending.borrow().len();
