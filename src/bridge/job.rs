@@ -197,6 +197,18 @@ impl<T, E, F, C> Job<T, E, F, C> {
     fn span(&self) -> Option<&tracing::Span> {
         self.span.as_ref()
     }
+
+    /// Drops what a spent record still holds besides its stage (waker,
+    /// canceller, span), as a plain drop would: user code may run, so this
+    /// comes before the record is given to the free list (never under its
+    /// borrow).
+    fn empty(&mut self) {
+        let st = self.state.get_mut();
+        // Each dropped in place (no tuple moved out and dropped whole).
+        st.waker = None;
+        st.on_cancel = None;
+        self.span = None;
+    }
 }
 
 impl<T, E, F, C> Job<T, E, F, C>
@@ -489,11 +501,22 @@ where
     }
 
     /// `take_ready` without the lock: nobody else can reach the record.
+    /// With the outcome out, the record is emptied for [`keep`](JobCell::keep).
     fn take_unique(&mut self) -> Option<Outcome<T, E>> {
         if *self.flags.get_mut() & READY == 0 {
             return None;
         }
-        self.state.get_mut().stage.take_outcome()
+        let outcome = self.state.get_mut().stage.take_outcome()?;
+        self.empty();
+        Some(outcome)
+    }
+
+    /// Emptied by `take_unique`, and unique since: kept unless its reactor
+    /// has ended.
+    fn keep(self: Arc<Self>) {
+        if !self.remote.has_ended() {
+            recycle::give(self);
+        }
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
@@ -523,20 +546,21 @@ where
         if record.remote.has_ended() {
             return; // kept, it would keep its ended reactor alive
         }
-        let st = record.state.get_mut();
-        let spent = (
-            std::mem::replace(&mut st.stage, Stage::Consumed),
-            st.waker.take(),
-            st.on_cancel.take(),
-        );
-        let span = record.span.take();
-        drop((spent, span)); // may run user code: before the list is borrowed
+        let stage = std::mem::replace(&mut record.state.get_mut().stage, Stage::Consumed);
+        drop(stage); // may run user code: before the list is borrowed
+        record.empty();
         recycle::give(self);
     }
 
+    /// An outcome taken before (the `Deferred` was awaited by reference)
+    /// is not there to give: `f` never runs, as for a consumed local
+    /// `Deferred` (no task that could only panic).
     fn on_result(self: Arc<Self>, f: Callback<T, E>) {
-        if let Some(outcome) = self.take_ready() {
-            return self.call_back(f, outcome);
+        if self.flags() & READY != 0 {
+            if let Some(outcome) = self.take_done() {
+                self.call_back(f, outcome);
+            }
+            return;
         }
         let handle = reactor::current().filter(|h| h.is_remote(&self.remote) && !h.has_ended());
         match handle {

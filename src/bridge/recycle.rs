@@ -118,9 +118,53 @@ pub(super) fn clear() {
     drop(kinds);
 }
 
+/// Bytes of records this thread keeps (tests).
+#[cfg(all(test, not(loom)))]
+fn kept_bytes() -> usize {
+    FREE.with(|free| free.borrow().bytes)
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
     use crate::{Reactor, ThreadPool};
+
+    /// The poll that takes the outcome from a record it owns alone gives
+    /// the record back right there (one uniqueness check for both), not
+    /// when the spent `Deferred` is dropped later.
+    #[test]
+    fn a_record_is_kept_when_its_outcome_is_taken_not_when_its_deferred_drops() {
+        std::thread::spawn(|| {
+            let reactor = Reactor::new().unwrap();
+            let h = reactor.handle();
+            let pool = std::sync::Arc::new(ThreadPool::new(1, 1).unwrap());
+            pool.start();
+            let p = pool.clone();
+            reactor
+                .run_until_complete(async move {
+                    let p = &*p;
+                    let mut d = h.defer_to_thread_pool(p, || 7u32);
+                    // Delivered after `d` by the same worker, which has let go
+                    // of `d`'s record by then: `d` owns it alone.
+                    assert_eq!(h.defer_to_thread_pool(p, || 0u8).await, Ok(0));
+                    let before = super::kept_bytes();
+                    let mut cx = Context::from_waker(Waker::noop());
+                    assert_eq!(Pin::new(&mut d).poll(&mut cx), Poll::Ready(Ok(7)));
+                    assert!(
+                        super::kept_bytes() > before,
+                        "the record was not kept at the take"
+                    );
+                    drop(d);
+                })
+                .unwrap();
+            pool.stop();
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn kept_records_never_keep_a_dropped_reactor_alive() {
