@@ -312,7 +312,9 @@ where
 
     /// Queues the record on its loop; a loop that has ended drops it. The
     /// record's own count is bumped for the message (not the reactor's,
-    /// which every worker and the loop share).
+    /// which every worker and the loop share). Inlined with the inbox's
+    /// push into the worker's `post`: one frame per completion, not three.
+    #[inline]
     fn send(self: Arc<Self>) {
         let message: Arc<dyn Deliver> = self.clone();
         let _ = self.remote.deliver(message);
