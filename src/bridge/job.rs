@@ -439,15 +439,37 @@ where
     fn deliver(self: Arc<Self>) {
         let flags = self.flags();
         self.set_flags(READY);
+        // The usual case: counted, no awaiter parked, not settled before.
+        if flags == COUNTED {
+            if self.in_flight.leave() {
+                self.drained();
+            }
+            return;
+        }
+        self.deliver_rare(flags);
+    }
+}
+
+impl<T, E, F, C> Job<T, E, F, C> {
+    /// The loop's count of jobs in flight reached zero while the shutdown
+    /// drain waits.
+    #[cold]
+    fn drained(&self) {
+        if let Some(threads) = Threads::of_remote(&self.remote) {
+            threads.check_drained();
+        }
+    }
+
+    /// `deliver` with a waker parked, or of a job already settled.
+    #[cold]
+    fn deliver_rare(&self, flags: u8) {
         let waker = if flags & PARKED != 0 {
             self.state.lock().waker.take()
         } else {
             None
         };
         if flags & COUNTED != 0 && self.in_flight.leave() {
-            if let Some(threads) = Threads::of_remote(&self.remote) {
-                threads.check_drained();
-            }
+            self.drained();
         }
         if let Some(waker) = waker {
             waker.wake();
