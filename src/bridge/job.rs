@@ -7,8 +7,10 @@
 //! reactor's inbox as the completion message; and the `Deferred` returned to
 //! the submitter holds it as its state (`deferred::JobCell`): one
 //! allocation per job at most, and none once the loop thread has spent
-//! records of the same type to reuse (`recycle.rs`: a `Deferred` that lets
-//! go of the last reference empties the record and keeps it). Other
+//! records of the same type to reuse (`recycle.rs`: the poll that takes
+//! the outcome from a record its `Deferred` owns alone empties the record
+//! and keeps it, in the same uniqueness check; otherwise a `Deferred` that
+//! lets go of the last reference does). Other
 //! `Worker`s get it boxed (`Worker::do_shared`'s default).
 //!
 //! The record is generic over what runs (`F: Call<T, E>`: a plain closure,

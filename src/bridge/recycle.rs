@@ -11,7 +11,9 @@
 //! Invariants:
 //! - a record enters the list only when its holder owned it alone
 //!   (`Arc::get_mut` succeeded: no strong or weak reference elsewhere, so no
-//!   worker, queue, inbox or chain can reach it), and after everything the
+//!   worker, queue, inbox or chain can reach it; `JobRef::poll_take` keeps
+//!   the record it took the outcome from in that same check, with no way
+//!   for a reference to appear in between), and after everything the
 //!   user gave it (closure, outcome, waker, span) was dropped, outside any
 //!   borrow of the list (those drops may run user code that recycles too);
 //! - records are typed (`Job<T, E, F, C>`): the list is kept per type as

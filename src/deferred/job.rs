@@ -5,7 +5,9 @@
 //! Design: the record is one `Arc` that is at once the pool's queue item,
 //! the completion message on the reactor's inbox and this `Deferred`'s
 //! state, so a thread job costs one allocation (none when the loop reuses
-//! a spent record: letting go of a [`JobRef`] offers it back through
+//! a spent record: the poll that takes the outcome from a record this
+//! `Deferred` owns alone gives it back at once ([`JobCell::keep`]), and
+//! otherwise letting go of a [`JobRef`] offers it back through
 //! [`JobCell::recycle`]). It carries only `Send`
 //! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
 //! the loop:
