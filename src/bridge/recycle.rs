@@ -94,16 +94,38 @@ pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
             return Some(record);
         }
         free.bytes += size;
-        match free.list::<R>() {
-            Some(list) => list.push(record),
-            None => free.kinds.push(Kind {
-                records: Box::new(vec![record]),
-            }),
+        // The usual case, kept short: the first kind is `R`'s and its list
+        // has room (no growth path in the hot code).
+        if let Some(list) = free
+            .kinds
+            .first_mut()
+            .and_then(|k| k.records.downcast_mut::<Vec<Arc<R>>>())
+        {
+            if list.len() < list.capacity() {
+                list.push(record);
+                return None;
+            }
         }
+        free.keep_slow(record);
         None
     });
     // Full, borrowed or gone: the record is freed here, outside the borrow.
     drop(kept);
+}
+
+impl Free {
+    /// `give` of a record whose list must grow, is not the first, or does
+    /// not exist yet.
+    #[cold]
+    #[inline(never)]
+    fn keep_slow<R: Any + Send + Sync>(&mut self, record: Arc<R>) {
+        match self.list::<R>() {
+            Some(list) => list.push(record),
+            None => self.kinds.push(Kind {
+                records: Box::new(vec![record]),
+            }),
+        }
+    }
 }
 
 /// Drops every record this thread keeps (a reactor of this thread is going
