@@ -204,6 +204,7 @@ impl<T, E, F, C> Job<T, E, F, C> {
     /// canceller, span), as a plain drop would: user code may run, so this
     /// comes before the record is given to the free list (never under its
     /// borrow).
+    #[inline]
     fn empty(&mut self) {
         let st = self.state.get_mut();
         // Each dropped in place (no tuple moved out and dropped whole).
