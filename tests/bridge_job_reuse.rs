@@ -146,3 +146,48 @@ fn a_delivered_outcome_is_taken_once_whether_or_not_the_record_is_shared() {
         .unwrap();
     pool.stop();
 }
+
+/// A `Deferred` whose outcome was taken by a poll (awaited by reference)
+/// behaves as consumed, whether its record was given back for reuse at the
+/// take (owned alone) or is still shared with a resolver: resolved,
+/// resolving hands the result back, a cancel does nothing, and a callback
+/// added afterwards never runs (as for a consumed local `Deferred`; no
+/// task that panics in the loop).
+#[test]
+fn a_deferred_whose_outcome_was_taken_behaves_as_consumed() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let (reactor, pool) = reactor_and_pool();
+    let (h, p) = (reactor.handle(), pool.clone());
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    reactor
+        .run_until_complete(async move {
+            for shared in [false, true] {
+                let mut d = value(&h, &p, 7);
+                let resolver = shared.then(|| d.resolver());
+                let probe = value(&h, &p, 8);
+                assert_eq!(probe.await, Ok(8));
+                assert_eq!((&mut d).await, Ok(7));
+                assert!(d.is_resolved());
+                assert!(
+                    d.callback(1).is_err(),
+                    "resolved already (shared: {shared})"
+                );
+                d.cancel();
+                let again = d.resolver();
+                assert!(again.is_resolved());
+                assert!(again.errback(weft::ThreadError::Stopped).is_err());
+                drop((again, resolver));
+                let r = r.clone();
+                d.add_both(move |_| r.set(true));
+                // The same worker and FIFO inbox: a callback task would have
+                // run by the time this round trip is back.
+                assert_eq!(value(&h, &p, 9).await, Ok(9));
+            }
+        })
+        .unwrap();
+    assert!(!ran.get(), "a callback of a consumed Deferred ran");
+    pool.stop();
+}

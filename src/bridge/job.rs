@@ -7,8 +7,10 @@
 //! reactor's inbox as the completion message; and the `Deferred` returned to
 //! the submitter holds it as its state (`deferred::JobCell`): one
 //! allocation per job at most, and none once the loop thread has spent
-//! records of the same type to reuse (`recycle.rs`: a `Deferred` that lets
-//! go of the last reference empties the record and keeps it). Other
+//! records of the same type to reuse (`recycle.rs`: the poll that takes
+//! the outcome from a record its `Deferred` owns alone empties the record
+//! and keeps it, in the same uniqueness check; otherwise a `Deferred` that
+//! lets go of the last reference does). Other
 //! `Worker`s get it boxed (`Worker::do_shared`'s default).
 //!
 //! The record is generic over what runs (`F: Call<T, E>`: a plain closure,
@@ -197,6 +199,19 @@ impl<T, E, F, C> Job<T, E, F, C> {
     fn span(&self) -> Option<&tracing::Span> {
         self.span.as_ref()
     }
+
+    /// Drops what a spent record still holds besides its stage (waker,
+    /// canceller, span), as a plain drop would: user code may run, so this
+    /// comes before the record is given to the free list (never under its
+    /// borrow).
+    #[inline]
+    fn empty(&mut self) {
+        let st = self.state.get_mut();
+        // Each dropped in place (no tuple moved out and dropped whole).
+        st.waker = None;
+        st.on_cancel = None;
+        self.span = None;
+    }
 }
 
 impl<T, E, F, C> Job<T, E, F, C>
@@ -300,7 +315,9 @@ where
 
     /// Queues the record on its loop; a loop that has ended drops it. The
     /// record's own count is bumped for the message (not the reactor's,
-    /// which every worker and the loop share).
+    /// which every worker and the loop share). Inlined with the inbox's
+    /// push into the worker's `post`: one frame per completion, not three.
+    #[inline]
     fn send(self: Arc<Self>) {
         let message: Arc<dyn Deliver> = self.clone();
         let _ = self.remote.deliver(message);
@@ -425,15 +442,37 @@ where
     fn deliver(self: Arc<Self>) {
         let flags = self.flags();
         self.set_flags(READY);
+        // The usual case: counted, no awaiter parked, not settled before.
+        if flags == COUNTED {
+            if self.in_flight.leave() {
+                self.drained();
+            }
+            return;
+        }
+        self.deliver_rare(flags);
+    }
+}
+
+impl<T, E, F, C> Job<T, E, F, C> {
+    /// The loop's count of jobs in flight reached zero while the shutdown
+    /// drain waits.
+    #[cold]
+    fn drained(&self) {
+        if let Some(threads) = Threads::of_remote(&self.remote) {
+            threads.check_drained();
+        }
+    }
+
+    /// `deliver` with a waker parked, or of a job already settled.
+    #[cold]
+    fn deliver_rare(&self, flags: u8) {
         let waker = if flags & PARKED != 0 {
             self.state.lock().waker.take()
         } else {
             None
         };
         if flags & COUNTED != 0 && self.in_flight.leave() {
-            if let Some(threads) = Threads::of_remote(&self.remote) {
-                threads.check_drained();
-            }
+            self.drained();
         }
         if let Some(waker) = waker {
             waker.wake();
@@ -489,11 +528,22 @@ where
     }
 
     /// `take_ready` without the lock: nobody else can reach the record.
+    /// With the outcome out, the record is emptied for [`keep`](JobCell::keep).
     fn take_unique(&mut self) -> Option<Outcome<T, E>> {
         if *self.flags.get_mut() & READY == 0 {
             return None;
         }
-        self.state.get_mut().stage.take_outcome()
+        let outcome = self.state.get_mut().stage.take_outcome()?;
+        self.empty();
+        Some(outcome)
+    }
+
+    /// Emptied by `take_unique`, and unique since: kept unless its reactor
+    /// has ended.
+    fn keep(self: Arc<Self>) {
+        if !self.remote.has_ended() {
+            recycle::give(self);
+        }
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
@@ -523,20 +573,21 @@ where
         if record.remote.has_ended() {
             return; // kept, it would keep its ended reactor alive
         }
-        let st = record.state.get_mut();
-        let spent = (
-            std::mem::replace(&mut st.stage, Stage::Consumed),
-            st.waker.take(),
-            st.on_cancel.take(),
-        );
-        let span = record.span.take();
-        drop((spent, span)); // may run user code: before the list is borrowed
+        let stage = std::mem::replace(&mut record.state.get_mut().stage, Stage::Consumed);
+        drop(stage); // may run user code: before the list is borrowed
+        record.empty();
         recycle::give(self);
     }
 
+    /// An outcome taken before (the `Deferred` was awaited by reference)
+    /// is not there to give: `f` never runs, as for a consumed local
+    /// `Deferred` (no task that could only panic).
     fn on_result(self: Arc<Self>, f: Callback<T, E>) {
-        if let Some(outcome) = self.take_ready() {
-            return self.call_back(f, outcome);
+        if self.flags() & READY != 0 {
+            if let Some(outcome) = self.take_done() {
+                self.call_back(f, outcome);
+            }
+            return;
         }
         let handle = reactor::current().filter(|h| h.is_remote(&self.remote) && !h.has_ended());
         match handle {

@@ -277,6 +277,7 @@ impl InFlight {
     /// A job left the count (delivered, or given up on the loop). True if
     /// that emptied it while the drain waits: the caller then resolves the
     /// drain ([`Threads::check_drained`]).
+    #[inline]
     pub(super) fn leave(&self) -> bool {
         let n = self.jobs.load(Ordering::Relaxed).saturating_sub(1);
         self.jobs.store(n, Ordering::Relaxed);

@@ -5,7 +5,9 @@
 //! Design: the record is one `Arc` that is at once the pool's queue item,
 //! the completion message on the reactor's inbox and this `Deferred`'s
 //! state, so a thread job costs one allocation (none when the loop reuses
-//! a spent record: letting go of a [`JobRef`] offers it back through
+//! a spent record: the poll that takes the outcome from a record this
+//! `Deferred` owns alone gives it back at once ([`JobCell::keep`]), and
+//! otherwise letting go of a [`JobRef`] offers it back through
 //! [`JobCell::recycle`]). It carries only `Send`
 //! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
 //! the loop:
@@ -45,9 +47,20 @@ pub(crate) trait JobCell<T, E> {
 
     /// The delivered outcome, taken through a unique borrow of the record
     /// (the caller owns it alone: no lock needed); `None` if there is none
-    /// to take (not delivered, or taken before).
+    /// to take (not delivered, or taken before). When it gives the outcome,
+    /// the record is spent: everything else the user gave it (waker,
+    /// canceller, span) is dropped too, and the caller hands the record to
+    /// [`keep`](JobCell::keep).
     fn take_unique(&mut self) -> Option<Result<T, E>> {
         None
+    }
+
+    /// A record emptied by [`take_unique`](JobCell::take_unique), whose
+    /// only reference this is: it may be kept for reuse (else it is just
+    /// dropped). No second uniqueness check: nothing could reach the record
+    /// since `take_unique`'s borrow.
+    fn keep(self: Arc<Self>) {
+        drop(self);
     }
 
     /// Resolves on the loop (first result wins); the work is given up as by
@@ -71,8 +84,16 @@ pub(crate) trait JobCell<T, E> {
 }
 
 /// A `Deferred`'s (or `Resolver`'s) reference to its job record: letting
-/// go of it offers the record for reuse ([`JobCell::recycle`]). Always
-/// `Some` until dropped or taken apart.
+/// go of it offers the record for reuse ([`JobCell::recycle`]).
+///
+/// `None` once spent: a poll that took the outcome while this was the
+/// record's only reference gave the record back for reuse at once
+/// ([`JobCell::keep`]), in the same uniqueness check as the take (one
+/// atomic read-modify-write, not a second one when the `Deferred` drops).
+/// A spent reference behaves as a record whose outcome was taken: it is
+/// resolved, resolving it hands the result back, a cancel does nothing, a
+/// callback added to it never runs (as for a consumed local `Deferred`),
+/// and polling it again panics.
 pub(super) struct JobRef<T, E>(Option<Arc<dyn JobCell<T, E>>>);
 
 impl<T, E> JobRef<T, E> {
@@ -80,43 +101,67 @@ impl<T, E> JobRef<T, E> {
         JobRef(Some(job))
     }
 
-    pub(super) fn arc(&self) -> &Arc<dyn JobCell<T, E>> {
-        self.0
-            .as_ref()
-            .expect("a JobRef holds its record until dropped")
+    /// Another reference to the same record (spent stays spent).
+    pub(super) fn share(&self) -> Self {
+        JobRef(self.0.clone())
+    }
+
+    /// A weak link to the record (`None` once spent: nothing to cancel).
+    pub(super) fn downgrade(&self) -> Option<std::sync::Weak<dyn JobCell<T, E>>> {
+        self.0.as_ref().map(Arc::downgrade)
+    }
+
+    /// [`JobCell::is_resolved`]; a spent record's outcome was taken.
+    pub(super) fn is_resolved(&self) -> bool {
+        self.0.as_ref().is_none_or(|job| job.is_resolved())
+    }
+
+    /// [`JobCell::resolve`]; a spent record hands `result` back.
+    pub(super) fn resolve(&self, result: Result<T, E>) -> Result<(), Result<T, E>> {
+        match &self.0 {
+            Some(job) => job.resolve(result),
+            None => Err(result),
+        }
+    }
+
+    /// [`JobCell::cancel`]; nothing to do once spent.
+    pub(super) fn cancel(&self) {
+        if let Some(job) = &self.0 {
+            job.cancel();
+        }
+    }
+
+    /// [`JobCell::on_result`]; a spent record's outcome was taken, so `f`
+    /// never runs (as for a consumed local `Deferred`).
+    pub(super) fn on_result(mut self, f: Box<dyn FnOnce(Result<T, E>)>) {
+        if let Some(job) = self.0.take() {
+            job.on_result(f);
+        }
     }
 
     /// [`JobCell::poll_take`], but when the outcome was delivered and this
     /// is the record's only reference (the worker and the inbox let go of
     /// it, as they usually have by then), the outcome is taken through
-    /// `Arc::get_mut`: one atomic read-modify-write instead of the record
-    /// lock's two.
+    /// `Arc::get_mut` (one atomic read-modify-write instead of the record
+    /// lock's two) and the record, now spent, is given back for reuse at
+    /// once: this reference is spent.
+    ///
+    /// # Panics
+    ///
+    /// If the outcome was taken before.
     pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let job = self
-            .0
-            .as_mut()
-            .expect("a JobRef holds its record until dropped");
+        let Some(job) = self.0.as_mut() else {
+            panic!("Deferred polled after it returned its result");
+        };
         if job.is_resolved() {
             if let Some(outcome) = Arc::get_mut(job).and_then(|cell| cell.take_unique()) {
+                if let Some(job) = self.0.take() {
+                    job.keep();
+                }
                 return Poll::Ready(outcome);
             }
         }
         job.poll_take(cx)
-    }
-
-    /// The record itself, for a new owner (a callback's task).
-    pub(super) fn into_arc(mut self) -> Arc<dyn JobCell<T, E>> {
-        self.0
-            .take()
-            .expect("a JobRef holds its record until dropped")
-    }
-}
-
-impl<T, E> std::ops::Deref for JobRef<T, E> {
-    type Target = dyn JobCell<T, E>;
-
-    fn deref(&self) -> &Self::Target {
-        &**self.arc()
     }
 }
 
@@ -132,7 +177,8 @@ impl<T, E> Drop for JobRef<T, E> {
 /// without keeping it alive.
 pub(super) enum Link<T, E> {
     Local(Weak<Cell<T, E>>),
-    Job(std::sync::Weak<dyn JobCell<T, E>>),
+    /// `None`: the record was spent (its outcome taken), nothing to cancel.
+    Job(Option<std::sync::Weak<dyn JobCell<T, E>>>),
 }
 
 impl<T, E: From<Cancelled>> Link<T, E> {
@@ -145,7 +191,7 @@ impl<T, E: From<Cancelled>> Link<T, E> {
                 }
             }
             Link::Job(job) => {
-                if let Some(job) = job.upgrade() {
+                if let Some(job) = job.as_ref().and_then(std::sync::Weak::upgrade) {
                     job.cancel();
                 }
             }

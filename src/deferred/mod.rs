@@ -204,7 +204,7 @@ impl<T, E> Repr<T, E> {
         match self {
             Repr::Local(cell) => Resolver::of(cell),
             Repr::Job(job) => Resolver {
-                repr: Repr::Job(JobRef::new(job.arc().clone())),
+                repr: Repr::Job(job.share()),
             },
         }
     }
@@ -319,7 +319,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     fn link(&self) -> Link<T, E> {
         match &self.repr {
             Repr::Local(cell) => Link::Local(Rc::downgrade(cell)),
-            Repr::Job(job) => Link::Job(Arc::downgrade(job.arc())),
+            Repr::Job(job) => Link::Job(job.downgrade()),
         }
     }
 
@@ -464,7 +464,7 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     pub fn add_both(self, f: impl FnOnce(Result<T, E>) + 'static) {
         let cell = match self.repr {
             Repr::Local(cell) => cell,
-            Repr::Job(job) => return job.into_arc().on_result(Box::new(f)),
+            Repr::Job(job) => return job.on_result(Box::new(f)),
         };
         let mut state = cell.state.borrow_mut();
         match std::mem::replace(&mut *state, State::Consumed) {

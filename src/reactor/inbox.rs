@@ -229,6 +229,10 @@ impl<W: Wake> Inbox<W> {
     }
 
     /// Queues an `Arc`'d message; gives it back if the inbox is closed.
+    /// Inlined into the worker's completion (`bridge/job.rs`), which calls
+    /// it once per job (always: with a plain hint it stayed a call, whose
+    /// frame was a fifth of the push).
+    #[inline(always)]
     pub(crate) fn push_deliver(
         &self,
         message: std::sync::Arc<dyn Deliver>,
