@@ -371,7 +371,9 @@ impl<C: Connector> Worker for Door<'_, C> {
 /// - Jobs handed over before the pool starts wait for it.
 /// - A loop hands its jobs over to the connection threads together, at
 ///   the end of the turn that submitted them (one queue hand-over and at
-///   most one wake per thread and turn, instead of one per job).
+///   most one wake per thread and turn, instead of one per job), unless
+///   the pool was built with
+///   [`hand_over_per_turn(false)`](crate::PoolBuilder::hand_over_per_turn).
 /// - Only the owner closes the pool ([`ConnectionPool::close`], or its
 ///   reactor's shutdown). Jobs handed over before that (the owner's own
 ///   loop hands over its pending jobs as it closes) run (or are cancelled
@@ -480,7 +482,7 @@ impl<C: Connector> SharedPool<C> {
         let (cancel_shared, cancel_job) = (shared.clone(), job.clone());
         let door = Door {
             shared,
-            defer: handle.is_running(),
+            defer: shared.per_turn && handle.is_running(),
             route,
             job: &job,
         };

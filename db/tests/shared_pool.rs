@@ -449,3 +449,29 @@ fn the_owners_shared_jobs_of_the_turn_that_closes_the_pool_still_run() {
     ran.sort();
     assert_eq!(ran, ["read", "write"]);
 }
+
+#[test]
+fn a_pool_built_to_hand_over_per_job_forwards_each_shared_job_as_it_is_submitted() {
+    let reactor = Reactor::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ConnectionPool::builder(SqliteConnector::new(dir.path().join("a.db")))
+        .max(1)
+        .hand_over_per_turn(false)
+        .build(&reactor.handle())
+        .unwrap();
+    let shared = pool.shared();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let results = reactor.run_until_complete(async move {
+        pool.run_with_connection(|_| Ok::<_, DbError>(()))
+            .await
+            .unwrap();
+        let a = shared.run_with_connection(record(&o, "shared 1"));
+        let b = shared.run_with_connection(record(&o, "shared 2"));
+        let c = pool.run_with_connection(record(&o, "owner"));
+        (a.await, b.await, c.await)
+    });
+    let (a, b, c) = results.unwrap();
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert_eq!(*order.lock().unwrap(), ["shared 1", "shared 2", "owner"]);
+}

@@ -170,6 +170,11 @@ pub struct Config {
     /// it to a thread of its own (see the crate docs for the measurement
     /// behind the default).
     pub checkpoints: weft_db::Checkpoints,
+    /// Whether each loop hands its database jobs over once per turn
+    /// (weft-db's
+    /// [`hand_over_per_turn`](weft_db::PoolBuilder::hand_over_per_turn);
+    /// default on) or each job as it is submitted.
+    pub db_hand_over_per_turn: bool,
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -229,6 +234,7 @@ impl Default for Config {
             loops: default_loops(),
             loop_nice: None,
             checkpoints: weft_db::Checkpoints::default(),
+            db_hand_over_per_turn: true,
         }
     }
 }
