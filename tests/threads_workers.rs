@@ -382,3 +382,50 @@ fn a_dropped_real_thread_worker_lets_its_thread_exit() {
     drop(worker);
     exited.recv().unwrap(); // hangs (and the test binary never ends) if the thread leaked
 }
+
+// --- weft: batches --------------------------------------------------------
+
+#[test]
+fn a_batch_runs_in_order_behind_earlier_tasks_and_a_quit_worker_hands_it_back_whole() {
+    let starter = FakeStarter::default();
+    let worker = ThreadWorker::with_parts(FakeQueue::default(), starter.start()).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let push = |n: u32| -> Task {
+        let order = order.clone();
+        Box::new(move || order.lock().unwrap().push(n))
+    };
+    worker.do_work(push(0)).unwrap();
+    // `FakeQueue` keeps the trait's `put_batch`: one `put` per item.
+    worker
+        .do_work_batch(vec![push(1), push(2), push(3)])
+        .unwrap();
+    worker.do_work(push(4)).unwrap();
+    worker.quit().unwrap();
+    let back = worker.do_work_batch(vec![push(5), push(6)]).unwrap_err().0;
+    assert_eq!(back.len(), 2, "none queued behind the stop order");
+    starter.run_all();
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_batch_on_a_blocking_queue_runs_in_order_on_the_workers_thread() {
+    let worker = ThreadWorker::new().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tasks: Vec<Task> = (0..100)
+        .map(|i| {
+            let tx = tx.clone();
+            Box::new(move || tx.send((i, std::thread::current().id())).unwrap()) as Task
+        })
+        .collect();
+    worker.do_work_batch(tasks).unwrap();
+    let got: Vec<_> = rx.iter().take(100).collect();
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>()
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.1 == got[0].1 && g.1 != std::thread::current().id())
+    );
+    worker.quit().unwrap();
+}

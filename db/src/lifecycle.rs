@@ -39,6 +39,9 @@ impl WorkQueue for SharedQueue {
     fn get(&self) -> WorkItem {
         self.0.get()
     }
+    fn put_batch(&self, jobs: Vec<WorkItem>) {
+        self.0.put_batch(jobs)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +200,9 @@ impl<C: Connector> ConnectionPool<C> {
     #[must_use = "the Deferred fires once the pool has closed"]
     pub fn close(&self) -> Deferred<(), weft::Cancelled> {
         let inner = &self.inner;
+        // This loop's `SharedPool` jobs of this turn were submitted before
+        // the close: handed over now, ahead of the gate's closing.
+        crate::shared::hand_over_deferred(&inner.shared);
         match inner.state.get() {
             Lifecycle::Closed => return Deferred::succeed(()),
             Lifecycle::Closing => {

@@ -114,6 +114,7 @@ pub(crate) struct Config<C> {
     pub(crate) single_writer: bool,
     pub(crate) queued_work: QueuedWork,
     pub(crate) histograms: bool,
+    pub(crate) per_turn: bool,
 }
 
 impl<C: Connector> ConnectionPool<C> {
@@ -132,6 +133,7 @@ impl<C: Connector> ConnectionPool<C> {
                 next_id: AtomicU64::new(1),
                 single_writer: config.single_writer,
                 max: config.max,
+                per_turn: config.per_turn,
                 gate: Gate::new(),
             }),
             min: config.min,

@@ -74,6 +74,9 @@ pub(crate) struct Shared<C: Connector> {
     pub(crate) single_writer: bool,
     /// The configured connection count (routing before start).
     pub(crate) max: usize,
+    /// `SharedPool` jobs of a running loop are handed over once per turn
+    /// (`PoolBuilder::hand_over_per_turn`, `shared.rs`).
+    pub(crate) per_turn: bool,
     /// What submitters on other loops see: the pool's state, its threads
     /// and the jobs waiting for it to start (`shared.rs`).
     pub(crate) gate: Mutex<crate::shared::Gate>,

@@ -385,3 +385,93 @@ fn jobs_from_two_loops_racing_close_all_resolve_and_every_ok_is_committed() {
     assert_eq!(s.submitted, 2 * EACH as u64);
     assert_eq!((s.completed, s.refused), (ok as u64, stopped as u64));
 }
+
+/// A job that appends `tag` to `order` on the connection thread.
+fn record(
+    order: &std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    tag: &'static str,
+) -> impl FnOnce(&mut rusqlite::Connection) -> Result<(), DbError> + Send + 'static {
+    let order = order.clone();
+    move |_| {
+        order.lock().unwrap().push(tag);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends() {
+    let reactor = Reactor::new().unwrap();
+    let (_dir, pool) = file_pool(&reactor, 1); // the writer alone
+    let shared = pool.shared();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let results = reactor.run_until_complete(async move {
+        // The pool runs (it starts with the loop).
+        pool.run_with_connection(|_| Ok::<_, DbError>(()))
+            .await
+            .unwrap();
+        // In one turn: two jobs through the SharedPool, then one the owner
+        // hands to the writer directly. The shared ones wait for the end
+        // of the turn and reach the writer together, behind it.
+        let a = shared.run_with_connection(record(&o, "shared 1"));
+        let b = shared.run_with_connection(record(&o, "shared 2"));
+        let c = pool.run_with_connection(record(&o, "owner"));
+        (a.await, b.await, c.await)
+    });
+    let (a, b, c) = results.unwrap();
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert_eq!(*order.lock().unwrap(), ["owner", "shared 1", "shared 2"]);
+}
+
+#[test]
+fn the_owners_shared_jobs_of_the_turn_that_closes_the_pool_still_run() {
+    let reactor = Reactor::new().unwrap();
+    let (_dir, pool) = file_pool(&reactor, 2);
+    let shared = pool.shared();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let results = reactor.run_until_complete(async move {
+        pool.run_with_connection(|_| Ok::<_, DbError>(()))
+            .await
+            .unwrap();
+        // Submitted before the close, in the same turn: handed over by the
+        // close itself, so they run and the close waits for them.
+        let w = shared.run_with_connection(record(&o, "write"));
+        let r = shared.run_read(record(&o, "read"));
+        let closed = pool.close();
+        let late = shared.run_read(record(&o, "late"));
+        (w.await, r.await, late.await, closed.await)
+    });
+    let (w, r, late, closed) = results.unwrap();
+    assert!(w.is_ok() && r.is_ok() && closed.is_ok());
+    assert!(matches!(late, Err(DbError::Stopped)));
+    let mut ran = order.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["read", "write"]);
+}
+
+#[test]
+fn a_pool_built_to_hand_over_per_job_forwards_each_shared_job_as_it_is_submitted() {
+    let reactor = Reactor::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ConnectionPool::builder(SqliteConnector::new(dir.path().join("a.db")))
+        .max(1)
+        .hand_over_per_turn(false)
+        .build(&reactor.handle())
+        .unwrap();
+    let shared = pool.shared();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let results = reactor.run_until_complete(async move {
+        pool.run_with_connection(|_| Ok::<_, DbError>(()))
+            .await
+            .unwrap();
+        let a = shared.run_with_connection(record(&o, "shared 1"));
+        let b = shared.run_with_connection(record(&o, "shared 2"));
+        let c = pool.run_with_connection(record(&o, "owner"));
+        (a.await, b.await, c.await)
+    });
+    let (a, b, c) = results.unwrap();
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert_eq!(*order.lock().unwrap(), ["shared 1", "shared 2", "owner"]);
+}

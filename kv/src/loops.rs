@@ -8,7 +8,8 @@
 //!
 //! **One database pool.** Loop 0 builds it (and closes it at the end);
 //! every loop, loop 0 included, calls it through its `SharedPool`: the job
-//! goes straight from the calling loop to the pool's connection threads,
+//! goes straight from the calling loop to the pool's connection threads
+//! (with the other jobs of the same turn, as one hand-over at its end),
 //! and its `Deferred` resolves on the calling loop. Loop 0 does no work for
 //! the other loops' calls, and the pool's figures (atomics) are read from
 //! any loop.

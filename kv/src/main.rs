@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--checkpoints commit|background]
+//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -59,6 +59,13 @@ fn main() -> ExitCode {
                 cfg.checkpoints = match val().as_str() {
                     "commit" => weft_db::Checkpoints::default(),
                     "background" => weft_db::Checkpoints::background(),
+                    _ => usage(),
+                }
+            }
+            "--db-handover" => {
+                cfg.db_hand_over_per_turn = match val().as_str() {
+                    "turn" => true,
+                    "job" => false,
                     _ => usage(),
                 }
             }

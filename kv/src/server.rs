@@ -142,6 +142,7 @@ pub(crate) async fn serve(
         SqliteConnector::new(&config.db_path).checkpoints(config.checkpoints),
     )
     .name("kv")
+    .hand_over_per_turn(config.db_hand_over_per_turn)
     .max(config.readers.max(1) + 1)
     .min(config.readers.max(1) + 1)
     .build(&handle)

@@ -193,3 +193,16 @@ fn with_background_checkpoints_both_loops_write_and_read_and_the_db_counts_every
     assert_eq!(jobs("readers"), 20.0);
     assert_eq!(srv.stop().abandoned, 0);
 }
+
+#[test]
+fn a_server_handing_database_jobs_over_one_by_one_serves_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = two_loops(dir.path());
+    cfg.db_hand_over_per_turn = false;
+    let srv = Server::start(cfg);
+    for i in 0..8 {
+        let path = format!("/v1/kv/one-by-one-{i}");
+        assert_eq!(once(srv.addr, "PUT", &path, b"v").0, 200);
+        assert_eq!(once(srv.addr, "GET", &path, b""), (200, b"v".to_vec()));
+    }
+}

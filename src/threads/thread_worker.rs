@@ -97,6 +97,18 @@ pub trait WorkQueue: Send + Sync + 'static {
         let _ = timeout;
         Some(self.get())
     }
+
+    /// Appends `items` in order, as one hand-over.
+    ///
+    /// The default puts them one by one; [`BlockingQueue`] takes its lock
+    /// once and wakes at most one waiting consumer per item, after all of
+    /// them are queued (so a woken consumer finds the whole batch instead
+    /// of one item, on a machine where it preempts the producer at once).
+    fn put_batch(&self, items: Vec<WorkItem>) {
+        for item in items {
+            self.put(item);
+        }
+    }
 }
 
 struct QueueState {
@@ -289,6 +301,37 @@ impl WorkQueue for BlockingQueue {
             self.hint.0.fetch_add(1, Ordering::Release);
         }
         if notify {
+            self.ready.notify_one();
+        }
+    }
+
+    fn put_batch(&self, items: Vec<WorkItem>) {
+        let mut left = items.len();
+        if left == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.items.extend(items);
+        // What `left` single puts would signal: a watching spinner is
+        // claimed by the first, each later one signals a waiter while one
+        // is unsignalled.
+        let raise = state.spinner == Spinner::Watching;
+        if raise {
+            state.spinner = Spinner::Claimed;
+            left -= 1;
+        }
+        let signal = left.min(state.waiters);
+        state.waiters -= signal;
+        state.wakeups += signal;
+        #[cfg(test)]
+        {
+            state.signals += signal;
+        }
+        drop(state);
+        if raise {
+            self.hint.0.fetch_add(1, Ordering::Release);
+        }
+        for _ in 0..signal {
             self.ready.notify_one();
         }
     }
@@ -498,6 +541,47 @@ fn work_loop<Q: WorkQueue>(queue: &Q) {
             }
             WorkItem::Stop => return,
         }
+    }
+}
+
+impl<Q: WorkQueue> ThreadWorker<Q> {
+    /// Queues `tasks` in order as one hand-over ([`WorkQueue::put_batch`]):
+    /// on a [`BlockingQueue`], one lock and at most one wake for the
+    /// thread, after all of them are queued. They run in order after the
+    /// tasks queued before, exactly as if each went through
+    /// [`do_work`](Worker::do_work).
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with every task, none queued, once the worker quit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use weft::threads::{Task, ThreadWorker, Worker};
+    ///
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// let tasks: Vec<Task> = (0..3)
+    ///     .map(|i| {
+    ///         let tx = tx.clone();
+    ///         Box::new(move || tx.send(i).unwrap()) as Task
+    ///     })
+    ///     .collect();
+    /// worker.do_work_batch(tasks).unwrap();
+    /// assert_eq!(rx.iter().take(3).collect::<Vec<_>>(), [0, 1, 2]);
+    /// worker.quit().unwrap();
+    /// assert_eq!(worker.do_work_batch(vec![Box::new(|| ())]).unwrap_err().0.len(), 1);
+    /// ```
+    pub fn do_work_batch(&self, tasks: Vec<Task>) -> Result<(), AlreadyQuit<Vec<Task>>> {
+        let quit = self.quit.lock();
+        if *quit {
+            return Err(AlreadyQuit(tasks));
+        }
+        self.queue
+            .put_batch(tasks.into_iter().map(WorkItem::Run).collect());
+        Ok(())
     }
 }
 

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A/B rows, run only when named in `--only`: `weft-kv-1loop-bgckpt` and
-//! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints), and
+//! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints),
+//! `weft-kv-1loop-perjob` and `weft-kv-2loops-perjob` (`--db-handover job`:
+//! each database job handed over as it is submitted, not once per turn), and
 //! `weft-kv-before-1loop` / `weft-kv-before-2loops`, which run the
 //! `weft-kv` binary found in `--before-dir` (a build of an earlier commit).
 //!
@@ -75,7 +77,8 @@ struct Server {
 /// bounds its blocking calls.
 ///
 /// Opt-in rows (run only when named in `--only`), for A/B runs:
-/// `weft-kv-{1loop,2loops}-bgckpt` (`--checkpoints background`) and
+/// `weft-kv-{1loop,2loops}-bgckpt` (`--checkpoints background`),
+/// `weft-kv-{1loop,2loops}-perjob` (`--db-handover job`) and
 /// `weft-kv-before-{1loop,2loops}` (the `weft-kv` binary in `--before-dir`,
 /// e.g. a build of an earlier commit).
 fn servers(before_dir: Option<&Path>) -> Vec<Server> {
@@ -121,6 +124,16 @@ fn servers(before_dir: Option<&Path>) -> Vec<Server> {
         opt_in(
             "weft-kv-2loops-bgckpt",
             &["--loops", "2", "--checkpoints", "background"],
+            None,
+        ),
+        opt_in(
+            "weft-kv-1loop-perjob",
+            &["--loops", "1", "--db-handover", "job"],
+            None,
+        ),
+        opt_in(
+            "weft-kv-2loops-perjob",
+            &["--loops", "2", "--db-handover", "job"],
             None,
         ),
         opt_in("weft-kv-before-1loop", &["--loops", "1"], before_dir),

@@ -1,8 +1,8 @@
 //! loom models of the wake protocol (run with `--cfg loom`, see
 //! `threads/loom_tests.rs`): a `put` that lands before, during or after
 //! a consumer's spin is taken; two consumers (one spinning, one waiting,
-//! or both waiting) both get an item from two puts, whatever order the
-//! signals are taken in.
+//! or both waiting) both get an item from two puts, or from one batch of
+//! two (`put_batch`), whatever order the signals are taken in.
 
 use super::*;
 
@@ -51,4 +51,28 @@ fn loom_spinning_queue_takes_a_put_racing_the_spin() {
 #[test]
 fn loom_spinning_queue_serves_a_spinner_and_a_waiter_from_two_puts() {
     loom::model(|| model_puts(spinning(), 2, 0));
+}
+
+/// As [`model_puts`], with every item put as one batch.
+fn model_batch(queue: Arc<BlockingQueue>, consumers: usize) {
+    let threads: Vec<_> = (0..consumers)
+        .map(|_| {
+            let q = queue.clone();
+            thread::spawn(move || matches!(q.get(), WorkItem::Stop))
+        })
+        .collect();
+    queue.put_batch((0..consumers).map(|_| WorkItem::Stop).collect());
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+}
+
+#[test]
+fn loom_two_waiting_consumers_each_get_one_item_of_a_batch_of_two() {
+    loom::model(|| model_batch(Arc::new(BlockingQueue::new()), 2));
+}
+
+#[test]
+fn loom_spinning_queue_serves_a_spinner_and_a_waiter_from_a_batch_of_two() {
+    loom::model(|| model_batch(spinning(), 2));
 }

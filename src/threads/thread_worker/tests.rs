@@ -178,3 +178,56 @@ fn a_zero_limit_and_the_default_queue_never_spin() {
         assert_eq!(queue.hint.0.load(Ordering::Relaxed), 0);
     }
 }
+
+#[test]
+fn a_batch_is_queued_whole_before_any_waiter_is_signalled_and_signals_one_per_item_at_most() {
+    for queue in [
+        BlockingQueue::new(),
+        BlockingQueue::with_spin(Duration::from_nanos(1)),
+    ] {
+        let queue = Arc::new(queue);
+        // A waiter leaves its wait only by taking a signal, and the batch
+        // signals after all three are queued: it finds the other two.
+        let q = queue.clone();
+        let got = thread::spawn(move || {
+            let first = q.get();
+            (first, q.len())
+        });
+        until(&queue, |s| s.waiters == 1);
+        queue.put_batch(vec![WorkItem::Stop, WorkItem::Stop, WorkItem::Stop]);
+        let (first, left) = got.join().unwrap();
+        assert!(is_stop(first));
+        assert_eq!(left, 2);
+        let state = queue.state.lock();
+        assert_eq!(state.signals, 1, "one waiter, one signal");
+        assert_eq!((state.waiters, state.wakeups), (0, 0));
+    }
+
+    // Two waiters, a batch of three: both signalled; an empty batch
+    // signals no one.
+    let queue = Arc::new(BlockingQueue::new());
+    let (a, b) = (consumer(&queue), consumer(&queue));
+    until(&queue, |s| s.waiters == 2);
+    queue.put_batch(Vec::new());
+    assert_eq!(queue.state.lock().signals, 0);
+    queue.put_batch(vec![WorkItem::Stop, WorkItem::Stop, WorkItem::Stop]);
+    assert!(is_stop(a.join().unwrap()));
+    assert!(is_stop(b.join().unwrap()));
+    let state = queue.state.lock();
+    assert_eq!(state.signals, 2);
+    assert_eq!((state.waiters, state.wakeups), (0, 0));
+    assert_eq!(state.items.len(), 1);
+}
+
+#[test]
+fn a_batch_put_to_a_spinning_consumer_claims_it_and_signals_only_the_rest() {
+    let queue = Arc::new(BlockingQueue::with_spin(Duration::from_secs(600)));
+    let got = consumer(&queue);
+    until(&queue, |s| s.spinner == Spinner::Watching);
+    queue.put_batch(vec![WorkItem::Stop, WorkItem::Stop]);
+    assert!(is_stop(got.join().unwrap()));
+    assert_eq!(queue.hint.0.load(Ordering::Relaxed), 1);
+    let state = queue.state.lock();
+    assert_eq!(state.signals, 0, "no waiter to signal");
+    assert_eq!(state.items.len(), 1);
+}
