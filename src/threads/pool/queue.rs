@@ -85,7 +85,7 @@ impl Item {
     /// a callback or a shared task, before the outcome is handed on.
     /// Returns whether the job was counted that way, so the thread does
     /// not count it again when it is done with it.
-    #[inline]
+    #[inline(always)] // in the thread's loop: no call frame per job
     pub(super) fn run(self, core: &Core) -> bool {
         match self {
             // The common case needs no counter until it panics (a plain
@@ -114,6 +114,7 @@ impl Item {
     }
 
     /// [`run`](Self::run) for items that report through a [`PanicCounter`].
+    #[inline(never)]
     fn run_counted(self, core: &Core) -> bool {
         let panics = PanicCounter::of(core);
         let escaped = match self {
@@ -343,6 +344,68 @@ mod tests {
         let popped = std::iter::from_fn(|| q.pop()).count();
         assert_eq!((popped, q.len(), q.slots()), (3, 0, 0));
         assert!(q.withdraw(keys[9]).is_none());
+    }
+
+    /// A task that says which one it is when run.
+    fn numbered(n: usize, ran: &std::sync::Arc<std::sync::Mutex<Vec<usize>>>) -> Queued {
+        let ran = ran.clone();
+        Queued {
+            item: Item::Task(Box::new(move || ran.lock().unwrap().push(n))),
+            meta: Meta {
+                location: Location::caller(),
+                enqueued: n as u64,
+            },
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_fifo_order_and_keys_while_it_wraps_and_grows() {
+        let ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let run = |q: &mut Queue| match q.pop().map(|job| job.item) {
+            Some(Item::Task(task)) => task(),
+            _ => panic!("a task was queued"),
+        };
+        let mut q = Queue::default();
+        let mut keys = Vec::new();
+        let mut expected = Vec::new();
+        let mut n = 0;
+        // Keep the ring part-full while its head goes round it several
+        // times, so it grows while wrapped, with tombstones in it.
+        for round in 0..6 {
+            for _ in 0..(40 + 30 * round) {
+                keys.push((n, q.push(numbered(n, &ran))));
+                n += 1;
+            }
+            // Withdraw every third item still queued, wherever it sits.
+            keys.retain(|&(i, key)| {
+                if i % 3 == 0 {
+                    assert!(q.withdraw(key).is_some(), "item {i} was queued");
+                    false
+                } else {
+                    true
+                }
+            });
+            let live = q.len();
+            for _ in 0..live / 2 {
+                run(&mut q);
+            }
+            assert_eq!(q.len(), live - live / 2);
+        }
+        while q.len() > 0 {
+            run(&mut q);
+        }
+        expected.extend((0..n).filter(|i| i % 3 != 0));
+        assert_eq!(
+            *ran.lock().unwrap(),
+            expected,
+            "FIFO, withdrawn ones skipped"
+        );
+        assert_eq!(q.slots(), 0);
+        for (i, key) in keys {
+            assert!(q.withdraw(key).is_none(), "item {i} ran: its key is stale");
+        }
+        assert_eq!(q.front(), None);
+        assert!(q.pop().is_none());
     }
 
     #[test]

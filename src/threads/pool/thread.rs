@@ -145,8 +145,9 @@ impl Core {
         })
     }
 
-    /// Carries out a submission's wake (outside the lock).
-    #[inline]
+    /// Carries out a submission's wake (outside the lock). Out of line: a
+    /// submission that wakes nobody (a busy pool's) keeps a small frame.
+    #[inline(never)]
     pub(super) fn wake(this: &Arc<Self>, wake: Wake) {
         match wake {
             Wake::Nothing => {}
