@@ -447,6 +447,9 @@ impl<T: 'static, E: 'static> Deferred<T, E> {
     /// Consumes the `Deferred`, calling `f` with the result on the loop: at
     /// once if it has arrived, otherwise when it does (Twisted's `addBoth`).
     ///
+    /// A `Deferred` whose result was already taken by polling it (for
+    /// example `(&mut d).await`) has no result left to give: `f` never runs.
+    ///
     /// # Examples
     ///
     /// ```

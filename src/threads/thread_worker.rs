@@ -104,6 +104,17 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// once and wakes at most one waiting consumer per item, after all of
     /// them are queued (so a woken consumer finds the whole batch instead
     /// of one item, on a machine where it preempts the producer at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
+    ///
+    /// let queue = BlockingQueue::new();
+    /// queue.put_batch(vec![WorkItem::Run(Box::new(|| ())), WorkItem::Stop]);
+    /// assert!(matches!(queue.get(), WorkItem::Run(_)));
+    /// assert!(matches!(queue.get(), WorkItem::Stop));
+    /// ```
     fn put_batch(&self, items: Vec<WorkItem>) {
         for item in items {
             self.put(item);
