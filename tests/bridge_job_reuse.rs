@@ -32,6 +32,20 @@ fn value(h: &Handle, pool: &ThreadPool, v: u32) -> Deferred<u32> {
     h.defer_to_thread_pool(pool, move || v)
 }
 
+/// A job's `Deferred` (value 7) whose result was delivered but never
+/// polled (a second job, run after it on the one thread, was awaited
+/// instead), with a resolver holding its record too when `shared`.
+async fn delivered_unpolled(
+    h: &Handle,
+    pool: &ThreadPool,
+    shared: bool,
+) -> (Deferred<u32>, Option<weft::Resolver<u32>>) {
+    let d = value(h, pool, 7);
+    let resolver = shared.then(|| d.resolver());
+    assert_eq!(value(h, pool, 8).await, Ok(8));
+    (d, resolver)
+}
+
 /// A reactor and a started one-thread pool (one thread: its jobs run and
 /// deliver in FIFO order).
 fn reactor_and_pool() -> (Reactor, Arc<ThreadPool>) {
@@ -125,11 +139,7 @@ fn a_delivered_outcome_is_taken_once_whether_or_not_the_record_is_shared() {
     reactor
         .run_until_complete(async move {
             for shared in [false, true] {
-                let mut d = value(&h, &p, 7);
-                let resolver = shared.then(|| d.resolver());
-                // Wait for the delivery without polling `d`.
-                let probe = value(&h, &p, 8);
-                assert_eq!(probe.await, Ok(8));
+                let (mut d, resolver) = delivered_unpolled(&h, &p, shared).await;
                 assert!(d.is_resolved());
                 let mut cx = Context::from_waker(Waker::noop());
                 assert_eq!(Pin::new(&mut d).poll(&mut cx), Poll::Ready(Ok(7)));
@@ -165,10 +175,7 @@ fn a_deferred_whose_outcome_was_taken_behaves_as_consumed() {
     reactor
         .run_until_complete(async move {
             for shared in [false, true] {
-                let mut d = value(&h, &p, 7);
-                let resolver = shared.then(|| d.resolver());
-                let probe = value(&h, &p, 8);
-                assert_eq!(probe.await, Ok(8));
+                let (mut d, resolver) = delivered_unpolled(&h, &p, shared).await;
                 assert_eq!((&mut d).await, Ok(7));
                 assert!(d.is_resolved());
                 assert!(

@@ -398,10 +398,13 @@ fn record(
     }
 }
 
-#[test]
-fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends() {
-    let reactor = Reactor::new().unwrap();
-    let (_dir, pool) = file_pool(&reactor, 1); // the writer alone
+/// Runs one turn that submits two jobs through the `SharedPool` and then
+/// one through the owner, on a pool with one connection (the writer
+/// alone); the order in which the writer ran them.
+fn order_of_one_turns_jobs(
+    reactor: &Reactor,
+    pool: ConnectionPool<SqliteConnector>,
+) -> Vec<&'static str> {
     let shared = pool.shared();
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let o = order.clone();
@@ -410,9 +413,6 @@ fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends()
         pool.run_with_connection(|_| Ok::<_, DbError>(()))
             .await
             .unwrap();
-        // In one turn: two jobs through the SharedPool, then one the owner
-        // hands to the writer directly. The shared ones wait for the end
-        // of the turn and reach the writer together, behind it.
         let a = shared.run_with_connection(record(&o, "shared 1"));
         let b = shared.run_with_connection(record(&o, "shared 2"));
         let c = pool.run_with_connection(record(&o, "owner"));
@@ -420,7 +420,19 @@ fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends()
     });
     let (a, b, c) = results.unwrap();
     assert!(a.is_ok() && b.is_ok() && c.is_ok());
-    assert_eq!(*order.lock().unwrap(), ["owner", "shared 1", "shared 2"]);
+    order.lock().unwrap().clone()
+}
+
+#[test]
+fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends() {
+    let reactor = Reactor::new().unwrap();
+    let (_dir, pool) = file_pool(&reactor, 1); // the writer alone
+    // The shared ones wait for the end of the turn and reach the writer
+    // together, behind the one the owner handed over directly.
+    assert_eq!(
+        order_of_one_turns_jobs(&reactor, pool),
+        ["owner", "shared 1", "shared 2"]
+    );
 }
 
 #[test]
@@ -459,19 +471,8 @@ fn a_pool_built_to_hand_over_per_job_forwards_each_shared_job_as_it_is_submitted
         .hand_over_per_turn(false)
         .build(&reactor.handle())
         .unwrap();
-    let shared = pool.shared();
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let o = order.clone();
-    let results = reactor.run_until_complete(async move {
-        pool.run_with_connection(|_| Ok::<_, DbError>(()))
-            .await
-            .unwrap();
-        let a = shared.run_with_connection(record(&o, "shared 1"));
-        let b = shared.run_with_connection(record(&o, "shared 2"));
-        let c = pool.run_with_connection(record(&o, "owner"));
-        (a.await, b.await, c.await)
-    });
-    let (a, b, c) = results.unwrap();
-    assert!(a.is_ok() && b.is_ok() && c.is_ok());
-    assert_eq!(*order.lock().unwrap(), ["shared 1", "shared 2", "owner"]);
+    assert_eq!(
+        order_of_one_turns_jobs(&reactor, pool),
+        ["shared 1", "shared 2", "owner"]
+    );
 }
