@@ -289,44 +289,17 @@ impl BlockingQueue {
     }
 }
 
-impl WorkQueue for BlockingQueue {
-    fn put(&self, item: WorkItem) {
+impl BlockingQueue {
+    /// Queues `n` items (`push` appends them) under one lock hold, then
+    /// signals what `n` single puts would: a watching spinner is claimed by
+    /// the first, and each later item signals a waiter while one is
+    /// unsignalled. All signals go out after every item is queued.
+    #[inline]
+    fn hand_over(&self, n: usize, push: impl FnOnce(&mut VecDeque<WorkItem>)) {
         let mut state = self.state.lock();
-        state.items.push_back(item);
-        let (raise, notify) = if state.spinner == Spinner::Watching {
-            state.spinner = Spinner::Claimed;
-            (true, false)
-        } else if state.waiters > 0 {
-            state.waiters -= 1;
-            state.wakeups += 1;
-            #[cfg(test)]
-            {
-                state.signals += 1;
-            }
-            (false, true)
-        } else {
-            (false, false)
-        };
-        drop(state);
-        if raise {
-            self.hint.0.fetch_add(1, Ordering::Release);
-        }
-        if notify {
-            self.ready.notify_one();
-        }
-    }
-
-    fn put_batch(&self, items: Vec<WorkItem>) {
-        let mut left = items.len();
-        if left == 0 {
-            return;
-        }
-        let mut state = self.state.lock();
-        state.items.extend(items);
-        // What `left` single puts would signal: a watching spinner is
-        // claimed by the first, each later one signals a waiter while one
-        // is unsignalled.
+        push(&mut state.items);
         let raise = state.spinner == Spinner::Watching;
+        let mut left = n;
         if raise {
             state.spinner = Spinner::Claimed;
             left -= 1;
@@ -344,6 +317,18 @@ impl WorkQueue for BlockingQueue {
         }
         for _ in 0..signal {
             self.ready.notify_one();
+        }
+    }
+}
+
+impl WorkQueue for BlockingQueue {
+    fn put(&self, item: WorkItem) {
+        self.hand_over(1, |items| items.push_back(item));
+    }
+
+    fn put_batch(&self, items: Vec<WorkItem>) {
+        if !items.is_empty() {
+            self.hand_over(items.len(), |queued| queued.extend(items));
         }
     }
 
