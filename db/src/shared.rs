@@ -312,6 +312,8 @@ impl<C: Connector> Worker for Door<'_, C> {
             return self.do_now(task);
         }
         let key = pool_key(self.shared);
+        // Moved into the list only if the closure runs; `try_with` fails
+        // (and runs nothing) while the thread's locals are torn down.
         let mut task = Some(task);
         let first = DEFERRED.try_with(|d| {
             let pending = Pending {
@@ -331,8 +333,8 @@ impl<C: Connector> Worker for Door<'_, C> {
                 }
             }
         });
-        match (first, task) {
-            (Ok(true), _) => {
+        match first {
+            Ok(true) => {
                 let flush = Flush {
                     shared: self.shared.clone(),
                 };
@@ -344,9 +346,8 @@ impl<C: Connector> Worker for Door<'_, C> {
                 }
                 Ok(())
             }
-            (Ok(false), _) => Ok(()),
-            (Err(_), Some(task)) => self.do_now(task),
-            (Err(_), None) => Ok(()),
+            Ok(false) => Ok(()),
+            Err(_) => self.do_now(task.expect("the list took nothing: the task is still here")),
         }
     }
 
