@@ -24,10 +24,12 @@ use std::time::Duration;
 /// Atomics (std or loom).
 pub(crate) mod atomic {
     #[cfg(loom)]
-    pub(crate) use ::loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
+    pub(crate) use ::loom::sync::atomic::{
+        AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
+    };
     pub(crate) use std::sync::atomic::Ordering;
     #[cfg(not(loom))]
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 }
 
 /// Threads (std or loom).
@@ -351,10 +353,25 @@ impl SpinGate {
         }
     }
 
+    /// [`settle`](Self::settle), where a short wait still counts as long
+    /// if `could_not_hit` says no spin could have caught what ended it
+    /// (the loop's: a producer on its own CPU). `could_not_hit` is asked
+    /// only after a short wait that the gate has to judge.
+    pub(crate) fn settle_with(&self, long: bool, could_not_hit: impl FnOnce() -> bool) {
+        let long = long || (self.pending.get() != Pending::Nothing && could_not_hit());
+        self.settle(long);
+    }
+
     /// Whether a wait was short yet (the cold start is over).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn is_warm(&self) -> bool {
         self.warm.get()
+    }
+
+    /// Waits left in the current pause.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn pause_left(&self) -> u32 {
+        self.backoff.get().pause_left()
     }
 }
 
@@ -462,6 +479,40 @@ mod tests {
         }
         // A warm gate never turns cold again.
         assert!(warmed.is_warm());
+    }
+
+    #[test]
+    fn a_short_wait_no_spin_could_catch_counts_as_long() {
+        let gate = SpinGate::new(8);
+        // Cold: a short wait ended by a producer on the loop's CPU does
+        // not warm the gate; one from another CPU does.
+        for _ in 0..10 {
+            assert!(!gate.try_spin_once_warm());
+            gate.settle_with(false, || true);
+        }
+        assert!(!gate.is_warm());
+        assert!(!gate.try_spin_once_warm());
+        gate.settle_with(false, || false);
+        assert!(gate.is_warm());
+        // Warm: dry spins before such waits are misses (the second in a
+        // row pauses), where short waits alone count for nothing.
+        for _ in 0..2 {
+            assert!(gate.try_spin_once_warm());
+            gate.spun_undecided();
+            gate.settle_with(false, || true);
+        }
+        assert!(!gate.try_spin_once_warm());
+        for _ in 0..4 {
+            assert!(gate.try_spin_once_warm());
+            gate.spun_undecided();
+            gate.settle_with(false, || false);
+        }
+        // Nothing to judge (a paused wait, or a long one): not asked.
+        let gate = SpinGate::new(8);
+        gate.settle_with(false, || unreachable!("nothing pending"));
+        assert!(!gate.try_spin_once_warm());
+        gate.settle_with(true, || unreachable!("a long wait needs no answer"));
+        assert!(!gate.is_warm());
     }
 
     #[test]

@@ -44,6 +44,7 @@ use crate::inline_fn::{self, InlineFn};
 use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
+pub(crate) mod cpu;
 mod stamp;
 mod wake;
 
@@ -325,6 +326,15 @@ impl<W: Wake> Inbox<W> {
     /// Loop, after waking: marks the loop awake so producers skip the waker.
     pub(crate) fn awake(&self) {
         self.wake.awake();
+    }
+
+    /// Loop, after a sleep: whether the producer that woke it ran on the
+    /// loop's own CPU, so that no spin before the sleep could have caught
+    /// it (`wake.rs`, "Same CPU"). Reads the CPU only when a producer noted
+    /// one.
+    pub(crate) fn woken_from_this_cpu(&self) -> bool {
+        self.wake.woken_from_known_cpu()
+            && cpu::current().is_some_and(|cpu| self.wake.woken_from(cpu))
     }
 
     /// Closes the inbox; later pushes fail. Returns the jobs still queued.

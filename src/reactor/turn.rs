@@ -348,10 +348,13 @@ impl Inner {
         if let Some(lap) = idle {
             let now = self.now();
             // The spin before this poll, if it found nothing, was a miss
-            // only if the loop then slept long (`inbox/wake.rs`).
+            // only if the loop then slept long, or was woken by a producer
+            // on its own CPU, which no spin could have caught
+            // (`inbox/wake.rs`).
             let slept_long = timeout != Some(Duration::ZERO)
                 && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
-            self.spin_gate.settle(slept_long);
+            self.spin_gate
+                .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
             lap.resume(now);
             woke = Some(now);
         }

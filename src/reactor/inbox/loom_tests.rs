@@ -95,6 +95,55 @@ fn run_model_gated(producers: usize, per_producer: usize, gate: fn() -> SpinGate
     });
 }
 
+/// The producer notes its CPU when it writes the waker, and the loop asks
+/// for it after the wake (the spin rule's same-CPU test): a side note no
+/// step of the protocol reads, so no call and no wake is lost, whether the
+/// producer shares the loop's CPU or not.
+#[test]
+fn loom_inbox_producer_notes_its_cpu_as_it_wakes_the_loop() {
+    for producer_cpu in [0, 1] {
+        ::loom::model(move || {
+            super::cpu::pretend(Some(0));
+            let gate = SpinGate::new(MAX_SPIN_PAUSE);
+            let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+            let ran = Arc::new(AtomicUsize::new(0));
+            let (i2, r2) = (inbox.clone(), ran.clone());
+            let t = thread::spawn(move || {
+                super::cpu::pretend(Some(producer_cpu));
+                for _ in 0..2 {
+                    let r2 = r2.clone();
+                    let job = move || {
+                        r2.fetch_add(1, Ordering::SeqCst);
+                    };
+                    assert!(i2.push(job, Location::caller()).is_ok());
+                }
+            });
+            let mut batch = VecDeque::new();
+            let mut done = 0;
+            while done < 2 {
+                inbox.drain_into(&mut batch);
+                for job in batch.drain(..) {
+                    match job.message {
+                        Message::Call(f) => f.call(),
+                        Message::Deliver(d) => d.deliver(),
+                    }
+                    done += 1;
+                }
+                if done < 2 && inbox.prepare_to_sleep(&gate, || false) {
+                    inbox.waker().sleep();
+                    inbox.awake();
+                    let same = inbox.woken_from_this_cpu();
+                    // Only a producer on the loop's CPU is ever reported.
+                    assert!(!same || producer_cpu == 0);
+                    gate.settle_with(false, || same);
+                }
+            }
+            t.join().unwrap();
+            assert_eq!(ran.load(Ordering::SeqCst), 2);
+        });
+    }
+}
+
 #[test]
 fn loom_inbox_one_producer_two_calls() {
     run_model(1, 2);

@@ -106,6 +106,84 @@ fn after_deciding_to_sleep_the_next_push_wakes() {
     assert_eq!(wakes(&inbox), 1);
 }
 
+/// `spells` idle spells of the loop (this thread, on CPU 0) as `turn.rs`
+/// runs them with `gate`, spell `i` ended by a push from a producer thread
+/// on `producer(i)` (a CPU, or unknown) while the loop is sleepy.
+fn spells_woken_from(gate: &SpinGate, producer: impl Fn(usize) -> Option<u32>, spells: usize) {
+    super::cpu::pretend(Some(0));
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    inbox.awake();
+    for spell in 0..spells {
+        // Nobody pushes during the spin (if the gate lets one through).
+        assert!(inbox.prepare_to_sleep(gate, || false));
+        let (i2, cpu) = (inbox.clone(), producer(spell));
+        std::thread::spawn(move || {
+            super::cpu::pretend(cpu);
+            assert!(i2.push(|| (), Location::caller()).is_ok());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(wakes(&inbox), spell + 1);
+        inbox.awake();
+        // A short sleep, as the turn settles it.
+        gate.settle_with(false, || inbox.woken_from_this_cpu());
+        assert_eq!(run_all(&inbox), 1);
+    }
+}
+
+/// A producer on the loop's own CPU cannot run while the loop spins: the
+/// loop never warms up to spin for it (a `blocking_call` caller pinned to
+/// the loop's core). The same rhythm from another CPU warms it and keeps
+/// every spin going (short sleeps are no misses).
+#[test]
+fn a_loop_woken_from_its_own_cpu_never_spins_for_it() {
+    let same = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_woken_from(&same, |_| Some(0), 50);
+    assert!(!same.is_warm());
+    assert!(!same.try_spin_once_warm());
+    let other = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_woken_from(&other, |_| Some(1), 50);
+    assert!(other.is_warm());
+    assert_eq!(other.pause_left(), 0);
+    assert!(other.try_spin_once_warm());
+    // A CPU nobody knows says nothing: as another CPU.
+    let unknown = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_woken_from(&unknown, |_| None, 50);
+    assert!(unknown.is_warm());
+    assert_eq!(unknown.pause_left(), 0);
+}
+
+/// A warm loop whose producer moves onto its CPU stops spinning for it:
+/// its dry spins become misses.
+#[test]
+fn a_warm_loop_woken_from_its_own_cpu_pauses_its_spin() {
+    let gate = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_woken_from(&gate, |spell| Some(if spell < 5 { 1 } else { 0 }), 40);
+    // Spins at spells 1-4 (hits: none, short waits), then from spell 5 on
+    // misses pausing 0, 1, 2, 4, 8, 16: spells 5, 6, 8, 11, 16, 25 spin,
+    // and 14 of the last pause's 16 spells are used up.
+    assert!(gate.is_warm());
+    assert_eq!(gate.pause_left(), 2);
+}
+
+/// The CPU noted by a push that woke the loop is forgotten at the next
+/// sleep: a wake with no push (I/O, a timer) is not taken for it.
+#[test]
+fn a_wake_with_no_push_is_from_no_cpu() {
+    super::cpu::pretend(Some(0));
+    let inbox = Inbox::new(CountingWaker::default());
+    let gate = SpinGate::new(MAX_SPIN_PAUSE);
+    inbox.awake();
+    assert!(inbox.prepare_to_sleep(&gate, || false));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    inbox.awake();
+    assert!(inbox.woken_from_this_cpu());
+    run_all(&inbox);
+    assert!(inbox.prepare_to_sleep(&gate, || false));
+    inbox.awake();
+    assert!(!inbox.woken_from_this_cpu());
+}
+
 #[test]
 fn queued_or_other_work_keeps_the_loop_awake() {
     let inbox = Inbox::new(CountingWaker::default());

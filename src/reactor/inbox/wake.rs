@@ -36,6 +36,20 @@
 //! spin, and on 2% with it). Where calls come within the bound (bursts, a
 //! `defer_to_thread` round trip on another core) every spell spins.
 //!
+//! Same CPU: a producer that shares the loop's CPU cannot run while the
+//! loop spins (one core, or two threads the scheduler keeps together), so
+//! a spin can never catch it, however soon it comes: the spin only burns
+//! the time slice the producer needs, and then the loop sleeps and the
+//! producer writes the waker anyway. So the producer that writes the waker
+//! notes the CPU it runs on ([`cpu`](super::cpu)), and the loop, after
+//! that wake, asks whether it was its own CPU
+//! ([`WakeState::woken_from`]); if so the wait counts as long (a spin
+//! could not have ended it): a miss after a spin, no warming after a cold
+//! one. A loop that trades one core with a `blocking_call` caller then
+//! never spins (the `blocking_call_rtt` row on one core; d685858 never
+//! spun), while one woken from other CPUs spins as before. The CPU is a
+//! hint (threads move); only the decision to spin depends on it.
+//!
 //! A new loop's gate is cold: it spins only once a sleep was short (under
 //! [`MISS_AFTER_SLEEP`], or no sleep at all because work came at the
 //! re-check), so a loop that runs one job and then idles spends nothing on
@@ -52,7 +66,7 @@
 //!   (a push under the queue's lock, a flag set with a read-modify-write).
 
 use crate::loom::SpinGate;
-use crate::loom::atomic::{AtomicU8, AtomicU64, Ordering};
+use crate::loom::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// The loop is (about to be) blocked: the next producer wakes it.
 const SLEEPY: u8 = 0;
@@ -85,12 +99,20 @@ pub(crate) trait Wake: Send + Sync {
     fn wake(&self);
 }
 
+/// `WakeState::woken_from` when no producer wrote the waker since the loop
+/// last prepared to sleep, or its CPU is unknown.
+const NO_CPU: u32 = u32::MAX;
+
 /// The protocol's state and its count of waker writes, on cache lines of
 /// their own (see `Locked` in `inbox.rs`).
 #[repr(align(128))]
 pub(super) struct WakeState {
     /// `SLEEPY`, `AWAKE`, `SPINNING` or `WORK`.
     state: AtomicU8,
+    /// The CPU of the producer that last wrote the waker, `NO_CPU` from
+    /// the loop's next sleep on. A hint for the spin decision only (module
+    /// notes), so relaxed: no step of the protocol reads it.
+    woken_from: AtomicU32,
     wakes: AtomicU64,
 }
 
@@ -98,6 +120,7 @@ impl WakeState {
     pub(super) fn new() -> WakeState {
         WakeState {
             state: AtomicU8::new(SLEEPY),
+            woken_from: AtomicU32::new(NO_CPU),
             wakes: AtomicU64::new(0),
         }
     }
@@ -120,6 +143,9 @@ impl WakeState {
             {
                 Ok(_) if state == SLEEPY => {
                     self.wakes.fetch_add(1, Ordering::Relaxed);
+                    // Before the write, so the woken loop finds it.
+                    let cpu = super::cpu::current().unwrap_or(NO_CPU);
+                    self.woken_from.store(cpu, Ordering::Relaxed);
                     waker.wake();
                     return;
                 }
@@ -164,6 +190,10 @@ impl WakeState {
     /// arrived. A paused spin still passes through `SPINNING` (zero rounds),
     /// so the protocol is one and the same either way.
     fn spin_for_work(&self, gate: &SpinGate) -> bool {
+        // A CPU noted for an earlier wake says nothing about this sleep.
+        if self.woken_from.load(Ordering::Relaxed) != NO_CPU {
+            self.woken_from.store(NO_CPU, Ordering::Relaxed);
+        }
         self.state.swap(SPINNING, Ordering::SeqCst);
         // The loop's spins start cold (module notes).
         if !gate.try_spin_once_warm() {
@@ -183,6 +213,21 @@ impl WakeState {
                 return false;
             }
         }
+    }
+
+    /// Loop, after a sleep: whether the producer that wrote the waker
+    /// during it ran on `cpu` (the loop's own; module notes). `false` when
+    /// no producer wrote it (the loop woke for I/O or a timer) or its CPU
+    /// is unknown.
+    pub(super) fn woken_from(&self, cpu: u32) -> bool {
+        let from = self.woken_from.load(Ordering::Relaxed);
+        from != NO_CPU && from == cpu
+    }
+
+    /// Whether a producer wrote the waker since the loop last prepared to
+    /// sleep, and noted its CPU.
+    pub(super) fn woken_from_known_cpu(&self) -> bool {
+        self.woken_from.load(Ordering::Relaxed) != NO_CPU
     }
 
     /// Loop, after waking: marks the loop awake so producers skip the waker.
