@@ -20,6 +20,10 @@
 //! spins, or the loop is busy), misses pause spinning for a doubling
 //! number of calls, so such a thread spins about once per 1000 calls. The
 //! spin reads one atomic (no lock, no `sched_yield`: crossbeam #821).
+//! A caller on the CPU the loop last woke on does not spin at all (and
+//! leaves its gate as it is): there the loop cannot answer until the
+//! caller parks, so even the rare probing spins only burn the loop's time
+//! slice (`Inbox::shares_loop_cpu`).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
@@ -97,7 +101,7 @@ impl Remote {
     {
         let rx = start_call(self, f)?;
         let began = Instant::now();
-        spin_on_reply(&rx, timeout);
+        spin_on_reply(self, &rx, timeout);
         rx.wait_timeout(timeout.saturating_sub(began.elapsed()))
     }
 
@@ -183,7 +187,7 @@ impl Remote {
         check_caller(self)?;
         let call = spawn_from_thread(self, f)?;
         let began = Instant::now();
-        spin_on_reply(call.receiver(), timeout);
+        spin_on_reply(self, call.receiver(), timeout);
         call.receiver()
             .wait_timeout(timeout.saturating_sub(began.elapsed()))
     }
@@ -227,9 +231,10 @@ crate::loom::thread_local! {
 }
 
 /// Spins on `rx` for at most `limit` (capped by [`REPLY_SPIN`]) when this
-/// thread's gate lets it; the wait that follows then finds the reply
-/// without blocking if it came.
-fn spin_on_reply<T>(rx: &oneshot::Receiver<T>, limit: Duration) {
+/// thread's gate lets it and the loop did not last wake on this thread's
+/// CPU; the wait that follows then finds the reply without blocking if it
+/// came.
+fn spin_on_reply<T>(remote: &Remote, rx: &oneshot::Receiver<T>, limit: Duration) {
     let limit = limit.min(REPLY_SPIN);
     if limit.is_zero() {
         return;
@@ -244,7 +249,9 @@ fn spin_on_reply<T>(rx: &oneshot::Receiver<T>, limit: Duration) {
     // `try_with`: a blocking call made while this thread's locals are torn
     // down (from another local's destructor) just parks.
     let _ = REPLY_GATE.try_with(|gate| {
-        if gate.try_spin() {
+        // Asked only when the gate would spin: a paused gate costs no CPU
+        // lookup.
+        if gate.try_spin() && !remote.shares_loop_cpu() {
             gate.spun(rx.spin_for(limit));
         }
     });
@@ -260,11 +267,11 @@ fn wait_watched<T>(
     rx: &oneshot::Receiver<T>,
 ) -> Result<T, CallError> {
     let Some(threshold) = remote.blocking_call_threshold() else {
-        spin_on_reply(rx, REPLY_SPIN);
+        spin_on_reply(remote, rx, REPLY_SPIN);
         return rx.wait();
     };
     let began = Instant::now();
-    spin_on_reply(rx, threshold);
+    spin_on_reply(remote, rx, threshold);
     match rx.wait_timeout(threshold.saturating_sub(began.elapsed())) {
         Err(CallError::TimedOut) => {}
         done => return done,

@@ -337,6 +337,22 @@ impl<W: Wake> Inbox<W> {
             && cpu::current().is_some_and(|cpu| self.wake.woken_from(cpu))
     }
 
+    /// Loop, after a sleep: notes the CPU it woke on, for
+    /// [`shares_loop_cpu`](Self::shares_loop_cpu).
+    pub(crate) fn note_loop_cpu(&self) {
+        self.wake.note_loop_cpu(cpu::current());
+    }
+
+    /// Any thread: whether it runs on the CPU the loop woke on after its
+    /// last sleep (both known). A thread that waits for the loop there
+    /// gains nothing by spinning: the loop cannot run while it spins (one
+    /// core). A hint: either may have moved since.
+    pub(crate) fn shares_loop_cpu(&self) -> bool {
+        self.wake
+            .loop_cpu()
+            .is_some_and(|loop_cpu| cpu::current() == Some(loop_cpu))
+    }
+
     /// Closes the inbox; later pushes fail. Returns the jobs still queued.
     pub(crate) fn close(&self) -> VecDeque<Job> {
         self.locked.queue.lock().jobs.take().unwrap_or_default()

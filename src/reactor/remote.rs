@@ -406,6 +406,13 @@ impl Remote {
         this_thread() == self.shared.loop_thread
     }
 
+    /// Whether the calling thread runs on the CPU the loop woke on after
+    /// its last sleep (a hint for a blocking caller's spin: see
+    /// `Inbox::shares_loop_cpu`).
+    pub(crate) fn shares_loop_cpu(&self) -> bool {
+        self.shared.inbox.shares_loop_cpu()
+    }
+
     /// Whether the reactor has started (its startup triggers fired).
     ///
     /// # Examples

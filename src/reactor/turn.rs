@@ -355,6 +355,10 @@ impl Inner {
                 && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
             self.spin_gate
                 .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
+            // Where the loop runs now, for blocking callers' spins.
+            if timeout != Some(Duration::ZERO) {
+                self.shared.inbox.note_loop_cpu();
+            }
             lap.resume(now);
             woke = Some(now);
         }

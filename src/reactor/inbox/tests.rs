@@ -166,6 +166,36 @@ fn a_warm_loop_woken_from_its_own_cpu_pauses_its_spin() {
     assert_eq!(gate.pause_left(), 2);
 }
 
+/// A thread shares the loop's CPU only when both are known and equal.
+#[test]
+fn a_thread_shares_the_loops_cpu_only_if_both_are_known_and_equal() {
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    let from = |cpu: Option<u32>| {
+        let i2 = inbox.clone();
+        std::thread::spawn(move || {
+            super::cpu::pretend(cpu);
+            i2.shares_loop_cpu()
+        })
+        .join()
+        .unwrap()
+    };
+    // The loop never slept yet: nothing is known.
+    assert!(!from(Some(0)));
+    super::cpu::pretend(Some(0));
+    inbox.note_loop_cpu();
+    assert!(from(Some(0)));
+    assert!(!from(Some(1)));
+    assert!(!from(None));
+    // The loop woke elsewhere.
+    super::cpu::pretend(Some(1));
+    inbox.note_loop_cpu();
+    assert!(!from(Some(0)));
+    assert!(from(Some(1)));
+    super::cpu::pretend(None);
+    inbox.note_loop_cpu();
+    assert!(!from(None));
+}
+
 /// The CPU noted by a push that woke the loop is forgotten at the next
 /// sleep: a wake with no push (I/O, a timer) is not taken for it.
 #[test]

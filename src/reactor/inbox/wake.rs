@@ -113,6 +113,10 @@ pub(super) struct WakeState {
     /// the loop's next sleep on. A hint for the spin decision only (module
     /// notes), so relaxed: no step of the protocol reads it.
     woken_from: AtomicU32,
+    /// The CPU the loop woke on after its last sleep (`NO_CPU`: unknown),
+    /// for a blocking caller's spin decision (`bridge/from_thread.rs`).
+    /// Written only when it changes, so the line stays shared.
+    loop_cpu: AtomicU32,
     wakes: AtomicU64,
 }
 
@@ -121,6 +125,7 @@ impl WakeState {
         WakeState {
             state: AtomicU8::new(SLEEPY),
             woken_from: AtomicU32::new(NO_CPU),
+            loop_cpu: AtomicU32::new(NO_CPU),
             wakes: AtomicU64::new(0),
         }
     }
@@ -228,6 +233,19 @@ impl WakeState {
     /// sleep, and noted its CPU.
     pub(super) fn woken_from_known_cpu(&self) -> bool {
         self.woken_from.load(Ordering::Relaxed) != NO_CPU
+    }
+
+    /// Loop, after a sleep: notes the CPU it woke on, if it changed.
+    pub(super) fn note_loop_cpu(&self, cpu: Option<u32>) {
+        let cpu = cpu.unwrap_or(NO_CPU);
+        if self.loop_cpu.load(Ordering::Relaxed) != cpu {
+            self.loop_cpu.store(cpu, Ordering::Relaxed);
+        }
+    }
+
+    /// The CPU the loop woke on after its last sleep, if known.
+    pub(super) fn loop_cpu(&self) -> Option<u32> {
+        Some(self.loop_cpu.load(Ordering::Relaxed)).filter(|&cpu| cpu != NO_CPU)
     }
 
     /// Loop, after waking: marks the loop awake so producers skip the waker.
