@@ -23,7 +23,12 @@
 //!
 //! - Handed over by the turn's end: the `call_soon` runs in the next timer
 //!   pass, which comes before the loop can block; dropped unrun (the
-//!   reactor going away) it hands over all the same.
+//!   reactor going away) it hands over all the same. The one gap: code
+//!   that keeps jobs outside a turn (between two `run_until_complete`s,
+//!   with jobs still in flight), or a `run_until_complete` whose future
+//!   ends in the turn that kept them, leaves them kept until the loop next
+//!   turns or is dropped (the bridge cannot tell a turn from the time
+//!   between turns: the reactor reports "running" for both).
 //! - FIFO: anything submitted to a pool directly from this loop
 //!   (`call_in_thread`, `thread_pool()`, a private pool) hands the kept
 //!   jobs over first, so it queues behind them.
