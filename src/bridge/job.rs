@@ -87,7 +87,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use super::recycle;
-use super::table::{InFlight, Threads};
+use super::table::{InFlight, Pending, Threads};
 use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
@@ -660,6 +660,25 @@ impl<T, E, F, C> Job<T, E, F, C> {
             }
         };
         span::in_span(self.span(), || f(outcome));
+    }
+}
+
+/// Kept on the loop until the turn's hand-over (`table.rs`).
+impl<T, E, F, C> Pending for Job<T, E, F, C>
+where
+    F: Call<T, E>,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: FnOnce() + Send + 'static,
+{
+    fn wanted(&self) -> bool {
+        self.flags() & READY == 0
+    }
+    fn queued_as(&self, task: TaskKey) {
+        self.set_task(task);
+    }
+    fn stopped(&self) {
+        let _ = self.settle(Err((self.error)(ThreadError::Stopped)));
     }
 }
 

@@ -9,6 +9,40 @@
 //!   what is left is given up: that happens after the reactor's final
 //!   drain, when nothing can arrive any more.
 //!
+//! # One hand-over per turn
+//!
+//! A `defer_to_thread` made on a running loop that already has jobs in
+//! flight is not queued in the reactor pool at once: it is registered (its
+//! `Deferred` returned, counted in flight) and kept in `pending`, in order;
+//! the first kept job of a turn schedules a hand-over (`call_soon`), and
+//! `HAND_OVER_CHUNK` kept jobs are handed over within the turn. The
+//! hand-over queues them in one hold of the pool's lock, with at most one
+//! wake per idle thread (`ThreadPool::submit_shared_batch_at`), instead
+//! of a lock hold, a clock read and possibly a wake per job. A lone job (a
+//! round trip: nothing in flight) is queued at once.
+//!
+//! - Handed over by the turn's end: the `call_soon` runs in the next timer
+//!   pass, which comes before the loop can block; dropped unrun (the
+//!   reactor going away) it hands over all the same. The one gap: code
+//!   that keeps jobs outside a turn (between two `run_until_complete`s,
+//!   with jobs still in flight), or a `run_until_complete` whose future
+//!   ends in the turn that kept them, leaves them kept until the loop next
+//!   turns or is dropped (the bridge cannot tell a turn from the time
+//!   between turns: the reactor reports "running" for both).
+//! - FIFO: anything submitted to a pool directly from this loop
+//!   (`call_in_thread`, `thread_pool()`, a private pool) hands the kept
+//!   jobs over first, so it queues behind them.
+//! - Withdrawal: a kept job that is cancelled drops its closure at once
+//!   (the record's stage), and the hand-over skips it; it is never counted
+//!   by the pool.
+//! - Statistics: the pool counts a kept job once it is handed over;
+//!   `Handle::thread_pool()` hands over first, so statistics read through
+//!   it are exact. A pool `Arc` held from earlier sees the turn's jobs at
+//!   the hand-over.
+//! - Shutdown: the `Before` and `During` steps hand over first, so the
+//!   turn's jobs meet the queued-work policy and the pool's stop as jobs
+//!   queued before them do; a job the pool refuses resolves `Stopped`.
+//!
 //! No table of jobs: each job's record is its `Deferred`'s state (see
 //! `job.rs`), awaiters park their wakers in it and callbacks wait in local
 //! tasks. The loop keeps only a count of jobs in flight, for the shutdown
@@ -21,7 +55,8 @@
 //! callback `Cancelled` (`OnResult`'s drop), so nothing waits forever.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -29,7 +64,7 @@ use crate::deferred::{Deferred, Resolver};
 use crate::error::Cancelled;
 use crate::pool::ThreadPool;
 use crate::reactor::{self, Handle, Phase, QueuedWork, Remote, SystemEvent};
-use crate::threads::TaskKey;
+use crate::threads::{SharedTask, TaskKey};
 
 /// A reactor's identity (see [`Remote::downgrade`]) and its bridge state.
 type LastTable = (
@@ -45,6 +80,11 @@ thread_local! {
 /// Loop-local bridge state, kept as a reactor extension.
 pub(super) struct Threads {
     pub(super) pool: RefCell<Option<Arc<ThreadPool>>>,
+    /// Reactor-pool jobs of this turn not yet handed over to the pool, in
+    /// submission order (see [`defer`](Threads::defer)).
+    pending: RefCell<Vec<(Arc<dyn Pending>, &'static Location<'static>)>>,
+    /// A hand-over of `pending` is scheduled (`call_soon`).
+    flush_due: Cell<bool>,
     /// Jobs submitted and neither delivered nor given up (each job's record
     /// holds it, so a delivery needs no lookup of this state).
     in_flight: Arc<InFlight>,
@@ -67,6 +107,8 @@ impl Threads {
     fn new() -> Threads {
         Threads {
             pool: RefCell::new(None),
+            pending: RefCell::new(Vec::new()),
+            flush_due: Cell::new(false),
             in_flight: Arc::new(InFlight {
                 jobs: AtomicUsize::new(0),
                 watched: AtomicBool::new(false),
@@ -147,6 +189,8 @@ impl Threads {
         let policy = handle.queued_work_at_shutdown();
         handle.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
             let threads = weak.upgrade()?;
+            // The turn's jobs join the backlog before the policy applies.
+            threads.hand_over();
             // A reactor that never ran never started its pool: the queued
             // work cannot run, so it is cancelled rather than waited for.
             let never_ran = reactor::current().is_none_or(|h| !h.has_started());
@@ -167,6 +211,9 @@ impl Threads {
         let weak = Rc::downgrade(threads);
         handle.add_system_event_trigger(Phase::During, SystemEvent::Shutdown, move || {
             let Some(threads) = weak.upgrade() else { return };
+            // Jobs of this turn are handed over before the pool stops, so
+            // they run as jobs submitted before them do.
+            threads.hand_over();
             threads.closed.set(true);
             // The join is budgeted on the reactor's clock, so a dropped
             // reactor (deadline now) does not wait here at all.
@@ -199,6 +246,9 @@ impl Threads {
     /// delivered. Their waiting callbacks get `Cancelled` when the reactor
     /// stops its tasks; here they are reported and the count released.
     pub(super) fn fail_all(&self) {
+        // None can be left (the `During` step handed them over and no job
+        // is accepted since); if one were, the stopped pool refuses it.
+        self.hand_over();
         let left = self.in_flight.jobs.load(Ordering::Relaxed);
         self.in_flight.jobs.store(0, Ordering::Relaxed);
         if left > 0 {
@@ -218,6 +268,83 @@ impl Threads {
     /// A job was submitted: it is in flight until delivered or given up.
     pub(super) fn register(&self) {
         self.in_flight.enter();
+    }
+
+    /// Whether a reactor-pool job submitted now should wait for the
+    /// turn's hand-over ([`defer`](Threads::defer)): the loop runs (its
+    /// turn ends soon) and has jobs in flight already, so more are likely
+    /// in this turn. A lone job (a round trip) is handed over at once, with
+    /// no hand-over to schedule and no wait.
+    #[inline]
+    pub(super) fn defers(&self, handle: &Handle) -> bool {
+        self.in_flight.jobs.load(Ordering::Relaxed) > 0 && handle.is_running()
+    }
+
+    /// Keeps a reactor-pool job (registered in flight, its `Deferred`
+    /// returned) until the hand-over: when [`HAND_OVER_CHUNK`] jobs are
+    /// waiting, or at the latest when the scheduled `call_soon` runs, at
+    /// the next timer pass (before the loop can block) or, dropped unrun,
+    /// when the reactor drops it.
+    pub(super) fn defer(
+        self: &Rc<Self>,
+        handle: &Handle,
+        job: Arc<dyn Pending>,
+        location: &'static Location<'static>,
+    ) {
+        let waiting = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push((job, location));
+            pending.len()
+        };
+        if waiting >= HAND_OVER_CHUNK {
+            self.hand_over();
+        } else if !self.flush_due.replace(true) {
+            let flush = Flush(Rc::downgrade(self));
+            let _ = handle.call_soon(move || drop(flush));
+        }
+    }
+
+    /// Hands the pending jobs over to the reactor pool, in order, in one
+    /// hold of its lock; a job cancelled meanwhile is skipped (its closure
+    /// went with the cancel). If the pool refuses work (stopped), each
+    /// still-wanted job is resolved with [`ThreadError::Stopped`], as a
+    /// refused submission is. Call with no borrow of this state held.
+    ///
+    /// [`ThreadError::Stopped`]: crate::ThreadError::Stopped
+    #[inline]
+    pub(super) fn hand_over(&self) {
+        if !self.pending.borrow().is_empty() {
+            self.hand_over_now();
+        }
+    }
+
+    #[inline(never)]
+    fn hand_over_now(&self) {
+        let mut jobs = std::mem::take(&mut *self.pending.borrow_mut());
+        if jobs.is_empty() {
+            return;
+        }
+        jobs.retain(|(job, _)| job.wanted());
+        let pool = self.pool.borrow().clone();
+        let mut rest = jobs.drain(..);
+        let queued = pool.is_some_and(|pool| {
+            pool.submit_shared_batch_at(|task| {
+                let (job, location) = rest.next()?;
+                job.queued_as(task);
+                Some((job as Arc<dyn SharedTask>, location))
+            })
+        });
+        if !queued {
+            for (job, _) in rest.by_ref() {
+                job.stopped();
+            }
+        }
+        drop(rest);
+        // Keep the list's room for the next turn.
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            *pending = jobs;
+        }
     }
 
     /// Withdraws a cancelled job from the reactor pool's backlog.
@@ -282,6 +409,34 @@ impl InFlight {
         let n = self.jobs.load(Ordering::Relaxed).saturating_sub(1);
         self.jobs.store(n, Ordering::Relaxed);
         n == 0 && self.watched.load(Ordering::Relaxed)
+    }
+}
+
+/// The most reactor-pool jobs kept on the loop before they are handed over
+/// within the turn: the pool's threads start on a long turn's jobs while
+/// the loop still submits, and the pool's lock is taken once per this many.
+pub(super) const HAND_OVER_CHUNK: usize = 64;
+
+/// A reactor-pool job kept on the loop until the turn's hand-over
+/// ([`Threads::defer`]); loop thread only.
+pub(super) trait Pending: SharedTask {
+    /// Not yet resolved on the loop (a cancel resolves it).
+    fn wanted(&self) -> bool;
+    /// Queued with this key: a cancel withdraws it from now on.
+    fn queued_as(&self, task: TaskKey);
+    /// The pool refused it: resolve it with `Stopped`.
+    fn stopped(&self);
+}
+
+/// The scheduled hand-over: hands over when run, or when dropped unrun.
+struct Flush(Weak<Threads>);
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        if let Some(threads) = self.0.upgrade() {
+            threads.flush_due.set(false);
+            threads.hand_over();
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! when a worker reaches it.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use std::convert::identity;
@@ -72,7 +73,12 @@ impl Handle {
     /// assert_eq!(pool.statistics().threads_alive, 0); // not started before run
     /// ```
     pub fn thread_pool(&self) -> Arc<ThreadPool> {
-        self.reactor_pool(&Threads::of(self))
+        let threads = Threads::of(self);
+        // Jobs of this turn kept for the hand-over go first, so the pool's
+        // statistics count them and whatever is submitted to it directly
+        // queues behind them.
+        threads.hand_over();
+        self.reactor_pool(&threads)
     }
 
     /// The reactor pool held by `threads`, created on first use.
@@ -265,6 +271,10 @@ impl Handle {
         T: Send + 'static,
     {
         let threads = Threads::of_handle(self);
+        // More jobs are likely in this turn: kept for the hand-over.
+        if threads.defers(self) {
+            return self.defer_in_turn(&threads, f, location);
+        }
         // The pool is borrowed, not cloned, while the job is submitted
         // (nothing on that path borrows it mutably: it exists already).
         if let Some(pool) = threads.pool.borrow().as_ref() {
@@ -272,6 +282,42 @@ impl Handle {
         }
         let pool = self.reactor_pool(&threads);
         self.defer_to_pool_in(&threads, &pool, true, f, location)
+    }
+
+    /// [`defer_to_thread`](Handle::defer_to_thread) while the loop has jobs
+    /// in flight: the job is registered and its `Deferred` returned now,
+    /// and the record goes to the reactor pool with the rest of the turn's
+    /// ([`Threads::defer`]): one hold of the pool's lock and at most one
+    /// wake per turn (or per `HAND_OVER_CHUNK` jobs) instead of one per job.
+    /// A cancel before the hand-over drops the closure at once, and the
+    /// hand-over skips the job.
+    #[inline(never)]
+    fn defer_in_turn<T, F>(
+        &self,
+        threads: &Rc<Threads>,
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Deferred<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if !threads.accepts(self) {
+            return Deferred::fail(ThreadError::Stopped);
+        }
+        if threads.pool.borrow().is_none() {
+            drop(self.reactor_pool(threads));
+        }
+        let job = Job::new(
+            Plain(f),
+            identity,
+            None::<NoCanceller>,
+            self,
+            threads.in_flight(),
+            location,
+        );
+        threads.defer(self, job.clone(), location);
+        register(threads, job, None)
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -316,6 +362,9 @@ impl Handle {
         if !threads.accepts(self) {
             return Deferred::fail(ThreadError::Stopped);
         }
+        // A submission straight to a pool queues behind the turn's kept
+        // jobs (in order with them if the pool is the reactor's).
+        threads.hand_over();
         let job = Job::new(
             Plain(f),
             identity,

@@ -207,3 +207,43 @@ fn loom_pool_withdraw_behind_queued_work_runs_or_removes_exactly_once() {
         );
     });
 }
+
+/// A shared record that counts itself done (the bridge's kind of item).
+struct Counted(Arc<crate::loom::model::Done>);
+
+impl super::SharedTask for Counted {
+    fn run(self: std::sync::Arc<Self>, _: &super::PanicCounter<'_>) {
+        task(&self.0)();
+    }
+    fn discard(self: std::sync::Arc<Self>) {
+        panic!("a started pool discarded a batch item");
+    }
+}
+
+/// A batch of two on two idle threads: one claim and one notify for the
+/// whole batch; the woken thread claims the next sleeper for the second
+/// item, or a thread finds it in the backlog. Nothing is lost or run twice.
+#[test]
+fn loom_pool_a_batch_of_two_on_two_idle_threads_runs_both_once() {
+    loom::model(|| {
+        let pool = ThreadPool::new(2, 2).unwrap();
+        pool.start();
+        let done = Arc::new(Done::default());
+        let mut left = 2;
+        let queued = pool.submit_shared_batch_at(|_| {
+            (left > 0).then(|| {
+                left -= 1;
+                (
+                    std::sync::Arc::new(Counted(done.clone()))
+                        as std::sync::Arc<dyn super::SharedTask>,
+                    std::panic::Location::caller(),
+                )
+            })
+        });
+        assert!(queued);
+        done.wait_for(2);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
+    });
+}

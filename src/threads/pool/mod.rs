@@ -85,6 +85,7 @@
 //!   a log line: closures are dropped (their destructors run) and shared
 //!   records are told ([`SharedTask::discard`]); nothing waits forever.
 
+mod batch;
 mod cancel;
 mod config;
 mod jobs;

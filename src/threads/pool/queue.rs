@@ -205,6 +205,12 @@ impl Queue {
         self.slots.len()
     }
 
+    /// The key the next [`push`](Self::push) returns.
+    #[inline]
+    pub(super) fn next_key(&self) -> TaskKey {
+        TaskKey(self.head + self.slots.len() as u64)
+    }
+
     /// Appends `job`; returns its key.
     #[inline]
     pub(super) fn push(&mut self, job: Queued) -> TaskKey {

@@ -389,7 +389,15 @@ impl State {
     #[inline(always)] // the hot path: keep it in the caller's lock hold
     pub(super) fn submit(&mut self, item: Queued) -> (TaskKey, Wake) {
         let key = self.queue.push(item);
-        let wake = if self.idle > 0 && self.claimed > 0 {
+        (key, self.decide())
+    }
+
+    /// What a submission that just queued an item asks for. A `Nothing`
+    /// changes no count, so once it says `Nothing` it says so again until
+    /// a thread moves (a batch decides only until then, `batch.rs`).
+    #[inline(always)]
+    pub(super) fn decide(&mut self) -> Wake {
+        if self.idle > 0 && self.claimed > 0 {
             // A sleeper is already waking; it takes this item too, or wakes
             // the next sleeper if work is still waiting (one wake at a time).
             Wake::Nothing
@@ -404,8 +412,7 @@ impl State {
             Wake::Start(self.reserve(Role::Spare))
         } else {
             self.arm_spare()
-        };
-        (key, wake)
+        }
     }
 
     /// Claims one idle thread: a spinner sees the hint, a waiter needs a

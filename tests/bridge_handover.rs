@@ -1,0 +1,166 @@
+//! The reactor pool's jobs of one loop turn are handed over together: a
+//! `defer_to_thread` made while the loop has jobs in flight is registered
+//! at once and queued in the pool with the rest of the turn's (one hold of
+//! the pool's lock), in order, by the turn's end. These tests check what
+//! must not change: FIFO order (also with `call_in_thread` between), a
+//! cancel before the hand-over (closure dropped at once, never run, not
+//! counted), exact statistics through `thread_pool()`, shutdown and a
+//! stopped pool.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use weft::{Deferred, Reactor, ThreadError};
+
+fn record<T: 'static>(d: Deferred<T>) -> Rc<RefCell<Option<Result<T, ThreadError>>>> {
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    d.add_both(move |r| *s.borrow_mut() = Some(r));
+    seen
+}
+
+/// Runs `turn` in one turn of a running loop, then runs the loop until it
+/// stops.
+fn in_one_turn(reactor: &Reactor, turn: impl FnOnce(&weft::reactor::Handle) + 'static) {
+    reactor.call_soon(move || turn(&weft::reactor::current().unwrap()));
+    reactor.run().unwrap();
+}
+
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_turns_jobs_run_in_submission_order_across_chunks_and_direct_calls() {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(1).unwrap(); // one thread: FIFO is visible
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = order.clone();
+    in_one_turn(&reactor, move |h| {
+        let mut last = None;
+        for i in 0..200usize {
+            let o2 = o.clone();
+            last = Some(h.defer_to_thread(move || o2.lock().unwrap().push(i)));
+            if i == 100 {
+                let o3 = o.clone();
+                h.call_in_thread(move || o3.lock().unwrap().push(1000))
+                    .unwrap_or_else(|_| unreachable!());
+            }
+        }
+        let h2 = h.clone();
+        last.unwrap().add_both(move |r| {
+            r.unwrap();
+            h2.stop();
+        });
+    });
+    let expected: Vec<usize> = (0..=100).chain([1000]).chain(101..200).collect();
+    assert_eq!(*order.lock().unwrap(), expected);
+    assert_eq!(reactor.thread_pool().statistics().completed, 201);
+}
+
+#[test]
+fn a_job_cancelled_before_the_hand_over_is_dropped_at_once_never_runs_and_is_not_counted() {
+    let reactor = Reactor::new().unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let seen = Rc::new(RefCell::new(None));
+    let (r2, d2, s2) = (ran.clone(), dropped.clone(), seen.clone());
+    in_one_turn(&reactor, move |h| {
+        let first = h.defer_to_thread(|| 1); // in flight: the next one is kept
+        let flag = DropFlag(d2.clone());
+        let kept = h.defer_to_thread(move || {
+            let _flag = flag;
+            r2.store(true, Ordering::SeqCst);
+        });
+        kept.cancel();
+        assert!(d2.load(Ordering::SeqCst), "the cancel dropped the closure");
+        *s2.borrow_mut() = Some(record(kept));
+        let h2 = h.clone();
+        first.add_both(move |r| {
+            assert_eq!(r, Ok(1));
+            h2.stop();
+        });
+    });
+    assert!(!ran.load(Ordering::SeqCst));
+    let kept = seen.borrow_mut().take().unwrap();
+    assert_eq!(*kept.borrow(), Some(Err(ThreadError::Cancelled)));
+    let s = reactor.thread_pool().statistics();
+    assert_eq!((s.completed, s.backlog), (1, 0));
+}
+
+#[test]
+fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over() {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(1).unwrap();
+    let pool = reactor.thread_pool(); // held: its statistics hand nothing over
+    let (open, gate) = mpsc::channel::<()>();
+    let counts = Rc::new(RefCell::new(Vec::new()));
+    let c = counts.clone();
+    in_one_turn(&reactor, move |h| {
+        let first = h.defer_to_thread(move || gate.recv().unwrap());
+        let second = h.defer_to_thread(|| 2);
+        let third = h.defer_to_thread(|| 3);
+        let waiting = |s: weft::PoolStatistics| s.backlog + s.busy;
+        // Only the first is in the pool (claimed or running); the others
+        // wait on the loop for the turn's hand-over.
+        c.borrow_mut().push(waiting(pool.statistics()));
+        // `thread_pool()` hands the turn's jobs over first: all counted.
+        c.borrow_mut().push(waiting(h.thread_pool().statistics()));
+        c.borrow_mut().push(h.thread_pool().statistics().backlog);
+        open.send(()).unwrap();
+        let h2 = h.clone();
+        let all = async move {
+            first.await.unwrap();
+            second.await.unwrap();
+            third.await.unwrap()
+        };
+        h.spawn_local(async move {
+            assert_eq!(all.await, 3);
+            h2.stop();
+        })
+        .detach();
+    });
+    assert_eq!(*counts.borrow(), vec![1, 3, 2]);
+}
+
+#[test]
+fn a_turns_jobs_submitted_before_stop_in_the_same_turn_still_run() {
+    let reactor = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    in_one_turn(&reactor, move |h| {
+        for i in 0..5 {
+            s.borrow_mut().push(record(h.defer_to_thread(move || i)));
+        }
+        h.stop();
+    });
+    let results: Vec<_> = seen.borrow().iter().map(|r| r.borrow().clone()).collect();
+    assert_eq!(results, (0..5).map(|i| Some(Ok(i))).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_kept_job_refused_by_a_stopped_reactor_pool_resolves_stopped() {
+    let reactor = Reactor::new().unwrap();
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    in_one_turn(&reactor, move |h| {
+        let first = record(h.defer_to_thread(|| 1));
+        // Stopped by its user: the job kept for the hand-over is refused.
+        h.thread_pool().stop();
+        let kept = h.defer_to_thread(|| 2);
+        let h2 = h.clone();
+        let s2 = s.clone();
+        kept.add_both(move |r| {
+            *s2.borrow_mut() = Some(r);
+            h2.stop();
+        });
+        drop(first);
+    });
+    assert_eq!(*seen.borrow(), Some(Err(ThreadError::Stopped)));
+}
