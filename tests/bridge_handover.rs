@@ -164,3 +164,40 @@ fn a_kept_job_refused_by_a_stopped_reactor_pool_resolves_stopped() {
     });
     assert_eq!(*seen.borrow(), Some(Err(ThreadError::Stopped)));
 }
+
+/// Hang guard only: a job that is never handed over fails the test here
+/// instead of hanging it; a passing run returns as soon as the job runs.
+const NEVER: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[test]
+fn a_job_kept_in_the_turn_that_ends_run_until_complete_runs_without_another_turn() {
+    let reactor = Reactor::new().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h = reactor.handle();
+    let first = Rc::new(RefCell::new(None));
+    let slot = first.clone();
+    reactor
+        .run_until_complete(async move {
+            // In flight: the next one is kept.
+            *slot.borrow_mut() = Some(h.defer_to_thread(|| 1));
+            drop(h.defer_to_thread(move || tx.send(2).unwrap()));
+            // The future ends in the turn that kept the job.
+        })
+        .unwrap();
+    // The loop does not turn again: the turn's end handed the job over.
+    assert_eq!(rx.recv_timeout(NEVER), Ok(2));
+    let first = first.borrow_mut().take().unwrap();
+    assert_eq!(reactor.run_until_complete(first).unwrap(), Ok(1));
+}
+
+#[test]
+fn a_job_submitted_between_runs_with_jobs_in_flight_is_queued_at_once() {
+    let reactor = Reactor::new().unwrap();
+    reactor.run_until_complete(async {}).unwrap(); // the pool runs
+    let first = reactor.defer_to_thread(|| 1); // in flight until the loop turns
+    let (tx, rx) = mpsc::channel();
+    drop(reactor.defer_to_thread(move || tx.send(2).unwrap()));
+    // Outside a turn nothing would hand a kept job over: it is queued now.
+    assert_eq!(rx.recv_timeout(NEVER), Ok(2));
+    assert_eq!(reactor.run_until_complete(first).unwrap(), Ok(1));
+}

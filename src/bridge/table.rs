@@ -11,24 +11,21 @@
 //!
 //! # One hand-over per turn
 //!
-//! A `defer_to_thread` made on a running loop that already has jobs in
-//! flight is not queued in the reactor pool at once: it is registered (its
-//! `Deferred` returned, counted in flight) and kept in `pending`, in order;
-//! the first kept job of a turn schedules a hand-over (`call_soon`), and
-//! `HAND_OVER_CHUNK` kept jobs are handed over within the turn. The
-//! hand-over queues them in one hold of the pool's lock, with at most one
-//! wake per idle thread (`ThreadPool::submit_shared_batch_at`), instead
-//! of a lock hold, a clock read and possibly a wake per job. A lone job (a
-//! round trip: nothing in flight) is queued at once.
+//! A `defer_to_thread` made inside a loop turn while the loop already has
+//! jobs in flight is not queued in the reactor pool at once: it is
+//! registered (its `Deferred` returned, counted in flight) and kept in
+//! `pending`, in order, until the turn's end (`Handle::at_turn_end`), or
+//! until `HAND_OVER_CHUNK` jobs are kept. The hand-over queues them in one
+//! hold of the pool's lock, with at most one wake per idle thread
+//! (`ThreadPool::submit_shared_batch_at`), instead of a lock hold, a clock
+//! read and possibly a wake per job. A lone job (a round trip: nothing in
+//! flight) and a job submitted outside a turn (before `run`, between two
+//! `run_until_complete`s) are queued at once.
 //!
-//! - Handed over by the turn's end: the `call_soon` runs in the next timer
-//!   pass, which comes before the loop can block; dropped unrun (the
-//!   reactor going away) it hands over all the same. The one gap: code
-//!   that keeps jobs outside a turn (between two `run_until_complete`s,
-//!   with jobs still in flight), or a `run_until_complete` whose future
-//!   ends in the turn that kept them, leaves them kept until the loop next
-//!   turns or is dropped (the bridge cannot tell a turn from the time
-//!   between turns: the reactor reports "running" for both).
+//! - Handed over by the turn's end, always: the turn-end hook runs after
+//!   the turn's task pass, also in the turn that ends a
+//!   `run_until_complete`, so nothing is kept while the loop is not
+//!   turning.
 //! - FIFO: anything submitted to a pool directly from this loop
 //!   (`call_in_thread`, `thread_pool()`, a private pool) hands the kept
 //!   jobs over first, so it queues behind them.
@@ -56,7 +53,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::panic::Location;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -83,8 +80,6 @@ pub(super) struct Threads {
     /// Reactor-pool jobs of this turn not yet handed over to the pool, in
     /// submission order (see [`defer`](Threads::defer)).
     pending: RefCell<Vec<(Arc<dyn Pending>, &'static Location<'static>)>>,
-    /// A hand-over of `pending` is scheduled (`call_soon`).
-    flush_due: Cell<bool>,
     /// Jobs submitted and neither delivered nor given up (each job's record
     /// holds it, so a delivery needs no lookup of this state).
     in_flight: Arc<InFlight>,
@@ -108,7 +103,6 @@ impl Threads {
         Threads {
             pool: RefCell::new(None),
             pending: RefCell::new(Vec::new()),
-            flush_due: Cell::new(false),
             in_flight: Arc::new(InFlight {
                 jobs: AtomicUsize::new(0),
                 watched: AtomicBool::new(false),
@@ -126,6 +120,12 @@ impl Threads {
         let threads = handle.extension(Threads::new);
         if !threads.triggers_registered.replace(true) {
             Threads::register_shutdown(handle, &threads);
+            let weak = Rc::downgrade(&threads);
+            handle.at_turn_end(Rc::new(move || {
+                if let Some(threads) = weak.upgrade() {
+                    threads.hand_over();
+                }
+            }));
         }
         threads
     }
@@ -271,26 +271,19 @@ impl Threads {
     }
 
     /// Whether a reactor-pool job submitted now should wait for the
-    /// turn's hand-over ([`defer`](Threads::defer)): the loop runs (its
-    /// turn ends soon) and has jobs in flight already, so more are likely
-    /// in this turn. A lone job (a round trip) is handed over at once, with
-    /// no hand-over to schedule and no wait.
+    /// turn's hand-over ([`defer`](Threads::defer)): the loop is inside a
+    /// turn (whose end hands it over) and has jobs in flight already, so
+    /// more are likely in this turn. A lone job (a round trip) is handed
+    /// over at once, with no wait.
     #[inline]
     pub(super) fn defers(&self, handle: &Handle) -> bool {
-        self.in_flight.jobs.load(Ordering::Relaxed) > 0 && handle.is_running()
+        self.in_flight.jobs.load(Ordering::Relaxed) > 0 && handle.in_turn()
     }
 
     /// Keeps a reactor-pool job (registered in flight, its `Deferred`
     /// returned) until the hand-over: when [`HAND_OVER_CHUNK`] jobs are
-    /// waiting, or at the latest when the scheduled `call_soon` runs, at
-    /// the next timer pass (before the loop can block) or, dropped unrun,
-    /// when the reactor drops it.
-    pub(super) fn defer(
-        self: &Rc<Self>,
-        handle: &Handle,
-        job: Arc<dyn Pending>,
-        location: &'static Location<'static>,
-    ) {
+    /// waiting, or at the turn's end.
+    pub(super) fn defer(&self, job: Arc<dyn Pending>, location: &'static Location<'static>) {
         let waiting = {
             let mut pending = self.pending.borrow_mut();
             pending.push((job, location));
@@ -298,9 +291,6 @@ impl Threads {
         };
         if waiting >= HAND_OVER_CHUNK {
             self.hand_over();
-        } else if !self.flush_due.replace(true) {
-            let flush = Flush(Rc::downgrade(self));
-            let _ = handle.call_soon(move || drop(flush));
         }
     }
 
@@ -426,18 +416,6 @@ pub(super) trait Pending: SharedTask {
     fn queued_as(&self, task: TaskKey);
     /// The pool refused it: resolve it with `Stopped`.
     fn stopped(&self);
-}
-
-/// The scheduled hand-over: hands over when run, or when dropped unrun.
-struct Flush(Weak<Threads>);
-
-impl Drop for Flush {
-    fn drop(&mut self) {
-        if let Some(threads) = self.0.upgrade() {
-            threads.flush_due.set(false);
-            threads.hand_over();
-        }
-    }
 }
 
 #[cfg(all(test, not(loom)))]

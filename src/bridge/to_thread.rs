@@ -316,7 +316,7 @@ impl Handle {
             threads.in_flight(),
             location,
         );
-        threads.defer(self, job.clone(), location);
+        threads.defer(job.clone(), location);
         register(threads, job, None)
     }
 

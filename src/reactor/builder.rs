@@ -324,6 +324,7 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             shutdown_deadline: Cell::new(None),
             after_drain: RefCell::new(Vec::new()),
+            turn_end: RefCell::new(Vec::new()),
             signals: super::signals::SignalTable::default(),
             locals: Locals::with_extensions(self.extensions),
             precise_timer,

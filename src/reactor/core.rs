@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(super) shutdown_deadline: Cell<Option<Duration>>,
     /// Run once the final drain is done (see `Handle::after_final_drain`).
     pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Run at the end of every turn, in order (`Handle::at_turn_end`).
+    pub(super) turn_end: RefCell<Vec<Rc<dyn Fn()>>>,
     /// Signal handlers (`Handle::add_signal_handler`, `handle_signals`).
     pub(super) signals: super::signals::SignalTable,
     pub(super) locals: Locals,

@@ -445,10 +445,6 @@ impl Handle {
         self.inner.shutdown_timeout
     }
 
-    /// Runs `f` at shutdown once the inbox is closed and everything that
-    /// reached it (calls and deliveries) has run, before the `After`
-    /// triggers: the place to fail what is left (the bridge's unfinished
-    /// jobs), now that no result can still arrive.
     /// Runs the calls and deliveries waiting in the inbox now, for code that
     /// must wait on the loop thread for threads that may be waiting for the
     /// loop (the bridge's pool join at shutdown).
@@ -456,7 +452,26 @@ impl Handle {
         self.inner.run_calls()
     }
 
+    /// Runs `f` at shutdown once the inbox is closed and everything that
+    /// reached it (calls and deliveries) has run, before the `After`
+    /// triggers: the place to fail what is left (the bridge's unfinished
+    /// jobs), now that no result can still arrive.
     pub(crate) fn after_final_drain(&self, f: impl FnOnce() + 'static) {
         self.inner.after_drain.borrow_mut().push(Box::new(f));
+    }
+
+    /// Runs `hook` at the end of every turn of this reactor's loop, after
+    /// its task pass (a layer that collects a turn's work hands it over
+    /// there: the bridge's reactor-pool jobs). Crate hooks only: a hook
+    /// must not panic and must not register another.
+    pub(crate) fn at_turn_end(&self, hook: Rc<dyn Fn()>) {
+        self.inner.turn_end.borrow_mut().push(hook);
+    }
+
+    /// Whether the loop is inside a turn (false between the turns of
+    /// `run_until_complete`s, before `run` and after it returns).
+    #[inline]
+    pub(crate) fn in_turn(&self) -> bool {
+        self.inner.in_turn.get()
     }
 }

@@ -164,6 +164,7 @@ impl Inner {
         // 4. Local tasks ready now.
         let polled = self.run_tasks();
         self.busy.set(polled > 0);
+        self.run_turn_end();
         self.publish_gauges();
         // After an idle wait that ran nothing, its end reading is current.
         let end = match slept {
@@ -173,6 +174,17 @@ impl Inner {
         let work = lap.finish(end);
         self.shared.stats.turn_histogram.record_single_writer(work);
         end
+    }
+
+    /// The crate's turn-end hooks (`Handle::at_turn_end`), in order.
+    #[inline]
+    fn run_turn_end(&self) {
+        let n = self.turn_end.borrow().len();
+        for i in 0..n {
+            // Cloned out, so the list is not borrowed while a hook runs.
+            let hook = self.turn_end.borrow()[i].clone();
+            hook();
+        }
     }
 
     /// The reactor's time; with diagnostics on, also their reading (so a
