@@ -80,20 +80,21 @@
 //!   never touch it.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use super::recycle;
-use super::table::{InFlight, Pending, Threads};
+use super::table::{InFlight, Threads};
 use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Handle, Remote};
 use crate::threads::TaskKey;
-use crate::threads::pool::{PanicCounter, SharedTask};
+
+mod pool_side;
 
 type Outcome<T, E> = Result<T, E>;
 
@@ -660,49 +661,5 @@ impl<T, E, F, C> Job<T, E, F, C> {
             }
         };
         span::in_span(self.span(), || f(outcome));
-    }
-}
-
-/// Kept on the loop until the turn's hand-over (`table.rs`).
-impl<T, E, F, C> Pending for Job<T, E, F, C>
-where
-    F: Call<T, E>,
-    T: Send + 'static,
-    E: Send + 'static,
-    C: FnOnce() + Send + 'static,
-{
-    fn wanted(&self) -> bool {
-        self.flags() & READY == 0
-    }
-    fn queued_as(&self, task: TaskKey) {
-        self.set_task(task);
-    }
-    fn stopped(&self) {
-        let _ = self.settle(Err((self.error)(ThreadError::Stopped)));
-    }
-}
-
-/// On a `ThreadPool` the record itself is the queue item (contract C1): one
-/// allocation per job, and the pool can withdraw it when it is cancelled.
-impl<T, E, F, C> SharedTask for Job<T, E, F, C>
-where
-    F: Call<T, E>,
-    T: Send + 'static,
-    E: Send + 'static,
-    C: FnOnce() + Send + 'static,
-{
-    fn run(self: Arc<Self>, panics: &PanicCounter<'_>) {
-        let Some(f) = self.start() else { return };
-        // A panic is counted by the pool before the loop can see it.
-        let outcome = catch_unwind(AssertUnwindSafe(|| span::in_span(self.span(), || f.call())))
-            .unwrap_or_else(|payload| {
-                panics.count(&*payload);
-                Err((self.error)(ThreadError::from_panic_payload(payload)))
-            });
-        self.post(outcome);
-    }
-
-    fn discard(self: Arc<Self>) {
-        Job::discard(self);
     }
 }
