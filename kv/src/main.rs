@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job]
+//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -66,6 +66,13 @@ fn main() -> ExitCode {
                 cfg.db_hand_over_per_turn = match val().as_str() {
                     "turn" => true,
                     "job" => false,
+                    _ => usage(),
+                }
+            }
+            "--balance" => {
+                cfg.balance_loops = match val().as_str() {
+                    "on" => true,
+                    "off" => false,
                     _ => usage(),
                 }
             }

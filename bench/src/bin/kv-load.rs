@@ -5,13 +5,20 @@
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
 //!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
-//!     [--bin-dir DIR] [--before-dir DIR]
+//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS]..
 //! ```
+//!
+//! `--extra NAME=FLAGS` adds a weft-kv row named `NAME` started with the
+//! space-separated `FLAGS` (e.g. `--extra 'w2-nice=--loops 2 --db-nice 5'`),
+//! for A/B runs of settings without a row of their own; it runs even when
+//! `--only` does not name it.
 //!
 //! A/B rows, run only when named in `--only`: `weft-kv-1loop-bgckpt` and
 //! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints),
 //! `weft-kv-1loop-perjob` and `weft-kv-2loops-perjob` (`--db-handover job`:
 //! each database job handed over as it is submitted, not once per turn), and
+//! `weft-kv-2loops-nobal` (`--balance off`: connections stay on the loop
+//! whose listener the kernel chose), and
 //! `weft-kv-before-1loop` / `weft-kv-before-2loops`, which run the
 //! `weft-kv` binary found in `--before-dir` (a build of an earlier commit).
 //!
@@ -78,7 +85,8 @@ struct Server {
 ///
 /// Opt-in rows (run only when named in `--only`), for A/B runs:
 /// `weft-kv-{1loop,2loops}-bgckpt` (`--checkpoints background`),
-/// `weft-kv-{1loop,2loops}-perjob` (`--db-handover job`) and
+/// `weft-kv-{1loop,2loops}-perjob` (`--db-handover job`),
+/// `weft-kv-2loops-nobal` (`--balance off`) and
 /// `weft-kv-before-{1loop,2loops}` (the `weft-kv` binary in `--before-dir`,
 /// e.g. a build of an earlier commit).
 fn servers(before_dir: Option<&Path>) -> Vec<Server> {
@@ -136,6 +144,11 @@ fn servers(before_dir: Option<&Path>) -> Vec<Server> {
             &["--loops", "2", "--db-handover", "job"],
             None,
         ),
+        opt_in(
+            "weft-kv-2loops-nobal",
+            &["--loops", "2", "--balance", "off"],
+            None,
+        ),
         opt_in("weft-kv-before-1loop", &["--loops", "1"], before_dir),
         opt_in("weft-kv-before-2loops", &["--loops", "2"], before_dir),
     ]
@@ -165,11 +178,13 @@ struct Options {
     bin_dir: PathBuf,
     before_dir: Option<PathBuf>,
     wrk_dir: PathBuf,
+    /// `--extra NAME=FLAGS` rows: (name, flags).
+    extra: Vec<(String, Vec<String>)>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR]"
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].."
     );
     std::process::exit(2);
 }
@@ -199,6 +214,7 @@ fn parse_args() -> Options {
         bin_dir: exe_dir,
         before_dir: None,
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
+        extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -215,6 +231,13 @@ fn parse_args() -> Options {
             "--clients" => o.clients = list(&v),
             "--bin-dir" => o.bin_dir = PathBuf::from(&v),
             "--before-dir" => o.before_dir = Some(PathBuf::from(&v)),
+            "--extra" => {
+                let (name, flags) = v.split_once('=').unwrap_or_else(|| usage());
+                o.extra.push((
+                    name.to_owned(),
+                    flags.split_whitespace().map(str::to_owned).collect(),
+                ));
+            }
             "--mixes" => {
                 o.mixes = list(&v)
                     .iter()
@@ -622,11 +645,21 @@ fn main() -> ExitCode {
         eprintln!("kv-load: wrk not found: weft-load only (apt-get install wrk)");
         o.clients.retain(|c| c != "wrk");
     }
-    let all = servers(o.before_dir.as_deref());
+    let mut all = servers(o.before_dir.as_deref());
+    for (name, flags) in &o.extra {
+        all.push(Server {
+            name: name.clone(),
+            binary: "weft-kv",
+            args: flags.clone(),
+            opt_in: false,
+            dir: None,
+        });
+    }
+    let extra = |s: &Server| o.extra.iter().any(|(n, _)| *n == s.name);
     let servers: Vec<&Server> = all
         .iter()
         .filter(|s| match &o.only {
-            Some(only) => only.contains(&s.name),
+            Some(only) => only.contains(&s.name) || extra(s),
             None => !s.opt_in,
         })
         .collect();
