@@ -105,6 +105,7 @@ mod loops;
 pub mod metrics;
 pub mod routes;
 pub mod rt;
+mod sched;
 mod server;
 
 /// The server's settings.
@@ -184,6 +185,24 @@ pub struct Config {
     /// each connection stays where the kernel's `SO_REUSEPORT` hash put it
     /// (measured: one loop got 20–50% more requests than the other).
     pub balance_loops: bool,
+    /// The nice value of the database connection threads (`None`: leave
+    /// them as created, i.e. as the thread that started the pool). A
+    /// positive value lowers their priority below the loops', which needs
+    /// no privilege: a loop thread woken while a connection thread runs on
+    /// its core then preempts it, instead of waiting for its slice to end
+    /// (see "Loop stalls" in the crate docs). Must be within `-20..=19`
+    /// ([`run`] fails otherwise); a value the thread may not take (a
+    /// negative one without `CAP_SYS_NICE`) is logged and left.
+    pub db_nice: Option<i32>,
+    /// The loop threads' scheduling slice under Linux's EEVDF scheduler
+    /// (6.12 and later; `None`: the kernel's default, about 0.75 ms ×
+    /// (1 + log2(cores))). A short slice lets a woken loop preempt the
+    /// thread running on its core at once, instead of waiting up to that
+    /// thread's slice; it needs no privilege and does not change the
+    /// loop's share of the CPU (see "Loop stalls" in the crate docs).
+    /// Must be within 0.1..=100 ms ([`run`] fails otherwise); a kernel that
+    /// refuses it is logged and the loop runs with its default slice.
+    pub loop_slice: Option<Duration>,
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -245,6 +264,8 @@ impl Default for Config {
             checkpoints: weft_db::Checkpoints::default(),
             db_hand_over_per_turn: true,
             balance_loops: true,
+            db_nice: None,
+            loop_slice: None,
         }
     }
 }
@@ -406,6 +427,18 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
 /// One loop's reactor, as the config asks, with this thread's nice value
 /// set when the config has one.
 pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
+    if let Some(slice) = config.loop_slice {
+        if !(sched::MIN_SLICE..=sched::MAX_SLICE).contains(&slice) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("loop slice {slice:?} is outside 0.1..=100 ms"),
+            ));
+        }
+        // A hint: a kernel without custom slices keeps its default.
+        if let Err(e) = sched::set_thread_slice(slice) {
+            tracing::warn!(?slice, error = %e, "cannot set the loop thread's scheduling slice");
+        }
+    }
     if let Some(n) = config.loop_nice {
         // The kernel would clamp silently: refuse instead.
         if !(-20..=19).contains(&n) {

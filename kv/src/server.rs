@@ -123,6 +123,27 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
     );
 }
 
+/// What each database connection thread does first: take the configured
+/// nice value (checked here, set there: Linux keeps nice values per
+/// thread).
+fn db_thread_start(nice: Option<i32>) -> Result<impl Fn(weft_db::Group) + Send + Sync, Error> {
+    if let Some(n) = nice
+        && !(-20..=19).contains(&n)
+    {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("database thread nice value {n} is outside -20..=19"),
+        )));
+    }
+    Ok(move |_group| {
+        if let Some(n) = nice
+            && let Err(e) = rustix::process::setpriority_process(None, n)
+        {
+            tracing::warn!(nice = n, error = %e, "cannot set a database thread's nice value");
+        }
+    })
+}
+
 /// Loop 0: signals, the database pool and its table, every listener, the
 /// other loops; then it serves like the others and, once all of them are
 /// done, closes the pool.
@@ -146,6 +167,7 @@ pub(crate) async fn serve(
     )
     .name("kv")
     .hand_over_per_turn(config.db_hand_over_per_turn)
+    .on_thread_start(db_thread_start(config.db_nice)?)
     .max(config.readers.max(1) + 1)
     .min(config.readers.max(1) + 1)
     .build(&handle)

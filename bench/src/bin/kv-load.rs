@@ -331,6 +331,48 @@ fn parse_longest_turns(metrics: &str) -> Vec<f64> {
     out
 }
 
+/// The bound of weft's turn histogram nearest above 1 ms (2^20 ns; its
+/// buckets are powers of two).
+const STALL_BOUND: &str = "0.001048576";
+
+/// Per loop: (turns counted, turns at most [`STALL_BOUND`]) from
+/// `weft_kv_loop_turn_seconds` (cumulative buckets; a snapshot lists bounds
+/// only up to its highest non-empty bucket, so a missing bound means no
+/// turn above it).
+fn parse_turn_counts(metrics: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let get = |key: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let Some(count) = get(&format!("weft_kv_loop_turn_seconds_count{{loop=\"{i}\"}} ")) else {
+            break;
+        };
+        let below = get(&format!(
+            "weft_kv_loop_turn_seconds_bucket{{loop=\"{i}\",le=\"{STALL_BOUND}\"}} "
+        ))
+        .unwrap_or(count);
+        out.push((count, below));
+    }
+    out
+}
+
+/// Per loop, turns longer than [`STALL_BOUND`] between two scrapes.
+fn stalls_between(before: &str, after: &str) -> Vec<u64> {
+    let b = parse_turn_counts(before);
+    parse_turn_counts(after)
+        .iter()
+        .enumerate()
+        .map(|(i, &(count, below))| {
+            let (c0, b0) = b.get(i).copied().unwrap_or((0, 0));
+            (count - below).saturating_sub(c0 - b0)
+        })
+        .collect()
+}
+
 /// Scheduler figures of one thread: (CPU ns, run-queue wait ns) from
 /// `schedstat`, involuntary switches from `status`.
 fn parse_schedstat(schedstat: &str, status: &str) -> Option<(u64, u64, u64)> {
@@ -457,6 +499,9 @@ struct LoopThreads {
     /// Per loop (0, 1, ..): the longest turn since the server started
     /// (`weft_kv_loop_longest_turn_seconds`), ms.
     longest_turn_ms: Vec<f64>,
+    /// Per loop: turns longer than 1.05 ms (weft's turn histogram) during
+    /// the client run.
+    stalls: Vec<u64>,
     /// Summed over the loop threads, from `/proc/PID/task/TID/schedstat`
     /// and `status`: time runnable but waiting for a CPU (ms), involuntary
     /// context switches (preemptions), and CPU time (ms).
@@ -484,6 +529,11 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         let c0 = process_cpu(pid);
         let weft = s.binary == "weft-kv";
         let sched0 = loop_threads_sched(pid);
+        let page0 = if weft {
+            http_get(srv.addr, "/metrics").unwrap_or_default()
+        } else {
+            String::new()
+        };
         let (m, refill) = if client == "wrk" {
             let script = o.wrk_dir.join("mix.lua");
             let mut c = Command::new("wrk");
@@ -513,6 +563,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
             .flatten()
             .map(|page| LoopThreads {
                 longest_turn_ms: parse_longest_turns(&page),
+                stalls: stalls_between(&page0, &page),
                 cpu_ms: sched1.0.saturating_sub(sched0.0) as f64 / 1e6,
                 runq_wait_ms: sched1.1.saturating_sub(sched0.1) as f64 / 1e6,
                 preemptions: sched1.2.saturating_sub(sched0.2),
@@ -567,9 +618,9 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
     let ratio_head: String = weft_rows.iter().map(|w| format!(" {w} ÷ this |")).collect();
     let ratio_rule = "---|".repeat(weft_rows.len());
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
     for (r, range) in rows {
         let range = match range {
             Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
@@ -601,6 +652,13 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                         })
                     })
                     .collect();
+                let stalls = loops.as_ref().map_or("—".into(), |l| {
+                    l.stalls
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                });
                 let (turns, sched) = match loops {
                     Some(l) => (
                         l.longest_turn_ms
@@ -617,7 +675,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                     None => ("—".into(), "—".into()),
                 };
                 println!(
-                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {sched} |{ratios}{range}",
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {stalls} | {sched} |{ratios}{range}",
                     m.rate,
                     m.p50_ms,
                     m.p99_ms,
@@ -627,7 +685,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                 );
             }
             Err(e) => println!(
-                "{head} failed: {} |||||||||{}{range}",
+                "{head} failed: {} ||||||||||{}{range}",
                 e.replace(['\n', '|'], " "),
                 "|".repeat(weft_rows.len())
             ),
@@ -794,6 +852,20 @@ mod tests {
                     weft_kv_loop_longest_turn_seconds{loop=\"1\"} 0.0005\n";
         assert_eq!(parse_longest_turns(page), vec![12.5, 0.5]);
         assert!(parse_longest_turns("weft_turns 3\n").is_empty());
+    }
+
+    #[test]
+    fn counts_turns_over_the_stall_bound_between_two_scrapes() {
+        let before = "weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.001048576\"} 90\n\
+                      weft_kv_loop_turn_seconds_count{loop=\"0\"} 92\n\
+                      weft_kv_loop_turn_seconds_count{loop=\"1\"} 10\n";
+        // Loop 0: 5 more over the bound; loop 1 never had one (no bound line).
+        let after = "weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.001048576\"} 190\n\
+                     weft_kv_loop_turn_seconds_count{loop=\"0\"} 197\n\
+                     weft_kv_loop_turn_seconds_count{loop=\"1\"} 50\n";
+        assert_eq!(stalls_between(before, after), vec![5, 0]);
+        assert_eq!(stalls_between("", after), vec![7, 0]);
+        assert!(stalls_between("", "").is_empty());
     }
 
     #[test]
