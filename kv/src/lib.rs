@@ -1,7 +1,8 @@
 //! # weft-kv: a key-value HTTP service on weft
 //!
 //! The flagship example of issue 12: an HTTP/1.1 key-value store whose
-//! network side runs on weft loops (one by default) and whose storage runs
+//! network side runs on weft loops (one per core the database threads
+//! leave: one on 2 cores) and whose storage runs
 //! on `weft-db`'s SQLite threads.
 //!
 //! ## Design
@@ -66,6 +67,21 @@
 //!
 //! So the bound holds when the loop threads get their CPU; on an
 //! overcommitted machine no setting inside the process guarantees it.
+//! Two unprivileged settings were measured (session 9, a 2-core VM shared
+//! with other builds, load average 5–13, so the figures only rank them):
+//! - [`Config::db_nice`] 5 (the database threads below the loops): fewer
+//!   long turns in some cells, but 0.6–0.9× the requests/s: the database
+//!   threads are the bottleneck of both mixes, and nice 5 hands their CPU
+//!   to the client and the other processes too. Off by default.
+//! - [`Config::loop_slice`] (the loops' EEVDF slice, settable without
+//!   privilege): 100 µs helped one loop in a first A/B (requests/s and p99
+//!   better in 6 of 6 pairs), but in the load-test tables long turns were
+//!   as often more frequent as less, with one loop or two, at 100 µs or
+//!   300 µs: a busy loop with a short slice is also preempted sooner once
+//!   it ran its slice. Off by default; the session 9 report has the tables.
+//!
+//! Turns over 1 ms per loop during a run are in `bench/kv-load.sh`'s
+//! table (weft's turn histogram, scraped before and after the client).
 //! `bench/kv-load.sh` prints each weft-kv row's loop-thread run-queue
 //! wait and preemptions beside its longest turns.
 //!
@@ -222,15 +238,24 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
-/// The default number of HTTP loops: one per core, from 1 to 8.
-/// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
-/// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
-/// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
-/// in 10 of 14 cells, at about 15% more server CPU per request (then
-/// spent on hops to loop 0's database pool, since removed: weft-db's
-/// `SharedPool`). The bound keeps threads few on big
-/// machines, where more loops than the database can feed only add
-/// hand-offs. To be confirmed on a quiet machine.
+/// The default number of HTTP loops: one per core the database threads
+/// leave (one core is left to them), from 1 to 8; so one loop on a 2-core
+/// machine. Measured there against the tokio twin (`tokio-mutex-cap1`,
+/// 64 connections, 90/10 and 10/90 mixes, weft-load and wrk; a loop
+/// "wins" a cell with more requests/s at a p99 no higher):
+/// - session 8, quiet machine, 3-round medians: one loop won 3 of the 4
+///   cells and lost the fourth (10/90, wrk) by 3% at a p99 0.08 ms
+///   higher; two loops won 1 (their busier loop, with up to 50% more
+///   requests than the other, made the tail);
+/// - session 9, with the connections balanced over two loops
+///   ([`Config::balance_loops`]) but on a machine shared with other builds
+///   (load average 5–13): one loop won 9 of 12 cells over three runs, two
+///   balanced loops 8 of 12.
+///
+/// With one core left free, a connection thread woken by the loop runs
+/// there instead of preempting the loop on its own (see
+/// [`Config::db_hand_over_per_turn`]). Two loops stay one flag away
+/// (`--loops 2`). To be confirmed on a quiet machine.
 ///
 /// # Examples
 ///
@@ -241,7 +266,7 @@ pub fn default_readers() -> usize {
 /// ```
 pub fn default_loops() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.clamp(1, 8)
+    cores.saturating_sub(1).clamp(1, 8)
 }
 
 impl Default for Config {
