@@ -534,7 +534,9 @@ impl TcpStream {
     /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     /// let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     /// client.write_all(b"hi").unwrap();
-    /// let accepted = reactor.run_until_complete(listener.accept()).unwrap().unwrap().0;
+    /// let accepted = reactor
+    ///     .run_until_complete(async move { listener.accept().await.unwrap().0 })
+    ///     .unwrap();
     /// let socket: std::net::TcpStream = accepted.into_std().unwrap();
     /// // Another loop (here on another thread) serves it from now on.
     /// let got = std::thread::spawn(move || {
