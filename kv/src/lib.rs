@@ -248,9 +248,10 @@ pub fn default_readers() -> usize {
 ///   higher; two loops won 1 (their busier loop, with up to 50% more
 ///   requests than the other, made the tail);
 /// - session 9, with the connections balanced over two loops
-///   ([`Config::balance_loops`]) but on a machine shared with other builds
-///   (load average 5–13): one loop won 9 of 12 cells over three runs, two
-///   balanced loops 8 of 12.
+///   ([`Config::balance_loops`]), four 3-round runs: one loop won 13 of
+///   16 cells, two balanced loops 8 of 16; in the quietest run (load
+///   average 3–4.5) one loop won all four (1.02–1.09× the requests/s at
+///   p99 1.97–2.28 ms against 2.42–2.81 ms), two loops one.
 ///
 /// With one core left free, a connection thread woken by the loop runs
 /// there instead of preempting the loop on its own (see
