@@ -70,7 +70,7 @@
 //! Two unprivileged settings were measured (session 9, a 2-core VM shared
 //! with other builds, load average 5–13, so the figures only rank them):
 //! - [`Config::db_nice`] 5 (the database threads below the loops): fewer
-//!   long turns in some cells, but 0.6–0.9× the requests/s: the database
+//!   long turns in all four cells, but 0.6–0.9× the requests/s: the database
 //!   threads are the bottleneck of both mixes, and nice 5 hands their CPU
 //!   to the client and the other processes too. Off by default.
 //! - [`Config::loop_slice`] (the loops' EEVDF slice, settable without
