@@ -48,6 +48,7 @@ pub struct PoolBuilder<C: Connector> {
     queued_work: Option<QueuedWork>,
     histograms: bool,
     per_turn: bool,
+    on_thread_start: Option<crate::worker::ThreadStart>,
 }
 
 impl<C: Connector> PoolBuilder<C> {
@@ -210,6 +211,42 @@ impl<C: Connector> PoolBuilder<C> {
         self
     }
 
+    /// Runs `f` first on every connection thread the pool starts, with the
+    /// thread's group (before its connection opens), e.g. to set the
+    /// thread's scheduling priority. weft-kv runs its connection threads
+    /// at a lower priority (a positive nice value, which needs no
+    /// privilege) so that the loop preempts them, not the other way round.
+    /// A panic in `f` is caught and logged; the thread serves anyway.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use weft_db::{ConnectionPool, Group, SqliteConnector};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let started = Arc::new(AtomicUsize::new(0));
+    /// let s = started.clone();
+    /// let pool = ConnectionPool::builder(SqliteConnector::new(":memory:"))
+    ///     .on_thread_start(move |group| {
+    ///         assert_eq!(group, Group::Writer);
+    ///         s.fetch_add(1, Ordering::SeqCst);
+    ///     })
+    ///     .build(&reactor.handle())
+    ///     .unwrap();
+    /// let n = reactor
+    ///     .run_until_complete(pool.run_interaction(|_| Ok(2)))
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!(n, 2);
+    /// assert_eq!(started.load(Ordering::SeqCst), 1);
+    /// ```
+    pub fn on_thread_start(mut self, f: impl Fn(crate::Group) + Send + Sync + 'static) -> Self {
+        self.on_thread_start = Some(std::sync::Arc::new(f));
+        self
+    }
+
     /// Builds the pool. It starts when the reactor runs (at once if it
     /// does) and closes during its shutdown.
     ///
@@ -255,6 +292,7 @@ impl<C: Connector> PoolBuilder<C> {
                 .unwrap_or_else(|| handle.queued_work_at_shutdown()),
             histograms: self.histograms,
             per_turn: self.per_turn,
+            on_thread_start: self.on_thread_start,
             connector: self.connector,
         };
         Ok(ConnectionPool::with_config(handle, config))
@@ -306,6 +344,7 @@ impl<C: Connector> ConnectionPool<C> {
             queued_work: None,
             histograms: true,
             per_turn: true,
+            on_thread_start: None,
         }
     }
 }

@@ -115,6 +115,7 @@ pub(crate) struct Config<C> {
     pub(crate) queued_work: QueuedWork,
     pub(crate) histograms: bool,
     pub(crate) per_turn: bool,
+    pub(crate) on_thread_start: Option<crate::worker::ThreadStart>,
 }
 
 impl<C: Connector> ConnectionPool<C> {
@@ -134,6 +135,7 @@ impl<C: Connector> ConnectionPool<C> {
                 single_writer: config.single_writer,
                 max: config.max,
                 per_turn: config.per_turn,
+                on_thread_start: config.on_thread_start,
                 gate: Gate::new(),
             }),
             min: config.min,

@@ -77,10 +77,15 @@ pub(crate) struct Shared<C: Connector> {
     /// `SharedPool` jobs of a running loop are handed over once per turn
     /// (`PoolBuilder::hand_over_per_turn`, `shared.rs`).
     pub(crate) per_turn: bool,
+    /// `PoolBuilder::on_thread_start`: run first on each connection thread.
+    pub(crate) on_thread_start: Option<ThreadStart>,
     /// What submitters on other loops see: the pool's state, its threads
     /// and the jobs waiting for it to start (`shared.rs`).
     pub(crate) gate: Mutex<crate::shared::Gate>,
 }
+
+/// A hook run first on each connection thread (`PoolBuilder::on_thread_start`).
+pub(crate) type ThreadStart = Arc<dyn Fn(Group) + Send + Sync>;
 
 /// One job's cancel state.
 pub(crate) struct JobState {
@@ -230,6 +235,14 @@ pub(crate) fn spawn_worker<C: Connector, Q: WorkQueue>(
     let worker = ThreadWorker::with_parts(queue, move |body| {
         builder
             .spawn(move || {
+                if let Some(f) = &shared.on_thread_start {
+                    // Caught: the thread must still serve and report its
+                    // exit, or jobs queued for it and the close would wait.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(group)));
+                    if r.is_err() {
+                        tracing::error!(pool = %shared.name, "weft-db: the thread-start hook panicked; the thread serves anyway");
+                    }
+                }
                 let guard = Arc::new(ConnGuard {
                     current: Mutex::new(Current {
                         job: 0,

@@ -482,3 +482,60 @@ fn a_begin_that_fails_half_way_leaves_no_transaction_open() {
     assert!(first.is_err(), "the half-way begin is reported");
     assert_eq!(second.unwrap(), 7, "and leaves nothing open behind it");
 }
+
+#[test]
+fn the_thread_start_hook_runs_first_on_every_connection_thread_with_its_group() {
+    use std::sync::Mutex;
+    use weft_db::Group;
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let seen: Arc<Mutex<Vec<(String, Group)>>> = Arc::default();
+    let s = seen.clone();
+    let p = ConnectionPool::builder(SqliteConnector::new(dir.path().join("t.db")))
+        .name("hook")
+        .max(3)
+        .on_thread_start(move |group| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            s.lock().unwrap().push((name, group));
+        })
+        .build(&reactor.handle())
+        .unwrap();
+    let p2 = p.clone();
+    reactor
+        .run_until_complete(async move {
+            p2.run_interaction(|_| Ok(())).await.unwrap();
+            p2.run_read(|_| Ok(())).await.unwrap();
+            let _ = p2.close().await;
+        })
+        .unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            ("weft-db-hook-r0".to_owned(), Group::Readers),
+            ("weft-db-hook-r1".to_owned(), Group::Readers),
+            ("weft-db-hook-w".to_owned(), Group::Writer),
+        ]
+    );
+}
+
+#[test]
+fn a_panicking_thread_start_hook_leaves_the_threads_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let p = ConnectionPool::builder(SqliteConnector::new(dir.path().join("t.db")))
+        .max(2)
+        .on_thread_start(|_| panic!("hook"))
+        .build(&reactor.handle())
+        .unwrap();
+    let (w, r) = reactor
+        .run_until_complete(async move {
+            let w = p.run_interaction(|_| Ok(1)).await.unwrap();
+            let r = p.run_read(|_| Ok(2)).await.unwrap();
+            let _ = p.close().await;
+            (w, r)
+        })
+        .unwrap();
+    assert_eq!((w, r), (1, 2));
+}

@@ -1,7 +1,8 @@
 //! # weft-kv: a key-value HTTP service on weft
 //!
 //! The flagship example of issue 12: an HTTP/1.1 key-value store whose
-//! network side runs on weft loops (one by default) and whose storage runs
+//! network side runs on weft loops (one per core the database threads
+//! leave: one on 2 cores) and whose storage runs
 //! on `weft-db`'s SQLite threads.
 //!
 //! ## Design
@@ -13,7 +14,9 @@
 //!   no lock anywhere on the request path.
 //! - **One loop or several** ([`Config::loops`]): each loop is a weft
 //!   reactor on its own thread with its own listener on the same address
-//!   (`SO_REUSEPORT`; the kernel spreads connections). Loop 0 builds and
+//!   (`SO_REUSEPORT`; the kernel spreads connections, and a loop holding
+//!   more connections than another hands a new one over to it:
+//!   [`Config::balance_loops`]). Loop 0 builds and
 //!   closes the database pool; every loop calls it through weft-db's
 //!   `SharedPool`, which hands each job straight to the connection threads
 //!   and delivers the result on the calling loop (no hop through loop 0).
@@ -64,6 +67,21 @@
 //!
 //! So the bound holds when the loop threads get their CPU; on an
 //! overcommitted machine no setting inside the process guarantees it.
+//! Two unprivileged settings were measured (session 9, a 2-core VM shared
+//! with other builds, load average 5–13, so the figures only rank them):
+//! - [`Config::db_nice`] 5 (the database threads below the loops): fewer
+//!   long turns in all four cells, but 0.6–0.9× the requests/s: the database
+//!   threads are the bottleneck of both mixes, and nice 5 hands their CPU
+//!   to the client and the other processes too. Off by default.
+//! - [`Config::loop_slice`] (the loops' EEVDF slice, settable without
+//!   privilege): 100 µs helped one loop in a first A/B (requests/s and p99
+//!   better in 6 of 6 pairs), but in the load-test tables long turns were
+//!   as often more frequent as less, with one loop or two, at 100 µs or
+//!   300 µs: a busy loop with a short slice is also preempted sooner once
+//!   it ran its slice. Off by default; the session 9 report has the tables.
+//!
+//! Turns over 1 ms per loop during a run are in `bench/kv-load.sh`'s
+//! table (weft's turn histogram, scraped before and after the client).
 //! `bench/kv-load.sh` prints each weft-kv row's loop-thread run-queue
 //! wait and preemptions beside its longest turns.
 //!
@@ -103,6 +121,7 @@ mod loops;
 pub mod metrics;
 pub mod routes;
 pub mod rt;
+mod sched;
 mod server;
 
 /// The server's settings.
@@ -175,6 +194,31 @@ pub struct Config {
     /// [`hand_over_per_turn`](weft_db::PoolBuilder::hand_over_per_turn);
     /// default on) or each job as it is submitted.
     pub db_hand_over_per_turn: bool,
+    /// With several loops: whether a loop that accepts a connection while
+    /// it holds more connections than another loop hands it over to the
+    /// least-loaded one (default on), so the loops' connection counts never
+    /// differ by more than one when connections arrive one at a time. Off,
+    /// each connection stays where the kernel's `SO_REUSEPORT` hash put it
+    /// (measured: one loop got 20–50% more requests than the other).
+    pub balance_loops: bool,
+    /// The nice value of the database connection threads (`None`: leave
+    /// them as created, i.e. as the thread that started the pool). A
+    /// positive value lowers their priority below the loops', which needs
+    /// no privilege: a loop thread woken while a connection thread runs on
+    /// its core then preempts it, instead of waiting for its slice to end
+    /// (see "Loop stalls" in the crate docs). Must be within `-20..=19`
+    /// ([`run`] fails otherwise); a value the thread may not take (a
+    /// negative one without `CAP_SYS_NICE`) is logged and left.
+    pub db_nice: Option<i32>,
+    /// The loop threads' scheduling slice under Linux's EEVDF scheduler
+    /// (6.12 and later; `None`: the kernel's default, about 0.75 ms ×
+    /// (1 + log2(cores))). A short slice lets a woken loop preempt the
+    /// thread running on its core at once, instead of waiting up to that
+    /// thread's slice; it needs no privilege and does not change the
+    /// loop's share of the CPU (see "Loop stalls" in the crate docs).
+    /// Must be within 0.1..=100 ms ([`run`] fails otherwise); a kernel that
+    /// refuses it is logged and the loop runs with its default slice.
+    pub loop_slice: Option<Duration>,
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -194,15 +238,25 @@ pub fn default_readers() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
-/// The default number of HTTP loops: one per core, from 1 to 8.
-/// Measured on a shared 2-core VM (load average 9–15, interleaved runs,
-/// 64 connections, wrk and weft-load, 90/10 and 10/90 mixes): two loops
-/// served 0.54–2.37× the requests/s of one, geometric mean 1.12×, ahead
-/// in 10 of 14 cells, at about 15% more server CPU per request (then
-/// spent on hops to loop 0's database pool, since removed: weft-db's
-/// `SharedPool`). The bound keeps threads few on big
-/// machines, where more loops than the database can feed only add
-/// hand-offs. To be confirmed on a quiet machine.
+/// The default number of HTTP loops: one per core the database threads
+/// leave (one core is left to them), from 1 to 8; so one loop on a 2-core
+/// machine. Measured there against the tokio twin (`tokio-mutex-cap1`,
+/// 64 connections, 90/10 and 10/90 mixes, weft-load and wrk; a loop
+/// "wins" a cell with more requests/s at a p99 no higher):
+/// - session 8, quiet machine, 3-round medians: one loop won 3 of the 4
+///   cells and lost the fourth (10/90, wrk) by 3% at a p99 0.08 ms
+///   higher; two loops won 1 (their busier loop, with up to 50% more
+///   requests than the other, made the tail);
+/// - session 9, with the connections balanced over two loops
+///   ([`Config::balance_loops`]), four 3-round runs: one loop won 13 of
+///   16 cells, two balanced loops 8 of 16; in the quietest run (load
+///   average 3–4.5) one loop won all four (1.02–1.09× the requests/s at
+///   p99 1.97–2.28 ms against 2.42–2.81 ms), two loops one.
+///
+/// With one core left free, a connection thread woken by the loop runs
+/// there instead of preempting the loop on its own (see
+/// [`Config::db_hand_over_per_turn`]). Two loops stay one flag away
+/// (`--loops 2`). To be confirmed on a quiet machine.
 ///
 /// # Examples
 ///
@@ -213,7 +267,7 @@ pub fn default_readers() -> usize {
 /// ```
 pub fn default_loops() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.clamp(1, 8)
+    cores.saturating_sub(1).clamp(1, 8)
 }
 
 impl Default for Config {
@@ -235,6 +289,9 @@ impl Default for Config {
             loop_nice: None,
             checkpoints: weft_db::Checkpoints::default(),
             db_hand_over_per_turn: true,
+            balance_loops: true,
+            db_nice: None,
+            loop_slice: None,
         }
     }
 }
@@ -396,6 +453,18 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
 /// One loop's reactor, as the config asks, with this thread's nice value
 /// set when the config has one.
 pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
+    if let Some(slice) = config.loop_slice {
+        if !(sched::MIN_SLICE..=sched::MAX_SLICE).contains(&slice) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("loop slice {slice:?} is outside 0.1..=100 ms"),
+            ));
+        }
+        // A hint: a kernel without custom slices keeps its default.
+        if let Err(e) = sched::set_thread_slice(slice) {
+            tracing::warn!(?slice, error = %e, "cannot set the loop thread's scheduling slice");
+        }
+    }
     if let Some(n) = config.loop_nice {
         // The kernel would clamp silently: refuse instead.
         if !(-20..=19).contains(&n) {

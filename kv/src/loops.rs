@@ -14,6 +14,18 @@
 //! the other loops' calls, and the pool's figures (atomics) are read from
 //! any loop.
 //!
+//! **Balance.** The kernel's `SO_REUSEPORT` spread hashes each
+//! connection's addresses, so one loop may get many more connections than
+//! another (measured: +20% with wrk, +50% with weft-load, 64 connections);
+//! the busier loop then makes the tail. So every loop counts its live
+//! connections (`Peers::live`, atomics), and a loop that accepts a
+//! connection while it holds more than the least-loaded loop hands the
+//! socket over to that loop (`weft::net::TcpStream::into_std`, then the
+//! target's `Remote`), which serves it from then on ([`pick_loop`] is the
+//! rule). The count is reserved on the target when the decision is made, so
+//! a burst of accepts (wrk opens all its connections at once) does not send
+//! everything the same way before the target has adopted any of it.
+//!
 //! **Metrics** stay per loop (`Rc<Metrics>`, no atomics). A scrape on any
 //! loop asks every other loop for a copy of its counters (a hop to each),
 //! reads each reactor's statistics through its `Remote` (thread-safe), and
@@ -25,6 +37,14 @@
 //! - Loop 0 closes the pool only after every other loop reported `Done`,
 //!   so a request finishing on another loop during the drain still reaches
 //!   the database.
+//! - `Peers::live[i]` counts loop `i`'s connections: reserved when a loop
+//!   decides to serve a connection (its own or handed over), released when
+//!   the connection ends (`ConnGuard`) or when a handed-over socket cannot
+//!   be adopted (moved to the loop that serves it, or released when the
+//!   socket is closed unserved).
+//! - `ADOPT` holds the current loop's adopt hook only while its accept loop
+//!   runs; a socket handed to a loop that stopped accepting is closed (as
+//!   the kernel closes the backlog of a closed listener).
 //! - A loop thread always reports `Done` (a guard sends it on unwind too),
 //!   so loop 0 never waits forever on a loop that died.
 
@@ -34,6 +54,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 
@@ -45,8 +66,29 @@ use crate::metrics::{DbHistograms, LoopSources, MetricsSnapshot, Sources};
 use crate::routes::App;
 use crate::{Config, ShutdownTrigger};
 
+/// Serves a socket handed over from another loop on this one: the socket
+/// and the loop whose count was reserved for it.
+pub(crate) type AdoptHook = Rc<dyn Fn(std::net::TcpStream, usize)>;
+
 thread_local! {
     static LOCAL: RefCell<Option<Rc<App>>> = const { RefCell::new(None) };
+    static ADOPT: RefCell<Option<AdoptHook>> = const { RefCell::new(None) };
+}
+
+/// The balancing rule: which loop serves a connection that loop `me`
+/// accepted, given each loop's live connections (without the new one).
+/// `me` while it holds no more than the least-loaded loop; otherwise the
+/// least-loaded loop (the lowest index among equals). Loops then never
+/// differ by more than one connection when connections arrive one by one.
+pub(crate) fn pick_loop(me: usize, live: &[usize]) -> usize {
+    let Some((min_i, &min)) = live.iter().enumerate().min_by_key(|&(_, n)| *n) else {
+        return me;
+    };
+    if live.get(me).is_none_or(|&mine| mine <= min) {
+        me
+    } else {
+        min_i
+    }
 }
 
 /// Binds `n` listening sockets on `addr` (port 0: the first picks the
@@ -83,6 +125,107 @@ pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::
 pub(crate) struct Peers {
     pub(crate) remotes: OnceLock<Vec<Remote>>,
     pub(crate) reactor_pool: Arc<weft::ThreadPool>,
+    /// Each loop's live connections (see the module notes).
+    pub(crate) live: Box<[AtomicUsize]>,
+    /// `Config::balance_loops`.
+    balance: bool,
+}
+
+impl Peers {
+    pub(crate) fn new(loops: usize, balance: bool, reactor_pool: Arc<weft::ThreadPool>) -> Peers {
+        Peers {
+            remotes: OnceLock::new(),
+            reactor_pool,
+            live: (0..loops.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            balance,
+        }
+    }
+
+    /// Decides which loop serves a connection loop `me` just accepted and
+    /// reserves it there. Before every loop has started (no remotes yet),
+    /// or with balancing off, the accepting loop keeps it.
+    pub(crate) fn place(&self, me: usize) -> usize {
+        let target = if self.balance && self.remotes.get().is_some() {
+            let live: Vec<usize> = self
+                .live
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect();
+            pick_loop(me, &live)
+        } else {
+            me
+        };
+        self.live[target].fetch_add(1, Ordering::Relaxed);
+        target
+    }
+
+    /// Gives back a reservation on loop `i`.
+    pub(crate) fn release(&self, i: usize) {
+        self.live[i].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Gives a reservation on loop `from` to loop `to` (a handed-over
+    /// socket adopted elsewhere than planned).
+    pub(crate) fn move_reservation(&self, from: usize, to: usize) {
+        if from != to {
+            self.live[to].fetch_add(1, Ordering::Relaxed);
+            self.release(from);
+        }
+    }
+}
+
+/// Hands `stream`, reserved on loop `target`, over to that loop. If that
+/// loop has stopped, this loop adopts it (its own hook runs here).
+pub(crate) fn hand_over(peers: &Arc<Peers>, stream: weft::net::TcpStream, target: usize) {
+    let socket = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            // Closed: nothing to serve.
+            peers.release(target);
+            tracing::warn!(error = %e, "cannot hand a connection over");
+            return;
+        }
+    };
+    let p = peers.clone();
+    let adopt = move || adopt(socket, target, &p);
+    match peers.remotes.get().and_then(|r| r.get(target)) {
+        Some(r) => {
+            if let Err(back) = r.call_from_thread(adopt) {
+                (back.into_inner())()
+            }
+        }
+        None => adopt(),
+    }
+}
+
+/// Runs on the loop that is to serve `socket` (reserved on loop
+/// `reserved`): its adopt hook serves it, or, if that loop no longer
+/// accepts, the socket is closed and the reservation given back.
+fn adopt(socket: std::net::TcpStream, reserved: usize, peers: &Peers) {
+    let hook = ADOPT.with(|a| a.borrow().clone());
+    match hook {
+        Some(h) => h(socket, reserved),
+        None => {
+            drop(socket);
+            peers.release(reserved);
+        }
+    }
+}
+
+/// Registers this loop's adopt hook while its accept loop runs.
+pub(crate) struct AdoptGuard;
+
+impl AdoptGuard {
+    pub(crate) fn set(hook: AdoptHook) -> AdoptGuard {
+        ADOPT.with(|a| *a.borrow_mut() = Some(hook));
+        AdoptGuard
+    }
+}
+
+impl Drop for AdoptGuard {
+    fn drop(&mut self) {
+        let _ = ADOPT.try_with(|a| a.borrow_mut().take());
+    }
 }
 
 /// How a loop reaches the database pool: its `SharedPool`, called from
@@ -321,4 +464,76 @@ pub(crate) fn spawn_loop(s: LoopStart) -> io::Result<std::thread::JoinHandle<()>
             guard.armed = false;
             s.mailbox.send(LoopEvent::Done(s.index, done));
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_keeps_a_connection_unless_it_holds_more_than_the_least_loaded() {
+        // Ties and fewer: keep.
+        assert_eq!(pick_loop(0, &[0, 0]), 0);
+        assert_eq!(pick_loop(1, &[3, 3]), 1);
+        assert_eq!(pick_loop(0, &[2, 5]), 0);
+        // More than another: to the least-loaded, the lowest index first.
+        assert_eq!(pick_loop(0, &[1, 0]), 1);
+        assert_eq!(pick_loop(1, &[4, 9]), 0);
+        assert_eq!(pick_loop(2, &[3, 2, 4, 2]), 1);
+        // One loop, or an index out of range (never happens): keep.
+        assert_eq!(pick_loop(0, &[7]), 0);
+        assert_eq!(pick_loop(5, &[1, 0]), 5);
+        assert_eq!(pick_loop(0, &[]), 0);
+    }
+
+    #[test]
+    fn connections_arriving_one_by_one_end_up_balanced_whichever_loop_accepts_them() {
+        // Any accepting order (here: every pattern of 12 accepts over 2 and
+        // over 3 loops, all on loop 0 included) leaves the counts within one.
+        for loops in [2usize, 3] {
+            for pattern in 0..loops.pow(6) {
+                let mut live = vec![0usize; loops];
+                let mut p = pattern;
+                for _ in 0..12 {
+                    let me = p % loops;
+                    p /= loops;
+                    let to = pick_loop(me, &live);
+                    live[to] += 1;
+                }
+                let (lo, hi) = (live.iter().min().unwrap(), live.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{loops} loops, pattern {pattern}: {live:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn peers_reserve_on_the_chosen_loop_and_keep_everything_before_all_loops_started() {
+        let pool = Arc::new(weft::ThreadPool::new(1, 1).unwrap());
+        let peers = Peers::new(2, true, pool.clone());
+        // No remotes yet: kept.
+        assert_eq!(peers.place(0), 0);
+        assert_eq!(peers.place(0), 0);
+        let reactor = weft::Reactor::new().unwrap();
+        let _ = peers.remotes.set(vec![reactor.remote(), reactor.remote()]);
+        // Loop 0 holds 2, loop 1 none: the next two go to loop 1.
+        assert_eq!(peers.place(0), 1);
+        assert_eq!(peers.place(0), 1);
+        assert_eq!(peers.place(0), 0);
+        peers.move_reservation(1, 0);
+        let live = |p: &Peers| {
+            p.live
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(live(&peers), [4, 1]);
+        peers.release(0);
+        assert_eq!(live(&peers), [3, 1]);
+        // Balancing off: always kept.
+        let off = Peers::new(2, false, pool);
+        let _ = off.remotes.set(vec![reactor.remote(), reactor.remote()]);
+        for _ in 0..3 {
+            assert_eq!(off.place(0), 0);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job]
+//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -68,6 +68,18 @@ fn main() -> ExitCode {
                     "job" => false,
                     _ => usage(),
                 }
+            }
+            "--balance" => {
+                cfg.balance_loops = match val().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => usage(),
+                }
+            }
+            "--db-nice" => cfg.db_nice = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--loop-slice-us" => {
+                let us: u64 = val().parse().unwrap_or_else(|_| usage());
+                cfg.loop_slice = (us > 0).then(|| Duration::from_micros(us));
             }
             "--max-value" => cfg.max_value_bytes = val().parse().unwrap_or_else(|_| usage()),
             "--header-timeout" => {

@@ -148,6 +148,9 @@ pub struct Metrics {
     latency_sum: Cell<f64>,
     /// Connections accepted.
     pub connections_accepted: Cell<u64>,
+    /// Connections this loop accepted and handed over to a loop with fewer
+    /// (see `Config::loops`).
+    pub connections_handed_over: Cell<u64>,
     /// Requests being handled now.
     pub requests_in_flight: Cell<u64>,
     /// Connections open now.
@@ -349,6 +352,7 @@ impl Metrics {
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
             connections_accepted: self.connections_accepted.get(),
+            connections_handed_over: self.connections_handed_over.get(),
             requests_in_flight: self.requests_in_flight.get(),
             connections_open: self.connections_open.get(),
             write_timeouts: self.write_timeouts.get(),
@@ -400,6 +404,8 @@ pub struct MetricsSnapshot {
     latency_sum: f64,
     /// Connections accepted.
     pub connections_accepted: u64,
+    /// Connections handed over to a loop with fewer.
+    pub connections_handed_over: u64,
     /// Requests being handled now.
     pub requests_in_flight: u64,
     /// Connections open now.
@@ -456,6 +462,7 @@ impl MetricsSnapshot {
         self.latency_count += o.latency_count;
         self.latency_sum += o.latency_sum;
         self.connections_accepted += o.connections_accepted;
+        self.connections_handed_over += o.connections_handed_over;
         self.requests_in_flight += o.requests_in_flight;
         self.connections_open += o.connections_open;
         self.write_timeouts += o.write_timeouts;

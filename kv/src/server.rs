@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use weft::net::{TcpListener, TcpStream};
@@ -37,6 +37,8 @@ struct ConnGuard {
     conns: Rc<Conns>,
     key: usize,
     metrics: Rc<Metrics>,
+    /// Released from `peers.live[index]` at the end.
+    app: Rc<App>,
 }
 
 impl Drop for ConnGuard {
@@ -47,6 +49,7 @@ impl Drop for ConnGuard {
         drop(w);
         let m = &self.metrics;
         m.connections_open.set(m.connections_open.get() - 1);
+        self.app.peers.release(self.app.index);
         if empty && let Some(w) = self.conns.empty_waker.borrow_mut().take() {
             w.wake();
         }
@@ -120,6 +123,27 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
     );
 }
 
+/// What each database connection thread does first: take the configured
+/// nice value (checked here, set there: Linux keeps nice values per
+/// thread).
+fn db_thread_start(nice: Option<i32>) -> Result<impl Fn(weft_db::Group) + Send + Sync, Error> {
+    if let Some(n) = nice
+        && !(-20..=19).contains(&n)
+    {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("database thread nice value {n} is outside -20..=19"),
+        )));
+    }
+    Ok(move |_group| {
+        if let Some(n) = nice
+            && let Err(e) = rustix::process::setpriority_process(None, n)
+        {
+            tracing::warn!(nice = n, error = %e, "cannot set a database thread's nice value");
+        }
+    })
+}
+
 /// Loop 0: signals, the database pool and its table, every listener, the
 /// other loops; then it serves like the others and, once all of them are
 /// done, closes the pool.
@@ -143,6 +167,7 @@ pub(crate) async fn serve(
     )
     .name("kv")
     .hand_over_per_turn(config.db_hand_over_per_turn)
+    .on_thread_start(db_thread_start(config.db_nice)?)
     .max(config.readers.max(1) + 1)
     .min(config.readers.max(1) + 1)
     .build(&handle)
@@ -158,10 +183,11 @@ pub(crate) async fn serve(
     let mut listeners = loops::bind_listeners(config.listen, loops)?.into_iter();
     let listener = TcpListener::from_std(listeners.next().expect("one listener at least"))?;
     let addr = listener.local_addr()?;
-    let peers = Arc::new(Peers {
-        remotes: OnceLock::new(),
-        reactor_pool: handle.thread_pool(),
-    });
+    let peers = Arc::new(Peers::new(
+        loops,
+        config.balance_loops,
+        handle.thread_pool(),
+    ));
     let mailbox = Mailbox::default();
     let mut remotes = vec![Some(handle.remote())];
     remotes.resize(loops, None);
@@ -301,6 +327,26 @@ pub(crate) async fn serve_loop(env: LoopEnv, listener: TcpListener) -> Result<(u
     let lag_stop = Rc::new(Cell::new(false));
     start_lag_probe(&handle, metrics.clone(), lag_stop.clone());
 
+    // Sockets other loops hand over are served here while this loop
+    // accepts (see `loops`: the balance).
+    let adopt_guard = {
+        let (handle, app, builder, conns) =
+            (handle.clone(), app.clone(), builder.clone(), conns.clone());
+        let config = config.clone();
+        loops::AdoptGuard::set(Rc::new(move |socket, reserved| {
+            app.peers.move_reservation(reserved, app.index);
+            match TcpStream::from_std(socket) {
+                Ok(stream) => {
+                    spawn_connection(&handle, &app, &builder, &conns, stream, &config);
+                }
+                Err(e) => {
+                    app.peers.release(app.index);
+                    tracing::warn!(error = %e, "cannot adopt a handed-over connection");
+                }
+            }
+        }))
+    };
+
     // Accept until the trigger fires.
     loop {
         let next = poll_fn(|cx| {
@@ -314,12 +360,19 @@ pub(crate) async fn serve_loop(env: LoopEnv, listener: TcpListener) -> Result<(u
             None => break,
             Some(Ok((stream, _peer))) => {
                 app.accept_stats.set(Some(listener.accept_statistics()));
-                spawn_connection(&handle, &app, &builder, &conns, stream, &config);
+                let target = app.peers.place(index);
+                if target == index {
+                    spawn_connection(&handle, &app, &builder, &conns, stream, &config);
+                } else {
+                    metrics.bump(&metrics.connections_handed_over);
+                    loops::hand_over(&app.peers, stream, target);
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "accept failed"),
         }
     }
     drop(listener);
+    drop(adopt_guard);
     tracing::info!(loop = index, "weft-kv: stopped accepting; draining connections");
 
     // Drain: wake every connection so it calls graceful_shutdown.
@@ -370,6 +423,7 @@ fn spawn_connection(
         conns: conns.clone(),
         key,
         metrics: m.clone(),
+        app: app.clone(),
     };
     let m2 = m.clone();
     let io = HyperIo::new(

@@ -206,3 +206,59 @@ fn a_server_handing_database_jobs_over_one_by_one_serves_the_same() {
         assert_eq!(once(srv.addr, "GET", &path, b""), (200, b"v".to_vec()));
     }
 }
+
+/// Opens `n` keep-alive connections one after another, each answered once
+/// (so it was accepted and placed before the next one connects).
+fn open_answered(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut s).0, 200);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn connections_end_up_balanced_over_the_loops_whichever_listener_the_kernel_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(two_loops(dir.path()));
+    for round in 0..2 {
+        let conns = open_answered(srv.addr, 40);
+        // The scrape is one more connection.
+        let page = get(&agent(), &srv.url("/metrics")).1;
+        let open = per_loop(&page, "weft_kv_loop_connections_open");
+        assert_eq!(open.iter().sum::<f64>(), 41.0, "{page}");
+        assert!((open[0] - open[1]).abs() <= 1.0, "unbalanced: {open:?}");
+        let handed = per_loop(&page, "weft_kv_loop_connections_handed_over_total");
+        assert_eq!(handed.len(), 2, "{page}");
+        if round == 0 {
+            // Each connection is counted once, by the loop that serves it.
+            assert_eq!(total(&page, "weft_http_connections_accepted_total"), 41.0);
+        }
+        drop(conns);
+        srv.wait_metric("weft_http_connections_open", |n| n <= 1.0);
+    }
+    assert_eq!(srv.stop().abandoned, 0);
+}
+
+#[test]
+fn without_balancing_connections_stay_on_the_loop_that_accepted_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = two_loops(dir.path());
+    c.balance_loops = false;
+    let srv = Server::start(c);
+    let conns = open_answered(srv.addr, 40);
+    let page = get(&agent(), &srv.url("/metrics")).1;
+    assert_eq!(
+        per_loop(&page, "weft_kv_loop_connections_handed_over_total"),
+        [0.0, 0.0]
+    );
+    let open = per_loop(&page, "weft_kv_loop_connections_open");
+    assert_eq!(open.iter().sum::<f64>(), 41.0, "{page}");
+    drop(conns);
+    assert_eq!(srv.stop().abandoned, 0);
+}

@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -194,6 +195,28 @@ impl TcpListener {
     /// ```
     pub fn accept_statistics(&self) -> AcceptStatistics {
         self.backoff.statistics()
+    }
+
+    /// Deregisters the listener from this loop and gives the socket back
+    /// (still non-blocking, still listening), e.g. to serve it from another
+    /// loop with [`from_std`](TcpListener::from_std). Connections waiting
+    /// in the backlog stay there.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the deregistration fails (the socket is then closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let listener = weft::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// let std_listener = listener.into_std().unwrap();
+    /// assert_eq!(std_listener.local_addr().unwrap(), addr);
+    /// ```
+    pub fn into_std(self) -> io::Result<std::net::TcpListener> {
+        Ok(self.io.into_inner()?.into())
     }
 
     /// The registered listener, for readiness-level access.
@@ -489,6 +512,48 @@ impl TcpStream {
         self.io.get_ref().take_error()
     }
 
+    /// Deregisters the connection from this loop and gives the socket back
+    /// (still non-blocking), e.g. to hand an accepted connection to another
+    /// loop, which wraps it again with [`from_std`](TcpStream::from_std).
+    /// Nothing is lost: weft buffers no data in user space, and the new
+    /// registration starts by trying to read and write (bytes that arrived
+    /// before the hand-over are read there).
+    ///
+    /// # Errors
+    ///
+    /// Fails if the deregistration fails (the socket is then closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use futures_lite::AsyncReadExt;
+    /// use weft::net::{TcpListener, TcpStream};
+    ///
+    /// let reactor = weft::Reactor::new().unwrap();
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    /// let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// client.write_all(b"hi").unwrap();
+    /// let accepted = reactor
+    ///     .run_until_complete(async move { listener.accept().await.unwrap().0 })
+    ///     .unwrap();
+    /// let socket: std::net::TcpStream = accepted.into_std().unwrap();
+    /// // Another loop (here on another thread) serves it from now on.
+    /// let got = std::thread::spawn(move || {
+    ///     let reactor = weft::Reactor::new().unwrap();
+    ///     reactor.run_until_complete(async move {
+    ///         let mut s = TcpStream::from_std(socket).unwrap();
+    ///         let mut buf = [0u8; 2];
+    ///         s.read_exact(&mut buf).await.unwrap();
+    ///         buf
+    ///     }).unwrap()
+    /// }).join().unwrap();
+    /// assert_eq!(&got, b"hi");
+    /// ```
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        Ok(self.io.into_inner()?.into())
+    }
+
     /// The registered socket, for readiness-level access
     /// ([`Async::read_with`], [`Async::poll_writable`], ...).
     ///
@@ -573,3 +638,76 @@ pub(crate) use impl_stream_io;
 
 impl_stream_io!(TcpStream);
 impl_stream_io!(&TcpStream);
+
+/// The socket's descriptor, for socket options weft does not wrap
+/// (`socket2::SockRef::from(&stream)`). I/O done on it directly bypasses
+/// the readiness cache (see [`Async::get_ref`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::{AsFd, AsRawFd};
+/// let reactor = weft::Reactor::new().unwrap();
+/// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let s = weft::net::TcpStream::from_std(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap()).unwrap();
+/// let fd = s.as_raw_fd();
+/// assert_eq!(s.as_fd().as_raw_fd(), fd);
+/// let peer = socket2::SockRef::from(&s).peer_addr().unwrap();
+/// assert_eq!(peer.as_socket(), Some(l.local_addr().unwrap()));
+/// ```
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+/// See [`AsFd for TcpStream`](#impl-AsFd-for-TcpStream).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let reactor = weft::Reactor::new().unwrap();
+/// let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let s = weft::net::TcpStream::from_std(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap()).unwrap();
+/// assert!(s.as_raw_fd() >= 0);
+/// ```
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+/// The listening socket's descriptor, for socket options weft does not
+/// wrap.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let reactor = weft::Reactor::new().unwrap();
+/// let l = weft::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+/// let local = socket2::SockRef::from(&l.as_fd()).local_addr().unwrap();
+/// assert_eq!(local.as_socket(), Some(l.local_addr().unwrap()));
+/// ```
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+/// See [`AsFd for TcpListener`](#impl-AsFd-for-TcpListener).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let reactor = weft::Reactor::new().unwrap();
+/// let l = weft::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+/// assert!(l.as_raw_fd() >= 0);
+/// ```
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}

@@ -5,13 +5,20 @@
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
 //!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
-//!     [--bin-dir DIR] [--before-dir DIR]
+//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS]..
 //! ```
+//!
+//! `--extra NAME=FLAGS` adds a weft-kv row named `NAME` started with the
+//! space-separated `FLAGS` (e.g. `--extra 'w2-nice=--loops 2 --db-nice 5'`),
+//! for A/B runs of settings without a row of their own; it runs even when
+//! `--only` does not name it.
 //!
 //! A/B rows, run only when named in `--only`: `weft-kv-1loop-bgckpt` and
 //! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints),
 //! `weft-kv-1loop-perjob` and `weft-kv-2loops-perjob` (`--db-handover job`:
 //! each database job handed over as it is submitted, not once per turn), and
+//! `weft-kv-2loops-nobal` (`--balance off`: connections stay on the loop
+//! whose listener the kernel chose), and
 //! `weft-kv-before-1loop` / `weft-kv-before-2loops`, which run the
 //! `weft-kv` binary found in `--before-dir` (a build of an earlier commit).
 //!
@@ -78,7 +85,8 @@ struct Server {
 ///
 /// Opt-in rows (run only when named in `--only`), for A/B runs:
 /// `weft-kv-{1loop,2loops}-bgckpt` (`--checkpoints background`),
-/// `weft-kv-{1loop,2loops}-perjob` (`--db-handover job`) and
+/// `weft-kv-{1loop,2loops}-perjob` (`--db-handover job`),
+/// `weft-kv-2loops-nobal` (`--balance off`) and
 /// `weft-kv-before-{1loop,2loops}` (the `weft-kv` binary in `--before-dir`,
 /// e.g. a build of an earlier commit).
 fn servers(before_dir: Option<&Path>) -> Vec<Server> {
@@ -136,6 +144,11 @@ fn servers(before_dir: Option<&Path>) -> Vec<Server> {
             &["--loops", "2", "--db-handover", "job"],
             None,
         ),
+        opt_in(
+            "weft-kv-2loops-nobal",
+            &["--loops", "2", "--balance", "off"],
+            None,
+        ),
         opt_in("weft-kv-before-1loop", &["--loops", "1"], before_dir),
         opt_in("weft-kv-before-2loops", &["--loops", "2"], before_dir),
     ]
@@ -165,11 +178,13 @@ struct Options {
     bin_dir: PathBuf,
     before_dir: Option<PathBuf>,
     wrk_dir: PathBuf,
+    /// `--extra NAME=FLAGS` rows: (name, flags).
+    extra: Vec<(String, Vec<String>)>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR]"
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].."
     );
     std::process::exit(2);
 }
@@ -199,6 +214,7 @@ fn parse_args() -> Options {
         bin_dir: exe_dir,
         before_dir: None,
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
+        extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -215,6 +231,13 @@ fn parse_args() -> Options {
             "--clients" => o.clients = list(&v),
             "--bin-dir" => o.bin_dir = PathBuf::from(&v),
             "--before-dir" => o.before_dir = Some(PathBuf::from(&v)),
+            "--extra" => {
+                let (name, flags) = v.split_once('=').unwrap_or_else(|| usage());
+                o.extra.push((
+                    name.to_owned(),
+                    flags.split_whitespace().map(str::to_owned).collect(),
+                ));
+            }
             "--mixes" => {
                 o.mixes = list(&v)
                     .iter()
@@ -306,6 +329,48 @@ fn parse_longest_turns(metrics: &str) -> Vec<f64> {
         }
     }
     out
+}
+
+/// The bound of weft's turn histogram nearest above 1 ms (2^20 ns; its
+/// buckets are powers of two).
+const STALL_BOUND: &str = "0.001048576";
+
+/// Per loop: (turns counted, turns at most [`STALL_BOUND`]) from
+/// `weft_kv_loop_turn_seconds` (cumulative buckets; a snapshot lists bounds
+/// only up to its highest non-empty bucket, so a missing bound means no
+/// turn above it).
+fn parse_turn_counts(metrics: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let get = |key: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let Some(count) = get(&format!("weft_kv_loop_turn_seconds_count{{loop=\"{i}\"}} ")) else {
+            break;
+        };
+        let below = get(&format!(
+            "weft_kv_loop_turn_seconds_bucket{{loop=\"{i}\",le=\"{STALL_BOUND}\"}} "
+        ))
+        .unwrap_or(count);
+        out.push((count, below));
+    }
+    out
+}
+
+/// Per loop, turns longer than [`STALL_BOUND`] between two scrapes.
+fn stalls_between(before: &str, after: &str) -> Vec<u64> {
+    let b = parse_turn_counts(before);
+    parse_turn_counts(after)
+        .iter()
+        .enumerate()
+        .map(|(i, &(count, below))| {
+            let (c0, b0) = b.get(i).copied().unwrap_or((0, 0));
+            (count - below).saturating_sub(c0 - b0)
+        })
+        .collect()
 }
 
 /// Scheduler figures of one thread: (CPU ns, run-queue wait ns) from
@@ -434,6 +499,9 @@ struct LoopThreads {
     /// Per loop (0, 1, ..): the longest turn since the server started
     /// (`weft_kv_loop_longest_turn_seconds`), ms.
     longest_turn_ms: Vec<f64>,
+    /// Per loop: turns longer than 1.05 ms (weft's turn histogram) during
+    /// the client run.
+    stalls: Vec<u64>,
     /// Summed over the loop threads, from `/proc/PID/task/TID/schedstat`
     /// and `status`: time runnable but waiting for a CPU (ms), involuntary
     /// context switches (preemptions), and CPU time (ms).
@@ -461,6 +529,11 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         let c0 = process_cpu(pid);
         let weft = s.binary == "weft-kv";
         let sched0 = loop_threads_sched(pid);
+        let page0 = if weft {
+            http_get(srv.addr, "/metrics").unwrap_or_default()
+        } else {
+            String::new()
+        };
         let (m, refill) = if client == "wrk" {
             let script = o.wrk_dir.join("mix.lua");
             let mut c = Command::new("wrk");
@@ -490,6 +563,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
             .flatten()
             .map(|page| LoopThreads {
                 longest_turn_ms: parse_longest_turns(&page),
+                stalls: stalls_between(&page0, &page),
                 cpu_ms: sched1.0.saturating_sub(sched0.0) as f64 / 1e6,
                 runq_wait_ms: sched1.1.saturating_sub(sched0.1) as f64 / 1e6,
                 preemptions: sched1.2.saturating_sub(sched0.2),
@@ -544,9 +618,9 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
     let ratio_head: String = weft_rows.iter().map(|w| format!(" {w} ÷ this |")).collect();
     let ratio_rule = "---|".repeat(weft_rows.len());
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
     for (r, range) in rows {
         let range = match range {
             Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
@@ -578,6 +652,13 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                         })
                     })
                     .collect();
+                let stalls = loops.as_ref().map_or("—".into(), |l| {
+                    l.stalls
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                });
                 let (turns, sched) = match loops {
                     Some(l) => (
                         l.longest_turn_ms
@@ -594,7 +675,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                     None => ("—".into(), "—".into()),
                 };
                 println!(
-                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {sched} |{ratios}{range}",
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {stalls} | {sched} |{ratios}{range}",
                     m.rate,
                     m.p50_ms,
                     m.p99_ms,
@@ -604,7 +685,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                 );
             }
             Err(e) => println!(
-                "{head} failed: {} |||||||||{}{range}",
+                "{head} failed: {} ||||||||||{}{range}",
                 e.replace(['\n', '|'], " "),
                 "|".repeat(weft_rows.len())
             ),
@@ -622,11 +703,21 @@ fn main() -> ExitCode {
         eprintln!("kv-load: wrk not found: weft-load only (apt-get install wrk)");
         o.clients.retain(|c| c != "wrk");
     }
-    let all = servers(o.before_dir.as_deref());
+    let mut all = servers(o.before_dir.as_deref());
+    for (name, flags) in &o.extra {
+        all.push(Server {
+            name: name.clone(),
+            binary: "weft-kv",
+            args: flags.clone(),
+            opt_in: false,
+            dir: None,
+        });
+    }
+    let extra = |s: &Server| o.extra.iter().any(|(n, _)| *n == s.name);
     let servers: Vec<&Server> = all
         .iter()
         .filter(|s| match &o.only {
-            Some(only) => only.contains(&s.name),
+            Some(only) => only.contains(&s.name) || extra(s),
             None => !s.opt_in,
         })
         .collect();
@@ -761,6 +852,20 @@ mod tests {
                     weft_kv_loop_longest_turn_seconds{loop=\"1\"} 0.0005\n";
         assert_eq!(parse_longest_turns(page), vec![12.5, 0.5]);
         assert!(parse_longest_turns("weft_turns 3\n").is_empty());
+    }
+
+    #[test]
+    fn counts_turns_over_the_stall_bound_between_two_scrapes() {
+        let before = "weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.001048576\"} 90\n\
+                      weft_kv_loop_turn_seconds_count{loop=\"0\"} 92\n\
+                      weft_kv_loop_turn_seconds_count{loop=\"1\"} 10\n";
+        // Loop 0: 5 more over the bound; loop 1 never had one (no bound line).
+        let after = "weft_kv_loop_turn_seconds_bucket{loop=\"0\",le=\"0.001048576\"} 190\n\
+                     weft_kv_loop_turn_seconds_count{loop=\"0\"} 197\n\
+                     weft_kv_loop_turn_seconds_count{loop=\"1\"} 50\n";
+        assert_eq!(stalls_between(before, after), vec![5, 0]);
+        assert_eq!(stalls_between("", after), vec![7, 0]);
+        assert!(stalls_between("", "").is_empty());
     }
 
     #[test]

@@ -555,7 +555,7 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
         &'static str,
         fn(&LoopSources) -> String,
     );
-    let figures: [Figure; 5] = [
+    let figures: [Figure; 6] = [
         (
             "weft_kv_loop_requests_total",
             "counter",
@@ -567,6 +567,12 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
             "gauge",
             "Connections open on each loop.",
             |l| l.metrics.connections_open.to_string(),
+        ),
+        (
+            "weft_kv_loop_connections_handed_over_total",
+            "counter",
+            "Connections each loop accepted and handed over to a loop with fewer.",
+            |l| l.metrics.connections_handed_over.to_string(),
         ),
         (
             "weft_kv_loop_longest_turn_seconds",
