@@ -22,7 +22,7 @@ use crate::time::{Clock, SystemClock, Timers};
 use super::context::{self, this_thread};
 use super::core::{Inner, Reactor, TIMER_TOKEN, WAKER_TOKEN};
 use super::handle::Handle;
-use super::inbox::Inbox;
+use super::inbox::{AgeClock, Inbox};
 use super::local::Locals;
 use super::remote::{MioWaker, STATE_IDLE, Shared};
 use super::stats::SharedStats;
@@ -69,6 +69,9 @@ pub struct Builder {
     /// `clock` is a [`SystemClock`]: no waker moves it (see
     /// `Inner::reuse_readings`).
     system_clock: bool,
+    /// `clock` is the real [`SystemClock`]: the inbox may date its waiting
+    /// calls on the kernel's coarse clock (`inbox::AgeClock`).
+    coarse_ages: bool,
     panic_policy: PanicPolicy,
     handle_signals: bool,
     shutdown_timeout: Duration,
@@ -99,6 +102,7 @@ impl Default for Builder {
         Builder {
             clock: Arc::new(SystemClock::new()),
             system_clock: true,
+            coarse_ages: true,
             panic_policy: PanicPolicy::Log,
             handle_signals: false,
             shutdown_timeout: Duration::from_secs(30),
@@ -122,6 +126,7 @@ impl Builder {
     /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.system_clock = (&clock as &dyn Any).is::<SystemClock>();
+        self.coarse_ages = self.system_clock;
         self.clock = Arc::new(clock);
         self
     }
@@ -264,6 +269,7 @@ impl Builder {
     pub(super) fn system_like_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self.system_clock = true;
+        self.coarse_ages = false; // its readings are counted
         self
     }
 
@@ -285,7 +291,11 @@ impl Builder {
         let poll = MioPoll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shared = Arc::new(Shared {
-            inbox: Inbox::with_clock(MioWaker(waker), self.clock.clone()),
+            inbox: if self.coarse_ages && crate::time::COARSE_AVAILABLE && !cfg!(loom) {
+                Inbox::with_age_clock(MioWaker(waker), AgeClock::Coarse)
+            } else {
+                Inbox::with_clock(MioWaker(waker), self.clock.clone())
+            },
             run_queue: Mutex::new(RunQueue::default()),
             stop_requested: AtomicBool::new(false),
             started: AtomicBool::new(false),

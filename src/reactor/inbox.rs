@@ -16,7 +16,8 @@
 //!
 //! The age of the oldest waiting call (`ReactorStatistics::inbox_oldest_age`)
 //! costs one clock read per batch, not per call: the push that finds the
-//! queue empty dates the batch with the reactor's clock, and the loop's
+//! queue empty dates the batch with the reactor's clock (with the system
+//! clock: the kernel's coarse clock, `AgeClock`), and the loop's
 //! drain takes the whole queue, so the date belongs to the oldest job
 //! queued (FIFO). The clock is read after the push has left the lock (a
 //! claim made under the lock keeps a late date off a later batch; see
@@ -101,7 +102,30 @@ pub(crate) struct Inbox<W> {
     wake: WakeState,
     waker: W,
     /// Dates the oldest waiting job; `None`: ages are not kept.
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<AgeClock>,
+}
+
+/// What dates the oldest waiting job: the reactor's clock, or, when that is
+/// the system clock, the kernel's coarse clock (`crate::time::coarse_nanos`,
+/// the same time at a tick's resolution): the push that starts a batch is
+/// on every `call_from_thread`, `blocking_call_from_thread` and job
+/// delivery to an idle loop, where a precise read costs 40-90 ns and the
+/// age it feeds is reported in milliseconds.
+pub(crate) enum AgeClock {
+    /// The reactor's own clock (a custom one: tests, a manual clock).
+    Reactor(Arc<dyn Clock>),
+    /// The kernel's coarse monotonic clock: ages within one tick (1-4 ms).
+    Coarse,
+}
+
+impl AgeClock {
+    #[inline]
+    fn now(&self) -> Duration {
+        match self {
+            AgeClock::Reactor(clock) => clock.now(),
+            AgeClock::Coarse => Duration::from_nanos(crate::time::coarse_nanos()),
+        }
+    }
 }
 
 /// The queue and the stamp (claimed under its lock), each on cache lines
@@ -153,10 +177,15 @@ impl<W: Wake> Inbox<W> {
 
     /// An inbox that stamps its oldest waiting job with `clock`.
     pub(crate) fn with_clock(waker: W, clock: Arc<dyn Clock>) -> Self {
+        Self::build(waker, Some(AgeClock::Reactor(clock)))
+    }
+
+    /// An inbox that stamps its oldest waiting job on `clock`.
+    pub(crate) fn with_age_clock(waker: W, clock: AgeClock) -> Self {
         Self::build(waker, Some(clock))
     }
 
-    fn build(waker: W, clock: Option<Arc<dyn Clock>>) -> Self {
+    fn build(waker: W, clock: Option<AgeClock>) -> Self {
         Inbox {
             locked: Locked {
                 queue: Mutex::new(Queue {

@@ -68,9 +68,13 @@ pub struct ReactorStatistics {
     /// Calls queued from other threads and not yet taken by the loop.
     pub inbox_depth: u64,
     /// How long the oldest of those calls has been waiting, on the
-    /// reactor's clock (zero when the inbox is empty). Calls the loop has
-    /// already taken for its current turn are not in the inbox, as for
-    /// `inbox_depth`.
+    /// reactor's clock (zero when the inbox is empty). With the default
+    /// [`SystemClock`](crate::SystemClock) on Linux it is measured on the
+    /// kernel's coarse monotonic clock, to within one kernel tick (1-4 ms):
+    /// the date is taken on every call that finds the inbox empty, where a
+    /// precise reading would cost more than the rest of the push. Calls
+    /// the loop has already taken for its current turn are not in the
+    /// inbox, as for `inbox_depth`.
     pub inbox_oldest_age: Duration,
     /// Callbacks that held the loop longer than the slow-callback threshold
     /// (0 unless [`Builder::slow_callback_threshold`](super::Builder::slow_callback_threshold) is set).

@@ -29,7 +29,9 @@
 //! So the age is measured from just after the first job became visible, not
 //! from before its push took the lock: it can only be shorter than the
 //! true wait by the push's own delay between the two, never longer, and
-//! never another batch's. The date is released by the compare-exchange and
+//! never another batch's. (On the coarse clock, `AgeClock::Coarse`, both
+//! readings are the time of the kernel's last tick, so the age is also
+//! off by up to one tick either way.) The date is released by the compare-exchange and
 //! acquired by the sampler's load, so a sampler that reads a date and then
 //! the (monotonic) clock never computes a negative age.
 //!

@@ -394,3 +394,43 @@ fn jobs_run_in_order_and_dropped_jobs_release_their_captures() {
     assert!(back.is_err());
     assert_eq!(Arc::strong_count(&held), 2);
 }
+
+/// On the coarse clock the date comes from the kernel's coarse monotonic
+/// clock, read by the push: the age is bounded by two readings of that
+/// clock taken around the push and the sampling (it is monotonic).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn on_the_coarse_clock_the_age_lies_within_readings_of_that_clock() {
+    use std::time::Duration;
+    let coarse = || Duration::from_nanos(crate::time::coarse_nanos());
+    let inbox = Inbox::with_age_clock(CountingWaker::default(), AgeClock::Coarse);
+    let before = coarse();
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    let age = inbox.oldest_age();
+    let after = coarse();
+    assert!(age <= after - before, "{age:?} > {:?}", after - before);
+    // The date is kept: it is not "just queued" forever.
+    assert!(inbox.locked.stamp.read().is_some());
+    assert_eq!(run_all(&inbox), 1);
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+}
+
+/// The reactor dates its inbox on the coarse clock only with the real
+/// system clock: a custom clock (a manual one in tests) is used as is.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn a_reactor_dates_its_inbox_on_the_coarse_clock_only_with_the_system_clock() {
+    let coarse =
+        |r: &crate::Reactor| matches!(r.handle().inner.shared.inbox.clock, Some(AgeClock::Coarse));
+    assert!(coarse(&crate::Reactor::new().unwrap()));
+    let system = crate::Reactor::builder()
+        .clock(crate::SystemClock::new())
+        .build()
+        .unwrap();
+    assert!(coarse(&system));
+    let manual = crate::Reactor::builder()
+        .clock(crate::testing::ManualClock::new())
+        .build()
+        .unwrap();
+    assert!(!coarse(&manual));
+}

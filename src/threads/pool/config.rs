@@ -10,12 +10,10 @@ use super::spin::SpinHint;
 use super::state::State;
 use super::thread::{Body, Core, JobClock, ThreadFactory};
 
-/// Whether the kernel's coarse clock can time jobs (see `JobClock`).
-const COARSE_AVAILABLE: bool = cfg!(any(target_os = "linux", target_os = "android"));
 use crate::diagnostics::Histogram;
 use crate::error::PoolConfigError;
 use crate::loom::{Arc, Condvar, Mutex, thread};
-use crate::time::{Clock, SystemClock};
+use crate::time::{COARSE_AVAILABLE, Clock, SystemClock};
 
 /// How long an idle thread above `min` waits for work before it exits.
 ///

@@ -99,27 +99,9 @@ impl Core {
     pub(super) fn job_stamp(&self) -> u64 {
         match self.job_clock {
             JobClock::Pool => stamp(&*self.clock),
-            JobClock::Coarse => coarse_nanos(),
+            JobClock::Coarse => crate::time::coarse_nanos(),
         }
     }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[inline]
-fn coarse_nanos() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    // The monotonic clock counts from boot: both fields are non-negative,
-    // and the sum fits in u64 for ~584 years of uptime. Read twice per job,
-    // so plain arithmetic (checked conversions cost ~15 instructions).
-    #[allow(clippy::cast_sign_loss)]
-    let (secs, nanos) = (t.tv_sec as u64, t.tv_nsec as u64);
-    secs.wrapping_mul(1_000_000_000).wrapping_add(nanos)
-}
-
-// Elsewhere the builder never picks `Coarse`.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn coarse_nanos() -> u64 {
-    unreachable!("the coarse job clock exists on Linux only")
 }
 
 #[cfg(not(loom))]
