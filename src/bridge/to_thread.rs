@@ -308,16 +308,32 @@ impl Handle {
         if threads.pool.borrow().is_none() {
             drop(self.reactor_pool(threads));
         }
-        let job = Job::new(
+        let job = self.plain_job(threads, f, location);
+        threads.defer(job.clone(), location);
+        register(threads, job, None)
+    }
+
+    /// The record of a plain `defer_to_thread` job (no error mapping, no
+    /// canceller), counted in flight on `threads`.
+    #[inline]
+    fn plain_job<T, F>(
+        &self,
+        threads: &Threads,
+        f: F,
+        location: &'static Location<'static>,
+    ) -> Arc<Job<T, ThreadError, Plain<F>, NoCanceller>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        Job::new(
             Plain(f),
             identity,
             None::<NoCanceller>,
             self,
             threads.in_flight(),
             location,
-        );
-        threads.defer(job.clone(), location);
-        register(threads, job, None)
+        )
     }
 
     /// [`defer_to_thread`](Handle::defer_to_thread) on a pool of your own.
@@ -365,14 +381,7 @@ impl Handle {
         // A submission straight to a pool queues behind the turn's kept
         // jobs (in order with them if the pool is the reactor's).
         threads.hand_over();
-        let job = Job::new(
-            Plain(f),
-            identity,
-            None::<NoCanceller>,
-            self,
-            threads.in_flight(),
-            location,
-        );
+        let job = self.plain_job(threads, f, location);
         // Nothing can be delivered before this returns (delivery runs on
         // this thread), so the `Deferred` is registered after submission.
         let task = match pool.submit_shared_at(job.clone() as Arc<dyn SharedTask>, location) {

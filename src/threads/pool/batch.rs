@@ -35,18 +35,9 @@ impl ThreadPool {
     ) -> bool {
         let core = &self.core;
         let enqueued = core.job_stamp();
-        let mut st = core.state.lock();
-        if !st.accepts_at_once() {
-            if st.needs_first_thread() {
-                match self.first_thread(st) {
-                    Some(guard) => st = guard,
-                    None => return false,
-                }
-            }
-            if st.stopped || st.needs_first_thread() {
-                return false;
-            }
-        }
+        let Some(mut st) = self.lock_to_submit() else {
+            return false;
+        };
         let mut queued = 0;
         while let Some((task, location)) = next(st.queue.next_key()) {
             st.queue.push(Queued {

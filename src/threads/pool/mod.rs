@@ -445,18 +445,9 @@ impl ThreadPool {
     ) -> Result<TaskKey, B> {
         let core = &self.core;
         let enqueued = core.job_stamp();
-        let mut st = core.state.lock();
-        if !st.accepts_at_once() {
-            if st.needs_first_thread() {
-                match self.first_thread(st) {
-                    Some(guard) => st = guard,
-                    None => return Err(work),
-                }
-            }
-            if st.stopped || st.needs_first_thread() {
-                return Err(work);
-            }
-        }
+        let Some(mut st) = self.lock_to_submit() else {
+            return Err(work);
+        };
         let (key, wake) = st.submit(Queued {
             item: erase(work),
             meta: Meta { location, enqueued },
@@ -466,6 +457,23 @@ impl ThreadPool {
             Core::wake(core, wake);
         }
         Ok(key)
+    }
+
+    /// The state, locked for a submission; `None` when the pool refuses
+    /// work now (stopped, or no thread can exist). A started pool with no
+    /// thread starts one first ([`first_thread`](Self::first_thread)).
+    #[inline]
+    fn lock_to_submit(&self) -> Option<MutexGuard<'_, state::State>> {
+        let mut st = self.core.state.lock();
+        if !st.accepts_at_once() {
+            if st.needs_first_thread() {
+                st = self.first_thread(st)?;
+            }
+            if st.stopped || st.needs_first_thread() {
+                return None;
+            }
+        }
+        Some(st)
     }
 
     /// A started pool with no thread starts one before accepting work, so
