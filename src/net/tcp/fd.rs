@@ -7,7 +7,7 @@ use super::{TcpListener, TcpStream};
 
 /// The socket's descriptor, for socket options weft does not wrap
 /// (`socket2::SockRef::from(&stream)`). I/O done on it directly bypasses
-/// the readiness cache (see [`Async::get_ref`]).
+/// the readiness cache (see [`Async::get_ref`](crate::net::Async::get_ref)).
 ///
 /// # Examples
 ///
