@@ -2,9 +2,8 @@
 //! connects, and edge-triggered readiness that never loses a wake-up.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,21 +11,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use weft::Reactor;
 use weft::net::{TcpListener, TcpStream};
 
-/// Runs `fut` to completion; a watchdog turns a hang into a failure.
-fn block_on<F: Future + 'static>(reactor: &Reactor, fut: F) -> F::Output {
-    let guard = reactor.call_later(Duration::from_secs(60), || {
-        weft::reactor::current().unwrap().stop();
-    });
-    let out = reactor
-        .run_until_complete(fut)
-        .expect("the test hung (watchdog)");
-    let _ = guard.cancel();
-    out
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+mod common;
+use common::{block_on, loopback};
 
 /// Accepts forever, echoing each connection until EOF, then half-closing.
 fn spawn_echo_server(reactor: &Reactor, listener: TcpListener) {

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
@@ -17,21 +16,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use weft::Reactor;
 use weft::net::{TcpListener, TcpStream};
 
-/// Runs `fut` to completion; a watchdog turns a hang into a failure.
-fn block_on<F: Future + 'static>(reactor: &Reactor, fut: F) -> F::Output {
-    let guard = reactor.call_later(Duration::from_secs(60), || {
-        weft::reactor::current().unwrap().stop();
-    });
-    let out = reactor
-        .run_until_complete(fut)
-        .expect("the test hung (watchdog)");
-    let _ = guard.cancel();
-    out
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+mod common;
+use common::{block_on, loopback};
 
 /// Runs `f` on a fresh reactor on a new thread (the "other loop").
 fn on_other_loop<T: Send + 'static, F: Future<Output = T> + 'static>(

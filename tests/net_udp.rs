@@ -1,26 +1,11 @@
 //! UDP on the loop: datagrams both ways, connected sockets, many datagrams
 //! without a lost wake-up.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use weft::Reactor;
 use weft::net::UdpSocket;
 
-fn block_on<F: std::future::Future + 'static>(reactor: &Reactor, fut: F) -> F::Output {
-    let guard = reactor.call_later(Duration::from_secs(60), || {
-        weft::reactor::current().unwrap().stop();
-    });
-    let out = reactor
-        .run_until_complete(fut)
-        .expect("the test hung (watchdog)");
-    let _ = guard.cancel();
-    out
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+mod common;
+use common::{block_on, loopback};
 
 #[test]
 fn send_to_and_recv_from_round_trip() {

@@ -4,22 +4,13 @@
 use std::io;
 use std::net::Shutdown;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use weft::Reactor;
 use weft::net::{UnixDatagram, UnixListener, UnixStream};
 
-fn block_on<F: std::future::Future + 'static>(reactor: &Reactor, fut: F) -> F::Output {
-    let guard = reactor.call_later(Duration::from_secs(60), || {
-        weft::reactor::current().unwrap().stop();
-    });
-    let out = reactor
-        .run_until_complete(fut)
-        .expect("the test hung (watchdog)");
-    let _ = guard.cancel();
-    out
-}
+mod common;
+use common::block_on;
 
 /// A fresh socket path in a per-test directory, removed on drop.
 struct TempPath(PathBuf);

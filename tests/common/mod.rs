@@ -11,6 +11,24 @@ use std::time::{Duration, Instant};
 
 use weft::Reactor;
 
+/// Runs `fut` to completion on `reactor`; a 60 s watchdog (on the loop's
+/// own timer) turns a hang into a failure instead of a stuck test.
+pub(crate) fn block_on<F: std::future::Future + 'static>(reactor: &Reactor, fut: F) -> F::Output {
+    let guard = reactor.call_later(Duration::from_secs(60), || {
+        weft::reactor::current().unwrap().stop();
+    });
+    let out = reactor
+        .run_until_complete(fut)
+        .expect("the test hung (watchdog)");
+    let _ = guard.cancel();
+    out
+}
+
+/// 127.0.0.1 on a port the kernel picks.
+pub(crate) fn loopback() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
 /// A generous bound for conditions that hold within milliseconds normally.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
