@@ -256,7 +256,12 @@ pub fn default_readers() -> usize {
 /// With one core left free, a connection thread woken by the loop runs
 /// there instead of preempting the loop on its own (see
 /// [`Config::db_hand_over_per_turn`]). Two loops stay one flag away
-/// (`--loops 2`). To be confirmed on a quiet machine.
+/// (`--loops 2`). The quiet 3-round run at the end of session 9 split the
+/// cells: one loop won both under weft-load (1.08× and 1.05×, p99 1.60
+/// and 2.12 ms against 2.24 and 2.53) and had the lower p99 at fewer
+/// requests under wrk (0.99× and 0.95×); two balanced loops won both
+/// under wrk (1.05× and 1.06×) and lost under weft-load. Which is better
+/// depends on how much of the two cores the client takes.
 ///
 /// # Examples
 ///
