@@ -388,7 +388,7 @@ fn jobs_from_two_loops_racing_close_all_resolve_and_every_ok_is_committed() {
 
 /// A job that appends `tag` to `order` on the connection thread.
 fn record(
-    order: &std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    order: &Order,
     tag: &'static str,
 ) -> impl FnOnce(&mut rusqlite::Connection) -> Result<(), DbError> + Send + 'static {
     let order = order.clone();
@@ -398,6 +398,32 @@ fn record(
     }
 }
 
+type Order = std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>;
+
+/// Runs `turn` on the loop once `pool` runs (it starts with the loop),
+/// given the pool, its `SharedPool` and a recorder for [`record`]; returns
+/// `turn`'s output and the order in which the recorded jobs ran.
+fn on_running_pool<T: 'static, Fut: std::future::Future<Output = T> + 'static>(
+    reactor: &Reactor,
+    pool: ConnectionPool<SqliteConnector>,
+    turn: impl FnOnce(ConnectionPool<SqliteConnector>, SharedPool<SqliteConnector>, Order) -> Fut
+    + 'static,
+) -> (T, Vec<&'static str>) {
+    let shared = pool.shared();
+    let order = Order::default();
+    let o = order.clone();
+    let out = reactor
+        .run_until_complete(async move {
+            pool.run_with_connection(|_| Ok::<_, DbError>(()))
+                .await
+                .unwrap();
+            turn(pool, shared, o).await
+        })
+        .unwrap();
+    let ran = order.lock().unwrap().clone();
+    (out, ran)
+}
+
 /// Runs one turn that submits two jobs through the `SharedPool` and then
 /// one through the owner, on a pool with one connection (the writer
 /// alone); the order in which the writer ran them.
@@ -405,22 +431,14 @@ fn order_of_one_turns_jobs(
     reactor: &Reactor,
     pool: ConnectionPool<SqliteConnector>,
 ) -> Vec<&'static str> {
-    let shared = pool.shared();
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let o = order.clone();
-    let results = reactor.run_until_complete(async move {
-        // The pool runs (it starts with the loop).
-        pool.run_with_connection(|_| Ok::<_, DbError>(()))
-            .await
-            .unwrap();
+    let ((a, b, c), ran) = on_running_pool(reactor, pool, |pool, shared, o| async move {
         let a = shared.run_with_connection(record(&o, "shared 1"));
         let b = shared.run_with_connection(record(&o, "shared 2"));
         let c = pool.run_with_connection(record(&o, "owner"));
         (a.await, b.await, c.await)
     });
-    let (a, b, c) = results.unwrap();
     assert!(a.is_ok() && b.is_ok() && c.is_ok());
-    order.lock().unwrap().clone()
+    ran
 }
 
 #[test]
@@ -439,25 +457,18 @@ fn a_loops_shared_jobs_of_one_turn_are_handed_over_together_when_the_turn_ends()
 fn the_owners_shared_jobs_of_the_turn_that_closes_the_pool_still_run() {
     let reactor = Reactor::new().unwrap();
     let (_dir, pool) = file_pool(&reactor, 2);
-    let shared = pool.shared();
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let o = order.clone();
-    let results = reactor.run_until_complete(async move {
-        pool.run_with_connection(|_| Ok::<_, DbError>(()))
-            .await
-            .unwrap();
-        // Submitted before the close, in the same turn: handed over by the
-        // close itself, so they run and the close waits for them.
-        let w = shared.run_with_connection(record(&o, "write"));
-        let r = shared.run_read(record(&o, "read"));
-        let closed = pool.close();
-        let late = shared.run_read(record(&o, "late"));
-        (w.await, r.await, late.await, closed.await)
-    });
-    let (w, r, late, closed) = results.unwrap();
+    let ((w, r, late, closed), mut ran) =
+        on_running_pool(&reactor, pool, |pool, shared, o| async move {
+            // Submitted before the close, in the same turn: handed over by the
+            // close itself, so they run and the close waits for them.
+            let w = shared.run_with_connection(record(&o, "write"));
+            let r = shared.run_read(record(&o, "read"));
+            let closed = pool.close();
+            let late = shared.run_read(record(&o, "late"));
+            (w.await, r.await, late.await, closed.await)
+        });
     assert!(w.is_ok() && r.is_ok() && closed.is_ok());
     assert!(matches!(late, Err(DbError::Stopped)));
-    let mut ran = order.lock().unwrap().clone();
     ran.sort();
     assert_eq!(ran, ["read", "write"]);
 }
