@@ -41,6 +41,20 @@ fn paused_gate() -> SpinGate {
     gate
 }
 
+/// The loop's part of a turn: drains the inbox into `batch` and runs what
+/// it took; how many.
+fn run_queued(inbox: &Inbox<CondvarWaker>, batch: &mut VecDeque<Job>) -> usize {
+    inbox.drain_into(batch);
+    let n = batch.len();
+    for job in batch.drain(..) {
+        match job.message {
+            Message::Call(f) => f.call(),
+            Message::Deliver(d) => d.deliver(),
+        }
+    }
+    n
+}
+
 fn run_model(producers: usize, per_producer: usize) {
     run_model_gated(producers, per_producer, || SpinGate::new(MAX_SPIN_PAUSE));
 }
@@ -74,14 +88,7 @@ fn run_model_gated(producers: usize, per_producer: usize, gate: fn() -> SpinGate
         let mut batch = VecDeque::new();
         let mut done = 0;
         while done < total {
-            inbox.drain_into(&mut batch);
-            for job in batch.drain(..) {
-                match job.message {
-                    Message::Call(f) => f.call(),
-                    Message::Deliver(d) => d.deliver(),
-                }
-                done += 1;
-            }
+            done += run_queued(&inbox, &mut batch);
             if done < total && inbox.prepare_to_sleep(&gate, || false) {
                 inbox.waker().sleep();
                 inbox.awake();
@@ -121,14 +128,7 @@ fn loom_inbox_producer_notes_its_cpu_as_it_wakes_the_loop() {
             let mut batch = VecDeque::new();
             let mut done = 0;
             while done < 2 {
-                inbox.drain_into(&mut batch);
-                for job in batch.drain(..) {
-                    match job.message {
-                        Message::Call(f) => f.call(),
-                        Message::Deliver(d) => d.deliver(),
-                    }
-                    done += 1;
-                }
+                done += run_queued(&inbox, &mut batch);
                 if done < 2 && inbox.prepare_to_sleep(&gate, || false) {
                     inbox.waker().sleep();
                     inbox.awake();
