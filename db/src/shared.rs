@@ -195,7 +195,7 @@ impl<C: Connector> Drop for Flush<C> {
 /// are handed over before the gate closes, as they were submitted before).
 pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
     let key = pool_key(shared);
-    let jobs = DEFERRED
+    let mut jobs = DEFERRED
         .try_with(|d| {
             let mut d = d.borrow_mut();
             d.iter_mut()
@@ -205,28 +205,38 @@ pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
         .ok()
         .flatten()
         .unwrap_or_default();
-    Gate::hand_over(shared, jobs);
+    Gate::hand_over(shared, &mut jobs);
+    // The emptied list goes back for the next turn's jobs, so a turn's
+    // first submit does not allocate it again (unless jobs submitted
+    // meanwhile started a new one).
+    if jobs.capacity() > 0 {
+        let _ = DEFERRED.try_with(|d| {
+            if let Some((_, slot)) = d.borrow_mut().iter_mut().find(|(k, _)| *k == key)
+                && slot.capacity() == 0
+            {
+                *slot = jobs;
+            }
+        });
+    }
 }
 
 impl Gate {
     /// Forwards `jobs`, keeps them for the start, or refuses them, by the
-    /// gate's state now; refused ones answer `Stopped` (run off any
-    /// connection thread, module docs).
-    fn hand_over<C: Connector>(shared: &Shared<C>, jobs: Vec<Pending>) {
+    /// gate's state now, leaving `jobs` empty; refused ones answer
+    /// `Stopped` (run off any connection thread, module docs).
+    fn hand_over<C: Connector>(shared: &Shared<C>, jobs: &mut Vec<Pending>) {
         if jobs.is_empty() {
             return;
         }
         let refused = {
             let mut gate = lock(&shared.gate);
             match gate.state {
-                Lifecycle::Running => gate.forward_batch(shared, jobs),
+                Lifecycle::Running => gate.forward_batch(shared, jobs.drain(..)),
                 Lifecycle::Idle => {
-                    gate.backlog.extend(jobs);
+                    gate.backlog.extend(jobs.drain(..));
                     Vec::new()
                 }
-                Lifecycle::Closing | Lifecycle::Closed => {
-                    jobs.into_iter().map(|p| p.task).collect()
-                }
+                Lifecycle::Closing | Lifecycle::Closed => jobs.drain(..).map(|p| p.task).collect(),
             }
         };
         for task in refused {
@@ -236,11 +246,18 @@ impl Gate {
 
     /// [`forward`](Gate::forward) for many jobs: each group's as one batch
     /// (in submission order); the tasks refused.
-    fn forward_batch<C: Connector>(&self, shared: &Shared<C>, jobs: Vec<Pending>) -> Vec<Task> {
+    fn forward_batch<C: Connector>(
+        &self,
+        shared: &Shared<C>,
+        jobs: impl ExactSizeIterator<Item = Pending>,
+    ) -> Vec<Task> {
         let Some(workers) = self.workers.as_deref() else {
-            return jobs.into_iter().map(|p| p.task).collect();
+            return jobs.map(|p| p.task).collect();
         };
-        let (mut to_writer, mut to_group) = (Vec::new(), Vec::new());
+        // Sized once (a batch is handed on whole, so the vectors cannot be
+        // reused): no regrowth while a turn's jobs are sorted.
+        let n = jobs.len();
+        let (mut to_writer, mut to_group) = (Vec::new(), Vec::with_capacity(n));
         for p in jobs {
             let to = workers.target(p.route);
             p.job.regroup(to, &shared.stats);

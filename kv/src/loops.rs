@@ -80,14 +80,22 @@ thread_local! {
 /// `me` while it holds no more than the least-loaded loop; otherwise the
 /// least-loaded loop (the lowest index among equals). Loops then never
 /// differ by more than one connection when connections arrive one by one.
-pub(crate) fn pick_loop(me: usize, live: &[usize]) -> usize {
-    let Some((min_i, &min)) = live.iter().enumerate().min_by_key(|&(_, n)| *n) else {
-        return me;
-    };
-    if live.get(me).is_none_or(|&mine| mine <= min) {
-        me
-    } else {
-        min_i
+/// The counts are read as they come, in one pass (an accept reads the live
+/// atomics straight in, with no vector).
+pub(crate) fn pick_loop(me: usize, live: impl IntoIterator<Item = usize>) -> usize {
+    let mut min: Option<(usize, usize)> = None;
+    let mut mine = None;
+    for (i, n) in live.into_iter().enumerate() {
+        if min.is_none_or(|(_, m)| n < m) {
+            min = Some((i, n));
+        }
+        if i == me {
+            mine = Some(n);
+        }
+    }
+    match (min, mine) {
+        (Some((min_i, min)), Some(mine)) if mine > min => min_i,
+        _ => me,
     }
 }
 
@@ -146,12 +154,7 @@ impl Peers {
     /// or with balancing off, the accepting loop keeps it.
     pub(crate) fn place(&self, me: usize) -> usize {
         let target = if self.balance && self.remotes.get().is_some() {
-            let live: Vec<usize> = self
-                .live
-                .iter()
-                .map(|n| n.load(Ordering::Relaxed))
-                .collect();
-            pick_loop(me, &live)
+            pick_loop(me, self.live.iter().map(|n| n.load(Ordering::Relaxed)))
         } else {
             me
         };
@@ -473,17 +476,17 @@ mod tests {
     #[test]
     fn a_loop_keeps_a_connection_unless_it_holds_more_than_the_least_loaded() {
         // Ties and fewer: keep.
-        assert_eq!(pick_loop(0, &[0, 0]), 0);
-        assert_eq!(pick_loop(1, &[3, 3]), 1);
-        assert_eq!(pick_loop(0, &[2, 5]), 0);
+        assert_eq!(pick_loop(0, [0, 0]), 0);
+        assert_eq!(pick_loop(1, [3, 3]), 1);
+        assert_eq!(pick_loop(0, [2, 5]), 0);
         // More than another: to the least-loaded, the lowest index first.
-        assert_eq!(pick_loop(0, &[1, 0]), 1);
-        assert_eq!(pick_loop(1, &[4, 9]), 0);
-        assert_eq!(pick_loop(2, &[3, 2, 4, 2]), 1);
+        assert_eq!(pick_loop(0, [1, 0]), 1);
+        assert_eq!(pick_loop(1, [4, 9]), 0);
+        assert_eq!(pick_loop(2, [3, 2, 4, 2]), 1);
         // One loop, or an index out of range (never happens): keep.
-        assert_eq!(pick_loop(0, &[7]), 0);
-        assert_eq!(pick_loop(5, &[1, 0]), 5);
-        assert_eq!(pick_loop(0, &[]), 0);
+        assert_eq!(pick_loop(0, [7]), 0);
+        assert_eq!(pick_loop(5, [1, 0]), 5);
+        assert_eq!(pick_loop(0, [0usize; 0]), 0);
     }
 
     #[test]
@@ -497,7 +500,7 @@ mod tests {
                 for _ in 0..12 {
                     let me = p % loops;
                     p /= loops;
-                    let to = pick_loop(me, &live);
+                    let to = pick_loop(me, live.iter().copied());
                     live[to] += 1;
                 }
                 let (lo, hi) = (live.iter().min().unwrap(), live.iter().max().unwrap());
