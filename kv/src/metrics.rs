@@ -171,6 +171,15 @@ pub struct Metrics {
     pub loop_lag_last: Cell<Duration>,
     /// Every probe tick's lag.
     pub loop_lag: Histogram,
+    /// Probe ticks over 1 ms late while the loop thread was held off its
+    /// core for at least half of that (the scheduler's stalls; from the
+    /// thread's `/proc/thread-self/schedstat`).
+    pub late_ticks_waiting: Cell<u64>,
+    /// Probe ticks over 1 ms late otherwise (the loop's own long turns).
+    pub late_ticks_working: Cell<u64>,
+    /// Time the loop thread spent runnable but waiting for a core, as of
+    /// the last probe tick.
+    pub runqueue_wait: Cell<Duration>,
     /// When the server started (the `weft_kv_uptime_seconds` clock).
     pub started: Cell<Option<std::time::Instant>>,
 }
@@ -363,6 +372,9 @@ impl Metrics {
             loop_lag_max: self.loop_lag_max.get(),
             loop_lag_last: self.loop_lag_last.get(),
             loop_lag: self.loop_lag.snapshot(),
+            late_ticks_waiting: self.late_ticks_waiting.get(),
+            late_ticks_working: self.late_ticks_working.get(),
+            runqueue_wait: self.runqueue_wait.get(),
             uptime: self.started.get().map_or(Duration::ZERO, |t| t.elapsed()),
         }
     }
@@ -426,6 +438,12 @@ pub struct MetricsSnapshot {
     pub loop_lag_last: Duration,
     /// Every probe tick's lateness.
     pub loop_lag: HistogramSnapshot,
+    /// Probe ticks over 1 ms late, the loop thread waiting for a core.
+    pub late_ticks_waiting: u64,
+    /// Probe ticks over 1 ms late, the loop working.
+    pub late_ticks_working: u64,
+    /// The loop thread's time runnable but waiting for a core.
+    pub runqueue_wait: Duration,
     /// Time since the loop's server started.
     pub uptime: Duration,
 }
@@ -472,6 +490,9 @@ impl MetricsSnapshot {
         self.db_errors += o.db_errors;
         self.loop_lag_max = self.loop_lag_max.max(o.loop_lag_max);
         self.loop_lag_last = self.loop_lag_last.max(o.loop_lag_last);
+        self.late_ticks_waiting += o.late_ticks_waiting;
+        self.late_ticks_working += o.late_ticks_working;
+        self.runqueue_wait += o.runqueue_wait;
         self.uptime = self.uptime.max(o.uptime);
     }
 }

@@ -20,6 +20,12 @@
 //!   (`SCHED_FLAG_RESET_ON_FORK`): the database threads keep the default.
 //! - On a kernel without custom slices the call fails (or is ignored): the
 //!   caller logs it and the loop runs with the default slice.
+//!
+//! It also reads a loop thread's own scheduler figures
+//! ([`ThreadSchedStat`]: time on a CPU and time runnable but waiting for
+//! one), so that a late lag-probe tick can be told apart: the loop's own
+//! work ([`Cause::Working`]) or the scheduler holding it off its core
+//! ([`Cause::Waiting`]).
 
 use std::io;
 use std::time::Duration;
@@ -95,9 +101,89 @@ pub(crate) fn set_thread_slice(slice: Duration) -> io::Result<()> {
     }
 }
 
+/// The calling thread's `/proc/thread-self/schedstat`, opened once (the
+/// file stays bound to the thread that opened it) and read again with
+/// `pread`: one syscall per reading.
+pub(crate) struct ThreadSchedStat(std::fs::File);
+
+impl ThreadSchedStat {
+    /// Opens the calling thread's figures (`Err` without procfs or
+    /// schedstats).
+    pub(crate) fn open() -> io::Result<ThreadSchedStat> {
+        std::fs::File::open("/proc/thread-self/schedstat").map(ThreadSchedStat)
+    }
+
+    /// Time on a CPU and time runnable but waiting for one, since the
+    /// thread started.
+    pub(crate) fn read(&self) -> io::Result<(Duration, Duration)> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.0.read_at(&mut buf, 0)?;
+        parse_schedstat(&buf[..n])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable schedstat"))
+    }
+}
+
+/// `schedstat`'s first two fields (ns on a CPU, ns waiting for one).
+fn parse_schedstat(b: &[u8]) -> Option<(Duration, Duration)> {
+    let mut f = std::str::from_utf8(b).ok()?.split_whitespace();
+    let mut next = || f.next()?.parse::<u64>().ok().map(Duration::from_nanos);
+    Some((next()?, next()?))
+}
+
+/// Why a loop's lag-probe tick came late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The loop thread was runnable but held off its core for at least
+    /// half the lateness: the scheduler's doing, not the loop's work.
+    Waiting,
+    /// The loop ran (or slept) through most of it: its own turns.
+    Working,
+}
+
+/// Classifies a tick `lag` late, given how long the loop thread waited
+/// for a core since the tick before.
+pub(crate) fn cause_of(lag: Duration, waited: Duration) -> Cause {
+    if waited * 2 >= lag {
+        Cause::Waiting
+    } else {
+        Cause::Working
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_tick_is_the_schedulers_when_the_loop_waited_for_a_core_half_of_it() {
+        let ms = Duration::from_millis;
+        assert_eq!(cause_of(ms(4), ms(2)), Cause::Waiting);
+        assert_eq!(cause_of(ms(4), ms(9)), Cause::Waiting);
+        assert_eq!(cause_of(ms(4), Duration::from_micros(1999)), Cause::Working);
+        assert_eq!(cause_of(ms(2), Duration::ZERO), Cause::Working);
+    }
+
+    #[test]
+    fn schedstat_reads_cpu_and_wait_and_a_second_reading_sees_more_cpu() {
+        assert_eq!(
+            parse_schedstat(b"3500000 2200000 93738\n"),
+            Some((Duration::from_micros(3500), Duration::from_micros(2200)))
+        );
+        assert_eq!(parse_schedstat(b"12"), None);
+        let Ok(stat) = ThreadSchedStat::open() else {
+            // No schedstats on this kernel: nothing else to check.
+            return;
+        };
+        let (cpu0, _) = stat.read().unwrap();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let (cpu1, _) = stat.read().unwrap();
+        assert!(cpu1 > cpu0, "{cpu0:?} then {cpu1:?}");
+    }
 
     #[test]
     fn the_attribute_block_has_the_kernels_layout() {

@@ -91,36 +91,58 @@ fn install_signal_handlers(
     Ok(ids)
 }
 
-/// Probes loop lag: a 10 ms timer that records how late it fires.
+/// Probes loop lag: a 10 ms timer that records how late it fires, and
+/// for a tick over 1 ms late, whether the loop thread was held off its
+/// core for most of it (the thread's own scheduler figures, read once per
+/// tick; see `sched::cause_of`).
 fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: Rc<Cell<bool>>) {
     const TICK: Duration = Duration::from_millis(10);
-    fn arm(
+    const LATE: Duration = Duration::from_millis(1);
+    struct Probe {
         handle: weft::reactor::Handle,
         metrics: Rc<Metrics>,
         stop: Rc<Cell<bool>>,
-        expected: std::time::Instant,
-    ) {
-        let h2 = handle.clone();
-        handle.call_later(TICK, move || {
-            if stop.get() {
+        /// `None` without procfs schedstats: ticks are timed, not told apart
+        /// (neither late-tick counter moves).
+        sched: Option<crate::sched::ThreadSchedStat>,
+    }
+    fn arm(p: Rc<Probe>, expected: std::time::Instant) {
+        let h = p.handle.clone();
+        h.call_later(TICK, move || {
+            if p.stop.get() {
                 return;
             }
             let now = std::time::Instant::now();
             let lag = now.saturating_duration_since(expected);
-            metrics.loop_lag.record(lag);
-            metrics.loop_lag_last.set(lag);
-            if lag > metrics.loop_lag_max.get() {
-                metrics.loop_lag_max.set(lag);
+            let m = &p.metrics;
+            m.loop_lag.record(lag);
+            m.loop_lag_last.set(lag);
+            if lag > m.loop_lag_max.get() {
+                m.loop_lag_max.set(lag);
             }
-            arm(h2, metrics, stop, now + TICK);
+            if let Some((_, wait)) = p.sched.as_ref().and_then(|s| s.read().ok()) {
+                let waited = wait.saturating_sub(m.runqueue_wait.replace(wait));
+                if lag > LATE {
+                    match crate::sched::cause_of(lag, waited) {
+                        crate::sched::Cause::Waiting => m.bump(&m.late_ticks_waiting),
+                        crate::sched::Cause::Working => m.bump(&m.late_ticks_working),
+                    }
+                }
+            }
+            arm(p, now + TICK);
         });
     }
-    arm(
-        handle.clone(),
+    let sched = crate::sched::ThreadSchedStat::open().ok();
+    if let Some((_, wait)) = sched.as_ref().and_then(|s| s.read().ok()) {
+        metrics.runqueue_wait.set(wait);
+    }
+    let p = Rc::new(Probe {
+        handle: handle.clone(),
         metrics,
         stop,
-        std::time::Instant::now() + TICK,
-    );
+        sched,
+    });
+    arm(p, std::time::Instant::now() + TICK);
 }
 
 /// What each database connection thread does first: take the configured

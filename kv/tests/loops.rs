@@ -262,3 +262,52 @@ fn without_balancing_connections_stay_on_the_loop_that_accepted_them() {
     drop(conns);
     assert_eq!(srv.stop().abandoned, 0);
 }
+
+#[test]
+fn each_loop_reports_its_late_ticks_by_cause_and_its_wait_for_a_core() {
+    use weft_kv::metrics::{LoopSources, Metrics, Sources, render_loops};
+    let one = |waiting: u64, working: u64, wait_ms: u64| {
+        let m = Metrics::default();
+        m.late_ticks_waiting.set(waiting);
+        m.late_ticks_working.set(working);
+        m.runqueue_wait.set(Duration::from_millis(wait_ms));
+        let mut l = LoopSources::default();
+        l.metrics = m.snapshot();
+        l
+    };
+    let text = render_loops(&[one(3, 1, 250), one(0, 2, 0)], &Sources::default());
+    for line in [
+        "weft_kv_loop_late_ticks_waiting_total{loop=\"0\"} 3\n",
+        "weft_kv_loop_late_ticks_waiting_total{loop=\"1\"} 0\n",
+        "weft_kv_loop_late_ticks_working_total{loop=\"0\"} 1\n",
+        "weft_kv_loop_late_ticks_working_total{loop=\"1\"} 2\n",
+        "weft_kv_loop_runqueue_wait_seconds_total{loop=\"0\"} 0.25\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing");
+    }
+}
+
+#[test]
+fn a_running_loop_reads_its_own_wait_for_a_core() {
+    // The probe ticks every 10 ms and reads the loop thread's schedstat;
+    // on a kernel with schedstats the series is there from the first
+    // scrape (its value is whatever the scheduler did).
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 1;
+    let srv = Server::start(c);
+    let page = get(&agent(), &srv.url("/metrics")).1;
+    assert_eq!(
+        per_loop(&page, "weft_kv_loop_runqueue_wait_seconds_total").len(),
+        1
+    );
+    assert_eq!(
+        per_loop(&page, "weft_kv_loop_late_ticks_waiting_total").len(),
+        1
+    );
+    assert_eq!(
+        per_loop(&page, "weft_kv_loop_late_ticks_working_total").len(),
+        1
+    );
+    srv.stop();
+}

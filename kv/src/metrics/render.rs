@@ -555,7 +555,7 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
         &'static str,
         fn(&LoopSources) -> String,
     );
-    let figures: [Figure; 6] = [
+    let figures: [Figure; 9] = [
         (
             "weft_kv_loop_requests_total",
             "counter",
@@ -585,6 +585,24 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
             "gauge",
             "Largest lateness of each loop's 10 ms lag probe.",
             |l| l.metrics.loop_lag_max.as_secs_f64().to_string(),
+        ),
+        (
+            "weft_kv_loop_late_ticks_waiting_total",
+            "counter",
+            "Lag probe ticks over 1 ms late while the loop thread waited for a core at least half of that.",
+            |l| l.metrics.late_ticks_waiting.to_string(),
+        ),
+        (
+            "weft_kv_loop_late_ticks_working_total",
+            "counter",
+            "Lag probe ticks over 1 ms late while the loop thread mostly ran (its own turns).",
+            |l| l.metrics.late_ticks_working.to_string(),
+        ),
+        (
+            "weft_kv_loop_runqueue_wait_seconds_total",
+            "counter",
+            "Time each loop thread was runnable but waiting for a core (as of its last probe tick).",
+            |l| l.metrics.runqueue_wait.as_secs_f64().to_string(),
         ),
         (
             "weft_kv_loop_wake_syscalls_total",
