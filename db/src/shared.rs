@@ -233,7 +233,7 @@ impl Gate {
             match gate.state {
                 Lifecycle::Running => gate.forward_batch(shared, jobs.drain(..)),
                 Lifecycle::Idle => {
-                    gate.backlog.extend(jobs.drain(..));
+                    gate.backlog.append(jobs);
                     Vec::new()
                 }
                 Lifecycle::Closing | Lifecycle::Closed => jobs.drain(..).map(|p| p.task).collect(),
