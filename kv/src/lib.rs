@@ -176,6 +176,15 @@ pub struct Config {
     /// fails if the value cannot be set or is outside `-20..=19`. Loop 0 is the thread that calls
     /// [`run`]: it keeps the value afterwards.
     pub loop_nice: Option<i32>,
+    /// A nice value each loop thread tries to take (`None`: none tried).
+    /// Unlike [`Config::loop_nice`] a refusal is not an error: without
+    /// `CAP_SYS_NICE` (or a matching `RLIMIT_NICE`) a negative value is
+    /// refused, logged once per loop, and the loop runs at the value it
+    /// had. The value each loop runs at is in `/metrics`
+    /// (`weft_kv_loop_nice`), so a deployment can see whether it took.
+    /// Must be within `-20..=19` ([`run`] fails otherwise). Applied after
+    /// `loop_nice`.
+    pub try_loop_nice: Option<i32>,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain
     /// in its read buffer, so with it on a malformed request is closed
@@ -292,6 +301,7 @@ impl Default for Config {
             pipeline_flush: false,
             loops: default_loops(),
             loop_nice: None,
+            try_loop_nice: None,
             checkpoints: weft_db::Checkpoints::default(),
             db_hand_over_per_turn: true,
             balance_loops: true,
@@ -485,6 +495,23 @@ pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
                 format!("cannot set the loop thread's nice value to {n}: {e}"),
             )
         })?;
+    }
+    if let Some(n) = config.try_loop_nice {
+        if !(-20..=19).contains(&n) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("loop nice value {n} is outside -20..=19"),
+            ));
+        }
+        if let Err(e) = rustix::process::setpriority_process(None, n) {
+            let now = rustix::process::getpriority_process(None).ok();
+            tracing::warn!(
+                wanted = n,
+                runs_at = ?now,
+                error = %e,
+                "the loop thread may not take this nice value; it runs at its own"
+            );
+        }
     }
     weft::Reactor::builder()
         .slow_callback_threshold(config.slow_callback_threshold)

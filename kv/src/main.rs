@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US]
+//!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -55,6 +55,9 @@ fn main() -> ExitCode {
                 }
             }
             "--loop-nice" => cfg.loop_nice = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--try-loop-nice" => {
+                cfg.try_loop_nice = Some(val().parse().unwrap_or_else(|_| usage()))
+            }
             "--checkpoints" => {
                 cfg.checkpoints = match val().as_str() {
                     "commit" => weft_db::Checkpoints::default(),

@@ -180,6 +180,9 @@ pub struct Metrics {
     /// Time the loop thread spent runnable but waiting for a core, as of
     /// the last probe tick.
     pub runqueue_wait: Cell<Duration>,
+    /// The loop thread's nice value, read when it started serving
+    /// (`None`: unreadable).
+    pub nice: Cell<Option<i32>>,
     /// When the server started (the `weft_kv_uptime_seconds` clock).
     pub started: Cell<Option<std::time::Instant>>,
 }
@@ -375,6 +378,7 @@ impl Metrics {
             late_ticks_waiting: self.late_ticks_waiting.get(),
             late_ticks_working: self.late_ticks_working.get(),
             runqueue_wait: self.runqueue_wait.get(),
+            nice: self.nice.get(),
             uptime: self.started.get().map_or(Duration::ZERO, |t| t.elapsed()),
         }
     }
@@ -444,6 +448,9 @@ pub struct MetricsSnapshot {
     pub late_ticks_working: u64,
     /// The loop thread's time runnable but waiting for a core.
     pub runqueue_wait: Duration,
+    /// The loop thread's nice value (`None`: unreadable; merged loops:
+    /// the highest, the least favoured).
+    pub nice: Option<i32>,
     /// Time since the loop's server started.
     pub uptime: Duration,
 }
@@ -493,6 +500,7 @@ impl MetricsSnapshot {
         self.late_ticks_waiting += o.late_ticks_waiting;
         self.late_ticks_working += o.late_ticks_working;
         self.runqueue_wait += o.runqueue_wait;
+        self.nice = self.nice.max(o.nice);
         self.uptime = self.uptime.max(o.uptime);
     }
 }

@@ -326,6 +326,9 @@ pub(crate) async fn serve_loop(env: LoopEnv, listener: TcpListener) -> Result<(u
     } = env;
     let metrics = Rc::new(Metrics::default());
     metrics.started.set(Some(std::time::Instant::now()));
+    metrics
+        .nice
+        .set(rustix::process::getpriority_process(None).ok());
     let app = Rc::new(App {
         index,
         db,

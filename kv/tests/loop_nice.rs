@@ -68,3 +68,56 @@ fn a_nice_value_out_of_range_is_an_error_not_a_silent_default() {
     }
     assert!(!served.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+/// Runs one loop on a new thread with `c`, first dropping `CAP_SYS_NICE`
+/// from that thread when `unprivileged`; returns the loop's
+/// `weft_kv_loop_nice` and its thread's nice value while it serves.
+fn serve_and_read_nice(c: weft_kv::Config, unprivileged: bool) -> (String, i32) {
+    let (tx, rx) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        if unprivileged {
+            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+            let mut caps = capabilities(None).unwrap();
+            caps.effective.remove(CapabilitySet::SYS_NICE);
+            caps.permitted.remove(CapabilitySet::SYS_NICE);
+            set_capabilities(None, caps).unwrap();
+        }
+        weft_kv::run(c, move |ready| {
+            let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            tx.send((ready.addr, nice_of(&own), ready.shutdown.clone()))
+                .unwrap();
+        })
+    });
+    let (addr, nice, shutdown) = rx.recv().unwrap();
+    let page = get(&agent(), &format!("http://{addr}/metrics")).1;
+    let shown = page
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_kv_loop_nice{loop=\"0\"} "))
+        .unwrap()
+        .to_owned();
+    shutdown.trigger();
+    server.join().unwrap().unwrap();
+    (shown, nice)
+}
+
+#[test]
+fn a_nice_value_tried_is_taken_when_allowed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 1;
+    // A higher value needs no privilege.
+    c.try_loop_nice = Some(5);
+    assert_eq!(serve_and_read_nice(c, false), ("5".to_owned(), 5));
+}
+
+#[test]
+fn a_nice_value_refused_leaves_the_loop_serving_at_its_own_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 1;
+    // Below the thread's own value without CAP_SYS_NICE: refused (the
+    // default RLIMIT_NICE of 0 allows no lowering either).
+    let own = rustix::process::getpriority_process(None).unwrap();
+    c.try_loop_nice = Some((own - 3).max(-20));
+    assert_eq!(serve_and_read_nice(c, true), (own.to_string(), own));
+}

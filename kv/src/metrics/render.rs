@@ -555,7 +555,7 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
         &'static str,
         fn(&LoopSources) -> String,
     );
-    let figures: [Figure; 9] = [
+    let figures: [Figure; 10] = [
         (
             "weft_kv_loop_requests_total",
             "counter",
@@ -603,6 +603,12 @@ fn render_per_loop(s: &mut String, loops: &[LoopSources]) {
             "counter",
             "Time each loop thread was runnable but waiting for a core (as of its last probe tick).",
             |l| l.metrics.runqueue_wait.as_secs_f64().to_string(),
+        ),
+        (
+            "weft_kv_loop_nice",
+            "gauge",
+            "Nice value each loop thread runs at (NaN: unreadable).",
+            |l| l.metrics.nice.map_or("NaN".to_owned(), |n| n.to_string()),
         ),
         (
             "weft_kv_loop_wake_syscalls_total",
