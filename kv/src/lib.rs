@@ -80,6 +80,21 @@
 //!   300 µs: a busy loop with a short slice is also preempted sooner once
 //!   it ran its slice. Off by default; the session 9 report has the tables.
 //!
+//! - [`Config::try_loop_nice`] (a raise tried, refused without privilege
+//!   and reported in `weft_kv_loop_nice`): nice -10 (as root, session 10,
+//!   90/10 with wrk, 3 alternating runs on a busy machine) cut the turns
+//!   over 1 ms from 23–278 to 11–31 per 5 s, but the loop, always first
+//!   on a core, ran smaller turns: its CPU per request rose from 11–15 µs
+//!   to about 22 µs (less batching per turn, 3× the context switches) and
+//!   requests/s fell to 0.57–0.75×. Off by default.
+//!
+//! Each loop's lag probe tells its late ticks apart
+//! (`weft_kv_loop_late_ticks_{waiting,working}_total`): a tick over 1 ms
+//! late counts as waiting when the loop thread spent at least half of the
+//! lateness runnable but off its core (its own
+//! `/proc/thread-self/schedstat`, read once per tick). In session 10's wrk
+//! runs (busy machine, 4 × 2 mixes) 354 late ticks were waiting and 1
+//! working: the long turns are the scheduler's, not the loop's work.
 //! Turns over 1 ms per loop during a run are in `bench/kv-load.sh`'s
 //! table (weft's turn histogram, scraped before and after the client).
 //! `bench/kv-load.sh` prints each weft-kv row's loop-thread run-queue
