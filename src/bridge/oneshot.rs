@@ -251,7 +251,7 @@ impl<T> Receiver<T> {
     }
 
     /// Whether the blocking waiter has said it parks (tests wait for it).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn is_parked(&self) -> bool {
         self.shared.slot.lock().parked
     }
