@@ -83,9 +83,17 @@ impl Direction {
     pub(crate) fn set_ready(&self) {
         self.tick.set(self.tick.get().wrapping_add(1));
         self.ready.set(true);
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
+        // Taken out before waking, so a waker that registers again (or
+        // wakes a task that does) never meets a held borrow; the emptied
+        // list goes back afterwards so the next registration does not
+        // allocate (kv15: ~190 loop instructions per HTTP request).
+        let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for w in wakers.drain(..) {
             w.wake();
+        }
+        let mut slot = self.wakers.borrow_mut();
+        if slot.capacity() == 0 {
+            *slot = wakers;
         }
     }
 
