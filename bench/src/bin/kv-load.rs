@@ -18,7 +18,10 @@
 //! `weft-kv-1loop-perjob` and `weft-kv-2loops-perjob` (`--db-handover job`:
 //! each database job handed over as it is submitted, not once per turn), and
 //! `weft-kv-2loops-nobal` (`--balance off`: connections stay on the loop
-//! whose listener the kernel chose), and
+//! whose listener the kernel chose), `tokio-mutex-cap1-hc` (the capped
+//! mutex twin with hyper's `half_close(true)`, as weft-kv sets it, served
+//! through hyper-util's connection builder because `axum::serve` does not
+//! expose hyper's settings), and
 //! `weft-kv-before-1loop` / `weft-kv-before-2loops`, which run the
 //! `weft-kv` binary found in `--before-dir` (a build of an earlier commit).
 //!
@@ -124,6 +127,20 @@ fn servers(before_dir: Option<&Path>) -> Vec<Server> {
             &["--variant", "mutex", "--blocking", "1"],
         ),
         tokio("tokio-deadpool", &["--variant", "deadpool"]),
+        Server {
+            opt_in: true,
+            ..tokio(
+                "tokio-mutex-cap1-hc",
+                &[
+                    "--variant",
+                    "mutex",
+                    "--blocking",
+                    "1",
+                    "--half-close",
+                    "on",
+                ],
+            )
+        },
         opt_in(
             "weft-kv-1loop-bgckpt",
             &["--loops", "1", "--checkpoints", "background"],

@@ -187,11 +187,13 @@ struct Options {
     blocking: Option<usize>,
     pool: Option<usize>,
     workers: Option<usize>,
+    /// hyper's `half_close(true)`, as weft-kv sets it (`--half-close on`).
+    half_close: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N]"
+        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N] [--half-close on|off]"
     );
     std::process::exit(2);
 }
@@ -204,6 +206,7 @@ fn parse_args() -> Options {
         blocking: None,
         pool: None,
         workers: None,
+        half_close: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -216,6 +219,13 @@ fn parse_args() -> Options {
             "--blocking" => o.blocking = Some(n().unwrap_or_else(|| usage())),
             "--pool" => o.pool = Some(n().unwrap_or_else(|| usage())),
             "--workers" => o.workers = Some(n().unwrap_or_else(|| usage())),
+            "--half-close" => {
+                o.half_close = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -250,6 +260,39 @@ async fn serve(
         .await
 }
 
+/// Serves `listener` for good with hyper's `half_close(true)`: the same
+/// router and connection settings as [`serve`], through hyper-util's
+/// connection builder because `axum::serve` does not expose hyper's
+/// settings. weft-kv sets `half_close(true)` (a client that shuts down its
+/// sending side still gets its answer, and hyper does not probe the socket
+/// for end-of-stream while an answer is pending); this row lets the twin
+/// do the same work per request.
+async fn serve_half_close(listener: tokio::net::TcpListener, store: Store) -> std::io::Result<()> {
+    let app = app(store);
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().half_close(true);
+    let builder = std::sync::Arc::new(builder);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            // As axum::serve: a failed accept (e.g. EMFILE) is retried.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
 fn make_store(o: &Options, path: &Path) -> Result<Store, String> {
     let first = store::init(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     Store::new(o.variant, path, first, o.pool)
@@ -280,7 +323,11 @@ fn main() -> ExitCode {
             o.blocking.map_or("default".to_owned(), |n| n.to_string()),
             o.db.display()
         );
-        serve(listener, store, std::future::pending()).await
+        if o.half_close {
+            serve_half_close(listener, store).await
+        } else {
+            serve(listener, store, std::future::pending()).await
+        }
     });
     match r {
         Ok(()) => ExitCode::SUCCESS,

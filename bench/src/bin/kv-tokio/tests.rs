@@ -69,6 +69,7 @@ fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
         blocking: Some(2),
         pool: Some(2),
         workers: Some(1),
+        half_close: false,
     };
     let store = make_store(&o, &db).unwrap();
     let rt = runtime(&o).unwrap();
@@ -137,4 +138,42 @@ fn mutex_variant_serves_every_route() {
 #[test]
 fn deadpool_variant_serves_every_route() {
     routes_answer_like_weft_kv(Variant::Deadpool, "deadpool");
+}
+
+#[test]
+fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
+    let (dir, db) = temp_db("half-close");
+    let o = Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.clone(),
+        variant: Variant::Mutex,
+        blocking: Some(1),
+        pool: None,
+        workers: Some(1),
+        half_close: true,
+    };
+    let store = make_store(&o, &db).unwrap();
+    let rt = runtime(&o).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(o.listen))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The half-close server has no stop signal: the thread ends with the
+    // test process.
+    std::thread::spawn(move || rt.block_on(serve_half_close(listener, store)));
+
+    assert_eq!(
+        request(addr, "PUT", "/v1/kv/h", b"half"),
+        (200, "ok\n".into())
+    );
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /v1/kv/h HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("half"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
 }
