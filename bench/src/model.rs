@@ -49,7 +49,8 @@ pub(crate) enum Scenario {
     CftWake,
     /// `defer_to_thread` round trip from the loop, one at a time, ns.
     DeferSeq,
-    /// `defer_to_thread` with waves of 1000 in flight, ns per job.
+    /// `defer_to_thread` with waves of 1000 in flight, ns per job (after one
+    /// untimed wave, so every subject's pool threads are already started).
     DeferInFlight,
     /// `blocking_call_from_thread` round trip from a plain thread, ns.
     BlockingCall,
