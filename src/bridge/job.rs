@@ -88,7 +88,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::recycle;
 use super::table::{InFlight, Threads};
-use crate::deferred::{JobCell, span};
+use crate::deferred::{JobCell, Polled, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Handle, Remote};
@@ -528,23 +528,24 @@ where
         self.flags() & READY != 0
     }
 
-    /// `take_ready` without the lock: nobody else can reach the record.
-    /// With the outcome out, the record is emptied for [`keep`](JobCell::keep).
-    fn take_unique(&mut self) -> Option<Outcome<T, E>> {
-        if *self.flags.get_mut() & READY == 0 {
-            return None;
+    /// The usual ready path in one call: the outcome taken without the
+    /// lock (nobody else can reach the record), the record emptied and
+    /// kept unless its reactor has ended.
+    fn poll_owned(mut self: Arc<Self>, cx: &mut Context<'_>) -> Polled<T, E> {
+        if self.flags() & READY != 0 {
+            if let Some(record) = Arc::get_mut(&mut self) {
+                if let Some(outcome) = record.state.get_mut().stage.take_outcome() {
+                    record.empty();
+                    // Unique since the check above: no second one.
+                    if !self.remote.has_ended() {
+                        recycle::give(self);
+                    }
+                    return Polled::Spent(outcome);
+                }
+            }
         }
-        let outcome = self.state.get_mut().stage.take_outcome()?;
-        self.empty();
-        Some(outcome)
-    }
-
-    /// Emptied by `take_unique`, and unique since: kept unless its reactor
-    /// has ended.
-    fn keep(self: Arc<Self>) {
-        if !self.remote.has_ended() {
-            recycle::give(self);
-        }
+        let poll = self.poll_take(cx);
+        Polled::Held(self, poll)
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {
