@@ -225,7 +225,7 @@ where
     /// A record for `f`; `error` shapes the bridge's own failures and
     /// `on_cancel` runs if the `Deferred` is cancelled. Inlined into the
     /// submitter (one call fewer per job; `fresh` stays out of line).
-    #[inline]
+    #[inline(always)]
     pub(super) fn new(
         f: F,
         error: fn(ThreadError) -> E,

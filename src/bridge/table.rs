@@ -283,6 +283,7 @@ impl Threads {
     /// Keeps a reactor-pool job (registered in flight, its `Deferred`
     /// returned) until the hand-over: when [`HAND_OVER_CHUNK`] jobs are
     /// waiting, or at the turn's end.
+    #[inline(always)]
     pub(super) fn defer(&self, job: Arc<dyn Pending>, location: &'static Location<'static>) {
         let waiting = {
             let mut pending = self.pending.borrow_mut();
