@@ -88,7 +88,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::recycle;
 use super::table::{InFlight, Threads};
-use crate::deferred::{JobCell, Polled, span};
+use crate::deferred::{JobCell, span};
 use crate::error::ThreadError;
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Handle, Remote};
@@ -531,7 +531,11 @@ where
     /// The usual ready path in one call: the outcome taken without the
     /// lock (nobody else can reach the record), the record emptied and
     /// kept unless its reactor has ended.
-    fn poll_owned(mut self: Arc<Self>, cx: &mut Context<'_>) -> Polled<T, E> {
+    fn poll_owned(
+        mut self: Arc<Self>,
+        slot: &mut Option<Arc<dyn JobCell<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<T, E>> {
         if self.flags() & READY != 0 {
             if let Some(record) = Arc::get_mut(&mut self) {
                 if let Some(outcome) = record.state.get_mut().stage.take_outcome() {
@@ -540,12 +544,13 @@ where
                     if !self.remote.has_ended() {
                         recycle::give(self);
                     }
-                    return Polled::Spent(outcome);
+                    return Poll::Ready(outcome);
                 }
             }
         }
         let poll = self.poll_take(cx);
-        Polled::Held(self, poll)
+        *slot = Some(self);
+        poll
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {

@@ -45,20 +45,24 @@ pub(crate) trait JobCell<T, E> {
     /// Whether an outcome was delivered (or set on the loop), taken or not.
     fn is_resolved(&self) -> bool;
 
-    /// [`poll_take`](JobCell::poll_take) through an owned reference: when
-    /// the outcome was delivered and `self` is the record's only reference
-    /// (the worker and the inbox let go of it, as they usually have by
-    /// then), the outcome is taken through `Arc::get_mut` (no lock: one
-    /// atomic read-modify-write instead of the lock's two), the record is
-    /// emptied (waker, canceller and span dropped, as a plain drop would)
-    /// and kept for reuse, all in one call: [`Polled::Spent`]. Otherwise
-    /// the reference comes back with `poll_take`'s answer
-    /// ([`Polled::Held`]).
+    /// [`poll_take`](JobCell::poll_take) through an owned reference, taken
+    /// out of `slot`: when the outcome was delivered and `self` is the
+    /// record's only reference (the worker and the inbox let go of it, as
+    /// they usually have by then), the outcome is taken through
+    /// `Arc::get_mut` (no lock: one atomic read-modify-write instead of the
+    /// lock's two), the record is emptied (waker, canceller and span
+    /// dropped, as a plain drop would) and kept for reuse, all in one call,
+    /// and `slot` stays empty (spent). Otherwise `self` goes back into
+    /// `slot` with `poll_take`'s answer.
     ///
     /// # Panics
     ///
     /// If the outcome was taken before.
-    fn poll_owned(self: Arc<Self>, cx: &mut Context<'_>) -> Polled<T, E>;
+    fn poll_owned(
+        self: Arc<Self>,
+        slot: &mut Option<Arc<dyn JobCell<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>>;
 
     /// Resolves on the loop (first result wins); the work is given up as by
     /// a cancel. Hands `result` back if already resolved.
@@ -78,16 +82,6 @@ pub(crate) trait JobCell<T, E> {
     fn recycle(self: Arc<Self>) {
         drop(self);
     }
-}
-
-/// What [`JobCell::poll_owned`] did with the reference it was given.
-pub(crate) enum Polled<T, E> {
-    /// The outcome, from a record that reference owned alone: the record
-    /// is spent (kept for reuse, or dropped).
-    Spent(Result<T, E>),
-    /// The record is shared or its outcome not delivered: the reference
-    /// back, and the poll's answer.
-    Held(Arc<dyn JobCell<T, E>>, Poll<Result<T, E>>),
 }
 
 /// A `Deferred`'s (or `Resolver`'s) reference to its job record: letting
@@ -158,13 +152,7 @@ impl<T, E> JobRef<T, E> {
         let Some(job) = self.0.take() else {
             panic!("Deferred polled after it returned its result");
         };
-        match job.poll_owned(cx) {
-            Polled::Spent(outcome) => Poll::Ready(outcome),
-            Polled::Held(job, poll) => {
-                self.0 = Some(job);
-                poll
-            }
-        }
+        job.poll_owned(&mut self.0, cx)
     }
 }
 

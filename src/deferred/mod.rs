@@ -40,7 +40,7 @@ mod chain;
 mod job;
 pub(crate) mod span;
 
-pub(crate) use job::{JobCell, Polled};
+pub(crate) use job::JobCell;
 use job::{JobRef, Link};
 
 pub use chain::gather;
