@@ -260,9 +260,12 @@ impl Handle {
     }
 
     /// `defer_to_thread` with the submitter's location: one lookup of the
-    /// bridge state for both the pool and the job table. The usual case
-    /// with jobs in flight (kept for the turn's hand-over, the reactor pool
-    /// there, jobs accepted) is inline here; the rest is out of line.
+    /// bridge state for both the pool and the job table. Inline here, the
+    /// usual case with jobs in flight inside a turn: the job is registered
+    /// and its `Deferred` returned now, and the record goes to the reactor
+    /// pool with the rest of the turn's ([`Threads::defer`]: one hold of
+    /// the pool's lock and at most one wake per turn instead of one per
+    /// job; a cancel before that drops the closure at once).
     fn defer_to_reactor_pool_at<T, F>(
         &self,
         f: F,
@@ -274,14 +277,15 @@ impl Handle {
     {
         let threads = Threads::of_handle(self);
         if threads.defers(self) && threads.accepts(self) && threads.pool.borrow().is_some() {
-            return self.keep_for_hand_over(&threads, f, location);
+            let job = self.plain_job(&threads, f, location);
+            threads.defer(job.clone(), location);
+            return register(&threads, job, None);
         }
         self.defer_to_reactor_pool_rare(&threads, f, location)
     }
 
-    /// [`defer_to_reactor_pool_at`](Handle::defer_to_reactor_pool_at) off
-    /// its usual path: a lone job (nothing in flight: queued at once), the
-    /// reactor pool's first job, or a refusal.
+    /// The rest of `defer_to_reactor_pool_at`, out of line: a lone job
+    /// (nothing in flight: queued at once), the pool's first job, a refusal.
     #[inline(never)]
     fn defer_to_reactor_pool_rare<T, F>(
         &self,
@@ -293,15 +297,14 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // More jobs are likely in this turn: kept for the hand-over.
         if threads.defers(self) {
             if !threads.accepts(self) {
                 return Deferred::fail(ThreadError::Stopped);
             }
-            if threads.pool.borrow().is_none() {
-                drop(self.reactor_pool(threads));
-            }
-            return self.keep_for_hand_over(threads, f, location);
+            drop(self.reactor_pool(threads)); // created on first use
+            let job = self.plain_job(threads, f, location);
+            threads.defer(job.clone(), location);
+            return register(threads, job, None);
         }
         // The pool is borrowed, not cloned, while the job is submitted
         // (nothing on that path borrows it mutably: it exists already).
@@ -310,30 +313,6 @@ impl Handle {
         }
         let pool = self.reactor_pool(threads);
         self.defer_to_pool_in(threads, &pool, true, f, location)
-    }
-
-    /// [`defer_to_thread`](Handle::defer_to_thread) while the loop has jobs
-    /// in flight (and accepts them, with its reactor pool there): the job
-    /// is registered and its `Deferred` returned now, and the record goes
-    /// to the reactor pool with the rest of the turn's
-    /// ([`Threads::defer`]): one hold of the pool's lock and at most one
-    /// wake per turn (or per `HAND_OVER_CHUNK` jobs) instead of one per job.
-    /// A cancel before the hand-over drops the closure at once, and the
-    /// hand-over skips the job.
-    #[inline(always)]
-    fn keep_for_hand_over<T, F>(
-        &self,
-        threads: &Threads,
-        f: F,
-        location: &'static Location<'static>,
-    ) -> Deferred<T>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let job = self.plain_job(threads, f, location);
-        threads.defer(job.clone(), location);
-        register(threads, job, None)
     }
 
     /// The record of a plain `defer_to_thread` job (no error mapping, no
