@@ -44,12 +44,14 @@ fn a_turns_jobs_run_in_submission_order_across_chunks_and_direct_calls() {
     let o = order.clone();
     in_one_turn(&reactor, move |h| {
         let mut last = None;
-        for i in 0..200usize {
+        // Past the in-turn chunk (1024 kept jobs), with a direct call in
+        // the second chunk.
+        for i in 0..2500usize {
             let o2 = o.clone();
             last = Some(h.defer_to_thread(move || o2.lock().unwrap().push(i)));
-            if i == 100 {
+            if i == 1500 {
                 let o3 = o.clone();
-                h.call_in_thread(move || o3.lock().unwrap().push(1000))
+                h.call_in_thread(move || o3.lock().unwrap().push(1_000_000))
                     .unwrap_or_else(|_| unreachable!());
             }
         }
@@ -59,9 +61,9 @@ fn a_turns_jobs_run_in_submission_order_across_chunks_and_direct_calls() {
             h2.stop();
         });
     });
-    let expected: Vec<usize> = (0..=100).chain([1000]).chain(101..200).collect();
+    let expected: Vec<usize> = (0..=1500).chain([1_000_000]).chain(1501..2500).collect();
     assert_eq!(*order.lock().unwrap(), expected);
-    assert_eq!(reactor.thread_pool().statistics().completed, 201);
+    assert_eq!(reactor.thread_pool().statistics().completed, 2501);
 }
 
 #[test]
@@ -127,6 +129,43 @@ fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over
         .detach();
     });
     assert_eq!(*counts.borrow(), vec![1, 3, 2]);
+}
+
+/// The kept list is bounded: a turn that keeps more than the in-turn
+/// chunk (1024) hands the first chunk over within the turn, and the rest
+/// at its end.
+#[test]
+fn a_turn_that_keeps_more_than_a_chunk_hands_some_over_within_the_turn() {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(1).unwrap();
+    let pool = reactor.thread_pool(); // held: its statistics hand nothing over
+    let (open, gate) = mpsc::channel::<()>();
+    let counts = Rc::new(RefCell::new(Vec::new()));
+    let c = counts.clone();
+    in_one_turn(&reactor, move |h| {
+        let first = h.defer_to_thread(move || gate.recv().unwrap());
+        let rest: Vec<_> = (0..1100u32).map(|i| h.defer_to_thread(move || i)).collect();
+        let s = pool.statistics();
+        c.borrow_mut().push(s.backlog + s.busy);
+        open.send(()).unwrap();
+        let h2 = h.clone();
+        h.spawn_local(async move {
+            first.await.unwrap();
+            let mut sum = 0;
+            for d in rest {
+                sum += d.await.unwrap();
+            }
+            assert_eq!(sum, (0..1100).sum::<u32>());
+            h2.stop();
+        })
+        .detach();
+    });
+    let waiting = counts.borrow()[0];
+    assert!(
+        waiting > 1 && waiting < 1101,
+        "{waiting} jobs in the pool within the turn"
+    );
+    assert_eq!(reactor.thread_pool().statistics().completed, 1101);
 }
 
 #[test]

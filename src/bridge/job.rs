@@ -225,7 +225,7 @@ where
     /// A record for `f`; `error` shapes the bridge's own failures and
     /// `on_cancel` runs if the `Deferred` is cancelled. Inlined into the
     /// submitter (one call fewer per job; `fresh` stays out of line).
-    #[inline]
+    #[inline(always)]
     pub(super) fn new(
         f: F,
         error: fn(ThreadError) -> E,
@@ -528,23 +528,29 @@ where
         self.flags() & READY != 0
     }
 
-    /// `take_ready` without the lock: nobody else can reach the record.
-    /// With the outcome out, the record is emptied for [`keep`](JobCell::keep).
-    fn take_unique(&mut self) -> Option<Outcome<T, E>> {
-        if *self.flags.get_mut() & READY == 0 {
-            return None;
+    /// The usual ready path in one call: the outcome taken without the
+    /// lock (nobody else can reach the record), the record emptied and
+    /// kept unless its reactor has ended.
+    fn poll_owned(
+        mut self: Arc<Self>,
+        slot: &mut Option<Arc<dyn JobCell<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<T, E>> {
+        if self.flags() & READY != 0 {
+            if let Some(record) = Arc::get_mut(&mut self) {
+                if let Some(outcome) = record.state.get_mut().stage.take_outcome() {
+                    record.empty();
+                    // Unique since the check above: no second one.
+                    if !self.remote.has_ended() {
+                        recycle::give(self);
+                    }
+                    return Poll::Ready(outcome);
+                }
+            }
         }
-        let outcome = self.state.get_mut().stage.take_outcome()?;
-        self.empty();
-        Some(outcome)
-    }
-
-    /// Emptied by `take_unique`, and unique since: kept unless its reactor
-    /// has ended.
-    fn keep(self: Arc<Self>) {
-        if !self.remote.has_ended() {
-            recycle::give(self);
-        }
+        let poll = self.poll_take(cx);
+        *slot = Some(self);
+        poll
     }
 
     fn resolve(&self, outcome: Outcome<T, E>) -> Result<(), Outcome<T, E>> {

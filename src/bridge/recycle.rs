@@ -83,7 +83,7 @@ pub(super) fn take<R: Any + Send + Sync>() -> Option<Arc<R>> {
 
 /// Keeps a spent record of type `R` for reuse, or drops it if the list is
 /// full. The caller has emptied it and owns it alone. (Not inlined:
-/// measured worse, also into `Job::keep`.)
+/// measured worse, also into the take, `Job::poll_owned`.)
 pub(super) fn give<R: Any + Send + Sync>(record: Arc<R>) {
     let size = std::mem::size_of::<R>();
     let kept = FREE.try_with(|free| {

@@ -283,6 +283,7 @@ impl Threads {
     /// Keeps a reactor-pool job (registered in flight, its `Deferred`
     /// returned) until the hand-over: when [`HAND_OVER_CHUNK`] jobs are
     /// waiting, or at the turn's end.
+    #[inline(always)]
     pub(super) fn defer(&self, job: Arc<dyn Pending>, location: &'static Location<'static>) {
         let waiting = {
             let mut pending = self.pending.borrow_mut();
@@ -403,9 +404,21 @@ impl InFlight {
 }
 
 /// The most reactor-pool jobs kept on the loop before they are handed over
-/// within the turn: the pool's threads start on a long turn's jobs while
-/// the loop still submits, and the pool's lock is taken once per this many.
-pub(super) const HAND_OVER_CHUNK: usize = 64;
+/// within the turn, so the pool's threads start on a very long turn's jobs
+/// while the loop still submits (and the kept list stays bounded).
+///
+/// Why this many: each hand-over within a turn finds the pool's threads
+/// parked (they run a handed-over chunk faster than the loop submits the
+/// next one, and park after their spin), so it costs the loop a futex wake
+/// and the threads a sleep and a wakeup each, while the overlap it buys is
+/// worth nothing when the loop is the slower side (it still has the
+/// turn's completions to deliver when the threads are done). With 1000 jobs
+/// per turn (`defer_1000_in_flight`, 15 turns), a hand-over every 64 jobs
+/// cost 255-263 context switches and 328-342 futex calls per run, one at
+/// the turn's end 73-77 and 89-91, and 0.77-0.80 of the CPU (`perf stat`,
+/// 30-40 alternating runs). Past this bound a turn is long enough that
+/// starting the threads early pays for those wakes.
+pub(super) const HAND_OVER_CHUNK: usize = 1024;
 
 /// A reactor-pool job kept on the loop until the turn's hand-over
 /// ([`Threads::defer`]); loop thread only.

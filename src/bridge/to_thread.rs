@@ -260,7 +260,12 @@ impl Handle {
     }
 
     /// `defer_to_thread` with the submitter's location: one lookup of the
-    /// bridge state for both the pool and the job table.
+    /// bridge state for both the pool and the job table. Inline here, the
+    /// usual case with jobs in flight inside a turn: the job is registered
+    /// and its `Deferred` returned now, and the record goes to the reactor
+    /// pool with the rest of the turn's ([`Threads::defer`]: one hold of
+    /// the pool's lock and at most one wake per turn instead of one per
+    /// job; a cancel before that drops the closure at once).
     fn defer_to_reactor_pool_at<T, F>(
         &self,
         f: F,
@@ -271,28 +276,18 @@ impl Handle {
         T: Send + 'static,
     {
         let threads = Threads::of_handle(self);
-        // More jobs are likely in this turn: kept for the hand-over.
-        if threads.defers(self) {
-            return self.defer_in_turn(&threads, f, location);
+        if threads.defers(self) && threads.accepts(self) && threads.pool.borrow().is_some() {
+            let job = self.plain_job(&threads, f, location);
+            threads.defer(job.clone(), location);
+            return register(&threads, job, None);
         }
-        // The pool is borrowed, not cloned, while the job is submitted
-        // (nothing on that path borrows it mutably: it exists already).
-        if let Some(pool) = threads.pool.borrow().as_ref() {
-            return self.defer_to_pool_in(&threads, pool, true, f, location);
-        }
-        let pool = self.reactor_pool(&threads);
-        self.defer_to_pool_in(&threads, &pool, true, f, location)
+        self.defer_to_reactor_pool_rare(&threads, f, location)
     }
 
-    /// [`defer_to_thread`](Handle::defer_to_thread) while the loop has jobs
-    /// in flight: the job is registered and its `Deferred` returned now,
-    /// and the record goes to the reactor pool with the rest of the turn's
-    /// ([`Threads::defer`]): one hold of the pool's lock and at most one
-    /// wake per turn (or per `HAND_OVER_CHUNK` jobs) instead of one per job.
-    /// A cancel before the hand-over drops the closure at once, and the
-    /// hand-over skips the job.
+    /// The rest of `defer_to_reactor_pool_at`, out of line: a lone job
+    /// (nothing in flight: queued at once), the pool's first job, a refusal.
     #[inline(never)]
-    fn defer_in_turn<T, F>(
+    fn defer_to_reactor_pool_rare<T, F>(
         &self,
         threads: &Rc<Threads>,
         f: F,
@@ -302,15 +297,22 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if !threads.accepts(self) {
-            return Deferred::fail(ThreadError::Stopped);
+        if threads.defers(self) {
+            if !threads.accepts(self) {
+                return Deferred::fail(ThreadError::Stopped);
+            }
+            drop(self.reactor_pool(threads)); // created on first use
+            let job = self.plain_job(threads, f, location);
+            threads.defer(job.clone(), location);
+            return register(threads, job, None);
         }
-        if threads.pool.borrow().is_none() {
-            drop(self.reactor_pool(threads));
+        // The pool is borrowed, not cloned, while the job is submitted
+        // (nothing on that path borrows it mutably: it exists already).
+        if let Some(pool) = threads.pool.borrow().as_ref() {
+            return self.defer_to_pool_in(threads, pool, true, f, location);
         }
-        let job = self.plain_job(threads, f, location);
-        threads.defer(job.clone(), location);
-        register(threads, job, None)
+        let pool = self.reactor_pool(threads);
+        self.defer_to_pool_in(threads, &pool, true, f, location)
     }
 
     /// The record of a plain `defer_to_thread` job (no error mapping, no

@@ -6,7 +6,7 @@
 //! the completion message on the reactor's inbox and this `Deferred`'s
 //! state, so a thread job costs one allocation (none when the loop reuses
 //! a spent record: the poll that takes the outcome from a record this
-//! `Deferred` owns alone gives it back at once ([`JobCell::keep`]), and
+//! `Deferred` owns alone gives it back at once ([`JobCell::poll_owned`]), and
 //! otherwise letting go of a [`JobRef`] offers it back through
 //! [`JobCell::recycle`]). It carries only `Send`
 //! data (the closure, the outcome, a `Waker`); everything `!Send` stays on
@@ -45,23 +45,24 @@ pub(crate) trait JobCell<T, E> {
     /// Whether an outcome was delivered (or set on the loop), taken or not.
     fn is_resolved(&self) -> bool;
 
-    /// The delivered outcome, taken through a unique borrow of the record
-    /// (the caller owns it alone: no lock needed); `None` if there is none
-    /// to take (not delivered, or taken before). When it gives the outcome,
-    /// the record is spent: everything else the user gave it (waker,
-    /// canceller, span) is dropped too, and the caller hands the record to
-    /// [`keep`](JobCell::keep).
-    fn take_unique(&mut self) -> Option<Result<T, E>> {
-        None
-    }
-
-    /// A record emptied by [`take_unique`](JobCell::take_unique), whose
-    /// only reference this is: it may be kept for reuse (else it is just
-    /// dropped). No second uniqueness check: nothing could reach the record
-    /// since `take_unique`'s borrow.
-    fn keep(self: Arc<Self>) {
-        drop(self);
-    }
+    /// [`poll_take`](JobCell::poll_take) through an owned reference, taken
+    /// out of `slot`: when the outcome was delivered and `self` is the
+    /// record's only reference (the worker and the inbox let go of it, as
+    /// they usually have by then), the outcome is taken through
+    /// `Arc::get_mut` (no lock: one atomic read-modify-write instead of the
+    /// lock's two), the record is emptied (waker, canceller and span
+    /// dropped, as a plain drop would) and kept for reuse, all in one call,
+    /// and `slot` stays empty (spent). Otherwise `self` goes back into
+    /// `slot` with `poll_take`'s answer.
+    ///
+    /// # Panics
+    ///
+    /// If the outcome was taken before.
+    fn poll_owned(
+        self: Arc<Self>,
+        slot: &mut Option<Arc<dyn JobCell<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>>;
 
     /// Resolves on the loop (first result wins); the work is given up as by
     /// a cancel. Hands `result` back if already resolved.
@@ -88,7 +89,7 @@ pub(crate) trait JobCell<T, E> {
 ///
 /// `None` once spent: a poll that took the outcome while this was the
 /// record's only reference gave the record back for reuse at once
-/// ([`JobCell::keep`]), in the same uniqueness check as the take (one
+/// ([`JobCell::poll_owned`]), in the same uniqueness check as the take (one
 /// atomic read-modify-write, not a second one when the `Deferred` drops).
 /// A spent reference behaves as a record whose outcome was taken: it is
 /// resolved, resolving it hands the result back, a cancel does nothing, a
@@ -139,29 +140,19 @@ impl<T, E> JobRef<T, E> {
         }
     }
 
-    /// [`JobCell::poll_take`], but when the outcome was delivered and this
-    /// is the record's only reference (the worker and the inbox let go of
-    /// it, as they usually have by then), the outcome is taken through
-    /// `Arc::get_mut` (one atomic read-modify-write instead of the record
-    /// lock's two) and the record, now spent, is given back for reuse at
-    /// once: this reference is spent.
+    /// [`JobCell::poll_owned`] with this reference: when the outcome was
+    /// delivered and this is the record's only reference, the outcome is
+    /// taken and the record given back for reuse at once (this reference
+    /// is spent); else the reference is kept. One dynamic call either way.
     ///
     /// # Panics
     ///
     /// If the outcome was taken before.
     pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let Some(job) = self.0.as_mut() else {
+        let Some(job) = self.0.take() else {
             panic!("Deferred polled after it returned its result");
         };
-        if job.is_resolved() {
-            if let Some(outcome) = Arc::get_mut(job).and_then(|cell| cell.take_unique()) {
-                if let Some(job) = self.0.take() {
-                    job.keep();
-                }
-                return Poll::Ready(outcome);
-            }
-        }
-        job.poll_take(cx)
+        job.poll_owned(&mut self.0, cx)
     }
 }
 
