@@ -363,14 +363,22 @@ fn throughput_capturing(c: &mut Criterion) {
     drop(baseline);
 
     group.bench_function("minimal_locked_pool", |b| {
-        b.iter(|| minimal_burst(&data, TASKS))
+        b.iter(|| minimal_burst(&data, TASKS, THREADS, false))
     });
     group.finish();
 }
 
-/// [`capturing_burst`] through a fresh [`MinimalPool`] of two threads.
-fn minimal_burst(data: &Arc<Vec<u64>>, n: usize) {
-    let pool = MinimalPool::new(THREADS);
+/// [`capturing_burst`] through a fresh [`MinimalPool`] of `threads`
+/// threads. Its threads start as the burst begins, so they find a backlog;
+/// with `settle` they start and park first, as a started weft pool's have.
+/// Returns the time spent settling (not part of the burst).
+fn minimal_burst(data: &Arc<Vec<u64>>, n: usize, threads: usize, settle: bool) -> Duration {
+    let pool = MinimalPool::new(threads);
+    let settling = std::time::Instant::now();
+    if settle {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let settled = settling.elapsed();
     let countdown = Countdown::new(n);
     for i in 0..n {
         let (c, data) = (countdown.clone(), data.clone());
@@ -380,6 +388,7 @@ fn minimal_burst(data: &Arc<Vec<u64>>, n: usize) {
         });
     }
     countdown.wait();
+    settled
 }
 
 /// Capturing jobs through a pool with job histograms off (the default: job
@@ -418,14 +427,21 @@ criterion_group!(
     histograms
 );
 
-/// `POOL_PROFILE=burst:N` (N capturing jobs from one submitter through a
-/// pool of two threads; `burst_minimal:N` through [`MinimalPool`]) or `round_trip:N` (N jobs in sequence, each
-/// submitted when the last one's reply arrived) runs only that workload,
-/// for callgrind: instructions per job are the difference of two sizes.
-/// A third field sets the pool's threads (`round_trip:N:8`: eight threads,
-/// more than this machine's cores), and the run prints its wall and
-/// process CPU time per job (from `/proc/self/stat`, 10 ms ticks: use a
-/// run of a second or more).
+/// `POOL_PROFILE=WHAT:N[:THREADS]` runs only one workload, for callgrind
+/// (instructions per job are the difference of two sizes) and perf:
+/// - `burst`: N capturing jobs from one submitter through a pool of two
+///   threads; `burst_minimal` through [`MinimalPool`], whose threads start
+///   with the burst; `burst_minimal_settled` the same once they parked;
+/// - `submit` / `submit_minimal`: the submitter's side alone, N jobs into
+///   a pool that runs none of them (not started; no thread);
+/// - `round_trip`: N jobs in sequence, each submitted when the last one's
+///   reply arrived.
+///
+/// The third field sets the threads (`round_trip:N:8`: eight threads, more
+/// than this machine's cores). The run prints its wall and process CPU
+/// time per job (from `/proc/self/stat`, 10 ms ticks: use a run of a
+/// second or more) and the submitting thread's own CPU per job
+/// (`/proc/thread-self/schedstat`, exact).
 ///
 /// Under valgrind, build with `RUSTFLAGS="--cfg rustix_use_libc"` and a
 /// separate `CARGO_TARGET_DIR` (see `benches/bridge.rs`). Callgrind runs
@@ -443,13 +459,44 @@ fn profile(spec: &str) {
         .map_or(THREADS, |t| t.parse().expect("threads"));
     let pool = ThreadPool::new(threads, threads).unwrap();
     pool.start();
-    let (t0, cpu0) = (std::time::Instant::now(), cpu_ticks());
+    let (t0, cpu0, own0) = (std::time::Instant::now(), cpu_ticks(), own_cpu_nanos());
     let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
+    let mut settled = Duration::ZERO;
     match what {
         "burst" => {
             capturing_burst(&pool, &data, n);
         }
-        "burst_minimal" => minimal_burst(&data, n),
+        "burst_minimal" => {
+            minimal_burst(&data, n, threads, false);
+        }
+        "burst_minimal_settled" => settled = minimal_burst(&data, n, threads, true),
+        // The submitter's side alone: nothing runs the jobs while they are
+        // queued (a pool not started; a minimal pool with no thread).
+        "submit" => {
+            let idle = ThreadPool::new(1, 1).unwrap();
+            let t = own_cpu_nanos();
+            for i in 0..n {
+                let data = data.clone();
+                idle.call_in_thread(move || {
+                    black_box(data[i % data.len()]);
+                })
+                .unwrap_or_else(|_| panic!("refused"));
+            }
+            let own = own_cpu_nanos() - t;
+            println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
+        }
+        "submit_minimal" => {
+            let idle = MinimalPool::new(0);
+            let t = own_cpu_nanos();
+            for i in 0..n {
+                let data = data.clone();
+                idle.submit(move || {
+                    black_box(data[i % data.len()]);
+                });
+            }
+            let own = own_cpu_nanos() - t;
+            println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
+        }
         "round_trip" => {
             let (tx, rx) = mpsc::channel::<usize>();
             for i in 0..n {
@@ -463,13 +510,27 @@ fn profile(spec: &str) {
         }
         _ => panic!("POOL_PROFILE=burst:N or round_trip:N"),
     }
-    let (wall, cpu) = (t0.elapsed(), cpu_ticks() - cpu0);
+    let (wall, cpu, own) = (
+        t0.elapsed() - settled,
+        cpu_ticks() - cpu0,
+        own_cpu_nanos() - own0,
+    );
     pool.stop();
     println!(
         "{what} n={n} threads={threads}: {:.0} ns/job wall, {:.0} ns/job CPU",
         wall.as_nanos() as f64 / n as f64,
         cpu as f64 * 1e7 / n as f64
     );
+    println!("submitter: {:.1} ns/job CPU", own as f64 / n as f64);
+}
+
+/// The calling thread's time on a CPU so far, in nanoseconds (the first
+/// field of `/proc/thread-self/schedstat`; 0 where there is none).
+fn own_cpu_nanos() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// This process's user + system CPU time, in 10 ms ticks.
