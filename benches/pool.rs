@@ -4,9 +4,15 @@
 //!
 //! `cargo bench --bench pool` (add `-- --quick` for a short run;
 //! `cargo bench --bench pool -- histograms` for the on/off rows only).
+//!
+//! The capturing rows also run [`MinimalPool`], a yardstick for issue 9:
+//! the least a pool with weft's per-job duties does under one lock (see its
+//! docs). `POOL_PROFILE=burst_minimal:N` runs it alone.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -58,6 +64,152 @@ impl MpscPool {
 impl Drop for MpscPool {
     fn drop(&mut self) {
         self.tx.take();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A yardstick, not a pool to use: one mutex over a `VecDeque` of
+/// closures kept in place (as `InlineFn` keeps them), each with its
+/// submission location and a coarse enqueue stamp; exact `taken` and
+/// `completed` counts and a per-thread "running" record under the lock;
+/// one claim per wake and one idle thread spinning on a hint before it
+/// parks, as weft's pool does. Fixed threads, no withdrawal, no growth,
+/// no panic handling. In ring11's same-run series (issue 9, the harness's
+/// job shape) it ran at 0.40-0.66 of `threadpool`'s wall per job while
+/// weft's pool ran at 0.80-0.96: sharing one lock with the submitter does
+/// not by itself keep weft's pool from the target.
+struct MinimalPool<F> {
+    shared: Arc<MinimalShared<F>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+struct MinimalShared<F> {
+    state: Mutex<MinimalState<F>>,
+    work: Condvar,
+    hint: SpinHint,
+}
+
+/// The flag a spinning idle thread watches, alone in its cache line.
+#[repr(align(64))]
+struct SpinHint(AtomicBool);
+
+/// A queued closure, where it was submitted and when (coarse clock, ns).
+type MinimalJob<F> = (F, &'static Location<'static>, u64);
+
+struct MinimalState<F> {
+    queue: VecDeque<MinimalJob<F>>,
+    idle: usize,
+    claimed: usize,
+    spinning: bool,
+    stopped: bool,
+    taken: u64,
+    completed: u64,
+    /// What each thread runs: the job's location and start.
+    running: Vec<Option<(&'static Location<'static>, u64)>>,
+}
+
+/// The coarse monotonic clock (one kernel tick), as weft's job stamps.
+fn coarse_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The most spin rounds of an idle thread before it parks (a few us).
+const SPIN_ROUNDS: usize = 2048;
+
+impl<F: FnOnce() + Send + 'static> MinimalPool<F> {
+    fn new(n: usize) -> MinimalPool<F> {
+        let shared = Arc::new(MinimalShared {
+            state: Mutex::new(MinimalState {
+                queue: VecDeque::new(),
+                idle: 0,
+                claimed: 0,
+                spinning: false,
+                stopped: false,
+                taken: 0,
+                completed: 0,
+                running: vec![None; n],
+            }),
+            work: Condvar::new(),
+            hint: SpinHint(AtomicBool::new(false)),
+        });
+        let threads = (0..n)
+            .map(|me| {
+                let shared = shared.clone();
+                thread::spawn(move || shared.run(me))
+            })
+            .collect();
+        MinimalPool { shared, threads }
+    }
+
+    #[track_caller]
+    fn submit(&self, f: F) {
+        let job = (f, Location::caller(), coarse_nanos());
+        let mut st = self.shared.state.lock().unwrap();
+        st.queue.push_back(job);
+        // One claim at a time: the claimed thread drains what follows.
+        let wake = st.idle > 0 && st.claimed == 0;
+        if wake {
+            st.idle -= 1;
+            st.claimed += 1;
+        }
+        let spinner = st.spinning;
+        drop(st);
+        if wake && spinner {
+            self.shared.hint.0.store(true, Ordering::Release);
+        } else if wake {
+            self.shared.work.notify_one();
+        }
+    }
+}
+
+impl<F: FnOnce() + Send + 'static> MinimalShared<F> {
+    fn run(&self, me: usize) {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            // Busy: one lock hold per job ends the last and takes the next.
+            while let Some((f, location, enqueued)) = st.queue.pop_front() {
+                st.taken += 1;
+                st.running[me] = Some((location, coarse_nanos().max(enqueued)));
+                drop(st);
+                f();
+                st = self.state.lock().unwrap();
+                st.completed += 1;
+                st.running[me] = None;
+            }
+            if st.stopped {
+                return;
+            }
+            st.idle += 1;
+            if !st.spinning {
+                st.spinning = true;
+                self.hint.0.store(false, Ordering::Relaxed);
+                drop(st);
+                for _ in 0..SPIN_ROUNDS {
+                    if self.hint.0.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                st = self.state.lock().unwrap();
+                st.spinning = false;
+            }
+            while st.claimed == 0 && !st.stopped {
+                st = self.work.wait(st).unwrap();
+            }
+            if st.claimed > 0 {
+                st.claimed -= 1;
+            }
+        }
+    }
+}
+
+impl<F> Drop for MinimalPool<F> {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().stopped = true;
+        self.shared.work.notify_all();
         for t in self.threads.drain(..) {
             t.join().unwrap();
         }
@@ -209,7 +361,34 @@ fn throughput_capturing(c: &mut Criterion) {
         })
     });
     drop(baseline);
+
+    group.bench_function("minimal_locked_pool", |b| {
+        b.iter(|| minimal_burst(&data, TASKS, THREADS, false))
+    });
     group.finish();
+}
+
+/// [`capturing_burst`] through a fresh [`MinimalPool`] of `threads`
+/// threads. Its threads start as the burst begins, so they find a backlog;
+/// with `settle` they start and park first, as a started weft pool's have.
+/// Returns the time spent settling (not part of the burst).
+fn minimal_burst(data: &Arc<Vec<u64>>, n: usize, threads: usize, settle: bool) -> Duration {
+    let pool = MinimalPool::new(threads);
+    let settling = std::time::Instant::now();
+    if settle {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let settled = settling.elapsed();
+    let countdown = Countdown::new(n);
+    for i in 0..n {
+        let (c, data) = (countdown.clone(), data.clone());
+        pool.submit(move || {
+            black_box(data[i % data.len()]);
+            c.tick();
+        });
+    }
+    countdown.wait();
+    settled
 }
 
 /// Capturing jobs through a pool with job histograms off (the default: job
@@ -248,14 +427,21 @@ criterion_group!(
     histograms
 );
 
-/// `POOL_PROFILE=burst:N` (N capturing jobs from one submitter through a
-/// pool of two threads) or `round_trip:N` (N jobs in sequence, each
-/// submitted when the last one's reply arrived) runs only that workload,
-/// for callgrind: instructions per job are the difference of two sizes.
-/// A third field sets the pool's threads (`round_trip:N:8`: eight threads,
-/// more than this machine's cores), and the run prints its wall and
-/// process CPU time per job (from `/proc/self/stat`, 10 ms ticks: use a
-/// run of a second or more).
+/// `POOL_PROFILE=WHAT:N[:THREADS]` runs only one workload, for callgrind
+/// (instructions per job are the difference of two sizes) and perf:
+/// - `burst`: N capturing jobs from one submitter through a pool of two
+///   threads; `burst_minimal` through [`MinimalPool`], whose threads start
+///   with the burst; `burst_minimal_settled` the same once they parked;
+/// - `submit` / `submit_minimal`: the submitter's side alone, N jobs into
+///   a pool that runs none of them (not started; no thread);
+/// - `round_trip`: N jobs in sequence, each submitted when the last one's
+///   reply arrived.
+///
+/// The third field sets the threads (`round_trip:N:8`: eight threads, more
+/// than this machine's cores). The run prints its wall and process CPU
+/// time per job (from `/proc/self/stat`, 10 ms ticks: use a run of a
+/// second or more) and the submitting thread's own CPU per job
+/// (`/proc/thread-self/schedstat`, exact).
 ///
 /// Under valgrind, build with `RUSTFLAGS="--cfg rustix_use_libc"` and a
 /// separate `CARGO_TARGET_DIR` (see `benches/bridge.rs`). Callgrind runs
@@ -273,11 +459,43 @@ fn profile(spec: &str) {
         .map_or(THREADS, |t| t.parse().expect("threads"));
     let pool = ThreadPool::new(threads, threads).unwrap();
     pool.start();
-    let (t0, cpu0) = (std::time::Instant::now(), cpu_ticks());
+    let (t0, cpu0, own0) = (std::time::Instant::now(), cpu_ticks(), own_cpu_nanos());
     let data: Arc<Vec<u64>> = Arc::new((0..1024).collect());
+    let mut settled = Duration::ZERO;
     match what {
         "burst" => {
             capturing_burst(&pool, &data, n);
+        }
+        "burst_minimal" => {
+            minimal_burst(&data, n, threads, false);
+        }
+        "burst_minimal_settled" => settled = minimal_burst(&data, n, threads, true),
+        // The submitter's side alone: nothing runs the jobs while they are
+        // queued (a pool not started; a minimal pool with no thread).
+        "submit" => {
+            let idle = ThreadPool::new(1, 1).unwrap();
+            let t = own_cpu_nanos();
+            for i in 0..n {
+                let data = data.clone();
+                idle.call_in_thread(move || {
+                    black_box(data[i % data.len()]);
+                })
+                .unwrap_or_else(|_| panic!("refused"));
+            }
+            let own = own_cpu_nanos() - t;
+            println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
+        }
+        "submit_minimal" => {
+            let idle = MinimalPool::new(0);
+            let t = own_cpu_nanos();
+            for i in 0..n {
+                let data = data.clone();
+                idle.submit(move || {
+                    black_box(data[i % data.len()]);
+                });
+            }
+            let own = own_cpu_nanos() - t;
+            println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
         }
         "round_trip" => {
             let (tx, rx) = mpsc::channel::<usize>();
@@ -292,13 +510,27 @@ fn profile(spec: &str) {
         }
         _ => panic!("POOL_PROFILE=burst:N or round_trip:N"),
     }
-    let (wall, cpu) = (t0.elapsed(), cpu_ticks() - cpu0);
+    let (wall, cpu, own) = (
+        t0.elapsed() - settled,
+        cpu_ticks() - cpu0,
+        own_cpu_nanos() - own0,
+    );
     pool.stop();
     println!(
         "{what} n={n} threads={threads}: {:.0} ns/job wall, {:.0} ns/job CPU",
         wall.as_nanos() as f64 / n as f64,
         cpu as f64 * 1e7 / n as f64
     );
+    println!("submitter: {:.1} ns/job CPU", own as f64 / n as f64);
+}
+
+/// The calling thread's time on a CPU so far, in nanoseconds (the first
+/// field of `/proc/thread-self/schedstat`; 0 where there is none).
+fn own_cpu_nanos() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// This process's user + system CPU time, in 10 ms ticks.

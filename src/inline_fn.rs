@@ -10,7 +10,7 @@
 //! and an `Arc`, a `Sender`, a boxed value...) inside the queue slot, next
 //! to a pointer to a static table of two functions monomorphised for its
 //! type. [`InlineFn::new`] boxes a larger or over-aligned closure first and
-//! stores the box (one pointer) in place; [`InlineFn::try_new`] hands it
+//! stores the box (one pointer) in place; [`Erased::try_new`] hands it
 //! back instead.
 //!
 //! This is the crate's only `unsafe` module. Invariants, relied on by every
@@ -29,9 +29,18 @@
 //! - Moving an `InlineFn` moves `storage` bitwise, which is a valid move of
 //!   the `G` inside it (Rust values are movable unless pinned, and nothing
 //!   here pins).
+//!
+//! [`Erased`] is the same idea for values with more than one way out: the
+//! pool's queue items, which run with the pool as context, or are
+//! discarded, or dropped (withdrawn). Its value is any
+//! `T: Erasable<C>` that fits the same storage, and the invariants above
+//! hold for it with `T` for `G`, `ops` for `vtable`, and `run` or `discard`
+//! for `call`. One such slot is four words, and `Option<Erased<C>>` too
+//! (the `ops` reference's niche), where an enum of the item kinds took five.
 
 #![allow(unsafe_code)]
 
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit, align_of, size_of};
 
 /// Closures up to this size (and pointer alignment) are stored in place.
@@ -82,18 +91,6 @@ impl InlineFn {
         }
     }
 
-    /// Erases `g` in place if it [`fits`]; otherwise hands it back unboxed
-    /// (for a caller that boxes it its own way).
-    #[inline]
-    pub(crate) fn try_new<G: FnOnce() + Send + 'static>(g: G) -> Result<InlineFn, G> {
-        if fits::<G>() {
-            // SAFETY: `fits::<G>()` was just checked.
-            Ok(unsafe { Self::new_in_place(g) })
-        } else {
-            Err(g)
-        }
-    }
-
     /// # Safety
     ///
     /// `fits::<G>()` must be true.
@@ -137,6 +134,116 @@ unsafe fn call_erased<G: FnOnce()>(p: *mut Storage) {
     // SAFETY: the caller's contract: a live, aligned `G` that is read once.
     let g = unsafe { p.cast::<G>().read() };
     g();
+}
+
+/// A value with two ways to be consumed, for [`Erased`].
+pub(crate) trait Erasable<C: ?Sized>: Send + 'static {
+    /// Consumes the value with its context.
+    fn run(self, cx: &C) -> bool;
+    /// Consumes the value without running it.
+    fn discard(self);
+}
+
+/// The operations on an erased `T`, made for one `T`.
+struct Ops<C: ?Sized> {
+    /// Moves the value out of the storage and runs it.
+    run: unsafe fn(*mut Storage, &C) -> bool,
+    /// Moves the value out of the storage and discards it.
+    discard: unsafe fn(*mut Storage),
+    /// Drops the value in place.
+    drop: unsafe fn(*mut Storage),
+}
+
+struct OpsFor<T, C: ?Sized>(PhantomData<fn(T, &C)>);
+
+impl<T: Erasable<C>, C: ?Sized + 'static> OpsFor<T, C> {
+    const OPS: &'static Ops<C> = &Ops {
+        run: run_erasable::<T, C>,
+        discard: discard_erasable::<T, C>,
+        drop: drop_erased::<T>,
+    };
+}
+
+/// A type-erased [`Erasable`] value, always in place (module docs).
+pub(crate) struct Erased<C: ?Sized + 'static> {
+    storage: Storage,
+    ops: &'static Ops<C>,
+}
+
+impl<C: ?Sized + 'static> Erased<C> {
+    /// Erases `t` in place; a `T` that does not [`fit`](fits) is a
+    /// compile-time error.
+    #[inline]
+    pub(crate) fn new<T: Erasable<C>>(t: T) -> Erased<C> {
+        const { assert!(fits::<T>(), "the value does not fit in place") };
+        let mut storage = Storage::uninit();
+        // SAFETY: the storage is ours, uninitialised, and large and aligned
+        // enough for `T` (asserted above); writing drops nothing.
+        unsafe { storage.as_mut_ptr().cast::<T>().write(t) };
+        Erased {
+            storage,
+            ops: OpsFor::<T, C>::OPS,
+        }
+    }
+
+    /// Erases `t` in place if it [`fits`]; otherwise hands it back.
+    #[inline]
+    pub(crate) fn try_new<T: Erasable<C>>(t: T) -> Result<Erased<C>, T> {
+        if fits::<T>() {
+            let mut storage = Storage::uninit();
+            // SAFETY: as in `new`, `fits::<T>()` having been checked.
+            unsafe { storage.as_mut_ptr().cast::<T>().write(t) };
+            Ok(Erased {
+                storage,
+                ops: OpsFor::<T, C>::OPS,
+            })
+        } else {
+            Err(t)
+        }
+    }
+
+    /// Runs the value with `cx` (consuming it).
+    #[inline]
+    pub(crate) fn run(self, cx: &C) -> bool {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `storage` holds the live `T` that `ops` was made for; the
+        // `ManuallyDrop` keeps `Drop` from touching it once `run` moved it
+        // out, even if it panics.
+        unsafe { (this.ops.run)(&mut this.storage, cx) }
+    }
+
+    /// Discards the value (consuming it).
+    pub(crate) fn discard(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: as in `run`.
+        unsafe { (this.ops.discard)(&mut this.storage) }
+    }
+}
+
+impl<C: ?Sized + 'static> Drop for Erased<C> {
+    fn drop(&mut self) {
+        // SAFETY: neither `run` nor `discard` consumed the value (both
+        // forget `self`), so `storage` holds the live `T` of `ops`.
+        unsafe { (self.ops.drop)(&mut self.storage) }
+    }
+}
+
+/// # Safety
+///
+/// `p` must point to a live `T`, which is moved out.
+unsafe fn run_erasable<T: Erasable<C>, C: ?Sized>(p: *mut Storage, cx: &C) -> bool {
+    // SAFETY: the caller's contract: a live, aligned `T` that is read once.
+    let t = unsafe { p.cast::<T>().read() };
+    t.run(cx)
+}
+
+/// # Safety
+///
+/// As [`run_erasable`].
+unsafe fn discard_erasable<T: Erasable<C>, C: ?Sized>(p: *mut Storage) {
+    // SAFETY: the caller's contract: a live, aligned `T` that is read once.
+    let t = unsafe { p.cast::<T>().read() };
+    t.discard();
 }
 
 /// # Safety
@@ -249,19 +356,79 @@ mod tests {
         assert_eq!(*out.lock().unwrap(), "hello");
     }
 
+    /// A test value: runs `f` with the context, counts discards.
+    struct Job<F>(F, Arc<AtomicUsize>);
+
+    impl<F: FnOnce(&u32) + Send + 'static> Erasable<u32> for Job<F> {
+        fn run(self, cx: &u32) -> bool {
+            (self.0)(cx);
+            true
+        }
+        fn discard(self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
-    fn try_new_hands_back_closures_too_big_or_over_aligned_unrun() {
+    fn erased_values_leave_once_by_run_discard_or_drop() {
+        assert_eq!(size_of::<Option<Erased<u32>>>(), 4 * size_of::<usize>());
+        for way in 0..4 {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let discards = Arc::new(AtomicUsize::new(0));
+            let ran = Arc::new(AtomicUsize::new(0));
+            let probe = Probe(drops.clone());
+            let r = ran.clone();
+            let job = Erased::new(Job(
+                move |cx: &u32| {
+                    let _p = &probe;
+                    assert_ne!(*cx, 13, "boom");
+                    r.fetch_add(1, Ordering::SeqCst);
+                },
+                discards.clone(),
+            ));
+            let moved = vec![job];
+            match way {
+                0 => assert!(moved.into_iter().next().unwrap().run(&7)),
+                1 => moved.into_iter().next().unwrap().discard(),
+                2 => drop(moved),
+                _ => {
+                    let job = moved.into_iter().next().unwrap();
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&13)));
+                    assert!(result.is_err());
+                }
+            }
+            let expected = [(1, 0), (0, 1), (0, 0), (0, 0)][way];
+            assert_eq!(
+                (ran.load(Ordering::SeqCst), discards.load(Ordering::SeqCst)),
+                expected,
+                "way {way}"
+            );
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                1,
+                "captures dropped once (way {way})"
+            );
+        }
+    }
+
+    #[test]
+    fn try_new_hands_back_values_too_big_or_over_aligned_unrun() {
         #[repr(align(32))]
         struct Aligned(u8);
         let drops = Arc::new(AtomicUsize::new(0));
+        let discards = Arc::new(AtomicUsize::new(0));
         let probe = Probe(drops.clone());
         let big = [0u8; INLINE_BYTES + 1];
-        let back = InlineFn::try_new(move || {
-            let _ = (&probe, big);
-        });
-        let f = back.err().expect("too big to keep in place");
+        let back = Erased::try_new(Job(
+            move |_: &u32| {
+                let _ = (&probe, big);
+            },
+            discards.clone(),
+        ));
+        let job = back.err().expect("too big to keep in place");
         assert_eq!(drops.load(Ordering::SeqCst), 0, "handed back intact");
-        f();
+        assert!(job.run(&0));
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         // Takes the whole value (a closure naming only `a.0` would capture
         // just the byte).
@@ -269,13 +436,17 @@ mod tests {
             assert_eq!(a.0, 1);
         }
         let a = Aligned(1);
-        assert!(InlineFn::try_new(move || check(a)).is_err());
+        assert!(Erased::try_new(Job(move |_: &u32| check(a), discards.clone())).is_err());
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
-        let small = InlineFn::try_new(move || {
-            r.fetch_add(1, Ordering::SeqCst);
-        });
-        small.unwrap_or_else(|_| panic!("an Arc fits")).call();
+        let small = Erased::try_new(Job(
+            move |_: &u32| {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+            discards.clone(),
+        ));
+        assert!(small.unwrap_or_else(|_| panic!("an Arc fits")).run(&0));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(discards.load(Ordering::SeqCst), 0);
     }
 }

@@ -41,7 +41,7 @@ impl ThreadPool {
         let mut queued = 0;
         while let Some((task, location)) = next(st.queue.next_key()) {
             st.queue.push(Queued {
-                item: Item::Shared(task),
+                item: Item::shared(task),
                 meta: Meta { location, enqueued },
             });
             queued += 1;

@@ -118,7 +118,7 @@ use self::state::{Role, Wake};
 use self::thread::Core;
 use super::{SharedJob, Task, Worker};
 use crate::error::{AlreadyQuit, PoolConfigError, ThreadError};
-use crate::inline_fn::{self, InlineFn};
+use crate::inline_fn;
 use crate::loom::{Arc, MutexGuard};
 
 /// `call_in_thread_with_callback`'s item.
@@ -366,7 +366,7 @@ impl ThreadPool {
     {
         self.submit(
             Box::new(WithCallback(f, on_result)),
-            |call| Item::Call(call),
+            |call| Item::call(call),
             Location::caller(),
         )
         .map(drop)
@@ -398,7 +398,7 @@ impl ThreadPool {
         task: std::sync::Arc<dyn SharedTask>,
         location: &'static Location<'static>,
     ) -> Result<TaskKey, AlreadyQuit<std::sync::Arc<dyn SharedTask>>> {
-        self.submit(task, Item::Shared, location)
+        self.submit(task, Item::shared, location)
             .map_err(AlreadyQuit)
     }
 
@@ -421,13 +421,10 @@ impl ThreadPool {
         if inline_fn::fits::<F>() {
             // Under the lock: a move into the slot, no allocation (the
             // `Err` arm is dead, `fits` having been checked).
-            let erase = |f: F| match InlineFn::try_new(f) {
-                Ok(task) => Item::Inline(task),
-                Err(f) => Item::Task(Box::new(f)),
-            };
+            let erase = |f: F| Item::inline(f).unwrap_or_else(|f| Item::task(Box::new(f)));
             self.submit(f, erase, location)
         } else {
-            self.submit(Box::new(f), |f| Item::Task(f), location)
+            self.submit(Box::new(f), |f| Item::task(f), location)
                 .map_err(|f| *f)
         }
     }
@@ -576,7 +573,7 @@ impl ThreadPool {
 impl Worker for ThreadPool {
     #[track_caller]
     fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
-        self.submit(task, Item::Task, Location::caller())
+        self.submit(task, Item::task, Location::caller())
             .map(drop)
             .map_err(AlreadyQuit)
     }

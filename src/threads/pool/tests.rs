@@ -15,7 +15,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 fn item() -> Queued {
     Queued {
-        item: Item::Task(Box::new(|| ())),
+        item: Item::task(Box::new(|| ())),
         meta: Meta {
             location: std::panic::Location::caller(),
             enqueued: 0,
@@ -411,7 +411,7 @@ fn running_slots_are_reused_and_threads_counted_in_and_out() {
 fn the_oldest_job_is_the_front_live_one_through_withdrawals_and_pops() {
     let mut st = state(0, 4, 2);
     let job = |enqueued| Queued {
-        item: Item::Task(Box::new(|| ())),
+        item: Item::task(Box::new(|| ())),
         meta: Meta {
             location: std::panic::Location::caller(),
             enqueued,
