@@ -60,23 +60,35 @@ fn connections_get_weft_db_writer_settings() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
-    let (dir, db) = temp_db(name);
-    let o = Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: db.clone(),
-        variant,
-        blocking: Some(2),
-        pool: Some(2),
-        workers: Some(1),
-        half_close: false,
-    };
-    let store = make_store(&o, &db).unwrap();
+/// The store, runtime and listener `o` describes, and the listener's address.
+fn bound(
+    o: Options,
+) -> (
+    Store,
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    SocketAddr,
+) {
+    let store = make_store(&o, &o.db).unwrap();
     let rt = runtime(&o).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(o.listen))
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    (store, rt, listener, addr)
+}
+
+fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
+    let (dir, db) = temp_db(name);
+    let (store, rt, listener, addr) = bound(Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        variant,
+        blocking: Some(2),
+        pool: Some(2),
+        workers: Some(1),
+        half_close: false,
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
         rt.block_on(serve(listener, store, async {
@@ -143,21 +155,15 @@ fn deadpool_variant_serves_every_route() {
 #[test]
 fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
     let (dir, db) = temp_db("half-close");
-    let o = Options {
+    let (store, rt, listener, addr) = bound(Options {
         listen: "127.0.0.1:0".parse().unwrap(),
-        db: db.clone(),
+        db,
         variant: Variant::Mutex,
         blocking: Some(1),
         pool: None,
         workers: Some(1),
         half_close: true,
-    };
-    let store = make_store(&o, &db).unwrap();
-    let rt = runtime(&o).unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(o.listen))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    });
     // The half-close server has no stop signal: the thread ends with the
     // test process.
     std::thread::spawn(move || rt.block_on(serve_half_close(listener, store)));
