@@ -68,7 +68,7 @@ where
                 if let Some(h) = reactor::current() {
                     CrossCancels::take(&h, id);
                 }
-                tx.send(res.map_err(CallError::from));
+                tx.send(res.map_err(CallError::from))
             });
         })
         .map_err(|_| CallError::LOOP_STOPPED)?;
@@ -136,10 +136,14 @@ impl Remote {
     {
         match spawn_from_thread(self, make) {
             Ok(f) => f,
-            Err(e) => CrossThreadFuture {
-                receiver: oneshot::ready(Err(e)),
-                remote: self.clone(),
-            },
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                tx.send(Err(e));
+                CrossThreadFuture {
+                    receiver: rx,
+                    remote: self.clone(),
+                }
+            }
         }
     }
 }

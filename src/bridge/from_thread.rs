@@ -23,10 +23,7 @@
 //! A caller on the CPU the loop last woke on does not spin at all (and
 //! leaves its gate as it is): there the loop cannot answer until the
 //! caller parks, so even the rare probing spins only burn the loop's time
-//! slice (`Inbox::shares_loop_cpu`). And a loop that stores the reply of
-//! a caller on its own CPU that has not parked yet (the loop preempted it)
-//! yields once, so the caller takes its reply and queues its next call
-//! before the loop goes to sleep (`oneshot.rs`, "Handing the CPU over").
+//! slice (`Inbox::shares_loop_cpu`).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};

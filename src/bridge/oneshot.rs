@@ -17,30 +17,6 @@
 //!   beginning to wait, so a sender that finds `parked` notifies a waiter
 //!   that is already waiting, and one that does not find it stored the
 //!   value before the waiter looked: no lost wake either way.
-//! - a sender that stores a reply for a receiver that is neither parked nor
-//!   registered a waker, on the CPU the receiver was made on, yields its
-//!   CPU once after leaving the lock ([`Sender::send`]; a hint, never
-//!   needed for correctness: the receiver takes the outcome whenever it
-//!   runs).
-//!
-//! # Handing the CPU over
-//!
-//! A blocking caller that shares the loop's only core is preempted now and
-//! then by the loop it wakes with its call's eventfd write, before it
-//! parks. The loop then runs the call and stores the reply while the
-//! caller, runnable, waits for the CPU. Left alone, the loop finishes its
-//! turn and blocks in `epoll_wait`, the caller takes its reply, and its
-//! next call finds the loop asleep: a second eventfd write and wake-up.
-//! Yielding once right after storing lets the caller run at once: it takes
-//! the reply and queues its next call into a loop that is still awake, so
-//! the pair of sleeps and writes is gone. (On Linux's EEVDF scheduler the
-//! yield also moves the loop's deadline a slice on, so the caller's next
-//! wake-ups preempt it again. `blocking_call_rtt` on one core: eventfd
-//! writes went from 22% of calls to 5.4%, d685858 made 7%.) The
-//! yield never waits: with no other task runnable on the CPU it returns at
-//! once. It is never made for a receiver on another CPU (it would spin or
-//! park there on its own), nor for a receiver that parked (the futex wake
-//! hands it over) or awaits with a waker, nor when either CPU is unknown.
 
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -48,7 +24,6 @@ use std::time::{Duration, Instant};
 use crate::error::{CallError, ThreadError};
 use crate::loom::atomic::{AtomicBool, Ordering};
 use crate::loom::{Arc, Condvar, Mutex, Spin};
-use crate::reactor::cpu;
 
 struct Slot<T> {
     value: Option<Result<T, CallError>>,
@@ -63,9 +38,6 @@ struct Shared<T> {
     cv: Condvar,
     /// `slot.sent`, readable without the lock (for a spinning waiter).
     ready: AtomicBool,
-    /// The CPU the receiver was made on (its thread's, a hint), for the
-    /// hand-over (module notes).
-    cpu: Option<u32>,
 }
 
 pub(crate) struct Sender<T> {
@@ -76,8 +48,6 @@ pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// A cell whose receiver is the calling thread's (its CPU noted for the
-/// hand-over, module notes).
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         slot: Mutex::new(Slot {
@@ -88,7 +58,6 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         }),
         cv: Condvar::new(),
         ready: AtomicBool::new(false),
-        cpu: cpu::current(),
     });
     (
         Sender {
@@ -98,46 +67,26 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     )
 }
 
-/// A receiver whose outcome is `value` already (no sender, no hand-over).
-pub(crate) fn ready<T>(value: Result<T, CallError>) -> Receiver<T> {
-    let (mut tx, rx) = channel();
-    if let Some(shared) = tx.shared.take() {
-        let _ = deliver(&shared, value);
-    }
-    rx
-}
-
 impl<T> Sender<T> {
     /// Whether an outcome is already stored (the receiver cancelled).
     pub(crate) fn is_done(&self) -> bool {
         self.shared.as_ref().is_none_or(|s| s.slot.lock().sent)
     }
 
-    /// Stores the outcome (unless the receiver cancelled) and wakes the
-    /// receiver; returns whether it then yielded its CPU to a receiver that
-    /// was waiting to run on it (module notes, "Handing the CPU over").
-    pub(crate) fn send(mut self, value: Result<T, CallError>) -> bool {
-        let Some(shared) = self.shared.take() else {
-            return false;
-        };
-        let unwaited = deliver(&shared, value) == Some(false);
-        if unwaited && shared.cpu.is_some() && shared.cpu == cpu::current() {
-            crate::loom::thread::yield_now();
-            return true;
+    pub(crate) fn send(mut self, value: Result<T, CallError>) {
+        if let Some(shared) = self.shared.take() {
+            let _ = deliver(&shared, value);
         }
-        false
     }
 }
 
-/// Stores `value` unless an outcome is already stored (`None`), and wakes
-/// whoever waits for it; `Some(waited)`: stored, and the receiver had
-/// parked or registered a waker. This is the single decision between
-/// completion and cancel.
-fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> Option<bool> {
+/// Stores `value` unless an outcome is already stored; returns whether it
+/// was stored. This is the single decision between completion and cancel.
+fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> bool {
     let (waker, parked) = {
         let mut slot = shared.slot.lock();
         if slot.sent {
-            return None;
+            return false;
         }
         slot.sent = true;
         slot.value = Some(value);
@@ -147,11 +96,10 @@ fn deliver<T>(shared: &Shared<T>, value: Result<T, CallError>) -> Option<bool> {
     if parked {
         shared.cv.notify_all();
     }
-    let woken = waker.is_some();
     if let Some(w) = waker {
         w.wake();
     }
-    Some(parked || woken)
+    true
 }
 
 impl<T> Drop for Sender<T> {
@@ -166,7 +114,7 @@ impl<T> Receiver<T> {
     /// Decides the outcome as `Cancelled` unless one is already stored;
     /// `true` means it was (and no sender can change it any more).
     pub(crate) fn cancel(&self) -> bool {
-        deliver(&self.shared, Err(CallError::Failed(ThreadError::Cancelled))).is_some()
+        deliver(&self.shared, Err(CallError::Failed(ThreadError::Cancelled)))
     }
 
     /// Identifies the cell while either end lives (its address).
@@ -248,103 +196,6 @@ impl<T> Receiver<T> {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.shared.slot.lock().sent
-    }
-
-    /// Whether the blocking waiter has said it parks (tests wait for it).
-    #[cfg(all(test, not(loom)))]
-    fn is_parked(&self) -> bool {
-        self.shared.slot.lock().parked
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    //! The hand-over rule with pretended CPUs (`reactor::cpu::pretend`).
-
-    use std::sync::Arc as StdArc;
-    use std::task::Wake;
-
-    use super::*;
-
-    /// Sends `v` from a fresh thread on `cpu`; returns `send`'s verdict.
-    fn send_from(cpu: Option<u32>, tx: Sender<u32>, v: u32) -> bool {
-        std::thread::spawn(move || {
-            cpu::pretend(cpu);
-            tx.send(Ok(v))
-        })
-        .join()
-        .unwrap()
-    }
-
-    #[test]
-    fn a_reply_for_a_receiver_not_yet_waiting_on_the_senders_cpu_hands_the_cpu_over() {
-        cpu::pretend(Some(2));
-        let (tx, rx) = channel::<u32>();
-        assert!(
-            send_from(Some(2), tx, 7),
-            "same CPU, receiver not parked: yield"
-        );
-        assert_eq!(rx.wait(), Ok(7));
-    }
-
-    #[test]
-    fn a_reply_on_another_or_an_unknown_cpu_is_not_handed_over() {
-        for (receiver, sender) in [
-            (Some(2), Some(3)),
-            (Some(2), None),
-            (None, None),
-            (None, Some(2)),
-        ] {
-            cpu::pretend(receiver);
-            let (tx, rx) = channel::<u32>();
-            assert!(!send_from(sender, tx, 1), "{receiver:?} {sender:?}");
-            assert_eq!(rx.wait(), Ok(1));
-        }
-    }
-
-    #[test]
-    fn a_reply_for_a_parked_receiver_is_not_handed_over() {
-        let (tx, rx) = channel::<u32>();
-        let rx = StdArc::new(rx);
-        let waiter = {
-            let rx = rx.clone();
-            std::thread::spawn(move || {
-                cpu::pretend(Some(2));
-                rx.wait()
-            })
-        };
-        // The receiver's CPU is its maker's: this thread's, pretended.
-        while !rx.is_parked() {
-            std::thread::yield_now();
-        }
-        assert!(!send_from(Some(2), tx, 5), "the futex wake hands it over");
-        assert_eq!(waiter.join().unwrap(), Ok(5));
-    }
-
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: StdArc<Self>) {}
-    }
-
-    #[test]
-    fn a_reply_for_a_receiver_with_a_waker_is_not_handed_over() {
-        cpu::pretend(Some(2));
-        let (tx, rx) = channel::<u32>();
-        let waker = std::task::Waker::from(StdArc::new(Noop));
-        assert!(rx.poll(&mut Context::from_waker(&waker)).is_pending());
-        assert!(!send_from(Some(2), tx, 3));
-        assert_eq!(
-            rx.poll(&mut Context::from_waker(&waker)),
-            Poll::Ready(Ok(3))
-        );
-    }
-
-    #[test]
-    fn a_ready_receiver_holds_its_value() {
-        cpu::pretend(Some(2));
-        let rx = ready::<u32>(Err(CallError::LOOP_STOPPED));
-        assert!(rx.has_outcome());
-        assert_eq!(rx.wait(), Err(CallError::LOOP_STOPPED));
     }
 }
 

@@ -81,7 +81,6 @@ pub use context::{current, is_in_io_thread};
 pub use core::Reactor;
 pub use handle::Handle;
 pub(crate) use inbox::Deliver;
-pub(crate) use inbox::cpu;
 pub(crate) use io_registry::{IoHandler, Ready, Registration, io_epoch};
 pub use local::LocalError;
 pub use remote::{Remote, TrySendError};
