@@ -44,8 +44,8 @@ fn a_turns_jobs_run_in_submission_order_across_chunks_and_direct_calls() {
     let o = order.clone();
     in_one_turn(&reactor, move |h| {
         let mut last = None;
-        // Past the in-turn chunk (1024 kept jobs), with a direct call in
-        // the second chunk.
+        // Past several in-turn chunks (64 kept jobs each), with a direct
+        // call in the middle.
         for i in 0..2500usize {
             let o2 = o.clone();
             last = Some(h.defer_to_thread(move || o2.lock().unwrap().push(i)));
@@ -132,7 +132,7 @@ fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over
 }
 
 /// The kept list is bounded: a turn that keeps more than the in-turn
-/// chunk (1024) hands the first chunk over within the turn, and the rest
+/// chunk (64) hands the first chunks over within the turn, and the rest
 /// at its end.
 #[test]
 fn a_turn_that_keeps_more_than_a_chunk_hands_some_over_within_the_turn() {

@@ -404,21 +404,19 @@ impl InFlight {
 }
 
 /// The most reactor-pool jobs kept on the loop before they are handed over
-/// within the turn, so the pool's threads start on a very long turn's jobs
+/// within the turn, so the pool's threads start on a long turn's jobs
 /// while the loop still submits (and the kept list stays bounded).
 ///
-/// Why this many: each hand-over within a turn finds the pool's threads
-/// parked (they run a handed-over chunk faster than the loop submits the
-/// next one, and park after their spin), so it costs the loop a futex wake
-/// and the threads a sleep and a wakeup each, while the overlap it buys is
-/// worth nothing when the loop is the slower side (it still has the
-/// turn's completions to deliver when the threads are done). With 1000 jobs
-/// per turn (`defer_1000_in_flight`, 15 turns), a hand-over every 64 jobs
-/// cost 255-263 context switches and 328-342 futex calls per run, one at
-/// the turn's end 73-77 and 89-91, and 0.77-0.80 of the CPU (`perf stat`,
-/// 30-40 alternating runs). Past this bound a turn is long enough that
-/// starting the threads early pays for those wakes.
-pub(super) const HAND_OVER_CHUNK: usize = 1024;
+/// Why this many: with 1000 jobs per turn (`defer_1000_in_flight`) on an
+/// otherwise idle 2-core machine, paired against std's pool in the same
+/// rounds, a chunk of 64 ran at 1.06-1.07 of std's time, 16 at 1.11, 256
+/// at 1.91 and a hand-over only at the turn's end (or every 1024) at
+/// 1.58-1.68 (21-41 alternating rounds each): the threads run a chunk
+/// while the loop builds the next, and that overlap is worth more than the
+/// futex wakes it costs. On a saturated machine (every core busy with
+/// other work) the order flips: the turn-end hand-over then took 0.77-0.80
+/// of the CPU, as the threads could not overlap with the loop anyway.
+pub(super) const HAND_OVER_CHUNK: usize = 64;
 
 /// A reactor-pool job kept on the loop until the turn's hand-over
 /// ([`Threads::defer`]); loop thread only.
