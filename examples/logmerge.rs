@@ -491,17 +491,31 @@ impl Reader {
         self.send_last(partial)
     }
 
-    /// The file's metadata; if the name is missing, waits one change (or
-    /// one `--interval`) for a rotation's new file before calling it gone:
-    /// a change notification can arrive between the rename and the create.
+    /// The file's metadata; if the name is missing, waits up to one
+    /// `--interval` for a rotation's new file before calling it gone,
+    /// looking again at each change notification (one can arrive between
+    /// the rename and the create).
     fn metadata_after_rotation(&self) -> io::Result<std::fs::Metadata> {
-        let seen = self.wake.generation();
-        match std::fs::metadata(&self.path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.wake.wait_past(seen, &self.stop, Some(self.interval));
-                std::fs::metadata(&self.path)
+        // A missing file is given one polling interval to come back: a
+        // wake in between (a late event of the old file, a spurious
+        // condvar wake-up) only means "look again", not "gone".
+        let deadline = Instant::now().checked_add(self.interval);
+        loop {
+            // Read before looking, so a change in between is not missed.
+            let seen = self.wake.generation();
+            match std::fs::metadata(&self.path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let left = match deadline {
+                        Some(d) => d.saturating_duration_since(Instant::now()),
+                        None => self.interval,
+                    };
+                    if left.is_zero() || self.stop.load(Ordering::Acquire) {
+                        return Err(e);
+                    }
+                    self.wake.wait_past(seen, &self.stop, Some(left));
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
