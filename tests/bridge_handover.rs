@@ -28,6 +28,31 @@ fn in_one_turn(reactor: &Reactor, turn: impl FnOnce(&weft::reactor::Handle) + 's
     reactor.run().unwrap();
 }
 
+/// A reactor with a one-thread pool, that pool held from before any turn
+/// (its statistics hand nothing over), a gate for the first job to wait
+/// on, and a list for the turn to note counts in.
+struct GatedPool {
+    reactor: Reactor,
+    pool: Arc<weft::ThreadPool>,
+    open: mpsc::Sender<()>,
+    gate: mpsc::Receiver<()>,
+    counts: Rc<RefCell<Vec<usize>>>,
+}
+
+fn gated_pool() -> GatedPool {
+    let reactor = Reactor::new().unwrap();
+    reactor.suggest_thread_pool_size(1).unwrap();
+    let pool = reactor.thread_pool();
+    let (open, gate) = mpsc::channel::<()>();
+    GatedPool {
+        reactor,
+        pool,
+        open,
+        gate,
+        counts: Rc::new(RefCell::new(Vec::new())),
+    }
+}
+
 struct DropFlag(Arc<AtomicBool>);
 
 impl Drop for DropFlag {
@@ -98,11 +123,13 @@ fn a_job_cancelled_before_the_hand_over_is_dropped_at_once_never_runs_and_is_not
 
 #[test]
 fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over() {
-    let reactor = Reactor::new().unwrap();
-    reactor.suggest_thread_pool_size(1).unwrap();
-    let pool = reactor.thread_pool(); // held: its statistics hand nothing over
-    let (open, gate) = mpsc::channel::<()>();
-    let counts = Rc::new(RefCell::new(Vec::new()));
+    let GatedPool {
+        reactor,
+        pool,
+        open,
+        gate,
+        counts,
+    } = gated_pool();
     let c = counts.clone();
     in_one_turn(&reactor, move |h| {
         let first = h.defer_to_thread(move || gate.recv().unwrap());
@@ -136,11 +163,13 @@ fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over
 /// at its end.
 #[test]
 fn a_turn_that_keeps_more_than_a_chunk_hands_some_over_within_the_turn() {
-    let reactor = Reactor::new().unwrap();
-    reactor.suggest_thread_pool_size(1).unwrap();
-    let pool = reactor.thread_pool(); // held: its statistics hand nothing over
-    let (open, gate) = mpsc::channel::<()>();
-    let counts = Rc::new(RefCell::new(Vec::new()));
+    let GatedPool {
+        reactor,
+        pool,
+        open,
+        gate,
+        counts,
+    } = gated_pool();
     let c = counts.clone();
     in_one_turn(&reactor, move |h| {
         let first = h.defer_to_thread(move || gate.recv().unwrap());
