@@ -148,6 +148,7 @@ impl<T, E> JobRef<T, E> {
     /// # Panics
     ///
     /// If the outcome was taken before.
+    #[inline]
     pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         let Some(job) = self.0.take() else {
             panic!("Deferred polled after it returned its result");

@@ -612,23 +612,33 @@ fn release<T, E>(cell: &Cell<T, E>) {
 impl<T, E> Future for Deferred<T, E> {
     type Output = Result<T, E>;
 
+    /// Inlined into the awaiting future: a thread job's poll is one
+    /// dynamic call into its record (`JobRef::poll_take`), with no frame
+    /// of its own around it; a local cell's poll stays out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let cell = match &mut self.get_mut().repr {
-            Repr::Local(cell) => cell,
-            Repr::Job(job) => return job.poll_take(cx),
-        };
-        let mut state = cell.state.borrow_mut();
-        match std::mem::replace(&mut *state, State::Consumed) {
-            State::Ready(result) => Poll::Ready(result),
-            State::Pending { callback, .. } => {
-                *state = State::Pending {
-                    waker: Some(cx.waker().clone()),
-                    callback,
-                };
-                Poll::Pending
-            }
-            State::Consumed => panic!("Deferred polled after it returned its result"),
+        match &mut self.get_mut().repr {
+            Repr::Local(cell) => poll_local(cell, cx),
+            Repr::Job(job) => job.poll_take(cx),
         }
+    }
+}
+
+/// A local cell's poll (out of line: the inlined `poll` keeps only the
+/// thread job's short path).
+#[inline(never)]
+fn poll_local<T, E>(cell: &Cell<T, E>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+    let mut state = cell.state.borrow_mut();
+    match std::mem::replace(&mut *state, State::Consumed) {
+        State::Ready(result) => Poll::Ready(result),
+        State::Pending { callback, .. } => {
+            *state = State::Pending {
+                waker: Some(cx.waker().clone()),
+                callback,
+            };
+            Poll::Pending
+        }
+        State::Consumed => panic!("Deferred polled after it returned its result"),
     }
 }
 
