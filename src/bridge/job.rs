@@ -148,8 +148,6 @@ impl<T, E, F> Stage<T, E, F> {
     }
 }
 
-/// The stage first, next to the lock word (see [`Job`]'s layout).
-#[repr(C)]
 struct State<T, E, F, C> {
     stage: Stage<T, E, F>,
     /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
@@ -166,20 +164,11 @@ const COUNTED: u8 = 2;
 /// `flags`: a waker is parked in `State::waker`.
 const PARKED: u8 = 4;
 
-/// Laid out in declaration order (`repr(C)`), so the words both sides
-/// touch per job come right after the `Arc`'s reference counts: the
-/// loop's `flags` and the lock word, then the stage (closure, outcome).
-/// A worker's lock, its clone for the completion message and its store
-/// of the outcome, and the loop's delivery (`flags`, the message's drop),
-/// then mostly meet one cache line instead of two or three (`perf`: the
-/// worker's clone and the loop's `flags` store each took a line of their
-/// own).
-#[repr(C)]
 pub(super) struct Job<T, E, F, C> {
+    state: Mutex<State<T, E, F, C>>,
     /// Loop-only bookkeeping (`READY`, `COUNTED`, `PARKED`); see the module
     /// docs.
     flags: AtomicU8,
-    state: Mutex<State<T, E, F, C>>,
     /// Where it waits in the reactor pool's backlog, to withdraw it
     /// ([`TaskKey::to_word`], 0 for none). Loop-only, like `flags`: set
     /// after submission without the record's lock, which a worker may be

@@ -55,34 +55,3 @@ where
         Job::discard(self);
     }
 }
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use std::mem::{offset_of, size_of};
-
-    use super::super::{Job, NoCanceller, Plain, State};
-    use crate::error::ThreadError;
-
-    type Record = Job<u64, ThreadError, Plain<fn() -> u64>, NoCanceller>;
-
-    /// `Arc`'s header: the strong and weak counts before the record.
-    const COUNTS: usize = 2 * size_of::<usize>();
-
-    /// The loop's `flags` and the record's lock word follow the reference
-    /// counts within the first 64 bytes of the allocation, and the stage
-    /// follows the lock (the layout `Job`'s docs describe).
-    #[test]
-    fn the_words_both_sides_touch_follow_the_reference_counts() {
-        assert_eq!(offset_of!(Record, flags), 0);
-        let lock = offset_of!(Record, state);
-        assert!(
-            COUNTS + lock + size_of::<u64>() <= 64,
-            "the lock word is at byte {} of the allocation",
-            COUNTS + lock
-        );
-        assert_eq!(
-            offset_of!(State<u64, ThreadError, Plain<fn() -> u64>, NoCanceller>, stage),
-            0
-        );
-    }
-}
