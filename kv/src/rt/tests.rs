@@ -196,9 +196,11 @@ fn a_registered_sleep_polled_again_under_the_threads_next_reactor_still_fires() 
             .run_until_complete(async move {
                 let mut s = s;
                 register(&mut s).await;
-                s
+                // Wrapped: a future handed back out of a future.
+                Some(s)
             })
-            .unwrap();
+            .unwrap()
+            .expect("handed back");
         // Its armed call went with the first reactor; the registry still
         // holds the sleep, so its next poll must arm a call of its own.
         drop(first);
