@@ -4,6 +4,17 @@
 //! A handler never blocks the loop: every database call is a `Deferred`
 //! awaited by the connection's task. A request's whole state (parsed key,
 //! body, timing) lives in that task.
+//!
+//! Header maps go round instead of being allocated per request: a key
+//! route hands its request's map, cleared, to this loop thread's spare
+//! slot once it no longer reads it, and the next response built on the
+//! thread takes it (`recycle_headers`, `response`). hyper in turn keeps a
+//! response's map, emptied by its encoder, to parse the connection's next
+//! request into. So in steady state a key request allocates and frees no
+//! header map (it was one map built per response and one dropped per
+//! request: about 600 of the loop's 12k instructions per request).
+//! Invariant: the spare is empty (cleared) whenever it is in the slot, so
+//! no request header can reach a response.
 
 use std::future::Future;
 use std::pin::pin;
@@ -14,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use rusqlite::OptionalExtension;
 use weft::Deferred;
@@ -79,14 +90,39 @@ pub(crate) struct App {
 
 type Resp = Response<Full<Bytes>>;
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+thread_local! {
+    /// A cleared header map for the next response built on this thread
+    /// (see the module notes).
+    static SPARE_HEADERS: std::cell::RefCell<Option<HeaderMap>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `headers`, cleared, for the next response built on this thread
+/// (one spare at most; a map that never allocated is not worth keeping).
+pub(crate) fn recycle_headers(mut headers: HeaderMap) {
+    if headers.capacity() == 0 {
+        return;
+    }
+    headers.clear();
+    SPARE_HEADERS.with(|s| *s.borrow_mut() = Some(headers));
+}
+
+/// A response with `status`, `body` and one `content-type`, built in the
+/// spare header map when there is one.
+pub(crate) fn response(status: StatusCode, body: Bytes, content_type: &'static str) -> Resp {
+    let mut headers = SPARE_HEADERS
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_default();
+    debug_assert!(headers.is_empty(), "the spare map is kept cleared");
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    *r.headers_mut() = headers;
     r
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    response(status, body.into(), "text/plain; charset=utf-8")
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
@@ -196,7 +232,10 @@ async fn read_body(app: &App, req: Request<Incoming>, max: usize) -> Result<Byte
             _ => {}
         }
     }
-    let body = Limited::new(req.into_body(), max);
+    // The headers are read: the map goes to the next response.
+    let (parts, body) = req.into_parts();
+    recycle_headers(parts.headers);
+    let body = Limited::new(body, max);
     match within(app.body_read_timeout, body.collect()).await {
         None => {
             app.metrics.bump(&app.metrics.body_timeouts);
@@ -404,9 +443,18 @@ pub(crate) async fn handle(app: Rc<App>, req: Request<Incoming>) -> (Route, Resp
         ),
         Target::Key(Err(why)) => (Route::KvBadKey, text(StatusCode::BAD_REQUEST, why)),
         Target::Key(Ok(key)) => match m {
-            Method::GET => (Route::KvGet, get(&app, key).await),
+            Method::GET => {
+                // Nothing below reads the request's headers.
+                let mut req = req;
+                recycle_headers(std::mem::take(req.headers_mut()));
+                (Route::KvGet, get(&app, key).await)
+            }
             Method::PUT => (Route::KvPut, put(&app, key, req).await),
-            Method::DELETE => (Route::KvDelete, delete(&app, key).await),
+            Method::DELETE => {
+                let mut req = req;
+                recycle_headers(std::mem::take(req.headers_mut()));
+                (Route::KvDelete, delete(&app, key).await)
+            }
             _ => (Route::KvKey, method_not_allowed("GET, PUT, DELETE")),
         },
         Target::Unknown => (Route::Unknown, text(StatusCode::NOT_FOUND, "not found\n")),
@@ -459,14 +507,7 @@ pub(crate) fn delete_call(key: Key) -> impl FnOnce(&SharedPool) -> Deferred<usiz
 
 async fn get(app: &App, key: Key) -> Resp {
     match db(app, get_call(key)).await {
-        Ok(Some(v)) => {
-            let mut r = Response::new(Full::new(Bytes::from(v)));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            r
-        }
+        Ok(Some(v)) => response(StatusCode::OK, Bytes::from(v), "application/octet-stream"),
         Ok(None) => text(StatusCode::NOT_FOUND, "no such key\n"),
         Err(e) => db_failure(app, &e),
     }
