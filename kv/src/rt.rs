@@ -33,6 +33,10 @@
 //!   instructions per request.
 //! - A `WeftSleep` registers lazily, on first poll: hyper creates a header
 //!   timeout for every request but polls it only while a head is incomplete.
+//!   On a loop, a sleep reads the clock only once it left the registry (the
+//!   armed call fired for it): registering one already due arms a call due
+//!   at once, and a registered sleep polled when no call is armed (the
+//!   reactor that armed it went away) arms one.
 //! - The handlers' body timeout uses the same sleeps (`sleep_until`),
 //!   created only when a body has to be waited for: a PUT whose body came
 //!   with its head costs no timer (it used to arm and cancel a weft timer,
@@ -502,33 +506,52 @@ impl Future for WeftSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if Instant::now() >= this.deadline {
-            return Poll::Ready(());
-        }
-        if this.off_loop.is_some() {
-            return this.poll_off_loop(cx);
-        }
-        if let Some(key) = this.key {
-            // Registered on this thread: refresh the waker if it changed.
-            // (Polled on another thread: the entry is not here; fall
-            // through to the off-loop path rather than never waking.)
-            let found = DEADLINES.with(|d| match d.borrow_mut().get_mut(key) {
-                Some(w) => {
-                    if !w.will_wake(cx.waker()) {
-                        *w = cx.waker().clone();
+        // No clock read while the sleep is (or is about to be) in this
+        // thread's registry: the armed call wakes it once its deadline
+        // passed, and a deadline already past when it registers arms a
+        // call due at once. The clock is read only when the registry does
+        // not hold it (it fired, or it was registered on another thread)
+        // and off a loop. hyper polls its header timeout once per
+        // keep-alive request, so this is one clock read less per request.
+        if let Some(key) = this.key
+            && this.off_loop.is_none()
+        {
+            // Registered on this thread: refresh the waker if it changed,
+            // and arm a call if none is (the reactor that armed the last
+            // one went away).
+            let found = DEADLINES.with(|d| {
+                let mut d = d.borrow_mut();
+                match d.get_mut(key) {
+                    Some(w) => {
+                        if !w.will_wake(cx.waker()) {
+                            *w = cx.waker().clone();
+                        }
+                        if d.armed.is_none()
+                            && let Some(handle) = weft::reactor::current()
+                        {
+                            d.ensure_armed(&handle);
+                        }
+                        true
                     }
-                    true
+                    None => false,
                 }
-                None => false,
             });
             if found {
                 return Poll::Pending;
             }
-            // Not in this thread's registry: fired (then the deadline
-            // passed, checked above) or registered elsewhere.
+        }
+        if this.key.is_some() || this.off_loop.is_some() {
+            // Fired here (then its deadline passed), or registered on
+            // another thread: the off-loop path rather than never waking.
+            if Instant::now() >= this.deadline {
+                return Poll::Ready(());
+            }
             return this.poll_off_loop(cx);
         }
         let Some(handle) = weft::reactor::current() else {
+            if Instant::now() >= this.deadline {
+                return Poll::Ready(());
+            }
             return this.poll_off_loop(cx);
         };
         let id = NEXT_SLEEP.fetch_add(1, Ordering::Relaxed);

@@ -126,3 +126,29 @@ fn keys_decode_inline_when_short_and_plain_and_on_the_heap_otherwise() {
     assert!(Key::decode("%FF").is_none());
     assert!(Key::decode("").unwrap().is_empty());
 }
+
+#[test]
+fn a_key_route_answers_in_its_requests_header_map_cleared_with_its_room() {
+    use hyper::StatusCode;
+    use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    let mut request = HeaderMap::with_capacity(64);
+    request.insert("x-secret", HeaderValue::from_static("1"));
+    request.insert("host", HeaderValue::from_static("example"));
+    let room = request.capacity();
+    let r = super::response_in(
+        request,
+        StatusCode::OK,
+        Bytes::from_static(b"v"),
+        super::OCTET_STREAM,
+    );
+    // The request's map: its room, none of its entries.
+    assert!(
+        r.headers().capacity() >= room,
+        "{} < {room}",
+        r.headers().capacity()
+    );
+    assert_eq!(r.headers().len(), 1);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(r.status(), StatusCode::OK);
+}

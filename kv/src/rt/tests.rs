@@ -163,3 +163,52 @@ fn dropped_sleeps_behind_a_long_one_do_not_pile_up_in_the_queue() {
     assert_eq!(d.len(), 1);
     assert!(d.get_mut(long).is_some());
 }
+
+#[test]
+fn a_sleep_first_polled_on_a_loop_registers_without_reading_the_clock_and_fires_even_if_due() {
+    std::thread::spawn(|| {
+        let reactor = weft::Reactor::new().unwrap();
+        let past = Instant::now() - Duration::from_millis(5);
+        let fired = reactor
+            .run_until_complete(async move {
+                let mut s = WeftTimer.sleep_until(past);
+                // Already due, yet the first poll registers it (no clock
+                // read on a loop's first poll): the armed call, due at
+                // once, wakes it.
+                register(&mut s).await;
+                assert_eq!(waiting_sleeps(), 1);
+                finishes(s).await
+            })
+            .unwrap();
+        assert!(fired);
+        assert_eq!(waiting_sleeps(), 0);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_registered_sleep_polled_again_under_the_threads_next_reactor_still_fires() {
+    std::thread::spawn(|| {
+        let s = WeftTimer.sleep_until(Instant::now() + Duration::from_millis(30));
+        let first = weft::Reactor::new().unwrap();
+        let s = first
+            .run_until_complete(async move {
+                let mut s = s;
+                register(&mut s).await;
+                // Wrapped: a future handed back out of a future.
+                Some(s)
+            })
+            .unwrap()
+            .expect("handed back");
+        // Its armed call went with the first reactor; the registry still
+        // holds the sleep, so its next poll must arm a call of its own.
+        drop(first);
+        let second = weft::Reactor::new().unwrap();
+        let fired = second.run_until_complete(finishes(s)).unwrap();
+        assert!(fired);
+        assert_eq!(waiting_sleeps(), 0);
+    })
+    .join()
+    .unwrap();
+}
