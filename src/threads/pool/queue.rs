@@ -1,19 +1,35 @@
 //! The pool's FIFO, from which unstarted work can be withdrawn.
 //!
-//! Items sit in submission order in a ring of slots; the slot at index `i`
-//! holds sequence number `head + i`, so a [`TaskKey`] finds its slot in O(1).
-//! A slot is the item (32 bytes: a small closure is kept in it, erased
-//! with the way to run it, see `crate::inline_fn::Erased`; the tombstone
-//! costs no byte) and its [`Meta`] (submission location and enqueue time,
-//! 16 bytes) side by side: one ring, one cache line touched per push, no
-//! second allocation. Withdrawing leaves a tombstone (`None`) that
+//! Items sit in submission order in fixed blocks of [`BLOCK`] slots; the
+//! item with sequence number `seq` is in block number `seq / BLOCK`, at
+//! `seq % BLOCK`, so a [`TaskKey`] finds its slot in O(1). A slot is the
+//! item (32 bytes: a small closure is kept in it, erased with the way to
+//! run it, see `crate::inline_fn::Erased`) and its [`Meta`] (submission
+//! location and enqueue time, 16 bytes) side by side, 48 bytes with the
+//! empty slot (`None`) costing no byte: one cache line touched per push,
+//! no allocation per job. Withdrawing leaves a tombstone (`None`) that
 //! `pop` skips; tombstones at the front go at once, and all of them once
 //! nothing is live. Tombstones behind a live head stay until the head
 //! reaches them, so the slots never outnumber what the backlog would have
 //! held had nothing been withdrawn.
 //!
-//! Invariants: `live` is the number of `Some` slots; `head` only grows, and
-//! a key names at most one item, ever.
+//! # Why blocks, not one growing ring
+//!
+//! A burst from a fast submitter builds a deep backlog (ring11 sampled
+//! 8k-70k items, peaks of 260k), and the first touch of the memory it needs
+//! is a page fault (kernel zeroing, memcg charge) paid by the submitter:
+//! about 30% of a burst's CPU samples with a `VecDeque` of slots
+//! (pool12). A ring that doubles holds up to twice the peak, copies on
+//! growth, and once grown its writes sweep its whole capacity. Here a
+//! block the head leaves becomes a spare, and a push that needs a block
+//! takes the newest spare first (still in cache): the memory ever touched
+//! is the peak backlog rounded up to a block, and a steady stream cycles
+//! through two blocks. Spares are kept (as the ring kept its capacity).
+//!
+//! Invariants: `live` is the number of `Some` slots, all of them in
+//! `head..tail`; `blocks` are exactly the blocks numbered
+//! `head / BLOCK .. ceil(tail / BLOCK)`, and every spare slot is `None`;
+//! `head` and `tail` only grow, and a key names at most one item, ever.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -208,19 +224,34 @@ pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String
     message
 }
 
-/// One ring slot: the item (`None`: withdrawn) and its metadata.
-struct Slot {
-    item: Option<Item>,
-    meta: Meta,
+/// Slots per block (a power of two): 128 slots of 48 bytes, 6 KiB.
+const BLOCK: u64 = 128;
+
+/// A block of slots; `None` is free, withdrawn or taken.
+type Block = Box<[Option<Queued>; BLOCK as usize]>;
+
+/// An empty block: new, or the last one [`Queue::reuse`] kept.
+fn new_block() -> Block {
+    let slots: Box<[Option<Queued>]> = (0..BLOCK).map(|_| None).collect();
+    let Ok(block) = slots.try_into() else {
+        unreachable!("the block was made with BLOCK slots")
+    };
+    block
 }
 
 /// See the module docs.
 #[derive(Default)]
 pub(super) struct Queue {
-    /// `None` is a tombstone; the slot at index `i` has sequence number
-    /// `head + i`.
-    slots: VecDeque<Slot>,
+    /// The blocks that hold sequence numbers `head..tail`: `blocks[0]` is
+    /// block number `head / BLOCK`, and there are exactly
+    /// `ceil(tail / BLOCK) - floor(head / BLOCK)` of them.
+    blocks: VecDeque<Block>,
+    /// Emptied blocks (every slot `None`), the last emptied on top.
+    spare: Vec<Block>,
+    /// The oldest slot held (a live item or a tombstone behind one).
     head: u64,
+    /// The next key.
+    tail: u64,
     live: usize,
 }
 
@@ -228,7 +259,9 @@ impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("live", &self.live)
-            .field("slots", &self.slots.len())
+            .field("slots", &(self.tail - self.head))
+            .field("blocks", &self.blocks.len())
+            .field("spare", &self.spare.len())
             .finish()
     }
 }
@@ -243,40 +276,74 @@ impl Queue {
     /// Slots held, tombstones included (unit tests only).
     #[cfg(all(test, not(loom)))]
     pub(super) fn slots(&self) -> usize {
-        self.slots.len()
+        usize::try_from(self.tail - self.head).unwrap_or(usize::MAX)
+    }
+
+    /// Blocks held, in use and spare (unit tests only).
+    #[cfg(all(test, not(loom)))]
+    pub(super) fn blocks(&self) -> (usize, usize) {
+        (self.blocks.len(), self.spare.len())
     }
 
     /// The key the next [`push`](Self::push) returns.
     #[inline]
     pub(super) fn next_key(&self) -> TaskKey {
-        TaskKey(self.head + self.slots.len() as u64)
+        TaskKey(self.tail)
+    }
+
+    /// The slot of sequence number `seq` (`head <= seq < tail`).
+    #[inline]
+    fn slot(&mut self, seq: u64) -> &mut Option<Queued> {
+        let block = usize::try_from(seq / BLOCK - self.head / BLOCK)
+            .expect("queue invariant: the blocks in use fit in memory");
+        &mut self.blocks[block][(seq % BLOCK) as usize]
     }
 
     /// Appends `job`; returns its key.
     #[inline]
     pub(super) fn push(&mut self, job: Queued) -> TaskKey {
-        let seq = self.head + self.slots.len() as u64;
-        self.slots.push_back(Slot {
-            item: Some(job.item),
-            meta: job.meta,
-        });
+        let seq = self.tail;
+        if seq % BLOCK == 0 {
+            // The last block is full (or there is none): the newest spare,
+            // which is most likely still in this core's cache, else a new
+            // one.
+            let block = self.spare.pop().unwrap_or_else(new_block);
+            self.blocks.push_back(block);
+        }
+        let block = self
+            .blocks
+            .back_mut()
+            .expect("queue invariant: the tail's block is held");
+        block[(seq % BLOCK) as usize] = Some(job);
+        self.tail += 1;
         self.live += 1;
         TaskKey(seq)
+    }
+
+    /// The head moves past its slot (taken or withdrawn); a block left
+    /// behind becomes a spare.
+    #[inline]
+    fn advance(&mut self) {
+        self.head += 1;
+        if self.head % BLOCK == 0 {
+            if let Some(block) = self.blocks.pop_front() {
+                self.spare.push(block);
+            }
+        }
     }
 
     /// Removes the oldest live item.
     #[inline]
     pub(super) fn pop(&mut self) -> Option<Queued> {
-        while let Some(slot) = self.slots.pop_front() {
-            self.head += 1;
-            if let Some(item) = slot.item {
+        while self.head < self.tail {
+            let head = self.head;
+            let job = self.slot(head).take();
+            self.advance();
+            if job.is_some() {
                 self.live -= 1;
                 // Not a look at the next slot: the submitter may be writing
                 // its cache line right now (`front` skips tombstones).
-                return Some(Queued {
-                    item,
-                    meta: slot.meta,
-                });
+                return job;
             }
         }
         None
@@ -285,32 +352,46 @@ impl Queue {
     /// The oldest live item's metadata: O(1) but for the tombstones a pop
     /// left at the front (at most the items withdrawn; diagnostics only).
     pub(super) fn front(&self) -> Option<Meta> {
-        self.slots
+        self.blocks
             .iter()
-            .find(|slot| slot.item.is_some())
-            .map(|slot| slot.meta)
+            .flat_map(|block| block.iter())
+            .skip((self.head % BLOCK) as usize)
+            .take(usize::try_from(self.tail - self.head).unwrap_or(usize::MAX))
+            .find_map(|slot| slot.as_ref().map(|job| job.meta))
     }
 
     /// Removes the item named by `key` if it is still queued. O(1).
     pub(super) fn withdraw(&mut self, key: TaskKey) -> Option<Item> {
-        let at = usize::try_from(key.0.checked_sub(self.head)?).ok()?;
-        let item = self.slots.get_mut(at)?.item.take()?;
+        if key.0 < self.head || key.0 >= self.tail {
+            return None;
+        }
+        let job = self.slot(key.0).take()?;
         self.live -= 1;
         self.trim();
-        Some(item)
+        Some(job.item)
     }
 
     /// Drops the tombstones at the front (the head moves on), and all of
     /// them once nothing is live. Trailing ones must stay while live items
-    /// precede them: the next key is `head + len` and keys are never reused.
+    /// precede them: the next key is `tail` and keys are never reused.
     fn trim(&mut self) {
-        while self.slots.front().is_some_and(|slot| slot.item.is_none()) {
-            self.slots.pop_front();
-            self.head += 1;
-        }
         if self.live == 0 {
-            self.head += self.slots.len() as u64;
-            self.slots.clear();
+            // Every slot is empty: keep only the block the next push
+            // writes into, if it is part-used.
+            let keep = usize::from(self.tail % BLOCK != 0);
+            while self.blocks.len() > keep {
+                let block = self.blocks.pop_front().expect("more than kept");
+                self.spare.push(block);
+            }
+            self.head = self.tail;
+            return;
+        }
+        while self.head < self.tail {
+            let head = self.head;
+            if self.slot(head).is_some() {
+                break;
+            }
+            self.advance();
         }
     }
 
@@ -318,14 +399,15 @@ impl Queue {
     pub(super) fn drain_after(&mut self, keep: usize) -> Vec<Item> {
         let mut kept = 0;
         let mut out = Vec::new();
-        for slot in &mut self.slots {
-            if slot.item.is_none() {
+        for seq in self.head..self.tail {
+            let slot = self.slot(seq);
+            if slot.is_none() {
                 continue;
             }
             if kept < keep {
                 kept += 1;
-            } else if let Some(item) = slot.item.take() {
-                out.push(item);
+            } else if let Some(job) = slot.take() {
+                out.push(job.item);
             }
         }
         self.live -= out.len();
@@ -455,6 +537,50 @@ mod tests {
     }
 
     #[test]
+    fn blocks_the_head_leaves_are_reused_so_memory_stays_at_the_peak_backlog() {
+        let block = BLOCK as usize;
+        let mut q = Queue::default();
+        // A steady stream (push one, pop one) cycles through two blocks.
+        for _ in 0..10 * block {
+            q.push(task());
+            assert!(q.pop().is_some());
+        }
+        let (used, spare) = q.blocks();
+        assert!(used + spare <= 2, "{used} in use, {spare} spare");
+        // A backlog of 3.5 blocks needs 4 blocks in all, whatever came before.
+        let keys: Vec<_> = (0..7 * block / 2).map(|_| q.push(task())).collect();
+        let (used, spare) = q.blocks();
+        assert_eq!((used, used + spare), (4, 4));
+        // Withdrawals reach into any block; a withdrawn head's block is freed
+        // once the head passes it.
+        for key in &keys[..block + 1] {
+            assert!(q.withdraw(*key).is_some());
+        }
+        assert_eq!(q.blocks().0, 3, "the first block's slots are all gone");
+        assert!(
+            q.withdraw(keys[3 * block]).is_some(),
+            "a slot in the last block"
+        );
+        assert_eq!(q.len(), 7 * block / 2 - block - 2);
+        // Draining leaves every block spare (or the tail's, part-used), and
+        // the next backlog of the same depth allocates nothing new.
+        while q.pop().is_some() {}
+        let (used, spare) = q.blocks();
+        assert_eq!((used, used + spare), (1, 4));
+        for _ in 0..7 * block / 2 {
+            q.push(task());
+        }
+        let (used, spare) = q.blocks();
+        assert_eq!((used, used + spare), (4, 4), "spares reused, none new");
+        // Keys stay unique across reused blocks: the old ones are stale.
+        for key in &keys {
+            assert!(q.withdraw(*key).is_none());
+        }
+        assert_eq!(q.drain_after(0).len(), 7 * block / 2);
+        assert_eq!((q.len(), q.slots()), (0, 0));
+    }
+
+    #[test]
     fn a_key_survives_its_word_and_the_word_zero_names_no_key() {
         let mut q = Queue::default();
         let first = q.push(task());
@@ -472,7 +598,7 @@ mod tests {
         // slot size is memory traffic per job (56 bytes with an enum of the
         // item kinds: 0.87 of its wall per job in the harness, ring11).
         assert_eq!(std::mem::size_of::<Option<Item>>(), 32);
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<Option<Queued>>(), 48);
     }
 
     #[test]
