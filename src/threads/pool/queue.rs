@@ -28,7 +28,9 @@
 //!
 //! Invariants: `live` is the number of `Some` slots, all of them in
 //! `head..tail`; `blocks` are exactly the blocks numbered
-//! `head / BLOCK .. ceil(tail / BLOCK)`, and every spare slot is `None`;
+//! `head / BLOCK .. ceil(tail / BLOCK)`, each holding the slots pushed into
+//! it (`BLOCK`, but the tail's, which holds `tail % BLOCK`), and spares
+//! hold none;
 //! `head` and `tail` only grow, and a key names at most one item, ever.
 
 use std::collections::VecDeque;
@@ -227,17 +229,11 @@ pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String
 /// Slots per block (a power of two): 128 slots of 48 bytes, 6 KiB.
 const BLOCK: u64 = 128;
 
-/// A block of slots; `None` is free, withdrawn or taken.
-type Block = Box<[Option<Queued>; BLOCK as usize]>;
-
-/// An empty block: new, or the last one [`Queue::reuse`] kept.
-fn new_block() -> Block {
-    let slots: Box<[Option<Queued>]> = (0..BLOCK).map(|_| None).collect();
-    let Ok(block) = slots.try_into() else {
-        unreachable!("the block was made with BLOCK slots")
-    };
-    block
-}
+/// A block of slots: `None` is a withdrawn or taken item. It holds the
+/// slots pushed so far and has room for [`BLOCK`]: a push writes into
+/// memory it does not read first (the cache line is fetched once, to be
+/// written, not read and then upgraded).
+type Block = Vec<Option<Queued>>;
 
 /// See the module docs.
 #[derive(Default)]
@@ -246,7 +242,7 @@ pub(super) struct Queue {
     /// block number `head / BLOCK`, and there are exactly
     /// `ceil(tail / BLOCK) - floor(head / BLOCK)` of them.
     blocks: VecDeque<Block>,
-    /// Emptied blocks (every slot `None`), the last emptied on top.
+    /// Emptied blocks (no slot), the last emptied on top.
     spare: Vec<Block>,
     /// The oldest slot held (a live item or a tombstone behind one).
     head: u64,
@@ -307,14 +303,13 @@ impl Queue {
             // The last block is full (or there is none): the newest spare,
             // which is most likely still in this core's cache, else a new
             // one.
-            let block = self.spare.pop().unwrap_or_else(new_block);
+            let block = (self.spare.pop())
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK as usize));
             self.blocks.push_back(block);
         }
-        let block = self
-            .blocks
-            .back_mut()
-            .expect("queue invariant: the tail's block is held");
-        block[(seq % BLOCK) as usize] = Some(job);
+        (self.blocks.back_mut())
+            .expect("queue invariant: the tail's block is held")
+            .push(Some(job));
         self.tail += 1;
         self.live += 1;
         TaskKey(seq)
@@ -326,9 +321,17 @@ impl Queue {
     fn advance(&mut self) {
         self.head += 1;
         if self.head % BLOCK == 0 {
-            if let Some(block) = self.blocks.pop_front() {
-                self.spare.push(block);
-            }
+            self.recycle_front();
+        }
+    }
+
+    /// The front block's slots are all behind the head: it becomes a spare.
+    fn recycle_front(&mut self) {
+        if let Some(mut block) = self.blocks.pop_front() {
+            // Every slot is `None`: nothing to drop, its lines are in this
+            // core's cache (the head just went through them).
+            block.clear();
+            self.spare.push(block);
         }
     }
 
@@ -356,7 +359,6 @@ impl Queue {
             .iter()
             .flat_map(|block| block.iter())
             .skip((self.head % BLOCK) as usize)
-            .take(usize::try_from(self.tail - self.head).unwrap_or(usize::MAX))
             .find_map(|slot| slot.as_ref().map(|job| job.meta))
     }
 
@@ -380,8 +382,7 @@ impl Queue {
             // writes into, if it is part-used.
             let keep = usize::from(self.tail % BLOCK != 0);
             while self.blocks.len() > keep {
-                let block = self.blocks.pop_front().expect("more than kept");
-                self.spare.push(block);
+                self.recycle_front();
             }
             self.head = self.tail;
             return;
