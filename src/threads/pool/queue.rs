@@ -235,20 +235,22 @@ const BLOCK: u64 = 128;
 /// written, not read and then upgraded).
 type Block = Vec<Option<Queued>>;
 
-/// See the module docs.
+/// See the module docs. `repr(C)`, cursors first: they share the pool
+/// lock's cache line (`State`'s layout).
 #[derive(Default)]
+#[repr(C)]
 pub(super) struct Queue {
+    /// The oldest slot held (a live item or a tombstone behind one).
+    head: u64,
+    /// The next key.
+    tail: u64,
+    live: usize,
     /// The blocks that hold sequence numbers `head..tail`: `blocks[0]` is
     /// block number `head / BLOCK`, and there are exactly
     /// `ceil(tail / BLOCK) - floor(head / BLOCK)` of them.
     blocks: VecDeque<Block>,
     /// Emptied blocks (no slot), the last emptied on top.
     spare: Vec<Block>,
-    /// The oldest slot held (a live item or a tombstone behind one).
-    head: u64,
-    /// The next key.
-    tail: u64,
-    live: usize,
 }
 
 impl fmt::Debug for Queue {
@@ -303,8 +305,7 @@ impl Queue {
             // The last block is full (or there is none): the newest spare,
             // which is most likely still in this core's cache, else a new
             // one.
-            let block = (self.spare.pop())
-                .unwrap_or_else(|| Vec::with_capacity(BLOCK as usize));
+            let block = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(BLOCK as usize));
             self.blocks.push_back(block);
         }
         (self.blocks.back_mut())
@@ -579,6 +580,53 @@ mod tests {
         }
         assert_eq!(q.drain_after(0).len(), 7 * block / 2);
         assert_eq!((q.len(), q.slots()), (0, 0));
+    }
+
+    #[test]
+    fn a_submission_shares_only_the_lock_line_with_what_busy_threads_write_per_job() {
+        use super::super::state::State;
+        use std::mem::{align_of, offset_of};
+        // The mutex word starts a cache line; where does the state start?
+        assert_eq!((offset_of!(Core, state), align_of::<Core>()), (0, 64));
+        let mutex = crate::loom::Mutex::new(State::new(0, 1, 1, std::time::Duration::ZERO));
+        let data = {
+            let guard = mutex.lock();
+            (&*guard as *const State as usize) - (&mutex as *const _ as usize)
+        };
+        let line = |offset: usize| (data + offset) / 64;
+        let queue = offset_of!(State, queue);
+        let cursors = [
+            offset_of!(Queue, head),
+            offset_of!(Queue, tail),
+            offset_of!(Queue, live),
+            offset_of!(Queue, blocks),
+        ];
+        for cursor in cursors {
+            assert_eq!(
+                line(queue + cursor),
+                0,
+                "queue cursors share the lock's line"
+            );
+        }
+        // Written by a busy thread on every job, besides the cursors.
+        let per_job = [offset_of!(State, taken), offset_of!(State, completed)];
+        // Read by every submission (`State::decide` on a busy pool).
+        let decide = [
+            offset_of!(State, idle),
+            offset_of!(State, busy),
+            offset_of!(State, spare),
+            offset_of!(State, spinning),
+            offset_of!(State, limit),
+            offset_of!(State, eager),
+            offset_of!(State, started),
+            offset_of!(State, stopped),
+            offset_of!(State, armed),
+        ];
+        for written in per_job {
+            for read in decide {
+                assert_ne!(line(written), line(read), "fields at {written} and {read}");
+            }
+        }
     }
 
     #[test]
