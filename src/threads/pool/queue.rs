@@ -6,8 +6,9 @@
 //! item (32 bytes: a small closure is kept in it, erased with the way to
 //! run it, see `crate::inline_fn::Erased`) and its [`Meta`] (submission
 //! location and enqueue time, 16 bytes) side by side, 48 bytes with the
-//! empty slot (`None`) costing no byte: one cache line touched per push,
-//! no allocation per job. Withdrawing leaves a tombstone (`None`) that
+//! tombstone (`None`) costing no byte: one cache line touched per push,
+//! no allocation per job. A push writes its slot without reading it, a pop
+//! moves it out without writing it. Withdrawing leaves a tombstone (`None`) that
 //! `pop` skips; tombstones at the front go at once, and all of them once
 //! nothing is live. Tombstones behind a live head stay until the head
 //! reaches them, so the slots never outnumber what the backlog would have
@@ -28,9 +29,8 @@
 //!
 //! Invariants: `live` is the number of `Some` slots, all of them in
 //! `head..tail`; `blocks` are exactly the blocks numbered
-//! `head / BLOCK .. ceil(tail / BLOCK)`, each holding the slots pushed into
-//! it (`BLOCK`, but the tail's, which holds `tail % BLOCK`), and spares
-//! hold none;
+//! `head / BLOCK .. ceil(tail / BLOCK)`, each holding the slots of its
+//! range in `head..tail`, in order, and spares hold none;
 //! `head` and `tail` only grow, and a key names at most one item, ever.
 
 use std::collections::VecDeque;
@@ -229,11 +229,22 @@ pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String
 /// Slots per block (a power of two): 128 slots of 48 bytes, 6 KiB.
 const BLOCK: u64 = 128;
 
-/// A block of slots: `None` is a withdrawn or taken item. It holds the
-/// slots pushed so far and has room for [`BLOCK`]: a push writes into
-/// memory it does not read first (the cache line is fetched once, to be
-/// written, not read and then upgraded).
-type Block = Vec<Option<Queued>>;
+/// A block of slots: `None` is a withdrawn item. It holds the slots pushed
+/// into it and not yet popped, and has room for [`BLOCK`]: a push writes
+/// into memory it does not read first, and a pop moves the item out
+/// without writing the slot, so each slot's cache line goes from the
+/// submitter to the thread that takes it once, and back clean. Alone in
+/// its cache line: the submitter writes the back block's length and the
+/// busy threads the front block's start, and while they are different
+/// blocks neither stalls on the other.
+#[repr(align(64))]
+struct Block(VecDeque<Option<Queued>>);
+
+impl Block {
+    fn new() -> Block {
+        Block(VecDeque::with_capacity(BLOCK as usize))
+    }
+}
 
 /// See the module docs. `repr(C)`, cursors first: they share the pool
 /// lock's cache line (`State`'s layout).
@@ -289,12 +300,18 @@ impl Queue {
         TaskKey(self.tail)
     }
 
-    /// The slot of sequence number `seq` (`head <= seq < tail`).
-    #[inline]
+    /// The slot of sequence number `seq` (`head <= seq < tail`): the front
+    /// block holds `head..`, every later block its whole range.
     fn slot(&mut self, seq: u64) -> &mut Option<Queued> {
-        let block = usize::try_from(seq / BLOCK - self.head / BLOCK)
-            .expect("queue invariant: the blocks in use fit in memory");
-        &mut self.blocks[block][(seq % BLOCK) as usize]
+        let (block, at) = match seq / BLOCK - self.head / BLOCK {
+            0 => (0, seq - self.head),
+            block => (block, seq % BLOCK),
+        };
+        let (block, at) = (usize::try_from(block), usize::try_from(at));
+        let (Ok(block), Ok(at)) = (block, at) else {
+            unreachable!("queue invariant: the slots held fit in memory")
+        };
+        (self.blocks[block].0.get_mut(at)).expect("queue invariant: a held slot is in its block")
     }
 
     /// Appends `job`; returns its key.
@@ -305,33 +322,38 @@ impl Queue {
             // The last block is full (or there is none): the newest spare,
             // which is most likely still in this core's cache, else a new
             // one.
-            let block = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(BLOCK as usize));
+            let block = self.spare.pop().unwrap_or_else(Block::new);
             self.blocks.push_back(block);
         }
         (self.blocks.back_mut())
             .expect("queue invariant: the tail's block is held")
-            .push(Some(job));
+            .0
+            .push_back(Some(job));
         self.tail += 1;
         self.live += 1;
         TaskKey(seq)
     }
 
-    /// The head moves past its slot (taken or withdrawn); a block left
-    /// behind becomes a spare.
+    /// Moves the head's slot out (an item, or `None` for a tombstone); a
+    /// block left behind becomes a spare.
     #[inline]
-    fn advance(&mut self) {
+    fn pop_slot(&mut self) -> Option<Queued> {
+        let front = self.blocks.front_mut();
+        let slot = front.and_then(|block| block.0.pop_front());
+        let slot = slot.expect("queue invariant: the head's slot is held");
         self.head += 1;
         if self.head % BLOCK == 0 {
             self.recycle_front();
         }
+        slot
     }
 
-    /// The front block's slots are all behind the head: it becomes a spare.
+    /// The front block's slots are all gone: it becomes a spare.
     fn recycle_front(&mut self) {
         if let Some(mut block) = self.blocks.pop_front() {
-            // Every slot is `None`: nothing to drop, its lines are in this
-            // core's cache (the head just went through them).
-            block.clear();
+            // Empty but for the tombstones of a queue emptied by `trim`:
+            // nothing to drop.
+            block.0.clear();
             self.spare.push(block);
         }
     }
@@ -340,9 +362,7 @@ impl Queue {
     #[inline]
     pub(super) fn pop(&mut self) -> Option<Queued> {
         while self.head < self.tail {
-            let head = self.head;
-            let job = self.slot(head).take();
-            self.advance();
+            let job = self.pop_slot();
             if job.is_some() {
                 self.live -= 1;
                 // Not a look at the next slot: the submitter may be writing
@@ -358,8 +378,7 @@ impl Queue {
     pub(super) fn front(&self) -> Option<Meta> {
         self.blocks
             .iter()
-            .flat_map(|block| block.iter())
-            .skip((self.head % BLOCK) as usize)
+            .flat_map(|block| block.0.iter())
             .find_map(|slot| slot.as_ref().map(|job| job.meta))
     }
 
@@ -379,11 +398,14 @@ impl Queue {
     /// precede them: the next key is `tail` and keys are never reused.
     fn trim(&mut self) {
         if self.live == 0 {
-            // Every slot is empty: keep only the block the next push
-            // writes into, if it is part-used.
+            // Every slot is a tombstone: keep only the block the next push
+            // writes into, if it is part-used, emptied.
             let keep = usize::from(self.tail % BLOCK != 0);
             while self.blocks.len() > keep {
                 self.recycle_front();
+            }
+            if let Some(block) = self.blocks.front_mut() {
+                block.0.clear();
             }
             self.head = self.tail;
             return;
@@ -393,7 +415,7 @@ impl Queue {
             if self.slot(head).is_some() {
                 break;
             }
-            self.advance();
+            self.pop_slot();
         }
     }
 
@@ -401,11 +423,8 @@ impl Queue {
     pub(super) fn drain_after(&mut self, keep: usize) -> Vec<Item> {
         let mut kept = 0;
         let mut out = Vec::new();
-        for seq in self.head..self.tail {
-            let slot = self.slot(seq);
-            if slot.is_none() {
-                continue;
-            }
+        let slots = self.blocks.iter_mut().flat_map(|block| block.0.iter_mut());
+        for slot in slots.filter(|slot| slot.is_some()) {
             if kept < keep {
                 kept += 1;
             } else if let Some(job) = slot.take() {
