@@ -159,8 +159,10 @@ pub(super) enum Position {
 ///   only when a thread changes role;
 /// - the rest: rare, and `running`'s header (read-mostly).
 ///
-/// So a submission touches one line that a busy thread writes per job (the
-/// lock's) where the default layout had it touch three (a test pins this).
+/// So of the state, a submission touches one line that a busy thread writes
+/// per job (the lock's) where the default layout had it touch three (a test
+/// pins this); the queue's block header and slot lines come on top, shared
+/// only while the submitter and the busy thread are in the same block.
 #[derive(Debug)]
 #[repr(C)]
 pub(super) struct State {
