@@ -19,11 +19,18 @@
 //! queue empty dates the batch with the reactor's clock (with the system
 //! clock: the kernel's coarse clock, `AgeClock`), and the loop's
 //! drain takes the whole queue, so the date belongs to the oldest job
-//! queued (FIFO). The clock is read after the push has left the lock (a
-//! claim made under the lock keeps a late date off a later batch; see
-//! [`stamp`]), so the critical section is the same with or without ages.
-//! The date is taken just after the job is queued, and a batch whose push
-//! has not read the clock yet reads as just queued. The stamp adds no step
+//! queued (FIFO). A custom clock is read after the push has left the lock
+//! (a claim made under the lock keeps a late date off a later batch; see
+//! [`stamp`]), so the critical section is the same with or without ages;
+//! the date is taken just after the job is queued, and a batch whose push
+//! has not read the clock yet reads as just queued. The coarse clock costs
+//! a few loads, less than the claim and the compare-exchange that date a
+//! batch after the lock: there the push dates its batch under the lock,
+//! with a plain store (every write of that stamp is then made under the
+//! lock). Every blocking call into an idle or waiting loop starts a batch,
+//! and on one core the caller's share of the round trip decides how often
+//! the loop falls asleep before the caller parks (`bridge/from_thread.rs`).
+//! The stamp adds no step
 //! to the wake protocol. (The clock must not call back into the inbox:
 //! every clock in the crate only reads time.)
 //!
@@ -154,15 +161,22 @@ impl Queue {
     /// The open queue, ready for one more job (the push counted), and, if
     /// it was empty, this push's sequence number, claimed in `stamp` (the
     /// push dates its batch after the lock, [`Inbox::pushed`]), else 0.
-    /// `None` when closed.
+    /// On the coarse clock (`coarse`) a push that finds the queue empty
+    /// dates its batch here, under the lock, and returns 0: reading that
+    /// clock costs a few loads, less than the claim's swap and the date's
+    /// compare-exchange after the lock (see [`stamp`]). `None` when closed.
     #[inline]
-    fn slot(&mut self, stamp: &Stamp) -> Option<(&mut VecDeque<Job>, u64)> {
+    fn slot(&mut self, stamp: &Stamp, coarse: bool) -> Option<(&mut VecDeque<Job>, u64)> {
         let q = self.jobs.as_mut()?;
         self.pushes += 1;
         let mut first = 0;
         if q.is_empty() {
-            first = self.pushes;
-            stamp.claim(first);
+            if coarse {
+                stamp.set(crate::time::coarse_nanos());
+            } else {
+                first = self.pushes;
+                stamp.claim(first);
+            }
         }
         Some((q, first))
     }
@@ -243,7 +257,7 @@ impl<W: Wake> Inbox<W> {
             if queue.jobs.as_ref().is_some_and(|q| q.len() >= capacity) {
                 return Err(Refused::Full(g));
             }
-            match queue.slot(&self.locked.stamp) {
+            match queue.slot(&self.locked.stamp, self.dates_under_lock()) {
                 Some((q, first)) => {
                     q.push_back(Job {
                         message: Message::Call(InlineFn::new(g)),
@@ -270,7 +284,7 @@ impl<W: Wake> Inbox<W> {
     ) -> Result<(), std::sync::Arc<dyn Deliver>> {
         let first = {
             let mut queue = self.locked.queue.lock();
-            match queue.slot(&self.locked.stamp) {
+            match queue.slot(&self.locked.stamp, self.dates_under_lock()) {
                 Some((q, first)) => {
                     q.push_back(Job {
                         message: Message::Deliver(message),
@@ -283,6 +297,13 @@ impl<W: Wake> Inbox<W> {
         };
         self.pushed(first);
         Ok(())
+    }
+
+    /// Whether a push that starts a batch dates it under the lock (the
+    /// coarse clock; [`Queue::slot`]).
+    #[inline]
+    fn dates_under_lock(&self) -> bool {
+        matches!(self.clock, Some(AgeClock::Coarse))
     }
 
     /// After a push has left the lock: wakes the loop if it must, then, if

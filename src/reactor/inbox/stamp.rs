@@ -40,6 +40,10 @@
 //!   queue empty (the claim), and outside it only by a compare-exchange from
 //!   that push's own claim. Both are read-modify-writes, so each reads the
 //!   latest value (a plain store for the claim fails the loom model).
+//! - Except on the coarse clock (`AgeClock::Coarse`), cheap enough to read
+//!   under the lock: there the push that found the queue empty stores the
+//!   date itself under the lock ([`Stamp::set`]), nothing is written
+//!   outside it, and no claim is ever made.
 //! - Dates are nanoseconds below `PENDING` (292 years; a later time is
 //!   clamped).
 //!
@@ -80,6 +84,16 @@ impl Stamp {
         // from the previous batch landing on this one; see `wake.rs`).
         self.word
             .swap(PENDING | (seq & !PENDING), Ordering::Relaxed);
+    }
+
+    /// Under the queue lock, by the push that found the queue empty, on an
+    /// inbox dated on the coarse clock: the date itself, no claim. Such an
+    /// inbox writes its stamp only here, so the lock orders every write
+    /// and a plain store does (no late date from outside the lock exists
+    /// to be kept off a later batch).
+    #[inline]
+    pub(super) fn set(&self, nanos: u64) {
+        self.word.store(nanos.min(PENDING - 1), Ordering::Release);
     }
 
     /// After the lock, by the push that made claim `seq`: dates its batch,

@@ -274,7 +274,7 @@ fn a_late_date_never_lands_on_a_later_batch() {
     // read the clock yet.
     let half_push = |inbox: &Inbox<CountingWaker>| {
         let mut queue = inbox.locked.queue.lock();
-        let (q, first) = queue.slot(&inbox.locked.stamp).expect("open");
+        let (q, first) = queue.slot(&inbox.locked.stamp, false).expect("open");
         q.push_back(Job {
             message: Message::Call(InlineFn::new(|| ())),
             location: Location::caller(),
@@ -413,6 +413,50 @@ fn on_the_coarse_clock_the_age_lies_within_readings_of_that_clock() {
     assert!(inbox.locked.stamp.read().is_some());
     assert_eq!(run_all(&inbox), 1);
     assert_eq!(inbox.oldest_age(), Duration::ZERO);
+}
+
+/// On the coarse clock the push that starts a batch dates it under the
+/// queue lock: a sampler that takes the lock after the job is queued finds
+/// a date, never a claim (which would read as "just queued"), and it lies
+/// between readings of that clock taken around the push. Later pushes into
+/// the batch leave the date alone.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn on_the_coarse_clock_a_batch_is_dated_under_the_lock_by_its_first_push() {
+    use std::time::Duration;
+    let coarse = || Duration::from_nanos(crate::time::coarse_nanos());
+    let inbox = Inbox::with_age_clock(CountingWaker::default(), AgeClock::Coarse);
+    let queue_one = |inbox: &Inbox<CountingWaker>| {
+        let mut queue = inbox.locked.queue.lock();
+        let (q, first) = queue
+            .slot(&inbox.locked.stamp, inbox.dates_under_lock())
+            .expect("open");
+        q.push_back(Job {
+            message: Message::Call(InlineFn::new(|| ())),
+            location: Location::caller(),
+        });
+        // Still under the lock: the batch is dated already.
+        (first, inbox.locked.stamp.read())
+    };
+    let before = coarse();
+    let (first, date) = queue_one(&inbox);
+    let after = coarse();
+    assert_eq!(first, 0, "nothing left to date after the lock");
+    let date = date.expect("dated under the lock, not claimed");
+    assert!(
+        before <= date && date <= after,
+        "{before:?} {date:?} {after:?}"
+    );
+    let (_, again) = queue_one(&inbox);
+    assert_eq!(again, Some(date), "a later push keeps the batch's date");
+    assert_eq!(run_all(&inbox), 2);
+    // A custom clock still claims under the lock and dates after it.
+    let manual = Inbox::with_clock(
+        CountingWaker::default(),
+        Arc::new(crate::testing::ManualClock::new()),
+    );
+    let (first, date) = queue_one(&manual);
+    assert_eq!((first, date), (1, None));
 }
 
 /// The reactor dates its inbox on the coarse clock only with the real
