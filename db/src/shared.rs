@@ -59,6 +59,7 @@ use weft::{AlreadyQuit, Deferred};
 
 use crate::connector::Connector;
 use crate::error::DbError;
+use crate::group::OpenGroup;
 use crate::lifecycle::{Lifecycle, Workers, target};
 use crate::lock;
 use crate::pool::{Route, flatten, operation_job, query_job};
@@ -168,10 +169,56 @@ impl Gate {
     }
 }
 
+/// One pool's jobs of this loop thread's turn, not yet forwarded.
+struct Turn {
+    /// The address of the pool's `Shared`.
+    key: usize,
+    jobs: Vec<Pending>,
+    /// The write group still open for joiners (`group.rs`): its job is in
+    /// `jobs` and no job for the writer was queued after it. Cleared when
+    /// `jobs` is handed over, so a group's job never changes once it left.
+    open: Option<OpenGroup>,
+    /// The last job queued is a write group's, not yet opened: its
+    /// submitter opens it next (`open_group`).
+    opening: bool,
+}
+
 thread_local! {
     /// Jobs this loop thread submitted and not yet forwarded, per pool
     /// (keyed by the address of its `Shared`; see the module notes).
-    static DEFERRED: RefCell<Vec<(usize, Vec<Pending>)>> = const { RefCell::new(Vec::new()) };
+    static DEFERRED: RefCell<Vec<Turn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the write group open in this loop thread's turn for the
+/// pool of `shared`, if there is one (`None`: no list, or the thread's
+/// locals are torn down).
+pub(crate) fn with_open_group<C: Connector, R>(
+    shared: &Arc<Shared<C>>,
+    f: impl FnOnce(&OpenGroup) -> R,
+) -> Option<R> {
+    let key = pool_key(shared);
+    DEFERRED
+        .try_with(|d| {
+            let d = d.borrow();
+            let turn = d.iter().find(|t| t.key == key)?;
+            turn.open.as_ref().map(f)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Opens `group` for joiners if the job just submitted for it waits in
+/// this loop thread's turn for the pool of `shared` (otherwise it was
+/// forwarded, kept or refused at once, and nobody may join it).
+pub(crate) fn open_group<C: Connector>(shared: &Arc<Shared<C>>, group: OpenGroup) {
+    let key = pool_key(shared);
+    let _ = DEFERRED.try_with(|d| {
+        if let Some(turn) = d.borrow_mut().iter_mut().find(|t| t.key == key)
+            && std::mem::take(&mut turn.opening)
+        {
+            turn.open = Some(group);
+        }
+    });
 }
 
 fn pool_key<C: Connector>(shared: &Arc<Shared<C>>) -> usize {
@@ -198,9 +245,12 @@ pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
     let mut jobs = DEFERRED
         .try_with(|d| {
             let mut d = d.borrow_mut();
-            d.iter_mut()
-                .find(|(k, _)| *k == key)
-                .map(|(_, jobs)| std::mem::take(jobs))
+            d.iter_mut().find(|t| t.key == key).map(|t| {
+                // Handed over: its group takes no more writes.
+                t.open = None;
+                t.opening = false;
+                std::mem::take(&mut t.jobs)
+            })
         })
         .ok()
         .flatten()
@@ -211,10 +261,10 @@ pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
     // meanwhile started a new one).
     if jobs.capacity() > 0 {
         let _ = DEFERRED.try_with(|d| {
-            if let Some((_, slot)) = d.borrow_mut().iter_mut().find(|(k, _)| *k == key)
-                && slot.capacity() == 0
+            if let Some(turn) = d.borrow_mut().iter_mut().find(|t| t.key == key)
+                && turn.jobs.capacity() == 0
             {
-                *slot = jobs;
+                turn.jobs = jobs;
             }
         });
     }
@@ -303,6 +353,11 @@ struct Door<'a, C: Connector> {
     defer: bool,
     route: Route,
     job: &'a Arc<JobState>,
+    /// Whether the job goes to the writer: deferred, it closes the open
+    /// write group (writer jobs keep their submission order).
+    cuts: bool,
+    /// A write group's job: deferred, its submitter may open the group.
+    opens: bool,
 }
 
 impl<C: Connector> Door<'_, C> {
@@ -339,13 +394,22 @@ impl<C: Connector> Worker for Door<'_, C> {
                 task: task.take().expect("taken once"),
             };
             let mut d = d.borrow_mut();
-            match d.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, jobs)) => {
-                    jobs.push(pending);
-                    jobs.len() == 1
+            match d.iter_mut().find(|t| t.key == key) {
+                Some(turn) => {
+                    turn.jobs.push(pending);
+                    turn.opening = self.opens;
+                    if self.cuts {
+                        turn.open = None;
+                    }
+                    turn.jobs.len() == 1
                 }
                 None => {
-                    d.push((key, vec![pending]));
+                    d.push(Turn {
+                        key,
+                        jobs: vec![pending],
+                        open: None,
+                        opening: self.opens,
+                    });
                     true
                 }
             }
@@ -428,7 +492,7 @@ impl<C: Connector> Worker for Door<'_, C> {
 /// assert_eq!(inserted.unwrap(), 2);
 /// ```
 pub struct SharedPool<C: Connector = SqliteConnector> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C: Connector> Clone for SharedPool<C> {
@@ -469,7 +533,16 @@ impl<C: Connector> ConnectionPool<C> {
 }
 
 impl<C: Connector> SharedPool<C> {
-    fn submit<T, W>(&self, route: Route, mode: Mode, work: W) -> Deferred<T, DbError<C::Error>>
+    /// Submits `work` (see the module notes); `opens`: the job of a write
+    /// group, which `open_group` may open if it is deferred for the turn's
+    /// flush.
+    pub(crate) fn submit<T, W>(
+        &self,
+        route: Route,
+        mode: Mode,
+        opens: bool,
+        work: W,
+    ) -> Deferred<T, DbError<C::Error>>
     where
         T: Send + 'static,
         W: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
@@ -503,6 +576,8 @@ impl<C: Connector> SharedPool<C> {
             defer: shared.per_turn && handle.is_running(),
             route,
             job: &job,
+            cuts: group == Group::Writer,
+            opens,
         };
         let task = move || run_job::<C, T, W>(&ticket, mode, work);
         // One record per job: the bridge maps its own failures and runs the
@@ -537,7 +612,7 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Write, Mode::Transaction, f)
+        self.submit(Route::Write, Mode::Transaction, false, f)
     }
 
     /// [`ConnectionPool::run_with_connection`] from the calling loop.
@@ -558,7 +633,7 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Write, Mode::Connection, f)
+        self.submit(Route::Write, Mode::Connection, false, f)
     }
 
     /// [`ConnectionPool::run_read`] from the calling loop: `f` on a reader
@@ -580,7 +655,15 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Read, Mode::Read, f)
+        self.submit(Route::Read, Mode::Read, false, f)
+    }
+
+    /// Whether the pool takes jobs (not closing or closed).
+    pub(crate) fn accepting(&self) -> bool {
+        matches!(
+            lock(&self.shared.gate).state,
+            Lifecycle::Idle | Lifecycle::Running
+        )
     }
 
     /// Whether the pool has started and not begun closing.
