@@ -136,6 +136,7 @@ mod builder;
 mod checkpoint;
 mod connector;
 mod error;
+mod group;
 mod lifecycle;
 mod pool;
 mod shared;

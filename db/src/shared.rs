@@ -49,8 +49,10 @@
 //!   state at that instant, like a job handed over directly.
 //! - At most one `Flush` per (loop thread, pool) is pending: the job that
 //!   finds the list empty schedules it, and the flush empties the list.
+//! - The list, the flush and the `Door` live in `shared/turn.rs`; the list
+//!   also keeps the write group open for joiners (`group.rs`), closed by
+//!   the flush and by any later job for the writer.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +69,11 @@ use crate::stats::Group;
 use crate::worker::{JobState, Mode, Shared, Ticket, run_job};
 use crate::{ConnectionPool, DbPoolStatistics};
 use weft::diagnostics::HistogramSnapshot;
+
+mod turn;
+
+use turn::Door;
+pub(crate) use turn::{hand_over_deferred, open_group, with_open_group};
 
 /// A job handed over before the pool started.
 pub(crate) struct Pending {
@@ -168,58 +175,6 @@ impl Gate {
     }
 }
 
-thread_local! {
-    /// Jobs this loop thread submitted and not yet forwarded, per pool
-    /// (keyed by the address of its `Shared`; see the module notes).
-    static DEFERRED: RefCell<Vec<(usize, Vec<Pending>)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn pool_key<C: Connector>(shared: &Arc<Shared<C>>) -> usize {
-    Arc::as_ptr(shared) as *const () as usize
-}
-
-/// Forwards this loop thread's deferred jobs of one pool when run or
-/// dropped (module notes).
-struct Flush<C: Connector> {
-    shared: Arc<Shared<C>>,
-}
-
-impl<C: Connector> Drop for Flush<C> {
-    fn drop(&mut self) {
-        hand_over_deferred(&self.shared);
-    }
-}
-
-/// Hands over the jobs this thread deferred for the pool of `shared`, now
-/// (a flush; the owner's `close`, so that its own loop's jobs of this turn
-/// are handed over before the gate closes, as they were submitted before).
-pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
-    let key = pool_key(shared);
-    let mut jobs = DEFERRED
-        .try_with(|d| {
-            let mut d = d.borrow_mut();
-            d.iter_mut()
-                .find(|(k, _)| *k == key)
-                .map(|(_, jobs)| std::mem::take(jobs))
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    Gate::hand_over(shared, &mut jobs);
-    // The emptied list goes back for the next turn's jobs, so a turn's
-    // first submit does not allocate it again (unless jobs submitted
-    // meanwhile started a new one).
-    if jobs.capacity() > 0 {
-        let _ = DEFERRED.try_with(|d| {
-            if let Some((_, slot)) = d.borrow_mut().iter_mut().find(|(k, _)| *k == key)
-                && slot.capacity() == 0
-            {
-                *slot = jobs;
-            }
-        });
-    }
-}
-
 impl Gate {
     /// Forwards `jobs`, keeps them for the start, or refuses them, by the
     /// gate's state now, leaving `jobs` empty; refused ones answer
@@ -291,89 +246,6 @@ impl Gate {
     }
 }
 
-/// One job's way in from a loop: kept in this thread's `DEFERRED` list
-/// for the turn's flush (module notes) while that loop runs; otherwise
-/// (a reactor not started or shutting down, or the list unavailable
-/// because the thread is exiting) forwarded, kept for the start, or
-/// refused at once by the gate's state at that instant.
-struct Door<'a, C: Connector> {
-    shared: &'a Arc<Shared<C>>,
-    /// Whether the submitting loop runs (so its turn will end and flush);
-    /// otherwise the job is handed over at once.
-    defer: bool,
-    route: Route,
-    job: &'a Arc<JobState>,
-}
-
-impl<C: Connector> Door<'_, C> {
-    fn do_now(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
-        let mut gate = lock(&self.shared.gate);
-        match gate.state {
-            Lifecycle::Running => gate.forward(self.shared, self.route, self.job, task),
-            Lifecycle::Idle => {
-                gate.backlog.push(Pending {
-                    route: self.route,
-                    job: self.job.clone(),
-                    task,
-                });
-                Ok(())
-            }
-            Lifecycle::Closing | Lifecycle::Closed => Err(AlreadyQuit(task)),
-        }
-    }
-}
-
-impl<C: Connector> Worker for Door<'_, C> {
-    fn do_work(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
-        if !self.defer {
-            return self.do_now(task);
-        }
-        let key = pool_key(self.shared);
-        // Moved into the list only if the closure runs; `try_with` fails
-        // (and runs nothing) while the thread's locals are torn down.
-        let mut task = Some(task);
-        let first = DEFERRED.try_with(|d| {
-            let pending = Pending {
-                route: self.route,
-                job: self.job.clone(),
-                task: task.take().expect("taken once"),
-            };
-            let mut d = d.borrow_mut();
-            match d.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, jobs)) => {
-                    jobs.push(pending);
-                    jobs.len() == 1
-                }
-                None => {
-                    d.push((key, vec![pending]));
-                    true
-                }
-            }
-        });
-        match first {
-            Ok(true) => {
-                let flush = Flush {
-                    shared: self.shared.clone(),
-                };
-                // Runs at the loop's next timer pass; dropped unrun (or
-                // off a loop, which `submit` rules out), it forwards all
-                // the same.
-                if let Some(handle) = weft::reactor::current() {
-                    let _ = handle.call_soon(move || drop(flush));
-                }
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(_) => self.do_now(task.expect("the list took nothing: the task is still here")),
-        }
-    }
-
-    fn quit(&self) -> Result<(), AlreadyQuit> {
-        // A door serves one job; the pool's owner quits the threads.
-        Err(AlreadyQuit(()))
-    }
-}
-
 /// A [`ConnectionPool`] usable from any reactor: `Send + Sync + Clone`,
 /// from [`ConnectionPool::shared`].
 ///
@@ -428,7 +300,7 @@ impl<C: Connector> Worker for Door<'_, C> {
 /// assert_eq!(inserted.unwrap(), 2);
 /// ```
 pub struct SharedPool<C: Connector = SqliteConnector> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C: Connector> Clone for SharedPool<C> {
@@ -469,7 +341,16 @@ impl<C: Connector> ConnectionPool<C> {
 }
 
 impl<C: Connector> SharedPool<C> {
-    fn submit<T, W>(&self, route: Route, mode: Mode, work: W) -> Deferred<T, DbError<C::Error>>
+    /// Submits `work` (see the module notes); `opens`: the job of a write
+    /// group, which `open_group` may open if it is deferred for the turn's
+    /// flush.
+    pub(crate) fn submit<T, W>(
+        &self,
+        route: Route,
+        mode: Mode,
+        opens: bool,
+        work: W,
+    ) -> Deferred<T, DbError<C::Error>>
     where
         T: Send + 'static,
         W: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
@@ -503,6 +384,8 @@ impl<C: Connector> SharedPool<C> {
             defer: shared.per_turn && handle.is_running(),
             route,
             job: &job,
+            cuts: group == Group::Writer,
+            opens,
         };
         let task = move || run_job::<C, T, W>(&ticket, mode, work);
         // One record per job: the bridge maps its own failures and runs the
@@ -537,7 +420,7 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Write, Mode::Transaction, f)
+        self.submit(Route::Write, Mode::Transaction, false, f)
     }
 
     /// [`ConnectionPool::run_with_connection`] from the calling loop.
@@ -558,7 +441,7 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Write, Mode::Connection, f)
+        self.submit(Route::Write, Mode::Connection, false, f)
     }
 
     /// [`ConnectionPool::run_read`] from the calling loop: `f` on a reader
@@ -580,7 +463,15 @@ impl<C: Connector> SharedPool<C> {
         T: Send + 'static,
         F: FnOnce(&mut C::Connection) -> Result<T, DbError<C::Error>> + Send + 'static,
     {
-        self.submit(Route::Read, Mode::Read, f)
+        self.submit(Route::Read, Mode::Read, false, f)
+    }
+
+    /// Whether the pool takes jobs (not closing or closed).
+    pub(crate) fn accepting(&self) -> bool {
+        matches!(
+            lock(&self.shared.gate).state,
+            Lifecycle::Idle | Lifecycle::Running
+        )
     }
 
     /// Whether the pool has started and not begun closing.

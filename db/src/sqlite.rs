@@ -301,7 +301,7 @@ impl SqliteConnector {
 /// half-done (leaving a transaction open for the next job) or a `COMMIT`.
 /// With the count reset, these few-step statements never reach it, as a
 /// freshly prepared one never does.
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+pub(crate) fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(sql)?;
     stmt.reset_status(rusqlite::StatementStatus::VmStep);
     stmt.execute([]).map(drop)

@@ -35,7 +35,10 @@
 //! - **Storage is `weft-db`** over SQLite in WAL mode: one writer thread and
 //!   `readers` reader threads. Handlers await the pool's `Deferred`s, so the
 //!   loop never blocks on SQL. A `PUT` is answered 200 only after its
-//!   transaction committed.
+//!   transaction committed. The `PUT`s and `DELETE`s a loop turn receives
+//!   share one transaction, each in its own savepoint (group commit,
+//!   [`weft_db::SharedPool::write_in_group`]): one commit per turn instead
+//!   of one per write, each answered after that commit.
 //! - **Timeouts hyper lacks** (spec net.md §4): a header timeout needs a
 //!   timer (given); the body read timeout wraps body collection; the write
 //!   stall timeout lives in [`rt::HyperIo`] (a peer that never reads is

@@ -475,17 +475,20 @@ pub(crate) fn get_call(key: Key) -> impl FnOnce(&SharedPool) -> Deferred<Option<
     }
 }
 
-/// `PUT /v1/kv/{key}`'s database call: the one `UPSERT` on the writer in
-/// autocommit, which is its own transaction, committed before the call
-/// answers (the same durability as `BEGIN IMMEDIATE; UPSERT; COMMIT`, and
-/// the twin's exact SQL: two statements fewer per write). The body is
-/// bound from the request's buffer, not copied.
+/// `PUT /v1/kv/{key}`'s database call: the one `UPSERT` (the twin's exact
+/// SQL) on the writer, group-committed
+/// ([`SharedPool::write_in_group`]): the PUTs and DELETEs a loop turn
+/// submits share one transaction, each in its own savepoint, and each is
+/// answered only after that transaction's COMMIT (the durability of an
+/// autocommit write: the same `synchronous` setting; a PUT alone in its
+/// turn runs in autocommit). The body is bound from the request's buffer,
+/// not copied.
 pub(crate) fn put_call(
     key: Key,
     body: Bytes,
 ) -> impl FnOnce(&SharedPool) -> Deferred<usize, DbError> {
     move |p| {
-        p.run_with_connection(move |c| {
+        p.write_in_group(move |c| {
             c.prepare_cached(UPSERT)
                 .and_then(|mut s| s.execute((&key, &body[..])))
                 .with_statement(UPSERT)
@@ -493,11 +496,11 @@ pub(crate) fn put_call(
     }
 }
 
-/// `DELETE /v1/kv/{key}`'s database call: the one `DELETE` on the writer
-/// in autocommit (as [`put_call`]); the rows deleted.
+/// `DELETE /v1/kv/{key}`'s database call: the one `DELETE` on the writer,
+/// group-committed as [`put_call`]; the rows deleted.
 pub(crate) fn delete_call(key: Key) -> impl FnOnce(&SharedPool) -> Deferred<usize, DbError> {
     move |p| {
-        p.run_with_connection(move |c| {
+        p.write_in_group(move |c| {
             c.prepare_cached(DELETE_ONE)
                 .and_then(|mut s| s.execute([&key]))
                 .with_statement(DELETE_ONE)

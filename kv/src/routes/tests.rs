@@ -1,6 +1,7 @@
 //! The statements each key route runs on its connection: exactly the
-//! twin's one statement per request (no `BEGIN`/`COMMIT` around a write),
-//! and the write is committed when its call answers.
+//! twin's one statement per request (no `BEGIN`/`COMMIT` around a write
+//! alone in its turn; the writes of one turn share one `BEGIN`/`COMMIT`,
+//! each in its savepoint), and a write is committed when its call answers.
 
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +87,69 @@ fn each_key_route_runs_its_one_statement_and_a_put_is_committed_when_it_answers(
     assert_eq!(get_sql, [SELECT_ONE, SELECT_ONE]);
     assert_eq!((deleted, deleted_again), (1, 0));
     assert_eq!(delete_sql, [DELETE_ONE, DELETE_ONE]);
+}
+
+#[test]
+fn the_writes_of_one_turn_share_one_commit_each_in_its_savepoint_and_all_are_committed_when_any_answers()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let reactor = weft::Reactor::new().unwrap();
+    let pool = ConnectionPool::builder(SqliteConnector::new(&path))
+        .max(2)
+        .build(&reactor.handle())
+        .unwrap();
+    let shared = pool.shared();
+    let writes: Log = Default::default();
+    let w = writes.clone();
+    let out = reactor.run_until_complete(async move {
+        shared
+            .run_with_connection(move |c| {
+                c.execute_batch(SCHEMA)?;
+                c.execute_batch("insert into kv values ('old', x'00')")?;
+                trace_into(c, &w)
+            })
+            .await?;
+        // One turn: two PUTs and a DELETE.
+        let a = put_call("a".into(), Bytes::from_static(b"1"))(&shared);
+        let gone = delete_call("old".into())(&shared);
+        let b = put_call("b".into(), Bytes::from_static(b"2"))(&shared);
+        let a = a.await?;
+        // All three are committed once the first is answered.
+        let seen: i64 = rusqlite::Connection::open(&path)?.query_row(
+            "select count(*) from kv where key in ('a', 'b')",
+            [],
+            |row| row.get(0),
+        )?;
+        let old: i64 = rusqlite::Connection::open(&path)?.query_row(
+            "select count(*) from kv where key = 'old'",
+            [],
+            |row| row.get(0),
+        )?;
+        let (gone, b) = (gone.await?, b.await?);
+        pool.close().await.ok();
+        Ok::<_, DbError>((a, gone, b, seen, old, take(&writes)))
+    });
+    let (a, gone, b, seen, old, sql) = out.unwrap().unwrap();
+    assert_eq!((a, gone, b), (1, 1, 1));
+    assert_eq!((seen, old), (2, 0));
+    let (sp, rel) = ("SAVEPOINT weft_db_group", "RELEASE weft_db_group");
+    assert_eq!(
+        sql,
+        [
+            "BEGIN IMMEDIATE",
+            sp,
+            UPSERT,
+            rel,
+            sp,
+            DELETE_ONE,
+            rel,
+            sp,
+            UPSERT,
+            rel,
+            "COMMIT"
+        ]
+    );
 }
 
 #[test]
