@@ -391,35 +391,6 @@ fn minimal_burst(data: &Arc<Vec<u64>>, n: usize, threads: usize, settle: bool) -
     settled
 }
 
-/// The harness's `pool_throughput` job shape (`bench/src/model.rs`): each job
-/// captures its index and an `Arc` (16 bytes), reads through it, and counts
-/// itself in a shared counter; the last one unparks the submitter.
-fn harness_burst(pool: &ThreadPool, n: usize) {
-    struct Shared {
-        data: Vec<u64>,
-        done: AtomicUsize,
-        waiter: thread::Thread,
-    }
-    let shared = Arc::new(Shared {
-        data: (0..1024).collect(),
-        done: AtomicUsize::new(0),
-        waiter: thread::current(),
-    });
-    for i in 0..n {
-        let shared = shared.clone();
-        pool.call_in_thread(move || {
-            black_box(shared.data[i % shared.data.len()]);
-            if shared.done.fetch_add(1, Ordering::AcqRel) + 1 == n {
-                shared.waiter.unpark();
-            }
-        })
-        .unwrap_or_else(|_| panic!("refused"));
-    }
-    while shared.done.load(Ordering::Acquire) < n {
-        thread::park();
-    }
-}
-
 /// Capturing jobs through a pool with job histograms off (the default: job
 /// locations and coarse ages only) and on (precise clock, two histograms).
 fn histograms(c: &mut Criterion) {
@@ -459,8 +430,7 @@ criterion_group!(
 /// `POOL_PROFILE=WHAT:N[:THREADS]` runs only one workload, for callgrind
 /// (instructions per job are the difference of two sizes) and perf:
 /// - `burst`: N capturing jobs from one submitter through a pool of two
-///   threads; `burst_harness` the harness's row (`pool_throughput`): a
-///   fresh pool of `0..=10` threads, jobs of its shape; `burst_minimal` through [`MinimalPool`], whose threads start
+///   threads; `burst_minimal` through [`MinimalPool`], whose threads start
 ///   with the burst; `burst_minimal_settled` the same once they parked;
 /// - `submit` / `submit_minimal`: the submitter's side alone, N jobs into
 ///   a pool that runs none of them (not started; no thread);
@@ -495,14 +465,6 @@ fn profile(spec: &str) {
     match what {
         "burst" => {
             capturing_burst(&pool, &data, n);
-        }
-        "burst_harness" => {
-            // The harness's row: a started pool of 0..=10 threads (they start
-            // within the burst), jobs capturing an index and an `Arc`.
-            let fresh = ThreadPool::new(0, 10).unwrap();
-            fresh.start();
-            harness_burst(&fresh, n);
-            fresh.stop();
         }
         "burst_minimal" => {
             minimal_burst(&data, n, threads, false);

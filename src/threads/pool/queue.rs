@@ -1,37 +1,19 @@
 //! The pool's FIFO, from which unstarted work can be withdrawn.
 //!
-//! Items sit in submission order in fixed blocks of [`BLOCK`] slots; the
-//! item with sequence number `seq` is in block number `seq / BLOCK`, at
-//! `seq % BLOCK`, so a [`TaskKey`] finds its slot in O(1). A slot is the
-//! item (32 bytes: a small closure is kept in it, erased with the way to
-//! run it, see `crate::inline_fn::Erased`) and its [`Meta`] (submission
-//! location and enqueue time, 16 bytes) side by side, 48 bytes with the
-//! tombstone (`None`) costing no byte: one cache line touched per push,
-//! no allocation per job. A push writes its slot without reading it, a pop
-//! moves it out without writing it. Withdrawing leaves a tombstone (`None`) that
+//! Items sit in submission order in a ring of slots; the slot at index `i`
+//! holds sequence number `head + i`, so a [`TaskKey`] finds its slot in O(1).
+//! A slot is the item (32 bytes: a small closure is kept in it, erased
+//! with the way to run it, see `crate::inline_fn::Erased`; the tombstone
+//! costs no byte) and its [`Meta`] (submission location and enqueue time,
+//! 16 bytes) side by side: one ring, one cache line touched per push, no
+//! second allocation. Withdrawing leaves a tombstone (`None`) that
 //! `pop` skips; tombstones at the front go at once, and all of them once
 //! nothing is live. Tombstones behind a live head stay until the head
 //! reaches them, so the slots never outnumber what the backlog would have
 //! held had nothing been withdrawn.
 //!
-//! # Why blocks, not one growing ring
-//!
-//! A burst from a fast submitter builds a deep backlog (ring11 sampled
-//! 8k-70k items, peaks of 260k), and the first touch of the memory it needs
-//! is a page fault (kernel zeroing, memcg charge) paid by the submitter:
-//! about 30% of a burst's CPU samples with a `VecDeque` of slots
-//! (pool12). A ring that doubles holds up to twice the peak, copies on
-//! growth, and once grown its writes sweep its whole capacity. Here a
-//! block the head leaves becomes a spare, and a push that needs a block
-//! takes the newest spare first (still in cache): the memory ever touched
-//! is the peak backlog rounded up to a block, and a steady stream cycles
-//! through two blocks. Spares are kept (as the ring kept its capacity).
-//!
-//! Invariants: `live` is the number of `Some` slots, all of them in
-//! `head..tail`; `blocks` are exactly the blocks numbered
-//! `head / BLOCK .. ceil(tail / BLOCK)`, each holding the slots of its
-//! range in `head..tail`, in order, and spares hold none;
-//! `head` and `tail` only grow, and a key names at most one item, ever.
+//! Invariants: `live` is the number of `Some` slots; `head` only grows, and
+//! a key names at most one item, ever.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -226,51 +208,27 @@ pub(super) fn message_and_drop(payload: Box<dyn std::any::Any + Send>) -> String
     message
 }
 
-/// Slots per block (a power of two): 128 slots of 48 bytes, 6 KiB.
-const BLOCK: u64 = 128;
-
-/// A block of slots: `None` is a withdrawn item. It holds the slots pushed
-/// into it and not yet popped, and has room for [`BLOCK`]: a push writes
-/// into memory it does not read first, and a pop moves the item out
-/// without writing the slot, so each slot's cache line goes from the
-/// submitter to the thread that takes it once, and back clean. Alone in
-/// its cache line: the submitter writes the back block's length and the
-/// busy threads the front block's start, and while they are different
-/// blocks neither stalls on the other.
-#[repr(align(64))]
-struct Block(VecDeque<Option<Queued>>);
-
-impl Block {
-    fn new() -> Block {
-        Block(VecDeque::with_capacity(BLOCK as usize))
-    }
+/// One ring slot: the item (`None`: withdrawn) and its metadata.
+struct Slot {
+    item: Option<Item>,
+    meta: Meta,
 }
 
-/// See the module docs. `repr(C)`, cursors first: they share the pool
-/// lock's cache line (`State`'s layout).
+/// See the module docs.
 #[derive(Default)]
-#[repr(C)]
 pub(super) struct Queue {
-    /// The oldest slot held (a live item or a tombstone behind one).
+    /// `None` is a tombstone; the slot at index `i` has sequence number
+    /// `head + i`.
+    slots: VecDeque<Slot>,
     head: u64,
-    /// The next key.
-    tail: u64,
     live: usize,
-    /// The blocks that hold sequence numbers `head..tail`: `blocks[0]` is
-    /// block number `head / BLOCK`, and there are exactly
-    /// `ceil(tail / BLOCK) - floor(head / BLOCK)` of them.
-    blocks: VecDeque<Block>,
-    /// Emptied blocks (no slot), the last emptied on top.
-    spare: Vec<Block>,
 }
 
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("live", &self.live)
-            .field("slots", &(self.tail - self.head))
-            .field("blocks", &self.blocks.len())
-            .field("spare", &self.spare.len())
+            .field("slots", &self.slots.len())
             .finish()
     }
 }
@@ -285,89 +243,40 @@ impl Queue {
     /// Slots held, tombstones included (unit tests only).
     #[cfg(all(test, not(loom)))]
     pub(super) fn slots(&self) -> usize {
-        usize::try_from(self.tail - self.head).unwrap_or(usize::MAX)
-    }
-
-    /// Blocks held, in use and spare (unit tests only).
-    #[cfg(all(test, not(loom)))]
-    pub(super) fn blocks(&self) -> (usize, usize) {
-        (self.blocks.len(), self.spare.len())
+        self.slots.len()
     }
 
     /// The key the next [`push`](Self::push) returns.
     #[inline]
     pub(super) fn next_key(&self) -> TaskKey {
-        TaskKey(self.tail)
-    }
-
-    /// The slot of sequence number `seq` (`head <= seq < tail`): the front
-    /// block holds `head..`, every later block its whole range.
-    fn slot(&mut self, seq: u64) -> &mut Option<Queued> {
-        let (block, at) = match seq / BLOCK - self.head / BLOCK {
-            0 => (0, seq - self.head),
-            block => (block, seq % BLOCK),
-        };
-        let (block, at) = (usize::try_from(block), usize::try_from(at));
-        let (Ok(block), Ok(at)) = (block, at) else {
-            unreachable!("queue invariant: the slots held fit in memory")
-        };
-        (self.blocks[block].0.get_mut(at)).expect("queue invariant: a held slot is in its block")
+        TaskKey(self.head + self.slots.len() as u64)
     }
 
     /// Appends `job`; returns its key.
     #[inline]
     pub(super) fn push(&mut self, job: Queued) -> TaskKey {
-        let seq = self.tail;
-        if seq % BLOCK == 0 {
-            // The last block is full (or there is none): the newest spare,
-            // which is most likely still in this core's cache, else a new
-            // one.
-            let block = self.spare.pop().unwrap_or_else(Block::new);
-            self.blocks.push_back(block);
-        }
-        (self.blocks.back_mut())
-            .expect("queue invariant: the tail's block is held")
-            .0
-            .push_back(Some(job));
-        self.tail += 1;
+        let seq = self.head + self.slots.len() as u64;
+        self.slots.push_back(Slot {
+            item: Some(job.item),
+            meta: job.meta,
+        });
         self.live += 1;
         TaskKey(seq)
-    }
-
-    /// Moves the head's slot out (an item, or `None` for a tombstone); a
-    /// block left behind becomes a spare.
-    #[inline]
-    fn pop_slot(&mut self) -> Option<Queued> {
-        let front = self.blocks.front_mut();
-        let slot = front.and_then(|block| block.0.pop_front());
-        let slot = slot.expect("queue invariant: the head's slot is held");
-        self.head += 1;
-        if self.head % BLOCK == 0 {
-            self.recycle_front();
-        }
-        slot
-    }
-
-    /// The front block's slots are all gone: it becomes a spare.
-    fn recycle_front(&mut self) {
-        if let Some(mut block) = self.blocks.pop_front() {
-            // Empty but for the tombstones of a queue emptied by `trim`:
-            // nothing to drop.
-            block.0.clear();
-            self.spare.push(block);
-        }
     }
 
     /// Removes the oldest live item.
     #[inline]
     pub(super) fn pop(&mut self) -> Option<Queued> {
-        while self.head < self.tail {
-            let job = self.pop_slot();
-            if job.is_some() {
+        while let Some(slot) = self.slots.pop_front() {
+            self.head += 1;
+            if let Some(item) = slot.item {
                 self.live -= 1;
                 // Not a look at the next slot: the submitter may be writing
                 // its cache line right now (`front` skips tombstones).
-                return job;
+                return Some(Queued {
+                    item,
+                    meta: slot.meta,
+                });
             }
         }
         None
@@ -376,46 +285,32 @@ impl Queue {
     /// The oldest live item's metadata: O(1) but for the tombstones a pop
     /// left at the front (at most the items withdrawn; diagnostics only).
     pub(super) fn front(&self) -> Option<Meta> {
-        self.blocks
+        self.slots
             .iter()
-            .flat_map(|block| block.0.iter())
-            .find_map(|slot| slot.as_ref().map(|job| job.meta))
+            .find(|slot| slot.item.is_some())
+            .map(|slot| slot.meta)
     }
 
     /// Removes the item named by `key` if it is still queued. O(1).
     pub(super) fn withdraw(&mut self, key: TaskKey) -> Option<Item> {
-        if key.0 < self.head || key.0 >= self.tail {
-            return None;
-        }
-        let job = self.slot(key.0).take()?;
+        let at = usize::try_from(key.0.checked_sub(self.head)?).ok()?;
+        let item = self.slots.get_mut(at)?.item.take()?;
         self.live -= 1;
         self.trim();
-        Some(job.item)
+        Some(item)
     }
 
     /// Drops the tombstones at the front (the head moves on), and all of
     /// them once nothing is live. Trailing ones must stay while live items
-    /// precede them: the next key is `tail` and keys are never reused.
+    /// precede them: the next key is `head + len` and keys are never reused.
     fn trim(&mut self) {
-        if self.live == 0 {
-            // Every slot is a tombstone: keep only the block the next push
-            // writes into, if it is part-used, emptied.
-            let keep = usize::from(self.tail % BLOCK != 0);
-            while self.blocks.len() > keep {
-                self.recycle_front();
-            }
-            if let Some(block) = self.blocks.front_mut() {
-                block.0.clear();
-            }
-            self.head = self.tail;
-            return;
+        while self.slots.front().is_some_and(|slot| slot.item.is_none()) {
+            self.slots.pop_front();
+            self.head += 1;
         }
-        while self.head < self.tail {
-            let head = self.head;
-            if self.slot(head).is_some() {
-                break;
-            }
-            self.pop_slot();
+        if self.live == 0 {
+            self.head += self.slots.len() as u64;
+            self.slots.clear();
         }
     }
 
@@ -423,12 +318,14 @@ impl Queue {
     pub(super) fn drain_after(&mut self, keep: usize) -> Vec<Item> {
         let mut kept = 0;
         let mut out = Vec::new();
-        let slots = self.blocks.iter_mut().flat_map(|block| block.0.iter_mut());
-        for slot in slots.filter(|slot| slot.is_some()) {
+        for slot in &mut self.slots {
+            if slot.item.is_none() {
+                continue;
+            }
             if kept < keep {
                 kept += 1;
-            } else if let Some(job) = slot.take() {
-                out.push(job.item);
+            } else if let Some(item) = slot.item.take() {
+                out.push(item);
             }
         }
         self.live -= out.len();
@@ -558,97 +455,6 @@ mod tests {
     }
 
     #[test]
-    fn blocks_the_head_leaves_are_reused_so_memory_stays_at_the_peak_backlog() {
-        let block = BLOCK as usize;
-        let mut q = Queue::default();
-        // A steady stream (push one, pop one) cycles through two blocks.
-        for _ in 0..10 * block {
-            q.push(task());
-            assert!(q.pop().is_some());
-        }
-        let (used, spare) = q.blocks();
-        assert!(used + spare <= 2, "{used} in use, {spare} spare");
-        // A backlog of 3.5 blocks needs 4 blocks in all, whatever came before.
-        let keys: Vec<_> = (0..7 * block / 2).map(|_| q.push(task())).collect();
-        let (used, spare) = q.blocks();
-        assert_eq!((used, used + spare), (4, 4));
-        // Withdrawals reach into any block; a withdrawn head's block is freed
-        // once the head passes it.
-        for key in &keys[..block + 1] {
-            assert!(q.withdraw(*key).is_some());
-        }
-        assert_eq!(q.blocks().0, 3, "the first block's slots are all gone");
-        assert!(
-            q.withdraw(keys[3 * block]).is_some(),
-            "a slot in the last block"
-        );
-        assert_eq!(q.len(), 7 * block / 2 - block - 2);
-        // Draining leaves every block spare (or the tail's, part-used), and
-        // the next backlog of the same depth allocates nothing new.
-        while q.pop().is_some() {}
-        let (used, spare) = q.blocks();
-        assert_eq!((used, used + spare), (1, 4));
-        for _ in 0..7 * block / 2 {
-            q.push(task());
-        }
-        let (used, spare) = q.blocks();
-        assert_eq!((used, used + spare), (4, 4), "spares reused, none new");
-        // Keys stay unique across reused blocks: the old ones are stale.
-        for key in &keys {
-            assert!(q.withdraw(*key).is_none());
-        }
-        assert_eq!(q.drain_after(0).len(), 7 * block / 2);
-        assert_eq!((q.len(), q.slots()), (0, 0));
-    }
-
-    #[test]
-    fn a_submission_shares_only_the_lock_line_with_what_busy_threads_write_per_job() {
-        use super::super::state::State;
-        use std::mem::{align_of, offset_of};
-        // The mutex word starts a cache line; where does the state start?
-        assert_eq!((offset_of!(Core, state), align_of::<Core>()), (0, 64));
-        let mutex = crate::loom::Mutex::new(State::new(0, 1, 1, std::time::Duration::ZERO));
-        let data = {
-            let guard = mutex.lock();
-            (&*guard as *const State as usize) - (&mutex as *const _ as usize)
-        };
-        let line = |offset: usize| (data + offset) / 64;
-        let queue = offset_of!(State, queue);
-        let cursors = [
-            offset_of!(Queue, head),
-            offset_of!(Queue, tail),
-            offset_of!(Queue, live),
-            offset_of!(Queue, blocks),
-        ];
-        for cursor in cursors {
-            assert_eq!(
-                line(queue + cursor),
-                0,
-                "queue cursors share the lock's line"
-            );
-        }
-        // Written by a busy thread on every job, besides the cursors.
-        let per_job = [offset_of!(State, taken), offset_of!(State, completed)];
-        // Read by every submission (`State::decide` on a busy pool).
-        let decide = [
-            offset_of!(State, idle),
-            offset_of!(State, busy),
-            offset_of!(State, spare),
-            offset_of!(State, spinning),
-            offset_of!(State, limit),
-            offset_of!(State, eager),
-            offset_of!(State, started),
-            offset_of!(State, stopped),
-            offset_of!(State, armed),
-        ];
-        for written in per_job {
-            for read in decide {
-                assert_ne!(line(written), line(read), "fields at {written} and {read}");
-            }
-        }
-    }
-
-    #[test]
     fn a_key_survives_its_word_and_the_word_zero_names_no_key() {
         let mut q = Queue::default();
         let first = q.push(task());
@@ -666,7 +472,7 @@ mod tests {
         // slot size is memory traffic per job (56 bytes with an enum of the
         // item kinds: 0.87 of its wall per job in the harness, ring11).
         assert_eq!(std::mem::size_of::<Option<Item>>(), 32);
-        assert_eq!(std::mem::size_of::<Option<Queued>>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
     }
 
     #[test]

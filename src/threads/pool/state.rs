@@ -140,76 +140,52 @@ pub(super) enum Position {
 }
 
 /// See the module docs.
-///
-/// # Layout
-///
-/// Three threads take the lock once per job each in a burst (the
-/// submitter, and each busy thread between two jobs), so every cache line a
-/// job's lock hold touches, and another thread wrote since, is a transfer
-/// between cores (a stall of about 50 ns on the VMs this was measured on).
-/// `repr(C)`, in this order, with the mutex word at the start of a cache
-/// line (`Core` is `repr(C, align(64))` with the mutex first, and the
-/// state follows the mutex word):
-/// - the lock's own line: the queue's cursors and block list, written by
-///   the submitter (push) and a busy thread (pop) on every job;
-/// - the next: the queue's spares and what a busy thread writes on every
-///   job (`taken`, `completed`), and `claimed` (read on every job by a
-///   busy thread; the submitter reads it only when a thread is idle);
-/// - the next: what a submission's [`decide`](Self::decide) reads, written
-///   only when a thread changes role;
-/// - the rest: rare, and `running`'s header (read-mostly).
-///
-/// So of the state, a submission touches one line that a busy thread writes
-/// per job (the lock's) where the default layout had it touch three (a test
-/// pins this); the queue's block header and slot lines come on top, shared
-/// only while the submitter and the busy thread are in the same block.
 #[derive(Debug)]
-#[repr(C)]
 pub(super) struct State {
     pub(super) queue: Queue,
-    /// Tasks taken from the queue so far: the spare's progress signal.
-    pub(super) taken: u64,
-    pub(super) completed: u64,
     pub(super) claimed: usize,
-    pub(super) panicked: u64,
-    /// Spins begun so far (a count for tests and diagnostics).
-    pub(super) spins: u64,
     pub(super) idle: usize,
-    pub(super) busy: usize,
-    /// Spare threads (0 or 1) not told to exit.
-    pub(super) spare: usize,
     /// Idle threads spinning before they wait (0 or 1; counted in `idle`,
     /// or ordered to exit). Such a thread takes the lock and looks for a
     /// claim within the spin bound, so a claim needs no notify.
     pub(super) spinning: usize,
-    /// 0 until started, then `max`.
-    pub(super) limit: usize,
-    /// Threads that may be busy before growth waits for a stall.
-    pub(super) eager: usize,
-    /// Busy threads to retire when they find no backlog.
-    pub(super) to_shrink: usize,
-    pub(super) started: bool,
-    pub(super) stopped: bool,
-    /// Whether the spare is watching for a stall.
-    pub(super) armed: bool,
     /// Whether the next idle spell may spin, from how the last spins went
     /// (a pause of idle spells after spins that found nothing).
     pub(super) spin_backoff: SpinBackoff,
-    /// What each thread runs, by the slot it took at its start
-    /// ([`enter_thread`](Self::enter_thread)); `None` between jobs. One
-    /// cache line per thread: each thread writes its own on every job.
-    pub(super) running: Vec<RunningSlot>,
+    /// Spins begun so far (a count for tests and diagnostics).
+    pub(super) spins: u64,
+    pub(super) busy: usize,
+    /// Spare threads (0 or 1) not told to exit.
+    pub(super) spare: usize,
+    /// Whether the spare is watching for a stall.
+    pub(super) armed: bool,
     pub(super) exit_idle: usize,
     pub(super) exit_spare: usize,
+    /// Busy threads to retire when they find no backlog.
+    pub(super) to_shrink: usize,
+    /// Tasks taken from the queue so far: the spare's progress signal.
+    pub(super) taken: u64,
+    pub(super) completed: u64,
+    pub(super) panicked: u64,
     pub(super) min: usize,
     pub(super) max: usize,
+    /// 0 until started, then `max`.
+    pub(super) limit: usize,
+    pub(super) started: bool,
+    pub(super) stopped: bool,
     pub(super) next_thread: u64,
     /// Threads counted in a role or still running their exit.
     pub(super) alive: usize,
+    /// Threads that may be busy before growth waits for a stall.
+    pub(super) eager: usize,
     pub(super) keep_alive: Duration,
     /// Threads whose body started running, and those of them that exited.
     pub(super) threads_created: u64,
     pub(super) threads_reaped: u64,
+    /// What each thread runs, by the slot it took at its start
+    /// ([`enter_thread`](Self::enter_thread)); `None` between jobs. One
+    /// cache line per thread: each thread writes its own on every job.
+    pub(super) running: Vec<RunningSlot>,
     /// Slots of `running` whose thread exited, for reuse.
     free_slots: Vec<usize>,
 }

@@ -48,30 +48,23 @@ pub(super) type Body = Box<dyn FnOnce() + Send + 'static>;
 pub(super) type ThreadFactory = Box<dyn Fn(&str, Body) -> io::Result<()> + Send + Sync>;
 
 /// The pool's state, shared with its threads.
-///
-/// `repr(C, align(64))` with the mutex first: the mutex word starts a cache
-/// line, which the hottest fields of [`State`] share (see its layout). The
-/// fields read on every job and never written follow; the condvars (their
-/// words change on a wait or a notify) and the histograms (written per job
-/// when enabled) come last.
-#[repr(C, align(64))]
 pub(super) struct Core {
-    pub(super) state: Mutex<State>,
     pub(super) name: String,
     pub(super) factory: ThreadFactory,
     pub(super) clock: std::sync::Arc<dyn Clock>,
-    /// Whether jobs are recorded in the two histograms.
-    pub(super) histograms: bool,
-    /// Where job times come from.
-    pub(super) job_clock: JobClock,
+    pub(super) state: Mutex<State>,
     /// Idle threads (and those with a claim or an exit order) wait here.
     pub(super) work: Condvar,
+    /// What the one spinning idle thread watches instead (`spin.rs`).
+    pub(super) spin_hint: SpinHint,
     /// The spare waits here.
     pub(super) spare: Condvar,
     /// Signalled whenever a thread exits or a start is given back.
     pub(super) exited: Condvar,
-    /// What the one spinning idle thread watches instead (`spin.rs`).
-    pub(super) spin_hint: SpinHint,
+    /// Whether jobs are recorded in the two histograms.
+    pub(super) histograms: bool,
+    /// Where job times come from.
+    pub(super) job_clock: JobClock,
     /// Time from submission to start, per job.
     pub(super) queue_wait: Histogram,
     /// Time from start to end (callback included), per job.
