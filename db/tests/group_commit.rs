@@ -66,15 +66,11 @@ fn the_grouped_writes_of_a_turn_commit_once_and_every_one_is_visible_once_any_is
                 .unwrap()
                 .query_row("select count(*) from t", [], |r| r.get(0))
                 .unwrap();
-            let mut rest = Vec::new();
-            for d in ds {
-                rest.push(d.await);
-            }
-            (first, rest, n)
+            (first, weft::gather(ds).await, n)
         })
         .unwrap();
     assert!(first.unwrap(), "ran inside the group's transaction");
-    assert!(rest.into_iter().all(|r| r.unwrap()));
+    assert!(rest.unwrap().into_iter().all(|in_group| in_group));
     assert_eq!(seen_at_first, 10);
     assert_eq!(
         rows(&dir, "select x from t order by rowid"),
@@ -206,12 +202,9 @@ fn a_huge_turn_is_cut_into_bounded_groups() {
     let out = reactor
         .run_until_complete(async move {
             let ds: Vec<_> = (0..150).map(|x| shared.write_in_group(insert(x))).collect();
-            let mut out = Vec::new();
-            for d in ds {
-                out.push(d.await.unwrap());
-            }
-            out
+            weft::gather(ds).await
         })
+        .unwrap()
         .unwrap();
     assert_eq!(out.len(), 150);
     assert_eq!(rows(&dir, "select count(*) from t"), [150]);

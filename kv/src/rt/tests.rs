@@ -7,6 +7,12 @@ use hyper::rt::Timer;
 
 use super::*;
 
+/// Runs `test` on a thread of its own and propagates its panic: the sleep
+/// registry is per thread, so each such test starts with an empty one.
+fn on_a_fresh_thread(test: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(test).join().unwrap();
+}
+
 /// Polls `s` once (registering it) and expects it pending.
 async fn register(s: &mut Pin<Box<dyn hyper::rt::Sleep>>) {
     poll_fn(|cx| {
@@ -34,7 +40,7 @@ async fn finishes(s: Pin<Box<dyn hyper::rt::Sleep>>) -> bool {
 
 #[test]
 fn an_earlier_deadline_rearms_and_dropped_sleeps_leave_the_registry() {
-    std::thread::spawn(|| {
+    on_a_fresh_thread(|| {
         let reactor = weft::Reactor::new().unwrap();
         reactor
             .run_until_complete(async {
@@ -52,14 +58,12 @@ fn an_earlier_deadline_rearms_and_dropped_sleeps_leave_the_registry() {
                 assert_eq!(waiting_sleeps(), 0);
             })
             .unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn a_call_armed_by_a_dropped_reactor_does_not_block_the_next_one() {
-    std::thread::spawn(|| {
+    on_a_fresh_thread(|| {
         let first = weft::Reactor::new().unwrap();
         // Armed for 40 ms from now; the reactor goes away before that
         // (if it did not, the call fired and this checks less).
@@ -81,14 +85,12 @@ fn a_call_armed_by_a_dropped_reactor_does_not_block_the_next_one() {
             .unwrap();
         assert!(fired);
         assert_eq!(waiting_sleeps(), 0);
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn many_sleeps_with_one_deadline_all_fire() {
-    std::thread::spawn(|| {
+    on_a_fresh_thread(|| {
         let reactor = weft::Reactor::new().unwrap();
         reactor
             .run_until_complete(async {
@@ -104,9 +106,7 @@ fn many_sleeps_with_one_deadline_all_fire() {
                 assert_eq!(waiting_sleeps(), 0);
             })
             .unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn dropped_sleeps_behind_a_long_one_do_not_pile_up_in_the_queue() {
 
 #[test]
 fn a_sleep_first_polled_on_a_loop_registers_without_reading_the_clock_and_fires_even_if_due() {
-    std::thread::spawn(|| {
+    on_a_fresh_thread(|| {
         let reactor = weft::Reactor::new().unwrap();
         let past = Instant::now() - Duration::from_millis(5);
         let fired = reactor
@@ -182,14 +182,12 @@ fn a_sleep_first_polled_on_a_loop_registers_without_reading_the_clock_and_fires_
             .unwrap();
         assert!(fired);
         assert_eq!(waiting_sleeps(), 0);
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn a_registered_sleep_polled_again_under_the_threads_next_reactor_still_fires() {
-    std::thread::spawn(|| {
+    on_a_fresh_thread(|| {
         let s = WeftTimer.sleep_until(Instant::now() + Duration::from_millis(30));
         let first = weft::Reactor::new().unwrap();
         let s = first
@@ -208,7 +206,5 @@ fn a_registered_sleep_polled_again_under_the_threads_next_reactor_still_fires() 
         let fired = second.run_until_complete(finishes(s)).unwrap();
         assert!(fired);
         assert_eq!(waiting_sleeps(), 0);
-    })
-    .join()
-    .unwrap();
+    });
 }
