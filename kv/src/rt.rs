@@ -540,15 +540,12 @@ impl Future for WeftSleep {
                 return Poll::Pending;
             }
         }
-        if this.key.is_some() || this.off_loop.is_some() {
-            // Fired here (then its deadline passed), or registered on
-            // another thread: the off-loop path rather than never waking.
-            if Instant::now() >= this.deadline {
-                return Poll::Ready(());
-            }
-            return this.poll_off_loop(cx);
-        }
-        let Some(handle) = weft::reactor::current() else {
+        // Registers on this thread's loop only if never registered and not
+        // already waiting off a loop. Otherwise it fired here (then its
+        // deadline passed), was registered on another thread, or there is
+        // no loop: the off-loop path rather than never waking.
+        let never_placed = this.key.is_none() && this.off_loop.is_none();
+        let Some(handle) = never_placed.then(weft::reactor::current).flatten() else {
             if Instant::now() >= this.deadline {
                 return Poll::Ready(());
             }
