@@ -121,6 +121,71 @@ fn a_job_cancelled_before_the_hand_over_is_dropped_at_once_never_runs_and_is_not
     assert_eq!((s.completed, s.backlog), (1, 0));
 }
 
+/// Kept jobs cancelled between others are skipped in the hand-over's one
+/// pass: the others are queued in order, each under its own backlog key,
+/// so a cancel after the hand-over withdraws exactly the job cancelled.
+#[test]
+fn jobs_cancelled_among_kept_ones_are_skipped_and_the_rest_keep_their_own_backlog_keys() {
+    let GatedPool {
+        reactor,
+        pool: _pool,
+        open,
+        gate,
+        counts,
+    } = gated_pool();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (c, r, s) = (counts.clone(), ran.clone(), seen.clone());
+    in_one_turn(&reactor, move |h| {
+        let first = h.defer_to_thread(move || gate.recv().unwrap());
+        let kept: Vec<_> = (0..6u32)
+            .map(|i| {
+                let r = r.clone();
+                h.defer_to_thread(move || {
+                    r.lock().unwrap().push(i);
+                    i
+                })
+            })
+            .collect();
+        // Before the hand-over: 1 and 3 are skipped by it.
+        kept[1].cancel();
+        kept[3].cancel();
+        c.borrow_mut().push(h.thread_pool().statistics().backlog);
+        // After it: 4 leaves the backlog (and only 4).
+        kept[4].cancel();
+        c.borrow_mut().push(h.thread_pool().statistics().backlog);
+        let mut kept = kept.into_iter();
+        for d in kept.by_ref().take(5) {
+            s.borrow_mut().push(record(d));
+        }
+        let last = kept.next().unwrap();
+        drop(first);
+        open.send(()).unwrap();
+        // One pool thread, FIFO: the last job resolves after the others.
+        let (h2, s2) = (h.clone(), s.clone());
+        last.add_both(move |r| {
+            s2.borrow_mut().push(Rc::new(RefCell::new(Some(r))));
+            h2.stop();
+        });
+    });
+    assert_eq!(*counts.borrow(), vec![4, 3]);
+    assert_eq!(*ran.lock().unwrap(), vec![0, 2, 5]);
+    let results: Vec<_> = seen.borrow().iter().map(|r| r.borrow().clone()).collect();
+    let cancelled = Some(Err(ThreadError::Cancelled));
+    assert_eq!(
+        results,
+        vec![
+            Some(Ok(0)),
+            cancelled.clone(),
+            Some(Ok(2)),
+            cancelled.clone(),
+            cancelled,
+            Some(Ok(5)),
+        ]
+    );
+    assert_eq!(reactor.thread_pool().statistics().completed, 4);
+}
+
 #[test]
 fn the_pool_counts_a_turns_jobs_once_handed_over_and_thread_pool_hands_them_over() {
     let GatedPool {

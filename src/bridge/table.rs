@@ -266,6 +266,7 @@ impl Threads {
     }
 
     /// A job was submitted: it is in flight until delivered or given up.
+    #[inline]
     pub(super) fn register(&self) {
         self.in_flight.enter();
     }
@@ -315,22 +316,32 @@ impl Threads {
         if jobs.is_empty() {
             return;
         }
-        jobs.retain(|(job, _)| job.wanted());
         let pool = self.pool.borrow().clone();
         let mut rest = jobs.drain(..);
+        // A job cancelled while kept is skipped in the same pass that
+        // queues the others (one dynamic call per job, no second pass
+        // over the list); its record is let go after the pool's lock.
+        let mut skipped = Vec::new();
         let queued = pool.is_some_and(|pool| {
             pool.submit_shared_batch_at(|task| {
-                let (job, location) = rest.next()?;
-                job.queued_as(task);
-                Some((job as Arc<dyn SharedTask>, location))
+                loop {
+                    let (job, location) = rest.next()?;
+                    if job.queue_as(task) {
+                        return Some((job as Arc<dyn SharedTask>, location));
+                    }
+                    skipped.push(job);
+                }
             })
         });
         if !queued {
+            // Refused (stopped): each still-wanted job resolves `Stopped`
+            // (one settled on the loop already keeps its outcome).
             for (job, _) in rest.by_ref() {
                 job.stopped();
             }
         }
         drop(rest);
+        drop(skipped);
         // Keep the list's room for the next turn.
         let mut pending = self.pending.borrow_mut();
         if pending.is_empty() {
@@ -387,6 +398,7 @@ pub(super) struct InFlight {
 }
 
 impl InFlight {
+    #[inline]
     fn enter(&self) {
         let n = self.jobs.load(Ordering::Relaxed);
         self.jobs.store(n + 1, Ordering::Relaxed);
@@ -421,10 +433,11 @@ pub(super) const HAND_OVER_CHUNK: usize = 64;
 /// A reactor-pool job kept on the loop until the turn's hand-over
 /// ([`Threads::defer`]); loop thread only.
 pub(super) trait Pending: SharedTask {
-    /// Not yet resolved on the loop (a cancel resolves it).
-    fn wanted(&self) -> bool;
-    /// Queued with this key: a cancel withdraws it from now on.
-    fn queued_as(&self, task: TaskKey);
+    /// About to be queued with this key: if it is still wanted (not
+    /// resolved on the loop: a cancel resolves it), notes the key, so a
+    /// cancel withdraws it from now on, and says yes; else says no (it is
+    /// not queued).
+    fn queue_as(&self, task: TaskKey) -> bool;
     /// The pool refused it: resolve it with `Stopped`.
     fn stopped(&self);
 }

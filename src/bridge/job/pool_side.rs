@@ -20,11 +20,12 @@ where
     E: Send + 'static,
     C: FnOnce() + Send + 'static,
 {
-    fn wanted(&self) -> bool {
-        self.flags() & READY == 0
-    }
-    fn queued_as(&self, task: TaskKey) {
+    fn queue_as(&self, task: TaskKey) -> bool {
+        if self.flags() & READY != 0 {
+            return false;
+        }
         self.set_task(task);
+        true
     }
     fn stopped(&self) {
         let _ = self.settle(Err((self.error)(ThreadError::Stopped)));
