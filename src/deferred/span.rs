@@ -42,7 +42,9 @@ fn current_slow() -> Option<Span> {
     (!span.is_disabled()).then_some(span)
 }
 
-/// Runs `f` inside `span` when there is one.
+/// Runs `f` inside `span` when there is one. Inlined: on a worker it wraps
+/// every job, and without a span it is just the call.
+#[inline]
 pub(crate) fn in_span<R>(span: Option<&Span>, f: impl FnOnce() -> R) -> R {
     match span {
         Some(span) => span.in_scope(f),
