@@ -246,6 +246,53 @@ pub struct Config {
     /// Must be within 0.1..=100 ms ([`run`] fails otherwise); a kernel that
     /// refuses it is logged and the loop runs with its default slice.
     pub loop_slice: Option<Duration>,
+    /// The database connection threads' scheduling policy (default
+    /// [`DbPolicy::Normal`]). Linux only; none of the three needs
+    /// privilege (see "Loop stalls" in the crate docs). A kernel that
+    /// refuses it is logged and the thread keeps its policy.
+    pub db_policy: DbPolicy,
+    /// The database connection threads' EEVDF slice (as
+    /// [`Config::loop_slice`], for them; `None`: the kernel's default).
+    /// Must be within 0.1..=100 ms ([`run`] fails otherwise).
+    pub db_slice: Option<Duration>,
+}
+
+/// A scheduling policy of Linux's fair class, for the database threads
+/// ([`Config::db_policy`]).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!("batch".parse(), Ok(weft_kv::DbPolicy::Batch));
+/// assert!("fifo".parse::<weft_kv::DbPolicy>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DbPolicy {
+    /// `SCHED_OTHER`, as created.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: same weight, but a woken thread never preempts the
+    /// one running (a loop keeps its core until its slice ends or it
+    /// sleeps).
+    Batch,
+    /// `SCHED_IDLE`: the least weight (3 against a nice-0 thread's
+    /// 1024); any other thread that wakes on its core preempts it.
+    Idle,
+}
+
+impl std::str::FromStr for DbPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normal" => Ok(DbPolicy::Normal),
+            "batch" => Ok(DbPolicy::Batch),
+            "idle" => Ok(DbPolicy::Idle),
+            _ => Err(format!(
+                "unknown scheduling policy {s:?} (normal, batch, idle)"
+            )),
+        }
+    }
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -325,6 +372,8 @@ impl Default for Config {
             balance_loops: true,
             db_nice: None,
             loop_slice: None,
+            db_policy: DbPolicy::Normal,
+            db_slice: None,
         }
     }
 }
