@@ -38,10 +38,8 @@ fi
 callgrind_control -d $VG >/dev/null
 kill -TERM $VG; wait $VG || true
 echo "requests: $REQ"
-for f in "$OUT"/cg.out*-*; do
-  case "$f" in *.1) ;; *) continue;; esac 2>/dev/null
-done
-for f in $(ls "$OUT"/cg.out.* 2>/dev/null | sort); do
+# cg.out.1-TT: the dump taken after the client (thread TT); 1: the loop (main thread).
+for f in $(ls "$OUT"/cg.out.1-* 2>/dev/null | sort); do
   n=$(sed -n 's/^summary: //p;s/^totals: //p' "$f" | head -1)
   t=$(sed -n 's/^thread: //p' "$f" | head -1)
   [ -n "$n" ] && [ "$n" -gt 0 ] && echo "$f thread $t: $n Ir, $((n / REQ)) per request"
