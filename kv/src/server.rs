@@ -146,8 +146,8 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
 }
 
 /// What each database connection thread does first: take the configured
-/// nice value (checked here, set there: Linux keeps nice values per
-/// thread).
+/// nice value, then policy and slice (checked here, set there: Linux keeps
+/// them per thread).
 fn db_thread_start(
     nice: Option<i32>,
     policy: crate::DbPolicy,
