@@ -91,6 +91,25 @@
 //!   to about 22 µs (less batching per turn, 3× the context switches) and
 //!   requests/s fell to 0.57–0.75×. Off by default.
 //!
+//! - [`Config::db_policy`] (`SCHED_BATCH` or `SCHED_IDLE` on the database
+//!   threads, unprivileged; session 12, load average 8–16, 2 rounds × 4
+//!   cells): `batch` did not change the late ticks or the run-queue wait
+//!   beyond the noise; `idle` starves the database threads (2.3–8.4k
+//!   requests/s, p99 84–430 ms). Off by default; the twin could use either
+//!   on its blocking threads just as well.
+//!
+//! Who holds the loop off its core (`kv/tools/loop_waits.sh`: perf's
+//! scheduler events during a wrk run, each wait of the loop thread charged
+//! to what ran on the CPU it then ran on; session 12, eight 3 s samples,
+//! 90/10, the settings above, load average 9–12 from other sessions'
+//! builds): the loop waited 17–63% of the time, in waits of 15–65 µs on
+//! average, behind the load client and its own database threads; but of
+//! the waits over 1 ms (2.6 s in all) 96% were behind other processes.
+//! With autogroups (each session one scheduling group) the loop's share
+//! against those is its session's, which no setting inside the process
+//! changes; on a machine running only the server and its client the
+//! remaining waits are the short ones.
+//!
 //! Each loop's lag probe tells its late ticks apart
 //! (`weft_kv_loop_late_ticks_{waiting,working}_total`): a tick over 1 ms
 //! late counts as waiting when the loop thread spent at least half of the
@@ -246,6 +265,53 @@ pub struct Config {
     /// Must be within 0.1..=100 ms ([`run`] fails otherwise); a kernel that
     /// refuses it is logged and the loop runs with its default slice.
     pub loop_slice: Option<Duration>,
+    /// The database connection threads' scheduling policy (default
+    /// [`DbPolicy::Normal`]). Linux only; none of the three needs
+    /// privilege (see "Loop stalls" in the crate docs). A kernel that
+    /// refuses it is logged and the thread keeps its policy.
+    pub db_policy: DbPolicy,
+    /// The database connection threads' EEVDF slice (as
+    /// [`Config::loop_slice`], for them; `None`: the kernel's default).
+    /// Must be within 0.1..=100 ms ([`run`] fails otherwise).
+    pub db_slice: Option<Duration>,
+}
+
+/// A scheduling policy of Linux's fair class, for the database threads
+/// ([`Config::db_policy`]).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!("batch".parse(), Ok(weft_kv::DbPolicy::Batch));
+/// assert!("fifo".parse::<weft_kv::DbPolicy>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DbPolicy {
+    /// `SCHED_OTHER`, as created.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: same weight, but a woken thread never preempts the
+    /// one running (a loop keeps its core until its slice ends or it
+    /// sleeps).
+    Batch,
+    /// `SCHED_IDLE`: the least weight (3 against a nice-0 thread's
+    /// 1024); any other thread that wakes on its core preempts it.
+    Idle,
+}
+
+impl std::str::FromStr for DbPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normal" => Ok(DbPolicy::Normal),
+            "batch" => Ok(DbPolicy::Batch),
+            "idle" => Ok(DbPolicy::Idle),
+            _ => Err(format!(
+                "unknown scheduling policy {s:?} (normal, batch, idle)"
+            )),
+        }
+    }
 }
 
 /// The default number of reader connections: one per core the loop thread
@@ -325,6 +391,8 @@ impl Default for Config {
             balance_loops: true,
             db_nice: None,
             loop_slice: None,
+            db_policy: DbPolicy::Normal,
+            db_slice: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US]
+//!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US] [--loop-slice-us US]
 //!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -80,6 +80,11 @@ fn main() -> ExitCode {
                 }
             }
             "--db-nice" => cfg.db_nice = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--db-policy" => cfg.db_policy = val().parse().unwrap_or_else(|_| usage()),
+            "--db-slice-us" => {
+                let us: u64 = val().parse().unwrap_or_else(|_| usage());
+                cfg.db_slice = (us > 0).then(|| Duration::from_micros(us));
+            }
             "--loop-slice-us" => {
                 let us: u64 = val().parse().unwrap_or_else(|_| usage());
                 cfg.loop_slice = (us > 0).then(|| Duration::from_micros(us));

@@ -46,6 +46,8 @@ struct SchedAttr {
 }
 
 const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+const SCHED_IDLE: u32 = 5;
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 
 /// The kernel's bounds on a custom slice.
@@ -61,7 +63,30 @@ pub(crate) const MAX_SLICE: Duration = Duration::from_millis(100);
 /// error otherwise (e.g. `EINVAL` from a kernel that predates the call's
 /// fields).
 pub(crate) fn set_thread_slice(slice: Duration) -> io::Result<()> {
-    if !(MIN_SLICE..=MAX_SLICE).contains(&slice) {
+    set_thread_policy(crate::DbPolicy::Normal, Some(slice))
+}
+
+/// Moves the calling thread to `policy` (one of the fair class's three),
+/// with `slice` as its EEVDF slice (`None`: the kernel's default), keeping
+/// its nice value. Threads it starts later do not inherit the slice but do
+/// inherit the policy (`SCHED_FLAG_RESET_ON_FORK` resets only real-time
+/// policies and negative nice values).
+///
+/// None of these needs privilege: `SCHED_BATCH` and `SCHED_IDLE` only
+/// give up claims (a thread under them never preempts another on waking;
+/// an idle one also weighs almost nothing and is preempted by any other
+/// waking thread of its run queue).
+///
+/// # Errors
+///
+/// As [`set_thread_slice`].
+pub(crate) fn set_thread_policy(
+    policy: crate::DbPolicy,
+    slice: Option<Duration>,
+) -> io::Result<()> {
+    if let Some(slice) = slice
+        && !(MIN_SLICE..=MAX_SLICE).contains(&slice)
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("a scheduling slice must be within 0.1..=100 ms, not {slice:?}"),
@@ -70,11 +95,16 @@ pub(crate) fn set_thread_slice(slice: Duration) -> io::Result<()> {
     let nice = rustix::process::getpriority_process(None)?;
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: SCHED_OTHER,
+        sched_policy: match policy {
+            crate::DbPolicy::Normal => SCHED_OTHER,
+            crate::DbPolicy::Batch => SCHED_BATCH,
+            crate::DbPolicy::Idle => SCHED_IDLE,
+        },
         sched_flags: SCHED_FLAG_RESET_ON_FORK,
         sched_nice: nice,
         sched_priority: 0,
-        sched_runtime: slice.as_nanos() as u64,
+        // 0: the kernel's default slice.
+        sched_runtime: slice.map_or(0, |s| s.as_nanos() as u64),
         sched_deadline: 0,
         sched_period: 0,
         sched_util_min: 0,
@@ -98,6 +128,23 @@ pub(crate) fn set_thread_slice(slice: Duration) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's policy (`sched_getscheduler`), as one of the fair
+/// class's (`None`: another class, e.g. a real-time one).
+#[cfg(test)]
+pub(crate) fn thread_policy() -> Option<crate::DbPolicy> {
+    // SAFETY: `sched_getscheduler(0)` only reads the calling thread's
+    // policy.
+    #[allow(unsafe_code)]
+    let p = unsafe { libc::sched_getscheduler(0) };
+    // The policy comes with `SCHED_RESET_ON_FORK` (0x4000_0000) when set.
+    match p & !0x4000_0000 {
+        0 => Some(crate::DbPolicy::Normal),
+        3 => Some(crate::DbPolicy::Batch),
+        5 => Some(crate::DbPolicy::Idle),
+        _ => None,
     }
 }
 
@@ -202,6 +249,25 @@ mod tests {
             let e = set_thread_slice(bad).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         }
+    }
+
+    #[test]
+    fn a_batch_policy_applies_to_this_thread_and_keeps_its_nice_value() {
+        std::thread::spawn(|| {
+            let nice = rustix::process::getpriority_process(None).unwrap();
+            assert_eq!(thread_policy(), Some(crate::DbPolicy::Normal));
+            set_thread_policy(crate::DbPolicy::Batch, None).unwrap();
+            assert_eq!(thread_policy(), Some(crate::DbPolicy::Batch));
+            assert_eq!(rustix::process::getpriority_process(None).unwrap(), nice);
+            // A thread started now inherits it (only real-time policies
+            // are reset on fork).
+            let child = std::thread::spawn(thread_policy).join().unwrap();
+            assert_eq!(child, Some(crate::DbPolicy::Batch));
+        })
+        .join()
+        .unwrap();
+        // The calling thread was not touched.
+        assert_eq!(thread_policy(), Some(crate::DbPolicy::Normal));
     }
 
     /// The thread's slice as `/proc/thread-self/sched` shows it, in ns

@@ -146,9 +146,13 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
 }
 
 /// What each database connection thread does first: take the configured
-/// nice value (checked here, set there: Linux keeps nice values per
-/// thread).
-fn db_thread_start(nice: Option<i32>) -> Result<impl Fn(weft_db::Group) + Send + Sync, Error> {
+/// nice value, then policy and slice (checked here, set there: Linux keeps
+/// them per thread).
+fn db_thread_start(
+    nice: Option<i32>,
+    policy: crate::DbPolicy,
+    slice: Option<Duration>,
+) -> Result<impl Fn(weft_db::Group) + Send + Sync, Error> {
     if let Some(n) = nice
         && !(-20..=19).contains(&n)
     {
@@ -157,11 +161,25 @@ fn db_thread_start(nice: Option<i32>) -> Result<impl Fn(weft_db::Group) + Send +
             format!("database thread nice value {n} is outside -20..=19"),
         )));
     }
+    if let Some(s) = slice
+        && !(crate::sched::MIN_SLICE..=crate::sched::MAX_SLICE).contains(&s)
+    {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("database thread slice {s:?} is outside 0.1..=100 ms"),
+        )));
+    }
     Ok(move |_group| {
         if let Some(n) = nice
             && let Err(e) = rustix::process::setpriority_process(None, n)
         {
             tracing::warn!(nice = n, error = %e, "cannot set a database thread's nice value");
+        }
+        // After the nice value: the call keeps the thread's current one.
+        if (policy != crate::DbPolicy::Normal || slice.is_some())
+            && let Err(e) = crate::sched::set_thread_policy(policy, slice)
+        {
+            tracing::warn!(?policy, ?slice, error = %e, "cannot set a database thread's scheduling policy");
         }
     })
 }
@@ -189,7 +207,11 @@ pub(crate) async fn serve(
     )
     .name("kv")
     .hand_over_per_turn(config.db_hand_over_per_turn)
-    .on_thread_start(db_thread_start(config.db_nice)?)
+    .on_thread_start(db_thread_start(
+        config.db_nice,
+        config.db_policy,
+        config.db_slice,
+    )?)
     .max(config.readers.max(1) + 1)
     .min(config.readers.max(1) + 1)
     .build(&handle)

@@ -5,8 +5,11 @@
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
 //!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
-//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS]..
+//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--every-run on|off]
 //! ```
+//!
+//! `--every-run on` prints a second table after the medians: every run's
+//! row, in the order the runs were made (for paired A/B reading).
 //!
 //! `--extra NAME=FLAGS` adds a weft-kv row named `NAME` started with the
 //! space-separated `FLAGS` (e.g. `--extra 'w2-nice=--loops 2 --db-nice 5'`),
@@ -197,11 +200,14 @@ struct Options {
     wrk_dir: PathBuf,
     /// `--extra NAME=FLAGS` rows: (name, flags).
     extra: Vec<(String, Vec<String>)>,
+    /// `--every-run on`: a second table with every run's row, not only
+    /// each cell's median.
+    every_run: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].."
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--every-run on|off]"
     );
     std::process::exit(2);
 }
@@ -232,6 +238,7 @@ fn parse_args() -> Options {
         before_dir: None,
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
         extra: Vec::new(),
+        every_run: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -254,6 +261,13 @@ fn parse_args() -> Options {
                     name.to_owned(),
                     flags.split_whitespace().map(str::to_owned).collect(),
                 ));
+            }
+            "--every-run" => {
+                o.every_run = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => usage(),
+                }
             }
             "--mixes" => {
                 o.mixes = list(&v)
@@ -390,6 +404,40 @@ fn stalls_between(before: &str, after: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Per loop, `family{loop="i"}` (a counter) from one scrape.
+fn parse_per_loop(metrics: &str, family: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let prefix = format!("{family}{{loop=\"{i}\"}} ");
+        match metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    out
+}
+
+/// Per loop, the lag probe's late ticks (over 1 ms) between two scrapes:
+/// (waiting for a core, working), from
+/// `weft_kv_loop_late_ticks_{waiting,working}_total`.
+fn late_ticks_between(before: &str, after: &str) -> Vec<(u64, u64)> {
+    let delta = |family: &str| {
+        let b = parse_per_loop(before, family);
+        parse_per_loop(after, family)
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| a.saturating_sub(b.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+    };
+    let waiting = delta("weft_kv_loop_late_ticks_waiting_total");
+    let working = delta("weft_kv_loop_late_ticks_working_total");
+    waiting.into_iter().zip(working).collect()
+}
+
 /// Scheduler figures of one thread: (CPU ns, run-queue wait ns) from
 /// `schedstat`, involuntary switches from `status`.
 fn parse_schedstat(schedstat: &str, status: &str) -> Option<(u64, u64, u64)> {
@@ -519,6 +567,9 @@ struct LoopThreads {
     /// Per loop: turns longer than 1.05 ms (weft's turn histogram) during
     /// the client run.
     stalls: Vec<u64>,
+    /// Per loop: the lag probe's ticks over 1 ms late during the client
+    /// run, (waiting for a core, working).
+    late_ticks: Vec<(u64, u64)>,
     /// Summed over the loop threads, from `/proc/PID/task/TID/schedstat`
     /// and `status`: time runnable but waiting for a CPU (ms), involuntary
     /// context switches (preemptions), and CPU time (ms).
@@ -581,6 +632,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
             .map(|page| LoopThreads {
                 longest_turn_ms: parse_longest_turns(&page),
                 stalls: stalls_between(&page0, &page),
+                late_ticks: late_ticks_between(&page0, &page),
                 cpu_ms: sched1.0.saturating_sub(sched0.0) as f64 / 1e6,
                 runq_wait_ms: sched1.1.saturating_sub(sched0.1) as f64 / 1e6,
                 preemptions: sched1.2.saturating_sub(sched0.2),
@@ -635,9 +687,9 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
     let ratio_head: String = weft_rows.iter().map(|w| format!(" {w} ÷ this |")).collect();
     let ratio_rule = "---|".repeat(weft_rows.len());
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
+        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | late ticks waiting / working, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
     for (r, range) in rows {
         let range = match range {
             Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
@@ -676,6 +728,13 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                         .collect::<Vec<_>>()
                         .join(" / ")
                 });
+                let late = loops.as_ref().map_or("—".into(), |l| {
+                    l.late_ticks
+                        .iter()
+                        .map(|(w, k)| format!("{w}/{k}"))
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                });
                 let (turns, sched) = match loops {
                     Some(l) => (
                         l.longest_turn_ms
@@ -692,7 +751,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                     None => ("—".into(), "—".into()),
                 };
                 println!(
-                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {stalls} | {sched} |{ratios}{range}",
+                    "{head} {:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} | {turns} | {stalls} | {late} | {sched} |{ratios}{range}",
                     m.rate,
                     m.p50_ms,
                     m.p99_ms,
@@ -702,7 +761,7 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
                 );
             }
             Err(e) => println!(
-                "{head} failed: {} ||||||||||{}{range}",
+                "{head} failed: {} |||||||||||{}{range}",
                 e.replace(['\n', '|'], " "),
                 "|".repeat(weft_rows.len())
             ),
@@ -779,8 +838,30 @@ fn main() -> ExitCode {
         }
     }
     println!("load average after: {}\n", load_average());
+    let runs: Vec<(Row, Option<(f64, f64)>)> = if o.every_run {
+        let mut all: Vec<(usize, Row)> = Vec::new();
+        for (c, cell) in cells.iter().enumerate() {
+            for (round, r) in cell.iter().enumerate() {
+                let copy = Row {
+                    server: r.server.clone(),
+                    mix: r.mix,
+                    client: r.client.clone(),
+                    result: r.result.clone(),
+                };
+                all.push((round * cells.len() + c, copy));
+            }
+        }
+        all.sort_by_key(|(k, _)| *k);
+        all.into_iter().map(|(_, r)| (r, None)).collect()
+    } else {
+        Vec::new()
+    };
     let rows: Vec<_> = cells.into_iter().map(median).collect();
     print_table(&rows, o.rounds);
+    if o.every_run {
+        println!("\nEvery run (round by round):\n");
+        print_table(&runs, 1);
+    }
     if rows
         .iter()
         .all(|(r, _)| matches!(&r.result, Ok((m, ..)) if m.errors == 0))
@@ -883,6 +964,18 @@ mod tests {
         assert_eq!(stalls_between(before, after), vec![5, 0]);
         assert_eq!(stalls_between("", after), vec![7, 0]);
         assert!(stalls_between("", "").is_empty());
+    }
+
+    #[test]
+    fn counts_late_ticks_per_loop_between_two_scrapes() {
+        let before = "weft_kv_loop_late_ticks_waiting_total{loop=\"0\"} 4\n\
+                      weft_kv_loop_late_ticks_working_total{loop=\"0\"} 1\n";
+        let after = "weft_kv_loop_late_ticks_waiting_total{loop=\"0\"} 10\n\
+                     weft_kv_loop_late_ticks_waiting_total{loop=\"1\"} 3\n\
+                     weft_kv_loop_late_ticks_working_total{loop=\"0\"} 1\n\
+                     weft_kv_loop_late_ticks_working_total{loop=\"1\"} 2\n";
+        assert_eq!(late_ticks_between(before, after), vec![(6, 0), (3, 2)]);
+        assert!(late_ticks_between("", "").is_empty());
     }
 
     #[test]

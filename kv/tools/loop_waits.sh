@@ -1,0 +1,31 @@
+#!/bin/sh
+# Who holds weft-kv's loop off its core: perf's scheduler events during a wrk run,
+# each wait of the loop thread (woken or preempted, until it runs again) charged
+# to what ran on the CPU it then ran on (its own database threads, the load
+# client, other processes).
+#
+#   kv/tools/loop_waits.sh BIN_DIR OUT_DIR MIX [-- weft-kv flags]
+#
+# BIN_DIR holds weft-kv and weft-load (release); needs perf and wrk, and root or
+# perf_event_paranoid <= 1. wrk -t2 -c64 runs 6 s; perf records 3 s of it.
+set -eu
+B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+rm -rf "$D"; mkdir -p "$D"
+PORT=$((30000 + $$ % 10000))
+"$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>&1 &
+SP=$!
+i=0; until grep -q "listening on" "$D/out" 2>/dev/null; do
+  sleep 0.2; i=$((i+1)); [ $i -lt 150 ] || { cat "$D/out"; kill $SP; exit 1; }
+done
+"$B/weft-load" --url http://127.0.0.1:$PORT -c 1 -d 0 --reads "$MIX" >/dev/null
+wrk -t2 -c64 -d6s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &
+WP=$!
+sleep 1.5
+perf record -q -e sched:sched_switch -e sched:sched_wakeup -a -o "$D/perf.data" -- sleep 3 2>/dev/null
+wait $WP
+for t in /proc/$SP/task/*; do echo "${t##*/} $(cat "$t/comm")"; done >"$D/threads"
+kill $SP; wait $SP 2>/dev/null || true
+perf script -i "$D/perf.data" -F comm,pid,tid,cpu,time,event,trace >"$D/perf.txt" 2>/dev/null
+grep wrk-result "$D/wrk.txt"
+python3 "$HERE/kv/tools/loop_waits.py" "$D"
