@@ -25,8 +25,10 @@ use super::{SharedTask, TaskKey, ThreadPool};
 impl ThreadPool {
     /// Queues shared records in order under one hold of the pool's lock:
     /// `next(key)` is called, under the lock, with the key the next record
-    /// gets, until it returns `None`; it must not block, allocate or run
-    /// user code (nor drop a record). Returns `false`, without calling
+    /// gets, until it returns `None`; it must not block or run user code
+    /// (nor drop a record), and should not allocate but on a rare path (the
+    /// bridge's hand-over sets aside a job cancelled while kept, to be
+    /// dropped after the lock). Returns `false`, without calling
     /// `next`, when the pool refuses work (as
     /// [`submit_shared_at`](ThreadPool::submit_shared_at) would).
     pub(crate) fn submit_shared_batch_at(
