@@ -18,15 +18,14 @@ shift 2; [ $# -gt 0 ] && shift; [ $# -gt 0 ] && shift; [ $# -gt 0 ] && shift
 SERVER=weft-kv
 if [ $# -gt 0 ]; then SERVER=$1; shift; fi
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
+. "$HERE/kv/tools/serve.sh"
 mkdir -p "$OUT"; rm -f "$OUT"/cg.out* "$OUT"/db*
 PORT=$((20000 + $$ % 10000))
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out" \
   "$BIN/$SERVER" --listen 127.0.0.1:$PORT --db "$OUT/db.sqlite3" "$@" >"$OUT/server.log" 2>&1 &
 VG=$!
-i=0; until grep -q "listening on" "$OUT/server.log" 2>/dev/null; do
-  sleep 1; i=$((i+1)); [ $i -lt 120 ] || { cat "$OUT/server.log"; kill $VG; exit 1; }
-done
-"$BIN/weft-load" --url http://127.0.0.1:$PORT -c 1 -d 0 --reads "$MIX" >/dev/null
+wait_listening "$OUT/server.log" $VG 120
+fill "$BIN" $PORT "$MIX"
 callgrind_control -z $VG >/dev/null
 if command -v wrk >/dev/null; then
   wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$OUT/client.log"

@@ -11,14 +11,13 @@
 set -eu
 B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
+. "$HERE/kv/tools/serve.sh"
 rm -rf "$D"; mkdir -p "$D"
 PORT=$((30000 + $$ % 10000))
 "$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>&1 &
 SP=$!
-i=0; until grep -q "listening on" "$D/out" 2>/dev/null; do
-  sleep 0.2; i=$((i+1)); [ $i -lt 150 ] || { cat "$D/out"; kill $SP; exit 1; }
-done
-"$B/weft-load" --url http://127.0.0.1:$PORT -c 1 -d 0 --reads "$MIX" >/dev/null
+wait_listening "$D/out" $SP 30
+fill "$B" $PORT "$MIX"
 wrk -t2 -c64 -d6s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &
 WP=$!
 sleep 1.5
