@@ -347,19 +347,10 @@ fn parse_wrk(out: &str) -> Option<Measured> {
 
 /// `weft_kv_loop_longest_turn_seconds{loop="i"}` for each loop, in ms.
 fn parse_longest_turns(metrics: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    for i in 0.. {
-        let prefix = format!("weft_kv_loop_longest_turn_seconds{{loop=\"{i}\"}} ");
-        match metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-        {
-            Some(v) => out.push(v * 1e3),
-            None => break,
-        }
-    }
-    out
+    parse_per_loop::<f64>(metrics, "weft_kv_loop_longest_turn_seconds")
+        .into_iter()
+        .map(|s| s * 1e3)
+        .collect()
 }
 
 /// The bound of weft's turn histogram nearest above 1 ms (2^20 ns; its
@@ -404,15 +395,16 @@ fn stalls_between(before: &str, after: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Per loop, `family{loop="i"}` (a counter) from one scrape.
-fn parse_per_loop(metrics: &str, family: &str) -> Vec<u64> {
+/// Per loop, `family{loop="i"}` from one scrape, for loops 0, 1, .. up to
+/// the first missing or unparsable one.
+fn parse_per_loop<T: std::str::FromStr>(metrics: &str, family: &str) -> Vec<T> {
     let mut out = Vec::new();
     for i in 0.. {
         let prefix = format!("{family}{{loop=\"{i}\"}} ");
         match metrics
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|v| v.trim().parse::<T>().ok())
         {
             Some(v) => out.push(v),
             None => break,
@@ -426,8 +418,8 @@ fn parse_per_loop(metrics: &str, family: &str) -> Vec<u64> {
 /// `weft_kv_loop_late_ticks_{waiting,working}_total`.
 fn late_ticks_between(before: &str, after: &str) -> Vec<(u64, u64)> {
     let delta = |family: &str| {
-        let b = parse_per_loop(before, family);
-        parse_per_loop(after, family)
+        let b = parse_per_loop::<u64>(before, family);
+        parse_per_loop::<u64>(after, family)
             .iter()
             .enumerate()
             .map(|(i, &a)| a.saturating_sub(b.get(i).copied().unwrap_or(0)))
