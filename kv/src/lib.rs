@@ -152,6 +152,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+pub mod cpus;
 pub mod dashboard;
 pub mod load;
 mod loops;
@@ -274,6 +275,24 @@ pub struct Config {
     /// [`Config::loop_slice`], for them; `None`: the kernel's default).
     /// Must be within 0.1..=100 ms ([`run`] fails otherwise).
     pub db_slice: Option<Duration>,
+    /// The CPUs every loop thread may run on (`sched_setaffinity`, no
+    /// privilege needed; `None`: leave them where they are). With several
+    /// loops the list is shared, as `taskset -c` shares it between a
+    /// process's threads: every loop may run on any CPU of it, and the
+    /// kernel spreads them. Only the loop threads are placed: the threads
+    /// weft-kv starts from a loop (the other loops, the database threads)
+    /// are put back on the CPUs the process started with unless placed
+    /// themselves, and each loop's watchdog thread keeps those (see
+    /// "Loop stalls" in the crate docs). Every CPU must be one the thread
+    /// calling [`run`] may run on ([`run`] fails otherwise); loop 0 (that
+    /// thread) gets its own set back when [`run`] returns.
+    pub loop_cpus: Option<cpus::CpuList>,
+    /// The CPUs every database connection thread may run on (as
+    /// [`Config::loop_cpus`], for them; `None`: the CPUs the process
+    /// started with). Set by the same start hook as [`Config::db_policy`];
+    /// a thread a database thread starts (weft-db's background
+    /// checkpointer) inherits it.
+    pub db_cpus: Option<cpus::CpuList>,
 }
 
 /// A scheduling policy of Linux's fair class, for the database threads
@@ -393,6 +412,8 @@ impl Default for Config {
             loop_slice: None,
             db_policy: DbPolicy::Normal,
             db_slice: None,
+            loop_cpus: None,
+            db_cpus: None,
         }
     }
 }
@@ -537,17 +558,33 @@ pub struct Summary {
 ///
 /// See the crate docs.
 pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
+    // Before anything changes this thread: the set every list is checked
+    // against and every other thread goes back to.
+    let placement = cpus::Placement::new(&config)?;
     let reactor = build_reactor(&config)?;
+    // After the build: the loop's watchdog thread keeps the original set.
+    if let Err(e) = placement.place_loop() {
+        let _ = placement.unplace();
+        return Err(e.into());
+    }
     let shutdown = ShutdownTrigger::new();
     let threads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let r = reactor
-        .run_until_complete(server::serve(config, shutdown, on_ready, threads.clone()))
+        .run_until_complete(server::serve(
+            config,
+            placement.clone(),
+            shutdown,
+            on_ready,
+            threads.clone(),
+        ))
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
     // The other loops reported Done (or never started): they only tear
     // down their reactors now.
     for t in threads.take() {
         let _ = t.join();
     }
+    drop(reactor);
+    let _ = placement.unplace();
     r?
 }
 
