@@ -14,7 +14,7 @@
 //! separated by commas (`0`, `1`, `0-1`, `0,2`, `0-3,6`). A thread's set is
 //! inherited by the threads it starts (Linux copies it at `clone`), so a
 //! placed thread that starts others must put them back: weft-kv does so for
-//! every thread it starts (see [`Placement`]).
+//! every thread it starts.
 //!
 //! The bench's tokio twin and `kv-load` use the same lists and calls
 //! ([`CpuList`], [`CpuList::apply_to_this_thread`]).
@@ -384,8 +384,10 @@ mod tests {
         std::thread::spawn(|| {
             let mine = CpuList::of_this_thread().unwrap();
             let last = l(&mine.cpus()[mine.cpus().len() - 1].to_string());
-            let mut cfg = crate::Config::default();
-            cfg.loop_cpus = Some(last.clone());
+            let cfg = crate::Config {
+                loop_cpus: Some(last.clone()),
+                ..Default::default()
+            };
             let p = Placement::new(&cfg).unwrap();
             // Only the loops placed: a database thread goes back.
             assert_eq!(p.db_thread(), Some(mine.clone()));
@@ -405,8 +407,10 @@ mod tests {
 
     #[test]
     fn a_placement_outside_this_threads_set_is_refused_before_any_change() {
-        let mut cfg = crate::Config::default();
-        cfg.db_cpus = Some(l("1023"));
+        let cfg = crate::Config {
+            db_cpus: Some(l("1023")),
+            ..Default::default()
+        };
         let mine = CpuList::of_this_thread().unwrap();
         if mine.contains(1023) {
             return;
