@@ -98,6 +98,37 @@
 //!   requests/s, p99 84–430 ms). Off by default; the twin could use either
 //!   on its blocking threads just as well.
 //!
+//! - [`Config::loop_cpus`] / [`Config::db_cpus`] (`--loop-cpus`,
+//!   `--db-cpus`: CPU placement with `sched_setaffinity`, which needs no
+//!   privilege: a thread may narrow its own CPUs; session 13). On a
+//!   2-core machine shared with its load client the loop's stalls are
+//!   preemption: unplaced, 92–99% of the loop thread's run-queue wait
+//!   (0.9–1.2 s of 3 s, 90/10 under wrk, perf samples) was behind the
+//!   client and its own database threads. With the loop alone on CPU 0
+//!   and the client (kv-load's `--client-cpus 1`) and the database threads
+//!   on CPU 1, none of it was: when nothing else ran on CPU 0 (5 of 24
+//!   kv-load rows) the loop waited 13–88 ms per 8 s row (unplaced:
+//!   1.0–4.1 s), with 0–6 late ticks waiting, and served 42–68k
+//!   requests/s. But a placed loop cannot
+//!   move away from an unrelated process on its CPU: whenever another
+//!   session's build landed on CPU 0 it waited 3–5 s per 8 s row (all of
+//!   it behind other processes, in 3 ms waits), with 264–492 late ticks
+//!   and 15–32k requests/s, where the unplaced loop lost only 14–58 ms to
+//!   other processes per 3 s. Even in the placed rows that waited under
+//!   1 s, 9–50 turns per row went over 1.05 ms and a few late ticks were
+//!   the loop's own (`working`, 0–3 per row): probably turns that serve
+//!   most of the 64 connections at once (about 15 µs each), a
+//!   bound placement cannot remove. The split also moves the bottleneck:
+//!   per request the client takes 10–13 µs of CPU, the database threads
+//!   4–7 µs and the loop 10–17 µs, so with the database beside the client
+//!   CPU 1 carries 16–21 µs against CPU 0's 10–17, while `--db-cpus 0`
+//!   (the whole server on CPU 0, the client on CPU 1) splits 14–20 against
+//!   10–13 and had 0–22 late ticks per row, loaded or not. All figures
+//!   are from a VM loaded by other sessions (load average 1–10; advisory).
+//!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
+//!   rows measure it beside the twins, which can be placed the same way
+//!   (`kv-tokio --worker-cpus / --blocking-cpus`).
+//!
 //! Who holds the loop off its core (`kv/tools/loop_waits.sh`: perf's
 //! scheduler events during a wrk run, each wait of the loop thread charged
 //! to what ran on the CPU it then ran on; session 12, eight 3 s samples,
