@@ -109,22 +109,27 @@
 //!   on CPU 1, none of it was: when nothing else ran on CPU 0 (5 of 24
 //!   kv-load rows) the loop waited 13–88 ms per 8 s row (unplaced:
 //!   1.0–4.1 s), with 0–6 late ticks waiting, and served 42–68k
-//!   requests/s. But a placed loop cannot
-//!   move away from an unrelated process on its CPU: whenever another
-//!   session's build landed on CPU 0 it waited 3–5 s per 8 s row (all of
-//!   it behind other processes, in 3 ms waits), with 264–492 late ticks
-//!   and 15–32k requests/s, where the unplaced loop lost only 14–58 ms to
-//!   other processes per 3 s. Even in the placed rows that waited under
-//!   1 s, 9–50 turns per row went over 1.05 ms and a few late ticks were
-//!   the loop's own (`working`, 0–3 per row): probably turns that serve
-//!   most of the 64 connections at once (about 15 µs each), a
-//!   bound placement cannot remove. The split also moves the bottleneck:
-//!   per request the client takes 10–13 µs of CPU, the database threads
-//!   4–7 µs and the loop 10–17 µs, so with the database beside the client
-//!   CPU 1 carries 16–21 µs against CPU 0's 10–17, while `--db-cpus 0`
-//!   (the whole server on CPU 0, the client on CPU 1) splits 14–20 against
-//!   10–13 and had 0–22 late ticks per row, loaded or not. All figures
-//!   are from a VM loaded by other sessions (load average 1–10; advisory).
+//!   requests/s. But whenever another session's build ran on CPU 0 the
+//!   placed loop waited 3–5 s per 8 s row (all of it behind other
+//!   processes, in 3 ms waits), with 264–492 late ticks and 15–32k
+//!   requests/s, where the unplaced loop lost only 14–58 ms per 3 s to
+//!   other processes. Likely cause (not proven): with autogroups a
+//!   session's threads share each CPU with other sessions by the
+//!   session's load on that CPU, and the loop alone on CPU 0 is a small
+//!   part of its session's load (the client and the database threads on
+//!   CPU 1 are most of it). The loop and the database threads both on
+//!   CPU 0 (`--db-cpus 0`, the client alone on CPU 1), in the same runs,
+//!   kept 0–22 late ticks per row, loaded or not. Even in the placed rows
+//!   that waited under 1 s, 9–50 turns per row went over 1.05 ms and a
+//!   few late ticks were the loop's own (`working`, 0–3 per row): with 64
+//!   connections, a turn that serves many of them at once (about 15 µs
+//!   each) is close to 1 ms of work by itself (placed, at equal waits:
+//!   57–157 turns over 1.05 ms with 64 connections, 15–26 with 16), a
+//!   bound placement cannot remove. Neither split is even: per request
+//!   the loop takes 9–17 µs of CPU, the database threads 4–7 µs and wrk
+//!   7–14 µs (loop on 0, database and client on 1: CPU 1 carries 16–21 µs
+//!   against CPU 0's 15–17). All figures are from a VM loaded by other
+//!   sessions (load average 1–10; advisory).
 //!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
 //!   rows measure it beside the twins, which can be placed the same way
 //!   (`kv-tokio --worker-cpus / --blocking-cpus`).
