@@ -119,7 +119,8 @@
 //!   part of its session's load (the client and the database threads on
 //!   CPU 1 are most of it). The loop and the database threads both on
 //!   CPU 0 (`--db-cpus 0`, the client alone on CPU 1), in the same runs,
-//!   kept 0–22 late ticks per row, loaded or not. Even in the placed rows
+//!   had 0–106 late ticks per row (24 of 32 rows under 10) against 1–308
+//!   (10 of 32 under 10) for the unplaced loop. Even in the placed rows
 //!   that waited under 1 s, 9–50 turns per row went over 1.05 ms and a
 //!   few late ticks were the loop's own (`working`, 0–3 per row): with 64
 //!   connections, a turn that serves many of them at once (about 15 µs
