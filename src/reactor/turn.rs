@@ -383,8 +383,15 @@ impl Inner {
         let handlers = self.dispatch_events(&events);
         // Handlers run with no borrow of the event buffer held.
         drop(events);
-        self.dispatch_io();
-        if handlers { None } else { woke }
+        if handlers {
+            self.dispatch_io();
+            None
+        } else {
+            // Only the waker or the precise timer: no handler to look up,
+            // but the I/O step still counts (`io_registry::EPOCH`).
+            super::io_registry::advance_io_epoch();
+            woke
+        }
     }
 
     /// Hands each readiness event to its owner (the waker and the precise
