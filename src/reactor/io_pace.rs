@@ -21,11 +21,11 @@
 //! - A poll that returned an event, or a blocking poll, ends the skipping:
 //!   while I/O flows, every busy turn polls, as before.
 //! - Only a turn with work of its own may skip: calls ran, timers fired,
-//!   or a task is ready for its task pass. A turn that counts as busy only
-//!   because the previous turn's task pass polled something, with no task
-//!   ready now, is about to go idle: it polls (without blocking), since a
-//!   skip would only move that poll to the next turn and add a turn on the
-//!   loop's way to sleep (issue 8's idle row).
+//!   or a task is ready for its task pass. A turn whose only claim to work
+//!   is the previous turn's task pass, with no task ready now, has nothing
+//!   to do: it is idle and may block at once (a skip, or a non-blocking
+//!   poll first, would only add a turn and a poll on the loop's way to
+//!   sleep: issue 8's idle rows).
 //! - A turn with nothing to do always polls. Right after a skipped poll it
 //!   polls without blocking (the readiness skipped is likely there, and the
 //!   way to sleep costs more: the inbox's spin, a `timerfd` arm); otherwise
@@ -321,9 +321,10 @@ mod tests {
         assert_eq!(rig.reactor.statistics().tasks_polled, 1);
         let pace = &rig.reactor.handle().inner.io_pace;
         assert_eq!(pace.skips_left.get(), SKIP_TURNS);
-        // Turn 2 counts as busy (the task pass polled) but has nothing to
-        // run: it polls, so the pipe is dispatched in it, and the loop owes
-        // no poll (its next idle turn may block at once).
+        // Turn 2 has nothing to run (the task pass before it polled, but no
+        // task is ready): it is idle, so it polls (it would block, up to its
+        // wait, if nothing were ready), the pipe is dispatched in it, and the
+        // loop owes no poll (its next idle turn may block at once).
         rig.tx.write_all(b"x").unwrap();
         rig.turn();
         assert_eq!(rig.hits.get(), 1, "turn 2 polled");
