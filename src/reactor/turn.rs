@@ -356,11 +356,7 @@ impl Inner {
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
-        self.io_pace.polled(
-            turn_start,
-            timeout == Some(Duration::ZERO),
-            events.is_empty(),
-        );
+        let nonblocking = timeout == Some(Duration::ZERO);
         let mut woke = None;
         if let Some(lap) = idle {
             let now = self.now();
@@ -368,26 +364,32 @@ impl Inner {
             // only if the loop then slept long, or was woken by a producer
             // on its own CPU, which no spin could have caught
             // (`inbox/wake.rs`).
-            let slept_long = timeout != Some(Duration::ZERO)
-                && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
+            let slept_long =
+                !nonblocking && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
             self.spin_gate
                 .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
             // Where the loop runs now, for blocking callers' spins.
-            if timeout != Some(Duration::ZERO) {
+            if !nonblocking {
                 self.shared.inbox.note_loop_cpu();
             }
             lap.resume(now);
             woke = Some(now);
         }
+        let handlers = result.is_ok() && self.dispatch_events(&events);
+        // Handlers run with no borrow of the event buffer held.
+        drop(events);
+        // The pacing rule dates a blocking poll by its return (`io_pace.rs`).
+        let looked = match woke {
+            Some(now) if !nonblocking => now,
+            _ => turn_start,
+        };
+        self.io_pace.polled(looked, nonblocking, !handlers);
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "weft: poll failed");
             }
             return woke;
         }
-        let handlers = self.dispatch_events(&events);
-        // Handlers run with no borrow of the event buffer held.
-        drop(events);
         if handlers {
             self.dispatch_io();
             None
