@@ -46,7 +46,8 @@ pub(crate) struct Inner {
     /// Inside `run` or `run_until_complete`.
     pub(super) running: Cell<bool>,
     pub(super) in_turn: Cell<bool>,
-    /// The last task pass polled something (so the next poll won't block).
+    /// The last task pass polled something: the next turn looks for a task
+    /// it left ready before it decides whether to block (`turn.rs`).
     pub(super) busy: Cell<bool>,
     /// Registered I/O sources other than the waker (signals, sockets).
     pub(super) io_sources: Cell<usize>,

@@ -14,21 +14,30 @@
 //!
 //! # The rule
 //!
-//! - After a **non-blocking poll that returned no event**, the next busy
-//!   turns skip their poll: at most [`SKIP_TURNS`] turns in a row, and none
-//!   once [`MAX_GAP`] has passed (on the reactor's clock, read at each turn's
-//!   start) since the turn of the last poll.
-//! - A poll that returned an event, or a blocking poll, ends the skipping:
-//!   while I/O flows, every busy turn polls, as before.
+//! - After a **poll that reported no I/O event** (none for an I/O handler:
+//!   the waker's and the precise timer's carry no I/O), the next busy turns
+//!   skip their poll: at most [`SKIP_TURNS`] turns in a row, and none once
+//!   [`MAX_GAP`] has passed (on the reactor's clock, read at each turn's
+//!   start) since the last poll looked: the start of its turn, or for a
+//!   blocking poll the reading taken as it returned.
+//! - A poll that reported I/O ends the skipping: while I/O flows, every busy
+//!   turn polls, as before.
+//! - A loop that woke from a blocking poll for a timer or a call (the waker)
+//!   has just looked at its I/O: the turn that runs that work skips the
+//!   non-blocking poll it used to make (issue 8's idle rows: one
+//!   `epoll_wait` per wake instead of two), and such a skip owes no poll
+//!   (below): the loop was idle, so readiness is not likely to be waiting,
+//!   and the next idle turn's blocking poll returns at once if it is.
 //! - Only a turn with work of its own may skip: calls ran, timers fired,
-//!   or a task is ready for its task pass. A turn that counts as busy only
-//!   because the previous turn's task pass polled something, with no task
-//!   ready now, is about to go idle: it polls (without blocking), since a
-//!   skip would only move that poll to the next turn and add a turn on the
-//!   loop's way to sleep (issue 8's idle row).
-//! - A turn with nothing to do always polls. Right after a skipped poll it
-//!   polls without blocking (the readiness skipped is likely there, and the
-//!   way to sleep costs more: the inbox's spin, a `timerfd` arm); otherwise
+//!   or a task is ready for its task pass. A turn whose only claim to work
+//!   is the previous turn's task pass, with no task ready now, has nothing
+//!   to do: it is idle and may block at once (a skip, or a non-blocking
+//!   poll first, would only add a turn and a poll on the loop's way to
+//!   sleep: issue 8's idle rows).
+//! - A turn with nothing to do always polls. Right after a skip that
+//!   followed a non-blocking poll (a busy loop) it polls without blocking
+//!   (the readiness skipped is likely there, and the way to sleep costs
+//!   more: the inbox's spin, a `timerfd` arm); otherwise
 //!   it may block, exactly as before (`Inner::poll_timeout`: the inbox's
 //!   `prepare_to_sleep`, then `awake` after the poll). A skipped poll
 //!   touches neither: the inbox stays awake, since the loop is. So a loop
@@ -66,10 +75,13 @@ pub(super) const MAX_GAP: Duration = Duration::from_micros(100);
 pub(super) struct IoPace {
     /// Busy turns that may still skip their poll.
     skips_left: Cell<u32>,
-    /// The start of the last turn that polled.
+    /// When the last poll looked: the start of its turn, or for a blocking
+    /// poll the reading taken as it returned.
     last_poll: Cell<Duration>,
     /// The last turn skipped its poll (and none polled since).
     owed: Cell<bool>,
+    /// The last poll blocked: skips after it owe no poll.
+    blocked: Cell<bool>,
 }
 
 impl IoPace {
@@ -86,7 +98,7 @@ impl IoPace {
             return false;
         }
         self.skips_left.set(left - 1);
-        self.owed.set(true);
+        self.owed.set(!self.blocked.get());
         true
     }
 
@@ -98,15 +110,17 @@ impl IoPace {
         self.owed.get()
     }
 
-    /// After a poll made by the turn that started at `turn_start`:
-    /// `nonblocking` if its timeout was zero, `empty` if it returned no
-    /// event.
+    /// After a poll that looked at `at` (a non-blocking poll: the start of
+    /// its turn; a blocking one: the reading taken as it returned):
+    /// `nonblocking` if its timeout was zero, `no_io` if it reported no
+    /// event for an I/O handler (the waker's and the precise timer's carry
+    /// no I/O).
     #[inline]
-    pub(super) fn polled(&self, turn_start: Duration, nonblocking: bool, empty: bool) {
-        self.last_poll.set(turn_start);
+    pub(super) fn polled(&self, at: Duration, nonblocking: bool, no_io: bool) {
+        self.last_poll.set(at);
         self.owed.set(false);
-        self.skips_left
-            .set(if nonblocking && empty { SKIP_TURNS } else { 0 });
+        self.blocked.set(!nonblocking);
+        self.skips_left.set(if no_io { SKIP_TURNS } else { 0 });
     }
 }
 
@@ -139,16 +153,29 @@ mod tests {
     }
 
     #[test]
-    fn a_poll_with_events_or_a_blocking_poll_ends_the_skipping() {
+    fn a_poll_that_reported_io_ends_the_skipping() {
         let pace = IoPace::default();
         pace.polled(T0, true, false);
         assert!(!pace.skip(T0));
-        pace.polled(T0, false, true);
-        assert!(!pace.skip(T0));
+        pace.polled(T0, false, false);
+        assert!(!pace.skip(T0), "blocking or not");
         pace.polled(T0, true, true);
         assert!(pace.skip(T0));
         pace.polled(T0, true, false);
         assert!(!pace.skip(T0));
+    }
+
+    #[test]
+    fn a_blocking_poll_with_no_io_lets_busy_turns_skip_and_the_skips_owe_nothing() {
+        let pace = IoPace::default();
+        // Woken for a timer or a call: the wait returned no I/O event.
+        pace.polled(T0, false, true);
+        assert!(pace.skip(T0), "the turn that runs the work skips its poll");
+        assert!(!pace.owed(), "and the loop may block next turn");
+        // After a non-blocking poll the same skip is owed.
+        pace.polled(T0, true, true);
+        assert!(pace.skip(T0));
+        assert!(pace.owed());
     }
 
     #[test]
@@ -321,14 +348,35 @@ mod tests {
         assert_eq!(rig.reactor.statistics().tasks_polled, 1);
         let pace = &rig.reactor.handle().inner.io_pace;
         assert_eq!(pace.skips_left.get(), SKIP_TURNS);
-        // Turn 2 counts as busy (the task pass polled) but has nothing to
-        // run: it polls, so the pipe is dispatched in it, and the loop owes
-        // no poll (its next idle turn may block at once).
+        // Turn 2 has nothing to run (the task pass before it polled, but no
+        // task is ready): it is idle, so it polls (it would block, up to its
+        // wait, if nothing were ready), the pipe is dispatched in it, and the
+        // loop owes no poll (its next idle turn may block at once).
         rig.tx.write_all(b"x").unwrap();
         rig.turn();
         assert_eq!(rig.hits.get(), 1, "turn 2 polled");
         assert_eq!(rig.skipped(), 0);
         assert!(!rig.reactor.handle().inner.io_pace.owed());
+    }
+
+    #[test]
+    fn the_turn_after_a_wait_that_returned_no_io_skips_its_poll_and_owes_none() {
+        let mut rig = rig();
+        // An idle turn waits (up to 1 ms here) and no I/O comes.
+        rig.reactor.iterate(Some(Duration::from_millis(1)));
+        assert_eq!(rig.skipped(), 0);
+        // Then work: the turn that runs it looked at I/O as the wait
+        // returned (the manual clock has not moved), so it skips its
+        // non-blocking poll (it used to make one), and the loop owes none.
+        rig.reactor.remote().call_from_thread(|| ()).unwrap();
+        rig.turn();
+        assert_eq!(rig.reactor.statistics().calls_run, 1);
+        assert_eq!(rig.skipped(), 1);
+        assert!(!rig.reactor.handle().inner.io_pace.owed());
+        // Readiness that came meanwhile waits at most for the next poll.
+        rig.tx.write_all(b"x").unwrap();
+        rig.turn();
+        assert_eq!(rig.hits.get(), 1, "the idle turn polled");
     }
 
     #[test]
@@ -401,14 +449,13 @@ mod tests {
             rig.turn();
         }
         assert!(rig.reactor.handle().inner.io_pace.owed());
-        // Nothing is ready and no other thread will act. Only a
-        // non-blocking poll that found nothing lets the next busy turns
-        // skip again (a blocking one, which would wait out the 5 s here,
-        // does not).
+        // Nothing is ready and no other thread will act: a blocking poll
+        // would wait out the 5 s here.
         rig.reactor.iterate(Some(Duration::from_secs(5)));
         let pace = &rig.reactor.handle().inner.io_pace;
         assert!(!pace.owed());
-        assert_eq!(pace.skips_left.get(), SKIP_TURNS, "it did not block");
+        assert!(!pace.blocked.get(), "it did not block");
+        assert_eq!(pace.skips_left.get(), SKIP_TURNS);
         assert_eq!(rig.hits.get(), 0);
     }
 }

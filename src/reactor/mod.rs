@@ -11,7 +11,7 @@
 //! 2. the timers that are due (equal deadlines in scheduling order); timers
 //!    scheduled during this pass run next turn;
 //! 3. I/O: the loop polls, blocking only when nothing is ready, up to the next
-//!    timer deadline; a busy turn right after a poll that found nothing may
+//!    timer deadline; a busy turn right after a poll that reported no I/O may
 //!    skip it (a few turns at most, and never for more than 100 µs: see
 //!    [`ReactorStatistics::polls_skipped`]);
 //! 4. the local tasks that were ready when this step began.

@@ -90,11 +90,12 @@ pub struct ReactorStatistics {
     /// Stalls the watchdog caught while they happened (diagnostics on only).
     pub stalls_detected: u64,
     /// Turns that skipped their I/O poll: a turn that has work never blocks
-    /// for I/O, and right after a non-blocking poll that found nothing the
-    /// next few such turns (at most 3 in a row, and none once 100 µs have
-    /// passed since the last poll on the reactor's clock) do not poll at
-    /// all; the readiness waits in the poller for the next poll. A turn
-    /// with nothing to do always polls.
+    /// for I/O, and right after a poll that reported no I/O (blocking or
+    /// not) the next few such turns (at most 3 in a row, and none once
+    /// 100 µs have passed since that poll looked, on the reactor's clock)
+    /// do not poll at all; the readiness waits in the poller for the next
+    /// poll. So a loop woken for a timer or a call runs that work without
+    /// polling again first. A turn with nothing to do always polls.
     pub polls_skipped: u64,
 }
 

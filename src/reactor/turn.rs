@@ -11,7 +11,10 @@
 //!   wake slipped in (the wake protocol in `inbox.rs`).
 //! - A turn that did work never blocks, and may skip its poll under the
 //!   pacing rule of `io_pace.rs` (bounded in turns and time); a turn with
-//!   nothing to do always polls.
+//!   nothing to do always polls. The task pass of the turn before counts as
+//!   work only if it left a task ready: otherwise the loop may block right
+//!   after it, one turn and one `epoll_wait` sooner than a non-blocking
+//!   poll first would.
 //! - I/O readiness is dispatched by [`Inner::dispatch_events`], a function
 //!   of its own so the I/O registry hooks in there (contract C2).
 //! - Each turn records its work in the turn histogram (the loop lag): the
@@ -132,11 +135,13 @@ impl Inner {
         // mid-burst is drained without a wake syscall, and it may skip its
         // poll altogether (the pacing rule, `io_pace.rs`); the loop sleeps
         // only after a turn that found nothing to do. A turn whose only work
-        // was the last one's task pass, with no task ready now, is about to
-        // go idle: it polls, since a skip would only move that poll to the
-        // next turn (one more turn on the way to sleep).
+        // was the last one's task pass, with no task ready now, found
+        // nothing to do: it may block at once. The wait's re-checks see
+        // whatever that pass left (a task it woke, a call it queued, a timer
+        // now due, a stop), and a poll returns at once for I/O already ready;
+        // a non-blocking poll first would only add a turn and an
+        // `epoll_wait` on the way to every sleep (issue 8's idle rows).
         let flagged = self.busy.replace(false);
-        let worked = calls > 0 || fired > 0 || flagged;
         let has_work = calls > 0 || fired > 0 || (flagged && self.tasks.has_ready(&self.shared));
         let mut slept = None;
         if has_work && self.io_pace.skip(start) {
@@ -145,7 +150,7 @@ impl Inner {
         } else {
             // Right after a skipped poll, a turn with nothing to do looks
             // without blocking first (`io_pace.rs`).
-            let idle = !worked && !self.io_pace.owed();
+            let idle = !has_work && !self.io_pace.owed();
             let timeout = if idle {
                 // The loop may go idle: its spin and its wait are not work.
                 // Nothing ran since the start reading.
@@ -351,11 +356,7 @@ impl Inner {
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         self.shared.inbox.awake();
-        self.io_pace.polled(
-            turn_start,
-            timeout == Some(Duration::ZERO),
-            events.is_empty(),
-        );
+        let nonblocking = timeout == Some(Duration::ZERO);
         let mut woke = None;
         if let Some(lap) = idle {
             let now = self.now();
@@ -363,28 +364,41 @@ impl Inner {
             // only if the loop then slept long, or was woken by a producer
             // on its own CPU, which no spin could have caught
             // (`inbox/wake.rs`).
-            let slept_long = timeout != Some(Duration::ZERO)
-                && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
+            let slept_long =
+                !nonblocking && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
             self.spin_gate
                 .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
             // Where the loop runs now, for blocking callers' spins.
-            if timeout != Some(Duration::ZERO) {
+            if !nonblocking {
                 self.shared.inbox.note_loop_cpu();
             }
             lap.resume(now);
             woke = Some(now);
         }
+        let handlers = result.is_ok() && self.dispatch_events(&events);
+        // Handlers run with no borrow of the event buffer held.
+        drop(events);
+        // The pacing rule dates a blocking poll by its return (`io_pace.rs`).
+        let looked = match woke {
+            Some(now) if !nonblocking => now,
+            _ => turn_start,
+        };
+        self.io_pace.polled(looked, nonblocking, !handlers);
         if let Err(e) = result {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "weft: poll failed");
             }
             return woke;
         }
-        let handlers = self.dispatch_events(&events);
-        // Handlers run with no borrow of the event buffer held.
-        drop(events);
-        self.dispatch_io();
-        if handlers { None } else { woke }
+        if handlers {
+            self.dispatch_io();
+            None
+        } else {
+            // Only the waker or the precise timer: no handler to look up,
+            // but the I/O step still counts (`io_registry::EPOCH`).
+            super::io_registry::advance_io_epoch();
+            woke
+        }
     }
 
     /// Hands each readiness event to its owner (the waker and the precise
@@ -543,6 +557,35 @@ mod tests {
         // after it): was 6.
         let n = reads_in(&reads, || reactor.iterate(Some(Duration::ZERO)));
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_turn_after_a_task_pass_that_left_no_task_ready_is_idle() {
+        let (reactor, reads) = counted();
+        reactor.call_later(Duration::from_secs(3600), || ());
+        let _task = reactor.spawn_local(std::future::pending::<()>());
+        reactor.iterate(Some(Duration::ZERO)); // polls the task once
+        // Nothing is ready now: the turn goes idle at once (its start, how
+        // long to wait, after the wait: 3 readings, as above). It used to
+        // count the task pass as work and poll without blocking (its start
+        // and end: 2), so the loop blocked only a turn and a poll later.
+        let n = reads_in(&reads, || reactor.iterate(Some(Duration::ZERO)));
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_turn_after_a_task_pass_that_left_a_task_ready_is_busy() {
+        let (reactor, reads) = counted();
+        reactor.call_later(Duration::from_secs(3600), || ());
+        // A task that wakes itself each poll: always ready again.
+        let _task = reactor.spawn_local(std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            std::task::Poll::<()>::Pending
+        }));
+        reactor.iterate(Some(Duration::ZERO));
+        // Busy: no wait, no reading for one (start and end).
+        let n = reads_in(&reads, || reactor.iterate(Some(Duration::ZERO)));
+        assert_eq!(n, 2);
     }
 
     #[test]
