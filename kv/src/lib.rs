@@ -98,6 +98,43 @@
 //!   requests/s, p99 84–430 ms). Off by default; the twin could use either
 //!   on its blocking threads just as well.
 //!
+//! - [`Config::loop_cpus`] / [`Config::db_cpus`] (`--loop-cpus`,
+//!   `--db-cpus`: CPU placement with `sched_setaffinity`, which needs no
+//!   privilege: a thread may narrow its own CPUs; session 13). On a
+//!   2-core machine shared with its load client the loop's stalls are
+//!   preemption: unplaced, 92–99% of the loop thread's run-queue wait
+//!   (0.9–1.2 s of 3 s, 90/10 under wrk, perf samples) was behind the
+//!   client and its own database threads. With the loop alone on CPU 0
+//!   and the client (kv-load's `--client-cpus 1`) and the database threads
+//!   on CPU 1, none of it was: when nothing else ran on CPU 0 (5 of 24
+//!   kv-load rows) the loop waited 13–88 ms per 8 s row (unplaced:
+//!   1.0–4.1 s), with 0–6 late ticks waiting, and served 42–68k
+//!   requests/s. But whenever another session's build ran on CPU 0 the
+//!   placed loop waited 3–5 s per 8 s row (all of it behind other
+//!   processes, in 3 ms waits), with 264–492 late ticks and 15–32k
+//!   requests/s, where the unplaced loop lost only 14–58 ms per 3 s to
+//!   other processes. Likely cause (not proven): with autogroups a
+//!   session's threads share each CPU with other sessions by the
+//!   session's load on that CPU, and the loop alone on CPU 0 is a small
+//!   part of its session's load (the client and the database threads on
+//!   CPU 1 are most of it). The loop and the database threads both on
+//!   CPU 0 (`--db-cpus 0`, the client alone on CPU 1), in the same runs,
+//!   had 0–106 late ticks per row (24 of 32 rows under 10) against 1–308
+//!   (10 of 32 under 10) for the unplaced loop. Even in the placed rows
+//!   that waited under 1 s, 9–50 turns per row went over 1.05 ms and a
+//!   few late ticks were the loop's own (`working`, 0–3 per row): with 64
+//!   connections, a turn that serves many of them at once (about 15 µs
+//!   each) is close to 1 ms of work by itself (placed, at equal waits:
+//!   57–157 turns over 1.05 ms with 64 connections, 15–26 with 16), a
+//!   bound placement cannot remove. Neither split is even: per request
+//!   the loop takes 9–17 µs of CPU, the database threads 4–7 µs and wrk
+//!   7–14 µs (loop on 0, database and client on 1: CPU 1 carries 16–21 µs
+//!   against CPU 0's 15–17). All figures are from a VM loaded by other
+//!   sessions (load average 1–10; advisory).
+//!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
+//!   rows measure it beside the twins, which can be placed the same way
+//!   (`kv-tokio --worker-cpus / --blocking-cpus`).
+//!
 //! Who holds the loop off its core (`kv/tools/loop_waits.sh`: perf's
 //! scheduler events during a wrk run, each wait of the loop thread charged
 //! to what ran on the CPU it then ran on; session 12, eight 3 s samples,
@@ -152,6 +189,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+pub mod cpus;
 pub mod dashboard;
 pub mod load;
 mod loops;
@@ -274,6 +312,24 @@ pub struct Config {
     /// [`Config::loop_slice`], for them; `None`: the kernel's default).
     /// Must be within 0.1..=100 ms ([`run`] fails otherwise).
     pub db_slice: Option<Duration>,
+    /// The CPUs every loop thread may run on (`sched_setaffinity`, no
+    /// privilege needed; `None`: leave them where they are). With several
+    /// loops the list is shared, as `taskset -c` shares it between a
+    /// process's threads: every loop may run on any CPU of it, and the
+    /// kernel spreads them. Only the loop threads are placed: the threads
+    /// weft-kv starts from a loop (the other loops, the database threads)
+    /// are put back on the CPUs the process started with unless placed
+    /// themselves, and each loop's watchdog thread keeps those (see
+    /// "Loop stalls" in the crate docs). Every CPU must be one the thread
+    /// calling [`run`] may run on ([`run`] fails otherwise); loop 0 (that
+    /// thread) gets its own set back when [`run`] returns.
+    pub loop_cpus: Option<cpus::CpuList>,
+    /// The CPUs every database connection thread may run on (as
+    /// [`Config::loop_cpus`], for them; `None`: the CPUs the process
+    /// started with). Set by the same start hook as [`Config::db_policy`];
+    /// a thread a database thread starts (weft-db's background
+    /// checkpointer) inherits it.
+    pub db_cpus: Option<cpus::CpuList>,
 }
 
 /// A scheduling policy of Linux's fair class, for the database threads
@@ -393,6 +449,8 @@ impl Default for Config {
             loop_slice: None,
             db_policy: DbPolicy::Normal,
             db_slice: None,
+            loop_cpus: None,
+            db_cpus: None,
         }
     }
 }
@@ -537,17 +595,33 @@ pub struct Summary {
 ///
 /// See the crate docs.
 pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Summary, Error> {
+    // Before anything changes this thread: the set every list is checked
+    // against and every other thread goes back to.
+    let placement = cpus::Placement::new(&config)?;
     let reactor = build_reactor(&config)?;
+    // After the build: the loop's watchdog thread keeps the original set.
+    if let Err(e) = placement.place_loop() {
+        let _ = placement.unplace();
+        return Err(e.into());
+    }
     let shutdown = ShutdownTrigger::new();
     let threads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let r = reactor
-        .run_until_complete(server::serve(config, shutdown, on_ready, threads.clone()))
+        .run_until_complete(server::serve(
+            config,
+            placement.clone(),
+            shutdown,
+            on_ready,
+            threads.clone(),
+        ))
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())));
     // The other loops reported Done (or never started): they only tear
     // down their reactors now.
     for t in threads.take() {
         let _ = t.join();
     }
+    drop(reactor);
+    let _ = placement.unplace();
     r?
 }
 

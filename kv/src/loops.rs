@@ -417,6 +417,8 @@ pub(crate) struct LoopStart {
     pub(crate) index: usize,
     pub(crate) listener: std::net::TcpListener,
     pub(crate) config: Config,
+    /// Where this loop runs (`Config::loop_cpus`).
+    pub(crate) placement: crate::cpus::Placement,
     pub(crate) shutdown: ShutdownTrigger,
     pub(crate) db: Db,
     pub(crate) peers: Arc<Peers>,
@@ -435,7 +437,14 @@ pub(crate) fn spawn_loop(s: LoopStart) -> io::Result<std::thread::JoinHandle<()>
                 index: s.index,
                 armed: true,
             };
-            let reactor = match crate::build_reactor(&s.config) {
+            // Started by loop 0: back to the process's CPUs before the
+            // build (this loop's watchdog keeps them), then its own.
+            let built = s
+                .placement
+                .unplace()
+                .and_then(|()| crate::build_reactor(&s.config))
+                .and_then(|r| s.placement.place_loop().map(|()| r));
+            let reactor = match built {
                 Ok(r) => r,
                 Err(e) => {
                     s.mailbox

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
 //!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US] [--loop-slice-us US]
-//!     [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
+//!     [--loop-cpus LIST] [--db-cpus LIST] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
 //! ```
 
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--loop-cpus LIST] [--db-cpus LIST] (LIST as taskset -c: 0, 0-1, 0,2) [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
     );
     std::process::exit(2);
 }
@@ -35,6 +35,15 @@ fn raise_fd_limit() {
             eprintln!("weft-kv: cannot raise the open-file limit: {e}");
         }
     }
+}
+
+/// A CPU list flag's value, or exit 2 with the reason (whether the process
+/// may use those CPUs is checked when the server starts).
+fn cpu_list(flag: &str, v: &str) -> weft_kv::cpus::CpuList {
+    v.parse().unwrap_or_else(|e| {
+        eprintln!("weft-kv: {flag}: {e}");
+        std::process::exit(2);
+    })
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,8 @@ fn main() -> ExitCode {
                 let us: u64 = val().parse().unwrap_or_else(|_| usage());
                 cfg.loop_slice = (us > 0).then(|| Duration::from_micros(us));
             }
+            "--loop-cpus" => cfg.loop_cpus = Some(cpu_list("--loop-cpus", &val())),
+            "--db-cpus" => cfg.db_cpus = Some(cpu_list("--db-cpus", &val())),
             "--max-value" => cfg.max_value_bytes = val().parse().unwrap_or_else(|_| usage()),
             "--header-timeout" => {
                 cfg.header_read_timeout =

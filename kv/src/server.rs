@@ -145,13 +145,15 @@ fn start_lag_probe(handle: &weft::reactor::Handle, metrics: Rc<Metrics>, stop: R
     arm(p, std::time::Instant::now() + TICK);
 }
 
-/// What each database connection thread does first: take the configured
-/// nice value, then policy and slice (checked here, set there: Linux keeps
-/// them per thread).
+/// What each database connection thread does first: take its CPUs (the
+/// configured ones, or the process's when it inherited a placed loop's),
+/// the configured nice value, then policy and slice (checked here, set
+/// there: Linux keeps them per thread).
 fn db_thread_start(
     nice: Option<i32>,
     policy: crate::DbPolicy,
     slice: Option<Duration>,
+    cpus: Option<crate::cpus::CpuList>,
 ) -> Result<impl Fn(weft_db::Group) + Send + Sync, Error> {
     if let Some(n) = nice
         && !(-20..=19).contains(&n)
@@ -170,6 +172,12 @@ fn db_thread_start(
         )));
     }
     Ok(move |_group| {
+        // Checked against the process's set when `run` started.
+        if let Some(c) = &cpus
+            && let Err(e) = c.apply_to_this_thread()
+        {
+            tracing::warn!(cpus = %c, error = %e, "cannot place a database thread");
+        }
         if let Some(n) = nice
             && let Err(e) = rustix::process::setpriority_process(None, n)
         {
@@ -189,6 +197,7 @@ fn db_thread_start(
 /// done, closes the pool.
 pub(crate) async fn serve(
     config: Config,
+    placement: crate::cpus::Placement,
     shutdown: ShutdownTrigger,
     on_ready: impl FnOnce(&Ready),
     threads: Rc<RefCell<Vec<std::thread::JoinHandle<()>>>>,
@@ -211,6 +220,7 @@ pub(crate) async fn serve(
         config.db_nice,
         config.db_policy,
         config.db_slice,
+        placement.db_thread(),
     )?)
     .max(config.readers.max(1) + 1)
     .min(config.readers.max(1) + 1)
@@ -242,6 +252,7 @@ pub(crate) async fn serve(
             index: i + 1,
             listener: l,
             config: config.clone(),
+            placement: placement.clone(),
             shutdown: shutdown.clone(),
             db: Db(pool.shared()),
             peers: peers.clone(),

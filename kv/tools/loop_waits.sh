@@ -4,7 +4,10 @@
 # to what ran on the CPU it then ran on (its own database threads, the load
 # client, other processes).
 #
-#   kv/tools/loop_waits.sh BIN_DIR OUT_DIR MIX [-- weft-kv flags]
+#   [CLIENT_CPUS=LIST] kv/tools/loop_waits.sh BIN_DIR OUT_DIR MIX [-- weft-kv flags]
+#
+# CLIENT_CPUS (as taskset -c, e.g. 1): the fill and wrk run under taskset -c LIST,
+# as kv-load's --client-cpus; e.g. with `-- --loops 1 --loop-cpus 0 --db-cpus 1`.
 #
 # BIN_DIR holds weft-kv and weft-load (release); needs perf and wrk, and root or
 # perf_event_paranoid <= 1. wrk -t2 -c64 runs 6 s; perf records 3 s of it.
@@ -17,8 +20,10 @@ PORT=$((30000 + $$ % 10000))
 "$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>&1 &
 SP=$!
 wait_listening "$D/out" $SP 30
+CLIENT_ON=""
+[ -n "${CLIENT_CPUS:-}" ] && CLIENT_ON="taskset -c $CLIENT_CPUS"
 fill "$B" $PORT "$MIX"
-wrk -t2 -c64 -d6s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &
+$CLIENT_ON wrk -t2 -c64 -d6s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &
 WP=$!
 sleep 1.5
 perf record -q -e sched:sched_switch -e sched:sched_wakeup -a -o "$D/perf.data" -- sleep 3 2>/dev/null

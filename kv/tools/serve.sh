@@ -10,7 +10,8 @@ wait_listening() {
   done
 }
 
-# fill BIN_DIR PORT MIX: fills the server's key space (weft-load, no duration).
+# fill BIN_DIR PORT MIX: fills the server's key space (weft-load, no duration),
+# under $CLIENT_ON if set (e.g. "taskset -c 1").
 fill() {
-  "$1/weft-load" --url "http://127.0.0.1:$2" -c 1 -d 0 --reads "$3" >/dev/null
+  ${CLIENT_ON:-} "$1/weft-load" --url "http://127.0.0.1:$2" -c 1 -d 0 --reads "$3" >/dev/null
 }

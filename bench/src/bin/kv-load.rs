@@ -5,7 +5,8 @@
 //! ```text
 //! bench/kv-load.sh [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10]
 //!     [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N]
-//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--every-run on|off]
+//!     [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--extra-twin NAME=FLAGS]..
+//!     [--every-run on|off] [--client-cpus LIST]
 //! ```
 //!
 //! `--every-run on` prints a second table after the medians: every run's
@@ -14,7 +15,26 @@
 //! `--extra NAME=FLAGS` adds a weft-kv row named `NAME` started with the
 //! space-separated `FLAGS` (e.g. `--extra 'w2-nice=--loops 2 --db-nice 5'`),
 //! for A/B runs of settings without a row of their own; it runs even when
-//! `--only` does not name it.
+//! `--only` does not name it. `--extra-twin NAME=FLAGS` does the same for a
+//! `kv-tokio` row (the flags are all of the twin's: e.g.
+//! `--extra-twin 'tokio-mutex-cap1-pin=--variant mutex --blocking 1
+//! --worker-cpus 0 --blocking-cpus 1'`).
+//!
+//! `--client-cpus LIST` (as `taskset -c`: `1`, `0-1`, `0,2`) runs every
+//! client (weft-load, its fill, wrk) on those CPUs, the same for every
+//! server of the run: kv-load narrows its own thread's CPUs just around
+//! starting the client (a child inherits them, and all its threads with
+//! it), never around starting a server. Servers are placed only by their
+//! own flags (weft-kv's `--loop-cpus` / `--db-cpus`, kv-tokio's
+//! `--worker-cpus` / `--blocking-cpus`). Default: nothing placed.
+//!
+//! The "placement" column says, per row, where the client and the
+//! server's threads were allowed to run, read back from
+//! `/proc/PID/task/TID/status` (`Cpus_allowed_list`) at the end of the
+//! client run: by role (`loop`, `db` and `other` for weft-kv; `workers`
+//! and `blocking` for a placed kv-tokio, whose unplaced threads all share
+//! tokio's name), or `server unplaced` when every server thread may run
+//! on every CPU kv-load may.
 //!
 //! A/B rows, run only when named in `--only`: `weft-kv-1loop-bgckpt` and
 //! `weft-kv-2loops-bgckpt` (weft-db's background checkpoints),
@@ -67,6 +87,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use weft_kv::cpus::CpuList;
 
 /// `/proc/PID/stat` counts CPU in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -203,11 +225,16 @@ struct Options {
     /// `--every-run on`: a second table with every run's row, not only
     /// each cell's median.
     every_run: bool,
+    /// `--extra-twin NAME=FLAGS` rows: (name, kv-tokio flags).
+    extra_twin: Vec<(String, Vec<String>)>,
+    /// `--client-cpus`: where every client runs (`None`: where kv-load
+    /// may).
+    client_cpus: Option<CpuList>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--every-run on|off]"
+        "usage: kv-load [-d SECS] [-c CONNS] [--only NAME,..] [--mixes 90,10] [--clients weft-load,wrk] [--keys N] [--value BYTES] [--wrk-threads N] [--rounds N] [--bin-dir DIR] [--before-dir DIR] [--extra NAME=FLAGS].. [--extra-twin NAME=FLAGS].. [--every-run on|off] [--client-cpus LIST]"
     );
     std::process::exit(2);
 }
@@ -239,6 +266,8 @@ fn parse_args() -> Options {
         wrk_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk")),
         extra: Vec::new(),
         every_run: false,
+        extra_twin: Vec::new(),
+        client_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -255,12 +284,28 @@ fn parse_args() -> Options {
             "--clients" => o.clients = list(&v),
             "--bin-dir" => o.bin_dir = PathBuf::from(&v),
             "--before-dir" => o.before_dir = Some(PathBuf::from(&v)),
-            "--extra" => {
+            "--extra" | "--extra-twin" => {
                 let (name, flags) = v.split_once('=').unwrap_or_else(|| usage());
-                o.extra.push((
+                let row = (
                     name.to_owned(),
                     flags.split_whitespace().map(str::to_owned).collect(),
-                ));
+                );
+                if a == "--extra" {
+                    o.extra.push(row);
+                } else {
+                    o.extra_twin.push(row);
+                }
+            }
+            "--client-cpus" => {
+                let l: CpuList = v.parse().unwrap_or_else(|e| {
+                    eprintln!("kv-load: --client-cpus: {e}");
+                    std::process::exit(2);
+                });
+                if let Err(e) = CpuList::of_this_thread().and_then(|all| l.check_within(&all)) {
+                    eprintln!("kv-load: --client-cpus {l}: {e}");
+                    std::process::exit(2);
+                }
+                o.client_cpus = Some(l);
             }
             "--every-run" => {
                 o.every_run = match v.as_str() {
@@ -543,11 +588,99 @@ fn weft_load(o: &Options, addr: SocketAddr, conns: u32, secs: u32, reads: u32) -
     c
 }
 
-fn output(mut c: Command) -> Result<String, String> {
-    let out = c
-        .output()
-        .map_err(|e| format!("{:?}: {e}", c.get_program()))?;
+/// Runs a client to its end, on `cpus` if given; its stdout.
+fn output(mut c: Command, cpus: Option<&CpuList>) -> Result<String, String> {
+    let program = c.get_program().to_owned();
+    let what = |e: std::io::Error| format!("{program:?}: {e}");
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = match cpus {
+        None => c.spawn().map_err(what)?,
+        Some(cpus) => {
+            // The child inherits this thread's CPUs: narrow them just
+            // around the start, then take them back (servers are started
+            // from this thread too).
+            let mine = CpuList::of_this_thread().map_err(what)?;
+            cpus.apply_to_this_thread().map_err(what)?;
+            let child = c.spawn();
+            mine.apply_to_this_thread().map_err(what)?;
+            child.map_err(what)?
+        }
+    };
+    let out = child.wait_with_output().map_err(what)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A server thread's role, from its name (`comm`, at most 15 bytes).
+fn role(comm: &str) -> &'static str {
+    match comm {
+        "weft-kv" => "loop",
+        c if c.starts_with("weft-kv-loop") => "loop",
+        c if c.starts_with("weft-db-") => "db",
+        "kv-tokio" | "kv-tokio-worker" => "workers",
+        "kv-tokio-block" => "blocking",
+        c if c.starts_with("tokio-") => "tokio",
+        _ => "other",
+    }
+}
+
+/// `Cpus_allowed_list` of a `/proc/.../status`.
+fn cpus_allowed(status: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Where `threads` ((name, `Cpus_allowed_list`)) may run, by role
+/// (`role CPUs`, several sets of one role joined by `|`), or
+/// `server unplaced` when every one may run on `all`.
+fn describe_placement(threads: &[(String, String)], all: &str) -> String {
+    if threads.iter().all(|(_, c)| c == all) {
+        return "server unplaced".into();
+    }
+    let mut roles: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in ["loop", "workers", "tokio", "db", "blocking", "other"] {
+        let mut sets: Vec<&str> = threads
+            .iter()
+            .filter(|(n, _)| role(n) == r)
+            .map(|(_, c)| c.as_str())
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        if !sets.is_empty() {
+            roles.push((r, sets));
+        }
+    }
+    roles
+        .iter()
+        .map(|(r, sets)| format!("{r} {}", sets.join("|")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The placement column: the client's CPUs, then the server's threads'.
+fn placement(o: &Options, pid: u32) -> String {
+    let all = CpuList::of_this_thread()
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    let client = o
+        .client_cpus
+        .as_ref()
+        .map_or("any".to_owned(), |c| c.to_string());
+    let mut threads = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let dir = t.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            if let Some(c) = cpus_allowed(&status) {
+                threads.push((comm.trim().to_owned(), c));
+            }
+        }
+    }
+    format!("client {client}; {}", describe_placement(&threads, &all))
 }
 
 /// What weft-kv's loop threads went through during the client run.
@@ -574,16 +707,22 @@ struct Row {
     server: String,
     mix: u32,
     client: String,
+    /// Where the client and the server's threads ran (see the module docs).
+    placement: String,
     result: Result<(Measured, f64, Option<LoopThreads>), String>,
 }
 
 fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
-    let result = (|| {
+    let mut placed = String::new();
+    let placed_ref = &mut placed;
+    let result = (move || {
+        let placed = placed_ref;
         let srv = start(o, s, n)?;
         let pid = srv.child.id();
         // Fill the key space, timing the fill's server CPU.
         let c0 = process_cpu(pid);
-        let fill = output(weft_load(o, srv.addr, 1, 0, mix))?;
+        let client_cpus = o.client_cpus.as_ref();
+        let fill = output(weft_load(o, srv.addr, 1, 0, mix), client_cpus)?;
         parse_weft_load(&fill).ok_or_else(|| format!("fill failed: {fill}"))?;
         let fill_cpu = process_cpu(pid) - c0;
         let c0 = process_cpu(pid);
@@ -605,10 +744,10 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
                 .arg(format!("http://{}", srv.addr))
                 .args(["--", &mix.to_string(), &o.keys.to_string()])
                 .arg(o.value.to_string());
-            let out = output(c)?;
+            let out = output(c, client_cpus)?;
             (parse_wrk(&out).ok_or_else(|| format!("wrk: {out}"))?, 0.0)
         } else {
-            let out = output(weft_load(o, srv.addr, o.conns, o.secs, mix))?;
+            let out = output(weft_load(o, srv.addr, o.conns, o.secs, mix), client_cpus)?;
             (
                 parse_weft_load(&out).ok_or_else(|| format!("weft-load: {out}"))?,
                 fill_cpu,
@@ -618,6 +757,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         let cpu = process_cpu(pid) - c0 - refill;
         let cpu = if cpu < 0.0 { 0.0 } else { cpu };
         let sched1 = loop_threads_sched(pid);
+        *placed = placement(o, pid);
         let loops = weft
             .then(|| http_get(srv.addr, "/metrics").ok())
             .flatten()
@@ -636,6 +776,7 @@ fn run_row(o: &Options, s: &Server, mix: u32, client: &str, n: usize) -> Row {
         server: s.name.clone(),
         mix,
         client: client.to_owned(),
+        placement: placed,
         result,
     }
 }
@@ -679,9 +820,9 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
     let ratio_head: String = weft_rows.iter().map(|w| format!(" {w} ÷ this |")).collect();
     let ratio_rule = "---|".repeat(weft_rows.len());
     println!(
-        "| server | mix (read/write) | client | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | late ticks waiting / working, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
+        "| server | mix (read/write) | client | placement | req/s | p50 | p99 | max | errors | server CPU ms / 1k req | longest turn per loop | turns > 1.05 ms in the run, per loop | late ticks waiting / working, per loop | loop threads: run-queue wait / preemptions / CPU |{ratio_head}{extra_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|{ratio_rule}{extra_rule}");
     for (r, range) in rows {
         let range = match range {
             Some((lo, hi)) if rounds > 1 => format!(" {lo:.0}–{hi:.0} |"),
@@ -689,11 +830,16 @@ fn print_table(rows: &[(Row, Option<(f64, f64)>)], rounds: u32) {
             _ => String::new(),
         };
         let head = format!(
-            "| {} | {}/{} | {} |",
+            "| {} | {}/{} | {} | {} |",
             r.server,
             r.mix,
             100 - r.mix,
-            r.client
+            r.client,
+            if r.placement.is_empty() {
+                "—"
+            } else {
+                &r.placement
+            }
         );
         match &r.result {
             Ok((m, cpu, loops)) => {
@@ -772,16 +918,23 @@ fn main() -> ExitCode {
         o.clients.retain(|c| c != "wrk");
     }
     let mut all = servers(o.before_dir.as_deref());
-    for (name, flags) in &o.extra {
-        all.push(Server {
-            name: name.clone(),
-            binary: "weft-kv",
-            args: flags.clone(),
-            opt_in: false,
-            dir: None,
-        });
+    for (binary, rows) in [("weft-kv", &o.extra), ("kv-tokio", &o.extra_twin)] {
+        for (name, flags) in rows {
+            all.push(Server {
+                name: name.clone(),
+                binary,
+                args: flags.clone(),
+                opt_in: false,
+                dir: None,
+            });
+        }
     }
-    let extra = |s: &Server| o.extra.iter().any(|(n, _)| *n == s.name);
+    let extra = |s: &Server| {
+        o.extra
+            .iter()
+            .chain(&o.extra_twin)
+            .any(|(n, _)| *n == s.name)
+    };
     let servers: Vec<&Server> = all
         .iter()
         .filter(|s| match &o.only {
@@ -791,12 +944,15 @@ fn main() -> ExitCode {
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "kv-load: {} connections, {} s per row, {} round(s), {} keys, {} B values, {cores} CPUs, load average before: {}",
+        "kv-load: {} connections, {} s per row, {} round(s), {} keys, {} B values, {cores} CPUs, clients on CPUs {}, load average before: {}",
         o.conns,
         o.secs,
         o.rounds,
         o.keys,
         o.value,
+        o.client_cpus
+            .as_ref()
+            .map_or("any".to_owned(), |c| c.to_string()),
         load_average()
     );
     // One cell per (mix, client, server), in table order; each holds its runs.
@@ -838,6 +994,7 @@ fn main() -> ExitCode {
                     server: r.server.clone(),
                     mix: r.mix,
                     client: r.client.clone(),
+                    placement: r.placement.clone(),
                     result: r.result.clone(),
                 };
                 all.push((round * cells.len() + c, copy));
@@ -912,6 +1069,7 @@ mod tests {
             server: "weft-kv".to_owned(),
             mix: 90,
             client: "wrk".into(),
+            placement: String::new(),
             result: Ok((
                 Measured {
                     rate,
@@ -979,5 +1137,61 @@ mod tests {
             Some((2_000_000, 3_000_000, 7))
         );
         assert_eq!(parse_schedstat("", status), None);
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    fn t(name: &str, cpus: &str) -> (String, String) {
+        (name.to_owned(), cpus.to_owned())
+    }
+
+    #[test]
+    fn describes_a_servers_threads_by_role() {
+        let weft = [
+            t("weft-kv", "0"),
+            t("weft-loop-watch", "0-1"),
+            t("weft-db-kv-w", "1"),
+            t("weft-db-kv-r0", "1"),
+        ];
+        assert_eq!(describe_placement(&weft, "0-1"), "loop 0, db 1, other 0-1");
+        let two = [
+            t("weft-kv", "0"),
+            t("weft-kv-loop-1", "1"),
+            t("weft-db-kv-w", "0-1"),
+        ];
+        assert_eq!(describe_placement(&two, "0-1"), "loop 0|1, db 0-1");
+        let twin = [
+            t("kv-tokio", "0"),
+            t("kv-tokio-worker", "0"),
+            t("kv-tokio-block", "1"),
+        ];
+        assert_eq!(describe_placement(&twin, "0-1"), "workers 0, blocking 1");
+        let unplaced = [t("kv-tokio", "0-1"), t("tokio-rt-worker", "0-1")];
+        assert_eq!(describe_placement(&unplaced, "0-1"), "server unplaced");
+        assert_eq!(
+            cpus_allowed("Name:\tx\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n"),
+            Some("0-1".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_client_started_on_cpus_runs_there_and_kv_load_keeps_its_own() {
+        let mine = CpuList::of_this_thread().unwrap();
+        let last: CpuList = mine.cpus()[mine.cpus().len() - 1]
+            .to_string()
+            .parse()
+            .unwrap();
+        let mut c = Command::new("sh");
+        c.args(["-c", "grep Cpus_allowed_list /proc/self/status"]);
+        let out = output(c, Some(&last)).unwrap();
+        assert_eq!(cpus_allowed(&out), Some(last.to_string()));
+        assert_eq!(CpuList::of_this_thread().unwrap(), mine);
+        let mut c = Command::new("sh");
+        c.args(["-c", "grep Cpus_allowed_list /proc/self/status"]);
+        let out = output(c, None).unwrap();
+        assert_eq!(cpus_allowed(&out), Some(mine.to_string()));
     }
 }

@@ -8,12 +8,25 @@
 //! ```text
 //! cargo run --release -p weft-bench --bin kv-tokio -- [--listen ADDR] [--db PATH]
 //!     [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N]
+//!     [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST]
 //! ```
 //!
 //! - `--blocking N` caps tokio's blocking pool (`max_blocking_threads`;
 //!   default: tokio's 512).
 //! - `--pool N` sizes the deadpool (default: deadpool's, 2 × CPUs).
 //! - `--workers N` sets tokio's worker threads (default: one per CPU).
+//! - `--worker-cpus LIST` / `--blocking-cpus LIST` (as `taskset -c`: `0`,
+//!   `0-1`, `0,2`): the CPUs tokio's worker threads (and the main thread,
+//!   which runs `block_on`'s accept loop) / its blocking threads (where
+//!   SQLite runs) may run on, as weft-kv's `--loop-cpus` / `--db-cpus` place
+//!   its loop and database threads (same lists and calls:
+//!   `weft_kv::cpus`); default: unplaced. tokio starts both kinds through
+//!   one pool and one `on_thread_start` hook, so with a placement the twin
+//!   names them apart: a thread started while the runtime is being built
+//!   (by the thread building it) is a worker (`kv-tokio-worker`), any
+//!   other a blocking thread (`kv-tokio-block`), and the hook places
+//!   each by its name. A list naming a CPU the process may not use is
+//!   refused at start (exit 2).
 //!
 //! Shared with weft-kv rather than copied: the schema and every statement
 //! (`weft_kv::routes::{SCHEMA, UPSERT, SELECT_ONE, DELETE_ONE, RANGE}`), the
@@ -25,6 +38,8 @@ mod store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,6 +52,7 @@ use axum::serve::ListenerExt;
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use store::{Store, Variant};
+use weft_kv::cpus::CpuList;
 use weft_kv::routes::{
     DELETE_ONE, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, RANGE, SELECT_ONE, UPSERT, prefix_upper_bound,
 };
@@ -189,11 +205,15 @@ struct Options {
     workers: Option<usize>,
     /// hyper's `half_close(true)`, as weft-kv sets it (`--half-close on`).
     half_close: bool,
+    /// `--worker-cpus`: where tokio's workers (and the main thread) run.
+    worker_cpus: Option<CpuList>,
+    /// `--blocking-cpus`: where tokio's blocking threads run.
+    blocking_cpus: Option<CpuList>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N] [--half-close on|off]"
+        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N] [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST]"
     );
     std::process::exit(2);
 }
@@ -207,6 +227,8 @@ fn parse_args() -> Options {
         pool: None,
         workers: None,
         half_close: false,
+        worker_cpus: None,
+        blocking_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -219,6 +241,8 @@ fn parse_args() -> Options {
             "--blocking" => o.blocking = Some(n().unwrap_or_else(|| usage())),
             "--pool" => o.pool = Some(n().unwrap_or_else(|| usage())),
             "--workers" => o.workers = Some(n().unwrap_or_else(|| usage())),
+            "--worker-cpus" => o.worker_cpus = Some(cpu_list("--worker-cpus", &v)),
+            "--blocking-cpus" => o.blocking_cpus = Some(cpu_list("--blocking-cpus", &v)),
             "--half-close" => {
                 o.half_close = match v.as_str() {
                     "on" => true,
@@ -232,7 +256,26 @@ fn parse_args() -> Options {
     o
 }
 
-/// Builds the runtime as configured.
+/// A CPU list flag's value, checked against the CPUs this process may use;
+/// or exit 2 with the reason.
+fn cpu_list(flag: &str, v: &str) -> CpuList {
+    let l: CpuList = v.parse().unwrap_or_else(|e| {
+        eprintln!("kv-tokio: {flag}: {e}");
+        std::process::exit(2);
+    });
+    let checked = CpuList::of_this_thread().and_then(|all| l.check_within(&all));
+    if let Err(e) = checked {
+        eprintln!("kv-tokio: {flag} {l}: {e}");
+        std::process::exit(2);
+    }
+    l
+}
+
+const WORKER: &str = "kv-tokio-worker";
+const BLOCKING: &str = "kv-tokio-block";
+
+/// Builds the runtime as configured (and, with a placement, puts the
+/// calling thread on the workers' CPUs: it runs `block_on`).
 fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -242,7 +285,40 @@ fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
     if let Some(n) = o.workers {
         rt.worker_threads(n);
     }
-    rt.build()
+    if o.worker_cpus.is_none() && o.blocking_cpus.is_none() {
+        return rt.build();
+    }
+    // tokio starts its workers from the thread that builds the runtime,
+    // during the build; blocking threads from whoever calls
+    // `spawn_blocking` (the handlers, on the workers), later.
+    let original = CpuList::of_this_thread()?;
+    let building = Arc::new(AtomicBool::new(true));
+    let builder = std::thread::current().id();
+    let b = building.clone();
+    rt.thread_name_fn(move || {
+        let worker = b.load(Ordering::Acquire) && std::thread::current().id() == builder;
+        if worker { WORKER } else { BLOCKING }.to_owned()
+    });
+    // A thread inherits its creator's CPUs: each takes its own (or the
+    // process's) explicitly.
+    let workers = o.worker_cpus.clone().unwrap_or_else(|| original.clone());
+    let blocking = o.blocking_cpus.clone().unwrap_or(original);
+    let main = workers.clone();
+    rt.on_thread_start(move || {
+        let cpus = match std::thread::current().name() {
+            Some(WORKER) => &workers,
+            _ => &blocking,
+        };
+        // Checked at start against the process's CPUs.
+        if let Err(e) = cpus.apply_to_this_thread() {
+            eprintln!("kv-tokio: cannot place a runtime thread: {e}");
+        }
+    });
+    let built = rt.build();
+    building.store(false, Ordering::Release);
+    let built = built?;
+    main.apply_to_this_thread()?;
+    Ok(built)
 }
 
 /// Serves `listener` until `stop` resolves.

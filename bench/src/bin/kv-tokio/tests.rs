@@ -88,6 +88,8 @@ fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
         pool: Some(2),
         workers: Some(1),
         half_close: false,
+        worker_cpus: None,
+        blocking_cpus: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -163,6 +165,8 @@ fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
         pool: None,
         workers: Some(1),
         half_close: true,
+        worker_cpus: None,
+        blocking_cpus: None,
     });
     // The half-close server has no stop signal: the thread ends with the
     // test process.
@@ -181,5 +185,69 @@ fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("half"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// (thread name, CPUs) of the thread running it.
+fn whoami() -> (String, CpuList) {
+    (
+        std::thread::current().name().unwrap_or("").to_owned(),
+        CpuList::of_this_thread().unwrap(),
+    )
+}
+
+#[test]
+fn placed_workers_and_blocking_threads_run_where_asked() {
+    let all = CpuList::of_this_thread().unwrap();
+    let first: CpuList = all.cpus()[0].to_string().parse().unwrap();
+    let last: CpuList = all.cpus()[all.cpus().len() - 1]
+        .to_string()
+        .parse()
+        .unwrap();
+    let (dir, db) = temp_db("placed");
+    let o = |worker_cpus, blocking_cpus| Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.clone(),
+        variant: Variant::Mutex,
+        blocking: Some(1),
+        pool: None,
+        workers: Some(2),
+        half_close: false,
+        worker_cpus,
+        blocking_cpus,
+    };
+    // On a thread of its own: the builder's thread takes the workers' CPUs.
+    let run = |o: Options| {
+        std::thread::spawn(move || {
+            let rt = runtime(&o).unwrap();
+            let main = whoami();
+            let (worker, blocking) = rt.block_on(async {
+                let worker = tokio::spawn(async { whoami() }).await.unwrap();
+                let blocking =
+                    tokio::spawn(async { tokio::task::spawn_blocking(whoami).await.unwrap() })
+                        .await
+                        .unwrap();
+                (worker, blocking)
+            });
+            (main.1, worker, blocking)
+        })
+        .join()
+        .unwrap()
+    };
+    let (main, worker, blocking) = run(o(Some(first.clone()), Some(last.clone())));
+    assert_eq!(main, first);
+    assert_eq!(worker, (WORKER.to_owned(), first.clone()));
+    assert_eq!(blocking, (BLOCKING.to_owned(), last.clone()));
+    // Workers placed only: a blocking thread (started from a worker) is put
+    // back on the process's CPUs.
+    let (_, worker, blocking) = run(o(Some(last.clone()), None));
+    assert_eq!(worker, (WORKER.to_owned(), last.clone()));
+    assert_eq!(blocking, (BLOCKING.to_owned(), all.clone()));
+    // No placement: tokio's own names, nothing placed.
+    let (main, worker, blocking) = run(o(None, None));
+    assert_eq!(main, all);
+    assert!(worker.0.starts_with("tokio-"), "{worker:?}");
+    assert_eq!(worker, (worker.0.clone(), all.clone()));
+    assert_eq!(blocking, (worker.0.clone(), all));
     let _ = std::fs::remove_dir_all(dir);
 }
