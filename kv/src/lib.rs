@@ -237,6 +237,11 @@ pub struct Config {
     /// On, it also feeds the `weft_reactor_longest_*` and
     /// `weft_reactor_slow_callbacks_total` series.
     pub slow_callback_threshold: Option<Duration>,
+    /// How long one turn's pass over the loop's ready tasks (connections)
+    /// may run before the loop goes back to its timers and its poll
+    /// ([`weft::reactor::Builder::task_pass_budget`]; `None`: no bound).
+    /// Default: weft's, [`weft::reactor::DEFAULT_TASK_PASS_BUDGET`].
+    pub task_pass_budget: Option<Duration>,
     /// Loops serving HTTP, each a weft reactor on its own thread with its
     /// own listener on the same address (`SO_REUSEPORT` when above 1); loop
     /// 0 owns the database pool, and every loop calls it directly (weft-db's
@@ -438,6 +443,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             handle_signals: false,
             slow_callback_threshold: Some(weft::diagnostics::DEFAULT_SLOW_CALLBACK_THRESHOLD),
+            task_pass_budget: Some(weft::reactor::DEFAULT_TASK_PASS_BUDGET),
             pipeline_flush: false,
             loops: default_loops(),
             loop_nice: None,
@@ -675,5 +681,6 @@ pub(crate) fn build_reactor(config: &Config) -> std::io::Result<weft::Reactor> {
     }
     weft::Reactor::builder()
         .slow_callback_threshold(config.slow_callback_threshold)
+        .task_pass_budget(config.task_pass_budget)
         .build()
 }

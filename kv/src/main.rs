@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
 //!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US] [--loop-slice-us US]
-//!     [--loop-cpus LIST] [--db-cpus LIST] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS]
+//!     [--loop-cpus LIST] [--db-cpus LIST] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS] [--task-pass-us US]
 //! ```
 
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--loop-cpus LIST] [--db-cpus LIST] (LIST as taskset -c: 0, 0-1, 0,2) [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--loop-cpus LIST] [--db-cpus LIST] (LIST as taskset -c: 0, 0-1, 0,2) [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)] [--task-pass-us US (0: no budget; default 500)]"
     );
     std::process::exit(2);
 }
@@ -104,6 +104,10 @@ fn main() -> ExitCode {
             "--header-timeout" => {
                 cfg.header_read_timeout =
                     Duration::from_secs_f64(val().parse().unwrap_or_else(|_| usage()))
+            }
+            "--task-pass-us" => {
+                let us: u64 = val().parse().unwrap_or_else(|_| usage());
+                cfg.task_pass_budget = (us > 0).then(|| Duration::from_micros(us));
             }
             "--slow-callback-ms" => {
                 let ms: u64 = val().parse().unwrap_or_else(|_| usage());

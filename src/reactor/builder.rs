@@ -29,6 +29,30 @@ use super::stats::SharedStats;
 use super::tasks::{RunQueue, Tasks};
 use super::triggers::Triggers;
 
+/// How long a turn may run before its pass over the ready local tasks
+/// stops, by default (500 µs; see [`Builder::task_pass_budget`]): half the
+/// loop-stall bound a responsive service aims for, so that a turn of many
+/// ready connections still leaves its timers and its next I/O poll within
+/// about a millisecond.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::reactor::DEFAULT_TASK_PASS_BUDGET.as_micros(), 500);
+/// ```
+pub const DEFAULT_TASK_PASS_BUDGET: Duration = Duration::from_micros(500);
+
+/// A task pass reads the clock for its budget once per this many polls
+/// (and not at all in a pass of fewer tasks; see
+/// [`Builder::task_pass_budget`]).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(weft::reactor::TASK_PASS_CHECK_EVERY, 8);
+/// ```
+pub const TASK_PASS_CHECK_EVERY: usize = 8;
+
 /// What the loop does with a panic in a callback, timer or task.
 ///
 /// # Examples
@@ -82,6 +106,7 @@ pub struct Builder {
     inbox_capacity: usize,
     slow_callback_threshold: Option<Duration>,
     blocking_call_threshold: Option<Duration>,
+    task_pass_budget: Option<Duration>,
 }
 
 impl fmt::Debug for Builder {
@@ -93,6 +118,7 @@ impl fmt::Debug for Builder {
             .field("inbox_capacity", &self.inbox_capacity)
             .field("slow_callback_threshold", &self.slow_callback_threshold)
             .field("blocking_call_threshold", &self.blocking_call_threshold)
+            .field("task_pass_budget", &self.task_pass_budget)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +137,7 @@ impl Default for Builder {
             inbox_capacity: usize::MAX,
             slow_callback_threshold: None,
             blocking_call_threshold: None,
+            task_pass_budget: Some(DEFAULT_TASK_PASS_BUDGET),
         }
     }
 }
@@ -260,6 +287,36 @@ impl Builder {
         self
     }
 
+    /// Bounds how long one turn's pass over the ready local tasks may run
+    /// (default: [`DEFAULT_TASK_PASS_BUDGET`]; `None`: no bound, every task
+    /// ready when the pass began is polled in it). Once the turn has run
+    /// this long (on the reactor's clock, counted from the turn's start),
+    /// the pass stops after the poll in progress and the tasks it did not
+    /// reach are polled first in the next turn, in the same order, after
+    /// that turn's calls from other threads, due timers and I/O poll. So a
+    /// loop serving many connections at once still runs its timers and
+    /// takes new events every few hundred microseconds, instead of once
+    /// per pass over every ready connection. The clock is read only in a
+    /// pass that has polled at least [`TASK_PASS_CHECK_EVERY`] tasks, and
+    /// then once per that many polls: a pass of a few tasks costs nothing,
+    /// and a long pass may overrun the budget by up to that many polls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let r = weft::Reactor::builder()
+    ///     .task_pass_budget(Some(Duration::from_micros(200)))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(r);
+    /// ```
+    pub fn task_pass_budget(mut self, budget: Option<Duration>) -> Self {
+        self.task_pass_budget = budget;
+        self
+    }
+
     /// Creates the reactor on this thread, which becomes its loop thread.
     ///
     /// Uses `clock` as if it were the system clock (no waker moves it), so
@@ -341,6 +398,7 @@ impl Builder {
             io: super::io_registry::IoRegistry::default(),
             spin_gate: crate::loom::SpinGate::new(super::inbox::MAX_SPIN_PAUSE),
             reuse_readings: self.system_clock && diag.is_none(),
+            task_pass_budget: self.task_pass_budget,
             diag,
         });
         context::register(&inner);

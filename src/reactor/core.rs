@@ -82,6 +82,9 @@ pub(crate) struct Inner {
     /// waker's notify may have been consumed by, and the diagnostics
     /// publish each reading as the start of what runs next.
     pub(super) reuse_readings: bool,
+    /// How long a turn may run before its task pass stops
+    /// ([`Builder::task_pass_budget`](super::Builder::task_pass_budget)).
+    pub(super) task_pass_budget: Option<Duration>,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.

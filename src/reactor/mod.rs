@@ -76,7 +76,7 @@ mod triggers;
 mod turn;
 
 pub use crate::bridge::QueuedWork; // defined with the bridge that acts on it
-pub use builder::{Builder, PanicPolicy};
+pub use builder::{Builder, DEFAULT_TASK_PASS_BUDGET, PanicPolicy, TASK_PASS_CHECK_EVERY};
 pub use context::{current, is_in_io_thread};
 pub use core::Reactor;
 pub use handle::Handle;

@@ -97,7 +97,8 @@ impl Inner {
             if !self.tasks.has_ready(&self.shared) {
                 break;
             }
-            self.run_tasks();
+            // Unbounded: these passes are the tasks' last chance to run.
+            self.run_tasks(None);
         }
     }
 

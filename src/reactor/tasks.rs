@@ -190,7 +190,9 @@ impl Tasks {
     }
 
     /// Polls the tasks that were ready when the pass began (each poll timed
-    /// by `diag` when diagnostics are on). A poll that
+    /// by `diag` when diagnostics are on), until `stop(polled so far)` says
+    /// the pass has run long enough (asked after each poll): the tasks not
+    /// reached stay in the batch, polled first by the next pass. A poll that
     /// panics is reported to `on_panic` (after the task's own `Deferred`, if
     /// any, got the panic); if `on_panic` unwinds, the rest of the pass
     /// stays queued for the next one.
@@ -198,6 +200,7 @@ impl Tasks {
         &self,
         shared: &Shared,
         diag: Option<&crate::diagnostics::LoopDiag>,
+        mut stop: impl FnMut(usize) -> bool,
         mut on_panic: impl FnMut(&'static Location<'static>, Box<dyn std::any::Any + Send>),
     ) -> usize {
         {
@@ -221,6 +224,9 @@ impl Tasks {
             self.reap(tag);
             if let Err(payload) = outcome {
                 on_panic(tag.location, payload);
+            }
+            if stop(polled) {
+                break;
             }
         }
         polled

@@ -167,7 +167,7 @@ impl Inner {
         }
 
         // 4. Local tasks ready now.
-        let polled = self.run_tasks();
+        let polled = self.run_tasks(Some(start));
         self.busy.set(polled > 0);
         self.run_turn_end();
         self.publish_gauges();
@@ -265,13 +265,23 @@ impl Inner {
         }
     }
 
-    /// One pass over the local tasks ready now. Returns how many polled.
-    pub(super) fn run_tasks(&self) -> usize {
-        let polled = self
-            .tasks
-            .run_ready(&self.shared, self.diag.as_ref(), |location, payload| {
-                self.on_panic("local task", location, payload)
-            });
+    /// One pass over the local tasks ready now, bounded by the task-pass
+    /// budget counted from `start` (the turn's start; `None`: unbounded).
+    /// Returns how many polled.
+    pub(super) fn run_tasks(&self, start: Option<Duration>) -> usize {
+        let deadline = start
+            .zip(self.task_pass_budget)
+            .map(|(start, budget)| start.saturating_add(budget));
+        let polled = self.tasks.run_ready(
+            &self.shared,
+            self.diag.as_ref(),
+            |polled| {
+                deadline.is_some_and(|deadline| {
+                    polled % super::builder::TASK_PASS_CHECK_EVERY == 0 && self.now() >= deadline
+                })
+            },
+            |location, payload| self.on_panic("local task", location, payload),
+        );
         SharedStats::bump(&self.shared.stats.tasks_polled, polled as u64);
         polled
     }
