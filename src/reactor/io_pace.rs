@@ -62,7 +62,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-/// Busy turns that may skip their poll in a row after an empty one.
+/// Busy turns that may skip their poll in a row after one that reported no I/O.
 pub(super) const SKIP_TURNS: u32 = 3;
 
 /// The longest a busy loop goes without polling (from the start of the turn

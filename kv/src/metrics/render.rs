@@ -226,7 +226,7 @@ pub fn render_loops(loops: &[LoopSources], src: &Sources) -> String {
     metric(
         "weft_reactor_polls_skipped_total",
         "counter",
-        "Busy turns that skipped their I/O poll after an empty one (ReactorStatistics::polls_skipped).",
+        "Busy turns that skipped their I/O poll after one that reported no I/O (ReactorStatistics::polls_skipped).",
         reactor.polls_skipped.to_string(),
     );
     metric(
