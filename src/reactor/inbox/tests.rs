@@ -478,3 +478,50 @@ fn a_reactor_dates_its_inbox_on_the_coarse_clock_only_with_the_system_clock() {
         .unwrap();
     assert!(!coarse(&manual));
 }
+
+/// Two threads take turns (a channel hands the turn over, so each call
+/// happens before the next), while the loop drains as they go: the calls
+/// run in the order they were made (one queue for every thread, as in
+/// asyncio and Twisted). The threads pretend different CPUs, so the test
+/// keeps holding if producers ever get queues of their own per CPU.
+#[test]
+fn calls_handed_between_threads_run_in_order_while_the_loop_drains() {
+    const CALLS: usize = 2000;
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    let ran = Arc::new(crate::loom::Mutex::new(Vec::with_capacity(CALLS)));
+    let (to_a, a_rx) = std::sync::mpsc::channel::<usize>();
+    let (to_b, b_rx) = std::sync::mpsc::channel::<usize>();
+    let spawn =
+        |cpu: u32, rx: std::sync::mpsc::Receiver<usize>, next: std::sync::mpsc::Sender<usize>| {
+            let (inbox, ran) = (inbox.clone(), ran.clone());
+            std::thread::spawn(move || {
+                super::cpu::pretend(Some(cpu));
+                while let Ok(i) = rx.recv() {
+                    let r = ran.clone();
+                    assert!(
+                        inbox
+                            .push(move || r.lock().push(i), Location::caller())
+                            .is_ok()
+                    );
+                    if i + 1 == CALLS || next.send(i + 1).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+    let a = spawn(0, a_rx, to_b);
+    let b = spawn(1, b_rx, to_a.clone());
+    to_a.send(0).unwrap();
+    // The threads hold the only senders now: the one whose turn never
+    // comes again sees its channel close when the other ends.
+    drop(to_a);
+    let mut done = 0;
+    while done < CALLS {
+        done += run_all(&inbox);
+        std::thread::yield_now();
+    }
+    a.join().unwrap();
+    b.join().unwrap();
+    let ran = ran.lock();
+    assert!(ran.iter().copied().eq(0..CALLS), "out of order");
+}
