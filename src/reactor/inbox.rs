@@ -1,44 +1,61 @@
 //! The cross-thread inbox: the queue of jobs for the loop, and its
 //! coalesced wake protocol (the states and the spin live in [`wake`]).
 //!
-//! Producers (any thread) push a job under a short mutex, then call
-//! [`WakeState::notify`]: only the producer that finds the loop about to
-//! sleep writes the waker (one syscall), so producers into a busy loop make
-//! one plain load and no syscall. Before it blocks, the loop asks
-//! [`Inbox::prepare_to_sleep`], which marks the loop sleepy and then
-//! re-checks the queue under its lock: a push after the re-check sees the
-//! mark and wakes the loop; a push before it is seen by the re-check. This
-//! is the protocol modelled under loom (`inbox/loom_tests.rs`).
+//! Producers (any thread) push a job into their CPU's lane (a
+//! `Mutex<VecDeque>` per CPU, modulo [`LANES`]), numbering it from one
+//! shared counter under the lane's lock, then call [`WakeState::notify`]:
+//! only the producer that finds the loop about to sleep writes the waker
+//! (one syscall), so producers into a busy loop make one plain load and no
+//! syscall. Before it blocks, the loop asks [`Inbox::prepare_to_sleep`],
+//! which marks the loop sleepy and then re-checks the counter with a
+//! read-modify-write: a push numbered after the re-check sees the mark and
+//! wakes the loop; one before it is seen by the re-check. This is the
+//! protocol modelled under loom (`inbox/loom_tests.rs`).
 //!
-//! The loop never waits on a producer: the queue is a `Mutex<VecDeque>` that
-//! the loop swaps out whole (one short critical section per turn), never a
-//! slot-based queue whose consumer may spin on a half-written slot.
+//! Why lanes: with one queue, two producers on two cores passed its lock's
+//! line, its header's and its buffer's lines (adjacent jobs written from
+//! both cores) back and forth on every push, and the loser of each race
+//! spun or slept in the lock (issue 9's two-producer burst: the lock and
+//! unlock were a third of the process's CPU). In a lane a producer
+//! touches lines of its own (and the loop's, once per drain); the two
+//! cores share only the counter's line, one increment per push.
+//!
+//! The order is global: the loop merges the lanes by the pushes' numbers,
+//! so a call made after another that happened before it runs after it,
+//! whatever lanes they landed in (asyncio's and Twisted's one queue). The
+//! loop never waits on a producer: it locks each lane briefly (as it locked
+//! the one queue), and a job numbered after a gap (a push that landed in a
+//! lane after the drain had passed it) is held for the next turn, never
+//! waited for ([`Inbox::drain_into`]).
 //!
 //! The age of the oldest waiting call (`ReactorStatistics::inbox_oldest_age`)
-//! costs one clock read per batch, not per call: the push that finds the
-//! queue empty dates the batch with the reactor's clock (with the system
-//! clock: the kernel's coarse clock, `AgeClock`), and the loop's
-//! drain takes the whole queue, so the date belongs to the oldest job
-//! queued (FIFO). A custom clock is read after the push has left the lock
-//! (a claim made under the lock keeps a late date off a later batch; see
-//! [`stamp`]), so the critical section is the same with or without ages;
-//! the date is taken just after the job is queued, and a batch whose push
-//! has not read the clock yet reads as just queued. The coarse clock costs
-//! a few loads, less than the claim and the compare-exchange that date a
-//! batch after the lock: there the push dates its batch under the lock,
-//! with a plain store (every write of that stamp is then made under the
-//! lock). Every blocking call into an idle or waiting loop starts a batch,
-//! and on one core the caller's share of the round trip decides how often
-//! the loop falls asleep before the caller parks (`bridge/from_thread.rs`).
-//! The stamp adds no step
-//! to the wake protocol. (The clock must not call back into the inbox:
-//! every clock in the crate only reads time.)
+//! costs one clock read per batch, not per call: the push that finds its
+//! lane empty dates the lane's batch with the reactor's clock (with the
+//! system clock: the kernel's coarse clock, `AgeClock`), and the loop's
+//! drain takes the whole lane, so the date belongs to the lane's oldest
+//! job (FIFO); the inbox's oldest age is the oldest lane's. A custom clock
+//! is read after the push has left the lock (a claim made under the lock
+//! keeps a late date off a later batch; see [`stamp`]), so the critical
+//! section is the same with or without ages; the date is taken just after
+//! the job is queued, and a batch whose push has not read the clock yet
+//! reads as just queued. The coarse clock costs a few loads, less than the
+//! claim and the compare-exchange that date a batch after the lock: there
+//! the push dates its batch under the lock, with a plain store (every write
+//! of that stamp is then made under the lock). Every blocking call into an
+//! idle or waiting loop starts a batch, and on one core the caller's share
+//! of the round trip decides how often the loop falls asleep before the
+//! caller parks (`bridge/from_thread.rs`). The stamp adds no step to the
+//! wake protocol. (The clock must not call back into the inbox: every
+//! clock in the crate only reads time.)
 //!
 //! Invariants:
-//! - `queue` is `None` once closed; a push then fails and returns the job.
-//! - While the queue holds jobs, `stamp` holds the claim or the date of the
-//!   push that found it empty (see [`stamp`]); `pushes - len` jobs were
-//!   pushed before that one.
+//! - Every lane's `jobs` is `None` once closed (all at once, under every
+//!   lane's lock); a push then fails and returns the job.
+//! - A lane's jobs are in order of their numbers; the numbers below
+//!   `taken` are the jobs handed over; `claims - taken` jobs are queued
+//!   (in lanes, held by the loop, or in a push still under its lock).
+//! - While a lane holds jobs, its `stamp` holds the claim or the date of
+//!   the push that found it empty (see [`stamp`]).
 //! - Every job pushed before `close` is handed to the loop by a drain or by
 //!   `close` itself.
 
@@ -49,6 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::inline_fn::{self, InlineFn};
+use crate::loom::atomic::{AtomicU64, Ordering};
 use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
@@ -105,12 +123,25 @@ impl<F> Refused<F> {
 }
 
 pub(crate) struct Inbox<W> {
-    locked: Locked,
+    /// The queues producers push into, one per CPU (modulo [`LANES`]).
+    lanes: [Lane; LANES],
+    /// Pushes so far: each push's sequence number is the count before it.
+    claims: Counter,
+    /// Jobs handed to the loop (or back by `close`): every sequence number
+    /// below it. Written by the loop only, under `merge`.
+    taken: Counter,
+    /// The loop's side of the lanes (see [`Merge`]).
+    merge: Mutex<Merge>,
     wake: WakeState,
     waker: W,
     /// Dates the oldest waiting job; `None`: ages are not kept.
     clock: Option<AgeClock>,
 }
+
+/// How many lanes an inbox has: producers on CPUs `c` and `c + LANES`
+/// share one (correct, only slower). Under loom, two: enough for every
+/// cross-lane interleaving, few enough to keep the models small.
+const LANES: usize = if cfg!(loom) { 2 } else { 8 };
 
 /// What dates the oldest waiting job: the reactor's clock, or, when that is
 /// the system clock, the kernel's coarse clock (`crate::time::coarse_nanos`,
@@ -135,50 +166,49 @@ impl AgeClock {
     }
 }
 
-/// The queue and the stamp (claimed under its lock), each on cache lines
-/// of its own: apart from the wake state, which the loop reads in a loop
-/// while it spins (sharing a line, each push would pull the line back from
-/// the spinning loop), from the reactor's other shared fields, and from
-/// each other (a push dates its batch after leaving the lock: on the
-/// queue's line, that would pull the line away from whoever took the lock
-/// next). 128 bytes, as the adjacent-line prefetcher pairs 64-byte lines.
+/// One lane: a queue and its stamp, each on cache lines of their own
+/// (apart from the other lanes, from the wake state, which the loop reads
+/// in a loop while it spins, from the counters, and from each other: a
+/// push dates its batch after leaving the lock, and on the queue's line
+/// that would pull the line away from whoever took the lock next). 128
+/// bytes, as the adjacent-line prefetcher pairs 64-byte lines.
 #[repr(align(128))]
-struct Locked {
-    queue: Mutex<Queue>,
-    /// The date of the oldest waiting job (see [`stamp`]).
+struct Lane {
+    queue: Mutex<LaneQueue>,
+    /// The date of the lane's oldest waiting job (see [`stamp`]).
     stamp: Stamp,
 }
 
-/// The guarded part: `jobs` is `None` once closed; `pushes` is counted under
-/// the lock so producers share no extra cache line for statistics.
-#[derive(Default)]
-struct Queue {
-    jobs: Option<VecDeque<Job>>,
-    pushes: u64,
+/// A lane's guarded part: `None` once closed.
+struct LaneQueue {
+    jobs: Option<VecDeque<Entry>>,
 }
 
-impl Queue {
-    /// The open queue, ready for one more job (the push counted), and, if
-    /// it was empty, this push's sequence number, claimed in `stamp` (the
-    /// push dates its batch after the lock, [`Inbox::pushed`]), else 0.
-    /// On the coarse clock (`coarse`) a push that finds the queue empty
-    /// dates its batch here, under the lock, and returns 0: reading that
-    /// clock costs a few loads, less than the claim's swap and the date's
-    /// compare-exchange after the lock (see [`stamp`]). `None` when closed.
-    #[inline]
-    fn slot(&mut self, stamp: &Stamp, coarse: bool) -> Option<(&mut VecDeque<Job>, u64)> {
-        let q = self.jobs.as_mut()?;
-        self.pushes += 1;
-        let mut first = 0;
-        if q.is_empty() {
-            if coarse {
-                stamp.set(crate::time::coarse_nanos());
-            } else {
-                first = self.pushes;
-                stamp.claim(first);
-            }
-        }
-        Some((q, first))
+/// A job with its push's sequence number (the order the loop runs it in).
+struct Entry {
+    seq: u64,
+    job: Job,
+}
+
+/// A counter on cache lines of its own.
+#[repr(align(128))]
+struct Counter(AtomicU64);
+
+/// The loop's side of the lanes: per lane, the jobs it took from that
+/// lane and has not handed over yet (those after a gap in the sequence,
+/// see [`Inbox::drain_into`]; usually none), in a buffer the loop swaps
+/// with the lane's when it takes a whole lane.
+struct Merge {
+    held: [VecDeque<Entry>; LANES],
+    /// When the jobs now held were taken from their lanes (with a clock).
+    held_since: Option<Duration>,
+    /// The lane the last drain found jobs in first: where the next starts.
+    start: usize,
+}
+
+impl Merge {
+    fn held(&self) -> usize {
+        self.held.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -201,17 +231,32 @@ impl<W: Wake> Inbox<W> {
 
     fn build(waker: W, clock: Option<AgeClock>) -> Self {
         Inbox {
-            locked: Locked {
-                queue: Mutex::new(Queue {
+            lanes: std::array::from_fn(|_| Lane {
+                queue: Mutex::new(LaneQueue {
                     jobs: Some(VecDeque::new()),
-                    pushes: 0,
                 }),
                 stamp: Stamp::new(),
-            },
+            }),
+            claims: Counter(AtomicU64::new(0)),
+            taken: Counter(AtomicU64::new(0)),
+            merge: Mutex::new(Merge {
+                held: std::array::from_fn(|_| VecDeque::new()),
+                held_since: None,
+                start: 0,
+            }),
             wake: WakeState::new(),
             waker,
             clock,
         }
+    }
+
+    /// The lane of the calling thread: its CPU's (lane 0 where the CPU is
+    /// unknown). Producers on different CPUs then touch no cache line of
+    /// each other's but the sequence counter's.
+    #[inline]
+    fn lane(&self) -> &Lane {
+        let cpu = cpu::current().unwrap_or(0) as usize;
+        &self.lanes[cpu % LANES]
     }
 
     /// Queues `f`; gives it back if the inbox is closed. A closure of up to
@@ -228,7 +273,8 @@ impl<W: Wake> Inbox<W> {
     }
 
     /// [`push`](Self::push) unless `capacity` jobs are already queued (the
-    /// check and the push under one lock, so the bound is exact).
+    /// check and the push's sequence number taken in one compare-exchange,
+    /// so the bound is exact).
     #[inline]
     pub(crate) fn push_within<F: FnOnce() + Send + 'static>(
         &self,
@@ -237,39 +283,13 @@ impl<W: Wake> Inbox<W> {
         capacity: usize,
     ) -> Result<(), Refused<F>> {
         if inline_fn::fits::<F>() {
-            self.push_call(f, location, capacity)
+            self.queue(f, location, capacity, |g| Message::Call(InlineFn::new(g)))
         } else {
-            self.push_call(Box::new(f), location, capacity)
-                .map_err(|refused| refused.map(|boxed| *boxed))
+            self.queue(Box::new(f), location, capacity, |g| {
+                Message::Call(InlineFn::new(g))
+            })
+            .map_err(|refused| refused.map(|boxed| *boxed))
         }
-    }
-
-    /// `push_within` for a closure that is stored in place.
-    #[inline]
-    fn push_call<G: FnOnce() + Send + 'static>(
-        &self,
-        g: G,
-        location: &'static Location<'static>,
-        capacity: usize,
-    ) -> Result<(), Refused<G>> {
-        let first = {
-            let mut queue = self.locked.queue.lock();
-            if queue.jobs.as_ref().is_some_and(|q| q.len() >= capacity) {
-                return Err(Refused::Full(g));
-            }
-            match queue.slot(&self.locked.stamp, self.dates_under_lock()) {
-                Some((q, first)) => {
-                    q.push_back(Job {
-                        message: Message::Call(InlineFn::new(g)),
-                        location,
-                    });
-                    first
-                }
-                None => return Err(Refused::Closed(g)),
-            }
-        };
-        self.pushed(first);
-        Ok(())
     }
 
     /// Queues an `Arc`'d message; gives it back if the inbox is closed.
@@ -282,48 +302,126 @@ impl<W: Wake> Inbox<W> {
         message: std::sync::Arc<dyn Deliver>,
         location: &'static Location<'static>,
     ) -> Result<(), std::sync::Arc<dyn Deliver>> {
-        let first = {
-            let mut queue = self.locked.queue.lock();
-            match queue.slot(&self.locked.stamp, self.dates_under_lock()) {
-                Some((q, first)) => {
-                    q.push_back(Job {
-                        message: Message::Deliver(message),
-                        location,
-                    });
-                    first
-                }
-                None => return Err(message),
-            }
-        };
-        self.pushed(first);
+        self.queue(message, location, usize::MAX, Message::Deliver)
+            .map_err(Refused::into_inner)
+    }
+
+    /// Queues `item` (made a message by `message`, under the lock) in the
+    /// calling thread's lane, then wakes the loop if it must and dates the
+    /// batch if this push started one.
+    #[inline(always)]
+    fn queue<T>(
+        &self,
+        item: T,
+        location: &'static Location<'static>,
+        capacity: usize,
+        message: impl FnOnce(T) -> Message,
+    ) -> Result<(), Refused<T>> {
+        let lane = self.lane();
+        let first = self.enqueue(lane, item, location, capacity, message)?;
+        self.pushed(lane, first);
         Ok(())
     }
 
+    /// The locked part of a push into `lane`: the job and its sequence
+    /// number are queued together, so a lane is in sequence order and a
+    /// number the loop has read is in its lane once the loop holds that
+    /// lane's lock (see [`drain_into`](Self::drain_into)). Returns the
+    /// push's number (from 1) if it started the lane's batch and must date
+    /// it after the lock, else 0. On the coarse clock a push that finds the
+    /// lane empty dates it here, under the lock, and returns 0: reading that
+    /// clock costs a few loads, less than the claim's swap and the date's
+    /// compare-exchange after the lock (see [`stamp`]).
+    #[inline(always)]
+    fn enqueue<T>(
+        &self,
+        lane: &Lane,
+        item: T,
+        location: &'static Location<'static>,
+        capacity: usize,
+        message: impl FnOnce(T) -> Message,
+    ) -> Result<u64, Refused<T>> {
+        let mut queue = lane.queue.lock();
+        let Some(jobs) = queue.jobs.as_mut() else {
+            return Err(Refused::Closed(item));
+        };
+        let Some(seq) = self.claim(capacity) else {
+            return Err(Refused::Full(item));
+        };
+        let mut first = 0;
+        if jobs.is_empty() {
+            if self.dates_under_lock() {
+                lane.stamp.set(crate::time::coarse_nanos());
+            } else {
+                first = seq + 1;
+                lane.stamp.claim(first);
+            }
+        }
+        jobs.push_back(Entry {
+            seq,
+            job: Job {
+                message: message(item),
+                location,
+            },
+        });
+        Ok(first)
+    }
+
+    /// Takes the next sequence number, unless `capacity` jobs are queued
+    /// (pushed and not yet taken by the loop; a push still in its lane's
+    /// lock counts as queued). Acquire-release: the loop's last read before
+    /// it sleeps is a read-modify-write of this counter
+    /// ([`prepare_to_sleep`](Self::prepare_to_sleep)), so a push numbered
+    /// after it sees the loop sleepy.
+    #[inline(always)]
+    fn claim(&self, capacity: usize) -> Option<u64> {
+        if capacity == usize::MAX {
+            return Some(self.claims.0.fetch_add(1, Ordering::AcqRel));
+        }
+        let mut seq = self.claims.0.load(Ordering::Acquire);
+        loop {
+            // `taken` only grows: a stale read counts more queued, never
+            // fewer, and a refusal is true when `taken` was read.
+            let taken = self.taken.0.load(Ordering::Acquire);
+            if seq.saturating_sub(taken) >= capacity as u64 {
+                return None;
+            }
+            match self.claims.0.compare_exchange_weak(
+                seq,
+                seq + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(seq),
+                Err(now) => seq = now,
+            }
+        }
+    }
+
     /// Whether a push that starts a batch dates it under the lock (the
-    /// coarse clock; [`Queue::slot`]).
+    /// coarse clock; [`enqueue`](Self::enqueue)).
     #[inline]
     fn dates_under_lock(&self) -> bool {
         matches!(self.clock, Some(AgeClock::Coarse))
     }
 
     /// After a push has left the lock: wakes the loop if it must, then, if
-    /// the push started a batch (`first`: its sequence number, not 0), dates it
-    /// (the wake first: a sleeping loop starts waking while the clock is
-    /// read).
+    /// the push started a batch (`first`: its number, not 0), dates it (the
+    /// wake first: a sleeping loop starts waking while the clock is read).
     #[inline]
-    fn pushed(&self, first: u64) {
+    fn pushed(&self, lane: &Lane, first: u64) {
         self.notify();
         if first != 0 {
-            self.date(first);
+            self.date(lane, first);
         }
     }
 
-    /// Dates the batch push `seq` started (out of line: the push stays
-    /// small enough to inline into its caller).
+    /// Dates the batch push `first` started in `lane` (out of line: the
+    /// push stays small enough to inline into its caller).
     #[inline(never)]
-    fn date(&self, seq: u64) {
+    fn date(&self, lane: &Lane, first: u64) {
         if let Some(clock) = &self.clock {
-            self.locked.stamp.date(seq, clock.now());
+            lane.stamp.date(first, clock.now());
         }
     }
 
@@ -332,43 +430,136 @@ impl<W: Wake> Inbox<W> {
         self.wake.notify(&self.waker);
     }
 
-    /// Loop: moves every queued job into `into` (which must be empty), keeping
-    /// both buffers' capacity. The producers get `into`'s buffer, filled
-    /// from its front.
+    /// Loop: moves the queued jobs into `into` (which must be empty), in
+    /// the order of their pushes: every job pushed before the drain read
+    /// the sequence counter, and those pushed since that follow them
+    /// without a gap.
+    ///
+    /// Why nothing before the read is missed: a push takes its number and
+    /// queues its job under its lane's lock, and the loop reads the counter
+    /// before it locks any lane. A push numbered below the count read
+    /// either left its lane's lock before the loop took it (its job is
+    /// there) or took it after, which would make the loop's read happen
+    /// before that push's increment and yet see it (impossible). Later
+    /// pushes may land in a lane the loop has already left; one after such
+    /// a gap is held (in `merge`) until the next drain: a call made after
+    /// another that happened before it always runs after it (the counter's
+    /// increments are ordered as the pushes are), and the loop never waits
+    /// for a push (a gap is for the next turn; its push wakes the loop if
+    /// it sleeps by then).
+    ///
+    /// Each lane's buffer is swapped whole with the loop's (emptied and
+    /// reset) one for that lane, so both keep their capacity and producers
+    /// fill the handed-back buffer from its front.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<Job>) {
         debug_assert!(into.is_empty());
-        // The loop emptied `into` by popping from its front, which leaves
-        // its start mid-buffer. Producers pushing from there wrap around the
-        // ring: they touch every page of the buffer instead of the first
-        // ones, and when the queue outgrows the buffer its growth copies
-        // the wrapped part (and faults in the pages it copies to), under
-        // the lock (`perf`, 2-producer burst: `memmove` in the push 1-17%
-        // of the process's CPU; page faults on fresh queue memory are
-        // 20-45% of it, so touching fewer pages matters). On an empty deque
-        // `clear` only resets the start: no job to drop, the allocation
-        // kept.
-        into.clear();
-        let mut queue = self.locked.queue.lock();
-        if let Some(q) = queue.jobs.as_mut() {
-            std::mem::swap(q, into);
+        // Nothing pushed since the last drain: one load per idle turn.
+        if self.claims.0.load(Ordering::Acquire) == self.taken.0.load(Ordering::Relaxed) {
+            return;
         }
+        let mut merge = self.merge.lock();
+        let merge = &mut *merge;
+        let taken = self.taken.0.load(Ordering::Relaxed);
+        let claimed = self.claims.0.load(Ordering::Acquire);
+        // Every job held was pushed before this read: all below `claimed`.
+        let mut below = merge.held() as u64;
+        let want = claimed - taken;
+        let mut active = 0u32;
+        let mut first_lane = None;
+        for k in 0..LANES {
+            if below == want {
+                break;
+            }
+            let i = (merge.start + k) % LANES;
+            let held = &mut merge.held[i];
+            let mut queue = self.lanes[i].queue.lock();
+            let Some(jobs) = queue.jobs.as_mut().filter(|q| !q.is_empty()) else {
+                if !held.is_empty() {
+                    active |= 1 << i;
+                }
+                continue;
+            };
+            below += jobs.partition_point(|e| e.seq < claimed) as u64;
+            if held.is_empty() {
+                // Handed back from its front: a burst fills it from there,
+                // in one piece (no wrap, no copy of a wrapped part when it
+                // grows). On an empty deque `clear` only resets the start.
+                held.clear();
+                std::mem::swap(jobs, held);
+            } else {
+                held.extend(jobs.drain(..));
+            }
+            drop(queue);
+            active |= 1 << i;
+            first_lane.get_or_insert(i);
+        }
+        for (i, held) in merge.held.iter().enumerate() {
+            if !held.is_empty() {
+                active |= 1 << i;
+            }
+        }
+        debug_assert_eq!(below, want, "a job numbered below the count is missing");
+        if let Some(i) = first_lane {
+            merge.start = i;
+        }
+        // Merge by sequence number, up to the first gap.
+        let mut next = taken;
+        if active.count_ones() == 1 {
+            // One lane (one producer, or producers on one CPU): it is in
+            // order; hand over its run without a gap.
+            let held = &mut merge.held[active.trailing_zeros() as usize];
+            let run = held
+                .iter()
+                .zip(taken..)
+                .take_while(|(e, seq)| e.seq == *seq)
+                .count();
+            into.extend(held.drain(..run).map(|e| e.job));
+            next += run as u64;
+        } else {
+            into.reserve(want as usize);
+            loop {
+                let before = next;
+                let mut lanes = active;
+                while lanes != 0 {
+                    let i = lanes.trailing_zeros() as usize;
+                    lanes &= lanes - 1;
+                    let held = &mut merge.held[i];
+                    while let Some(e) = held.pop_front() {
+                        if e.seq != next {
+                            held.push_front(e);
+                            break;
+                        }
+                        into.push_back(e.job);
+                        next += 1;
+                    }
+                }
+                if next == before {
+                    break;
+                }
+            }
+        }
+        debug_assert!(next >= claimed);
+        self.taken.0.store(next, Ordering::Release);
+        merge.held_since = match &self.clock {
+            Some(clock) if merge.held() != 0 => Some(clock.now()),
+            _ => None,
+        };
     }
 
     /// Loop, before blocking: reports whether it may block (`false`: work
     /// arrived, or `other_work` says there is some; the loop stays awake).
-    /// See [`WakeState::prepare_to_sleep`].
+    /// See [`WakeState::prepare_to_sleep`]. The re-check reads the
+    /// sequence counter with a read-modify-write: a push numbered after it
+    /// acquires it, so sees the loop sleepy when it notifies; one numbered
+    /// before it is counted here. Jobs held after a gap count as work: the
+    /// next drain finds the gap's job in its lane.
     pub(crate) fn prepare_to_sleep(
         &self,
         gate: &SpinGate,
         other_work: impl FnOnce() -> bool,
     ) -> bool {
         self.wake.prepare_to_sleep(gate, || {
-            self.locked
-                .queue
-                .lock()
-                .jobs
-                .as_ref()
-                .is_some_and(|q| !q.is_empty())
+            self.claims.0.fetch_add(0, Ordering::AcqRel) != self.taken.0.load(Ordering::Relaxed)
                 || other_work()
         })
     }
@@ -403,41 +594,60 @@ impl<W: Wake> Inbox<W> {
             .is_some_and(|loop_cpu| cpu::current() == Some(loop_cpu))
     }
 
-    /// Closes the inbox; later pushes fail. Returns the jobs still queued.
+    /// Closes the inbox; later pushes fail. Returns the jobs still queued,
+    /// in the order of their pushes. Every lane is locked at once, so no
+    /// push succeeds after one was refused as closed.
     pub(crate) fn close(&self) -> VecDeque<Job> {
-        self.locked.queue.lock().jobs.take().unwrap_or_default()
+        let mut merge = self.merge.lock();
+        let mut queues: Vec<_> = self.lanes.iter().map(|l| l.queue.lock()).collect();
+        let mut left: Vec<Entry> = merge.held.iter_mut().flat_map(|h| h.drain(..)).collect();
+        for queue in &mut queues {
+            left.extend(queue.jobs.take().into_iter().flatten());
+        }
+        // No push can number itself while every lane is locked.
+        let claimed = self.claims.0.load(Ordering::Acquire);
+        self.taken.0.store(claimed, Ordering::Release);
+        merge.held_since = None;
+        drop(queues);
+        left.sort_unstable_by_key(|e| e.seq);
+        left.into_iter().map(|e| e.job).collect()
     }
 
     pub(crate) fn pushes(&self) -> u64 {
-        self.locked.queue.lock().pushes
+        self.claims.0.load(Ordering::Relaxed)
     }
 
     /// Jobs queued and not yet taken by the loop (zero once closed).
     pub(crate) fn len(&self) -> usize {
-        self.locked
-            .queue
-            .lock()
-            .jobs
-            .as_ref()
-            .map_or(0, VecDeque::len)
+        let taken = self.taken.0.load(Ordering::Acquire);
+        let claimed = self.claims.0.load(Ordering::Acquire);
+        usize::try_from(claimed.saturating_sub(taken)).unwrap_or(usize::MAX)
     }
 
     /// How long the oldest queued job has waited, from just after its push
     /// queued it (zero when empty, closed, kept without a clock, or while
-    /// that push is still reading the clock).
+    /// that push is still reading the clock). Each lane dates its own
+    /// oldest job; jobs the loop holds after a gap (rare: a push landing in
+    /// a lane a drain had passed) are dated when the loop took them, a
+    /// little after they were queued.
     pub(crate) fn oldest_age(&self) -> Duration {
         let Some(clock) = &self.clock else {
             return Duration::ZERO;
         };
-        let date = {
-            let queue = self.locked.queue.lock();
-            match &queue.jobs {
-                Some(q) if !q.is_empty() => self.locked.stamp.read(),
-                _ => None,
-            }
+        let mut oldest = {
+            let merge = self.merge.lock();
+            merge.held_since.filter(|_| merge.held() != 0)
         };
-        // Read after the date (acquired from its push), so never before it.
-        date.map_or(Duration::ZERO, |date| clock.now().saturating_sub(date))
+        for lane in &self.lanes {
+            let queue = lane.queue.lock();
+            if queue.jobs.as_ref().is_some_and(|q| !q.is_empty()) {
+                if let Some(date) = lane.stamp.read() {
+                    oldest = Some(oldest.map_or(date, |o| o.min(date)));
+                }
+            }
+        }
+        // Read after the dates (acquired from their pushes), so never before.
+        oldest.map_or(Duration::ZERO, |date| clock.now().saturating_sub(date))
     }
 
     pub(crate) fn wakes(&self) -> u64 {

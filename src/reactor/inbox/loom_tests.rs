@@ -256,9 +256,11 @@ fn loom_inbox_stamp_dates_the_batch_of_its_push() {
         let mut done = 0;
         while done < 2 {
             let seen = {
-                let queue = inbox.locked.queue.lock();
+                // Both producers are on lane 0 (no CPU known under loom).
+                let lane = &inbox.lanes[0];
+                let queue = lane.queue.lock();
                 let queued = queue.jobs.as_ref().is_some_and(|q| !q.is_empty());
-                queued.then(|| inbox.locked.stamp.read())
+                queued.then(|| lane.stamp.read())
             };
             inbox.drain_into(&mut batch);
             let before = RAN.with(|r| r.borrow().len());
@@ -296,5 +298,146 @@ fn loom_inbox_push_after_close_hands_job_back() {
         // Either the push got in before close (and close returned it) or
         // it was refused: never lost.
         assert_eq!(accepted, left.len() == 1);
+    });
+}
+
+/// Runs `jobs` (ids) pushed from threads on pretended CPUs through the
+/// loop's drain-and-sleep cycle; returns the ids in the order they ran.
+fn run_lanes(expected: usize, inbox: &Inbox<CondvarWaker>, ran: &Mutex<Vec<u64>>) {
+    let gate = SpinGate::new(MAX_SPIN_PAUSE);
+    let mut batch = VecDeque::new();
+    let mut done = 0;
+    while done < expected {
+        done += run_queued(inbox, &mut batch);
+        if done < expected && inbox.prepare_to_sleep(&gate, || false) {
+            inbox.waker().sleep();
+            inbox.awake();
+        }
+    }
+    assert_eq!(ran.lock().len(), expected);
+}
+
+/// A call made after another that happened before it runs after it, when
+/// the two land in different lanes (producers on two CPUs): the second
+/// producer is started by the first after its push. However the loop's
+/// drains interleave with the pushes (it may pass lane 0 before job 1
+/// lands, then find job 2 in lane 1), job 1 runs first, no job is lost,
+/// and the loop never sleeps with a job it could run.
+#[test]
+fn loom_inbox_lanes_keep_the_order_of_calls_across_threads() {
+    ::loom::model(|| {
+        let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (i1, r1) = (inbox.clone(), ran.clone());
+        let t = thread::spawn(move || {
+            super::cpu::pretend(Some(0));
+            let r = r1.clone();
+            assert!(
+                i1.push(move || r.lock().push(1), Location::caller())
+                    .is_ok()
+            );
+            thread::spawn(move || {
+                super::cpu::pretend(Some(1));
+                assert!(
+                    i1.push(move || r1.lock().push(2), Location::caller())
+                        .is_ok()
+                );
+            })
+        });
+        run_lanes(2, &inbox, &ran);
+        t.join().unwrap().join().unwrap();
+        assert_eq!(*ran.lock(), [1, 2]);
+        assert!(inbox.close().is_empty());
+        assert_eq!(inbox.len(), 0);
+    });
+}
+
+/// Two producers on two lanes, one with two calls: each producer's calls
+/// run in its order, none is lost, and the loop never sleeps on work.
+#[test]
+fn loom_inbox_two_lanes_lose_nothing() {
+    ::loom::model(|| {
+        let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = [(0u32, &[1u64, 2][..]), (1, &[3][..])]
+            .into_iter()
+            .map(|(cpu, ids)| {
+                let (inbox, ran) = (inbox.clone(), ran.clone());
+                let ids = ids.to_vec();
+                thread::spawn(move || {
+                    super::cpu::pretend(Some(cpu));
+                    for id in ids {
+                        let ran = ran.clone();
+                        assert!(
+                            inbox
+                                .push(move || ran.lock().push(id), Location::caller())
+                                .is_ok()
+                        );
+                    }
+                })
+            })
+            .collect();
+        run_lanes(3, &inbox, &ran);
+        for h in handles {
+            h.join().unwrap();
+        }
+        let order = ran.lock().clone();
+        let pos = |id| order.iter().position(|&x| x == id).unwrap();
+        assert!(pos(1) < pos(2), "{order:?}");
+        assert_eq!(inbox.pushes(), 3);
+    });
+}
+
+/// The bound holds across lanes: two producers on two CPUs race for the
+/// last place; exactly one gets it, and the other's job comes back.
+#[test]
+fn loom_inbox_bounded_pushes_on_two_lanes_take_the_last_place_once() {
+    ::loom::model(|| {
+        let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+        let handles: Vec<_> = (0..2u32)
+            .map(|cpu| {
+                let inbox = inbox.clone();
+                thread::spawn(move || {
+                    super::cpu::pretend(Some(cpu));
+                    inbox.push_within(|| (), Location::caller(), 1).is_ok()
+                })
+            })
+            .collect();
+        let accepted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(accepted, 1);
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox.close().len(), 1);
+    });
+}
+
+/// `close` races pushes on two lanes: every accepted job is handed back
+/// by `close` or was drained, in push order; none after `close`.
+#[test]
+fn loom_inbox_close_hands_back_every_lane() {
+    ::loom::model(|| {
+        let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
+        let handles: Vec<_> = (0..2u32)
+            .map(|cpu| {
+                let inbox = inbox.clone();
+                thread::spawn(move || {
+                    super::cpu::pretend(Some(cpu));
+                    inbox.push(|| (), Location::caller()).is_ok()
+                })
+            })
+            .collect();
+        let mut batch = VecDeque::new();
+        inbox.drain_into(&mut batch);
+        let left = inbox.close();
+        let accepted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(accepted, batch.len() + left.len());
+        assert_eq!(inbox.len(), 0);
     });
 }

@@ -1,4 +1,5 @@
-//! The date of the oldest waiting call, read from the clock outside the
+//! The date of a lane's oldest waiting call (one stamp per lane, `inbox.rs`;
+//! "the queue" below is that lane), read from the clock outside the
 //! push lock.
 //!
 //! A batch is what the queue holds between two drains; the push that finds
@@ -60,7 +61,7 @@ use crate::loom::atomic::{AtomicU64, Ordering};
 const PENDING: u64 = 1 << 63;
 
 /// The oldest waiting call's date, or the claim of the push dating it, on
-/// cache lines of its own (see `Locked` in `inbox.rs`): with one producer,
+/// cache lines of its own (see `Lane` in `inbox.rs`): with one producer,
 /// only that producer writes them.
 #[repr(align(128))]
 pub(super) struct Stamp {

@@ -41,10 +41,10 @@ fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
     n
 }
 
-/// The buffer the loop hands back (emptied by popping from its front)
-/// is filled from its front again: a burst that fits its capacity stays
-/// in one piece, so it touches no more of the buffer than it needs and
-/// growing it copies no wrapped part.
+/// The buffer the loop hands back to a lane (emptied as it merged the
+/// lane's jobs into its batch) is filled from its front again: a burst
+/// that fits its capacity stays in one piece, so it touches no more of the
+/// buffer than it needs and growing it copies no wrapped part.
 #[test]
 fn the_producers_fill_the_buffer_the_loop_hands_back_from_its_front() {
     let inbox = Inbox::new(CountingWaker::default());
@@ -53,24 +53,29 @@ fn the_producers_fill_the_buffer_the_loop_hands_back_from_its_front() {
         assert!(inbox.push(|| (), Location::caller()).is_ok());
     }
     inbox.drain_into(&mut batch);
-    // The loop runs its batch as `turn.rs` does, from the front; it runs
-    // three, so the buffer's start is mid-way, then the rest.
-    for _ in 0..3 {
-        batch.pop_front().expect("a job").message.run_for_test();
-    }
-    // Meanwhile producers refill the other buffer; the loop drains it,
-    // handing back the one it emptied.
-    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    // The loop runs its batch as `turn.rs` does, from the front.
     while let Some(job) = batch.pop_front() {
         job.message.run_for_test();
     }
-    let capacity = batch.capacity();
+    // Meanwhile producers refill the lane's other buffer; the loop drains
+    // it, handing back the one it emptied.
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
     inbox.drain_into(&mut batch);
+    assert_eq!(batch.len(), 1);
+    let capacity = inbox
+        .lane()
+        .queue
+        .lock()
+        .jobs
+        .as_ref()
+        .expect("open")
+        .capacity();
+    assert!(capacity >= 6, "the lane got the drained buffer back");
     // As many pushes as the handed-back buffer holds: none wraps.
     for _ in 0..capacity {
         assert!(inbox.push(|| (), Location::caller()).is_ok());
     }
-    let queue = inbox.locked.queue.lock();
+    let queue = inbox.lane().queue.lock();
     let jobs = queue.jobs.as_ref().expect("open");
     assert_eq!(jobs.len(), capacity);
     assert_eq!(jobs.capacity(), capacity, "no growth");
@@ -273,13 +278,14 @@ fn a_late_date_never_lands_on_a_later_batch() {
     // A push that has queued its job (and claimed the stamp) but has not
     // read the clock yet.
     let half_push = |inbox: &Inbox<CountingWaker>| {
-        let mut queue = inbox.locked.queue.lock();
-        let (q, first) = queue.slot(&inbox.locked.stamp, false).expect("open");
-        q.push_back(Job {
-            message: Message::Call(InlineFn::new(|| ())),
-            location: Location::caller(),
-        });
-        first
+        let first = inbox.enqueue(
+            inbox.lane(),
+            || (),
+            Location::caller(),
+            usize::MAX,
+            |g| Message::Call(InlineFn::new(g)),
+        );
+        first.unwrap_or_else(|_| panic!("open"))
     };
     assert_eq!(half_push(&inbox), 1);
     clock.advance(ms(4));
@@ -290,7 +296,7 @@ fn a_late_date_never_lands_on_a_later_batch() {
     clock.advance(ms(5));
     // Push 1 reads the clock at last (9 ms): its batch is gone, its date
     // dropped.
-    inbox.locked.stamp.date(1, crate::Clock::now(&clock));
+    inbox.lane().stamp.date(1, crate::Clock::now(&clock));
     assert_eq!(inbox.oldest_age(), ms(5));
     assert_eq!(run_all(&inbox), 1);
     // Push 3 queues, its batch is drained, then it dates the empty queue;
@@ -298,11 +304,11 @@ fn a_late_date_never_lands_on_a_later_batch() {
     assert_eq!(half_push(&inbox), 3);
     assert_eq!(run_all(&inbox), 1);
     clock.advance(ms(1));
-    inbox.locked.stamp.date(3, crate::Clock::now(&clock));
+    inbox.lane().stamp.date(3, crate::Clock::now(&clock));
     assert_eq!(inbox.oldest_age(), Duration::ZERO);
     assert_eq!(half_push(&inbox), 4);
     assert_eq!(inbox.oldest_age(), Duration::ZERO);
-    inbox.locked.stamp.date(4, crate::Clock::now(&clock));
+    inbox.lane().stamp.date(4, crate::Clock::now(&clock));
     clock.advance(ms(2));
     assert_eq!(inbox.oldest_age(), ms(2));
     // A second job joins the batch without a claim or a date.
@@ -410,7 +416,7 @@ fn on_the_coarse_clock_the_age_lies_within_readings_of_that_clock() {
     let after = coarse();
     assert!(age <= after - before, "{age:?} > {:?}", after - before);
     // The date is kept: it is not "just queued" forever.
-    assert!(inbox.locked.stamp.read().is_some());
+    assert!(inbox.lane().stamp.read().is_some());
     assert_eq!(run_all(&inbox), 1);
     assert_eq!(inbox.oldest_age(), Duration::ZERO);
 }
@@ -427,16 +433,18 @@ fn on_the_coarse_clock_a_batch_is_dated_under_the_lock_by_its_first_push() {
     let coarse = || Duration::from_nanos(crate::time::coarse_nanos());
     let inbox = Inbox::with_age_clock(CountingWaker::default(), AgeClock::Coarse);
     let queue_one = |inbox: &Inbox<CountingWaker>| {
-        let mut queue = inbox.locked.queue.lock();
-        let (q, first) = queue
-            .slot(&inbox.locked.stamp, inbox.dates_under_lock())
-            .expect("open");
-        q.push_back(Job {
-            message: Message::Call(InlineFn::new(|| ())),
-            location: Location::caller(),
-        });
-        // Still under the lock: the batch is dated already.
-        (first, inbox.locked.stamp.read())
+        // The locked part of a push only: whatever date the stamp holds
+        // now was written under the lock.
+        let first = inbox
+            .enqueue(
+                inbox.lane(),
+                || (),
+                Location::caller(),
+                usize::MAX,
+                |g| Message::Call(InlineFn::new(g)),
+            )
+            .unwrap_or_else(|_| panic!("open"));
+        (first, inbox.lane().stamp.read())
     };
     let before = coarse();
     let (first, date) = queue_one(&inbox);
@@ -479,11 +487,68 @@ fn a_reactor_dates_its_inbox_on_the_coarse_clock_only_with_the_system_clock() {
     assert!(!coarse(&manual));
 }
 
-/// Two threads take turns (a channel hands the turn over, so each call
-/// happens before the next), while the loop drains as they go: the calls
-/// run in the order they were made (one queue for every thread, as in
-/// asyncio and Twisted). The threads pretend different CPUs, so the test
-/// keeps holding if producers ever get queues of their own per CPU.
+/// Calls from threads on different CPUs land in different lanes, and the
+/// loop runs them in the order they were made, not lane by lane: a call
+/// made after another (here on one thread that moved from CPU 1 to CPU 0,
+/// so its second call lands in a lane the drain visits first) runs after
+/// it. The same holds across threads: the loom model
+/// `loom_inbox_lanes_keep_the_order_of_calls_across_threads`.
+#[test]
+fn calls_in_different_lanes_run_in_the_order_they_were_made() {
+    let inbox = Inbox::new(CountingWaker::default());
+    let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+    for (i, cpu) in [1u32, 0, 1, 2, 0].into_iter().enumerate() {
+        super::cpu::pretend(Some(cpu));
+        let o = order.clone();
+        assert!(
+            inbox
+                .push(move || o.lock().push(i), Location::caller())
+                .is_ok()
+        );
+    }
+    assert_eq!(inbox.len(), 5);
+    assert_eq!(run_all(&inbox), 5);
+    assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
+    // Jobs `close` hands back are in that order too.
+    for (i, cpu) in [3u32, 1, 3].into_iter().enumerate() {
+        super::cpu::pretend(Some(cpu));
+        let o = order.clone();
+        assert!(
+            inbox
+                .push(move || o.lock().push(10 + i), Location::caller())
+                .is_ok()
+        );
+    }
+    for job in inbox.close() {
+        job.message.run_for_test();
+    }
+    assert_eq!(order.lock()[5..], [10, 11, 12]);
+    assert_eq!(inbox.len(), 0);
+}
+
+/// Each lane dates its own oldest job; the inbox's oldest age is the
+/// oldest of them.
+#[test]
+fn the_oldest_age_is_the_oldest_lanes() {
+    use crate::testing::ManualClock;
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let clock = ManualClock::new();
+    let inbox = Inbox::with_clock(CountingWaker::default(), Arc::new(clock.clone()));
+    super::cpu::pretend(Some(1));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(4));
+    super::cpu::pretend(Some(0));
+    assert!(inbox.push(|| (), Location::caller()).is_ok());
+    clock.advance(ms(1));
+    assert_eq!(inbox.oldest_age(), ms(5));
+    assert_eq!(run_all(&inbox), 2);
+    assert_eq!(inbox.oldest_age(), Duration::ZERO);
+}
+
+/// Two threads on two lanes take turns (a channel hands the turn over, so
+/// each call happens before the next), while the loop drains as they go:
+/// the calls run in the order they were made.
 #[test]
 fn calls_handed_between_threads_run_in_order_while_the_loop_drains() {
     const CALLS: usize = 2000;

@@ -5,8 +5,8 @@
 //! producers into a busy loop make one plain load and no syscall; only the
 //! producer that moves it from `SLEEPY` to `AWAKE` writes the waker (one
 //! syscall per sleep, however many producers). Before it blocks, the loop
-//! sets `SLEEPY` and then re-checks for work (the inbox's queue, under its
-//! lock, and whatever else the caller names): a producer that notifies
+//! sets `SLEEPY` and then re-checks for work (the inbox's push counter,
+//! read with a read-modify-write, and whatever else the caller names): a producer that notifies
 //! after the re-check sees `SLEEPY` and wakes the loop; one before it is
 //! seen by the re-check, and the loop does not block.
 //!
@@ -63,7 +63,8 @@
 //!   after the loop's `SLEEPY` unseen. (Loom, which keeps a partial order
 //!   for plain stores, checks exactly this: the models in `inbox.rs`.)
 //! - A producer notifies after its work is visible to the loop's re-check
-//!   (a push under the queue's lock, a flag set with a read-modify-write).
+//!   (a push numbered with a read-modify-write of the inbox's counter, a flag
+//!   set with a read-modify-write).
 
 use crate::loom::SpinGate;
 use crate::loom::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -104,7 +105,7 @@ pub(crate) trait Wake: Send + Sync {
 const NO_CPU: u32 = u32::MAX;
 
 /// The protocol's state and its count of waker writes, on cache lines of
-/// their own (see `Locked` in `inbox.rs`).
+/// their own (see `Lane` in `inbox.rs`).
 #[repr(align(128))]
 pub(super) struct WakeState {
     /// `SLEEPY`, `AWAKE`, `SPINNING` or `WORK`.
