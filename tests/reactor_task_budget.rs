@@ -14,10 +14,9 @@ use weft::testing::ManualClock;
 const TASKS: usize = 20;
 const EACH: Duration = Duration::from_micros(100);
 
-/// A reactor on a manual clock with `budget`, `TASKS` ready tasks that each
-/// log their index and advance the clock by `EACH`, and a timer due after
-/// 300 µs that logs `usize::MAX`.
-fn setup(budget: Option<Duration>) -> (Reactor, Rc<RefCell<Vec<usize>>>) {
+/// A reactor on a manual clock with `budget` and `tasks` ready tasks that
+/// each log their index and advance the clock by `EACH`.
+fn with_tasks(budget: Option<Duration>, tasks: usize) -> (Reactor, Rc<RefCell<Vec<usize>>>) {
     let clock = ManualClock::new();
     let reactor = Reactor::builder()
         .clock(clock.clone())
@@ -25,11 +24,7 @@ fn setup(budget: Option<Duration>) -> (Reactor, Rc<RefCell<Vec<usize>>>) {
         .build()
         .unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
-    let l = log.clone();
-    reactor.call_later(Duration::from_micros(300), move || {
-        l.borrow_mut().push(usize::MAX)
-    });
-    for i in 0..TASKS {
+    for i in 0..tasks {
         let (l, clock) = (log.clone(), clock.clone());
         reactor
             .spawn_local(async move {
@@ -38,6 +33,18 @@ fn setup(budget: Option<Duration>) -> (Reactor, Rc<RefCell<Vec<usize>>>) {
             })
             .detach();
     }
+    (reactor, log)
+}
+
+/// [`with_tasks`] with `TASKS` tasks, and a timer due after 300 µs that
+/// logs `usize::MAX` (armed after the tasks were spawned: timers run
+/// before a turn's task pass).
+fn setup(budget: Option<Duration>) -> (Reactor, Rc<RefCell<Vec<usize>>>) {
+    let (reactor, log) = with_tasks(budget, TASKS);
+    let l = log.clone();
+    reactor.call_later(Duration::from_micros(300), move || {
+        l.borrow_mut().push(usize::MAX)
+    });
     (reactor, log)
 }
 
@@ -76,22 +83,7 @@ fn without_a_budget_one_pass_polls_every_ready_task_before_the_timer() {
 fn a_pass_of_fewer_tasks_than_the_check_interval_is_never_cut() {
     // Budget zero: only the clock check can stop the pass, and a pass of
     // fewer than TASK_PASS_CHECK_EVERY tasks never makes it.
-    let clock = ManualClock::new();
-    let reactor = Reactor::builder()
-        .clock(clock.clone())
-        .task_pass_budget(Some(Duration::ZERO))
-        .build()
-        .unwrap();
-    let log = Rc::new(RefCell::new(Vec::new()));
-    for i in 0..TASK_PASS_CHECK_EVERY - 1 {
-        let (l, clock) = (log.clone(), clock.clone());
-        reactor
-            .spawn_local(async move {
-                l.borrow_mut().push(i);
-                clock.advance(EACH);
-            })
-            .detach();
-    }
+    let (reactor, log) = with_tasks(Some(Duration::ZERO), TASK_PASS_CHECK_EVERY - 1);
     assert_eq!(
         turn(&reactor, &log),
         (0..TASK_PASS_CHECK_EVERY - 1).collect::<Vec<_>>()
