@@ -167,13 +167,7 @@ fn a_cpu_the_process_may_not_use_is_an_error_at_start_and_nothing_is_served() {
         let r = std::thread::spawn(move || weft_kv::run(c, |ready| ready.shutdown.trigger()))
             .join()
             .unwrap();
-        match r {
-            Err(weft_kv::Error::Io(e)) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-                assert!(e.to_string().contains("CPU 1023"), "{e}");
-            }
-            other => panic!("{other:?}"),
-        }
+        common::assert_invalid_input(r, "CPU 1023");
         // Refused before the database was opened.
         assert!(!path.exists());
     }

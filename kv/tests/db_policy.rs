@@ -63,11 +63,5 @@ fn a_database_slice_out_of_range_is_an_error_not_a_silent_default() {
     let r = std::thread::spawn(move || weft_kv::run(c, |ready| ready.shutdown.trigger()))
         .join()
         .unwrap();
-    match r {
-        Err(weft_kv::Error::Io(e)) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("slice"), "{e}");
-        }
-        other => panic!("{other:?}"),
-    }
+    common::assert_invalid_input(r, "slice");
 }

@@ -59,13 +59,7 @@ fn a_nice_value_out_of_range_is_an_error_not_a_silent_default() {
     })
     .join()
     .unwrap();
-    match r {
-        Err(weft_kv::Error::Io(e)) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("1000"), "{e}");
-        }
-        other => panic!("{other:?}"),
-    }
+    common::assert_invalid_input(r, "1000");
     assert!(!served.load(std::sync::atomic::Ordering::SeqCst));
 }
 

@@ -145,3 +145,15 @@ pub fn read_response(s: &mut TcpStream) -> (u16, Vec<u8>) {
     s.read_exact(&mut body).unwrap();
     (status_of(&head), body)
 }
+
+/// Asserts that `r` is the `InvalidInput` refusal a bad setting gets at
+/// start, with `needle` in its message.
+pub fn assert_invalid_input<T: std::fmt::Debug>(r: Result<T, weft_kv::Error>, needle: &str) {
+    match r {
+        Err(weft_kv::Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
