@@ -35,11 +35,12 @@
 
 mod store;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -288,9 +289,18 @@ fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
     if o.worker_cpus.is_none() && o.blocking_cpus.is_none() {
         return rt.build();
     }
-    // tokio starts its workers from the thread that builds the runtime,
-    // during the build; blocking threads from whoever calls
-    // `spawn_blocking` (the handlers, on the workers), later.
+    // tokio runs its workers on blocking-pool threads: the build queues
+    // one "run a worker" job per worker on the pool's shared queue and
+    // starts a thread for each, from the building thread. Blocking
+    // threads are started later by whoever calls `spawn_blocking` (the
+    // handlers, on the workers). A thread is named, and so placed, by the
+    // thread that starts it; which job it then takes is settled only when
+    // it pops the queue. Until every worker job is taken, a job that
+    // `spawn_blocking` queues could be taken by a thread named as a
+    // worker (and a worker job by a blocking thread): `runtime` waits
+    // until every worker has parked once (only a worker calls the park
+    // hook), which it does as soon as it runs, and only then hands the
+    // runtime out.
     let original = CpuList::of_this_thread()?;
     let building = Arc::new(AtomicBool::new(true));
     let builder = std::thread::current().id();
@@ -314,12 +324,36 @@ fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
             eprintln!("kv-tokio: cannot place a runtime thread: {e}");
         }
     });
+    let parked = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let p = parked.clone();
+    rt.on_thread_park(move || {
+        thread_local!(static PARKED_ONCE: Cell<bool> = const { Cell::new(false) });
+        if !PARKED_ONCE.replace(true) {
+            let (count, changed) = &*p;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            changed.notify_all();
+        }
+    });
     let built = rt.build();
     building.store(false, Ordering::Release);
     let built = built?;
+    let (count, changed) = &*parked;
+    let workers = built.metrics().num_workers();
+    let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+    let (_guard, waited) = changed
+        .wait_timeout_while(guard, WORKERS_START_WITHIN, |n| *n < workers)
+        .unwrap_or_else(|e| e.into_inner());
+    if waited.timed_out() {
+        return Err(std::io::Error::other(format!(
+            "the runtime's {workers} workers did not all start within {WORKERS_START_WITHIN:?}"
+        )));
+    }
     main.apply_to_this_thread()?;
     Ok(built)
 }
+
+/// How long [`runtime`] waits, with a placement, for every worker to run.
+const WORKERS_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves `listener` until `stop` resolves.
 async fn serve(
