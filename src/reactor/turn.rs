@@ -274,7 +274,7 @@ impl Inner {
             .map(|(start, budget)| start.saturating_add(budget));
         let polled = self.tasks.run_ready(
             &self.shared,
-            self.diag.as_ref(),
+            self.diag.as_deref(),
             |polled| {
                 deadline.is_some_and(|deadline| {
                     polled % super::builder::TASK_PASS_CHECK_EVERY == 0 && self.now() >= deadline
