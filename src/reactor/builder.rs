@@ -399,7 +399,7 @@ impl Builder {
             spin_gate: crate::loom::SpinGate::new(super::inbox::MAX_SPIN_PAUSE),
             reuse_readings: self.system_clock && diag.is_none(),
             task_pass_budget: self.task_pass_budget,
-            diag,
+            diag: diag.map(Box::new),
         });
         context::register(&inner);
         let handle = Handle::from_inner(inner);

@@ -5,7 +5,7 @@
 //! so it never keeps a dropped reactor alive, and [`Enter`] pops exactly what
 //! it pushed, also when a callback unwinds.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::thread::ThreadId;
 
@@ -15,12 +15,25 @@ use super::handle::Handle;
 thread_local! {
     /// Reactors of this thread, innermost (running, or newest) last.
     static CURRENT: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
-    static THREAD_ID: ThreadId = std::thread::current().id();
+    /// Set on first use. A `const` initializer keeps the read inline (a
+    /// lazily initialized thread-local goes through an out-of-line
+    /// initializer check on every access, one more cold code page for a
+    /// task wake after a long sleep).
+    static THREAD_ID: Cell<Option<ThreadId>> = const { Cell::new(None) };
 }
 
 /// This thread's id, without `thread::current()`'s reference count.
+#[inline]
 pub(crate) fn this_thread() -> ThreadId {
-    THREAD_ID.with(|t| *t)
+    THREAD_ID.with(|t| t.get()).unwrap_or_else(first_thread_id)
+}
+
+#[cold]
+#[inline(never)]
+fn first_thread_id() -> ThreadId {
+    let id = std::thread::current().id();
+    THREAD_ID.with(|t| t.set(Some(id)));
+    id
 }
 
 /// The reactor whose loop this thread runs, for code running on the loop.

@@ -33,48 +33,30 @@ pub(super) const WAKER_TOKEN: Token = Token(0);
 /// The precise timer's token: outside the range of I/O source tokens.
 pub(super) const TIMER_TOKEN: Token = Token(usize::MAX);
 
+/// Fields in the order a turn reads them, under `repr(C)`: a loop woken
+/// after a long sleep finds its caches cold, and every line of `Inner` a
+/// turn touches is a miss (issue 8's idle rows). The fields each turn reads
+/// come first, packed into a few lines; the rest (shutdown, triggers,
+/// signals, extensions) follow; what may be large sits behind a pointer.
+#[repr(C)]
 pub(crate) struct Inner {
     pub(super) shared: Arc<Shared>,
-    pub(super) poll: RefCell<MioPoll>,
-    pub(super) events: RefCell<Events>,
     pub(super) timers: Rc<Timers>,
-    pub(super) tasks: Tasks,
-    /// The calls of the current turn (and any a propagated panic left).
-    pub(super) batch: RefCell<VecDeque<Job>>,
-    pub(super) triggers: Triggers,
-    pub(super) started: Cell<bool>,
-    /// Inside `run` or `run_until_complete`.
-    pub(super) running: Cell<bool>,
+    /// The slow-callback timer and its watchdog; `None` when off. Boxed:
+    /// it is large (its site cache) and only its presence is read per
+    /// turn when it is off.
+    pub(super) diag: Option<Box<crate::diagnostics::LoopDiag>>,
+    /// How long a turn may run before its task pass stops
+    /// ([`Builder::task_pass_budget`](super::Builder::task_pass_budget)).
+    pub(super) task_pass_budget: Option<Duration>,
+    /// Registered I/O sources other than the waker (signals, sockets).
+    pub(super) io_sources: Cell<usize>,
     pub(super) in_turn: Cell<bool>,
     /// The last task pass polled something: the next turn looks for a task
     /// it left ready before it decides whether to block (`turn.rs`).
     pub(super) busy: Cell<bool>,
-    /// Registered I/O sources other than the waker (signals, sockets).
-    pub(super) io_sources: Cell<usize>,
-    /// When a busy turn may skip its poll (`io_pace.rs`).
-    pub(super) io_pace: super::io_pace::IoPace,
-    pub(super) panic_policy: PanicPolicy,
-    pub(super) shutdown_timeout: Duration,
-    /// When the shutdown gives up waiting, on the reactor's clock; set when
-    /// the shutdown begins.
-    pub(super) shutdown_deadline: Cell<Option<Duration>>,
-    /// Run once the final drain is done (see `Handle::after_final_drain`).
-    pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
-    /// Run at the end of every turn, in order (`Handle::at_turn_end`).
-    pub(super) turn_end: RefCell<Vec<Rc<dyn Fn()>>>,
-    /// Signal handlers (`Handle::add_signal_handler`, `handle_signals`).
-    pub(super) signals: super::signals::SignalTable,
-    pub(super) locals: Locals,
-    /// Wakes a poll whose timeout mio would round up to whole milliseconds.
-    pub(super) precise_timer: Option<super::precise_timer::PreciseTimer>,
-    /// Registered sockets and their handlers; each one is also counted in
-    /// `io_sources`.
-    pub(super) io: super::io_registry::IoRegistry,
-    /// Whether the loop's next idle spell spins before it sleeps (see
-    /// `inbox/wake.rs`).
-    pub(super) spin_gate: crate::loom::SpinGate,
-    /// The slow-callback timer and its watchdog; `None` when off.
-    pub(super) diag: Option<crate::diagnostics::LoopDiag>,
+    /// Inside `run` or `run_until_complete`.
+    pub(super) running: Cell<bool>,
     /// Whether a turn may use a clock reading it already has where a
     /// fresh one would tell it nothing new (`turn.rs`): true with the
     /// system clock and diagnostics off. A clock that a waker moves (a
@@ -82,9 +64,36 @@ pub(crate) struct Inner {
     /// waker's notify may have been consumed by, and the diagnostics
     /// publish each reading as the start of what runs next.
     pub(super) reuse_readings: bool,
-    /// How long a turn may run before its task pass stops
-    /// ([`Builder::task_pass_budget`](super::Builder::task_pass_budget)).
-    pub(super) task_pass_budget: Option<Duration>,
+    /// When a busy turn may skip its poll (`io_pace.rs`).
+    pub(super) io_pace: super::io_pace::IoPace,
+    /// Whether the loop's next idle spell spins before it sleeps (see
+    /// `inbox/wake.rs`).
+    pub(super) spin_gate: crate::loom::SpinGate,
+    /// Wakes a poll whose timeout mio would round up to whole milliseconds.
+    pub(super) precise_timer: Option<super::precise_timer::PreciseTimer>,
+    pub(super) poll: RefCell<MioPoll>,
+    pub(super) events: RefCell<Events>,
+    /// The calls of the current turn (and any a propagated panic left).
+    pub(super) batch: RefCell<VecDeque<Job>>,
+    /// Run at the end of every turn, in order (`Handle::at_turn_end`).
+    pub(super) turn_end: RefCell<Vec<Rc<dyn Fn()>>>,
+    pub(super) tasks: Tasks,
+    // Not read by a turn.
+    pub(super) started: Cell<bool>,
+    pub(super) panic_policy: PanicPolicy,
+    pub(super) shutdown_timeout: Duration,
+    /// When the shutdown gives up waiting, on the reactor's clock; set when
+    /// the shutdown begins.
+    pub(super) shutdown_deadline: Cell<Option<Duration>>,
+    pub(super) triggers: Triggers,
+    /// Run once the final drain is done (see `Handle::after_final_drain`).
+    pub(super) after_drain: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Signal handlers (`Handle::add_signal_handler`, `handle_signals`).
+    pub(super) signals: super::signals::SignalTable,
+    pub(super) locals: Locals,
+    /// Registered sockets and their handlers; each one is also counted in
+    /// `io_sources`.
+    pub(super) io: super::io_registry::IoRegistry,
 }
 
 /// The reactor: owns the loop. Create it on the thread that will run it.
@@ -330,5 +339,31 @@ impl Handle {
         location: &'static std::panic::Location<'static>,
     ) {
         let _ = self.inner.tasks.spawn(&self.inner.shared, future, location);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::Inner;
+
+    /// A wake after a long sleep misses on every line of `Inner` a turn
+    /// reads: those fields come first, in a few lines, and the large or
+    /// rarely read ones after them.
+    #[test]
+    fn the_fields_a_turn_reads_fit_in_the_first_six_cache_lines() {
+        let hot_end = offset_of!(Inner, tasks) + size_of::<super::Tasks>();
+        assert!(
+            hot_end <= 6 * 64,
+            "the per-turn fields end at byte {hot_end}"
+        );
+        assert!(offset_of!(Inner, started) >= hot_end);
+        assert!(offset_of!(Inner, io) >= hot_end);
+        // The diagnostics (with their site cache) are behind a pointer.
+        assert_eq!(
+            size_of::<Option<Box<crate::diagnostics::LoopDiag>>>(),
+            size_of::<usize>()
+        );
     }
 }

@@ -80,12 +80,19 @@ impl PreciseTimer {
 
     /// Before a poll with `timeout`: arms the timer when mio would round the
     /// timeout up (it has a sub-millisecond part).
+    /// The check is inlined into the poll; the arming, which most polls
+    /// do not need, stays out of line.
+    #[inline]
     pub(super) fn arm_for(&self, timeout: Option<Duration>) {
+        if let Some(t) = timeout.filter(|t| needs_timer(*t)) {
+            self.arm(t);
+        }
+    }
+
+    #[inline(never)]
+    fn arm(&self, t: Duration) {
         use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
 
-        let Some(t) = timeout.filter(|t| needs_timer(*t)) else {
-            return;
-        };
         let Ok(value) = Timespec::try_from(t) else {
             return;
         };

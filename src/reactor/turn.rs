@@ -56,6 +56,9 @@ const KINDS: [&str; 2] = ["call from thread", "thread job completion"];
 /// The longest single poll: a timer years away must not overflow anything.
 const MAX_POLL: Duration = Duration::from_secs(3600);
 
+/// `inbox::MISS_AFTER_SLEEP` for [`Lap::since`].
+const MISS_AFTER_SLEEP_NANOS: u64 = super::inbox::MISS_AFTER_SLEEP.as_nanos() as u64;
+
 impl Inner {
     pub(super) fn check_can_run(&self) -> Result<(), RunError> {
         if self.running.get() || self.in_turn.get() {
@@ -269,21 +272,26 @@ impl Inner {
     /// budget counted from `start` (the turn's start; `None`: unbounded).
     /// Returns how many polled.
     pub(super) fn run_tasks(&self, start: Option<Duration>) -> usize {
-        let deadline = start
-            .zip(self.task_pass_budget)
-            .map(|(start, budget)| start.saturating_add(budget));
+        // The deadline is worked out only when it is checked: most passes
+        // poll fewer tasks than that.
+        let budget = start.zip(self.task_pass_budget);
         let polled = self.tasks.run_ready(
             &self.shared,
-            self.diag.as_ref(),
+            self.diag.as_deref(),
             |polled| {
-                deadline.is_some_and(|deadline| {
-                    polled % super::builder::TASK_PASS_CHECK_EVERY == 0 && self.now() >= deadline
-                })
+                polled % super::builder::TASK_PASS_CHECK_EVERY == 0
+                    && budget.is_some_and(|(start, budget)| self.pass_over(start, budget))
             },
             |location, payload| self.on_panic("local task", location, payload),
         );
         SharedStats::bump(&self.shared.stats.tasks_polled, polled as u64);
         polled
+    }
+
+    /// Whether a task pass that began at `start` has used up `budget`.
+    #[inline(never)]
+    fn pass_over(&self, start: Duration, budget: Duration) -> bool {
+        self.now() >= start.saturating_add(budget)
     }
 
     pub(super) fn publish_gauges(&self) {
@@ -374,8 +382,7 @@ impl Inner {
             // only if the loop then slept long, or was woken by a producer
             // on its own CPU, which no spin could have caught
             // (`inbox/wake.rs`).
-            let slept_long =
-                !nonblocking && now.saturating_sub(lap.from) >= super::inbox::MISS_AFTER_SLEEP;
+            let slept_long = !nonblocking && lap.since(now) >= MISS_AFTER_SLEEP_NANOS;
             self.spin_gate
                 .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
             // Where the loop runs now, for blocking callers' spins.
@@ -431,32 +438,49 @@ impl Inner {
     }
 }
 /// A turn's work time: the time from its start to its end, less the
-/// stretch it spent idle.
+/// stretch it spent idle. Kept in nanoseconds (saturating): `Duration`'s
+/// normalizing, panicking arithmetic is several times the code, run on
+/// every turn and fetched cold on a wake after a long sleep (issue 8).
 struct Lap {
-    from: Duration,
-    work: Duration,
+    from: u64,
+    work: u64,
+}
+
+/// A reading in nanoseconds, saturating (a `ManualClock` may be moved
+/// past `u64::MAX` nanoseconds).
+#[inline(always)]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 impl Lap {
     fn start(now: Duration) -> Lap {
         Lap {
-            from: now,
-            work: Duration::ZERO,
+            from: nanos(now),
+            work: 0,
         }
     }
 
     fn pause(&mut self, now: Duration) {
-        self.work += now.saturating_sub(self.from);
+        let now = nanos(now);
+        self.work = self.work.saturating_add(now.saturating_sub(self.from));
         self.from = now;
     }
 
     fn resume(&mut self, now: Duration) {
-        self.from = now;
+        self.from = nanos(now);
+    }
+
+    /// How long since the lap was last paused or resumed.
+    fn since(&self, now: Duration) -> u64 {
+        nanos(now).saturating_sub(self.from)
     }
 
     fn finish(mut self, now: Duration) -> Duration {
         self.pause(now);
-        self.work
+        Duration::from_nanos(self.work)
     }
 }
 
@@ -556,6 +580,22 @@ mod tests {
         let before = reads.load(Ordering::Relaxed);
         f();
         reads.load(Ordering::Relaxed) - before
+    }
+
+    #[test]
+    fn a_lap_counts_its_work_and_leaves_out_its_pauses_saturating() {
+        use super::Lap;
+        let ns = Duration::from_nanos;
+        let mut lap = Lap::start(ns(100));
+        lap.pause(ns(130)); // 30 of work, then idle
+        lap.resume(ns(1_000));
+        assert_eq!(lap.since(ns(1_050)), 50);
+        assert_eq!(lap.finish(ns(1_012)), ns(42));
+        // A reading past u64::MAX nanoseconds (a manual clock moved far)
+        // saturates rather than wrapping or panicking.
+        let mut far = Lap::start(Duration::ZERO);
+        far.pause(Duration::MAX);
+        assert_eq!(far.finish(Duration::MAX), ns(u64::MAX));
     }
 
     #[test]

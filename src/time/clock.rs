@@ -84,6 +84,13 @@ impl Clock for SystemClock {
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    // The default's body, defined here so it is compiled next to `now`:
+    // the loop calls both before it sleeps, and one code page fewer is one
+    // miss fewer on the wake after a long sleep.
+    fn sleep_until(&self, deadline: Duration) -> Option<Duration> {
+        Some(deadline.saturating_sub(self.now()))
+    }
 }
 
 /// A clock that moves only when [`advance`](ManualClock::advance)d, like

@@ -254,9 +254,15 @@ impl Timers {
     ) -> usize {
         {
             let mut heap = self.heap.borrow_mut();
-            for e in self.pending.borrow_mut().drain(..) {
-                heap.push(Reverse(e));
+            let mut pending = self.pending.borrow_mut();
+            // Checked first: an empty `drain` still runs its out-of-line
+            // drop, code a turn after a long sleep would fetch cold.
+            if !pending.is_empty() {
+                for e in pending.drain(..) {
+                    heap.push(Reverse(e));
+                }
             }
+            drop(pending);
             // No timer, no clock read: on some hosts reading the clock costs
             // more than a whole turn of task polling.
             if heap.is_empty() {
