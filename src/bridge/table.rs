@@ -86,6 +86,9 @@ pub(super) struct Threads {
     /// Waiters for "no job left" (the shutdown drain).
     drained: RefCell<Vec<Resolver<(), Cancelled>>>,
     triggers_registered: Cell<bool>,
+    /// Hands the kept jobs over (`hand_over`): registered for the turn's
+    /// end when the first job of a turn is kept.
+    turn_end: RefCell<Option<Rc<dyn Fn()>>>,
     /// The `During` shutdown step has stopped the pool: no more jobs.
     closed: Cell<bool>,
 }
@@ -109,6 +112,7 @@ impl Threads {
             }),
             drained: RefCell::new(Vec::new()),
             triggers_registered: Cell::new(false),
+            turn_end: RefCell::new(None),
             closed: Cell::new(false),
         }
     }
@@ -121,7 +125,7 @@ impl Threads {
         if !threads.triggers_registered.replace(true) {
             Threads::register_shutdown(handle, &threads);
             let weak = Rc::downgrade(&threads);
-            handle.at_turn_end(Rc::new(move || {
+            *threads.turn_end.borrow_mut() = Some(Rc::new(move || {
                 if let Some(threads) = weak.upgrade() {
                     threads.hand_over();
                 }
@@ -283,16 +287,32 @@ impl Threads {
 
     /// Keeps a reactor-pool job (registered in flight, its `Deferred`
     /// returned) until the hand-over: when [`HAND_OVER_CHUNK`] jobs are
-    /// waiting, or at the turn's end.
+    /// waiting, or at the end of `handle`'s turn (registered with the first
+    /// job kept: a turn that keeps none runs no hook).
     #[inline(always)]
-    pub(super) fn defer(&self, job: Arc<dyn Pending>, location: &'static Location<'static>) {
+    pub(super) fn defer(
+        &self,
+        handle: &Handle,
+        job: Arc<dyn Pending>,
+        location: &'static Location<'static>,
+    ) {
         let waiting = {
             let mut pending = self.pending.borrow_mut();
             pending.push((job, location));
             pending.len()
         };
+        if waiting == 1 {
+            self.hand_over_at_turn_end(handle);
+        }
         if waiting >= HAND_OVER_CHUNK {
             self.hand_over();
+        }
+    }
+
+    #[inline(never)]
+    fn hand_over_at_turn_end(&self, handle: &Handle) {
+        if let Some(hook) = self.turn_end.borrow().clone() {
+            handle.at_turn_end(hook);
         }
     }
 

@@ -278,7 +278,7 @@ impl Handle {
         let threads = Threads::of_handle(self);
         if threads.defers(self) && threads.accepts(self) && threads.pool.borrow().is_some() {
             let job = self.plain_job(&threads, f, location);
-            threads.defer(job.clone(), location);
+            threads.defer(self, job.clone(), location);
             return register(&threads, job, None);
         }
         self.defer_to_reactor_pool_rare(&threads, f, location)
@@ -303,7 +303,7 @@ impl Handle {
             }
             drop(self.reactor_pool(threads)); // created on first use
             let job = self.plain_job(threads, f, location);
-            threads.defer(job.clone(), location);
+            threads.defer(self, job.clone(), location);
             return register(threads, job, None);
         }
         // The pool is borrowed, not cloned, while the job is submitted

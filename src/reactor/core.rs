@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     pub(super) events: RefCell<Events>,
     /// The calls of the current turn (and any a propagated panic left).
     pub(super) batch: RefCell<VecDeque<Job>>,
-    /// Run at the end of every turn, in order (`Handle::at_turn_end`).
+    /// Run once at the end of this turn, in order (`Handle::at_turn_end`).
     pub(super) turn_end: RefCell<Vec<Rc<dyn Fn()>>>,
     pub(super) tasks: Tasks,
     // Not read by a turn.

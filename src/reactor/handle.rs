@@ -460,10 +460,14 @@ impl Handle {
         self.inner.after_drain.borrow_mut().push(Box::new(f));
     }
 
-    /// Runs `hook` at the end of every turn of this reactor's loop, after
-    /// its task pass (a layer that collects a turn's work hands it over
-    /// there: the bridge's reactor-pool jobs). Crate hooks only: a hook
-    /// must not panic and must not register another.
+    /// Runs `hook` once, at the end of the current turn of this reactor's
+    /// loop, after its task pass (a layer that collects a turn's work
+    /// hands it over there: the bridge's reactor-pool jobs); registered
+    /// outside a turn, at the end of the next one. A layer registers when
+    /// it starts collecting, so a turn with nothing collected runs no hook
+    /// and touches none of the layer's state. A hook registered while the
+    /// hooks run (by code a hook ran) runs in the same turn end. Crate
+    /// hooks only: a hook must not panic.
     pub(crate) fn at_turn_end(&self, hook: Rc<dyn Fn()>) {
         self.inner.turn_end.borrow_mut().push(hook);
     }

@@ -184,15 +184,26 @@ impl Inner {
         end
     }
 
-    /// The crate's turn-end hooks (`Handle::at_turn_end`), in order.
+    /// The turn-end hooks registered for this turn (`Handle::at_turn_end`),
+    /// in order, each once.
     #[inline]
     fn run_turn_end(&self) {
-        let n = self.turn_end.borrow().len();
-        for i in 0..n {
-            // Cloned out, so the list is not borrowed while a hook runs.
-            let hook = self.turn_end.borrow()[i].clone();
-            hook();
+        if !self.turn_end.borrow().is_empty() {
+            self.run_turn_end_hooks();
         }
+    }
+
+    #[inline(never)]
+    fn run_turn_end_hooks(&self) {
+        let mut i = 0;
+        // Cloned out, so the list is not borrowed while a hook runs; one a
+        // hook's work registers is run in this pass too.
+        while let Some(hook) = self.turn_end.borrow().get(i).cloned() {
+            hook();
+            i += 1;
+        }
+        // Cleared, not replaced: the list keeps its room.
+        self.turn_end.borrow_mut().clear();
     }
 
     /// The reactor's time; with diagnostics on, also their reading (so a
