@@ -156,8 +156,10 @@
 //!   (`BlockingQueue::hand_over`: 6, up to 3.7 ms), the inbox's lane lock
 //!   (2, up to 7.8 ms) and a database job's result lock (`poll_take`: 1,
 //!   4.7 ms): short critical sections, long only when their holder is
-//!   preempted while it holds one. None had a page fault; interrupts and
-//!   softirqs taken on the loop's CPU were the largest part in none.
+//!   preempted while it holds one (seen: the database writer thread,
+//!   preempted on CPU 1 with the queue lock held, back 3.8 ms later). No
+//!   long turn had a page fault, and in none were the interrupts and
+//!   softirqs taken on the loop's CPU the largest part.
 //!   So on a quiet machine what remains is kernel threads on the loop's
 //!   CPU, steal, and lock holders preempted on the other CPU.
 //!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
