@@ -139,7 +139,29 @@
 //!   Since session 13 weft also bounds a turn's task pass
 //!   ([`Config::task_pass_budget`], `--task-pass-us`, weft's 500 µs by
 //!   default), so the remaining long turns are not one pass over every
-//!   ready connection either; what they are is not measured yet.
+//!   ready connection either. Session 14 split every turn over 1.05 ms
+//!   of the placed loop into its parts (`kv/tools/long_turns.sh`: a
+//!   build that lists the long turns, perf on CPU 0 on the same clock,
+//!   the thread's CPU time; 171 long turns in four 3 s recordings, 90/10
+//!   and 10/90 under wrk, load average 3–12 from other sessions): in
+//!   none was the loop's own work (user code and syscalls) the largest
+//!   part; it was 0.10–0.17 ms per long turn at the median and never
+//!   over 0.38 ms. The largest part was: preempted by other processes
+//!   on CPU 0 in 117, by a kernel thread there (ksoftirqd, rcu_preempt,
+//!   a kworker, migration) in 31, blocked in 15 (14 of them in a futex
+//!   wait: a lock held by a thread on CPU 1, preempted there), and steal
+//!   (the vCPU not running, invisible to the guest's scheduler) in 8.
+//!   The loop's futex waits over 0.5 ms (`kv/tools/loop_lock_waits.sh`,
+//!   three 3 s recordings) were on the database hand-over's queue lock
+//!   (`BlockingQueue::hand_over`: 6, up to 3.7 ms), the inbox's lane lock
+//!   (2, up to 7.8 ms) and a database job's result lock (`poll_take`: 1,
+//!   4.7 ms): short critical sections, long only when their holder is
+//!   preempted while it holds one (seen: the database writer thread,
+//!   preempted on CPU 1 with the queue lock held, back 3.8 ms later). No
+//!   long turn had a page fault, and in none were the interrupts and
+//!   softirqs taken on the loop's CPU the largest part.
+//!   So on a quiet machine what remains is kernel threads on the loop's
+//!   CPU, steal, and lock holders preempted on the other CPU.
 //!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
 //!   rows measure it beside the twins, which can be placed the same way
 //!   (`kv-tokio --worker-cpus / --blocking-cpus`).
