@@ -198,7 +198,10 @@ impl Inner {
         let mut i = 0;
         // Cloned out, so the list is not borrowed while a hook runs; one a
         // hook's work registers is run in this pass too.
-        while let Some(hook) = self.turn_end.borrow().get(i).cloned() {
+        loop {
+            // The borrow ends with this statement, before the hook runs.
+            let next = self.turn_end.borrow().get(i).cloned();
+            let Some(hook) = next else { break };
             hook();
             i += 1;
         }
@@ -607,6 +610,48 @@ mod tests {
         let mut far = Lap::start(Duration::ZERO);
         far.pause(Duration::MAX);
         assert_eq!(far.finish(Duration::MAX), ns(u64::MAX));
+    }
+
+    #[test]
+    fn a_turn_end_hook_runs_once_at_the_end_of_the_turn_it_was_registered_in() {
+        use std::cell::{Cell, RefCell};
+        use std::rc::Rc;
+        let reactor = Reactor::new().unwrap();
+        let handle = reactor.handle();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let runs = Rc::new(Cell::new(0));
+        let hook: Rc<dyn Fn()> = {
+            let runs = runs.clone();
+            let log = log.clone();
+            Rc::new(move || {
+                runs.set(runs.get() + 1);
+                log.borrow_mut().push("hook");
+            })
+        };
+        // Registered by a call of this turn: it runs after the call, once.
+        {
+            let (h, hook, log) = (handle.clone(), hook.clone(), log.clone());
+            reactor.call_soon(move || {
+                log.borrow_mut().push("call");
+                h.at_turn_end(hook);
+            });
+        }
+        reactor.iterate(Some(Duration::ZERO));
+        assert_eq!(*log.borrow(), ["call", "hook"]);
+        // Not again in the next turns: it was for that turn only.
+        reactor.iterate(Some(Duration::ZERO));
+        reactor.iterate(Some(Duration::ZERO));
+        assert_eq!(runs.get(), 1);
+        // A hook registered by a hook's work runs in the same turn end.
+        let outer: Rc<dyn Fn()> = {
+            let (h, hook) = (handle.clone(), hook.clone());
+            Rc::new(move || h.at_turn_end(hook.clone()))
+        };
+        handle.at_turn_end(outer);
+        reactor.iterate(Some(Duration::ZERO));
+        assert_eq!(runs.get(), 2);
+        reactor.iterate(Some(Duration::ZERO));
+        assert_eq!(runs.get(), 2);
     }
 
     #[test]
