@@ -19,11 +19,7 @@ B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
 [ $# -eq 0 ] && set -- --loops 1 --loop-cpus 0 --db-cpus 1
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 . "$HERE/kv/tools/serve.sh"
-rm -rf "$D"; mkdir -p "$D"
-PORT=$((30000 + $$ % 10000))
-"$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>"$D/turns" &
-SP=$!
-wait_listening "$D/out" $SP 30
+KV_STDERR="$D/turns" start_kv "$B" "$D" "$@"
 CLIENT_ON="taskset -c 1"
 fill "$B" $PORT "$MIX"
 scrape() { curl -s http://127.0.0.1:$PORT/metrics | grep -E '^weft_kv_loop_(turn_seconds_(bucket\{loop="0",le="0.001048576"\}|count)|late_ticks|longest_turn)|^weft_kv_loop_lag_max'; }

@@ -15,11 +15,7 @@ B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
 [ $# -eq 0 ] && set -- --loops 1 --loop-cpus 0 --db-cpus 1
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 . "$HERE/kv/tools/serve.sh"
-rm -rf "$D"; mkdir -p "$D"
-PORT=$((30000 + $$ % 10000))
-"$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>&1 &
-SP=$!
-wait_listening "$D/out" $SP 30
+start_kv "$B" "$D" "$@"
 CLIENT_ON="taskset -c 1"
 fill "$B" $PORT "$MIX"
 taskset -c 1 wrk -t2 -c64 -d6s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &

@@ -15,11 +15,7 @@ set -eu
 B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 . "$HERE/kv/tools/serve.sh"
-rm -rf "$D"; mkdir -p "$D"
-PORT=$((30000 + $$ % 10000))
-"$B/weft-kv" --listen 127.0.0.1:$PORT --db "$D/db" "$@" >"$D/out" 2>&1 &
-SP=$!
-wait_listening "$D/out" $SP 30
+start_kv "$B" "$D" "$@"
 CLIENT_ON=""
 [ -n "${CLIENT_CPUS:-}" ] && CLIENT_ON="taskset -c $CLIENT_CPUS"
 fill "$B" $PORT "$MIX"
