@@ -18,7 +18,7 @@ use ::loom::sync as imp;
 #[cfg(not(loom))]
 use std::sync as imp;
 
-use std::sync::PoisonError;
+use std::sync::{PoisonError, TryLockError};
 use std::time::Duration;
 
 /// Atomics (std or loom).
@@ -61,6 +61,16 @@ impl<T> Mutex<T> {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The guard if nobody holds the mutex now (a poisoned one is taken,
+    /// as [`lock`](Self::lock) takes it); `None` if somebody does.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        match self.0.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn into_inner(self) -> T {

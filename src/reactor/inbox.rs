@@ -448,6 +448,15 @@ impl<W: Wake> Inbox<W> {
     /// for a push (a gap is for the next turn; its push wakes the loop if
     /// it sleeps by then).
     ///
+    /// Nor does it wait for a lane's lock: a lane whose lock a producer
+    /// holds (mid-push, or preempted there on another CPU, which can last
+    /// milliseconds) is skipped this turn, as if its jobs had not arrived.
+    /// Its jobs are then the gap the merge stops at, and `prepare_to_sleep`
+    /// keeps the loop awake while any job numbered below the count is not
+    /// taken, so the next turn's drain finds them. A drain that took
+    /// nothing else yields the CPU first (the lock's holder may be waiting
+    /// for this CPU).
+    ///
     /// Each lane's buffer is swapped whole with the loop's (emptied and
     /// reset) one for that lane, so both keep their capacity and producers
     /// fill the handed-back buffer from its front.
@@ -466,13 +475,21 @@ impl<W: Wake> Inbox<W> {
         let want = claimed - taken;
         let mut active = 0u32;
         let mut first_lane = None;
+        let mut skipped = false;
         for k in 0..LANES {
             if below == want {
                 break;
             }
             let i = (merge.start + k) % LANES;
             let held = &mut merge.held[i];
-            let mut queue = self.lanes[i].queue.lock();
+            let Some(mut queue) = self.lanes[i].queue.try_lock() else {
+                // Held by a producer: for the next turn (see above).
+                skipped = true;
+                if !held.is_empty() {
+                    active |= 1 << i;
+                }
+                continue;
+            };
             let Some(jobs) = queue.jobs.as_mut().filter(|q| !q.is_empty()) else {
                 if !held.is_empty() {
                     active |= 1 << i;
@@ -498,7 +515,10 @@ impl<W: Wake> Inbox<W> {
                 active |= 1 << i;
             }
         }
-        debug_assert_eq!(below, want, "a job numbered below the count is missing");
+        debug_assert!(
+            below == want || (skipped && below < want),
+            "a job numbered below the count is missing"
+        );
         if let Some(i) = first_lane {
             merge.start = i;
         }
@@ -538,7 +558,14 @@ impl<W: Wake> Inbox<W> {
                 }
             }
         }
-        debug_assert!(next >= claimed);
+        debug_assert!(next >= claimed || skipped);
+        if skipped && into.is_empty() {
+            // Nothing taken but a producer's lane: the loop will turn again
+            // for it at once. Give the CPU up first, so a producer that
+            // was preempted on this CPU with the lock held can finish its
+            // push rather than wait out the loop's time slice.
+            crate::loom::thread::yield_now();
+        }
         self.taken.0.store(next, Ordering::Release);
         merge.held_since = match &self.clock {
             Some(clock) if merge.held() != 0 => Some(clock.now()),

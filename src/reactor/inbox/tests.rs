@@ -590,3 +590,47 @@ fn calls_handed_between_threads_run_in_order_while_the_loop_drains() {
     let ran = ran.lock();
     assert!(ran.iter().copied().eq(0..CALLS), "out of order");
 }
+
+/// The loop never waits for a lane's lock. A producer holding it (here
+/// the test, as a producer preempted mid-push on another CPU would) makes
+/// the drain skip that lane: its job is the gap the merge stops at, so
+/// nothing after it runs yet and the loop stays awake; the next drain,
+/// once the lock is free, runs everything in the order of the calls.
+#[test]
+fn a_drain_skips_a_lane_whose_lock_a_producer_holds_and_keeps_the_order() {
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+    // Numbers 0, 1, 2 in lanes 1, 0, 2.
+    for (i, cpu) in [1u32, 0, 2].into_iter().enumerate() {
+        super::cpu::pretend(Some(cpu));
+        let o = order.clone();
+        assert!(
+            inbox
+                .push(move || o.lock().push(i), Location::caller())
+                .is_ok()
+        );
+    }
+    let held = inbox.lanes[1].queue.lock();
+    // The drain runs on a thread of its own: with a blocking lock it would
+    // wait for `held` for good, and the test would fail at the timeout
+    // below instead of hanging.
+    let (done, drained) = std::sync::mpsc::channel();
+    let drainer = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || done.send(run_all(&inbox)).unwrap())
+    };
+    let ran = drained
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the drain waited for a lane's lock");
+    drainer.join().unwrap();
+    assert_eq!(ran, 0, "nothing runs past the gap of the first call");
+    assert!(order.lock().is_empty());
+    assert_eq!(inbox.len(), 3);
+    // Not sleepy: the calls not taken keep the loop awake.
+    assert!(!inbox.prepare_to_sleep(&SpinGate::new(MAX_SPIN_PAUSE), || false));
+    inbox.awake();
+    drop(held);
+    assert_eq!(run_all(&inbox), 3);
+    assert_eq!(*order.lock(), [0, 1, 2]);
+    assert_eq!(inbox.len(), 0);
+}
