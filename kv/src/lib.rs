@@ -161,7 +161,10 @@
 //!   long turn had a page fault, and in none were the interrupts and
 //!   softirqs taken on the loop's CPU the largest part.
 //!   So on a quiet machine what remains is kernel threads on the loop's
-//!   CPU, steal, and lock holders preempted on the other CPU.
+//!   CPU, steal, and lock holders preempted on the other CPU. Since then
+//!   the loop no longer waits for an inbox lane's lock (a lane a producer
+//!   holds is left for the next turn); the database hand-over's queue lock
+//!   and a job's result lock remain.
 //!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
 //!   rows measure it beside the twins, which can be placed the same way
 //!   (`kv-tokio --worker-cpus / --blocking-cpus`).
