@@ -41,6 +41,25 @@ fn run_all(inbox: &Inbox<CountingWaker>) -> usize {
     n
 }
 
+/// Pushes one call per entry of `cpus`, each from that CPU's lane; the
+/// call numbered `first + k` records its number in `order` when it runs.
+fn push_recording(
+    inbox: &Inbox<CountingWaker>,
+    order: &Arc<crate::loom::Mutex<Vec<usize>>>,
+    first: usize,
+    cpus: &[u32],
+) {
+    for (k, &cpu) in cpus.iter().enumerate() {
+        super::cpu::pretend(Some(cpu));
+        let o = order.clone();
+        assert!(
+            inbox
+                .push(move || o.lock().push(first + k), Location::caller())
+                .is_ok()
+        );
+    }
+}
+
 /// The buffer the loop hands back to a lane (emptied as it merged the
 /// lane's jobs into its batch) is filled from its front again: a burst
 /// that fits its capacity stays in one piece, so it touches no more of the
@@ -497,28 +516,12 @@ fn a_reactor_dates_its_inbox_on_the_coarse_clock_only_with_the_system_clock() {
 fn calls_in_different_lanes_run_in_the_order_they_were_made() {
     let inbox = Inbox::new(CountingWaker::default());
     let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
-    for (i, cpu) in [1u32, 0, 1, 2, 0].into_iter().enumerate() {
-        super::cpu::pretend(Some(cpu));
-        let o = order.clone();
-        assert!(
-            inbox
-                .push(move || o.lock().push(i), Location::caller())
-                .is_ok()
-        );
-    }
+    push_recording(&inbox, &order, 0, &[1, 0, 1, 2, 0]);
     assert_eq!(inbox.len(), 5);
     assert_eq!(run_all(&inbox), 5);
     assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
     // Jobs `close` hands back are in that order too.
-    for (i, cpu) in [3u32, 1, 3].into_iter().enumerate() {
-        super::cpu::pretend(Some(cpu));
-        let o = order.clone();
-        assert!(
-            inbox
-                .push(move || o.lock().push(10 + i), Location::caller())
-                .is_ok()
-        );
-    }
+    push_recording(&inbox, &order, 10, &[3, 1, 3]);
     for job in inbox.close() {
         job.message.run_for_test();
     }
@@ -601,15 +604,7 @@ fn a_drain_skips_a_lane_whose_lock_a_producer_holds_and_keeps_the_order() {
     let inbox = Arc::new(Inbox::new(CountingWaker::default()));
     let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
     // Numbers 0, 1, 2 in lanes 1, 0, 2.
-    for (i, cpu) in [1u32, 0, 2].into_iter().enumerate() {
-        super::cpu::pretend(Some(cpu));
-        let o = order.clone();
-        assert!(
-            inbox
-                .push(move || o.lock().push(i), Location::caller())
-                .is_ok()
-        );
-    }
+    push_recording(&inbox, &order, 0, &[1, 0, 2]);
     let held = inbox.lanes[1].queue.lock();
     // The drain runs on a thread of its own: with a blocking lock it would
     // wait for `held` for good, and the test would fail at the timeout
