@@ -389,26 +389,42 @@ fn loom_inbox_two_lanes_lose_nothing() {
     });
 }
 
+/// One producer thread on each of CPUs 0 and 1 (two lanes), each pushing
+/// one job with room for `capacity` queued; each says whether it was taken.
+fn push_from_two_cpus(
+    inbox: &Arc<Inbox<CondvarWaker>>,
+    capacity: usize,
+) -> Vec<thread::JoinHandle<bool>> {
+    (0..2u32)
+        .map(|cpu| {
+            let inbox = inbox.clone();
+            thread::spawn(move || {
+                super::cpu::pretend(Some(cpu));
+                inbox
+                    .push_within(|| (), Location::caller(), capacity)
+                    .is_ok()
+            })
+        })
+        .collect()
+}
+
+/// How many of `pushes` were taken.
+fn accepted(pushes: Vec<thread::JoinHandle<bool>>) -> usize {
+    pushes
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&ok| ok)
+        .count()
+}
+
 /// The bound holds across lanes: two producers on two CPUs race for the
 /// last place; exactly one gets it, and the other's job comes back.
 #[test]
 fn loom_inbox_bounded_pushes_on_two_lanes_take_the_last_place_once() {
     ::loom::model(|| {
         let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-        let handles: Vec<_> = (0..2u32)
-            .map(|cpu| {
-                let inbox = inbox.clone();
-                thread::spawn(move || {
-                    super::cpu::pretend(Some(cpu));
-                    inbox.push_within(|| (), Location::caller(), 1).is_ok()
-                })
-            })
-            .collect();
-        let accepted = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|&ok| ok)
-            .count();
+        let pushes = push_from_two_cpus(&inbox, 1);
+        let accepted = accepted(pushes);
         assert_eq!(accepted, 1);
         assert_eq!(inbox.len(), 1);
         assert_eq!(inbox.close().len(), 1);
@@ -421,23 +437,11 @@ fn loom_inbox_bounded_pushes_on_two_lanes_take_the_last_place_once() {
 fn loom_inbox_close_hands_back_every_lane() {
     ::loom::model(|| {
         let inbox = Arc::new(Inbox::new(CondvarWaker::default()));
-        let handles: Vec<_> = (0..2u32)
-            .map(|cpu| {
-                let inbox = inbox.clone();
-                thread::spawn(move || {
-                    super::cpu::pretend(Some(cpu));
-                    inbox.push(|| (), Location::caller()).is_ok()
-                })
-            })
-            .collect();
+        let pushes = push_from_two_cpus(&inbox, usize::MAX);
         let mut batch = VecDeque::new();
         inbox.drain_into(&mut batch);
         let left = inbox.close();
-        let accepted = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|&ok| ok)
-            .count();
+        let accepted = accepted(pushes);
         assert_eq!(accepted, batch.len() + left.len());
         assert_eq!(inbox.len(), 0);
     });
