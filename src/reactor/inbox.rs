@@ -473,7 +473,6 @@ impl<W: Wake> Inbox<W> {
         // Every job held was pushed before this read: all below `claimed`.
         let mut below = merge.held() as u64;
         let want = claimed - taken;
-        let mut active = 0u32;
         let mut first_lane = None;
         let mut skipped = false;
         for k in 0..LANES {
@@ -485,15 +484,9 @@ impl<W: Wake> Inbox<W> {
             let Some(mut queue) = self.lanes[i].queue.try_lock() else {
                 // Held by a producer: for the next turn (see above).
                 skipped = true;
-                if !held.is_empty() {
-                    active |= 1 << i;
-                }
                 continue;
             };
             let Some(jobs) = queue.jobs.as_mut().filter(|q| !q.is_empty()) else {
-                if !held.is_empty() {
-                    active |= 1 << i;
-                }
                 continue;
             };
             below += jobs.partition_point(|e| e.seq < claimed) as u64;
@@ -507,14 +500,16 @@ impl<W: Wake> Inbox<W> {
                 held.extend(jobs.drain(..));
             }
             drop(queue);
-            active |= 1 << i;
             first_lane.get_or_insert(i);
         }
-        for (i, held) in merge.held.iter().enumerate() {
-            if !held.is_empty() {
-                active |= 1 << i;
-            }
-        }
+        // The lanes the loop holds jobs of (taken now or after an earlier
+        // gap).
+        let active = merge
+            .held
+            .iter()
+            .enumerate()
+            .filter(|(_, held)| !held.is_empty())
+            .fold(0u32, |bits, (i, _)| bits | 1 << i);
         debug_assert!(
             below == want || (skipped && below < want),
             "a job numbered below the count is missing"
