@@ -42,6 +42,9 @@ impl WorkQueue for SharedQueue {
     fn put_batch(&self, jobs: Vec<WorkItem>) {
         self.0.put_batch(jobs)
     }
+    fn try_put_batch(&self, jobs: Vec<WorkItem>) -> Result<(), Vec<WorkItem>> {
+        self.0.try_put_batch(jobs)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

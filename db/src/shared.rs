@@ -56,7 +56,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use weft::threads::{Task, Worker};
+use weft::threads::{Task, ThreadWorker, Worker};
 use weft::{AlreadyQuit, Deferred};
 
 use crate::connector::Connector;
@@ -175,74 +175,156 @@ impl Gate {
     }
 }
 
-impl Gate {
-    /// Forwards `jobs`, keeps them for the start, or refuses them, by the
-    /// gate's state now, leaving `jobs` empty; refused ones answer
-    /// `Stopped` (run off any connection thread, module docs).
-    fn hand_over<C: Connector>(shared: &Shared<C>, jobs: &mut Vec<Pending>) {
-        if jobs.is_empty() {
-            return;
+/// Tasks already sorted to their thread and offered to it, handed back
+/// because its queue was busy (`Gate::hand_over` without waiting): they go
+/// first at the next offer, so each queue still gets its jobs in
+/// submission order.
+#[derive(Default)]
+pub(crate) struct Held {
+    writer: Vec<Task>,
+    group: Vec<Task>,
+}
+
+impl Held {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writer.is_empty() && self.group.is_empty()
+    }
+
+    /// `later`'s tasks behind this one's (for each queue).
+    pub(crate) fn append(&mut self, mut later: Held) {
+        if self.writer.is_empty() {
+            self.writer = later.writer;
+        } else {
+            self.writer.append(&mut later.writer);
         }
-        let refused = {
-            let mut gate = lock(&shared.gate);
-            match gate.state {
-                Lifecycle::Running => gate.forward_batch(shared, jobs.drain(..)),
-                Lifecycle::Idle => {
-                    gate.backlog.append(jobs);
-                    Vec::new()
-                }
-                Lifecycle::Closing | Lifecycle::Closed => jobs.drain(..).map(|p| p.task).collect(),
+        if self.group.is_empty() {
+            self.group = later.group;
+        } else {
+            self.group.append(&mut later.group);
+        }
+    }
+
+    fn drain_all(&mut self) -> impl Iterator<Item = Task> + '_ {
+        self.writer.drain(..).chain(self.group.drain(..))
+    }
+}
+
+impl Gate {
+    /// Forwards `jobs` (after the tasks `held` back from an earlier offer),
+    /// keeps them for the start, or refuses them, by the gate's state now,
+    /// leaving `jobs` empty; refused ones answer `Stopped` (run off any
+    /// connection thread, module docs).
+    ///
+    /// `wait`: take every lock as it comes. Otherwise (the loop's turn
+    /// flush) no lock another thread holds is waited for: if the gate is
+    /// held, nothing moves; if a thread's queue is held (its thread,
+    /// preempted with the lock held, could keep the loop waiting for
+    /// milliseconds), that queue's tasks stay in `held` for the next
+    /// offer. Returns whether everything was handed over.
+    fn hand_over<C: Connector>(
+        shared: &Shared<C>,
+        jobs: &mut Vec<Pending>,
+        held: &mut Held,
+        wait: bool,
+    ) -> bool {
+        if jobs.is_empty() && held.is_empty() {
+            return true;
+        }
+        let mut gate = if wait {
+            lock(&shared.gate)
+        } else {
+            match shared.gate.try_lock() {
+                Ok(gate) => gate,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return false,
             }
+        };
+        let refused = match gate.state {
+            Lifecycle::Running => gate.forward_batch(shared, jobs.drain(..), held, wait),
+            Lifecycle::Idle => {
+                // Nothing is held before the start (nothing was offered).
+                gate.backlog.append(jobs);
+                Vec::new()
+            }
+            Lifecycle::Closing | Lifecycle::Closed => held
+                .drain_all()
+                .chain(jobs.drain(..).map(|p| p.task))
+                .collect(),
         };
         for task in refused {
             task();
         }
+        held.is_empty()
     }
 
     /// [`forward`](Gate::forward) for many jobs: each group's as one batch
-    /// (in submission order); the tasks refused.
+    /// (in submission order, behind what `held` has for it); the tasks
+    /// refused. Without `wait`, a batch whose queue is busy goes back to
+    /// `held`.
     fn forward_batch<C: Connector>(
         &self,
         shared: &Shared<C>,
         jobs: impl ExactSizeIterator<Item = Pending>,
+        held: &mut Held,
+        wait: bool,
     ) -> Vec<Task> {
         let Some(workers) = self.workers.as_deref() else {
-            return jobs.map(|p| p.task).collect();
+            return held.drain_all().chain(jobs.map(|p| p.task)).collect();
         };
         // Sized once (a batch is handed on whole, so the vectors cannot be
         // reused): no regrowth while a turn's jobs are sorted.
-        let n = jobs.len();
-        let (mut to_writer, mut to_group) = (Vec::new(), Vec::with_capacity(n));
+        held.group.reserve(jobs.len());
         for p in jobs {
             let to = workers.target(p.route);
             p.job.regroup(to, &shared.stats);
             if to == Group::Writer && workers.writer.is_some() {
-                to_writer.push(p.task);
+                held.writer.push(p.task);
             } else {
-                to_group.push(p.task);
+                held.group.push(p.task);
             }
         }
         let mut refused = Vec::new();
-        if let Some(writer) = &workers.writer
-            && !to_writer.is_empty()
-            && let Err(AlreadyQuit(tasks)) = writer.do_work_batch(to_writer)
-        {
-            refused.extend(tasks);
+        if !held.writer.is_empty() {
+            let tasks = std::mem::take(&mut held.writer);
+            match &workers.writer {
+                Some(writer) => offer(writer, tasks, &mut held.writer, &mut refused, wait),
+                None => refused.extend(tasks),
+            }
         }
-        if !to_group.is_empty() {
+        if !held.group.is_empty() {
+            let tasks = std::mem::take(&mut held.group);
             if workers.group.is_empty() {
-                refused.extend(to_group);
+                refused.extend(tasks);
             } else {
                 let i = workers.next.fetch_add(1, Ordering::Relaxed);
                 // One shared queue: any of them serves the whole group.
-                if let Err(AlreadyQuit(tasks)) =
-                    workers.group[i % workers.group.len()].do_work_batch(to_group)
-                {
-                    refused.extend(tasks);
-                }
+                let to = &workers.group[i % workers.group.len()];
+                offer(to, tasks, &mut held.group, &mut refused, wait);
             }
         }
         refused
+    }
+}
+
+/// Queues `tasks` on `worker` as one batch: waiting for its locks
+/// (`wait`), or not (back into `busy` if they are held); into `refused` if
+/// it has quit.
+fn offer<Q: weft::threads::WorkQueue>(
+    worker: &ThreadWorker<Q>,
+    tasks: Vec<Task>,
+    busy: &mut Vec<Task>,
+    refused: &mut Vec<Task>,
+    wait: bool,
+) {
+    let result = if wait {
+        worker.do_work_batch(tasks).map(|()| None)
+    } else {
+        worker.try_do_work_batch(tasks)
+    };
+    match result {
+        Ok(None) => {}
+        Ok(Some(back)) => *busy = back,
+        Err(AlreadyQuit(tasks)) => refused.extend(tasks),
     }
 }
 

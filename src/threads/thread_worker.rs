@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use super::{ExclusiveWorker, Task, Worker};
 use crate::error::{AlreadyQuit, panic_message};
 use crate::loom::atomic::{AtomicUsize, Ordering};
-use crate::loom::{Arc, Condvar, Mutex, Spin, SpinBackoff, thread};
+use crate::loom::{Arc, Condvar, Mutex, MutexGuard, Spin, SpinBackoff, thread};
 
 /// The most `get`s without a spin after spins that were not claimed (the
 /// pool's idle spin uses the same bound).
@@ -119,6 +119,37 @@ pub trait WorkQueue: Send + Sync + 'static {
         for item in items {
             self.put(item);
         }
+    }
+
+    /// [`put_batch`](WorkQueue::put_batch) for a caller that must not
+    /// wait (a reactor's loop): appends `items` in order if that needs no
+    /// wait for a lock another thread holds now, else hands all of them
+    /// back, none queued, for the caller to offer again later (ahead of
+    /// anything it queues after them).
+    ///
+    /// The default queues them with `put_batch` and never hands them back;
+    /// [`BlockingQueue`] hands them back when a consumer (or another
+    /// producer) holds its lock, instead of waiting for it: a consumer
+    /// preempted while it holds the lock would hold the caller up for as
+    /// long as it stays off its CPU.
+    ///
+    /// # Errors
+    ///
+    /// The items, in order and none queued, when queueing them would wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
+    ///
+    /// let queue = BlockingQueue::new();
+    /// // Nobody holds the lock: queued at once.
+    /// assert!(queue.try_put_batch(vec![WorkItem::Stop]).is_ok());
+    /// assert!(matches!(queue.get(), WorkItem::Stop));
+    /// ```
+    fn try_put_batch(&self, items: Vec<WorkItem>) -> Result<(), Vec<WorkItem>> {
+        self.put_batch(items);
+        Ok(())
     }
 }
 
@@ -287,6 +318,25 @@ impl BlockingQueue {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Runs `f` on the calling thread with the queue's lock held: for tests
+    /// of callers that must not wait for it ([`WorkQueue::try_put_batch`]),
+    /// which stand in for a consumer preempted while it holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{BlockingQueue, WorkItem, WorkQueue};
+    ///
+    /// let queue = BlockingQueue::new();
+    /// queue.with_lock_held(|| assert!(queue.try_put_batch(vec![WorkItem::Stop]).is_err()));
+    /// assert!(queue.try_put_batch(vec![WorkItem::Stop]).is_ok());
+    /// ```
+    #[doc(hidden)]
+    pub fn with_lock_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.state.lock();
+        f()
+    }
 }
 
 impl BlockingQueue {
@@ -296,7 +346,18 @@ impl BlockingQueue {
     /// unsignalled. All signals go out after every item is queued.
     #[inline]
     fn hand_over(&self, n: usize, push: impl FnOnce(&mut VecDeque<WorkItem>)) {
-        let mut state = self.state.lock();
+        self.hand_over_locked(self.state.lock(), n, push);
+    }
+
+    /// [`hand_over`](Self::hand_over) with the lock already held (taken
+    /// by `lock` or by `try_lock`).
+    #[inline]
+    fn hand_over_locked(
+        &self,
+        mut state: MutexGuard<'_, QueueState>,
+        n: usize,
+        push: impl FnOnce(&mut VecDeque<WorkItem>),
+    ) {
         push(&mut state.items);
         let raise = state.spinner == Spinner::Watching;
         let mut left = n;
@@ -330,6 +391,20 @@ impl WorkQueue for BlockingQueue {
         if !items.is_empty() {
             self.hand_over(items.len(), |queued| queued.extend(items));
         }
+    }
+
+    /// Takes the lock only if nobody holds it (`try_lock`: one atomic
+    /// compare-and-swap, never a futex wait); the signals are those of
+    /// `put_batch`.
+    fn try_put_batch(&self, items: Vec<WorkItem>) -> Result<(), Vec<WorkItem>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let Some(state) = self.state.try_lock() else {
+            return Err(items);
+        };
+        self.hand_over_locked(state, items.len(), |queued| queued.extend(items));
+        Ok(())
     }
 
     fn get(&self) -> WorkItem {
@@ -523,6 +598,23 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
     }
 }
 
+impl<Q: WorkQueue> ThreadWorker<Q> {
+    /// The queue between this worker and its thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weft::threads::{ThreadWorker, Worker};
+    ///
+    /// let worker = ThreadWorker::new().unwrap();
+    /// worker.quit().unwrap();
+    /// let _ = worker.queue().len(); // the stop order, or nothing once taken
+    /// ```
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+}
+
 fn work_loop<Q: WorkQueue>(queue: &Q) {
     loop {
         let item = queue.get();
@@ -578,6 +670,61 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
         self.queue
             .put_batch(tasks.into_iter().map(WorkItem::Run).collect());
         Ok(())
+    }
+
+    /// [`do_work_batch`](Self::do_work_batch) for a caller that must not
+    /// wait for a lock another thread holds (a reactor's loop handing its
+    /// turn's jobs over): queues `tasks` in order (`Ok(None)`) if neither
+    /// the worker's quit gate nor its queue ([`WorkQueue::try_put_batch`])
+    /// is held by another thread now; otherwise hands them all back
+    /// unqueued (`Ok(Some(tasks))`), to be offered again later ahead of
+    /// any task queued after them, so the order is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`AlreadyQuit`] with every task, none queued, once the worker quit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use weft::threads::{Task, ThreadWorker, Worker};
+    ///
+    /// let worker = ThreadWorker::new().unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// let mut tasks: Vec<Task> = vec![Box::new(move || tx.send(1).unwrap())];
+    /// // Handed back only while another thread holds a lock: offer again.
+    /// while let Some(back) = worker.try_do_work_batch(tasks).unwrap() {
+    ///     tasks = back;
+    /// }
+    /// assert_eq!(rx.recv().unwrap(), 1);
+    /// worker.quit().unwrap();
+    /// let refused = worker.try_do_work_batch(vec![Box::new(|| ())]);
+    /// assert!(matches!(refused, Err(weft::AlreadyQuit(tasks)) if tasks.len() == 1));
+    /// ```
+    pub fn try_do_work_batch(
+        &self,
+        tasks: Vec<Task>,
+    ) -> Result<Option<Vec<Task>>, AlreadyQuit<Vec<Task>>> {
+        let Some(quit) = self.quit.try_lock() else {
+            return Ok(Some(tasks));
+        };
+        if *quit {
+            return Err(AlreadyQuit(tasks));
+        }
+        let items = tasks.into_iter().map(WorkItem::Run).collect();
+        let result = self.queue.try_put_batch(items);
+        drop(quit);
+        Ok(result.err().map(|items| {
+            items
+                .into_iter()
+                .filter_map(|item| match item {
+                    WorkItem::Run(task) => Some(task),
+                    // Only the tasks given come back.
+                    WorkItem::Stop => None,
+                })
+                .collect()
+        }))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use weft::AlreadyQuit;
 use weft::threads::{Task, Worker};
 
-use super::{Gate, Pending};
+use super::{Gate, Held, Pending};
 use crate::connector::Connector;
 use crate::group::OpenGroup;
 use crate::lifecycle::Lifecycle;
@@ -29,6 +29,11 @@ struct Turn {
     /// The last job queued is a write group's, not yet opened: its
     /// submitter opens it next (`open_group`).
     opening: bool,
+    /// Tasks a flush offered to a thread whose queue was busy: they go
+    /// first at the next flush (`Gate::hand_over`).
+    held: Held,
+    /// A `Flush` is scheduled (at most one per pool and loop thread).
+    armed: bool,
 }
 
 thread_local! {
@@ -75,46 +80,108 @@ fn pool_key<C: Connector>(shared: &Arc<Shared<C>>) -> usize {
 
 /// Forwards this loop thread's deferred jobs of one pool when run or
 /// dropped (module notes).
+///
+/// Run by the loop, it waits for no lock another thread holds: what it
+/// cannot hand over now (a connection thread's queue is busy) stays first
+/// in this thread's list, and it schedules itself again for the next turn,
+/// which keeps the loop from sleeping while jobs wait. Dropped unrun (the
+/// reactor drops its timers), it hands everything over, waiting if need be.
 struct Flush<C: Connector> {
     shared: Arc<Shared<C>>,
+    /// Already run (the drop then does nothing).
+    ran: bool,
+}
+
+impl<C: Connector> Flush<C> {
+    /// Schedules a flush for the pool of `shared` on the current loop.
+    fn arm(shared: &Arc<Shared<C>>) {
+        let flush = Flush {
+            shared: shared.clone(),
+            ran: false,
+        };
+        // Runs at the loop's next timer pass; dropped unrun (or off a loop,
+        // which `submit` rules out), it forwards all the same.
+        if let Some(handle) = weft::reactor::current() {
+            let _ = handle.call_soon(move || flush.run());
+        }
+    }
+
+    fn run(mut self) {
+        self.ran = true;
+        if !hand_over(&self.shared, false) {
+            Flush::arm(&self.shared);
+        }
+    }
 }
 
 impl<C: Connector> Drop for Flush<C> {
     fn drop(&mut self) {
-        hand_over_deferred(&self.shared);
+        if !self.ran {
+            hand_over(&self.shared, true);
+        }
     }
 }
 
-/// Hands over the jobs this thread deferred for the pool of `shared`, now
-/// (a flush; the owner's `close`, so that its own loop's jobs of this turn
-/// are handed over before the gate closes, as they were submitted before).
+/// Hands over the jobs this thread deferred for the pool of `shared`, now,
+/// waiting for the locks if need be (the owner's `close`, so that its own
+/// loop's jobs of this turn are handed over before the gate closes, as
+/// they were submitted before; a job handed over at once, behind them).
 pub(crate) fn hand_over_deferred<C: Connector>(shared: &Arc<Shared<C>>) {
+    hand_over(shared, true);
+}
+
+/// Hands over this thread's deferred jobs for the pool of `shared`
+/// (`Gate::hand_over`: `wait` or not); whether none is left. A flush that
+/// leaves some (not waiting) stays armed: the caller schedules the next.
+fn hand_over<C: Connector>(shared: &Arc<Shared<C>>, wait: bool) -> bool {
     let key = pool_key(shared);
-    let mut jobs = DEFERRED
+    let (mut jobs, mut held) = DEFERRED
         .try_with(|d| {
             let mut d = d.borrow_mut();
             d.iter_mut().find(|t| t.key == key).map(|t| {
                 // Handed over: its group takes no more writes.
                 t.open = None;
                 t.opening = false;
-                std::mem::take(&mut t.jobs)
+                t.armed = false;
+                (std::mem::take(&mut t.jobs), std::mem::take(&mut t.held))
             })
         })
         .ok()
         .flatten()
         .unwrap_or_default();
-    Gate::hand_over(shared, &mut jobs);
-    // The emptied list goes back for the next turn's jobs, so a turn's
-    // first submit does not allocate it again (unless jobs submitted
-    // meanwhile started a new one).
-    if jobs.capacity() > 0 {
-        let _ = DEFERRED.try_with(|d| {
-            if let Some(turn) = d.borrow_mut().iter_mut().find(|t| t.key == key)
-                && turn.jobs.capacity() == 0
-            {
-                turn.jobs = jobs;
-            }
-        });
+    let done = Gate::hand_over(shared, &mut jobs, &mut held, wait);
+    if done && jobs.capacity() == 0 {
+        return true;
+    }
+    // What is left goes back first, and the emptied list goes back for the
+    // next turn's jobs, so a turn's first submit does not allocate it
+    // again (unless jobs submitted meanwhile started a new one).
+    let mut left = Some((jobs, held));
+    let _ = DEFERRED.try_with(|d| {
+        let mut d = d.borrow_mut();
+        let Some(turn) = d.iter_mut().find(|t| t.key == key) else {
+            return;
+        };
+        let (mut jobs, mut held) = left.take().expect("taken once");
+        if !jobs.is_empty() {
+            // The gate was busy: none of them moved.
+            jobs.append(&mut turn.jobs);
+            turn.jobs = jobs;
+        } else if turn.jobs.capacity() == 0 {
+            turn.jobs = jobs;
+        }
+        if !held.is_empty() {
+            held.append(std::mem::take(&mut turn.held));
+            turn.held = held;
+        }
+        if !done {
+            turn.armed = true;
+        }
+    });
+    match left {
+        // No list to keep them in (the thread's locals are torn down).
+        Some((mut jobs, mut held)) if !done => Gate::hand_over(shared, &mut jobs, &mut held, true),
+        _ => done,
     }
 }
 
@@ -139,6 +206,9 @@ pub(super) struct Door<'a, C: Connector> {
 
 impl<C: Connector> Door<'_, C> {
     fn do_now(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
+        // Behind any job this thread still keeps for the pool (a flush
+        // that found a queue busy), as it was submitted after them.
+        hand_over(self.shared, true);
         let mut gate = lock(&self.shared.gate);
         match gate.state {
             Lifecycle::Running => gate.forward(self.shared, self.route, self.job, task),
@@ -178,7 +248,7 @@ impl<C: Connector> Worker for Door<'_, C> {
                     if self.cuts {
                         turn.open = None;
                     }
-                    turn.jobs.len() == 1
+                    !std::mem::replace(&mut turn.armed, true)
                 }
                 None => {
                     d.push(Turn {
@@ -186,6 +256,8 @@ impl<C: Connector> Worker for Door<'_, C> {
                         jobs: vec![pending],
                         open: None,
                         opening: self.opens,
+                        held: Held::default(),
+                        armed: true,
                     });
                     true
                 }
@@ -193,15 +265,7 @@ impl<C: Connector> Worker for Door<'_, C> {
         });
         match first {
             Ok(true) => {
-                let flush = Flush {
-                    shared: self.shared.clone(),
-                };
-                // Runs at the loop's next timer pass; dropped unrun (or
-                // off a loop, which `submit` rules out), it forwards all
-                // the same.
-                if let Some(handle) = weft::reactor::current() {
-                    let _ = handle.call_soon(move || drop(flush));
-                }
+                Flush::arm(self.shared);
                 Ok(())
             }
             Ok(false) => Ok(()),
@@ -212,5 +276,97 @@ impl<C: Connector> Worker for Door<'_, C> {
     fn quit(&self) -> Result<(), AlreadyQuit> {
         // A door serves one job; the pool's owner quits the threads.
         Err(AlreadyQuit(()))
+    }
+}
+
+/// How many tasks this loop thread holds back for the pool of `shared`
+/// (offered to a busy queue, not yet handed over).
+#[cfg(test)]
+fn held_here<C: Connector>(shared: &Arc<Shared<C>>) -> usize {
+    let key = pool_key(shared);
+    DEFERRED.with(|d| {
+        d.borrow()
+            .iter()
+            .find(|t| t.key == key)
+            .map_or(0, |t| t.held.writer.len() + t.held.group.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The turn's flush waits for no lock a connection thread holds.
+    //! Ordering by channels, never by sleeps; a loop that did wait for the
+    //! lock fails the test (the holder gives up after a long timeout).
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::held_here;
+    use crate::{ConnectionPool, DbError, SqliteConnector, lock};
+
+    type Order = std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>;
+
+    fn record(
+        order: &Order,
+        tag: &'static str,
+    ) -> impl FnOnce(&mut rusqlite::Connection) -> Result<(), DbError> + Send + 'static {
+        let order = order.clone();
+        move |_| {
+            order.lock().unwrap().push(tag);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_flush_while_a_thread_holds_the_writers_queue_lock_goes_on_and_hands_over_in_order_later() {
+        let reactor = weft::Reactor::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ConnectionPool::builder(SqliteConnector::new(dir.path().join("a.db")))
+            .max(1) // the writer alone
+            .build(&reactor.handle())
+            .unwrap();
+        let shared = pool.shared();
+        let order = Order::default();
+        let o = order.clone();
+        let out = reactor.run_until_complete(async move {
+            let handle = weft::reactor::current().unwrap();
+            pool.run_with_connection(|_| Ok::<_, DbError>(()))
+                .await
+                .unwrap();
+            let workers = lock(&shared.shared.gate).workers.clone().unwrap();
+            let (held_tx, held_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            // Stands in for the writer thread preempted with its queue's
+            // lock held.
+            let holder = std::thread::spawn(move || {
+                let writer = workers.writer.as_ref().unwrap();
+                writer.queue().with_lock_held(|| {
+                    held_tx.send(()).unwrap();
+                    release_rx
+                        .recv_timeout(Duration::from_secs(30))
+                        .expect("the loop waited for the queue's lock")
+                });
+            });
+            held_rx.recv().unwrap();
+            let a = shared.run_with_connection(record(&o, "1"));
+            let b = shared.run_with_connection(record(&o, "2"));
+            // Turns go by: the flush found the queue busy, kept both jobs
+            // and the loop went on.
+            for _ in 0..3 {
+                handle.sleep(Duration::ZERO).await.unwrap();
+            }
+            assert_eq!(held_here(&shared.shared), 2);
+            let c = shared.run_with_connection(record(&o, "3"));
+            handle.sleep(Duration::ZERO).await.unwrap();
+            assert!(o.lock().unwrap().is_empty(), "nothing ran yet");
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+            let out = (a.await, b.await, c.await);
+            assert_eq!(held_here(&shared.shared), 0);
+            out
+        });
+        let (a, b, c) = out.unwrap();
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(*order.lock().unwrap(), ["1", "2", "3"]);
     }
 }

@@ -76,3 +76,64 @@ fn loom_two_waiting_consumers_each_get_one_item_of_a_batch_of_two() {
 fn loom_spinning_queue_serves_a_spinner_and_a_waiter_from_a_batch_of_two() {
     loom::model(|| model_batch(spinning(), 2));
 }
+
+/// A producer that must not wait (`try_put_batch`) offers a batch of
+/// `Run(i)` items, `0..n`, while `consumers` threads take them: whenever
+/// the lock is held it gets the whole batch back (none queued) and offers
+/// it again after a yield. Every item is taken exactly once, and each
+/// consumer sees its items in the batch's order.
+fn model_try_batch(queue: Arc<BlockingQueue>, consumers: usize, n: usize) {
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let per = n / consumers;
+    let threads: Vec<_> = (0..consumers)
+        .map(|_| {
+            let (q, taken) = (queue.clone(), taken.clone());
+            thread::spawn(move || {
+                let mut mine = Vec::new();
+                for _ in 0..per {
+                    match q.get() {
+                        WorkItem::Run(task) => {
+                            task();
+                            mine.push(*taken.lock().last().expect("the task recorded itself"));
+                        }
+                        WorkItem::Stop => panic!("only tasks were put"),
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut items: Vec<WorkItem> = (0..n)
+        .map(|i| {
+            let taken = taken.clone();
+            WorkItem::Run(Box::new(move || taken.lock().push(i)))
+        })
+        .collect();
+    loop {
+        match queue.try_put_batch(items) {
+            Ok(()) => break,
+            Err(back) => {
+                assert_eq!(back.len(), n, "handed back whole");
+                items = back;
+                thread::yield_now();
+            }
+        }
+    }
+    for t in threads {
+        let mine = t.join().unwrap();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "in order: {mine:?}");
+    }
+    let mut all = taken.lock().clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "each exactly once");
+}
+
+#[test]
+fn loom_a_try_batch_racing_a_waiting_consumer_is_taken_whole_in_order() {
+    loom::model(|| model_try_batch(Arc::new(BlockingQueue::new()), 1, 2));
+}
+
+#[test]
+fn loom_a_try_batch_racing_a_spinner_and_a_waiter_serves_both() {
+    loom::model(|| model_try_batch(spinning(), 2, 2));
+}

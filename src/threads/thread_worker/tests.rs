@@ -231,3 +231,99 @@ fn a_batch_put_to_a_spinning_consumer_claims_it_and_signals_only_the_rest() {
     assert_eq!(state.signals, 0, "no waiter to signal");
     assert_eq!(state.items.len(), 1);
 }
+
+/// Runs `f` while another thread holds the queue's lock (a consumer
+/// preempted with it held); the lock is released when `f` returns.
+fn with_lock_held_elsewhere<R>(queue: &Arc<BlockingQueue>, f: impl FnOnce() -> R) -> R {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let q = queue.clone();
+    let holder = thread::spawn(move || {
+        let _state = q.state.lock();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    let out = f();
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    out
+}
+
+fn tag(item: &WorkItem) -> &'static str {
+    match item {
+        WorkItem::Run(_) => "run",
+        WorkItem::Stop => "stop",
+    }
+}
+
+#[test]
+fn a_try_put_batch_while_another_thread_holds_the_lock_hands_every_item_back_in_order() {
+    let queue = Arc::new(BlockingQueue::new());
+    let items = vec![WorkItem::Run(Box::new(|| ())), WorkItem::Stop];
+    let back = with_lock_held_elsewhere(&queue, || queue.try_put_batch(items));
+    let back = back.expect_err("the lock was held: nothing queued");
+    assert_eq!(back.iter().map(tag).collect::<Vec<_>>(), ["run", "stop"]);
+    assert!(queue.is_empty());
+    // Offered again once the lock is free: queued, in order.
+    assert!(queue.try_put_batch(back).is_ok());
+    assert_eq!(tag(&queue.get()), "run");
+    assert_eq!(tag(&queue.get()), "stop");
+}
+
+#[test]
+fn a_try_put_batch_signals_a_waiting_consumer_as_put_batch_does() {
+    let queue = Arc::new(BlockingQueue::new());
+    let got = consumer(&queue);
+    until(&queue, |s| s.waiters == 1);
+    assert!(queue.try_put_batch(vec![WorkItem::Stop]).is_ok());
+    assert!(is_stop(got.join().unwrap()));
+    assert_eq!(queue.state.lock().signals, 1);
+}
+
+#[test]
+fn try_do_work_batch_hands_back_busy_tasks_which_then_run_in_order_after_later_ones_wait() {
+    let queue = Arc::new(BlockingQueue::new());
+    let (start_tx, start_rx) = std::sync::mpsc::channel();
+    let worker = ThreadWorker::with_parts(SharedQueue(queue.clone()), move |body| {
+        start_tx.send(body).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let task = |i: u32| -> Task {
+        let order = order.clone();
+        Box::new(move || order.lock().push(i))
+    };
+    let back =
+        with_lock_held_elsewhere(&queue, || worker.try_do_work_batch(vec![task(1), task(2)]));
+    let back = back.unwrap().expect("the queue was busy: handed back");
+    assert_eq!(back.len(), 2);
+    assert!(queue.is_empty());
+    // The caller offers them again first, with what came after them.
+    let mut again = back;
+    again.push(task(3));
+    assert!(worker.try_do_work_batch(again).unwrap().is_none());
+    worker.quit().unwrap();
+    let Err(AlreadyQuit(refused)) = worker.try_do_work_batch(vec![task(4)]) else {
+        panic!("the worker quit: refused");
+    };
+    assert_eq!(refused.len(), 1);
+    start_rx.recv().unwrap()(); // the thread's body: runs the tasks, stops
+    assert_eq!(*order.lock(), [1, 2, 3]);
+}
+
+/// A queue shared through an `Arc`, as weft-db's groups share one.
+struct SharedQueue(Arc<BlockingQueue>);
+
+impl WorkQueue for SharedQueue {
+    fn put(&self, item: WorkItem) {
+        self.0.put(item);
+    }
+    fn get(&self) -> WorkItem {
+        self.0.get()
+    }
+    fn try_put_batch(&self, items: Vec<WorkItem>) -> Result<(), Vec<WorkItem>> {
+        self.0.try_put_batch(items)
+    }
+}
