@@ -21,32 +21,40 @@
 //! the outcome or hooks the cancel (weft-db) needs no second `Deferred`.
 //!
 //! Whether the job is still wanted is decided in one place, the record's
-//! `stage`, under its mutex:
+//! `slot` (`job/slot.rs`), a state word that moves the closure to the
+//! worker and the outcome back without a lock, so the loop never waits for
+//! a worker that holds one (a worker preempted while holding the record's
+//! lock kept the loop waiting for milliseconds, session 14):
 //!
 //! ```text
-//! Queued(f) --worker takes f--> Running --outcome--> Done(r) --taken--> Consumed
-//!     |                            |
-//!     +--cancel / resolve on the loop (first wins)--> Done(Cancelled or given)
+//! Queued(f) --worker start--> Running --worker post--> Done(r) --loop take--> Closed
+//!     |                          |                        |
+//!     +--- cancel / resolve on the loop (first wins) -----+--> Closed
+//!          (the loop's own outcome is kept loop-side)
 //!     +--discard (never run)--> Done(Cancelled)
 //! ```
 //!
-//! Whether the loop may see the outcome is not part of the stage: a `Done`
+//! Whether the loop may see the outcome is not part of the slot: a `Done`
 //! posted by a worker stays invisible until the loop delivers the record.
+//! An outcome the loop sets itself (a cancel, a resolve, `Stopped`) is
+//! kept in `local`, the record's loop-side part with the awaiter's waker
+//! and the submitter's canceller: a mutex only the loop thread takes (so
+//! never contended; a mutex only because the record must be `Sync`).
 //! That, and the rest of the loop's bookkeeping, is in `flags` (and the
 //! backlog key in `task`), a word only
 //! the loop thread touches (an atomic only because the record must be
 //! `Sync`; it orders nothing, so plain relaxed loads and stores):
 //! - `READY`: the outcome is visible (delivered, or settled on the loop);
 //! - `COUNTED`: the job is still in the loop's count of jobs in flight;
-//! - `PARKED`: an awaiter's waker is parked in the state.
+//! - `PARKED`: an awaiter's waker is parked in `local`;
+//! - `SETTLED`: the loop's own outcome waits in `local` (not in the slot).
 //!
 //! So the delivery takes no lock unless a waker is parked: it sets `READY`,
-//! leaves the count and wakes the awaiter. Per job the common path locks
-//! the record three times (was five or six): the worker's start and post,
-//! and the consumer's take. Each moves data in or out of the record, which
-//! safe Rust cannot do with an atomic alone. The loop's note of the backlog
-//! slot (`task`) is a loop-only word like `flags`, so it never meets a
-//! worker starting the job on the lock.
+//! leaves the count and wakes the awaiter. Per job the common path takes
+//! no lock on either side: the worker's start and post are one
+//! compare-and-swap each, the consumer's take one load and one store (was
+//! three lock and unlock pairs, one of them the loop's). The loop's note
+//! of the backlog slot (`task`) is a loop-only word like `flags`.
 //!
 //! The record carries only `Send` data: the awaiter's `Waker` is parked in
 //! it, and callbacks run in a local task that awaits it (`OnResult`), so the
@@ -93,8 +101,10 @@ use crate::error::ThreadError;
 use crate::loom::Mutex;
 use crate::reactor::{self, Deliver, Handle, Remote};
 use crate::threads::TaskKey;
+use slot::{Slot, Was};
 
 mod pool_side;
+mod slot;
 
 type Outcome<T, E> = Result<T, E>;
 
@@ -125,47 +135,31 @@ impl<T, E, F: FnOnce() -> Result<T, E> + Send + 'static> Call<T, E> for Fallible
 /// The canceller type of a job without one.
 pub(super) type NoCanceller = fn();
 
-enum Stage<T, E, F> {
-    Queued(F),
-    Running,
-    /// The outcome: posted by a worker (visible once delivered), or set on
-    /// the loop.
-    Done(Outcome<T, E>),
-    Consumed,
-}
-
-impl<T, E, F> Stage<T, E, F> {
-    /// Takes the outcome if this stage holds one, leaving `Consumed`; any
-    /// other stage stays as it was.
-    fn take_outcome(&mut self) -> Option<Outcome<T, E>> {
-        match std::mem::replace(self, Stage::Consumed) {
-            Stage::Done(outcome) => Some(outcome),
-            other => {
-                *self = other;
-                None
-            }
-        }
-    }
-}
-
-struct State<T, E, F, C> {
-    stage: Stage<T, E, F>,
-    /// The awaiter's waker (loop-side only: set by a poll, taken on delivery).
+/// The record's loop-side part: only the loop thread takes this lock.
+struct Local<T, E, C> {
+    /// The awaiter's waker (set by a poll, taken on delivery).
     waker: Option<Waker>,
-    /// The submitter's extra canceller (loop-side only): run by a cancel,
-    /// dropped by any other resolution.
+    /// The submitter's extra canceller: run by a cancel, dropped by any
+    /// other resolution.
     on_cancel: Option<C>,
+    /// The outcome the loop settled the job with (`SETTLED`).
+    settled: Option<Outcome<T, E>>,
 }
 
 /// `flags`: the outcome is visible on the loop.
 const READY: u8 = 1;
 /// `flags`: still in the loop's count of jobs in flight.
 const COUNTED: u8 = 2;
-/// `flags`: a waker is parked in `State::waker`.
+/// `flags`: a waker is parked in `Local::waker`.
 const PARKED: u8 = 4;
+/// `flags`: the loop's own outcome is in `Local::settled`.
+const SETTLED: u8 = 8;
 
 pub(super) struct Job<T, E, F, C> {
-    state: Mutex<State<T, E, F, C>>,
+    /// The closure to the worker, its outcome back (no lock: `slot.rs`).
+    slot: Slot<F, Outcome<T, E>>,
+    /// Loop-only: waker, canceller, the loop's own outcome.
+    local: Mutex<Local<T, E, C>>,
     /// Loop-only bookkeeping (`READY`, `COUNTED`, `PARKED`); see the module
     /// docs.
     flags: AtomicU8,
@@ -207,11 +201,35 @@ impl<T, E, F, C> Job<T, E, F, C> {
     /// borrow).
     #[inline]
     fn empty(&mut self) {
-        let st = self.state.get_mut();
+        let st = self.local.get_mut();
         // Each dropped in place (no tuple moved out and dropped whole).
         st.waker = None;
         st.on_cancel = None;
+        st.settled = None;
         self.span = None;
+    }
+
+    /// On the loop: takes the outcome if the job has one (visible or not):
+    /// the loop's own, else one a worker published; `None` if taken before
+    /// or not there yet.
+    fn take_done(&self) -> Option<Outcome<T, E>> {
+        let flags = self.flags();
+        if flags & SETTLED != 0 {
+            self.set_flags(flags & !SETTLED);
+            return self.local.lock().settled.take();
+        }
+        self.slot.take()
+    }
+
+    /// [`take_done`](Self::take_done) through a unique borrow (no lock, no
+    /// atomic read-modify-write).
+    fn take_done_mut(&mut self) -> Option<Outcome<T, E>> {
+        let flags = self.flags();
+        if flags & SETTLED != 0 {
+            self.set_flags(flags & !SETTLED);
+            return self.local.get_mut().settled.take();
+        }
+        self.slot.take_mut()
     }
 }
 
@@ -246,9 +264,8 @@ where
         let Some(record) = Arc::get_mut(&mut job) else {
             return Job::fresh(f, error, on_cancel, handle, in_flight, location);
         };
-        let st = record.state.get_mut();
-        st.stage = Stage::Queued(f);
-        st.on_cancel = on_cancel;
+        record.slot.refill(f);
+        record.local.get_mut().on_cancel = on_cancel;
         record.flags = AtomicU8::new(COUNTED);
         record.task = AtomicU64::new(0);
         if !Arc::ptr_eq(&record.in_flight, in_flight) {
@@ -271,10 +288,11 @@ where
         location: &'static Location<'static>,
     ) -> Arc<Self> {
         Arc::new(Job {
-            state: Mutex::new(State {
-                stage: Stage::Queued(f),
+            slot: Slot::new(f),
+            local: Mutex::new(Local {
                 waker: None,
                 on_cancel,
+                settled: None,
             }),
             flags: AtomicU8::new(COUNTED),
             task: AtomicU64::new(0),
@@ -297,21 +315,13 @@ where
     /// before it starts is dropped unrun (its outcome could never be
     /// delivered; a late poll of its `Deferred` gets `Cancelled`).
     fn start(&self) -> Option<F> {
-        let mut st = self.state.lock();
-        if !matches!(st.stage, Stage::Queued(_)) {
-            return None;
-        }
+        let f = self.slot.start()?;
         if self.remote.has_ended() {
-            let cancelled = Stage::Done(Err((self.error)(ThreadError::Cancelled)));
-            let f = std::mem::replace(&mut st.stage, cancelled);
-            drop(st);
-            drop(f); // the captures go outside the lock
+            drop(f);
+            let _ = self.slot.post(Err((self.error)(ThreadError::Cancelled)));
             return None;
         }
-        match std::mem::replace(&mut st.stage, Stage::Running) {
-            Stage::Queued(f) => Some(f),
-            _ => unreachable!("checked under the same lock"),
-        }
+        Some(f)
     }
 
     /// Queues the record on its loop; a loop that has ended drops it. The
@@ -327,40 +337,25 @@ where
     /// The job will never run (dropped by a stopped worker, a discarded
     /// backlog): report `Cancelled`, dropping the closure now.
     fn discard(self: Arc<Self>) {
-        let f = {
-            let mut st = self.state.lock();
-            if !matches!(st.stage, Stage::Queued(_)) {
-                return;
-            }
-            std::mem::replace(
-                &mut st.stage,
-                Stage::Done(Err((self.error)(ThreadError::Cancelled))),
-            )
-        };
-        drop(f); // the captures go outside the lock
-        self.send();
+        let Some(f) = self.slot.start() else { return };
+        drop(f);
+        if self.slot.post(Err((self.error)(ThreadError::Cancelled))) {
+            self.send();
+        }
     }
 
     /// Stores the outcome and queues the record on the loop, if the job is
-    /// still wanted.
+    /// still wanted (a cancelled job's late outcome is dropped here).
     fn post(self: Arc<Self>, outcome: Outcome<T, E>) {
-        {
-            let mut st = self.state.lock();
-            if !matches!(st.stage, Stage::Running) {
-                drop(st);
-                drop(outcome); // cancelled while running: dropped here
-                return;
-            }
-            st.stage = Stage::Done(outcome);
+        if self.slot.post(outcome) {
+            self.send();
         }
-        self.send();
     }
 
     /// The submitter got its job back refused: nothing will be posted.
     pub(super) fn refuse(&self) {
         self.set_flags(READY);
-        let old = std::mem::replace(&mut self.state.lock().stage, Stage::Consumed);
-        drop(old);
+        drop(self.slot.close());
     }
 
     /// On the loop: makes `outcome` the job's result unless it has one; the
@@ -372,11 +367,13 @@ where
         if flags & READY != 0 {
             return Err(outcome);
         }
-        self.set_flags(READY);
-        let (old, waker, on_cancel) = {
-            let mut st = self.state.lock();
-            let old = std::mem::replace(&mut st.stage, Stage::Done(outcome));
-            (old, st.waker.take(), st.on_cancel.take())
+        self.set_flags(READY | SETTLED);
+        // A worker that has the job keeps it; a posted outcome comes back.
+        let old = self.slot.close();
+        let (waker, on_cancel) = {
+            let mut st = self.local.lock();
+            st.settled = Some(outcome);
+            (st.waker.take(), st.on_cancel.take())
         };
         // Loop-only: a plain load and store, no read-modify-write.
         let task = TaskKey::from_word(self.task.load(Ordering::Relaxed));
@@ -384,8 +381,8 @@ where
         drop(on_cancel); // resolved: the canceller will never run
         let counted = flags & COUNTED != 0;
         // Only unstarted work is withdrawn from the backlog.
-        let task = task.filter(|_| matches!(old, Stage::Queued(_)));
-        drop(old); // the closure or a posted outcome, outside the lock
+        let task = task.filter(|_| matches!(old, Was::Queued(_)));
+        drop(old); // the closure or a posted outcome
         let drained = counted && self.in_flight.leave();
         if drained || task.is_some() {
             if let Some(threads) = Threads::of_remote(&self.remote) {
@@ -409,12 +406,6 @@ where
             return None;
         }
         self.take_done()
-    }
-
-    /// Takes the outcome if the stage holds one (visible or not), leaving
-    /// `Consumed`; any other stage stays as it was.
-    fn take_done(&self) -> Option<Outcome<T, E>> {
-        self.state.lock().stage.take_outcome()
     }
 
     /// The outcome for a consumer that cannot wait any longer: the one that
@@ -468,7 +459,7 @@ impl<T, E, F, C> Job<T, E, F, C> {
     #[cold]
     fn deliver_rare(&self, flags: u8) {
         let waker = if flags & PARKED != 0 {
-            self.state.lock().waker.take()
+            self.local.lock().waker.take()
         } else {
             None
         };
@@ -514,7 +505,7 @@ where
             };
         }
         {
-            let mut st = self.state.lock();
+            let mut st = self.local.lock();
             match &mut st.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -538,7 +529,7 @@ where
     ) -> Poll<Outcome<T, E>> {
         if self.flags() & READY != 0 {
             if let Some(record) = Arc::get_mut(&mut self) {
-                if let Some(outcome) = record.state.get_mut().stage.take_outcome() {
+                if let Some(outcome) = record.take_done_mut() {
                     record.empty();
                     // Unique since the check above: no second one.
                     if !self.remote.has_ended() {
@@ -563,7 +554,7 @@ where
         if self.flags() & READY != 0 {
             return;
         }
-        let on_cancel = self.state.lock().on_cancel.take();
+        let on_cancel = self.local.lock().on_cancel.take();
         if let Some(on_cancel) = on_cancel {
             on_cancel();
         }
@@ -580,8 +571,8 @@ where
         if record.remote.has_ended() {
             return; // kept, it would keep its ended reactor alive
         }
-        let stage = std::mem::replace(&mut record.state.get_mut().stage, Stage::Consumed);
-        drop(stage); // may run user code: before the list is borrowed
+        // May run user code: before the list is borrowed.
+        record.slot.clear();
         record.empty();
         recycle::give(self);
     }
@@ -658,14 +649,15 @@ impl<T, E, F, C> Job<T, E, F, C> {
     fn abandon(&self, f: Callback<T, E>) {
         let flags = self.flags();
         self.set_flags(flags | READY);
-        let old = std::mem::replace(&mut self.state.lock().stage, Stage::Consumed);
-        let outcome = match old {
-            Stage::Done(outcome) if flags & READY != 0 => outcome,
-            other => {
-                drop(other); // a closure or posted outcome, outside the lock
-                Err((self.error)(ThreadError::Cancelled))
-            }
+        // The visible outcome if there is one; whatever else is given up (a
+        // closure or an undelivered outcome, dropped here).
+        let visible = if flags & READY != 0 {
+            self.take_done()
+        } else {
+            None
         };
+        drop(self.slot.close());
+        let outcome = visible.unwrap_or_else(|| Err((self.error)(ThreadError::Cancelled)));
         span::in_span(self.span(), || f(outcome));
     }
 }
