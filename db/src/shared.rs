@@ -47,8 +47,22 @@
 //!   dropping its timers unrun), so a deferred job is always forwarded,
 //!   kept for the start, or refused (and answered `Stopped`) by the gate's
 //!   state at that instant, like a job handed over directly.
-//! - At most one `Flush` per (loop thread, pool) is pending: the job that
-//!   finds the list empty schedules it, and the flush empties the list.
+//! - A `Flush` the loop runs waits for no lock another thread holds
+//!   (`try_lock` on the gate, `ThreadWorker::try_do_work_batch` on a
+//!   thread's queue): a connection thread preempted on another CPU while
+//!   it holds its queue's lock (it takes it for every job it gets) kept
+//!   the loop waiting for milliseconds (up to 3.7 ms, session 14). What
+//!   it cannot hand over stays on this loop thread (a busy queue's tasks,
+//!   sorted, in `Held`, offered first next time; everything, if the gate
+//!   is busy) and the flush schedules itself for the next turn, so the
+//!   loop does not sleep while jobs wait, and each queue still gets its
+//!   jobs in submission order. A `Flush` dropped unrun, the owner's
+//!   close, and a job handed over at once (which first hands over what
+//!   this thread still holds, as it came after those) take the locks as
+//!   they come.
+//! - At most one `Flush` per (loop thread, pool) is pending while the loop
+//!   runs: a job schedules one unless the list is armed, and the flush
+//!   disarms it (and re-arms it if it leaves jobs behind).
 //! - The list, the flush and the `Door` live in `shared/turn.rs`; the list
 //!   also keeps the write group open for joiners (`group.rs`), closed by
 //!   the flush and by any later job for the writer.

@@ -433,7 +433,8 @@ where
     /// No lock unless a waker is parked.
     fn deliver(self: Arc<Self>) {
         let flags = self.flags();
-        self.set_flags(READY);
+        // A job the loop settled first keeps its own outcome.
+        self.set_flags(READY | (flags & SETTLED));
         // The usual case: counted, no awaiter parked, not settled before.
         if flags == COUNTED {
             if self.in_flight.leave() {
