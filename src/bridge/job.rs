@@ -662,3 +662,6 @@ impl<T, E, F, C> Job<T, E, F, C> {
         span::in_span(self.span(), || f(outcome));
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;
