@@ -195,7 +195,7 @@ impl<T, E, F, C> Job<T, E, F, C> {
         self.span.as_ref()
     }
 
-    /// Drops what a spent record still holds besides its stage (waker,
+    /// Drops what a spent record still holds besides its slot (waker,
     /// canceller, span), as a plain drop would: user code may run, so this
     /// comes before the record is given to the free list (never under its
     /// borrow).
@@ -205,7 +205,6 @@ impl<T, E, F, C> Job<T, E, F, C> {
         // Each dropped in place (no tuple moved out and dropped whole).
         st.waker = None;
         st.on_cancel = None;
-        st.settled = None;
         self.span = None;
     }
 
@@ -574,6 +573,7 @@ where
         }
         // May run user code: before the list is borrowed.
         record.slot.clear();
+        record.local.get_mut().settled = None;
         record.empty();
         recycle::give(self);
     }

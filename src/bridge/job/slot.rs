@@ -173,6 +173,7 @@ impl<F, R> Slot<F, R> {
 
     /// Through a unique borrow: the outcome if one was published (as
     /// [`take`](Self::take), with no atomic read-modify-write).
+    #[inline]
     pub(super) fn take_mut(&mut self) -> Option<R> {
         if self.state.load(Ordering::Relaxed) != DONE {
             return None;
@@ -189,10 +190,12 @@ impl<F, R> Slot<F, R> {
         drop(self.posted.get_mut(Option::take));
     }
 
-    /// Through a unique borrow: queues `f` again (a reused record, cleared
-    /// before).
+    /// Through a unique borrow: queues `f` again (a reused record: its
+    /// closure and outcome were taken or dropped when it was spent, so
+    /// there is nothing to clear; were there, the assignments would drop
+    /// it).
+    #[inline]
     pub(super) fn refill(&mut self, f: F) {
-        self.clear();
         self.call.get_mut(|c| *c = Some(f));
         self.state.store(QUEUED, Ordering::Relaxed);
     }
