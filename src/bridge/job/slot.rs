@@ -166,7 +166,7 @@ impl<F, R> Slot<F, R> {
 
     /// Whether a worker has taken the closure and not yet published an
     /// outcome that the loop could see.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(super) fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == RUNNING
     }
