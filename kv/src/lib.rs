@@ -167,9 +167,9 @@
 //!   connection thread's queue whose lock is held (its jobs stay on the
 //!   loop, first in line, and the next turn offers them again); and a
 //!   job's closure and outcome move through a state word, not a lock
-//!   (session 15: `loop_lock_waits.sh`, six 3 s recordings each, 90/10
-//!   and 10/90, the loop's futex waits on these two locks went from 61,
-//!   4 of them over 0.5 ms and up to 5.0 ms, to none). What remains is
+//!   (session 15: `loop_lock_waits.sh`, ten 3 s recordings each, 90/10
+//!   and 10/90, the loop's futex waits on these two locks went from 93,
+//!   9 of them over 0.5 ms and up to 5.0 ms, to none). What remains is
 //!   outside the process: other processes and kernel threads on the
 //!   loop's CPU, and steal.
 //!   Off by default; kv-load's `--client-cpus` and `--extra`/`--extra-twin`
