@@ -92,10 +92,14 @@ pub(crate) enum Message {
     Deliver(std::sync::Arc<dyn Deliver>),
 }
 
-/// A message queued for the loop, with where it was queued from.
+/// A message queued for the loop, with where it was queued from and its
+/// push's sequence number (the order the loop runs it in). The lanes and
+/// the loop's batch hold the same type, so a drain can hand a whole lane
+/// over by swapping buffers ([`Inbox::drain_into`]).
 pub(crate) struct Job {
     pub(crate) message: Message,
     pub(crate) location: &'static Location<'static>,
+    seq: u64,
 }
 
 /// Why [`Inbox::push_within`] did not queue a job; either way it is handed
@@ -181,13 +185,7 @@ struct Lane {
 
 /// A lane's guarded part: `None` once closed.
 struct LaneQueue {
-    jobs: Option<VecDeque<Entry>>,
-}
-
-/// A job with its push's sequence number (the order the loop runs it in).
-struct Entry {
-    seq: u64,
-    job: Job,
+    jobs: Option<VecDeque<Job>>,
 }
 
 /// A counter on cache lines of its own.
@@ -197,19 +195,37 @@ struct Counter(AtomicU64);
 /// The loop's side of the lanes: per lane, the jobs it took from that
 /// lane and has not handed over yet (those after a gap in the sequence,
 /// see [`Inbox::drain_into`]; usually none), in a buffer the loop swaps
-/// with the lane's when it takes a whole lane.
+/// with the lane's when it takes a whole lane. What every drain reads
+/// comes first, next to the lock; the buffers are read only when the
+/// mask says they hold jobs (`repr(C)`: in this order).
+#[repr(C)]
 struct Merge {
-    held: [VecDeque<Entry>; LANES],
-    /// When the jobs now held were taken from their lanes (with a clock).
-    held_since: Option<Duration>,
     /// The lane the last drain found jobs in first: where the next starts.
     start: usize,
+    /// Bit `i`: `held[i]` holds jobs.
+    holding: u32,
+    /// When the jobs now held were taken from their lanes (with a clock;
+    /// `None` while none are held).
+    held_since: Option<Duration>,
+    held: [VecDeque<Job>; LANES],
 }
 
 impl Merge {
+    /// How many jobs the loop holds.
     fn held(&self) -> usize {
-        self.held.iter().map(VecDeque::len).sum()
+        lanes_of(self.holding).map(|i| self.held[i].len()).sum()
     }
+}
+
+/// The lanes whose bits are set in `bits`, lowest first.
+fn lanes_of(mut bits: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (bits != 0).then(|| {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            i
+        })
+    })
 }
 
 impl<W: Wake> Inbox<W> {
@@ -240,9 +256,10 @@ impl<W: Wake> Inbox<W> {
             claims: Counter(AtomicU64::new(0)),
             taken: Counter(AtomicU64::new(0)),
             merge: Mutex::new(Merge {
-                held: std::array::from_fn(|_| VecDeque::new()),
-                held_since: None,
                 start: 0,
+                holding: 0,
+                held_since: None,
+                held: std::array::from_fn(|_| VecDeque::new()),
             }),
             wake: WakeState::new(),
             waker,
@@ -357,12 +374,10 @@ impl<W: Wake> Inbox<W> {
                 lane.stamp.claim(first);
             }
         }
-        jobs.push_back(Entry {
+        jobs.push_back(Job {
+            message: message(item),
+            location,
             seq,
-            job: Job {
-                message: message(item),
-                location,
-            },
         });
         Ok(first)
     }
@@ -432,7 +447,7 @@ impl<W: Wake> Inbox<W> {
 
     /// Loop: moves the queued jobs into `into` (which must be empty), in
     /// the order of their pushes: every job pushed before the drain read
-    /// the sequence counter, and those pushed since that follow them
+    /// the sequence counter, and maybe some pushed since that follow them
     /// without a gap.
     ///
     /// Why nothing before the read is missed: a push takes its number and
@@ -457,9 +472,15 @@ impl<W: Wake> Inbox<W> {
     /// nothing else yields the CPU first (the lock's holder may be waiting
     /// for this CPU).
     ///
-    /// Each lane's buffer is swapped whole with the loop's (emptied and
-    /// reset) one for that lane, so both keep their capacity and producers
-    /// fill the handed-back buffer from its front.
+    /// The common case, one lane holding every job from the next number on
+    /// without a gap (one producer, or producers on one CPU; always a call
+    /// into an idle loop), swaps that lane's buffer with `into` (emptied
+    /// and reset): the loop touches one lane and the merge's first line,
+    /// as the single queue's swap did. Otherwise each lane's buffer is
+    /// swapped whole with the loop's (emptied and reset) one for that lane
+    /// and the lanes are merged ([`merge_lanes`](Self::merge_lanes)).
+    /// Either way both buffers keep their capacity and producers fill the
+    /// handed-back buffer from its front.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<Job>) {
         debug_assert!(into.is_empty());
         // Nothing pushed since the last drain: one load per idle turn.
@@ -470,11 +491,71 @@ impl<W: Wake> Inbox<W> {
         let merge = &mut *merge;
         let taken = self.taken.0.load(Ordering::Relaxed);
         let claimed = self.claims.0.load(Ordering::Acquire);
+        let next = match self.take_one_lane(merge, taken, claimed, into) {
+            Some(next) => next,
+            None => self.merge_lanes(merge, taken, claimed, into),
+        };
+        self.taken.0.store(next, Ordering::Release);
+    }
+
+    /// The common case of [`drain_into`](Self::drain_into): the loop holds
+    /// no job, and the first lane with jobs (from `merge.start` on) holds
+    /// every job from `taken` on, in one run, at least up to `claimed`. It
+    /// is swapped with `into` whole; returns the number after its last job.
+    /// `None` (nothing taken): the lanes must be merged. A lane a producer
+    /// holds ends the search there (the merge skips it).
+    #[inline]
+    fn take_one_lane(
+        &self,
+        merge: &mut Merge,
+        taken: u64,
+        claimed: u64,
+        into: &mut VecDeque<Job>,
+    ) -> Option<u64> {
+        if merge.holding != 0 {
+            return None;
+        }
+        for k in 0..LANES {
+            let i = (merge.start + k) % LANES;
+            let mut queue = self.lanes[i].queue.try_lock()?;
+            let Some(jobs) = queue.jobs.as_mut().filter(|q| !q.is_empty()) else {
+                continue;
+            };
+            let (first, last) = (jobs.front()?.seq, jobs.back()?.seq);
+            let len = jobs.len() as u64;
+            // Numbers in a lane only grow: first to last without a gap.
+            if first != taken || last + 1 - first != len || taken + len < claimed {
+                return None;
+            }
+            // On an empty deque `clear` only resets the start.
+            into.clear();
+            std::mem::swap(jobs, into);
+            merge.start = i;
+            return Some(taken + len);
+        }
+        None
+    }
+
+    /// The general case of [`drain_into`](Self::drain_into): takes every
+    /// lane with jobs (but one a producer holds) into the loop's buffers,
+    /// then moves the jobs into `into` by number, up to the first gap.
+    /// Returns the number after the last job moved.
+    #[inline(never)]
+    fn merge_lanes(
+        &self,
+        merge: &mut Merge,
+        taken: u64,
+        claimed: u64,
+        into: &mut VecDeque<Job>,
+    ) -> u64 {
         // Every job held was pushed before this read: all below `claimed`.
         let mut below = merge.held() as u64;
         let want = claimed - taken;
         let mut first_lane = None;
         let mut skipped = false;
+        // The lanes the loop holds jobs of (taken now or after an earlier
+        // gap).
+        let mut active = merge.holding;
         for k in 0..LANES {
             if below == want {
                 break;
@@ -500,16 +581,9 @@ impl<W: Wake> Inbox<W> {
                 held.extend(jobs.drain(..));
             }
             drop(queue);
+            active |= 1 << i;
             first_lane.get_or_insert(i);
         }
-        // The lanes the loop holds jobs of (taken now or after an earlier
-        // gap).
-        let active = merge
-            .held
-            .iter()
-            .enumerate()
-            .filter(|(_, held)| !held.is_empty())
-            .fold(0u32, |bits, (i, _)| bits | 1 << i);
         debug_assert!(
             below == want || (skipped && below < want),
             "a job numbered below the count is missing"
@@ -528,23 +602,20 @@ impl<W: Wake> Inbox<W> {
                 .zip(taken..)
                 .take_while(|(e, seq)| e.seq == *seq)
                 .count();
-            into.extend(held.drain(..run).map(|e| e.job));
+            into.extend(held.drain(..run));
             next += run as u64;
         } else {
             into.reserve(want as usize);
             loop {
                 let before = next;
-                let mut lanes = active;
-                while lanes != 0 {
-                    let i = lanes.trailing_zeros() as usize;
-                    lanes &= lanes - 1;
+                for i in lanes_of(active) {
                     let held = &mut merge.held[i];
                     while let Some(e) = held.pop_front() {
                         if e.seq != next {
                             held.push_front(e);
                             break;
                         }
-                        into.push_back(e.job);
+                        into.push_back(e);
                         next += 1;
                     }
                 }
@@ -561,11 +632,14 @@ impl<W: Wake> Inbox<W> {
             // push rather than wait out the loop's time slice.
             crate::loom::thread::yield_now();
         }
-        self.taken.0.store(next, Ordering::Release);
+        merge.holding = lanes_of(active)
+            .filter(|&i| !merge.held[i].is_empty())
+            .fold(0, |bits, i| bits | 1 << i);
         merge.held_since = match &self.clock {
-            Some(clock) if merge.held() != 0 => Some(clock.now()),
+            Some(clock) if merge.holding != 0 => Some(clock.now()),
             _ => None,
         };
+        next
     }
 
     /// Loop, before blocking: reports whether it may block (`false`: work
@@ -622,17 +696,18 @@ impl<W: Wake> Inbox<W> {
     pub(crate) fn close(&self) -> VecDeque<Job> {
         let mut merge = self.merge.lock();
         let mut queues: Vec<_> = self.lanes.iter().map(|l| l.queue.lock()).collect();
-        let mut left: Vec<Entry> = merge.held.iter_mut().flat_map(|h| h.drain(..)).collect();
+        let mut left: Vec<Job> = merge.held.iter_mut().flat_map(|h| h.drain(..)).collect();
         for queue in &mut queues {
             left.extend(queue.jobs.take().into_iter().flatten());
         }
         // No push can number itself while every lane is locked.
         let claimed = self.claims.0.load(Ordering::Acquire);
         self.taken.0.store(claimed, Ordering::Release);
+        merge.holding = 0;
         merge.held_since = None;
         drop(queues);
         left.sort_unstable_by_key(|e| e.seq);
-        left.into_iter().map(|e| e.job).collect()
+        left.into()
     }
 
     pub(crate) fn pushes(&self) -> u64 {
@@ -658,7 +733,7 @@ impl<W: Wake> Inbox<W> {
         };
         let mut oldest = {
             let merge = self.merge.lock();
-            merge.held_since.filter(|_| merge.held() != 0)
+            merge.held_since.filter(|_| merge.holding != 0)
         };
         for lane in &self.lanes {
             let queue = lane.queue.lock();

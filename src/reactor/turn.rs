@@ -272,7 +272,9 @@ impl Inner {
 
     #[inline(always)]
     fn run_job(&self, kind: usize, job: Job) {
-        let Job { message, location } = job;
+        let Job {
+            message, location, ..
+        } = job;
         let outcome = catch_unwind(AssertUnwindSafe(|| match message {
             Message::Call(f) => f.call(),
             Message::Deliver(d) => d.deliver(),
