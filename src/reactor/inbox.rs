@@ -71,6 +71,7 @@ use crate::loom::{Mutex, SpinGate};
 use crate::time::Clock;
 
 pub(crate) mod cpu;
+mod drain;
 mod stamp;
 mod wake;
 
@@ -92,10 +93,14 @@ pub(crate) enum Message {
     Deliver(std::sync::Arc<dyn Deliver>),
 }
 
-/// A message queued for the loop, with where it was queued from.
+/// A message queued for the loop, with where it was queued from and its
+/// push's sequence number (the order the loop runs it in). The lanes and
+/// the loop's batch hold the same type, so a drain can hand a whole lane
+/// over by swapping buffers ([`Inbox::drain_into`]).
 pub(crate) struct Job {
     pub(crate) message: Message,
     pub(crate) location: &'static Location<'static>,
+    seq: u64,
 }
 
 /// Why [`Inbox::push_within`] did not queue a job; either way it is handed
@@ -181,13 +186,7 @@ struct Lane {
 
 /// A lane's guarded part: `None` once closed.
 struct LaneQueue {
-    jobs: Option<VecDeque<Entry>>,
-}
-
-/// A job with its push's sequence number (the order the loop runs it in).
-struct Entry {
-    seq: u64,
-    job: Job,
+    jobs: Option<VecDeque<Job>>,
 }
 
 /// A counter on cache lines of its own.
@@ -197,19 +196,37 @@ struct Counter(AtomicU64);
 /// The loop's side of the lanes: per lane, the jobs it took from that
 /// lane and has not handed over yet (those after a gap in the sequence,
 /// see [`Inbox::drain_into`]; usually none), in a buffer the loop swaps
-/// with the lane's when it takes a whole lane.
+/// with the lane's when it takes a whole lane. What every drain reads
+/// comes first, next to the lock; the buffers are read only when the
+/// mask says they hold jobs (`repr(C)`: in this order).
+#[repr(C)]
 struct Merge {
-    held: [VecDeque<Entry>; LANES],
-    /// When the jobs now held were taken from their lanes (with a clock).
-    held_since: Option<Duration>,
     /// The lane the last drain found jobs in first: where the next starts.
     start: usize,
+    /// Bit `i`: `held[i]` holds jobs.
+    holding: u32,
+    /// When the jobs now held were taken from their lanes (with a clock;
+    /// `None` while none are held).
+    held_since: Option<Duration>,
+    held: [VecDeque<Job>; LANES],
 }
 
 impl Merge {
+    /// How many jobs the loop holds.
     fn held(&self) -> usize {
-        self.held.iter().map(VecDeque::len).sum()
+        lanes_of(self.holding).map(|i| self.held[i].len()).sum()
     }
+}
+
+/// The lanes whose bits are set in `bits`, lowest first.
+fn lanes_of(mut bits: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (bits != 0).then(|| {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            i
+        })
+    })
 }
 
 impl<W: Wake> Inbox<W> {
@@ -240,9 +257,10 @@ impl<W: Wake> Inbox<W> {
             claims: Counter(AtomicU64::new(0)),
             taken: Counter(AtomicU64::new(0)),
             merge: Mutex::new(Merge {
-                held: std::array::from_fn(|_| VecDeque::new()),
-                held_since: None,
                 start: 0,
+                holding: 0,
+                held_since: None,
+                held: std::array::from_fn(|_| VecDeque::new()),
             }),
             wake: WakeState::new(),
             waker,
@@ -357,12 +375,10 @@ impl<W: Wake> Inbox<W> {
                 lane.stamp.claim(first);
             }
         }
-        jobs.push_back(Entry {
+        jobs.push_back(Job {
+            message: message(item),
+            location,
             seq,
-            job: Job {
-                message: message(item),
-                location,
-            },
         });
         Ok(first)
     }
@@ -430,144 +446,6 @@ impl<W: Wake> Inbox<W> {
         self.wake.notify(&self.waker);
     }
 
-    /// Loop: moves the queued jobs into `into` (which must be empty), in
-    /// the order of their pushes: every job pushed before the drain read
-    /// the sequence counter, and those pushed since that follow them
-    /// without a gap.
-    ///
-    /// Why nothing before the read is missed: a push takes its number and
-    /// queues its job under its lane's lock, and the loop reads the counter
-    /// before it locks any lane. A push numbered below the count read
-    /// either left its lane's lock before the loop took it (its job is
-    /// there) or took it after, which would make the loop's read happen
-    /// before that push's increment and yet see it (impossible). Later
-    /// pushes may land in a lane the loop has already left; one after such
-    /// a gap is held (in `merge`) until the next drain: a call made after
-    /// another that happened before it always runs after it (the counter's
-    /// increments are ordered as the pushes are), and the loop never waits
-    /// for a push (a gap is for the next turn; its push wakes the loop if
-    /// it sleeps by then).
-    ///
-    /// Nor does it wait for a lane's lock: a lane whose lock a producer
-    /// holds (mid-push, or preempted there on another CPU, which can last
-    /// milliseconds) is skipped this turn, as if its jobs had not arrived.
-    /// Its jobs are then the gap the merge stops at, and `prepare_to_sleep`
-    /// keeps the loop awake while any job numbered below the count is not
-    /// taken, so the next turn's drain finds them. A drain that took
-    /// nothing else yields the CPU first (the lock's holder may be waiting
-    /// for this CPU).
-    ///
-    /// Each lane's buffer is swapped whole with the loop's (emptied and
-    /// reset) one for that lane, so both keep their capacity and producers
-    /// fill the handed-back buffer from its front.
-    pub(crate) fn drain_into(&self, into: &mut VecDeque<Job>) {
-        debug_assert!(into.is_empty());
-        // Nothing pushed since the last drain: one load per idle turn.
-        if self.claims.0.load(Ordering::Acquire) == self.taken.0.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut merge = self.merge.lock();
-        let merge = &mut *merge;
-        let taken = self.taken.0.load(Ordering::Relaxed);
-        let claimed = self.claims.0.load(Ordering::Acquire);
-        // Every job held was pushed before this read: all below `claimed`.
-        let mut below = merge.held() as u64;
-        let want = claimed - taken;
-        let mut first_lane = None;
-        let mut skipped = false;
-        for k in 0..LANES {
-            if below == want {
-                break;
-            }
-            let i = (merge.start + k) % LANES;
-            let held = &mut merge.held[i];
-            let Some(mut queue) = self.lanes[i].queue.try_lock() else {
-                // Held by a producer: for the next turn (see above).
-                skipped = true;
-                continue;
-            };
-            let Some(jobs) = queue.jobs.as_mut().filter(|q| !q.is_empty()) else {
-                continue;
-            };
-            below += jobs.partition_point(|e| e.seq < claimed) as u64;
-            if held.is_empty() {
-                // Handed back from its front: a burst fills it from there,
-                // in one piece (no wrap, no copy of a wrapped part when it
-                // grows). On an empty deque `clear` only resets the start.
-                held.clear();
-                std::mem::swap(jobs, held);
-            } else {
-                held.extend(jobs.drain(..));
-            }
-            drop(queue);
-            first_lane.get_or_insert(i);
-        }
-        // The lanes the loop holds jobs of (taken now or after an earlier
-        // gap).
-        let active = merge
-            .held
-            .iter()
-            .enumerate()
-            .filter(|(_, held)| !held.is_empty())
-            .fold(0u32, |bits, (i, _)| bits | 1 << i);
-        debug_assert!(
-            below == want || (skipped && below < want),
-            "a job numbered below the count is missing"
-        );
-        if let Some(i) = first_lane {
-            merge.start = i;
-        }
-        // Merge by sequence number, up to the first gap.
-        let mut next = taken;
-        if active.count_ones() == 1 {
-            // One lane (one producer, or producers on one CPU): it is in
-            // order; hand over its run without a gap.
-            let held = &mut merge.held[active.trailing_zeros() as usize];
-            let run = held
-                .iter()
-                .zip(taken..)
-                .take_while(|(e, seq)| e.seq == *seq)
-                .count();
-            into.extend(held.drain(..run).map(|e| e.job));
-            next += run as u64;
-        } else {
-            into.reserve(want as usize);
-            loop {
-                let before = next;
-                let mut lanes = active;
-                while lanes != 0 {
-                    let i = lanes.trailing_zeros() as usize;
-                    lanes &= lanes - 1;
-                    let held = &mut merge.held[i];
-                    while let Some(e) = held.pop_front() {
-                        if e.seq != next {
-                            held.push_front(e);
-                            break;
-                        }
-                        into.push_back(e.job);
-                        next += 1;
-                    }
-                }
-                if next == before {
-                    break;
-                }
-            }
-        }
-        debug_assert!(next >= claimed || skipped);
-        if skipped && into.is_empty() {
-            // Nothing taken but a producer's lane: the loop will turn again
-            // for it at once. Give the CPU up first, so a producer that
-            // was preempted on this CPU with the lock held can finish its
-            // push rather than wait out the loop's time slice.
-            crate::loom::thread::yield_now();
-        }
-        self.taken.0.store(next, Ordering::Release);
-        merge.held_since = match &self.clock {
-            Some(clock) if merge.held() != 0 => Some(clock.now()),
-            _ => None,
-        };
-    }
-
     /// Loop, before blocking: reports whether it may block (`false`: work
     /// arrived, or `other_work` says there is some; the loop stays awake).
     /// See [`WakeState::prepare_to_sleep`]. The re-check reads the
@@ -622,17 +500,18 @@ impl<W: Wake> Inbox<W> {
     pub(crate) fn close(&self) -> VecDeque<Job> {
         let mut merge = self.merge.lock();
         let mut queues: Vec<_> = self.lanes.iter().map(|l| l.queue.lock()).collect();
-        let mut left: Vec<Entry> = merge.held.iter_mut().flat_map(|h| h.drain(..)).collect();
+        let mut left: Vec<Job> = merge.held.iter_mut().flat_map(|h| h.drain(..)).collect();
         for queue in &mut queues {
             left.extend(queue.jobs.take().into_iter().flatten());
         }
         // No push can number itself while every lane is locked.
         let claimed = self.claims.0.load(Ordering::Acquire);
         self.taken.0.store(claimed, Ordering::Release);
+        merge.holding = 0;
         merge.held_since = None;
         drop(queues);
         left.sort_unstable_by_key(|e| e.seq);
-        left.into_iter().map(|e| e.job).collect()
+        left.into()
     }
 
     pub(crate) fn pushes(&self) -> u64 {
@@ -658,7 +537,7 @@ impl<W: Wake> Inbox<W> {
         };
         let mut oldest = {
             let merge = self.merge.lock();
-            merge.held_since.filter(|_| merge.held() != 0)
+            merge.held_since.filter(|_| merge.holding != 0)
         };
         for lane in &self.lanes {
             let queue = lane.queue.lock();

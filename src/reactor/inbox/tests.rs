@@ -629,3 +629,71 @@ fn a_drain_skips_a_lane_whose_lock_a_producer_holds_and_keeps_the_order() {
     assert_eq!(*order.lock(), [0, 1, 2]);
     assert_eq!(inbox.len(), 0);
 }
+
+/// A drain that finds every job in one lane, in one run from the next
+/// number on (one producer: every call into an idle loop), takes that
+/// lane's buffer whole: the batch becomes the lane's buffer and the lane
+/// gets the batch's (emptied) one, as the single queue's swap did. No job
+/// is moved one by one, and no buffer of the loop's is touched.
+#[test]
+fn a_drain_of_one_lane_with_every_job_swaps_its_buffer_with_the_batch() {
+    let inbox = Inbox::new(CountingWaker::default());
+    let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+    push_recording(&inbox, &order, 0, &[3, 3, 3]);
+    let lane_buffer = inbox.lanes[3]
+        .queue
+        .lock()
+        .jobs
+        .as_ref()
+        .unwrap()
+        .as_slices()
+        .0
+        .as_ptr();
+    let mut batch = VecDeque::with_capacity(64);
+    let batch_capacity = batch.capacity();
+    inbox.drain_into(&mut batch);
+    assert_eq!(
+        batch.as_slices().0.as_ptr(),
+        lane_buffer,
+        "the lane's buffer"
+    );
+    let queue = inbox.lanes[3].queue.lock();
+    let jobs = queue.jobs.as_ref().unwrap();
+    assert_eq!(jobs.capacity(), batch_capacity, "the batch's buffer");
+    drop(queue);
+    assert_eq!(inbox.len(), 0);
+    for job in batch {
+        job.message.run_for_test();
+    }
+    assert_eq!(*order.lock(), [0, 1, 2]);
+}
+
+/// While the loop holds jobs after a gap, a drain merges: a lane that
+/// holds a run from the next number on is not simply taken, as the jobs
+/// held come into the order too.
+#[test]
+fn jobs_held_after_a_gap_run_in_order_with_a_lane_taken_later() {
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    let order = Arc::new(crate::loom::Mutex::new(Vec::new()));
+    // 0 in lane 1 (held by a producer), 1 in lane 0: 1 is held after the gap.
+    push_recording(&inbox, &order, 0, &[1, 0]);
+    let held = inbox.lanes[1].queue.lock();
+    let (done, drained) = std::sync::mpsc::channel();
+    let drainer = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || done.send(run_all(&inbox)).unwrap())
+    };
+    assert_eq!(drained.recv().unwrap(), 0);
+    drainer.join().unwrap();
+    drop(held);
+    // 2 and 3 join 0 in lane 1: that lane now holds 0, 2, 3 (a gap at 1,
+    // which the loop holds).
+    push_recording(&inbox, &order, 2, &[1, 1]);
+    assert_eq!(run_all(&inbox), 4);
+    assert_eq!(*order.lock(), [0, 1, 2, 3]);
+    // And the next call, with nothing held, takes its lane whole.
+    push_recording(&inbox, &order, 4, &[1]);
+    assert_eq!(run_all(&inbox), 1);
+    assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
+    assert_eq!(inbox.len(), 0);
+}
