@@ -247,3 +247,54 @@ fn loom_pool_a_batch_of_two_on_two_idle_threads_runs_both_once() {
         assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
     });
 }
+
+/// The submission inbox (`inbox.rs`): with the only thread busy and a job
+/// queued behind it, the gate may be open, so a submission from another
+/// thread may skip the lock while the thread finishes both jobs and goes
+/// idle (closing the gate). Nothing is lost or run twice.
+#[test]
+fn loom_pool_inbox_push_while_the_busy_thread_goes_idle_runs_every_job_once() {
+    loom::model(|| {
+        let (pool, done) = busy_shared_pool();
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let other = thread::spawn(move || {
+            other_pool
+                .call_in_thread(task(&other_done))
+                .unwrap_or_else(|_| panic!("refused"));
+        });
+        other.join().unwrap();
+        done.wait_for(3);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 3, 0));
+    });
+}
+
+/// A submission that may go through the open inbox races `stop`: it runs,
+/// or it is handed back; never lost.
+#[test]
+fn loom_pool_inbox_stop_racing_a_submission_runs_it_or_hands_it_back() {
+    loom::model(|| {
+        let (pool, done) = busy_shared_pool();
+        pool.call_in_thread(task(&done))
+            .unwrap_or_else(|_| panic!("refused"));
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let submitter = thread::spawn(move || match other_pool.call_in_thread(task(&other_done)) {
+            Ok(()) => 3,
+            Err(AlreadyQuit(job)) => {
+                drop(job);
+                2
+            }
+        });
+        pool.stop();
+        let expected = submitter.join().unwrap();
+        done.wait_for(expected);
+        let s = pool.statistics();
+        assert_eq!(
+            (s.threads_alive, s.completed, s.backlog),
+            (0, expected as u64, 0)
+        );
+    });
+}
