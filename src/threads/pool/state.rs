@@ -302,7 +302,8 @@ impl State {
     /// count): its branches, without their effects.
     #[inline]
     pub(super) fn decides_nothing(&self) -> bool {
-        let spare_armed = !(self.spare > 0 && !self.armed);
+        // `arm_spare` says `Nothing`: no spare, or it is armed already.
+        let spare_armed = self.spare == 0 || self.armed;
         if self.idle > 0 {
             self.claimed > 0
         } else if !self.started || self.threads() >= self.limit {
@@ -592,6 +593,7 @@ impl State {
     /// then idle. `counted`: the job was already counted (`count_panic`).
     /// With the inbox open, an empty queue first takes what the inbox
     /// holds, and the gate closes before this thread leaves the busy.
+    /// (A thread that runs on leaves the gate as it is.)
     #[inline]
     pub(super) fn after_task(&mut self, counted: bool, inbox: &Inbox) -> AfterTask {
         self.completed += u64::from(!counted);
@@ -602,9 +604,9 @@ impl State {
             }
         }
         if self.backlog() > 0 {
-            let job = self.take();
-            self.open_inbox_if_quiet(inbox);
-            AfterTask::Run(job)
+            // The gate is opened by submissions only (`submit_stamped`):
+            // a pool fed by batches and shared records never pays for it.
+            AfterTask::Run(self.take())
         } else if self.stopped || self.to_shrink > 0 {
             if !self.stopped {
                 self.to_shrink -= 1;
