@@ -297,7 +297,7 @@ impl ThreadPoolBuilder {
             factory,
             clock: clock.clone(),
             state: Mutex::new(State::new(self.min, self.max, eager, self.keep_alive)),
-            inbox: super::inbox::Inbox::default(),
+            inbox: Box::default(),
             work: Condvar::new(),
             spin_hint: SpinHint::new(),
             spare: Condvar::new(),

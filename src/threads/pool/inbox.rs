@@ -46,7 +46,7 @@ const OPEN: u64 = 1;
 
 /// A word alone in its cache line.
 #[repr(align(64))]
-struct Padded(AtomicU64);
+pub(super) struct Padded(pub(super) AtomicU64);
 
 /// One slot, alone in its cache line (a `Queued` is 48 bytes).
 #[repr(align(64))]
@@ -59,6 +59,12 @@ struct Slot {
 pub(super) struct Inbox {
     /// `position << 1 | gate`: the next position a submitter claims.
     tail: Padded,
+    /// The next position the consumer drains (only a lock holder touches
+    /// it: relaxed). Here rather than in the pool's `State`: that field
+    /// there made `defer_1000_in_flight` 1.2× slower with twice the futex
+    /// calls (the state's hot fields on one more line; session 15, quiet
+    /// machine).
+    pub(super) head: Padded,
     slots: Box<[Slot]>,
 }
 
@@ -83,6 +89,7 @@ impl Default for Inbox {
     fn default() -> Self {
         Inbox {
             tail: Padded(AtomicU64::new(0)),
+            head: Padded(AtomicU64::new(0)),
             slots: (0..SLOTS as u64)
                 .map(|i| Slot {
                     seq: AtomicU64::new(i),

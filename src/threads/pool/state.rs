@@ -40,6 +40,7 @@ use std::time::Duration;
 use super::inbox::Inbox;
 use super::queue::{Item, Meta, Queue, Queued, TaskKey};
 use crate::loom::SpinBackoff;
+use crate::loom::atomic::Ordering;
 use crate::time::Clock;
 
 /// How long queued work may wait with every thread busy and no task taken
@@ -189,8 +190,6 @@ pub(super) struct State {
     pub(super) running: Vec<RunningSlot>,
     /// Slots of `running` whose thread exited, for reuse.
     free_slots: Vec<usize>,
-    /// The submission inbox's next position to drain (`inbox.rs`).
-    inbox_head: u64,
     /// Whether the inbox's gate is open (only a lock holder moves it).
     pub(super) gate: bool,
 }
@@ -239,7 +238,6 @@ impl State {
             threads_reaped: 0,
             running: Vec::new(),
             free_slots: Vec::new(),
-            inbox_head: 0,
             gate: false,
         }
     }
@@ -252,9 +250,11 @@ impl State {
         if self.gate {
             self.gate = false;
             let queue = &mut self.queue;
-            inbox.close(&mut self.inbox_head, |job| {
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.close(&mut head, |job| {
                 queue.push(job);
             });
+            inbox.head.0.store(head, Ordering::Relaxed);
         }
     }
 
@@ -263,9 +263,11 @@ impl State {
     pub(super) fn drain_inbox(&mut self, inbox: &Inbox) {
         if self.gate {
             let queue = &mut self.queue;
-            inbox.drain(&mut self.inbox_head, |job| {
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.drain(&mut head, |job| {
                 queue.push(job);
             });
+            inbox.head.0.store(head, Ordering::Relaxed);
         }
     }
 
@@ -275,9 +277,11 @@ impl State {
     pub(super) fn drain_inbox_claimed(&mut self, inbox: &Inbox) {
         if self.gate {
             let queue = &mut self.queue;
-            inbox.drain_claimed(&mut self.inbox_head, |job| {
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.drain_claimed(&mut head, |job| {
                 queue.push(job);
             });
+            inbox.head.0.store(head, Ordering::Relaxed);
         }
     }
 

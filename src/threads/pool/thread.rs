@@ -54,8 +54,10 @@ pub(super) struct Core {
     pub(super) factory: ThreadFactory,
     pub(super) clock: std::sync::Arc<dyn Clock>,
     pub(super) state: Mutex<State>,
-    /// Submissions that skip the lock while the pool is busy (`inbox.rs`).
-    pub(super) inbox: Inbox,
+    /// Submissions that skip the lock while the pool is busy (`inbox.rs`);
+    /// boxed, so its cache-line-aligned words do not move the fields
+    /// around it.
+    pub(super) inbox: Box<Inbox>,
     /// Idle threads (and those with a claim or an exit order) wait here.
     pub(super) work: Condvar,
     /// What the one spinning idle thread watches instead (`spin.rs`).
