@@ -430,10 +430,12 @@ criterion_group!(
 /// `POOL_PROFILE=WHAT:N[:THREADS]` runs only one workload, for callgrind
 /// (instructions per job are the difference of two sizes) and perf:
 /// - `burst`: N capturing jobs from one submitter through a pool of two
-///   threads; `burst_minimal` through [`MinimalPool`], whose threads start
+///   threads; `burst_mpsc` through [`MpscPool`] (the harness's std
+///   baseline); `burst_minimal` through [`MinimalPool`], whose threads start
 ///   with the burst; `burst_minimal_settled` the same once they parked;
-/// - `submit` / `submit_minimal`: the submitter's side alone, N jobs into
-///   a pool that runs none of them (not started; no thread);
+/// - `submit` / `submit_minimal` / `submit_mpsc`: the submitter's side
+///   alone, N jobs into a pool that runs none of them (not started; no
+///   thread; a channel nobody receives from);
 /// - `round_trip`: N jobs in sequence, each submitted when the last one's
 ///   reply arrived.
 ///
@@ -477,6 +479,20 @@ fn profile(spec: &str) {
             minimal_burst(&data, n, threads, false);
         }
         "burst_minimal_settled" => settled = minimal_burst(&data, n, threads, true),
+        // The std baseline of the harness: `MpscPool` (a boxed closure per
+        // job, one channel, the receiver behind one mutex).
+        "burst_mpsc" => {
+            let mpsc_pool = MpscPool::new(threads);
+            let countdown = Countdown::new(n);
+            for i in 0..n {
+                let (c, data) = (countdown.clone(), data.clone());
+                mpsc_pool.submit(move || {
+                    black_box(data[i % data.len()]);
+                    c.tick();
+                });
+            }
+            countdown.wait();
+        }
         // The submitter's side alone: nothing runs the jobs while they are
         // queued (a pool not started; a minimal pool with no thread).
         "submit" => {
@@ -503,6 +519,20 @@ fn profile(spec: &str) {
             }
             let own = own_cpu_nanos() - t;
             println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
+        }
+        "submit_mpsc" => {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let t = own_cpu_nanos();
+            for i in 0..n {
+                let data = data.clone();
+                tx.send(Box::new(move || {
+                    black_box(data[i % data.len()]);
+                }))
+                .unwrap();
+            }
+            let own = own_cpu_nanos() - t;
+            println!("submit only: {:.1} ns/job CPU", own as f64 / n as f64);
+            drop(rx);
         }
         "round_trip" => {
             let (tx, rx) = mpsc::channel::<usize>();

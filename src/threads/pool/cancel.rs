@@ -58,7 +58,7 @@ impl CancelHandle {
 }
 
 pub(super) fn withdraw(core: &Core, key: TaskKey) -> bool {
-    let item = core.state.lock().withdraw(key);
+    let item = core.locked().withdraw(key);
     let found = item.is_some();
     drop(item);
     found

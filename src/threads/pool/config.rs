@@ -297,6 +297,7 @@ impl ThreadPoolBuilder {
             factory,
             clock: clock.clone(),
             state: Mutex::new(State::new(self.min, self.max, eager, self.keep_alive)),
+            inbox: Box::default(),
             work: Condvar::new(),
             spin_hint: SpinHint::new(),
             spare: Condvar::new(),
@@ -319,7 +320,7 @@ fn register_waker(clock: &dyn Clock, core: &Arc<Core>) {
     let weak = Arc::downgrade(core);
     clock.register_waker(std::sync::Arc::new(move || {
         if let Some(core) = weak.upgrade() {
-            drop(core.state.lock());
+            drop(core.locked());
             core.work.notify_all();
             core.spare.notify_all();
         }

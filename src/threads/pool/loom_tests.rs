@@ -247,3 +247,77 @@ fn loom_pool_a_batch_of_two_on_two_idle_threads_runs_both_once() {
         assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 2, 0));
     });
 }
+
+/// A one-thread pool whose thread has started a job that waits for
+/// `release`, with a second job queued behind it: the inbox's gate is open
+/// (one thread runs; a submission decides nothing).
+fn pool_with_open_gate() -> (Arc<ThreadPool>, Arc<Done>, Arc<Done>) {
+    let pool = Arc::new(ThreadPool::new(1, 1).unwrap());
+    pool.start();
+    let (started, release, done) = (
+        Arc::new(Done::default()),
+        Arc::new(Done::default()),
+        Arc::new(Done::default()),
+    );
+    let (started_task, wait, done_task) = (task(&started), release.clone(), task(&done));
+    pool.call_in_thread(move || {
+        started_task();
+        wait.wait_for(1);
+        done_task();
+    })
+    .unwrap_or_else(|_| panic!("refused"));
+    started.wait_for(1);
+    pool.call_in_thread(task(&done))
+        .unwrap_or_else(|_| panic!("refused"));
+    assert!(pool.core.state.lock().gate, "the gate is open");
+    (pool, release, done)
+}
+
+/// The submission inbox (`inbox.rs`): with the gate open, a submission
+/// from another thread skips the lock while the only thread finishes both
+/// jobs, drains the inbox (or not yet) and goes idle, closing the gate.
+/// Nothing is lost or run twice.
+#[test]
+fn loom_pool_inbox_push_while_the_busy_thread_goes_idle_runs_every_job_once() {
+    loom::model(|| {
+        let (pool, release, done) = pool_with_open_gate();
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let other = thread::spawn(move || {
+            other_pool
+                .call_in_thread(task(&other_done))
+                .unwrap_or_else(|_| panic!("refused"));
+        });
+        task(&release)();
+        other.join().unwrap();
+        done.wait_for(3);
+        pool.stop();
+        let s = pool.statistics();
+        assert_eq!((s.threads_alive, s.completed, s.backlog), (0, 3, 0));
+    });
+}
+
+/// With the gate open, a submission that may go through the inbox races
+/// `stop`: it runs, or it is handed back; never lost.
+#[test]
+fn loom_pool_inbox_stop_racing_a_submission_runs_it_or_hands_it_back() {
+    loom::model(|| {
+        let (pool, release, done) = pool_with_open_gate();
+        let (other_pool, other_done) = (pool.clone(), done.clone());
+        let submitter = thread::spawn(move || match other_pool.call_in_thread(task(&other_done)) {
+            Ok(()) => 3,
+            Err(AlreadyQuit(job)) => {
+                drop(job);
+                2
+            }
+        });
+        task(&release)();
+        pool.stop();
+        let expected = submitter.join().unwrap();
+        done.wait_for(expected);
+        let s = pool.statistics();
+        assert_eq!(
+            (s.threads_alive, s.completed, s.backlog),
+            (0, expected as u64, 0)
+        );
+    });
+}

@@ -16,6 +16,8 @@
 //!   transitions of the same state.
 //! - `queue.rs`: the FIFO with sequence numbers, so unstarted work can be
 //!   withdrawn in O(1).
+//! - `inbox.rs`: where `call_in_thread` queues without the lock while the
+//!   pool is busy and the submission needs no decision.
 //! - `thread.rs`: starting threads (outside the lock), their loop, and the
 //!   exit guard that never lets a dying thread swallow work.
 //! - `config.rs`: builder, statistics, stop report.
@@ -32,6 +34,14 @@
 //! `num_notify`). Otherwise the item waits in the backlog, which a busy
 //! thread drains itself when its task ends: under load nobody sleeps and
 //! nobody is woken.
+//!
+//! While a thread runs a task and a submission would change no count (no
+//! thread to wake or start, the spare armed), the state opens the inbox's
+//! gate, and `call_in_thread` of a closure that fits the slot claims an
+//! inbox slot with one compare-exchange instead of taking the lock the
+//! threads take: a busy burst's submitter then shares no lock with them.
+//! Every other hold of the lock closes the gate first and queues what the
+//! inbox holds (`inbox.rs` has the rule).
 //!
 //! # Growth
 //!
@@ -88,6 +98,7 @@
 mod batch;
 mod cancel;
 mod config;
+mod inbox;
 mod jobs;
 mod queue;
 mod shared;
@@ -233,9 +244,9 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn start(&self) {
-        let tickets = self.core.state.lock().start();
+        let tickets = self.core.locked().start();
         self.start_threads(tickets);
-        let st = self.core.state.lock();
+        let st = self.core.locked();
         if st.started && st.threads() == 0 && st.backlog() > 0 {
             tracing::error!(
                 pool = %self.core.name,
@@ -292,7 +303,23 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit_closure(f, location)
+        // While the pool is busy and a submission needs no decision, the
+        // inbox takes it without the lock (`inbox.rs`).
+        let core = &self.core;
+        let enqueued = core.job_stamp();
+        if inline_fn::fits::<F>() {
+            if let Some(claim) = core.inbox.claim() {
+                // Nothing between the claim and the write can fail: a move
+                // into the slot (the `Err` arm is dead, `fits` holding).
+                let item = Item::inline(f).unwrap_or_else(|f| Item::task(Box::new(f)));
+                claim.write(Queued {
+                    item,
+                    meta: Meta { location, enqueued },
+                });
+                return Ok(());
+            }
+        }
+        self.submit_closure(f, location, enqueued)
             .map(drop)
             .map_err(AlreadyQuit)
     }
@@ -322,7 +349,7 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.submit_closure(f, Location::caller())
+        self.submit_closure(f, Location::caller(), self.core.job_stamp())
             .map(|key| CancelHandle {
                 core: self.core.clone(),
                 key,
@@ -414,7 +441,12 @@ impl ThreadPool {
     /// ([`inline_fn`](crate::inline_fn)), else boxed (the box made before the lock is taken).
     /// Hands `f` back as [`submit`](Self::submit) does.
     #[inline]
-    fn submit_closure<F>(&self, f: F, location: &'static Location<'static>) -> Result<TaskKey, F>
+    fn submit_closure<F>(
+        &self,
+        f: F,
+        location: &'static Location<'static>,
+        enqueued: u64,
+    ) -> Result<TaskKey, F>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -422,9 +454,9 @@ impl ThreadPool {
             // Under the lock: a move into the slot, no allocation (the
             // `Err` arm is dead, `fits` having been checked).
             let erase = |f: F| Item::inline(f).unwrap_or_else(|f| Item::task(Box::new(f)));
-            self.submit(f, erase, location)
+            self.submit_stamped(f, erase, location, enqueued)
         } else {
-            self.submit(Box::new(f), |f| Item::task(f), location)
+            self.submit_stamped(Box::new(f), |f| Item::task(f), location, enqueued)
                 .map_err(|f| *f)
         }
     }
@@ -440,8 +472,19 @@ impl ThreadPool {
         erase: impl FnOnce(B) -> Item,
         location: &'static Location<'static>,
     ) -> Result<TaskKey, B> {
+        self.submit_stamped(work, erase, location, self.core.job_stamp())
+    }
+
+    /// [`submit`](Self::submit) with the enqueue stamp already read.
+    #[inline]
+    fn submit_stamped<B>(
+        &self,
+        work: B,
+        erase: impl FnOnce(B) -> Item,
+        location: &'static Location<'static>,
+        enqueued: u64,
+    ) -> Result<TaskKey, B> {
         let core = &self.core;
-        let enqueued = core.job_stamp();
         let Some(mut st) = self.lock_to_submit() else {
             return Err(work);
         };
@@ -449,6 +492,7 @@ impl ThreadPool {
             item: erase(work),
             meta: Meta { location, enqueued },
         });
+        st.open_inbox_if_quiet(&core.inbox);
         drop(st);
         if !matches!(wake, Wake::Nothing) {
             Core::wake(core, wake);
@@ -470,6 +514,8 @@ impl ThreadPool {
                 return None;
             }
         }
+        // What went through the inbox before this came first.
+        st.drain_inbox_claimed(&self.core.inbox);
         Some(st)
     }
 
@@ -491,7 +537,7 @@ impl ThreadPool {
                 tracing::error!(pool = %self.core.name, "pool has no thread and cannot start one; work refused");
                 return None;
             }
-            st = self.core.state.lock();
+            st = self.core.locked();
         }
         Some(st)
     }
@@ -516,7 +562,7 @@ impl ThreadPool {
     /// ```
     pub fn adjust_pool_size(&self, min: usize, max: usize) -> Result<(), PoolConfigError> {
         check_size(min, max)?;
-        let tickets = self.core.state.lock().adjust(min, max);
+        let tickets = self.core.locked().adjust(min, max);
         // Sleepers re-check their keep-alive and exit orders.
         self.core.work.notify_all();
         self.core.spare.notify_all();
@@ -536,7 +582,7 @@ impl ThreadPool {
     /// ```
     pub fn statistics(&self) -> PoolStatistics {
         let now = self.core.job_stamp();
-        PoolStatistics::of(&self.core.state.lock(), now)
+        PoolStatistics::of(&self.core.locked(), now)
     }
 
     /// The thread name prefix.

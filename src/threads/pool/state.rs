@@ -37,8 +37,10 @@
 use std::panic::Location;
 use std::time::Duration;
 
+use super::inbox::Inbox;
 use super::queue::{Item, Meta, Queue, Queued, TaskKey};
 use crate::loom::SpinBackoff;
+use crate::loom::atomic::Ordering;
 use crate::time::Clock;
 
 /// How long queued work may wait with every thread busy and no task taken
@@ -188,6 +190,8 @@ pub(super) struct State {
     pub(super) running: Vec<RunningSlot>,
     /// Slots of `running` whose thread exited, for reuse.
     free_slots: Vec<usize>,
+    /// Whether the inbox's gate is open (only a lock holder moves it).
+    pub(super) gate: bool,
 }
 
 /// A thread's `running` entry, alone in its cache line.
@@ -234,6 +238,84 @@ impl State {
             threads_reaped: 0,
             running: Vec::new(),
             free_slots: Vec::new(),
+            gate: false,
+        }
+    }
+
+    /// Closes the inbox's gate, if open, and queues everything submitted
+    /// through it (waiting for a submission still writing its item). Every
+    /// hold of the lock that may change a role or reads the backlog does
+    /// this first (`Core::locked`).
+    pub(super) fn close_inbox(&mut self, inbox: &Inbox) {
+        if self.gate {
+            self.gate = false;
+            let queue = &mut self.queue;
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.close(&mut head, |job| {
+                queue.push(job);
+            });
+            inbox.head.0.store(head, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues the items the open inbox holds ready, oldest first.
+    #[inline]
+    pub(super) fn drain_inbox(&mut self, inbox: &Inbox) {
+        if self.gate {
+            let queue = &mut self.queue;
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.drain(&mut head, |job| {
+                queue.push(job);
+            });
+            inbox.head.0.store(head, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues everything submitted through the open inbox so far (a
+    /// submission that takes the lock, so that it queues behind them).
+    #[inline]
+    pub(super) fn drain_inbox_claimed(&mut self, inbox: &Inbox) {
+        if self.gate {
+            let queue = &mut self.queue;
+            let mut head = inbox.head.0.load(Ordering::Relaxed);
+            inbox.drain_claimed(&mut head, |job| {
+                queue.push(job);
+            });
+            inbox.head.0.store(head, Ordering::Relaxed);
+        }
+    }
+
+    /// Opens the inbox's gate when a submission needs no decision: a
+    /// thread is running a task (it comes back to the lock and drains the
+    /// inbox) and [`decide`](Self::decide) would say `Nothing`.
+    #[inline]
+    pub(super) fn open_inbox_if_quiet(&mut self, inbox: &Inbox) {
+        if !self.gate && self.quiet() {
+            self.gate = true;
+            inbox.open();
+        }
+    }
+
+    /// See [`open_inbox_if_quiet`](Self::open_inbox_if_quiet).
+    #[inline]
+    pub(super) fn quiet(&self) -> bool {
+        self.started && !self.stopped && self.busy > self.claimed && self.decides_nothing()
+    }
+
+    /// Whether [`decide`](Self::decide) would say `Nothing` (and change no
+    /// count): its branches, without their effects.
+    #[inline]
+    pub(super) fn decides_nothing(&self) -> bool {
+        // `arm_spare` says `Nothing`: no spare, or it is armed already.
+        let spare_armed = self.spare == 0 || self.armed;
+        if self.idle > 0 {
+            self.claimed > 0
+        } else if !self.started || self.threads() >= self.limit {
+            spare_armed
+        } else if self.busy < self.eager || self.spare == 0 {
+            false
+        } else {
+            spare_armed
         }
     }
 
@@ -513,10 +595,21 @@ impl State {
 
     /// A busy thread's task ended: backlog first, then quit, then debt,
     /// then idle. `counted`: the job was already counted (`count_panic`).
+    /// With the inbox open, an empty queue first takes what the inbox
+    /// holds, and the gate closes before this thread leaves the busy.
+    /// (A thread that runs on leaves the gate as it is.)
     #[inline]
-    pub(super) fn after_task(&mut self, counted: bool) -> AfterTask {
+    pub(super) fn after_task(&mut self, counted: bool, inbox: &Inbox) -> AfterTask {
         self.completed += u64::from(!counted);
+        if self.backlog() == 0 && self.gate {
+            self.drain_inbox(inbox);
+            if self.backlog() == 0 {
+                self.close_inbox(inbox);
+            }
+        }
         if self.backlog() > 0 {
+            // The gate is opened by submissions only (`submit_stamped`):
+            // a pool fed by batches and shared records never pays for it.
             AfterTask::Run(self.take())
         } else if self.stopped || self.to_shrink > 0 {
             if !self.stopped {

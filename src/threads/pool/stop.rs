@@ -75,7 +75,7 @@ impl ThreadPool {
         const SLICE: Duration = Duration::from_millis(1);
         self.begin_stop();
         let deadline = Instant::now().checked_add(timeout);
-        let mut st = self.core.state.lock();
+        let mut st = self.core.locked();
         while st.alive > 0 {
             let now = Instant::now();
             let slice = match deadline {
@@ -89,7 +89,7 @@ impl ThreadPool {
             }
             drop(st);
             serve();
-            st = self.core.state.lock();
+            st = self.core.locked();
         }
         StopReport {
             running: st.busy,
@@ -102,7 +102,7 @@ impl ThreadPool {
     fn stop_until(&self, deadline: Option<Option<Instant>>) -> StopReport {
         self.begin_stop();
         let detached = crate::loop_marker::is_loop_thread() || Core::is_current(&self.core);
-        let mut st = self.core.state.lock();
+        let mut st = self.core.locked();
         while !detached && st.alive > 0 {
             match deadline.flatten() {
                 None => st = self.core.exited.wait(st),
@@ -125,7 +125,7 @@ impl ThreadPool {
 
     /// Marks the pool stopped; returns false if it already was.
     pub(super) fn begin_stop(&self) -> bool {
-        let mut st = self.core.state.lock();
+        let mut st = self.core.locked();
         let Some(dropped) = st.stop() else {
             return false;
         };
@@ -156,7 +156,7 @@ impl ThreadPool {
     /// pool.stop();
     /// ```
     pub fn discard_backlog(&self) -> usize {
-        let dropped = self.core.state.lock().discard_backlog();
+        let dropped = self.core.locked().discard_backlog();
         let n = dropped.len();
         for item in dropped {
             item.discard();

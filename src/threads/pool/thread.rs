@@ -32,6 +32,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use super::inbox::Inbox;
 use super::queue::{Item, Queued, message_and_drop};
 use super::spin::{ColdStart, SpinHint};
 use super::state::{
@@ -53,6 +54,10 @@ pub(super) struct Core {
     pub(super) factory: ThreadFactory,
     pub(super) clock: std::sync::Arc<dyn Clock>,
     pub(super) state: Mutex<State>,
+    /// Submissions that skip the lock while the pool is busy (`inbox.rs`);
+    /// boxed, so its cache-line-aligned words do not move the fields
+    /// around it.
+    pub(super) inbox: Box<Inbox>,
     /// Idle threads (and those with a claim or an exit order) wait here.
     pub(super) work: Condvar,
     /// What the one spinning idle thread watches instead (`spin.rs`).
@@ -94,6 +99,16 @@ pub(super) enum JobClock {
 }
 
 impl Core {
+    /// The state, locked, with the inbox's gate closed and its items
+    /// queued: how every hold but a submission's and a busy thread's
+    /// `after_task` begins (`inbox.rs`).
+    #[inline]
+    pub(super) fn locked(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state.lock();
+        st.close_inbox(&self.inbox);
+        st
+    }
+
     /// Now, in the job clock's nanoseconds.
     #[inline]
     pub(super) fn job_stamp(&self) -> u64 {
@@ -222,7 +237,7 @@ impl Launch {
         {
             return;
         }
-        let rehome = self.core.state.lock().start_failed(self.role);
+        let rehome = self.core.locked().start_failed(self.role);
         self.core.exited.notify_all();
         Core::carry_out(&self.core, rehome);
     }
@@ -264,7 +279,7 @@ impl Drop for Exit {
         let previous = self.previous.take();
         // The thread-local may already be gone if the thread is exiting.
         let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
-        let mut st = self.core.state.lock();
+        let mut st = self.core.locked();
         let rehome = (self.position != Position::Gone).then(|| {
             st.leave(self.position);
             st.rehome(true)
@@ -290,17 +305,21 @@ enum Next {
     Spare,
 }
 
-/// Waits on `condvar` until notified or the clock reaches `deadline`.
+/// Waits on `condvar` until notified or the clock reaches `deadline`; the
+/// lock comes back as [`Core::locked`] gives it.
 fn wait<'a>(
     condvar: &Condvar,
+    inbox: &Inbox,
     clock: &dyn Clock,
     st: MutexGuard<'a, State>,
     deadline: Option<Duration>,
 ) -> MutexGuard<'a, State> {
-    match deadline.and_then(|deadline| clock.sleep_until(deadline)) {
+    let mut st = match deadline.and_then(|deadline| clock.sleep_until(deadline)) {
         Some(timeout) => condvar.wait_timeout(st, timeout).0,
         None => condvar.wait(st),
-    }
+    };
+    st.close_inbox(inbox);
+    st
 }
 
 /// The body of every pool thread.
@@ -324,7 +343,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
     // No spin until an idle wait was short (`spin.rs`).
     let mut cold = ColdStart::new();
     // Declared after `exit`, so dropped before it: the guard takes the lock.
-    let mut st = core.state.lock();
+    let mut st = core.locked();
     loop {
         next = match next {
             Next::Run(Queued { mut item, mut meta }, mut started) => {
@@ -338,8 +357,10 @@ fn thread_main(core: Arc<Core>, role: Role) {
                     });
                     drop(st);
                     let (ended, counted) = run(&core, item, meta.enqueued, started);
+                    // The one hold, with a submission's, that leaves the
+                    // inbox open (`State::after_task`).
                     st = core.state.lock();
-                    match st.after_task(counted) {
+                    match st.after_task(counted, &core.inbox) {
                         AfterTask::Run(next) => {
                             (item, meta, started) = (next.item, next.meta, ended);
                         }
@@ -378,7 +399,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             let seen = core.spin_hint.current();
                             drop(st);
                             core.spin_hint.spin(seen);
-                            st = core.state.lock();
+                            st = core.locked();
                             st.end_spin();
                             exit.position = Position::Sleeping;
                         }
@@ -386,7 +407,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             // Timed under the lock, in the hold that made
                             // the decision: a claim comes after it.
                             cold.parks(|| clock.now());
-                            st = wait(&core.work, clock, st, deadline);
+                            st = wait(&core.work, &core.inbox, clock, st, deadline);
                         }
                     }
                 }
@@ -400,7 +421,7 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             if let Some(ticket) = spare {
                                 drop(st);
                                 Core::start_thread(&core, ticket);
-                                st = core.state.lock();
+                                st = core.locked();
                             }
                             break Next::Run(item, core.job_stamp());
                         }
@@ -408,7 +429,9 @@ fn thread_main(core: Arc<Core>, role: Role) {
                             exit.position = Position::Gone;
                             return;
                         }
-                        SpareStep::Wait(deadline) => st = wait(&core.spare, clock, st, deadline),
+                        SpareStep::Wait(deadline) => {
+                            st = wait(&core.spare, &core.inbox, clock, st, deadline);
+                        }
                     }
                 }
             }
