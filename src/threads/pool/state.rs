@@ -249,12 +249,11 @@ impl State {
     pub(super) fn close_inbox(&mut self, inbox: &Inbox) {
         if self.gate {
             self.gate = false;
-            let queue = &mut self.queue;
-            let mut head = inbox.head.0.load(Ordering::Relaxed);
-            inbox.close(&mut head, |job| {
-                queue.push(job);
+            self.move_from_inbox(inbox, |head, queue| {
+                inbox.close(head, |job| {
+                    queue.push(job);
+                })
             });
-            inbox.head.0.store(head, Ordering::Relaxed);
         }
     }
 
@@ -262,12 +261,11 @@ impl State {
     #[inline]
     pub(super) fn drain_inbox(&mut self, inbox: &Inbox) {
         if self.gate {
-            let queue = &mut self.queue;
-            let mut head = inbox.head.0.load(Ordering::Relaxed);
-            inbox.drain(&mut head, |job| {
-                queue.push(job);
+            self.move_from_inbox(inbox, |head, queue| {
+                inbox.drain(head, |job| {
+                    queue.push(job);
+                });
             });
-            inbox.head.0.store(head, Ordering::Relaxed);
         }
     }
 
@@ -276,13 +274,21 @@ impl State {
     #[inline]
     pub(super) fn drain_inbox_claimed(&mut self, inbox: &Inbox) {
         if self.gate {
-            let queue = &mut self.queue;
-            let mut head = inbox.head.0.load(Ordering::Relaxed);
-            inbox.drain_claimed(&mut head, |job| {
-                queue.push(job);
+            self.move_from_inbox(inbox, |head, queue| {
+                inbox.drain_claimed(head, |job| {
+                    queue.push(job);
+                });
             });
-            inbox.head.0.store(head, Ordering::Relaxed);
         }
+    }
+
+    /// Runs `step` from the inbox's drain position (kept in the inbox:
+    /// `inbox.rs`), with the queue to move the items into.
+    #[inline]
+    fn move_from_inbox(&mut self, inbox: &Inbox, step: impl FnOnce(&mut u64, &mut Queue)) {
+        let mut head = inbox.head.0.load(Ordering::Relaxed);
+        step(&mut head, &mut self.queue);
+        inbox.head.0.store(head, Ordering::Relaxed);
     }
 
     /// Opens the inbox's gate when a submission needs no decision: a
