@@ -185,6 +185,21 @@ fn hand_over<C: Connector>(shared: &Arc<Shared<C>>, wait: bool) -> bool {
     }
 }
 
+/// Whether this loop thread keeps jobs for the pool of `shared` (deferred
+/// to its turn's flush, or held back from a busy queue): a job handed over
+/// at once must go behind them. One look at the thread's list, so a pool
+/// that hands every job over at once pays no hand-over for it.
+fn keeps_jobs<C: Connector>(shared: &Arc<Shared<C>>) -> bool {
+    let key = pool_key(shared);
+    DEFERRED
+        .try_with(|d| {
+            d.borrow()
+                .iter()
+                .any(|t| t.key == key && !(t.jobs.is_empty() && t.held.is_empty()))
+        })
+        .unwrap_or(false)
+}
+
 /// One job's way in from a loop: kept in this thread's `DEFERRED` list
 /// for the turn's flush (module notes) while that loop runs; otherwise
 /// (a reactor not started or shutting down, or the list unavailable
@@ -208,7 +223,9 @@ impl<C: Connector> Door<'_, C> {
     fn do_now(&self, task: Task) -> Result<(), AlreadyQuit<Task>> {
         // Behind any job this thread still keeps for the pool (a flush
         // that found a queue busy), as it was submitted after them.
-        hand_over(self.shared, true);
+        if keeps_jobs(self.shared) {
+            hand_over(self.shared, true);
+        }
         let mut gate = lock(&self.shared.gate);
         match gate.state {
             Lifecycle::Running => gate.forward(self.shared, self.route, self.job, task),
