@@ -205,21 +205,23 @@ impl Held {
     }
 
     /// `later`'s tasks behind this one's (for each queue).
-    pub(crate) fn append(&mut self, mut later: Held) {
-        if self.writer.is_empty() {
-            self.writer = later.writer;
-        } else {
-            self.writer.append(&mut later.writer);
-        }
-        if self.group.is_empty() {
-            self.group = later.group;
-        } else {
-            self.group.append(&mut later.group);
-        }
+    pub(crate) fn append(&mut self, later: Held) {
+        behind(&mut self.writer, later.writer);
+        behind(&mut self.group, later.group);
     }
 
     fn drain_all(&mut self) -> impl Iterator<Item = Task> + '_ {
         self.writer.drain(..).chain(self.group.drain(..))
+    }
+}
+
+/// `later` behind `first` (taking `later`'s buffer whole when `first` is
+/// empty, so no task is moved one by one).
+fn behind(first: &mut Vec<Task>, mut later: Vec<Task>) {
+    if first.is_empty() {
+        *first = later;
+    } else {
+        first.append(&mut later);
     }
 }
 
