@@ -62,7 +62,7 @@ pub use error::PoolConfigError;
 pub use reactor::{Reactor, Remote};
 pub use threads::{
     CancelHandle, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_THREADS, DEFAULT_MIN_THREADS, PoolStatistics,
-    StopReport, ThreadPool, ThreadPoolBuilder,
+    StopReport, ThreadPool, ThreadPoolBuilder, TryDoWorkError,
 };
 pub use time::{Clock, DelayedCall, SystemClock};
 

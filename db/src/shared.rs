@@ -70,7 +70,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use weft::threads::{Task, ThreadWorker, Worker};
+use weft::threads::{Task, ThreadWorker, TryDoWorkError, Worker};
 use weft::{AlreadyQuit, Deferred};
 
 use crate::connector::Connector;
@@ -333,14 +333,14 @@ fn offer<Q: weft::threads::WorkQueue>(
     wait: bool,
 ) {
     let result = if wait {
-        worker.do_work_batch(tasks).map(|()| None)
+        worker.do_work_batch(tasks).map_err(TryDoWorkError::from)
     } else {
         worker.try_do_work_batch(tasks)
     };
     match result {
-        Ok(None) => {}
-        Ok(Some(back)) => *busy = back,
-        Err(AlreadyQuit(tasks)) => refused.extend(tasks),
+        Ok(()) => {}
+        Err(TryDoWorkError::Busy(back)) => *busy = back,
+        Err(TryDoWorkError::Quit(tasks)) => refused.extend(tasks),
     }
 }
 

@@ -88,7 +88,7 @@ pub use pool::{
 pub(crate) use pool::{SharedTask, TaskKey};
 pub use quit::Quit;
 pub use team::{Statistics, Team, pool};
-pub use thread_worker::{BlockingQueue, ThreadWorker, WorkItem, WorkQueue};
+pub use thread_worker::{BlockingQueue, ThreadWorker, TryDoWorkError, WorkItem, WorkQueue};
 
 pub(crate) use sealed::SharedJob;
 

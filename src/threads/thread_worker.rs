@@ -51,7 +51,9 @@ use crate::loom::{Arc, Condvar, Mutex, MutexGuard, Spin, SpinBackoff, thread};
 /// pool's idle spin uses the same bound).
 pub(crate) const MAX_SPIN_PAUSE: u32 = 128;
 
+mod try_error;
 mod work_queue;
+pub use try_error::TryDoWorkError;
 pub use work_queue::{WorkItem, WorkQueue};
 
 struct QueueState {
@@ -575,57 +577,59 @@ impl<Q: WorkQueue> ThreadWorker<Q> {
 
     /// [`do_work_batch`](Self::do_work_batch) for a caller that must not
     /// wait for a lock another thread holds (a reactor's loop handing its
-    /// turn's jobs over): queues `tasks` in order (`Ok(None)`) if neither
-    /// the worker's quit gate nor its queue ([`WorkQueue::try_put_batch`])
-    /// is held by another thread now; otherwise hands them all back
-    /// unqueued (`Ok(Some(tasks))`), to be offered again later ahead of
-    /// any task queued after them, so the order is kept.
+    /// turn's jobs over): queues `tasks` in order if neither the worker's
+    /// quit gate nor its queue ([`WorkQueue::try_put_batch`]) is held by
+    /// another thread now.
     ///
     /// # Errors
     ///
-    /// [`AlreadyQuit`] with every task, none queued, once the worker quit.
+    /// Nothing is queued and every task comes back, in order:
+    /// - [`TryDoWorkError::Busy`] while another thread holds one of those
+    ///   locks: offer the tasks again later, ahead of any task queued after
+    ///   them, so the order is kept;
+    /// - [`TryDoWorkError::Quit`] once the worker quit.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::sync::mpsc;
-    /// use weft::threads::{Task, ThreadWorker, Worker};
+    /// use weft::threads::{Task, ThreadWorker, TryDoWorkError, Worker};
     ///
     /// let worker = ThreadWorker::new().unwrap();
     /// let (tx, rx) = mpsc::channel();
     /// let mut tasks: Vec<Task> = vec![Box::new(move || tx.send(1).unwrap())];
     /// // Handed back only while another thread holds a lock: offer again.
-    /// while let Some(back) = worker.try_do_work_batch(tasks).unwrap() {
+    /// while let Err(TryDoWorkError::Busy(back)) = worker.try_do_work_batch(tasks) {
     ///     tasks = back;
     /// }
     /// assert_eq!(rx.recv().unwrap(), 1);
     /// worker.quit().unwrap();
-    /// let refused = worker.try_do_work_batch(vec![Box::new(|| ())]);
-    /// assert!(matches!(refused, Err(weft::AlreadyQuit(tasks)) if tasks.len() == 1));
+    /// let refused = worker.try_do_work_batch(vec![Box::new(|| ())]).unwrap_err();
+    /// assert!(refused.is_quit());
+    /// assert_eq!(refused.into_inner().len(), 1);
     /// ```
-    pub fn try_do_work_batch(
-        &self,
-        tasks: Vec<Task>,
-    ) -> Result<Option<Vec<Task>>, AlreadyQuit<Vec<Task>>> {
+    pub fn try_do_work_batch(&self, tasks: Vec<Task>) -> Result<(), TryDoWorkError<Vec<Task>>> {
         let Some(quit) = self.quit.try_lock() else {
-            return Ok(Some(tasks));
+            return Err(TryDoWorkError::Busy(tasks));
         };
         if *quit {
-            return Err(AlreadyQuit(tasks));
+            return Err(TryDoWorkError::Quit(tasks));
         }
         let items = tasks.into_iter().map(WorkItem::Run).collect();
         let result = self.queue.try_put_batch(items);
         drop(quit);
-        Ok(result.err().map(|items| {
-            items
-                .into_iter()
-                .filter_map(|item| match item {
-                    WorkItem::Run(task) => Some(task),
-                    // Only the tasks given come back.
-                    WorkItem::Stop => None,
-                })
-                .collect()
-        }))
+        result.map_err(|items| {
+            TryDoWorkError::Busy(
+                items
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        WorkItem::Run(task) => Some(task),
+                        // Only the tasks given come back.
+                        WorkItem::Stop => None,
+                    })
+                    .collect(),
+            )
+        })
     }
 }
 

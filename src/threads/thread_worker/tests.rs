@@ -297,20 +297,76 @@ fn try_do_work_batch_hands_back_busy_tasks_which_then_run_in_order_after_later_o
     };
     let back =
         with_lock_held_elsewhere(&queue, || worker.try_do_work_batch(vec![task(1), task(2)]));
-    let back = back.unwrap().expect("the queue was busy: handed back");
+    let Err(TryDoWorkError::Busy(back)) = back else {
+        panic!("the queue was busy: handed back");
+    };
     assert_eq!(back.len(), 2);
     assert!(queue.is_empty());
     // The caller offers them again first, with what came after them.
     let mut again = back;
     again.push(task(3));
-    assert!(worker.try_do_work_batch(again).unwrap().is_none());
+    assert!(worker.try_do_work_batch(again).is_ok());
     worker.quit().unwrap();
-    let Err(AlreadyQuit(refused)) = worker.try_do_work_batch(vec![task(4)]) else {
+    let Err(TryDoWorkError::Quit(refused)) = worker.try_do_work_batch(vec![task(4)]) else {
         panic!("the worker quit: refused");
     };
     assert_eq!(refused.len(), 1);
     start_rx.recv().unwrap()(); // the thread's body: runs the tasks, stops
     assert_eq!(*order.lock(), [1, 2, 3]);
+}
+
+#[test]
+fn try_do_work_batch_is_busy_while_another_thread_holds_the_quit_gate() {
+    let worker = ThreadWorker::with_parts(BlockingQueue::new(), |_body| Ok(())).unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let task = |i: u32| -> Task {
+        let ran = ran.clone();
+        Box::new(move || ran.lock().push(i))
+    };
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let back = std::thread::scope(|s| {
+        let worker = &worker;
+        s.spawn(move || {
+            let _gate = worker.quit.lock(); // a `do_work` or `quit` in progress
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        let back = worker.try_do_work_batch(vec![task(1), task(2)]);
+        release_tx.send(()).unwrap();
+        back
+    });
+    let Err(TryDoWorkError::Busy(back)) = back else {
+        panic!("the gate was held: handed back");
+    };
+    assert!(worker.queue().is_empty(), "nothing queued");
+    // Handed back whole and in order, unrun.
+    for task in back {
+        task();
+    }
+    assert_eq!(*ran.lock(), [1, 2]);
+}
+
+#[test]
+fn try_do_work_batch_after_quit_hands_every_task_back_in_order_and_queues_nothing() {
+    let worker = ThreadWorker::with_parts(BlockingQueue::new(), |_body| Ok(())).unwrap();
+    worker.quit().unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<Task> = (0..3)
+        .map(|i| {
+            let ran = ran.clone();
+            Box::new(move || ran.lock().push(i)) as Task
+        })
+        .collect();
+    let err = worker.try_do_work_batch(tasks).unwrap_err();
+    assert!(err.is_quit() && !err.is_busy());
+    assert_eq!(err.to_string(), "already quit");
+    assert_eq!(worker.queue().len(), 1, "only the stop order");
+    for task in err.into_inner() {
+        task();
+    }
+    assert_eq!(*ran.lock(), [0, 1, 2]);
 }
 
 /// A queue shared through an `Arc`, as weft-db's groups share one.
