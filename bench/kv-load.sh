@@ -5,7 +5,7 @@
 #
 #   bench/kv-load.sh [-d SECS] [-c CONNS] [--only weft-kv,tokio-mutex-cap1,..]
 #                    [--mixes 90,10] [--clients weft-load,wrk] [--rounds N]
-#                    [--before-dir DIR]   (A/B rows: see bench/src/bin/kv-load.rs)
+#                    [--before-dir DIR]   (A/B rows: see bench/src/bin/kv-load/main.rs)
 #                    [--client-cpus LIST] [--extra NAME=FLAGS].. [--extra-twin NAME=FLAGS]..
 #
 # CPU placement (as taskset -c): --client-cpus 1 runs every client on CPU 1 for

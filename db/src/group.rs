@@ -7,7 +7,7 @@
 //! The first grouped write of a run makes a [`Batch`] (the writes, shared
 //! with the writer thread) and submits ONE ordinary writer job for it
 //! through `SharedPool::submit`; deferred for the turn's flush, that job
-//! opens the group in the turn's list (`shared.rs`, `Turn::open`). The next
+//! opens the group in the turn's list (`shared/turn.rs`, `open_group`). The next
 //! grouped writes of the turn join the open group instead of submitting a
 //! job: they are pushed to its batch, and their answers (loop-side, with
 //! each caller's `Resolver`) to its `answers`, in the same order.
@@ -163,7 +163,7 @@ impl<T: Send + 'static, F: 'static> Answer for AnswerOf<T, F> {
     }
 }
 
-/// The group open for joiners in a loop's turn (kept in `shared.rs`'s
+/// The group open for joiners in a loop's turn (kept in `shared/turn.rs`'s
 /// `Turn`).
 pub(crate) struct OpenGroup {
     batch: Arc<Mutex<Batch>>,

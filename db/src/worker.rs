@@ -80,7 +80,7 @@ pub(crate) struct Shared<C: Connector> {
     /// `PoolBuilder::on_thread_start`: run first on each connection thread.
     pub(crate) on_thread_start: Option<ThreadStart>,
     /// What submitters on other loops see: the pool's state, its threads
-    /// and the jobs waiting for it to start (`shared.rs`).
+    /// and the jobs waiting for it to start (`shared/gate.rs`).
     pub(crate) gate: Mutex<crate::shared::Gate>,
 }
 
