@@ -5,6 +5,7 @@
 //! two (`put_batch`), whatever order the signals are taken in.
 
 use super::*;
+use crate::loom::{Arc, thread};
 
 fn spinning() -> Arc<BlockingQueue> {
     Arc::new(BlockingQueue::with_spin(Duration::from_micros(1)))
