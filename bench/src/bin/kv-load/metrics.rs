@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// `/proc/PID/stat` counts CPU in USER_HZ ticks, 100 per second on Linux.
-pub(crate) const TICKS_PER_SECOND: f64 = 100.0;
+const TICKS_PER_SECOND: f64 = 100.0;
 
 /// What a client measured.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub(crate) struct Measured {
 }
 
 /// Server CPU seconds (user + system, all threads) from `/proc/PID/stat`.
-pub(crate) fn parse_stat_cpu(stat: &str) -> Option<f64> {
+fn parse_stat_cpu(stat: &str) -> Option<f64> {
     // The command name may hold spaces and parentheses: fields start after
     // the last ')'. utime and stime are fields 14 and 15 of the whole line.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -38,7 +38,7 @@ pub(crate) fn process_cpu(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-pub(crate) fn ms(cell: &str) -> Option<f64> {
+fn ms(cell: &str) -> Option<f64> {
     cell.trim().trim_end_matches("ms").trim().parse().ok()
 }
 
@@ -92,13 +92,13 @@ pub(crate) fn parse_longest_turns(metrics: &str) -> Vec<f64> {
 
 /// The bound of weft's turn histogram nearest above 1 ms (2^20 ns; its
 /// buckets are powers of two).
-pub(crate) const STALL_BOUND: &str = "0.001048576";
+const STALL_BOUND: &str = "0.001048576";
 
 /// Per loop: (turns counted, turns at most [`STALL_BOUND`]) from
 /// `weft_kv_loop_turn_seconds` (cumulative buckets; a snapshot lists bounds
 /// only up to its highest non-empty bucket, so a missing bound means no
 /// turn above it).
-pub(crate) fn parse_turn_counts(metrics: &str) -> Vec<(u64, u64)> {
+fn parse_turn_counts(metrics: &str) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for i in 0.. {
         let get = |key: &str| {
@@ -134,7 +134,7 @@ pub(crate) fn stalls_between(before: &str, after: &str) -> Vec<u64> {
 
 /// Per loop, `family{loop="i"}` from one scrape, for loops 0, 1, .. up to
 /// the first missing or unparsable one.
-pub(crate) fn parse_per_loop<T: std::str::FromStr>(metrics: &str, family: &str) -> Vec<T> {
+fn parse_per_loop<T: std::str::FromStr>(metrics: &str, family: &str) -> Vec<T> {
     let mut out = Vec::new();
     for i in 0.. {
         let prefix = format!("{family}{{loop=\"{i}\"}} ");
@@ -169,7 +169,7 @@ pub(crate) fn late_ticks_between(before: &str, after: &str) -> Vec<(u64, u64)> {
 
 /// Scheduler figures of one thread: (CPU ns, run-queue wait ns) from
 /// `schedstat`, involuntary switches from `status`.
-pub(crate) fn parse_schedstat(schedstat: &str, status: &str) -> Option<(u64, u64, u64)> {
+fn parse_schedstat(schedstat: &str, status: &str) -> Option<(u64, u64, u64)> {
     let mut f = schedstat.split_whitespace();
     let cpu = f.next()?.parse().ok()?;
     let wait = f.next()?.parse().ok()?;

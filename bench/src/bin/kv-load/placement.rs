@@ -6,7 +6,7 @@ use weft_kv::cpus::CpuList;
 use crate::Options;
 
 /// A server thread's role, from its name (`comm`, at most 15 bytes).
-pub(crate) fn role(comm: &str) -> &'static str {
+fn role(comm: &str) -> &'static str {
     match comm {
         "weft-kv" => "loop",
         c if c.starts_with("weft-kv-loop") => "loop",
@@ -19,7 +19,7 @@ pub(crate) fn role(comm: &str) -> &'static str {
 }
 
 /// `Cpus_allowed_list` of a `/proc/.../status`.
-pub(crate) fn cpus_allowed(status: &str) -> Option<String> {
+fn cpus_allowed(status: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -29,7 +29,7 @@ pub(crate) fn cpus_allowed(status: &str) -> Option<String> {
 /// Where `threads` ((name, `Cpus_allowed_list`)) may run, by role
 /// (`role CPUs`, several sets of one role joined by `|`), or
 /// `server unplaced` when every one may run on `all`.
-pub(crate) fn describe_placement(threads: &[(String, String)], all: &str) -> String {
+fn describe_placement(threads: &[(String, String)], all: &str) -> String {
     if threads.iter().all(|(_, c)| c == all) {
         return "server unplaced".into();
     }

@@ -19,10 +19,10 @@ use crate::placement::placement;
 use crate::servers::Server;
 
 /// A running server; killed when dropped.
-pub(crate) struct Running {
-    pub(crate) child: Child,
-    pub(crate) addr: SocketAddr,
-    pub(crate) dir: PathBuf,
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
 }
 
 impl Drop for Running {
@@ -33,7 +33,7 @@ impl Drop for Running {
     }
 }
 
-pub(crate) fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
+fn start(o: &Options, s: &Server, row: usize) -> Result<Running, String> {
     let dir = std::env::temp_dir().join(format!("kv-load-{}-{row}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -71,13 +71,7 @@ pub(crate) fn start(o: &Options, s: &Server, row: usize) -> Result<Running, Stri
     }
 }
 
-pub(crate) fn weft_load(
-    o: &Options,
-    addr: SocketAddr,
-    conns: u32,
-    secs: u32,
-    reads: u32,
-) -> Command {
+fn weft_load(o: &Options, addr: SocketAddr, conns: u32, secs: u32, reads: u32) -> Command {
     let mut c = Command::new(o.bin_dir.join("weft-load"));
     c.arg("--url")
         .arg(format!("http://{addr}"))
