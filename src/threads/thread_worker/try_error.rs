@@ -1,6 +1,6 @@
-//! The error of [`ThreadWorker::try_do_work_batch`](crate::threads::ThreadWorker::try_do_work_batch):
-//! why a batch that must not wait for a lock was not queued, with the
-//! batch handed back (std's and tokio's `TrySendError`, for a worker).
+//! The error of `ThreadWorker::try_do_work_batch`: why a batch that must
+//! not wait for a lock was not queued, with the batch handed back (std's
+//! and tokio's `TrySendError`, for a worker).
 
 use std::error::Error;
 use std::fmt;
@@ -28,9 +28,9 @@ use crate::error::AlreadyQuit;
 ///     Err(TryDoWorkError::Quit(tasks)) => assert_eq!(tasks.len(), 2),
 /// }
 ///
-/// let busy = TryDoWorkError::Busy(vec![1, 2]);
+/// let busy: TryDoWorkError<Vec<Task>> = TryDoWorkError::Busy(Vec::new());
 /// assert_eq!(busy.to_string(), "worker busy");
-/// assert_eq!(format!("{busy:?}"), "Busy(..)"); // the work need not be `Debug`
+/// assert_eq!(format!("{busy:?}"), "Busy(..)"); // `Task` is not `Debug`
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum TryDoWorkError<T> {
