@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p weft-kv -- [--listen ADDR] [--db PATH] [--readers N] [--loops N]
-//!     [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US] [--loop-slice-us US]
+//!     [--loop-nice N] [--try-loop-nice N] [--loop-fifo PRIO (1-99, SCHED_FIFO; needs CAP_SYS_NICE; with --loop-cpus)] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US] [--loop-slice-us US]
 //!     [--loop-cpus LIST] [--db-cpus LIST] [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS] [--task-pass-us US]
 //! ```
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--loop-cpus LIST] [--db-cpus LIST] (LIST as taskset -c: 0, 0-1, 0,2) [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)] [--task-pass-us US (0: no budget; default 500)]"
+        "usage: weft-kv [--listen ADDR] [--db PATH] [--readers N] [--loops N] [--loop-nice N] [--try-loop-nice N] [--loop-fifo PRIO (1-99, SCHED_FIFO; needs CAP_SYS_NICE; with --loop-cpus)] [--checkpoints commit|background] [--db-handover turn|job] [--balance on|off] [--db-nice N] [--db-policy normal|batch|idle] [--db-slice-us US (0: the kernel's)] [--loop-slice-us US (0: the kernel's)] [--loop-cpus LIST] [--db-cpus LIST] (LIST as taskset -c: 0, 0-1, 0,2) [--max-value BYTES] [--header-timeout SECS] [--slow-callback-ms MS (0: off)] [--task-pass-us US (0: no budget; default 500)]"
     );
     std::process::exit(2);
 }
@@ -63,6 +63,7 @@ fn main() -> ExitCode {
                     usage();
                 }
             }
+            "--loop-fifo" => cfg.loop_fifo = Some(val().parse().unwrap_or_else(|_| usage())),
             "--loop-nice" => cfg.loop_nice = Some(val().parse().unwrap_or_else(|_| usage())),
             "--try-loop-nice" => {
                 cfg.try_loop_nice = Some(val().parse().unwrap_or_else(|_| usage()))

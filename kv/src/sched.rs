@@ -1,6 +1,15 @@
-//! The loop threads' scheduling slice (Linux's EEVDF scheduler, 6.12 and
-//! later): the one unprivileged way found to keep other threads from
-//! holding a loop off its core for more than a millisecond.
+//! Scheduling settings for weft-kv's threads.
+//!
+//! Public: [`set_this_thread_fifo`], the real-time policy behind
+//! [`Config::loop_fifo`](crate::Config::loop_fifo) (privileged; the one
+//! setting measured to keep every turn of a loop under a millisecond on a
+//! machine shared with other work), also used by the tokio twin's
+//! `--worker-fifo`.
+//!
+//! The rest is the crate's: the loop threads' scheduling slice (Linux's
+//! EEVDF scheduler, 6.12 and later), the one unprivileged way found to
+//! keep other threads from holding a loop off its core for more than a
+//! millisecond.
 //!
 //! Under EEVDF every runnable thread gets a virtual deadline one slice
 //! after it becomes eligible; the scheduler runs the eligible thread whose
@@ -131,6 +140,96 @@ pub(crate) fn set_thread_policy(
     }
 }
 
+/// The highest `SCHED_FIFO` priority Linux takes (the lowest is 1).
+pub const MAX_FIFO_PRIORITY: u8 = 99;
+
+/// Moves the calling thread to the real-time `SCHED_FIFO` policy at
+/// `priority` (1 to [`MAX_FIFO_PRIORITY`]): from then on no thread of the
+/// fair class (every ordinary thread and process, and most kernel
+/// threads) preempts it; it runs until it blocks, yields, or a thread of
+/// higher real-time priority wants its core. Threads it starts later do
+/// not inherit the policy (`SCHED_RESET_ON_FORK`).
+///
+/// This is what keeps a loop thread's turns whole on a machine shared
+/// with other work ([`Config::loop_fifo`](crate::Config::loop_fifo) and
+/// "Loop stalls" in the crate docs say when it pays and when it costs).
+/// Linux's real-time throttling (`/proc/sys/kernel/sched_rt_runtime_us`,
+/// 95% by default) still leaves the rest of the machine a share if such a
+/// thread never blocks.
+///
+/// # Errors
+///
+/// `InvalidInput` for a priority outside `1..=99` (nothing is changed);
+/// `PermissionDenied` without `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at
+/// least `priority`, with a message saying so; the syscall's error
+/// otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::ErrorKind;
+///
+/// let kind = |r: std::io::Result<()>| r.err().map(|e| e.kind());
+/// assert_eq!(kind(weft_kv::sched::set_this_thread_fifo(0)), Some(ErrorKind::InvalidInput));
+/// // On a thread of its own: the policy stays with the thread.
+/// let r = std::thread::spawn(|| weft_kv::sched::set_this_thread_fifo(1)).join().unwrap();
+/// // Allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO) or refused, never half-done.
+/// assert!(matches!(kind(r), None | Some(ErrorKind::PermissionDenied)));
+/// ```
+pub fn set_this_thread_fifo(priority: u8) -> io::Result<()> {
+    if !(1..=MAX_FIFO_PRIORITY).contains(&priority) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a SCHED_FIFO priority must be within 1..={MAX_FIFO_PRIORITY}, not {priority}"),
+        ));
+    }
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `sched_setscheduler(0, ..)` reads one live `sched_param` and
+    // changes only the calling thread's policy; no memory is written.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(if e.kind() == io::ErrorKind::PermissionDenied {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "SCHED_FIFO priority {priority} needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {priority} ({e})"
+            ),
+        )
+    } else {
+        e
+    })
+}
+
+/// Moves the calling thread back to the fair class (`SCHED_OTHER`,
+/// keeping its nice value); needs no privilege. A failure is logged.
+pub(crate) fn leave_fifo() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `set_this_thread_fifo`.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    if r != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot leave SCHED_FIFO");
+    }
+}
+
+/// Whether the calling thread runs under `SCHED_FIFO`.
+#[cfg(test)]
+pub(crate) fn runs_fifo() -> bool {
+    // SAFETY: `sched_getscheduler(0)` only reads the calling thread's
+    // policy.
+    #[allow(unsafe_code)]
+    let p = unsafe { libc::sched_getscheduler(0) };
+    p & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO
+}
+
 /// The calling thread's policy (`sched_getscheduler`), as one of the fair
 /// class's (`None`: another class, e.g. a real-time one).
 #[cfg(test)]
@@ -230,6 +329,61 @@ mod tests {
         }
         let (cpu1, _) = stat.read().unwrap();
         assert!(cpu1 > cpu0, "{cpu0:?} then {cpu1:?}");
+    }
+
+    #[test]
+    fn a_fifo_priority_out_of_range_is_refused_before_any_change() {
+        for p in [0, 100, 255] {
+            let e = set_this_thread_fifo(p).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(&p.to_string()), "{e}");
+        }
+        assert!(!runs_fifo());
+    }
+
+    #[test]
+    fn a_fifo_thread_runs_fifo_and_the_threads_it_starts_do_not() {
+        std::thread::spawn(|| match set_this_thread_fifo(1) {
+            Ok(()) => {
+                assert!(runs_fifo());
+                let child = std::thread::spawn(|| (runs_fifo(), thread_policy()));
+                assert_eq!(
+                    child.join().unwrap(),
+                    (false, Some(crate::DbPolicy::Normal))
+                );
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+                assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
+                assert!(!runs_fifo());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn without_cap_sys_nice_fifo_is_refused_with_the_reason() {
+        std::thread::spawn(|| {
+            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+            // Capabilities are per thread: only this one gives it up.
+            let mut caps = capabilities(None).unwrap();
+            caps.effective.remove(CapabilitySet::SYS_NICE);
+            caps.permitted.remove(CapabilitySet::SYS_NICE);
+            set_capabilities(None, caps).unwrap();
+            let rtprio = rustix::process::getrlimit(rustix::process::Resource::Rtprio);
+            if rtprio.current.is_none_or(|n| n >= 1) {
+                // This process may take real-time priorities without the
+                // capability: nothing to refuse here.
+                return;
+            }
+            let e = set_this_thread_fifo(1).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
+            assert!(!runs_fifo());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

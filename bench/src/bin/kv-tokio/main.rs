@@ -8,7 +8,7 @@
 //! ```text
 //! cargo run --release -p weft-bench --bin kv-tokio -- [--listen ADDR] [--db PATH]
 //!     [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N]
-//!     [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST]
+//!     [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST] [--worker-fifo PRIO]
 //! ```
 //!
 //! - `--blocking N` caps tokio's blocking pool (`max_blocking_threads`;
@@ -27,6 +27,11 @@
 //!   other a blocking thread (`kv-tokio-block`), and the hook places
 //!   each by its name. A list naming a CPU the process may not use is
 //!   refused at start (exit 2).
+//! - `--worker-fifo PRIO` runs tokio's workers and the main thread under
+//!   `SCHED_FIFO` at PRIO (1-99), as weft-kv's `--loop-fifo` runs its
+//!   loops (same call: `weft_kv::sched::set_this_thread_fifo`), the
+//!   blocking threads staying in the fair class; refused at start without
+//!   `CAP_SYS_NICE` (exit 2). Meant with `--worker-cpus`.
 //!
 //! Shared with weft-kv rather than copied: the schema and every statement
 //! (`weft_kv::routes::{SCHEMA, UPSERT, SELECT_ONE, DELETE_ONE, RANGE}`), the
@@ -210,11 +215,14 @@ struct Options {
     worker_cpus: Option<CpuList>,
     /// `--blocking-cpus`: where tokio's blocking threads run.
     blocking_cpus: Option<CpuList>,
+    /// `--worker-fifo`: the workers' (and the main thread's) `SCHED_FIFO`
+    /// priority.
+    worker_fifo: Option<u8>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N] [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST]"
+        "usage: kv-tokio [--listen ADDR] [--db PATH] [--variant thread-local|mutex|deadpool] [--blocking N] [--pool N] [--workers N] [--half-close on|off] [--worker-cpus LIST] [--blocking-cpus LIST] [--worker-fifo PRIO]"
     );
     std::process::exit(2);
 }
@@ -230,6 +238,7 @@ fn parse_args() -> Options {
         half_close: false,
         worker_cpus: None,
         blocking_cpus: None,
+        worker_fifo: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -244,6 +253,7 @@ fn parse_args() -> Options {
             "--workers" => o.workers = Some(n().unwrap_or_else(|| usage())),
             "--worker-cpus" => o.worker_cpus = Some(cpu_list("--worker-cpus", &v)),
             "--blocking-cpus" => o.blocking_cpus = Some(cpu_list("--blocking-cpus", &v)),
+            "--worker-fifo" => o.worker_fifo = Some(v.parse().unwrap_or_else(|_| usage())),
             "--half-close" => {
                 o.half_close = match v.as_str() {
                     "on" => true,
@@ -286,7 +296,11 @@ fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
     if let Some(n) = o.workers {
         rt.worker_threads(n);
     }
-    if o.worker_cpus.is_none() && o.blocking_cpus.is_none() {
+    if let Some(priority) = o.worker_fifo {
+        // The main thread first: a refusal stops here, before any worker.
+        weft_kv::sched::set_this_thread_fifo(priority)?;
+    }
+    if o.worker_cpus.is_none() && o.blocking_cpus.is_none() && o.worker_fifo.is_none() {
         return rt.build();
     }
     // tokio runs its workers on blocking-pool threads: the build queues
@@ -314,14 +328,20 @@ fn runtime(o: &Options) -> std::io::Result<tokio::runtime::Runtime> {
     let workers = o.worker_cpus.clone().unwrap_or_else(|| original.clone());
     let blocking = o.blocking_cpus.clone().unwrap_or(original);
     let main = workers.clone();
+    let fifo = o.worker_fifo;
     rt.on_thread_start(move || {
-        let cpus = match std::thread::current().name() {
-            Some(WORKER) => &workers,
-            _ => &blocking,
-        };
+        let worker = std::thread::current().name() == Some(WORKER);
+        let cpus = if worker { &workers } else { &blocking };
         // Checked at start against the process's CPUs.
         if let Err(e) = cpus.apply_to_this_thread() {
             eprintln!("kv-tokio: cannot place a runtime thread: {e}");
+        }
+        // Allowed: the main thread took it above. Blocking threads start
+        // in the fair class (`SCHED_RESET_ON_FORK`).
+        if let (true, Some(priority)) = (worker, fifo)
+            && let Err(e) = weft_kv::sched::set_this_thread_fifo(priority)
+        {
+            eprintln!("kv-tokio: cannot run a worker under SCHED_FIFO: {e}");
         }
     });
     let parked = Arc::new((Mutex::new(0usize), Condvar::new()));

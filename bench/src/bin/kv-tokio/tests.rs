@@ -90,6 +90,7 @@ fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
         half_close: false,
         worker_cpus: None,
         blocking_cpus: None,
+        worker_fifo: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -167,6 +168,7 @@ fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
         half_close: true,
         worker_cpus: None,
         blocking_cpus: None,
+        worker_fifo: None,
     });
     // The half-close server has no stop signal: the thread ends with the
     // test process.
@@ -215,6 +217,7 @@ fn placed_workers_and_blocking_threads_run_where_asked() {
         half_close: false,
         worker_cpus,
         blocking_cpus,
+        worker_fifo: None,
     };
     // On a thread of its own: the builder's thread takes the workers' CPUs.
     let run = |o: Options| {
@@ -249,5 +252,57 @@ fn placed_workers_and_blocking_threads_run_where_asked() {
     assert!(worker.0.starts_with("tokio-"), "{worker:?}");
     assert_eq!(worker, (worker.0.clone(), all.clone()));
     assert_eq!(blocking, (worker.0.clone(), all));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The calling thread's policy: `SCHED_FIFO` or not.
+fn runs_fifo() -> bool {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    // Field 41 (policy); field 3 is the first after the name.
+    rest.split_whitespace().nth(41 - 3).unwrap() == "1"
+}
+
+#[test]
+fn fifo_workers_run_fifo_and_blocking_threads_do_not_or_the_runtime_is_refused() {
+    let (dir, db) = temp_db("fifo");
+    let o = Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        variant: Variant::Mutex,
+        blocking: Some(1),
+        pool: None,
+        workers: Some(1),
+        half_close: false,
+        worker_cpus: None,
+        blocking_cpus: None,
+        worker_fifo: Some(1),
+    };
+    let allowed = std::thread::spawn(|| weft_kv::sched::set_this_thread_fifo(1).is_ok())
+        .join()
+        .unwrap();
+    let got = std::thread::spawn(move || {
+        let rt = match runtime(&o) {
+            Ok(rt) => rt,
+            Err(e) => return Err(e.kind()),
+        };
+        let main = runs_fifo();
+        let (worker, blocking) = rt.block_on(async {
+            let worker = tokio::spawn(async { runs_fifo() }).await.unwrap();
+            let blocking =
+                tokio::spawn(async { tokio::task::spawn_blocking(runs_fifo).await.unwrap() })
+                    .await
+                    .unwrap();
+            (worker, blocking)
+        });
+        Ok((main, worker, blocking))
+    })
+    .join()
+    .unwrap();
+    if allowed {
+        assert_eq!(got, Ok((true, true, false)));
+    } else {
+        assert_eq!(got, Err(std::io::ErrorKind::PermissionDenied));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
