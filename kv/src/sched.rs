@@ -31,10 +31,10 @@
 //!   caller logs it and the loop runs with the default slice.
 //!
 //! It also reads a loop thread's own scheduler figures
-//! ([`ThreadSchedStat`]: time on a CPU and time runnable but waiting for
+//! (`ThreadSchedStat`: time on a CPU and time runnable but waiting for
 //! one), so that a late lag-probe tick can be told apart: the loop's own
-//! work ([`Cause::Working`]) or the scheduler holding it off its core
-//! ([`Cause::Waiting`]).
+//! work (`Cause::Working`) or the scheduler holding it off its core
+//! (`Cause::Waiting`).
 
 use std::io;
 use std::time::Duration;
