@@ -82,16 +82,22 @@ pub struct Config {
     /// least the priority; [`run`](crate::run) fails if it cannot be set
     /// or is outside `1..=99`.
     ///
-    /// Give the loops cores of their own with it ([`Config::loop_cpus`],
-    /// the database threads on the others with [`Config::db_cpus`]): a
-    /// real-time loop that shares a core with the threads that feed it
-    /// (the database threads, the clients) preempts them at every wake and
-    /// serves fewer requests in smaller turns (measured below: 0.4× the
-    /// requests/s unplaced, and a starved writer's p99 of 58 ms); [`run`](crate::run)
-    /// logs a warning when it is set without `loop_cpus`. Placed, it kept
-    /// every turn under a millisecond where the fair policy had 9–16 turns
-    /// over it per 10 s row, at the requests/s of the placed default (see
-    /// "Loop stalls" in the crate docs).
+    /// Off by default, because measured it does not keep the bound at
+    /// full load (session 16, 2-core VM, Linux 6.18, loop on CPU 0 and the
+    /// database and client on CPU 1, 10 s rows): where the loop kept some
+    /// idle time it had no turn over 1.05 ms (10/90 under weft-load:
+    /// 0 against 7 in the fair class, at 1.09× the requests/s), but a loop
+    /// saturated by wrk uses more than the 95% of its core that Linux lets
+    /// real-time threads have per second (`sched_rt_runtime_us`), and the
+    /// kernel then holds it off for the rest of the second: turns of
+    /// 23–47 ms, with the core idle meanwhile (`perf` on CPU 0: the loop
+    /// runnable, `swapper` running). Unplaced it is worse: a real-time
+    /// loop sharing a core with the threads that feed it preempts them at
+    /// every wake (0.4× the requests/s, a starved writer's p99 of 58 ms);
+    /// [`run`](crate::run) logs a warning when it is set without
+    /// [`Config::loop_cpus`]. So it is for loops with cores of their own
+    /// that stay below that share; the tokio twin's `--worker-fifo` gives
+    /// its workers the same.
     pub loop_fifo: Option<u8>,
     /// hyper's `pipeline_flush`: batch the flushes of pipelined responses.
     /// Off by default: hyper 1.12 skips the flush while unparsed bytes remain

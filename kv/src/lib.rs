@@ -91,6 +91,13 @@
 //!   to about 22 µs (less batching per turn, 3× the context switches) and
 //!   requests/s fell to 0.57–0.75×. Off by default.
 //!
+//! - [`Config::loop_fifo`] (`SCHED_FIFO` on the loop threads, privileged;
+//!   session 16, loop placed on a core of its own): no turn over 1.05 ms
+//!   where the loop kept idle time, but a loop saturated by wrk exceeds
+//!   the 95% of its core Linux gives real-time threads per second and is
+//!   then held off for the rest of that second (turns of 23–47 ms).
+//!   Off by default; the field's docs have the table.
+//!
 //! - [`Config::db_policy`] (`SCHED_BATCH` or `SCHED_IDLE` on the database
 //!   threads, unprivileged; session 12, load average 8–16, 2 rounds × 4
 //!   cells): `batch` did not change the late ticks or the run-queue wait

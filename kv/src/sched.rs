@@ -1,10 +1,10 @@
 //! Scheduling settings for weft-kv's threads.
 //!
 //! Public: [`set_this_thread_fifo`], the real-time policy behind
-//! [`Config::loop_fifo`](crate::Config::loop_fifo) (privileged; the one
-//! setting measured to keep every turn of a loop under a millisecond on a
-//! machine shared with other work), also used by the tokio twin's
-//! `--worker-fifo`.
+//! [`Config::loop_fifo`](crate::Config::loop_fifo) (privileged; it keeps a
+//! loop's turns whole while the loop leaves some of its core idle, and is
+//! throttled by the kernel when it does not: see there), also used by the
+//! tokio twin's `--worker-fifo`.
 //!
 //! The rest is the crate's: the loop threads' scheduling slice (Linux's
 //! EEVDF scheduler, 6.12 and later), the one unprivileged way found to
@@ -31,10 +31,10 @@
 //!   caller logs it and the loop runs with the default slice.
 //!
 //! It also reads a loop thread's own scheduler figures
-//! ([`ThreadSchedStat`]: time on a CPU and time runnable but waiting for
+//! (`ThreadSchedStat`: time on a CPU and time runnable but waiting for
 //! one), so that a late lag-probe tick can be told apart: the loop's own
-//! work ([`Cause::Working`]) or the scheduler holding it off its core
-//! ([`Cause::Waiting`]).
+//! work (`Cause::Working`) or the scheduler holding it off its core
+//! (`Cause::Waiting`).
 
 use std::io;
 use std::time::Duration;
