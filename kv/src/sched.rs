@@ -341,6 +341,13 @@ mod tests {
         assert!(!runs_fifo());
     }
 
+    /// A refusal for want of privilege, saying so, and nothing changed.
+    fn assert_refused(e: &io::Error) {
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
+        assert!(!runs_fifo());
+    }
+
     #[test]
     fn a_fifo_thread_runs_fifo_and_the_threads_it_starts_do_not() {
         std::thread::spawn(|| match set_this_thread_fifo(1) {
@@ -352,11 +359,7 @@ mod tests {
                     (false, Some(crate::DbPolicy::Normal))
                 );
             }
-            Err(e) => {
-                assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
-                assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
-                assert!(!runs_fifo());
-            }
+            Err(e) => assert_refused(&e),
         })
         .join()
         .unwrap();
@@ -377,10 +380,7 @@ mod tests {
                 // capability: nothing to refuse here.
                 return;
             }
-            let e = set_this_thread_fifo(1).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
-            assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
-            assert!(!runs_fifo());
+            assert_refused(&set_this_thread_fifo(1).unwrap_err());
         })
         .join()
         .unwrap();

@@ -54,11 +54,7 @@ fn run_expecting_refusal(
     let s2 = served.clone();
     let r = std::thread::spawn(move || {
         if unprivileged {
-            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
-            let mut caps = capabilities(None).unwrap();
-            caps.effective.remove(CapabilitySet::SYS_NICE);
-            caps.permitted.remove(CapabilitySet::SYS_NICE);
-            set_capabilities(None, caps).unwrap();
+            drop_cap_sys_nice();
         }
         weft_kv::run(c, move |ready| {
             s2.store(true, Ordering::SeqCst);

@@ -70,11 +70,7 @@ fn serve_and_read_nice(c: weft_kv::Config, unprivileged: bool) -> (String, i32) 
     let (tx, rx) = mpsc::channel();
     let server = std::thread::spawn(move || {
         if unprivileged {
-            use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
-            let mut caps = capabilities(None).unwrap();
-            caps.effective.remove(CapabilitySet::SYS_NICE);
-            caps.permitted.remove(CapabilitySet::SYS_NICE);
-            set_capabilities(None, caps).unwrap();
+            drop_cap_sys_nice();
         }
         weft_kv::run(c, move |ready| {
             let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();

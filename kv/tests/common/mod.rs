@@ -157,3 +157,13 @@ pub fn assert_invalid_input<T: std::fmt::Debug>(r: Result<T, weft_kv::Error>, ne
         other => panic!("{other:?}"),
     }
 }
+
+/// Drops `CAP_SYS_NICE` from the calling thread only (capabilities are
+/// per thread): what an unprivileged deployment runs with.
+pub fn drop_cap_sys_nice() {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+    let mut caps = capabilities(None).unwrap();
+    caps.effective.remove(CapabilitySet::SYS_NICE);
+    caps.permitted.remove(CapabilitySet::SYS_NICE);
+    set_capabilities(None, caps).unwrap();
+}

@@ -224,14 +224,7 @@ fn placed_workers_and_blocking_threads_run_where_asked() {
         std::thread::spawn(move || {
             let rt = runtime(&o).unwrap();
             let main = whoami();
-            let (worker, blocking) = rt.block_on(async {
-                let worker = tokio::spawn(async { whoami() }).await.unwrap();
-                let blocking =
-                    tokio::spawn(async { tokio::task::spawn_blocking(whoami).await.unwrap() })
-                        .await
-                        .unwrap();
-                (worker, blocking)
-            });
+            let (worker, blocking) = on_worker_and_blocking(&rt, whoami);
             (main.1, worker, blocking)
         })
         .join()
@@ -287,14 +280,7 @@ fn fifo_workers_run_fifo_and_blocking_threads_do_not_or_the_runtime_is_refused()
             Err(e) => return Err(e.kind()),
         };
         let main = runs_fifo();
-        let (worker, blocking) = rt.block_on(async {
-            let worker = tokio::spawn(async { runs_fifo() }).await.unwrap();
-            let blocking =
-                tokio::spawn(async { tokio::task::spawn_blocking(runs_fifo).await.unwrap() })
-                    .await
-                    .unwrap();
-            (worker, blocking)
-        });
+        let (worker, blocking) = on_worker_and_blocking(&rt, runs_fifo);
         Ok((main, worker, blocking))
     })
     .join()
@@ -305,4 +291,16 @@ fn fifo_workers_run_fifo_and_blocking_threads_do_not_or_the_runtime_is_refused()
         assert_eq!(got, Err(std::io::ErrorKind::PermissionDenied));
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `f` run on one of `rt`'s workers and on one of its blocking threads
+/// (started from a worker, as the handlers start them).
+fn on_worker_and_blocking<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: fn() -> T) -> (T, T) {
+    rt.block_on(async move {
+        let worker = tokio::spawn(async move { f() }).await.unwrap();
+        let blocking = tokio::spawn(async move { tokio::task::spawn_blocking(f).await.unwrap() })
+            .await
+            .unwrap();
+        (worker, blocking)
+    })
 }
