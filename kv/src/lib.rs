@@ -391,6 +391,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
     // Before anything changes this thread: the set every list is checked
     // against and every other thread goes back to.
     let placement = cpus::Placement::new(&config)?;
+    // Loop 0 is the caller's thread: whatever `run` returns, early or
+    // not, it gets its own policy back.
+    let _policy = config
+        .loop_fifo
+        .map(|_| sched::SavedPolicy::of_this_thread());
     if config.loop_fifo.is_some() && config.loop_cpus.is_none() {
         tracing::warn!(
             "real-time loops without --loop-cpus share their cores with the threads that feed them \
@@ -405,7 +410,6 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
     }
     let shutdown = ShutdownTrigger::new();
     let threads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let config_fifo = config.loop_fifo.is_some();
     let r = reactor
         .run_until_complete(server::serve(
             config,
@@ -422,10 +426,6 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready) + 'static) -> Result<Su
     }
     drop(reactor);
     let _ = placement.unplace();
-    if config_fifo {
-        // Loop 0 is the caller's thread: it goes back to the fair class.
-        sched::leave_fifo();
-    }
     r?
 }
 

@@ -208,15 +208,48 @@ pub fn set_this_thread_fifo(priority: u8) -> io::Result<()> {
     })
 }
 
-/// Moves the calling thread back to the fair class (`SCHED_OTHER`,
-/// keeping its nice value); needs no privilege. A failure is logged.
-pub(crate) fn leave_fifo() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: as in `set_this_thread_fifo`.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-    if r != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "cannot leave SCHED_FIFO");
+/// The calling thread's scheduling policy and priority, put back when
+/// dropped (on the same thread): `run` saves loop 0's, the caller's
+/// thread, before it may move it to `SCHED_FIFO`. Putting back a fair
+/// policy needs no privilege; a real-time one the thread had before,
+/// the privilege it had then. A failure is logged.
+pub(crate) struct SavedPolicy {
+    policy: i32,
+    param: libc::sched_param,
+}
+
+impl SavedPolicy {
+    pub(crate) fn of_this_thread() -> SavedPolicy {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: both calls read only the calling thread's settings; the
+        // second writes one `sched_param` we own.
+        #[allow(unsafe_code)]
+        let (policy, r) = unsafe {
+            (
+                libc::sched_getscheduler(0),
+                libc::sched_getparam(0, &mut param),
+            )
+        };
+        if policy < 0 || r != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot read this thread's scheduling policy");
+            // The fair class, which every thread of weft-kv starts in.
+            return SavedPolicy {
+                policy: libc::SCHED_OTHER,
+                param: libc::sched_param { sched_priority: 0 },
+            };
+        }
+        SavedPolicy { policy, param }
+    }
+}
+
+impl Drop for SavedPolicy {
+    fn drop(&mut self) {
+        // SAFETY: as in `set_this_thread_fifo`.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::sched_setscheduler(0, self.policy, &self.param) };
+        if r != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot put this thread's scheduling policy back");
+        }
     }
 }
 
@@ -360,6 +393,20 @@ mod tests {
                 );
             }
             Err(e) => assert_refused(&e),
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_saved_policy_is_put_back_when_dropped() {
+        std::thread::spawn(|| {
+            let saved = SavedPolicy::of_this_thread();
+            let took = set_this_thread_fifo(2).is_ok();
+            assert_eq!(runs_fifo(), took);
+            drop(saved);
+            assert!(!runs_fifo());
+            assert_eq!(thread_policy(), Some(crate::DbPolicy::Normal));
         })
         .join()
         .unwrap();

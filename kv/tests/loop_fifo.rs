@@ -149,3 +149,24 @@ fn without_cap_sys_nice_fifo_is_refused_with_the_reason_and_nothing_is_served() 
     }
     assert!(!served);
 }
+
+#[test]
+fn a_run_that_fails_after_taking_fifo_gives_the_callers_thread_its_policy_back() {
+    // The address is taken: the server fails after its loop (this
+    // thread) took SCHED_FIFO, or is refused before when not allowed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.loops = 1;
+    c.loop_fifo = Some(1);
+    c.listen = taken.local_addr().unwrap();
+    let (failed, after) = std::thread::spawn(move || {
+        let before = own_policy();
+        let r = weft_kv::run(c, |_| panic!("served on a taken address"));
+        (r.is_err(), (before, own_policy()))
+    })
+    .join()
+    .unwrap();
+    assert!(failed);
+    assert_eq!(after, (0, 0));
+}
