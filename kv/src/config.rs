@@ -78,7 +78,9 @@ pub struct Config {
     /// no ordinary thread or process then preempts a loop mid-turn, so a
     /// turn is held up only by its own work, by higher real-time threads
     /// and by the hypervisor. Threads a loop starts (the database's) stay
-    /// in the fair class. Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at
+    /// in the fair class; loop 0 runs on the thread that calls
+    /// [`run`](crate::run), which gets its own policy back when `run`
+    /// returns. Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at
     /// least the priority; [`run`](crate::run) fails if it cannot be set
     /// or is outside `1..=99`.
     ///
