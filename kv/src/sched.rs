@@ -220,16 +220,12 @@ pub(crate) struct SavedPolicy {
 
 impl SavedPolicy {
     pub(crate) fn of_this_thread() -> SavedPolicy {
+        let policy = raw_policy();
         let mut param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: both calls read only the calling thread's settings; the
-        // second writes one `sched_param` we own.
+        // SAFETY: reads only the calling thread's priority into one
+        // `sched_param` we own.
         #[allow(unsafe_code)]
-        let (policy, r) = unsafe {
-            (
-                libc::sched_getscheduler(0),
-                libc::sched_getparam(0, &mut param),
-            )
-        };
+        let r = unsafe { libc::sched_getparam(0, &mut param) };
         if policy < 0 || r != 0 {
             tracing::warn!(error = %io::Error::last_os_error(), "cannot read this thread's scheduling policy");
             // The fair class, which every thread of weft-kv starts in.
@@ -253,29 +249,31 @@ impl Drop for SavedPolicy {
     }
 }
 
+/// The calling thread's policy as `sched_getscheduler` gives it (with
+/// `SCHED_RESET_ON_FORK` when set; negative on error).
+fn raw_policy() -> i32 {
+    // SAFETY: `sched_getscheduler(0)` only reads the calling thread's
+    // policy.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sched_getscheduler(0)
+    }
+}
+
 /// Whether the calling thread runs under `SCHED_FIFO`.
 #[cfg(test)]
 pub(crate) fn runs_fifo() -> bool {
-    // SAFETY: `sched_getscheduler(0)` only reads the calling thread's
-    // policy.
-    #[allow(unsafe_code)]
-    let p = unsafe { libc::sched_getscheduler(0) };
-    p & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO
+    raw_policy() & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO
 }
 
-/// The calling thread's policy (`sched_getscheduler`), as one of the fair
-/// class's (`None`: another class, e.g. a real-time one).
+/// The calling thread's policy, as one of the fair class's (`None`:
+/// another class, e.g. a real-time one).
 #[cfg(test)]
 pub(crate) fn thread_policy() -> Option<crate::DbPolicy> {
-    // SAFETY: `sched_getscheduler(0)` only reads the calling thread's
-    // policy.
-    #[allow(unsafe_code)]
-    let p = unsafe { libc::sched_getscheduler(0) };
-    // The policy comes with `SCHED_RESET_ON_FORK` (0x4000_0000) when set.
-    match p & !0x4000_0000 {
-        0 => Some(crate::DbPolicy::Normal),
-        3 => Some(crate::DbPolicy::Batch),
-        5 => Some(crate::DbPolicy::Idle),
+    match raw_policy() & !libc::SCHED_RESET_ON_FORK {
+        libc::SCHED_OTHER => Some(crate::DbPolicy::Normal),
+        libc::SCHED_BATCH => Some(crate::DbPolicy::Batch),
+        libc::SCHED_IDLE => Some(crate::DbPolicy::Idle),
         _ => None,
     }
 }
