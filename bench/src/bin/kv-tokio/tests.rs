@@ -81,16 +81,10 @@ fn bound(
 fn routes_answer_like_weft_kv(variant: Variant, name: &str) {
     let (dir, db) = temp_db(name);
     let (store, rt, listener, addr) = bound(Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db,
         variant,
         blocking: Some(2),
         pool: Some(2),
-        workers: Some(1),
-        half_close: false,
-        worker_cpus: None,
-        blocking_cpus: None,
-        worker_fifo: None,
+        ..one_worker(db)
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
@@ -159,16 +153,8 @@ fn deadpool_variant_serves_every_route() {
 fn with_half_close_a_client_that_shuts_down_its_sending_side_gets_its_answer() {
     let (dir, db) = temp_db("half-close");
     let (store, rt, listener, addr) = bound(Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db,
-        variant: Variant::Mutex,
-        blocking: Some(1),
-        pool: None,
-        workers: Some(1),
         half_close: true,
-        worker_cpus: None,
-        blocking_cpus: None,
-        worker_fifo: None,
+        ..one_worker(db)
     });
     // The half-close server has no stop signal: the thread ends with the
     // test process.
@@ -208,16 +194,10 @@ fn placed_workers_and_blocking_threads_run_where_asked() {
         .unwrap();
     let (dir, db) = temp_db("placed");
     let o = |worker_cpus, blocking_cpus| Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: db.clone(),
-        variant: Variant::Mutex,
-        blocking: Some(1),
-        pool: None,
         workers: Some(2),
-        half_close: false,
         worker_cpus,
         blocking_cpus,
-        worker_fifo: None,
+        ..one_worker(db.clone())
     };
     // On a thread of its own: the builder's thread takes the workers' CPUs.
     let run = |o: Options| {
@@ -260,16 +240,8 @@ fn runs_fifo() -> bool {
 fn fifo_workers_run_fifo_and_blocking_threads_do_not_or_the_runtime_is_refused() {
     let (dir, db) = temp_db("fifo");
     let o = Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db,
-        variant: Variant::Mutex,
-        blocking: Some(1),
-        pool: None,
-        workers: Some(1),
-        half_close: false,
-        worker_cpus: None,
-        blocking_cpus: None,
         worker_fifo: Some(1),
+        ..one_worker(db)
     };
     let allowed = std::thread::spawn(|| weft_kv::sched::set_this_thread_fifo(1).is_ok())
         .join()
@@ -303,4 +275,22 @@ fn on_worker_and_blocking<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: fn
             .unwrap();
         (worker, blocking)
     })
+}
+
+/// The twin on a kernel-chosen port over `db`: the `mutex` variant, one
+/// worker, one blocking thread, no placement, no real-time policy; each
+/// test changes what it is about.
+fn one_worker(db: PathBuf) -> Options {
+    Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        variant: Variant::Mutex,
+        blocking: Some(1),
+        pool: None,
+        workers: Some(1),
+        half_close: false,
+        worker_cpus: None,
+        blocking_cpus: None,
+        worker_fifo: None,
+    }
 }
