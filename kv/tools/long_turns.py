@@ -9,13 +9,18 @@ unless LIGHT=1, raw syscalls) and `threads` ("TID NAME" of the server's
 threads; the loop is the one named weft-kv).
 
 Each long turn inside the recorded stretch is split into: off-CPU (preempted,
-by who ran next; or blocked, by the syscall it blocked in), steal (wall time
-the thread was neither on its CPU nor off it: the hypervisor ran something
-else on the vCPU; CLOCK_THREAD_CPUTIME_ID leaves it out under
-CONFIG_PARAVIRT_TIME_ACCOUNTING), interrupts and softirqs taken while the loop
+by who ran next; or blocked, by the syscall it blocked in), steal (the vCPU
+not running: the larger of the steal the guest was told of, i.e. wall time the
+thread was neither on its CPU nor off it, which CLOCK_THREAD_CPUTIME_ID leaves
+out under CONFIG_PARAVIRT_TIME_ACCOUNTING, and the stretches over 0.2 ms in
+which the CPU recorded no event at all: a loop doing socket I/O makes a
+softirq every few µs and a busy CPU takes the tick every 4 ms at HZ=250, so a
+silent stretch is the vCPU gone without the guest being told, as in a nested
+VM), interrupts and softirqs taken while the loop
 was on its CPU (by vector), syscall time (by call, interrupts inside left
 out) and the rest (user code). Prints one line per turn and the counts: which
 part was the largest in how many turns, and the loop's own work per turn."""
+import bisect
 import collections
 import re
 import sys
@@ -46,6 +51,7 @@ irq_open = {}
 sys_open = None
 syscalls = []      # (start, end, name)
 faults = []        # times
+stamps = []        # every event on the CPU, in order (silent stretches)
 t_first = t_last = None
 for line in open(d + "/perf.txt"):
     m = line_re.match(line)
@@ -55,6 +61,7 @@ for line in open(d + "/perf.txt"):
     t = int(s) * 1_000_000_000 + int(ns.ljust(9, "0")[:9])
     t_first = t if t_first is None else t_first
     t_last = t
+    stamps.append(t)
     if ev == "sched:sched_switch":
         pc, prev, state, nc, nxt = switch_re.search(rest).groups()
         if prev == loop:
@@ -100,6 +107,16 @@ def who(tid_comm):
 
 def clip(a, b, lo, hi):
     return max(0, min(b, hi) - max(a, lo))
+
+
+SILENT = 200_000  # ns: a stretch this long with no event is the vCPU gone
+
+
+def silent(lo, hi):
+    """The stretches in [lo, hi) over SILENT with no event on the CPU."""
+    i = bisect.bisect_left(stamps, lo)
+    pts = [lo] + stamps[i:bisect.bisect_right(stamps, hi)] + [hi]
+    return [(a, b) for a, b in zip(pts, pts[1:]) if b - a > SILENT]
 
 
 rows = []
@@ -148,7 +165,13 @@ for tr in turns:
     if "cpu" in tr:
         off_all = sum(clip(a, b, lo, hi) for a, b, _, _ in offs)
         steal = max(0, (hi - lo) - off_all - tr["cpu"])
-    user = wall - off - irq - sysc - steal
+    # Silent stretches: the loop's off-CPU spans left out (counted there),
+    # and taken out of the interrupts they fell in (the vCPU was gone).
+    quiet = [q for x, y in windows for q in silent(x, y)]
+    gone = max(0, sum(b - a - sum(clip(x, y, a, b) for x, y, _, _ in offs) for a, b in quiet))
+    irq = max(0, irq - sum(clip(x, y, a, b) for x, y in irq_spans for a, b in quiet))
+    steal = max(steal, gone)
+    user = max(0, wall - off - irq - sysc - steal)
     ph = {"calls": tr["m1"] - tr["m0"], "timers": tr["m2"] - tr["m1"],
           "poll": (tr["pr"] - tr["pe"]) if tr["pe"] else 0,
           "io": (tr["m3"] - tr["pr"]) if tr["pe"] else tr["m3"] - tr["m2"],

@@ -3,7 +3,7 @@
 # recording CPU 0 (the loop's, `--loop-cpus 0`) on CLOCK_MONOTONIC, beside the
 # server's own list of long turns, then kv/tools/long_turns.py.
 #
-#   [LIGHT=1] kv/tools/long_turns.sh BIN_DIR OUT_DIR MIX [-- weft-kv flags]
+#   [LIGHT=1] [AT=start] kv/tools/long_turns.sh BIN_DIR OUT_DIR MIX [-- weft-kv flags]
 #
 # BIN_DIR holds weft-kv and weft-load (release). The per-turn list (`LT` lines
 # on stderr) needs weft-kv built with kv/tools/long_turns-instr.patch applied
@@ -13,6 +13,8 @@
 # --loop-cpus 0 --db-cpus 1` unless flags are given; wrk -t2 -c64 runs 8 s on
 # CPU 1, perf (itself on CPU 1) records 3 s of it on CPU 0: scheduler switches,
 # interrupts and softirqs, page faults and (unless LIGHT=1) every syscall.
+# AT=start records from wrk's start (its 64 connections arriving) instead
+# of from its third second.
 # Needs perf, wrk, curl, root or perf_event_paranoid <= 1.
 set -eu
 B=$1; D=$2; MIX=$3; shift 3; [ "${1:-}" = "--" ] && shift
@@ -27,7 +29,7 @@ scrape >"$D/metrics.before"
 grep -E '^cpu0 ' /proc/stat >"$D/stat.before"
 $CLIENT_ON wrk -t2 -c64 -d8s -s "$HERE/bench/wrk/mix.lua" http://127.0.0.1:$PORT -- "$MIX" 10000 64 >"$D/wrk.txt" &
 WP=$!
-sleep 2
+[ "${AT:-middle}" = start ] || sleep 2
 EV="-e sched:sched_switch -e irq:irq_handler_entry -e irq:irq_handler_exit -e irq:softirq_entry -e irq:softirq_exit -e exceptions:page_fault_user -e exceptions:page_fault_kernel"
 [ "${LIGHT:-0}" = 1 ] || EV="$EV -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit"
 # shellcheck disable=SC2086
