@@ -469,6 +469,13 @@ impl<W: Wake> Inbox<W> {
         self.wake.awake();
     }
 
+    /// Loop, after its poll returned: marks the loop awake and says whether
+    /// the poll ended a sleep that no producer notified, which no spin
+    /// before it could have ended (`wake.rs`, "Woken by something else").
+    pub(crate) fn awake_unnotified(&self) -> bool {
+        self.wake.awake_unnotified()
+    }
+
     /// Loop, after a sleep: whether the producer that woke it ran on the
     /// loop's own CPU, so that no spin before the sleep could have caught
     /// it (`wake.rs`, "Same CPU"). Reads the CPU only when a producer noted

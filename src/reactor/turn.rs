@@ -389,18 +389,20 @@ impl Inner {
         }
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
-        self.shared.inbox.awake();
+        let unnotified = self.shared.inbox.awake_unnotified();
         let nonblocking = timeout == Some(Duration::ZERO);
         let mut woke = None;
         if let Some(lap) = idle {
             let now = self.now();
             // The spin before this poll, if it found nothing, was a miss
-            // only if the loop then slept long, or was woken by a producer
-            // on its own CPU, which no spin could have caught
+            // only if the loop then slept long, or its sleep was ended by
+            // something no spin could have caught: I/O, a timer or the
+            // timeout (no producer notified), or a producer on its own CPU
             // (`inbox/wake.rs`).
             let slept_long = !nonblocking && lap.since(now) >= MISS_AFTER_SLEEP_NANOS;
-            self.spin_gate
-                .settle_with(slept_long, || self.shared.inbox.woken_from_this_cpu());
+            self.spin_gate.settle_with(slept_long, || {
+                unnotified || self.shared.inbox.woken_from_this_cpu()
+            });
             // Where the loop runs now, for blocking callers' spins.
             if !nonblocking {
                 self.shared.inbox.note_loop_cpu();

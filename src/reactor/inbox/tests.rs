@@ -148,11 +148,71 @@ fn spells_woken_from(gate: &SpinGate, producer: impl Fn(usize) -> Option<u32>, s
         .join()
         .unwrap();
         assert_eq!(wakes(&inbox), spell + 1);
-        inbox.awake();
         // A short sleep, as the turn settles it.
-        gate.settle_with(false, || inbox.woken_from_this_cpu());
+        let unnotified = inbox.awake_unnotified();
+        assert!(!unnotified);
+        gate.settle_with(false, || unnotified || inbox.woken_from_this_cpu());
         assert_eq!(run_all(&inbox), 1);
     }
+}
+
+/// `spells` short idle spells of the loop as `turn.rs` runs them with
+/// `gate`, spell `i` ended by a push (from another CPU) if `pushed(i)`,
+/// else by something no producer notifies (I/O, a timer: the poll just
+/// returns).
+fn spells_ended_by(gate: &SpinGate, pushed: impl Fn(usize) -> bool, spells: usize) {
+    super::cpu::pretend(Some(0));
+    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
+    inbox.awake();
+    for spell in 0..spells {
+        assert!(inbox.prepare_to_sleep(gate, || false));
+        if pushed(spell) {
+            let i2 = inbox.clone();
+            std::thread::spawn(move || {
+                super::cpu::pretend(Some(1));
+                assert!(i2.push(|| (), Location::caller()).is_ok());
+            })
+            .join()
+            .unwrap();
+        }
+        let unnotified = inbox.awake_unnotified();
+        assert_eq!(unnotified, !pushed(spell));
+        gate.settle_with(false, || unnotified || inbox.woken_from_this_cpu());
+        run_all(&inbox);
+    }
+}
+
+/// A loop whose short sleeps end by I/O (one TCP connection served in
+/// lock-step with its client) never warms up to spin: its spin watches
+/// only the inbox and could not have ended them. The awake state is not
+/// a sleep: a poll that did not sleep reports nothing unnotified.
+#[test]
+fn a_loop_woken_by_io_never_spins() {
+    let gate = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_ended_by(&gate, |_| false, 50);
+    assert!(!gate.is_warm());
+    assert!(!gate.try_spin_once_warm());
+    let inbox = Inbox::new(CountingWaker::default());
+    inbox.awake();
+    assert!(!inbox.awake_unnotified());
+    assert_eq!(wakes(&inbox), 0);
+}
+
+/// A warm loop (calls from another CPU) whose sleeps then end by I/O
+/// pauses its spin as after any run of misses; calls again warm it back.
+#[test]
+fn a_warm_loop_woken_by_io_pauses_its_spin() {
+    let gate = SpinGate::new(MAX_SPIN_PAUSE);
+    spells_ended_by(&gate, |spell| spell < 5, 40);
+    // As `a_warm_loop_woken_from_its_own_cpu_pauses_its_spin`: spells 5,
+    // 6, 8, 11, 16, 25 spin and miss; 14 of the last pause's 16 are used.
+    assert!(gate.is_warm());
+    assert_eq!(gate.pause_left(), 2);
+    // Calls again: once the pause runs out, spins go on and end in hits
+    // or short sleeps, which pause nothing.
+    spells_ended_by(&gate, |_| true, 40);
+    assert_eq!(gate.pause_left(), 0);
+    assert!(gate.try_spin_once_warm());
 }
 
 /// A producer on the loop's own CPU cannot run while the loop spins: the
