@@ -79,7 +79,9 @@
 //!   server order rotated each round so drift hits every server alike; the
 //!   table shows the run with the median req/s and the range of req/s.
 //! - The load average before and after is printed: a table from a busy
-//!   machine is not a result.
+//!   machine is not a result. So are the host settings a loop's stalls
+//!   depend on: the real-time throttle and whether `bench/host-tune.sh`
+//!   keeps a CPU for the loop.
 
 mod metrics;
 mod placement;
@@ -224,6 +226,24 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The host settings a table depends on, for its header: the real-time
+/// throttle and whether `bench/host-tune.sh apply` is in force (its state
+/// file, `$HOST_TUNE_STATE` or `/tmp/weft-host-tune.state`, exists).
+fn host_settings() -> String {
+    let rt = std::fs::read_to_string("/proc/sys/kernel/sched_rt_runtime_us").ok();
+    let state = std::env::var_os("HOST_TUNE_STATE")
+        .map_or_else(|| PathBuf::from("/tmp/weft-host-tune.state"), PathBuf::from);
+    describe_host(rt.as_deref(), state.exists())
+}
+
+fn describe_host(rt_runtime_us: Option<&str>, tuned: bool) -> String {
+    format!(
+        "host: sched_rt_runtime_us {}, bench/host-tune.sh {}",
+        rt_runtime_us.map_or("?", str::trim),
+        if tuned { "applied" } else { "not applied" }
+    )
+}
+
 fn main() -> ExitCode {
     let mut o = parse_args();
     let have_wrk = Command::new("wrk")
@@ -272,6 +292,7 @@ fn main() -> ExitCode {
             .map_or("any".to_owned(), |c| c.to_string()),
         load_average()
     );
+    println!("{}", host_settings());
     // One cell per (mix, client, server), in table order; each holds its runs.
     let mut cells: Vec<Vec<Row>> = Vec::new();
     cells.resize_with(o.mixes.len() * o.clients.len() * servers.len(), Vec::new);
@@ -335,5 +356,26 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_host;
+
+    #[test]
+    fn the_header_names_the_throttle_and_the_kept_core() {
+        assert_eq!(
+            describe_host(Some("950000\n"), false),
+            "host: sched_rt_runtime_us 950000, bench/host-tune.sh not applied"
+        );
+        assert_eq!(
+            describe_host(Some("-1\n"), true),
+            "host: sched_rt_runtime_us -1, bench/host-tune.sh applied"
+        );
+        assert_eq!(
+            describe_host(None, false),
+            "host: sched_rt_runtime_us ?, bench/host-tune.sh not applied"
+        );
     }
 }
