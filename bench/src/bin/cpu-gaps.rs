@@ -172,8 +172,6 @@ fn main() {
 
     let min = o.min.as_nanos() as u64;
     let end_at = read(libc::CLOCK_MONOTONIC) + o.secs * 1_000_000_000;
-    let mut counts = [0u64; CLASSES_US.len() + 1];
-    let mut on_cpu_over_1ms = 0u64;
     let mut gaps: Vec<Gap> = Vec::new();
     let (mut wall, mut cpu) = (
         read(libc::CLOCK_MONOTONIC),
@@ -189,16 +187,11 @@ fn main() {
         spins += 1;
         let gap = w - wall;
         if gap > min {
-            let g = Gap {
+            gaps.push(Gap {
                 at: wall,
                 wall: gap,
                 cpu: c.saturating_sub(cpu),
-            };
-            counts[class_of(gap)] += 1;
-            if gap > 1_000_000 && g.cpu * 2 > gap {
-                on_cpu_over_1ms += 1;
-            }
-            gaps.push(g);
+            });
         }
         (wall, cpu) = (w, c);
     }
@@ -210,6 +203,10 @@ fn main() {
     let irqs = irq0.zip(interrupts_on(o.cpu)).map(|(a, b)| b - a);
     let inv = inv0.zip(involuntary_switches()).map(|(a, b)| b - a);
 
+    let mut counts = [0u64; CLASSES_US.len() + 1];
+    for g in &gaps {
+        counts[class_of(g.wall)] += 1;
+    }
     let show = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
     println!(
         "cpu-gaps: CPU {}, {}, {secs:.1} s, {spins} readings; the thread's CPU clock ran {:.2}% of the time",
@@ -237,6 +234,10 @@ fn main() {
         }
     }
     let over_1ms = gaps.iter().filter(|g| g.wall > 1_000_000).count();
+    let on_cpu_over_1ms = gaps
+        .iter()
+        .filter(|g| g.wall > 1_000_000 && g.cpu * 2 > g.wall)
+        .count();
     println!(
         "  over 1 ms: {over_1ms} ({:.1} per 10 s), of which the thread's CPU clock ran for most: {on_cpu_over_1ms}",
         over_1ms as f64 * 10.0 / secs

@@ -134,51 +134,39 @@ fn after_deciding_to_sleep_the_next_push_wakes() {
 /// runs them with `gate`, spell `i` ended by a push from a producer thread
 /// on `producer(i)` (a CPU, or unknown) while the loop is sleepy.
 fn spells_woken_from(gate: &SpinGate, producer: impl Fn(usize) -> Option<u32>, spells: usize) {
+    spells_ended_by(gate, |spell| Some(producer(spell)), spells);
+}
+
+/// `spells` short idle spells of the loop (this thread, on CPU 0) as
+/// `turn.rs` runs them with `gate`: spell `i` ended by a push, while the
+/// loop is sleepy, from a producer thread on `push(i)` = `Some(cpu)` (a
+/// CPU, or unknown), or with `None` by something no producer notifies
+/// (I/O, a timer: the poll just returns).
+fn spells_ended_by(gate: &SpinGate, push: impl Fn(usize) -> Option<Option<u32>>, spells: usize) {
     super::cpu::pretend(Some(0));
     let inbox = Arc::new(Inbox::new(CountingWaker::default()));
     inbox.awake();
+    let mut pushes = 0;
     for spell in 0..spells {
         // Nobody pushes during the spin (if the gate lets one through).
         assert!(inbox.prepare_to_sleep(gate, || false));
-        let (i2, cpu) = (inbox.clone(), producer(spell));
-        std::thread::spawn(move || {
-            super::cpu::pretend(cpu);
-            assert!(i2.push(|| (), Location::caller()).is_ok());
-        })
-        .join()
-        .unwrap();
-        assert_eq!(wakes(&inbox), spell + 1);
-        // A short sleep, as the turn settles it.
-        let unnotified = inbox.awake_unnotified();
-        assert!(!unnotified);
-        gate.settle_with(false, || unnotified || inbox.woken_from_this_cpu());
-        assert_eq!(run_all(&inbox), 1);
-    }
-}
-
-/// `spells` short idle spells of the loop as `turn.rs` runs them with
-/// `gate`, spell `i` ended by a push (from another CPU) if `pushed(i)`,
-/// else by something no producer notifies (I/O, a timer: the poll just
-/// returns).
-fn spells_ended_by(gate: &SpinGate, pushed: impl Fn(usize) -> bool, spells: usize) {
-    super::cpu::pretend(Some(0));
-    let inbox = Arc::new(Inbox::new(CountingWaker::default()));
-    inbox.awake();
-    for spell in 0..spells {
-        assert!(inbox.prepare_to_sleep(gate, || false));
-        if pushed(spell) {
+        let pushed = push(spell);
+        if let Some(cpu) = pushed {
             let i2 = inbox.clone();
             std::thread::spawn(move || {
-                super::cpu::pretend(Some(1));
+                super::cpu::pretend(cpu);
                 assert!(i2.push(|| (), Location::caller()).is_ok());
             })
             .join()
             .unwrap();
+            pushes += 1;
         }
+        assert_eq!(wakes(&inbox), pushes);
         let unnotified = inbox.awake_unnotified();
-        assert_eq!(unnotified, !pushed(spell));
+        assert_eq!(unnotified, pushed.is_none());
+        // A short sleep, as the turn settles it.
         gate.settle_with(false, || unnotified || inbox.woken_from_this_cpu());
-        run_all(&inbox);
+        assert_eq!(run_all(&inbox), usize::from(pushed.is_some()));
     }
 }
 
@@ -189,7 +177,7 @@ fn spells_ended_by(gate: &SpinGate, pushed: impl Fn(usize) -> bool, spells: usiz
 #[test]
 fn a_loop_woken_by_io_never_spins() {
     let gate = SpinGate::new(MAX_SPIN_PAUSE);
-    spells_ended_by(&gate, |_| false, 50);
+    spells_ended_by(&gate, |_| None, 50);
     assert!(!gate.is_warm());
     assert!(!gate.try_spin_once_warm());
     let inbox = Inbox::new(CountingWaker::default());
@@ -203,14 +191,14 @@ fn a_loop_woken_by_io_never_spins() {
 #[test]
 fn a_warm_loop_woken_by_io_pauses_its_spin() {
     let gate = SpinGate::new(MAX_SPIN_PAUSE);
-    spells_ended_by(&gate, |spell| spell < 5, 40);
+    spells_ended_by(&gate, |spell| (spell < 5).then_some(Some(1)), 40);
     // As `a_warm_loop_woken_from_its_own_cpu_pauses_its_spin`: spells 5,
     // 6, 8, 11, 16, 25 spin and miss; 14 of the last pause's 16 are used.
     assert!(gate.is_warm());
     assert_eq!(gate.pause_left(), 2);
     // Calls again: once the pause runs out, spins go on and end in hits
     // or short sleeps, which pause nothing.
-    spells_ended_by(&gate, |_| true, 40);
+    spells_ended_by(&gate, |_| Some(Some(1)), 40);
     assert_eq!(gate.pause_left(), 0);
     assert!(gate.try_spin_once_warm());
 }

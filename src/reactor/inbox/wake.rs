@@ -262,10 +262,7 @@ impl WakeState {
 
     /// Loop, after waking: marks the loop awake so producers skip the waker.
     pub(super) fn awake(&self) {
-        // A read-modify-write, like every write of `state` (module notes).
-        if self.state.load(Ordering::Relaxed) != AWAKE {
-            self.state.swap(AWAKE, Ordering::SeqCst);
-        }
+        self.awake_unnotified();
     }
 
     /// Loop, after its poll returned: as [`awake`](Self::awake), and says
@@ -274,6 +271,7 @@ impl WakeState {
     /// see "Woken by something else" in the module notes). `false` after a
     /// poll that did not sleep (the state was `AWAKE`).
     pub(super) fn awake_unnotified(&self) -> bool {
+        // A read-modify-write, like every write of `state` (module notes).
         self.state.load(Ordering::Relaxed) != AWAKE
             && self.state.swap(AWAKE, Ordering::SeqCst) == SLEEPY
     }
